@@ -1,0 +1,79 @@
+"""flowkit: durable workflows in plain async Python.
+
+Write ``@flow`` / ``@node`` functions or build graphs with ``Flow``; run them
+in-memory, under virtual time in tests, or across workers on a broker.
+"""
+
+from ._durations import Backoff as Backoff
+from ._errors import BlueprintError as BlueprintError
+from ._errors import Cancelled as Cancelled
+from ._errors import ChildFailed as ChildFailed
+from ._errors import CompileError as CompileError
+from ._errors import FlowkitError as FlowkitError
+from ._errors import MissingDependency as MissingDependency
+from ._errors import NodeError as NodeError
+from ._errors import ResumeError as ResumeError
+from ._errors import StoreError as StoreError
+from ._errors import TransportError as TransportError
+from ._errors import WaitTimeout as WaitTimeout
+from ._errors import WebhookRejected as WebhookRejected
+from ._errors import WorkflowFailed as WorkflowFailed
+from ._version import __version__ as __version__
+from .blueprint import Analysis as Analysis
+from .blueprint import Blueprint as Blueprint
+from .blueprint import EdgeSpec as EdgeSpec
+from .blueprint import LintIssue as LintIssue
+from .blueprint import NodeConfig as NodeConfig
+from .blueprint import NodeSpec as NodeSpec
+from .blueprint import analyze as analyze
+from .blueprint import lint as lint
+from .dsl import Flow as Flow
+from .engine import Action as Action
+from .engine import Context as Context
+from .engine import Event as Event
+from .engine import Middleware as Middleware
+from .engine import Node as Node
+from .engine import NodeContext as NodeContext
+from .engine import RunHandle as RunHandle
+from .engine import RunResult as RunResult
+from .engine import RunStatus as RunStatus
+from .engine import Runtime as Runtime
+from .engine import context as context
+
+__all__ = [
+    "Action",
+    "Analysis",
+    "Backoff",
+    "Blueprint",
+    "BlueprintError",
+    "Cancelled",
+    "ChildFailed",
+    "CompileError",
+    "Context",
+    "EdgeSpec",
+    "Event",
+    "Flow",
+    "FlowkitError",
+    "LintIssue",
+    "Middleware",
+    "MissingDependency",
+    "Node",
+    "NodeConfig",
+    "NodeContext",
+    "NodeError",
+    "NodeSpec",
+    "ResumeError",
+    "RunHandle",
+    "RunResult",
+    "RunStatus",
+    "Runtime",
+    "StoreError",
+    "TransportError",
+    "WaitTimeout",
+    "WebhookRejected",
+    "WorkflowFailed",
+    "__version__",
+    "analyze",
+    "context",
+    "lint",
+]

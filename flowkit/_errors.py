@@ -1,0 +1,184 @@
+"""Every exception flowkit raises derives from :class:`FlowkitError`.
+
+The tree::
+
+    FlowkitError
+    ├── CompileError          (also a SyntaxError: filename, lineno, col_offset, hint)
+    ├── BlueprintError        (validation; carries the lint issues)
+    ├── NodeError             (wraps the user's exception: node_id, attempt)
+    ├── WorkflowFailed        (a run ended FAILED and the caller asked for its output)
+    ├── WaitTimeout           (also a TimeoutError: a flow.wait timed out)
+    ├── ChildFailed           (a subflow's run failed)
+    ├── ResumeError           (signal or resume for an unknown run or wait)
+    ├── Cancelled             (the run was cancelled)
+    ├── TransportError        (a broker failed; each transport translates its SDK here)
+    ├── StoreError            (a database failed; each store translates its driver here)
+    ├── MissingDependency     (an optional extra is not installed; also an ImportError)
+    └── WebhookRejected       (a webhook call was refused: status says why)
+
+Constructors take structured data and build the message, so every message says
+what happened, where, and what to do next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .blueprint._lint import LintIssue
+
+
+class FlowkitError(Exception):
+    """Root of every error flowkit raises."""
+
+
+class CompileError(FlowkitError, SyntaxError):
+    """A ``@flow`` body uses something outside the compiled subset.
+
+    Carries ``filename``, ``lineno``, ``col_offset``, ``source_line`` and ``hint``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        filename: str,
+        lineno: int,
+        col_offset: int,
+        source_line: str = "",
+        hint: str = "",
+    ) -> None:
+        full = f"{message} ({filename}, line {lineno})"
+        if hint:
+            full += f"; hint: {hint}"
+        SyntaxError.__init__(self, full, (filename, lineno, col_offset + 1, source_line))
+        self.message = message
+        self.col_offset = col_offset
+        self.source_line = source_line
+        self.hint = hint
+
+    def __str__(self) -> str:
+        text = str(self.msg)
+        if self.source_line:
+            text += f"\n    {self.source_line.strip()}"
+        return text
+
+
+class BlueprintError(FlowkitError):
+    """A blueprint failed validation; ``issues`` lists every problem found."""
+
+    def __init__(self, blueprint_id: str, issues: Sequence[LintIssue]) -> None:
+        self.blueprint_id = blueprint_id
+        self.issues = tuple(issues)
+        lines = "\n".join(f"  - [{i.code}] {i.node_id or '-'}: {i.message}" for i in self.issues)
+        super().__init__(
+            f"blueprint {blueprint_id!r} is invalid ({len(self.issues)} problem(s)):\n{lines}"
+        )
+
+
+class NodeError(FlowkitError):
+    """A node raised; ``__cause__`` (when in-process) is the user's exception.
+
+    ``error_type`` is the qualified name of the original exception class and
+    ``error_mro`` the qualified names of its bases, so ``except`` clauses can
+    match errors that crossed a process boundary.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        attempt: int,
+        message: str,
+        *,
+        error_type: str = "builtins.Exception",
+        error_mro: Sequence[str] = (),
+    ) -> None:
+        self.node_id = node_id
+        self.attempt = attempt
+        self.message = message
+        self.error_type = error_type
+        self.error_mro = tuple(error_mro) or (error_type,)
+        super().__init__(f"node {node_id!r} failed on attempt {attempt}: {message}")
+
+
+class WorkflowFailed(FlowkitError):
+    """The run failed; ``run_id`` and ``error`` (the failure's message) say which and why."""
+
+    def __init__(self, run_id: str, error: str) -> None:
+        self.run_id = run_id
+        self.error = error
+        super().__init__(f"run {run_id!r} failed: {error}")
+
+
+class WaitTimeout(FlowkitError, TimeoutError):
+    """A ``flow.wait`` (or webhook) timed out before its signal arrived."""
+
+    def __init__(self, name: str, run_id: str = "") -> None:
+        self.name = name
+        self.run_id = run_id
+        super().__init__(
+            f"wait {name!r} timed out before a signal arrived"
+            + (f" (run {run_id!r})" if run_id else "")
+            + "; catch flowkit.WaitTimeout in the flow to handle it"
+        )
+
+
+class ChildFailed(FlowkitError):
+    """A subflow's run failed; catch it in the parent with ``except flowkit.ChildFailed``."""
+
+    def __init__(self, child_run_id: str, error: str) -> None:
+        self.child_run_id = child_run_id
+        self.error = error
+        super().__init__(f"child run {child_run_id!r} failed: {error}")
+
+
+class ResumeError(FlowkitError):
+    """A signal or resume named a run, wait or node that cannot take it."""
+
+
+class Cancelled(FlowkitError):
+    """The run was cancelled."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"run {run_id!r} was cancelled")
+
+
+class TransportError(FlowkitError):
+    """A transport (message broker) operation failed."""
+
+
+class StoreError(FlowkitError):
+    """A store (database) operation failed."""
+
+
+class MissingDependency(FlowkitError, ImportError):
+    """An optional integration is used without its extra installed."""
+
+    def __init__(self, feature: str, extra: str) -> None:
+        self.feature = feature
+        self.extra = extra
+        super().__init__(
+            f"{feature} needs an optional dependency; install it with: "
+            f"pip install 'flowkit[{extra}]'"
+        )
+
+
+class WebhookRejected(FlowkitError):
+    """A webhook call was refused; ``status`` is the HTTP status it was answered with."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        self.status = status
+        self.reason = reason
+        super().__init__(f"webhook rejected ({status}): {reason}")
+
+
+def describe(exc: BaseException) -> tuple[str, tuple[str, ...], str]:
+    """Return ``(type, mro, message)`` of an exception as plain strings."""
+    mro = tuple(
+        f"{c.__module__}.{c.__qualname__}" for c in type(exc).__mro__ if issubclass(c, BaseException)
+    )
+    return mro[0], mro, str(exc) or type(exc).__name__
+
+

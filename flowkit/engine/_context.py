@@ -1,0 +1,117 @@
+"""``flowkit.context()``: what a running node knows about itself."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator, Mapping, MutableMapping
+from typing import Any
+
+import attrs
+import structlog
+
+_MISSING: Any = object()
+
+
+class Context(MutableMapping[str, Any]):
+    """A run's state as seen by one node execution.
+
+    Reads see the run's state plus this execution's own writes; writes are
+    recorded and applied to the run atomically with the node's completion (so a
+    node that fails or is retried leaves no half-written state behind).
+    """
+
+    __slots__ = ("_base", "deletes", "writes")
+
+    def __init__(self, base: Mapping[str, Any]) -> None:
+        self._base = base
+        self.writes: dict[str, Any] = {}
+        self.deletes: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.writes:
+            return self.writes[key]
+        if key in self.deletes:
+            raise KeyError(key)
+        return self._base[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.writes[key] = value
+        self.deletes.discard(key)
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self:
+            raise KeyError(key)
+        self.writes.pop(key, None)
+        self.deletes.add(key)
+
+    def __iter__(self) -> Iterator[str]:
+        seen = set()
+        for key in self.writes:
+            seen.add(key)
+            yield key
+        for key in self._base:
+            if key not in seen and key not in self.deletes and not key.startswith("__"):
+                yield key
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __repr__(self) -> str:
+        return f"Context({dict(self)!r})"
+
+
+@attrs.define(slots=True)
+class NodeContext:
+    """Facts about the node execution in progress; see :func:`context`.
+
+    ``idempotency_key`` is stable across retries and redeliveries of the same
+    node execution: use it for side effects that must happen once.
+    """
+
+    run_id: str
+    node_id: str
+    attempt: int
+    idempotency_key: str
+    state: Context
+    deadline: float | None = None
+    error: BaseException | None = None
+    _log: Any = attrs.field(default=None, alias="_log")
+
+    @property
+    def log(self) -> Any:
+        """A structlog logger bound to ``run_id``, ``node_id`` and ``attempt``."""
+        if self._log is None:
+            self._log = structlog.get_logger("flowkit").bind(
+                run_id=self.run_id, node_id=self.node_id, attempt=self.attempt
+            )
+        return self._log
+
+
+_current: contextvars.ContextVar[NodeContext] = contextvars.ContextVar("flowkit_node")
+
+
+def context() -> NodeContext:
+    """The :class:`NodeContext` of the node running in this task.
+
+    Raises ``LookupError``-derived :class:`RuntimeError` outside a node.
+
+    >>> from flowkit import node, context
+    >>> @node
+    ... async def charge(amount: int) -> str:
+    ...     return context().idempotency_key
+    """
+    try:
+        return _current.get()
+    except LookupError:
+        raise RuntimeError(
+            "flowkit.context() was called outside a running node; call it from the body "
+            "of a @node (or a node function run by a flowkit Runtime or Worker)"
+        ) from None
+
+
+def set_current(ctx: NodeContext) -> contextvars.Token[NodeContext]:
+    return _current.set(ctx)
+
+
+def reset_current(token: contextvars.Token[NodeContext]) -> None:
+    _current.reset(token)

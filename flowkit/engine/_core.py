@@ -1,0 +1,425 @@
+"""The deterministic core: (run state, event) -> commands.
+
+Sans-IO, like h11: nothing here awaits, sleeps, reads a clock or touches I/O.
+Every shell (in-memory runtime, distributed worker, simulator) feeds events in
+and carries the returned commands out, so joins, routing, loops, batches,
+retries, fallbacks and poison pills are decided once, here.
+
+Join semantics: a node with ``join="all"`` runs once every forward predecessor
+has settled (completed or been skipped) and at least one edge into it was
+taken; if none was, it is skipped and the skip flows on. ``join="any"`` runs on
+the first taken edge (once: later arrivals are ignored, in-flight predecessors
+are cancelled). ``join="pass"`` (compiled flows) runs on every taken arrival.
+Back edges (into loops) always re-enter directly.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from .._errors import FlowkitError, describe
+from . import _protocol as p
+from ._action import Action
+from ._program import Program, wait_name
+from ._state import RunState, RunStatus
+from ._step_nodes import NodeSteps
+
+# node record layout: [activation, arrived, taken, fired, status]
+_ACT, _ARRIVED, _TAKEN, _FIRED, _STATUS = range(5)
+
+
+def start_run(
+    program: Program,
+    state: RunState,
+    inputs: dict[str, Any],
+    *,
+    parent: str | None = None,
+) -> list[p.Command]:
+    """Initialise ``state`` for a new run and return the first commands."""
+    header = state.header
+    state.put("header", "status", RunStatus.RUNNING.value)
+    state.put("header", "blueprint", program.blueprint.id)
+    state.put("header", "digest", program.blueprint.digest)
+    state.put("header", "inputs", dict(inputs))
+    if parent is not None:
+        state.put("header", "parent", parent)
+    step = Step(program, state)
+    for root in program.roots:
+        step.queue.append((root, True, False, None))
+    step.drain()
+    step.settle()
+    del header
+    return step.commands
+
+
+def handle_event(program: Program, state: RunState, event: p.Event) -> list[p.Command]:
+    """Apply one event to ``state`` and return the commands it calls for.
+
+    Stale or duplicate events (a dispatch already recorded, a timer already
+    fired, anything after the run finished) change nothing.
+    """
+    if state.status.finished:
+        return []
+    step = Step(program, state)
+    step.on_event(event)
+    step.drain()
+    step.settle()
+    return step.commands
+
+
+class Step(NodeSteps):
+    """One transition of one run."""
+
+    def __init__(self, program: Program, state: RunState) -> None:
+        self.p = program
+        self.s = state
+        self.commands: list[p.Command] = []
+        # (node id, taken, via back edge, source node)
+        self.queue: deque[tuple[str, bool, bool, str | None]] = deque()
+
+    # -- events -------------------------------------------------------------
+    def on_event(self, event: p.Event) -> None:
+        if isinstance(event, p.NodeCompleted):
+            self.on_completed(event)
+        elif isinstance(event, p.NodeFailed):
+            self.on_failed(event)
+        elif isinstance(event, p.TimerFired):
+            self.on_timer(event.timer_id)
+        elif isinstance(event, p.SignalReceived):
+            self.on_signal(event)
+        elif isinstance(event, p.ChildFinished):
+            self.on_child(event)
+        elif isinstance(event, p.CancelRequested):
+            self.finish(RunStatus.CANCELLED, error=_error("flowkit.Cancelled", event.reason))
+
+    def on_completed(self, event: p.NodeCompleted) -> None:
+        dispatch = self.s.sections["dispatches"].get(event.dispatch_id)
+        if dispatch is None:
+            return  # duplicate delivery or cancelled: already settled
+        self.s.drop("dispatches", event.dispatch_id)
+        if event.writes or event.deletes:
+            self.apply_writes(dispatch["node"], event)
+        if dispatch.get("item") is not None:
+            self.batch_item_done(dispatch, event.output)
+        else:
+            self.complete(dispatch["node"], event.output, event.action)
+
+    def apply_writes(self, node_id: str, event: p.NodeCompleted) -> None:
+        for key, value in (event.writes or {}).items():
+            self.s.put("context", key, value)
+        for key in event.deletes:
+            self.s.drop("context", key)
+        keys = sorted([*(event.writes or {}), *event.deletes])
+        self.note("context:change", node_id, data={"keys": keys})
+
+    def on_failed(self, event: p.NodeFailed) -> None:
+        dispatch = self.s.sections["dispatches"].get(event.dispatch_id)
+        if dispatch is None:
+            return
+        self.s.drop("dispatches", event.dispatch_id)
+        node_id = dispatch["node"]
+        spec = self.p.specs[node_id]
+        attempt = int(dispatch["attempt"])
+        self.note("node:error", node_id, attempt, data=event.error)
+        if event.retryable and not dispatch.get("fallback") and attempt <= spec.config.retries:
+            self.retry(dispatch, attempt)
+        elif spec.config.fallback and not dispatch.get("fallback"):
+            self.note("node:fallback", node_id, attempt)
+            self.redispatch(dispatch, attempt + 1, fallback=True, error=event.error)
+        elif dispatch.get("item") is not None:
+            self.batch_failed(dispatch, event.error)
+        else:
+            self.fail_node(node_id, event.error)
+
+    def retry(self, dispatch: dict[str, Any], attempt: int) -> None:
+        node_id = dispatch["node"]
+        backoff = self.p.specs[node_id].config.backoff
+        delay = backoff.delay(attempt, f"{self.s.run_id}:{node_id}") if backoff else 0.0
+        self.note("node:retry", node_id, attempt + 1, data={"delay": delay})
+        if delay <= 0:
+            self.redispatch(dispatch, attempt + 1)
+            return
+        timer_id = f"retry:{node_id}@{dispatch['act']}:{attempt + 1}"
+        if dispatch.get("item") is not None:
+            timer_id += f"[{dispatch['item']}]"
+        record = {"node": node_id, "purpose": "retry", "dispatch": dict(dispatch, attempt=attempt + 1)}
+        self.s.put("timers", timer_id, record)
+        self.commands.append(p.StartTimer(timer_id, node_id, delay, "retry"))
+
+    def on_timer(self, timer_id: str) -> None:
+        timer = self.s.sections["timers"].get(timer_id)
+        if timer is None:
+            return  # fired already (several schedulers are safe)
+        self.s.drop("timers", timer_id)
+        node_id = timer["node"]
+        self.note("timer:fire", node_id, data={"timer_id": timer_id, "purpose": timer["purpose"]})
+        if timer["purpose"] == "retry":
+            d = timer["dispatch"]
+            self.redispatch(d, int(d["attempt"]), fallback=bool(d.get("fallback")))
+        elif timer["purpose"] == "sleep":
+            self.complete(node_id, None, None)
+        elif timer["purpose"] == "timeout":
+            self.wait_timed_out(timer)
+
+    def wait_timed_out(self, timer: dict[str, Any]) -> None:
+        name = timer["wait"]
+        if name not in self.s.sections["waits"]:
+            return
+        self.s.drop("waits", name)
+        info = _error(
+            "flowkit.WaitTimeout",
+            f"wait {name!r} timed out before a signal arrived",
+            mro=("flowkit.WaitTimeout", "flowkit.FlowkitError", "builtins.TimeoutError",
+                 "builtins.OSError", "builtins.Exception", "builtins.BaseException"),
+        )
+        info["wait"] = name
+        self.fail_node(timer["node"], info)
+
+    def on_signal(self, event: p.SignalReceived) -> None:
+        waits = self.s.sections["waits"]
+        wait = waits.get(event.name)
+        if wait is None:
+            buffered = list(self.s.sections["signals"].get(event.name, []))
+            buffered.append({"data": event.data, "action": event.action})
+            self.s.put("signals", event.name, buffered)
+            self.note("signal:receive", None, data={"name": event.name, "buffered": True})
+            return
+        self.s.drop("waits", event.name)
+        if wait.get("timer"):
+            self.s.drop("timers", wait["timer"])
+            self.commands.append(p.CancelTimer(wait["timer"]))
+        self.note("signal:receive", wait["node"], data={"name": event.name})
+        self.complete(wait["node"], event.data, event.action)
+
+    def on_child(self, event: p.ChildFinished) -> None:
+        child = self.s.sections["children"].get(event.child_run_id)
+        if child is None:
+            return
+        self.s.drop("children", event.child_run_id)
+        if event.status == RunStatus.COMPLETED:
+            self.complete(child["node"], event.output, None)
+            return
+        message = (event.error or {}).get("message", event.status)
+        info = _error(
+            "flowkit.ChildFailed",
+            f"child run {event.child_run_id!r} {event.status}: {message}",
+            mro=("flowkit.ChildFailed", "flowkit.FlowkitError", "builtins.Exception",
+                 "builtins.BaseException"),
+        )
+        info["child_run_id"] = event.child_run_id
+        self.fail_node(child["node"], info)
+
+    # -- routing ------------------------------------------------------------
+    def complete(self, node_id: str, value: Any, action: str | None) -> None:
+        """Record a node's result and route along its outgoing edges."""
+        if isinstance(value, Action):
+            action, value = value.name, value.value
+        record = self.record(node_id)
+        record[_STATUS] = "done"
+        spec = self.p.specs[node_id]
+        target = spec.params.get("assign")
+        if target is not None:
+            self.assign(target, value)
+        if target is None or node_id in self.p.terminals:
+            self.s.put("outputs", node_id, value)
+        if spec.kind == "loop":
+            return  # loops route themselves
+        self.route(node_id, value, action)
+
+    def route(self, node_id: str, value: Any, action: str | None, *, exclude: str = "") -> None:
+        scope: dict[str, Any] | None = None
+        for edge in self.p.out[node_id]:
+            if edge.target == exclude:
+                continue
+            taken = edge.action is None or edge.action == action
+            if taken and edge.when is not None:
+                if scope is None:
+                    scope = {"result": value, "state": self.s.context,
+                             "input": self.s.header.get("inputs", {})}
+                taken = self.evaluate_condition(node_id, edge.when, scope)
+            self.queue.append((edge.target, taken, edge.back, node_id))
+
+    def evaluate_condition(self, node_id: str, fn: Any, scope: dict[str, Any]) -> bool:
+        try:
+            return bool(fn(scope))
+        except FlowkitError as exc:
+            self.fail_node(node_id, _from_exception(exc))
+            return False
+
+    def drain(self) -> None:
+        queue = self.queue
+        while queue:
+            target, taken, back, source = queue.popleft()
+            if self.s.status.finished:
+                queue.clear()
+                return
+            self.arrive(target, taken, back, source)
+
+    def arrive(self, target: str, taken: bool, back: bool, source: str | None) -> None:
+        mode = self.p.join[target]
+        count = self.p.n_preds[target]
+        if back or mode == "pass" or count <= 1 or source is None:
+            if taken:
+                self.fire(target, back, source)
+            elif not back and mode != "pass":
+                self.skip(target)
+            return
+        record = self.record(target)
+        record[_ARRIVED] += 1
+        record[_TAKEN] += taken
+        self.s.touch("nodes", target)
+        if mode == "any":
+            self.arrive_any(target, record, taken, source, count)
+        elif record[_ARRIVED] >= count:
+            fire = record[_TAKEN] > 0
+            record[_ARRIVED] = record[_TAKEN] = 0
+            if fire:
+                self.fire(target, back, source)
+            else:
+                self.skip(target)
+
+    def arrive_any(
+        self, target: str, record: list[Any], taken: bool, source: str, count: int
+    ) -> None:
+        if taken and not record[_FIRED]:
+            record[_FIRED] = 1
+            self.cancel_nodes(self.p.preds[target], skip=True)
+            self.fire(target, False, source)
+        elif record[_ARRIVED] >= count and not record[_FIRED]:
+            record[_FIRED] = 1
+            self.skip(target)
+
+    def skip(self, node_id: str) -> None:
+        record = self.record(node_id)
+        record[_STATUS] = "skipped"
+        self.s.touch("nodes", node_id)
+        for edge in self.p.out[node_id]:
+            if not edge.back:
+                self.queue.append((edge.target, False, False, node_id))
+
+    def record(self, node_id: str) -> list[Any]:
+        nodes = self.s.sections["nodes"]
+        record = nodes.get(node_id)
+        if record is None:
+            record = nodes[node_id] = [0, 0, 0, 0, "pending"]
+        self.s.journal.add(("nodes", node_id))
+        return record
+
+    # -- ending ---------------------------------------------------------------
+    def fail_node(self, node_id: str, error: dict[str, Any]) -> None:
+        """A node failed for good: hand it to its ``except`` handler or fail the run."""
+        record = self.record(node_id)
+        record[_STATUS] = "failed"
+        handler = self.p.specs[node_id].params.get("on_error")
+        if handler is not None:
+            self.s.put("context", "__error__", dict(error, node=node_id))
+            self.queue.append((handler, True, True, node_id))
+            return
+        self.poison(node_id)
+        self.finish(RunStatus.FAILED, error=dict(error, node=node_id))
+
+    def poison(self, node_id: str) -> None:
+        """Mark every successor so that no join waits for a node that will never come."""
+        for edge in self.p.out[node_id]:
+            if not edge.back:
+                record = self.record(edge.target)
+                if record[_STATUS] == "pending":
+                    record[_STATUS] = "poisoned"
+
+    def finish(self, status: RunStatus, *, output: Any = None, error: Any = None) -> None:
+        sections = self.s.sections
+        self.cancel_nodes(None, skip=False)
+        for timer_id in list(sections["timers"]):
+            self.s.drop("timers", timer_id)
+            self.commands.append(p.CancelTimer(timer_id))
+        for name in list(sections["waits"]):
+            self.s.drop("waits", name)
+        for child_id in list(sections["children"]):
+            self.s.drop("children", child_id)
+            self.commands.append(p.CancelChild(child_id))
+        for batch in list(sections["batches"]):
+            self.s.drop("batches", batch)
+        self.s.put("header", "status", status.value)
+        self.s.put("header", "output", output)
+        if error is not None:
+            self.s.put("header", "error", error)
+        self.queue.clear()
+        self.commands.append(p.FinishRun(status.value, output, error))
+
+    def cancel_nodes(self, nodes: tuple[str, ...] | None, *, skip: bool) -> None:
+        """Cancel in-flight dispatches (of ``nodes``, or all); skipped ones route skips on."""
+        dispatches = self.s.sections["dispatches"]
+        for dispatch_id, dispatch in list(dispatches.items()):
+            if nodes is not None and dispatch["node"] not in nodes:
+                continue
+            self.s.drop("dispatches", dispatch_id)
+            self.commands.append(p.CancelNode(dispatch_id))
+            if skip:
+                self.skip(dispatch["node"])
+
+    def settle(self) -> None:
+        """After an event: finish the run if nothing is pending, or note a pause."""
+        if self.s.status.finished:
+            return
+        sections = self.s.sections
+        if sections["dispatches"]:
+            self.set_status(RunStatus.RUNNING)
+        elif sections["timers"] or sections["waits"] or sections["children"]:
+            self.set_status(RunStatus.AWAITING)
+        else:
+            stalled = self.stalled_joins()
+            if stalled:
+                self.note("workflow:stall", None, data={"joins": stalled})
+                message = f"run stalled: join(s) {', '.join(stalled)} can never fire"
+                self.finish(RunStatus.FAILED, error=_error("flowkit.WorkflowFailed", message))
+            else:
+                self.finish(RunStatus.COMPLETED, output=self.terminal_output())
+
+    def set_status(self, status: RunStatus) -> None:
+        before = self.s.header.get("status")
+        if before != status.value:
+            self.s.put("header", "status", status.value)
+            if status is RunStatus.AWAITING:
+                self.note("workflow:pause", None)
+            elif before == RunStatus.AWAITING.value:
+                self.note("workflow:resume", None)
+
+    def stalled_joins(self) -> list[str]:
+        return [
+            node_id
+            for node_id, record in self.s.sections["nodes"].items()
+            if record[_ARRIVED] and not record[_FIRED] and self.p.join[node_id] == "all"
+        ]
+
+    def terminal_output(self) -> Any:
+        nodes = self.s.sections["nodes"]
+        outputs = self.s.sections["outputs"]
+        ran = [
+            n for n in self.p.blueprint_order
+            if n in self.p.terminals and nodes.get(n, (0, 0, 0, 0, ""))[_STATUS] == "done"
+        ]
+        if len(ran) == 1:
+            return outputs.get(ran[0])
+        if not ran:
+            return None
+        return {n: outputs.get(n) for n in ran}
+
+    def note(
+        self, type_: str, node_id: str | None, attempt: int | None = None, *, data: Any = None
+    ) -> None:
+        self.commands.append(p.Note(type_, node_id, attempt, data))
+
+
+def _error(type_: str, message: str, *, mro: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"type": type_, "mro": list(mro or (type_,)), "message": message}
+
+
+def _from_exception(exc: BaseException) -> dict[str, Any]:
+    type_, mro, message = describe(exc)
+    return {"type": type_, "mro": list(mro), "message": message}
+
+
+def wait_names(program: Program) -> frozenset[str]:
+    """Every signal name the blueprint can wait for."""
+    return frozenset(wait_name(s) for s in program.blueprint.nodes if s.kind in ("wait", "webhook"))

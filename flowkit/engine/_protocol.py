@@ -1,0 +1,145 @@
+"""What the core is fed (events) and what it asks shells to do (commands).
+
+All are small frozen attrs classes of plain data, so they cross process
+boundaries as JSON and make the core's behaviour easy to replay and test.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+ErrorInfo = dict[str, Any]
+"""``{"type": qualified name, "mro": [qualified names], "message": str}``."""
+
+
+# -- events (shell -> core) ----------------------------------------------------
+@attrs.frozen
+class NodeCompleted:
+    """A dispatched execution returned; ``writes`` are its changes to the run's state."""
+
+    dispatch_id: str
+    output: Any = None
+    action: str | None = None
+    writes: dict[str, Any] | None = None
+    deletes: tuple[str, ...] = ()
+    fallback: bool = False
+
+
+@attrs.frozen
+class NodeFailed:
+    """A dispatched execution raised (or timed out); ``retryable`` false skips retries."""
+
+    dispatch_id: str
+    error: ErrorInfo
+    retryable: bool = True
+
+
+@attrs.frozen
+class TimerFired:
+    timer_id: str
+
+
+@attrs.frozen
+class SignalReceived:
+    name: str
+    data: Any = None
+    action: str | None = None
+
+
+@attrs.frozen
+class ChildFinished:
+    child_run_id: str
+    status: str
+    output: Any = None
+    error: ErrorInfo | None = None
+
+
+@attrs.frozen
+class CancelRequested:
+    reason: str = "cancelled"
+
+
+Event = NodeCompleted | NodeFailed | TimerFired | SignalReceived | ChildFinished | CancelRequested
+
+
+# -- commands (core -> shell) ---------------------------------------------------
+@attrs.frozen
+class ExecuteNode:
+    """Run ``uses`` (or its fallback) with these arguments."""
+
+    dispatch_id: str
+    node_id: str
+    attempt: int
+    idempotency_key: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = attrs.field(factory=dict)
+    fallback: bool = False
+
+
+@attrs.frozen
+class CancelNode:
+    dispatch_id: str
+
+
+@attrs.frozen
+class StartTimer:
+    timer_id: str
+    node_id: str
+    delay: float
+    purpose: str  # "sleep" | "retry" | "timeout"
+
+
+@attrs.frozen
+class CancelTimer:
+    timer_id: str
+
+
+@attrs.frozen
+class AwaitSignal:
+    node_id: str
+    name: str
+
+
+@attrs.frozen
+class StartChild:
+    child_run_id: str
+    node_id: str
+    blueprint_id: str
+    inputs: dict[str, Any]
+
+
+@attrs.frozen
+class CancelChild:
+    child_run_id: str
+
+
+@attrs.frozen
+class FinishRun:
+    status: str
+    output: Any = None
+    error: ErrorInfo | None = None
+
+
+@attrs.frozen
+class Note:
+    """Something observers may want to know (``node:retry``, ``batch:start``, ...)."""
+
+    type: str
+    node_id: str | None = None
+    attempt: int | None = None
+    data: Any = None
+
+
+Command = (
+    ExecuteNode
+    | CancelNode
+    | StartTimer
+    | CancelTimer
+    | AwaitSignal
+    | StartChild
+    | CancelChild
+    | FinishRun
+    | Note
+)

@@ -1,0 +1,72 @@
+"""Resolving what users run (a FlowDef, a Flow builder, a Blueprint) into a program."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from .._errors import BlueprintError, FlowkitError
+from ..blueprint._lint import LintIssue
+from ..blueprint._model import Blueprint
+from ._invoke import Invoker, make_invoker
+from ._program import Evaluator, Program
+
+
+@attrs.define
+class Target:
+    """A runnable blueprint: its program, node invokers and the child flows it may start."""
+
+    program: Program
+    invokers: dict[str, Invoker]
+    fallbacks: dict[str, Invoker]
+    children: tuple[Any, ...] = ()
+
+    @property
+    def blueprint(self) -> Blueprint:
+        return self.program.blueprint
+
+
+def resolve(target: Any, registry: Mapping[str, Any] | None = None) -> Target:
+    """Build a :class:`Target` for a FlowDef, a ``Flow`` builder or a ``Blueprint``."""
+    evaluator: Evaluator | None = getattr(target, "evaluator", None)
+    children: tuple[Any, ...] = tuple(getattr(target, "children", ()) or ())
+    if isinstance(target, Blueprint):
+        bp = target
+        reg: Mapping[str, Any] = registry or {}
+    elif hasattr(target, "blueprint") and hasattr(target, "registry"):
+        bp = target.blueprint
+        reg = {**target.registry, **(registry or {})}
+    elif hasattr(target, "build") and hasattr(target, "registry"):
+        bp = target.build()
+        reg = {**target.registry, **(registry or {})}
+    else:
+        raise TypeError(
+            f"cannot run {target!r}: pass a @flow function, a flowkit.Flow builder, "
+            "or a flowkit.Blueprint (with registry=...)"
+        )
+    missing = [
+        n.id for n in bp.nodes
+        if n.kind == "call" and (n.uses not in reg or (n.config.fallback and n.config.fallback not in reg))
+    ]
+    if missing:
+        issues = [
+            LintIssue("missing-implementation", m, f"no implementation registered for node {m!r}; "
+                      "pass registry={name: callable}")
+            for m in missing
+        ]
+        raise BlueprintError(bp.id, issues)
+    program = Program(bp, reg, evaluator=evaluator)
+    invokers: dict[str, Invoker] = {}
+    fallbacks: dict[str, Invoker] = {}
+    for spec in bp.nodes:
+        if spec.kind != "call" or spec.uses is None:
+            continue
+        try:
+            invokers[spec.uses] = make_invoker(reg[spec.uses])
+        except TypeError as exc:
+            raise FlowkitError(f"node {spec.id!r}: {exc}") from exc
+        if spec.config.fallback:
+            fallbacks[spec.uses] = make_invoker(reg[spec.config.fallback])
+    return Target(program, invokers, fallbacks, children)
