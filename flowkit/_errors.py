@@ -22,10 +22,11 @@ what happened, where, and what to do next.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from .blueprint._lint import LintIssue
 
 
@@ -177,8 +178,8 @@ class WebhookRejected(FlowkitError):
 def describe(exc: BaseException) -> tuple[str, tuple[str, ...], str]:
     """Return ``(type, mro, message)`` of an exception as plain strings."""
     mro = tuple(
-        f"{c.__module__}.{c.__qualname__}" for c in type(exc).__mro__ if issubclass(c, BaseException)
+        f"{c.__module__}.{c.__qualname__}"
+        for c in type(exc).__mro__
+        if issubclass(c, BaseException)
     )
     return mro[0], mro, str(exc) or type(exc).__name__
-
-

@@ -1,18 +1,21 @@
 """Graph structure shared by analysis, lint and the engine: roots, back edges, order.
 
 A blueprint may contain cycles only through loop nodes. Back edges are found by
-a depth-first search from the roots (nodes whose incoming edges all come from
-loop nodes), so ``a -> check -> loop -> a`` has exactly one back edge
+a depth-first search from the roots (nodes whose only incoming edges are loops'
+continue edges), so ``a -> check -> loop -> a`` has exactly one back edge
 (``loop -> a``) and joins never wait for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 
 from ._model import Blueprint, EdgeSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 @attrs.frozen
@@ -33,14 +36,14 @@ def shape_of(bp: Blueprint) -> GraphShape:
     """Compute roots, back edges and cycles; tolerant of edges to unknown nodes."""
     ids = [n.id for n in bp.nodes]
     known = set(ids)
-    loops = {n.id for n in bp.nodes if n.kind == "loop"}
+    continues = {(n.id, n.params.get("start")) for n in bp.nodes if n.kind == "loop"}
     succ: dict[str, list[int]] = {i: [] for i in ids}
     pred: dict[str, list[int]] = {i: [] for i in ids}
     for index, edge in enumerate(bp.edges):
         if edge.source in known and edge.target in known:
             succ[edge.source].append(index)
             pred[edge.target].append(index)
-    roots = [i for i in ids if all(bp.edges[e].source in loops for e in pred[i])]
+    roots = [i for i in ids if all((bp.edges[e].source, i) in continues for e in pred[i])]
     if not roots and ids:
         roots = [ids[0]]
     back, reached, cycles = _depth_first(ids, roots, succ, bp.edges)

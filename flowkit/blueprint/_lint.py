@@ -199,19 +199,27 @@ def _loops(bp: Blueprint) -> Iterator[LintIssue]:
 
 
 def _conditions(bp: Blueprint) -> Iterator[LintIssue]:
+    for edge in bp.edges:
+        if edge.when is not None:
+            where = f"edge {edge.source!r} -> {edge.target!r} has an invalid 'when'"
+            yield from _condition_issue(edge.when, edge.source, where)
+    for spec in bp.nodes:
+        # Builder loops (no "mode"; compiled @flow loops have one) test params["condition"].
+        if spec.kind == "loop" and "mode" not in spec.params and "condition" in spec.params:
+            where = f"loop {spec.id!r} has an invalid params['condition']"
+            yield from _condition_issue(spec.params["condition"], spec.id, where)
+
+
+def _condition_issue(source: object, node_id: str, where: str) -> Iterator[LintIssue]:
     from .._safe_eval import ExpressionError, compile_safe
 
-    for edge in bp.edges:
-        if edge.when is None:
-            continue
-        try:
-            compile_safe(edge.when, allowed_names=CONDITION_NAMES)
-        except ExpressionError as exc:
-            yield LintIssue(
-                "bad-condition",
-                edge.source,
-                f"edge {edge.source!r} -> {edge.target!r} has an invalid 'when': {exc}",
-            )
+    if not isinstance(source, str):
+        yield LintIssue("bad-condition", node_id, f"{where}: {source!r} is not a string")
+        return
+    try:
+        compile_safe(source, allowed_names=CONDITION_NAMES)
+    except ExpressionError as exc:
+        yield LintIssue("bad-condition", node_id, f"{where}: {exc}")
 
 
 def _configs(bp: Blueprint) -> Iterator[LintIssue]:
@@ -255,7 +263,7 @@ def _unreachable(bp: Blueprint, shape: GraphShape) -> Iterator[LintIssue]:
                 "unreachable",
                 spec.id,
                 f"node {spec.id!r} cannot be reached from any start node "
-                f"({', '.join(shape.roots)}); add an edge into it or remove it",
+                f"({', '.join(map(repr, shape.roots))}); add an edge into it or remove it",
                 severity="warning",
             )
 

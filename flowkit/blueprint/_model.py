@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import cattrs
 
 from .._durations import Backoff
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 NodeKind = Literal[
     "call", "let", "branch", "loop", "join", "sleep", "wait", "webhook", "subflow", "return"
@@ -21,6 +24,18 @@ JOIN_MODES: frozenset[str] = frozenset(JoinMode.__args__)  # type: ignore[attr-d
 
 def _frozen_dict(value: Any) -> dict[str, Any]:
     return dict(value) if value else {}
+
+
+def _node_tuple(value: Iterable[NodeSpec]) -> tuple[NodeSpec, ...]:
+    return tuple(value)
+
+
+def _edge_tuple(value: Iterable[EdgeSpec]) -> tuple[EdgeSpec, ...]:
+    return tuple(value)
+
+
+def _optional_float(value: float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 @attrs.frozen
@@ -35,7 +50,7 @@ class NodeConfig:
 
     retries: int = 0
     backoff: Backoff | None = None
-    timeout: float | None = None
+    timeout: float | None = attrs.field(default=None, converter=_optional_float)
     fallback: str | None = None
     join: JoinMode | None = None
 
@@ -70,7 +85,7 @@ class EdgeSpec:
 _converter = cattrs.Converter(omit_if_default=True)
 
 
-@attrs.frozen
+@attrs.frozen(hash=False)
 class Blueprint:
     """An immutable workflow graph; ``digest`` is the sha256 of its canonical JSON.
 
@@ -81,14 +96,16 @@ class Blueprint:
 
     id: str
     version: int = 1
-    nodes: tuple[NodeSpec, ...] = attrs.field(default=(), converter=tuple)
-    edges: tuple[EdgeSpec, ...] = attrs.field(default=(), converter=tuple)
+    nodes: tuple[NodeSpec, ...] = attrs.field(default=(), converter=_node_tuple)
+    edges: tuple[EdgeSpec, ...] = attrs.field(default=(), converter=_edge_tuple)
     metadata: dict[str, Any] = attrs.field(factory=dict, converter=_frozen_dict)
     digest: str = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         canonical = _canonical(_unstructure(self))
         object.__setattr__(self, "digest", hashlib.sha256(canonical.encode()).hexdigest())
+
+    __hash__ = None  # type: ignore[assignment]  # dict fields: compare, don't hash
 
     def node(self, node_id: str) -> NodeSpec:
         """The node with this id (``KeyError`` if there is none)."""

@@ -106,9 +106,13 @@ def structure_blueprint(data: object) -> Blueprint:
 
 
 def _blueprint_id(data: object) -> str:
-    if isinstance(data, Mapping) and isinstance(data.get("id"), str):
-        return str(data["id"])
-    return _UNNAMED
+    return _string_key(data, "id") or _UNNAMED
+
+
+def _string_key(data: object, key: str) -> str | None:
+    """``data[key]`` when data is a mapping and that value is a string."""
+    value = data.get(key) if isinstance(data, Mapping) else None
+    return value if isinstance(value, str) else None
 
 
 def validate(bp: Blueprint, registry: Mapping[str, object] | None = None) -> Blueprint:
@@ -181,12 +185,11 @@ class _Reader:
             return None
 
     def node(self, data: object, path: str) -> NodeSpec | None:
-        self._node_id = None
+        self._node_id = _string_key(data, "id")
         raw = self.mapping(data, path, _NODE_KEYS)
         if raw is None:
             return None
         node_id = self.string(raw.get("id", _MISSING), f"{path}.id")
-        self._node_id = node_id
         kind = self.choice(raw.get("kind", "call"), f"{path}.kind", NODE_KINDS)
         uses = self.optional_string(raw.get("uses"), f"{path}.uses")
         params = self.json_object(raw.get("params", {}), f"{path}.params")

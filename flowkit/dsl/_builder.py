@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._durations import Backoff, Duration, to_seconds
-from ..blueprint._model import Blueprint, EdgeSpec, JoinMode, NodeConfig, NodeSpec
+from ..blueprint._model import Blueprint, EdgeSpec, JoinMode, NodeConfig, NodeKind, NodeSpec
 from ..blueprint._validate import validate
 from ..engine._invoke import ClassFallback, has_fallback
 
-_BUILTIN_KINDS = frozenset({"webhook", "subflow", "sleep", "wait"})
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+_BUILTIN_KINDS: dict[str, NodeKind] = {
+    "webhook": "webhook",
+    "subflow": "subflow",
+    "sleep": "sleep",
+    "wait": "wait",
+}
 
 
 def implementation_name(fn: Any) -> str:
@@ -63,11 +70,11 @@ class Flow:
         kind configured by ``params``; any other ``uses`` names a registry entry.
         """
         options = dict(getattr(fn, "__flowkit_options__", {}) or {})
-        kind = "call"
+        kind: NodeKind = "call"
         if fn is not None:
             uses = self._register(fn, uses)
         elif uses in _BUILTIN_KINDS:
-            kind, uses = uses, None
+            kind, uses = _BUILTIN_KINDS[uses], None
         elif uses is None:
             raise TypeError(f"node {id!r} needs an implementation: pass fn or uses=")
         config = NodeConfig(
@@ -142,8 +149,11 @@ class Flow:
         """The validated blueprint (``BlueprintError`` lists every problem)."""
         if self._built is None:
             bp = Blueprint(
-                id=self.id, version=self.version, nodes=tuple(self._nodes),
-                edges=tuple(self._edges), metadata=self.metadata,
+                id=self.id,
+                version=self.version,
+                nodes=tuple(self._nodes),
+                edges=tuple(self._edges),
+                metadata=self.metadata,
             )
             self._built = validate(bp, self.registry)
         return self._built

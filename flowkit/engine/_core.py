@@ -18,12 +18,15 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from .._errors import FlowkitError, describe
+from .._errors import ChildFailed, FlowkitError, WaitTimeout, describe
 from . import _protocol as p
 from ._action import Action
 from ._program import Program, wait_name
 from ._state import RunState, RunStatus
 from ._step_nodes import NodeSteps
+
+CANCELLED = "flowkit._errors.Cancelled"
+WORKFLOW_FAILED = "flowkit._errors.WorkflowFailed"
 
 # node record layout: [activation, arrived, taken, fired, status]
 _ACT, _ARRIVED, _TAKEN, _FIRED, _STATUS = range(5)
@@ -91,7 +94,7 @@ class Step(NodeSteps):
         elif isinstance(event, p.ChildFinished):
             self.on_child(event)
         elif isinstance(event, p.CancelRequested):
-            self.finish(RunStatus.CANCELLED, error=_error("flowkit.Cancelled", event.reason))
+            self.finish(RunStatus.CANCELLED, error=_error(CANCELLED, event.reason))
 
     def on_completed(self, event: p.NodeCompleted) -> None:
         dispatch = self.s.sections["dispatches"].get(event.dispatch_id)
@@ -143,7 +146,11 @@ class Step(NodeSteps):
         timer_id = f"retry:{node_id}@{dispatch['act']}:{attempt + 1}"
         if dispatch.get("item") is not None:
             timer_id += f"[{dispatch['item']}]"
-        record = {"node": node_id, "purpose": "retry", "dispatch": dict(dispatch, attempt=attempt + 1)}
+        record = {
+            "node": node_id,
+            "purpose": "retry",
+            "dispatch": dict(dispatch, attempt=attempt + 1),
+        }
         self.s.put("timers", timer_id, record)
         self.commands.append(p.StartTimer(timer_id, node_id, delay, "retry"))
 
@@ -167,12 +174,7 @@ class Step(NodeSteps):
         if name not in self.s.sections["waits"]:
             return
         self.s.drop("waits", name)
-        info = _error(
-            "flowkit.WaitTimeout",
-            f"wait {name!r} timed out before a signal arrived",
-            mro=("flowkit.WaitTimeout", "flowkit.FlowkitError", "builtins.TimeoutError",
-                 "builtins.OSError", "builtins.Exception", "builtins.BaseException"),
-        )
+        info = _from_exception(WaitTimeout(name, self.s.run_id))
         info["wait"] = name
         self.fail_node(timer["node"], info)
 
@@ -201,12 +203,7 @@ class Step(NodeSteps):
             self.complete(child["node"], event.output, None)
             return
         message = (event.error or {}).get("message", event.status)
-        info = _error(
-            "flowkit.ChildFailed",
-            f"child run {event.child_run_id!r} {event.status}: {message}",
-            mro=("flowkit.ChildFailed", "flowkit.FlowkitError", "builtins.Exception",
-                 "builtins.BaseException"),
-        )
+        info = _from_exception(ChildFailed(event.child_run_id, f"{event.status}: {message}"))
         info["child_run_id"] = event.child_run_id
         self.fail_node(child["node"], info)
 
@@ -235,8 +232,11 @@ class Step(NodeSteps):
             taken = edge.action is None or edge.action == action
             if taken and edge.when is not None:
                 if scope is None:
-                    scope = {"result": value, "state": self.s.context,
-                             "input": self.s.header.get("inputs", {})}
+                    scope = {
+                        "result": value,
+                        "state": self.s.context,
+                        "input": self.s.header.get("inputs", {}),
+                    }
                 taken = self.evaluate_condition(node_id, edge.when, scope)
             self.queue.append((edge.target, taken, edge.back, node_id))
 
@@ -372,7 +372,7 @@ class Step(NodeSteps):
             if stalled:
                 self.note("workflow:stall", None, data={"joins": stalled})
                 message = f"run stalled: join(s) {', '.join(stalled)} can never fire"
-                self.finish(RunStatus.FAILED, error=_error("flowkit.WorkflowFailed", message))
+                self.finish(RunStatus.FAILED, error=_error(WORKFLOW_FAILED, message))
             else:
                 self.finish(RunStatus.COMPLETED, output=self.terminal_output())
 
@@ -396,7 +396,8 @@ class Step(NodeSteps):
         nodes = self.s.sections["nodes"]
         outputs = self.s.sections["outputs"]
         ran = [
-            n for n in self.p.blueprint_order
+            n
+            for n in self.p.blueprint_order
             if n in self.p.terminals and nodes.get(n, (0, 0, 0, 0, ""))[_STATUS] == "done"
         ]
         if len(ran) == 1:

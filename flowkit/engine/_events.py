@@ -4,18 +4,35 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Callable, Collection
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import attrs
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-EVENT_TYPES: Final = frozenset({
-    "workflow:start", "workflow:finish", "workflow:stall", "workflow:pause",
-    "workflow:resume", "workflow:cancel", "node:start", "node:finish", "node:error",
-    "node:retry", "node:fallback", "context:change", "batch:start", "batch:finish",
-    "timer:set", "timer:fire", "signal:receive",
-})
+if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+EVENT_TYPES: Final = frozenset(
+    {
+        "workflow:start",
+        "workflow:finish",
+        "workflow:stall",
+        "workflow:pause",
+        "workflow:resume",
+        "workflow:cancel",
+        "node:start",
+        "node:finish",
+        "node:error",
+        "node:retry",
+        "node:fallback",
+        "context:change",
+        "batch:start",
+        "batch:finish",
+        "timer:set",
+        "timer:fire",
+        "signal:receive",
+    }
+)
 
 
 @attrs.frozen
@@ -83,7 +100,9 @@ class EventBus:
 class EventStream:
     """Async iterator over events; usable as an async context manager."""
 
-    def __init__(self, receive: MemoryObjectReceiveStream[Event], close: Callable[[], None]) -> None:
+    def __init__(
+        self, receive: MemoryObjectReceiveStream[Event], close: Callable[[], None]
+    ) -> None:
         self._receive = receive
         self._close = close
 

@@ -68,7 +68,8 @@ class ClassFallback:
         from ._context import context
 
         ctx = context()
-        return await _maybe_await(self._factory().fallback(ctx, ctx.error))
+        error = ctx.error or RuntimeError(f"node {ctx.node_id!r} used up its attempts")
+        return await _maybe_await(self._factory().fallback(ctx, error))
 
 
 def make_invoker(impl: Any) -> Invoker:

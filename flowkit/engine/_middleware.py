@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._context import NodeContext
+if TYPE_CHECKING:
+    from ._context import NodeContext
 
 CallNext = Callable[[], Awaitable[Any]]
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from .._safe_eval import compile_safe
 from ..blueprint._graph import shape_of
-from ..blueprint._model import Blueprint, NodeSpec
+
+if TYPE_CHECKING:
+    from ..blueprint._model import Blueprint, NodeSpec
 
 Compiled = Callable[[Mapping[str, Any]], Any]
 Evaluator = Callable[[str], Compiled]
@@ -52,16 +54,13 @@ class Program:
         shape = shape_of(blueprint)
         self.specs: dict[str, NodeSpec] = {n.id: n for n in blueprint.nodes}
         default_join = str(blueprint.metadata.get("join_default", "all"))
-        self.join: dict[str, str] = {
-            n.id: n.config.join or default_join for n in blueprint.nodes
-        }
+        self.join: dict[str, str] = {n.id: n.config.join or default_join for n in blueprint.nodes}
         self.out: dict[str, tuple[Edge, ...]] = {}
         self.n_preds: dict[str, int] = {}
         self.preds: dict[str, tuple[str, ...]] = {}
         for node_id in shape.order:
             self.out[node_id] = tuple(
-                self._edge(index, index in shape.back_edges)
-                for index in shape.successors[node_id]
+                self._edge(index, index in shape.back_edges) for index in shape.successors[node_id]
             )
             forward = [
                 shape.edges[i].source

@@ -66,17 +66,20 @@ def error_from_info(run_id: str, info: dict[str, Any] | None) -> FlowkitError | 
         return None
     type_ = str(info.get("type", ""))
     message = str(info.get("message", ""))
-    if type_ == "flowkit.Cancelled":
+    if type_ == "flowkit._errors.Cancelled":
         return Cancelled(run_id)
-    if type_ == "flowkit.WaitTimeout":
+    if type_ == "flowkit._errors.WaitTimeout":
         return WaitTimeout(str(info.get("wait", "")), run_id)
-    if type_ == "flowkit.ChildFailed":
+    if type_ == "flowkit._errors.ChildFailed":
         return ChildFailed(str(info.get("child_run_id", "")), message)
-    if type_ == "flowkit.WorkflowFailed" or not info.get("node"):
+    if type_ == "flowkit._errors.WorkflowFailed" or not info.get("node"):
         return WorkflowFailed(run_id, message)
     return NodeError(
-        str(info["node"]), int(info.get("attempt", 0)), message,
-        error_type=type_, error_mro=info.get("mro", ()),
+        str(info["node"]),
+        int(info.get("attempt", 0)),
+        message,
+        error_type=type_,
+        error_mro=info.get("mro", ()),
     )
 
 
@@ -87,8 +90,12 @@ class RunHandle:
         self._runtime = runtime
         self.run_id = run_id
 
-    async def result(self, timeout: float | None = None) -> RunResult:
-        """Wait until the run is completed, failed or cancelled (``TimeoutError`` past ``timeout``)."""
+    # DESIGN §5 fixes this signature, hence the timeout parameter ruff warns about.
+    async def result(self, timeout: float | None = None) -> RunResult:  # noqa: ASYNC109
+        """Wait until the run is completed, failed or cancelled.
+
+        Raises ``TimeoutError`` if that takes longer than ``timeout`` seconds.
+        """
         with anyio.fail_after(timeout):
             return await self._runtime._wait_finished(self.run_id)
 

@@ -6,10 +6,9 @@ import heapq
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.abc
@@ -23,6 +22,9 @@ from ._middleware import Middleware, Pipeline
 from ._result import RunHandle, RunResult
 from ._state import RunState, RunStatus
 from ._target import Target, resolve
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping, Sequence
 
 
 class _Run:
@@ -74,8 +76,12 @@ class Runtime:
 
     # -- public API -----------------------------------------------------------
     async def run(
-        self, target: Any, *, run_id: str | None = None,
-        registry: Mapping[str, Any] | None = None, **inputs: Any,
+        self,
+        target: Any,
+        *,
+        run_id: str | None = None,
+        registry: Mapping[str, Any] | None = None,
+        **inputs: Any,
     ) -> RunResult:
         """Run until the run completes, fails, is cancelled or pauses (``awaiting``)."""
         run = self._runs.get(run_id) if run_id else None
@@ -87,8 +93,12 @@ class Runtime:
         return RunResult.of(run.state)
 
     async def start(
-        self, target: Any, *, run_id: str | None = None,
-        registry: Mapping[str, Any] | None = None, **inputs: Any,
+        self,
+        target: Any,
+        *,
+        run_id: str | None = None,
+        registry: Mapping[str, Any] | None = None,
+        **inputs: Any,
     ) -> RunHandle:
         """Start a run in the background of the open runtime; idempotent per ``run_id``."""
         if self._tg is None:
@@ -178,7 +188,10 @@ class Runtime:
         return resolved
 
     def _create(
-        self, target: Target, run_id: str | None, inputs: dict[str, Any],
+        self,
+        target: Target,
+        run_id: str | None,
+        inputs: dict[str, Any],
         parent: str | None = None,
     ) -> tuple[_Run, list[p.Command]]:
         run_id = run_id or uuid.uuid4().hex
@@ -262,7 +275,9 @@ class Runtime:
         run_id = run.state.run_id
         if isinstance(command, p.Note):
             if self.events.active:
-                self._emit(run_id, command.type, command.node_id, command.attempt, data=command.data)
+                self._emit(
+                    run_id, command.type, command.node_id, command.attempt, data=command.data
+                )
         elif isinstance(command, p.CancelNode):
             scope = run.scopes.pop(command.dispatch_id, None)
             if scope is not None:
@@ -295,7 +310,9 @@ class Runtime:
         heapq.heappush(self._timers, (due, run.state.run_id, command.timer_id))
         self._wakeup.set()
 
-    async def _retry_timer(self, run: _Run, command: p.StartTimer, scope: anyio.CancelScope) -> None:
+    async def _retry_timer(
+        self, run: _Run, command: p.StartTimer, scope: anyio.CancelScope
+    ) -> None:
         with scope:
             await anyio.sleep(command.delay)
             run.scopes.pop(command.timer_id, None)
@@ -333,7 +350,10 @@ class Runtime:
         uses = spec.uses or ""
         invoke = target.fallbacks[uses] if command.fallback else target.invokers[uses]
         ctx = NodeContext(
-            run.state.run_id, command.node_id, command.attempt, command.idempotency_key,
+            run.state.run_id,
+            command.node_id,
+            command.attempt,
+            command.idempotency_key,
             Context(run.state.context),
         )
         if command.fallback:
@@ -356,15 +376,26 @@ class Runtime:
         finally:
             reset_current(token)
         if observed:
-            self._emit(run.state.run_id, "node:finish", command.node_id, command.attempt,
-                       duration=time.perf_counter() - started)
+            self._emit(
+                run.state.run_id,
+                "node:finish",
+                command.node_id,
+                command.attempt,
+                duration=time.perf_counter() - started,
+            )
         state = ctx.state
         action = None
         if type(output).__name__ == "Action" and hasattr(output, "name"):
             action, output = output.name, output.value
         if state.writes or state.deletes:
-            return p.NodeCompleted(command.dispatch_id, output, action, dict(state.writes),
-                                   tuple(sorted(state.deletes)), command.fallback)
+            return p.NodeCompleted(
+                command.dispatch_id,
+                output,
+                action,
+                dict(state.writes),
+                tuple(sorted(state.deletes)),
+                command.fallback,
+            )
         return p.NodeCompleted(command.dispatch_id, output, action, None, (), command.fallback)
 
     async def _invoke(self, invoke: Any, command: p.ExecuteNode, ctx: NodeContext) -> Any:
@@ -384,16 +415,21 @@ class Runtime:
         flow = self._by_blueprint_id.get(command.blueprint_id)
         if flow is None:
             known = sorted(self._by_blueprint_id)
-            error = {"type": "flowkit.ResumeError", "mro": ["flowkit.ResumeError"],
-                     "message": f"no flow with blueprint id {command.blueprint_id!r} is known "
-                                f"to this runtime (known: {known}); pass it in Runtime(flows=[...])"}
+            error = {
+                "type": "flowkit._errors.ResumeError",
+                "mro": ["flowkit._errors.ResumeError"],
+                "message": f"no flow with blueprint id {command.blueprint_id!r} is known "
+                f"to this runtime (known: {known}); pass it in Runtime(flows=[...])",
+            }
             first = self._feed(parent, p.ChildFinished(command.child_run_id, "failed", None, error))
             await self._node_task(parent, first)
             return
         child = self._runs.get(command.child_run_id)
         if child is None:
             child, commands = self._create(
-                self._target(flow), command.child_run_id, command.inputs,
+                self._target(flow),
+                command.child_run_id,
+                command.inputs,
                 parent=parent.state.run_id,
             )
             await self._drive(child, commands)
@@ -407,8 +443,9 @@ class Runtime:
         parent = self._runs.get(run.parent)
         if parent is None:
             return
-        event = p.ChildFinished(run.state.run_id, run.state.status.value,
-                                header.get("output"), header.get("error"))
+        event = p.ChildFinished(
+            run.state.run_id, run.state.status.value, header.get("output"), header.get("error")
+        )
         if parent.tg is not None:
             first = self._feed(parent, event)
             if first is not None:
@@ -432,8 +469,14 @@ class Runtime:
                     await self._wakeup.wait()
 
     def _emit(
-        self, run_id: str, type_: str, node_id: str | None = None, attempt: int | None = None,
-        *, duration: float | None = None, data: Any = None,
+        self,
+        run_id: str,
+        type_: str,
+        node_id: str | None = None,
+        attempt: int | None = None,
+        *,
+        duration: float | None = None,
+        data: Any = None,
     ) -> None:
         if self.events.active:
             self.events.emit(Event(type_, run_id, time.time(), node_id, attempt, duration, data))

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._durations import to_seconds
 from .._errors import FlowkitError, describe
-from . import _protocol as p
+from . import _protocol as proto
 from ._program import wait_name
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ class NodeSteps:
 
     p: Program
     s: RunState
-    commands: list[p.Command]
+    commands: list[proto.Command]
     queue: deque[tuple[str, bool, bool, str | None]]
 
     if TYPE_CHECKING:
@@ -34,9 +34,7 @@ class NodeSteps:
             self, node_id: str, value: Any, action: str | None, *, exclude: str = ""
         ) -> None: ...
         def fail_node(self, node_id: str, error: dict[str, Any]) -> None: ...
-        def finish(
-            self, status: RunStatus, *, output: Any = None, error: Any = None
-        ) -> None: ...
+        def finish(self, status: RunStatus, *, output: Any = None, error: Any = None) -> None: ...
         def cancel_nodes(self, nodes: tuple[str, ...] | None, *, skip: bool) -> None: ...
         def note(
             self, type_: str, node_id: str | None, attempt: int | None = None, *, data: Any = None
@@ -104,7 +102,7 @@ class NodeSteps:
         timer_id = f"sleep:{node_id}@{self.record(node_id)[_ACT]}"
         self.s.put("timers", timer_id, {"node": node_id, "purpose": "sleep"})
         self.note("timer:set", node_id, data={"timer_id": timer_id, "delay": delay})
-        self.commands.append(p.StartTimer(timer_id, node_id, delay, "sleep"))
+        self.commands.append(proto.StartTimer(timer_id, node_id, delay, "sleep"))
 
     def _fire_wait(self, node_id: str, params: dict[str, Any], back: bool, src: Any) -> None:
         name = wait_name(self.p.specs[node_id])
@@ -124,9 +122,11 @@ class NodeSteps:
             wait["timer"] = timer_id
             record = {"node": node_id, "purpose": "timeout", "wait": name}
             self.s.put("timers", timer_id, record)
-            self.commands.append(p.StartTimer(timer_id, node_id, to_seconds(timeout), "timeout"))
+            self.commands.append(
+                proto.StartTimer(timer_id, node_id, to_seconds(timeout), "timeout")
+            )
         self.s.put("waits", name, wait)
-        self.commands.append(p.AwaitSignal(node_id, name))
+        self.commands.append(proto.AwaitSignal(node_id, name))
 
     _fire_webhook = _fire_wait
 
@@ -138,7 +138,7 @@ class NodeSteps:
         child_id = f"{self.s.run_id}/{node_id}@{act}"
         self.s.put("children", child_id, {"node": node_id, "act": act})
         blueprint_id = str(params.get("blueprint_id", ""))
-        self.commands.append(p.StartChild(child_id, node_id, blueprint_id, kwargs))
+        self.commands.append(proto.StartChild(child_id, node_id, blueprint_id, kwargs))
 
     def _fire_loop(self, node_id: str, params: dict[str, Any], back: bool, src: Any) -> None:
         if "mode" in params:
@@ -206,8 +206,14 @@ class NodeSteps:
             self.note("batch:finish", node_id, data={"size": 0})
             self.complete(node_id, [], None)
             return
-        batch = {"act": act, "items": items, "next": 0, "done": 0,
-                 "results": [None] * len(items), "limit": limit}
+        batch = {
+            "act": act,
+            "items": items,
+            "next": 0,
+            "done": 0,
+            "results": [None] * len(items),
+            "limit": limit,
+        }
         self.s.put("batches", node_id, batch)
         for _ in range(min(limit, len(items))):
             self.next_batch_item(node_id, batch)
@@ -264,14 +270,21 @@ class NodeSteps:
             act = self.record(node_id)[_ACT]
         suffix = f"@{act}" if item is None else f"@{act}[{item}]"
         dispatch_id = f"{node_id}{suffix}.{attempt}"
-        record = {"node": node_id, "act": act, "attempt": attempt, "args": args,
-                  "kwargs": kwargs, "item": item, "fallback": fallback}
+        record = {
+            "node": node_id,
+            "act": act,
+            "attempt": attempt,
+            "args": args,
+            "kwargs": kwargs,
+            "item": item,
+            "fallback": fallback,
+        }
         if error is not None:
             record["error"] = error
         self.s.put("dispatches", dispatch_id, record)
         key = f"{self.s.run_id}:{node_id}{suffix}"
         self.commands.append(
-            p.ExecuteNode(dispatch_id, node_id, attempt, key, args, kwargs, fallback)
+            proto.ExecuteNode(dispatch_id, node_id, attempt, key, args, kwargs, fallback)
         )
 
     def redispatch(
@@ -283,8 +296,14 @@ class NodeSteps:
         error: dict[str, Any] | None = None,
     ) -> None:
         self.dispatch(
-            dispatch["node"], attempt, tuple(dispatch["args"]), dict(dispatch["kwargs"]),
-            item=dispatch.get("item"), act=dispatch["act"], fallback=fallback, error=error,
+            dispatch["node"],
+            attempt,
+            tuple(dispatch["args"]),
+            dict(dispatch["kwargs"]),
+            item=dispatch.get("item"),
+            act=dispatch["act"],
+            fallback=fallback,
+            error=error,
         )
 
     # -- arguments ------------------------------------------------------------
@@ -307,8 +326,10 @@ class NodeSteps:
             if names is None:
                 return (), dict(inputs)
             return (), {k: v for k, v in inputs.items() if k in names}
-        if len(preds) == 1 or (source in preds and self.p.join[node_id] == "any"):
-            return (self.s.sections["outputs"].get(source if len(preds) > 1 else preds[0]),), {}
+        if len(preds) == 1:
+            return (self.s.sections["outputs"].get(preds[0]),), {}
+        if source is not None and source in preds and self.p.join[node_id] == "any":
+            return (self.s.sections["outputs"].get(source),), {}
         return (self.join_input(node_id),), {}
 
     def join_input(self, node_id: str) -> dict[str, Any]:

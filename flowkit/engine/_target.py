@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -12,6 +11,9 @@ from ..blueprint._lint import LintIssue
 from ..blueprint._model import Blueprint
 from ._invoke import Invoker, make_invoker
 from ._program import Evaluator, Program
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 @attrs.define
@@ -47,13 +49,18 @@ def resolve(target: Any, registry: Mapping[str, Any] | None = None) -> Target:
             "or a flowkit.Blueprint (with registry=...)"
         )
     missing = [
-        n.id for n in bp.nodes
-        if n.kind == "call" and (n.uses not in reg or (n.config.fallback and n.config.fallback not in reg))
+        n.id
+        for n in bp.nodes
+        if n.kind == "call"
+        and (n.uses not in reg or (n.config.fallback and n.config.fallback not in reg))
     ]
     if missing:
         issues = [
-            LintIssue("missing-implementation", m, f"no implementation registered for node {m!r}; "
-                      "pass registry={name: callable}")
+            LintIssue(
+                "missing-implementation",
+                m,
+                f"no implementation registered for node {m!r}; pass registry={{name: callable}}",
+            )
             for m in missing
         ]
         raise BlueprintError(bp.id, issues)
