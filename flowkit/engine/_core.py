@@ -62,7 +62,7 @@ def handle_event(program: Program, state: RunState, event: p.Event) -> list[p.Co
     Stale or duplicate events (a dispatch already recorded, a timer already
     fired, anything after the run finished) change nothing.
     """
-    if state.status.finished:
+    if state.finished:
         return []
     step = Step(program, state)
     step.on_event(event)
@@ -251,7 +251,7 @@ class Step(NodeSteps):
         queue = self.queue
         while queue:
             target, taken, back, source = queue.popleft()
-            if self.s.status.finished:
+            if self.s.finished:
                 queue.clear()
                 return
             self.arrive(target, taken, back, source)
@@ -360,7 +360,7 @@ class Step(NodeSteps):
 
     def settle(self) -> None:
         """After an event: finish the run if nothing is pending, or note a pause."""
-        if self.s.status.finished:
+        if self.s.finished:
             return
         sections = self.s.sections
         if sections["dispatches"]:

@@ -6,6 +6,7 @@ import heapq
 import math
 import time
 import uuid
+from collections import deque
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
@@ -17,6 +18,7 @@ from .._errors import ResumeError, describe
 from . import _protocol as p
 from ._context import Context, NodeContext, reset_current, set_current
 from ._core import handle_event, start_run, wait_names
+from ._eager import NoticeBlocking
 from ._events import Event, EventBus
 from ._middleware import Middleware, Pipeline
 from ._result import RunHandle, RunResult
@@ -239,37 +241,35 @@ class Runtime:
 
     async def _drive(self, run: _Run, commands: list[p.Command]) -> None:
         if run.tg is not None:
-            first = self._carry_out(run, commands)
-            if first is not None:
-                run.tg.start_soon(self._node_task, run, first)
+            self._spawn(run, self._carry_out(run, commands))
             await run.idle.wait()
             return
         run.idle = anyio.Event()
         try:
             async with anyio.create_task_group() as tg:
                 run.tg = tg
-                first = self._carry_out(run, commands)
-                if first is not None:
-                    tg.start_soon(self._node_task, run, first)
+                self._spawn(run, self._carry_out(run, commands))
         finally:
             run.tg = None
             run.idle.set()
         await self._notify_parent(run)
 
-    def _carry_out(self, run: _Run, commands: list[p.Command]) -> p.ExecuteNode | None:
-        """Do what the core asked; returns one ExecuteNode for the caller to run inline."""
-        inline: p.ExecuteNode | None = None
+    def _spawn(self, run: _Run, ready: deque[p.ExecuteNode]) -> None:
+        if ready:
+            assert run.tg is not None
+            run.tg.start_soon(self._worker, run, ready)
+
+    def _carry_out(self, run: _Run, commands: list[p.Command]) -> deque[p.ExecuteNode]:
+        """Do what the core asked; returns the node executions to start."""
+        ready: deque[p.ExecuteNode] = deque()
         tg = run.tg
         assert tg is not None
         for command in commands:
             if type(command) is p.ExecuteNode:
-                if inline is None:
-                    inline = command
-                else:
-                    tg.start_soon(self._node_task, run, command)
+                ready.append(command)
             else:
                 self._other_command(run, tg, command)
-        return inline
+        return ready
 
     def _other_command(self, run: _Run, tg: anyio.abc.TaskGroup, command: p.Command) -> None:
         run_id = run.state.run_id
@@ -316,35 +316,44 @@ class Runtime:
         with scope:
             await anyio.sleep(command.delay)
             run.scopes.pop(command.timer_id, None)
-            first = self._feed(run, p.TimerFired(command.timer_id))
-            if first is not None:
-                await self._node_task(run, first)
+            self._spawn(run, self._feed(run, p.TimerFired(command.timer_id)))
 
-    def _feed(self, run: _Run, event: p.Event) -> p.ExecuteNode | None:
+    def _feed(self, run: _Run, event: p.Event) -> deque[p.ExecuteNode]:
         """Feed an event from inside the run's task group."""
         return self._carry_out(run, handle_event(run.target.program, run.state, event))
 
-    async def _node_task(self, run: _Run, command: p.ExecuteNode | None) -> None:
-        while command is not None:
-            event = await self._execute(run, command)
-            if event is None:
-                return
-            command = self._feed(run, event)
+    async def _worker(self, run: _Run, ready: deque[p.ExecuteNode]) -> None:
+        """Execute ready nodes one by one in this task (see ``_eager``).
 
-    async def _execute(self, run: _Run, command: p.ExecuteNode) -> p.Event | None:
-        scope = anyio.CancelScope()
-        run.scopes[command.dispatch_id] = scope
-        event: p.Event | None = None
-        with scope:
-            if self._limiter is None:
-                event = await self._call(run, command)
-            else:
-                async with self._limiter:
-                    event = await self._call(run, command)
-        run.scopes.pop(command.dispatch_id, None)
-        return event
+        When a node blocks, the nodes still waiting are handed to a new worker,
+        so at any cancellation point this worker holds nothing but that node.
+        ``CancelNode`` cancels the worker running the dispatch.
+        """
+
+        def hand_off() -> None:
+            if ready:
+                self._spawn(run, deque(ready))
+                ready.clear()
+
+        scopes = run.scopes
+        in_flight = run.state.sections["dispatches"]
+        with anyio.CancelScope() as scope:
+            while ready:
+                command = ready.popleft()
+                if command.dispatch_id not in in_flight:
+                    continue  # cancelled before it started
+                scopes[command.dispatch_id] = scope
+                event = await NoticeBlocking(self._call(run, command), hand_off)
+                scopes.pop(command.dispatch_id, None)
+                ready.extend(self._feed(run, event))
 
     async def _call(self, run: _Run, command: p.ExecuteNode) -> p.Event:
+        if self._limiter is not None:
+            async with self._limiter:
+                return await self._call_node(run, command)
+        return await self._call_node(run, command)
+
+    async def _call_node(self, run: _Run, command: p.ExecuteNode) -> p.Event:
         target = run.target
         spec = target.program.specs[command.node_id]
         uses = spec.uses or ""
@@ -421,8 +430,8 @@ class Runtime:
                 "message": f"no flow with blueprint id {command.blueprint_id!r} is known "
                 f"to this runtime (known: {known}); pass it in Runtime(flows=[...])",
             }
-            first = self._feed(parent, p.ChildFinished(command.child_run_id, "failed", None, error))
-            await self._node_task(parent, first)
+            event = p.ChildFinished(command.child_run_id, "failed", None, error)
+            self._spawn(parent, self._feed(parent, event))
             return
         child = self._runs.get(command.child_run_id)
         if child is None:
@@ -447,9 +456,7 @@ class Runtime:
             run.state.run_id, run.state.status.value, header.get("output"), header.get("error")
         )
         if parent.tg is not None:
-            first = self._feed(parent, event)
-            if first is not None:
-                parent.tg.start_soon(self._node_task, parent, first)
+            self._spawn(parent, self._feed(parent, event))
         else:
             await self._advance(parent, event)
 

@@ -42,6 +42,7 @@ class RunStatus(enum.StrEnum):
 
 
 _FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+FINISHED_VALUES: Final = frozenset(s.value for s in _FINISHED)
 
 Delta = list[tuple[str, str, Any]]
 
@@ -105,6 +106,11 @@ class RunState:
     @property
     def status(self) -> RunStatus:
         return RunStatus(self.header.get("status", RunStatus.RUNNING))
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run has ended (cheaper than ``status.finished``)."""
+        return self.sections["header"].get("status") in FINISHED_VALUES
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for a snapshot (JSON-serialisable when the values are)."""

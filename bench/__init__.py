@@ -1,0 +1,1 @@
+"""flowkit benchmarks: ``python -m bench [--quick] [--json FILE] [--only NAME]``."""
