@@ -1,0 +1,174 @@
+"""``MemoryStore``: the reference store, in this process's memory.
+
+It keeps encoded JSON like the persistent stores do, so values come back as
+plain data exactly as they would from SQLite or PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import attrs
+
+from ..engine._state import Delta, RunState
+from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
+from ._protocol import (
+    NO_INDEX,
+    DueTimer,
+    ExpiredLease,
+    IndexOps,
+    RunInfo,
+    StoreStats,
+)
+
+
+@attrs.define
+class _Stored:
+    info: RunInfo
+    snapshot: str
+    snapshot_version: int
+    journal: dict[int, str] = attrs.field(factory=dict)
+    lock: anyio.Lock = attrs.field(factory=anyio.Lock)
+
+
+class MemoryStore:
+    """Runs, timers and leases in memory (lost when the process ends)."""
+
+    def __init__(self, *, snapshot_every: int = 64) -> None:
+        self.stats = StoreStats()
+        self.snapshot_every = snapshot_every
+        self._runs: dict[str, _Stored] = {}
+        self._timers: dict[tuple[str, str], float] = {}
+        self._leases: dict[tuple[str, str], float] = {}
+
+    async def create_run(
+        self,
+        run_id: str,
+        state: RunState,
+        *,
+        blueprint_id: str,
+        digest: str,
+        parent: str | None = None,
+        index: IndexOps = NO_INDEX,
+    ) -> bool:
+        if run_id in self._runs:
+            return False
+        snapshot = encode_state(state)
+        status = str(state.header.get("status", "running"))
+        info = RunInfo(run_id, blueprint_id, digest, status, 1, parent)
+        self._runs[run_id] = _Stored(info, snapshot, 1)
+        self.stats.commits += 1
+        self.stats.snapshot_bytes += len(snapshot)
+        self._apply_index(run_id, index)
+        return True
+
+    @asynccontextmanager
+    async def transaction(self, run_id: str) -> AsyncIterator[_MemoryTransaction]:
+        stored = self._runs.get(run_id)
+        if stored is None:
+            yield _MemoryTransaction(self, run_id, None)
+            return
+        async with stored.lock:
+            yield _MemoryTransaction(self, run_id, stored)
+
+    async def load(self, run_id: str) -> tuple[RunState, int] | None:
+        stored = self._runs.get(run_id)
+        if stored is None:
+            return None
+        return _materialise(stored), stored.info.version
+
+    async def info(self, run_id: str) -> RunInfo | None:
+        stored = self._runs.get(run_id)
+        return stored.info if stored else None
+
+    async def due_timers(self, now: float, limit: int = 100) -> list[DueTimer]:
+        due = [(at, key) for key, at in self._timers.items() if at <= now]
+        return [DueTimer(k[0], k[1], at) for at, k in heapq.nsmallest(limit, due)]
+
+    async def claim_timer(self, run_id: str, timer_id: str) -> bool:
+        return self._timers.pop((run_id, timer_id), None) is not None
+
+    async def expired_leases(self, now: float, limit: int = 100) -> list[ExpiredLease]:
+        expired = [(at, key) for key, at in self._leases.items() if at <= now]
+        return [ExpiredLease(k[0], k[1], at) for at, k in heapq.nsmallest(limit, expired)]
+
+    async def extend_lease(self, run_id: str, dispatch_id: str, expires_at: float) -> None:
+        if (run_id, dispatch_id) in self._leases:
+            self._leases[(run_id, dispatch_id)] = expires_at
+
+    async def close(self) -> None:
+        pass
+
+    def _apply_index(self, run_id: str, index: IndexOps) -> None:
+        for timer_id, due in index.timers:
+            self._timers[(run_id, timer_id)] = due
+        for timer_id in index.timers_done:
+            self._timers.pop((run_id, timer_id), None)
+        for dispatch_id, expires in index.leases:
+            self._leases[(run_id, dispatch_id)] = expires
+        for dispatch_id in index.leases_done:
+            self._leases.pop((run_id, dispatch_id), None)
+
+
+def _materialise(stored: _Stored) -> RunState:
+    deltas = [
+        decode_delta(stored.journal[v])
+        for v in range(stored.snapshot_version + 1, stored.info.version + 1)
+    ]
+    return replay(decode_state(stored.snapshot), deltas)
+
+
+class _MemoryTransaction:
+    def __init__(self, store: MemoryStore, run_id: str, stored: _Stored | None) -> None:
+        self._store = store
+        self._run_id = run_id
+        self._stored = stored
+        self.version = stored.info.version if stored else 0
+
+    async def changes_since(self, version: int) -> list[Delta] | None:
+        stored = self._stored
+        if stored is None or version < stored.snapshot_version:
+            return None
+        return [decode_delta(stored.journal[v]) for v in range(version + 1, self.version + 1)]
+
+    async def load(self) -> RunState | None:
+        return _materialise(self._stored) if self._stored else None
+
+    @property
+    def wants_snapshot(self) -> bool:
+        stored = self._stored
+        return stored is not None and self.version - stored.snapshot_version >= (
+            self._store.snapshot_every
+        )
+
+    async def commit(
+        self,
+        delta: Delta,
+        *,
+        index: IndexOps = NO_INDEX,
+        info: dict[str, Any] | None = None,
+        state: RunState | None = None,
+    ) -> int:
+        stored = self._stored
+        if stored is None:
+            from .._errors import StoreError
+
+            raise StoreError(f"cannot commit to run {self._run_id!r}: it does not exist")
+        encoded = encode_delta(delta)
+        self.version += 1
+        stored.journal[self.version] = encoded
+        stored.info = attrs.evolve(stored.info, version=self.version, **(info or {}))
+        if state is not None and self.wants_snapshot:
+            stored.snapshot = encode_state(state)
+            for old in range(stored.snapshot_version + 1, self.version + 1):
+                stored.journal.pop(old, None)
+            stored.snapshot_version = self.version
+            self._store.stats.snapshot_bytes += len(stored.snapshot)
+        self._store.stats.commits += 1
+        self._store.stats.bytes_written += len(encoded)
+        self._store._apply_index(self._run_id, index)
+        return self.version

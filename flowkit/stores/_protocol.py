@@ -1,0 +1,146 @@
+"""The ``Store`` protocol: where runs live between (and across) processes.
+
+A run is stored event-sourcing style: a snapshot of its state at some version
+plus a journal of deltas after it. Every transition of a run happens inside
+``store.transaction(run_id)``, which holds the run exclusively (a row lock, a
+SQLite write lock, a Redis lease...), so the pure core can be stepped on a
+cached copy without races and each transition writes only its delta: no
+optimistic retries, whatever the fan-out. Side indexes (due timers,
+dispatch leases) are updated in the same commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from ..engine._state import Delta, RunState
+
+
+@attrs.frozen
+class IndexOps:
+    """Changes to a store's side indexes, committed with a delta."""
+
+    timers: Sequence[tuple[str, float]] = ()  # (timer id, due at, epoch seconds)
+    timers_done: Sequence[str] = ()
+    leases: Sequence[tuple[str, float]] = ()  # (dispatch id, expires at)
+    leases_done: Sequence[str] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.timers or self.timers_done or self.leases or self.leases_done)
+
+
+NO_INDEX = IndexOps()
+
+
+@attrs.frozen
+class RunInfo:
+    """The queryable header of a stored run."""
+
+    run_id: str
+    blueprint_id: str
+    digest: str
+    status: str
+    version: int
+    parent: str | None = None
+
+
+@attrs.frozen
+class DueTimer:
+    run_id: str
+    timer_id: str
+    due_at: float
+
+
+@attrs.frozen
+class ExpiredLease:
+    run_id: str
+    dispatch_id: str
+    expires_at: float
+
+
+@attrs.define
+class StoreStats:
+    """Counters for benchmarks: transactions committed and delta bytes written."""
+
+    commits: int = 0
+    bytes_written: int = 0
+    snapshot_bytes: int = 0
+
+
+@runtime_checkable
+class RunTransaction(Protocol):
+    """A run held exclusively; see :meth:`Store.transaction`."""
+
+    version: int
+    """The run's version when the transaction began (0: no such run)."""
+
+    async def changes_since(self, version: int) -> list[Delta] | None:
+        """Deltas after ``version`` in order, or None if they are no longer kept."""
+
+    async def load(self) -> RunState | None:
+        """The run's full state at :attr:`version` (None if there is no such run)."""
+
+    async def commit(
+        self,
+        delta: Delta,
+        *,
+        index: IndexOps = NO_INDEX,
+        info: dict[str, Any] | None = None,
+        state: RunState | None = None,
+    ) -> int:
+        """Append ``delta`` as the next version and apply ``index``; returns the new version.
+
+        ``info`` updates the run's header columns (``status``...). ``state``, the
+        run's full state after the delta, lets the store write a snapshot when
+        it wants one (see :attr:`wants_snapshot`).
+        """
+
+    @property
+    def wants_snapshot(self) -> bool:
+        """Whether the next commit should carry the full state."""
+
+
+class Store(Protocol):
+    """Persistence for runs, timers and leases. See the module docstring."""
+
+    stats: StoreStats
+
+    async def create_run(
+        self,
+        run_id: str,
+        state: RunState,
+        *,
+        blueprint_id: str,
+        digest: str,
+        parent: str | None = None,
+        index: IndexOps = NO_INDEX,
+    ) -> bool:
+        """Store a new run at version 1; False (and nothing written) if it exists."""
+
+    def transaction(self, run_id: str) -> AbstractAsyncContextManager[RunTransaction]:
+        """Hold ``run_id`` exclusively until the block ends; uncommitted work is discarded."""
+
+    async def load(self, run_id: str) -> tuple[RunState, int] | None:
+        """A consistent read of the run's state and version, without holding it."""
+
+    async def info(self, run_id: str) -> RunInfo | None:
+        """The run's header, or None."""
+
+    async def due_timers(self, now: float, limit: int = 100) -> list[DueTimer]:
+        """Timers due at ``now``, earliest first."""
+
+    async def claim_timer(self, run_id: str, timer_id: str) -> bool:
+        """Remove a timer from the index; True for exactly one of several claimers."""
+
+    async def expired_leases(self, now: float, limit: int = 100) -> list[ExpiredLease]:
+        """Dispatches whose lease ran out (crashed worker, lost message)."""
+
+    async def extend_lease(self, run_id: str, dispatch_id: str, expires_at: float) -> None:
+        """Push a dispatch's lease out (heartbeat of a long node)."""
+
+    async def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,340 @@
+"""``SQLiteStore``: the embedded default. WAL mode; safe for several processes on one machine.
+
+The stdlib ``sqlite3`` module runs in a worker thread; a transaction takes the
+database write lock (``BEGIN IMMEDIATE``), which also serialises transitions
+across processes sharing the file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from .._errors import StoreError
+from ..engine._state import Delta, RunState
+from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
+from ._protocol import NO_INDEX, DueTimer, ExpiredLease, IndexOps, RunInfo, StoreStats
+
+T = TypeVar("T")
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS flowkit_schema (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS flowkit_runs (
+    run_id TEXT PRIMARY KEY, blueprint_id TEXT NOT NULL, digest TEXT NOT NULL,
+    parent TEXT, status TEXT NOT NULL, version INTEGER NOT NULL,
+    snapshot_version INTEGER NOT NULL, snapshot TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS flowkit_journal (
+    run_id TEXT NOT NULL, version INTEGER NOT NULL, delta TEXT NOT NULL,
+    PRIMARY KEY (run_id, version)
+);
+CREATE TABLE IF NOT EXISTS flowkit_timers (
+    run_id TEXT NOT NULL, timer_id TEXT NOT NULL, due_at REAL NOT NULL,
+    PRIMARY KEY (run_id, timer_id)
+);
+CREATE INDEX IF NOT EXISTS flowkit_timers_due ON flowkit_timers (due_at);
+CREATE TABLE IF NOT EXISTS flowkit_leases (
+    run_id TEXT NOT NULL, dispatch_id TEXT NOT NULL, expires_at REAL NOT NULL,
+    PRIMARY KEY (run_id, dispatch_id)
+);
+CREATE INDEX IF NOT EXISTS flowkit_leases_expiry ON flowkit_leases (expires_at);
+"""
+
+
+class SQLiteStore:
+    """Runs in a SQLite file (``SQLiteStore("runs.db")``); ``":memory:"`` for a private one."""
+
+    def __init__(self, path: str | Path = "flowkit.db", *, snapshot_every: int = 64) -> None:
+        self.path = str(path)
+        self.snapshot_every = snapshot_every
+        self.stats = StoreStats()
+        self._conn: sqlite3.Connection | None = None
+        self._lock = anyio.Lock()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"
+
+    # -- plumbing -------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            try:
+                conn = sqlite3.connect(
+                    self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+                )
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA busy_timeout=30000")
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    conn.execute(statement)
+                row = conn.execute("SELECT version FROM flowkit_schema").fetchone()
+                if row is None:
+                    conn.execute("INSERT INTO flowkit_schema VALUES (?)", (SCHEMA_VERSION,))
+                elif row[0] > SCHEMA_VERSION:
+                    conn.execute("ROLLBACK")
+                    raise StoreError(
+                        f"{self.path} has flowkit schema v{row[0]}, newer than this flowkit "
+                        f"(v{SCHEMA_VERSION}); upgrade flowkit"
+                    )
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open SQLite store {self.path!r}: {exc}") from exc
+            self._conn = conn
+        return self._conn
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            try:
+                return fn(self._connect())
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+
+        return await anyio.to_thread.run_sync(call)
+
+    async def _locked(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        async with self._lock:
+            return await self._run(fn)
+
+    # -- runs -----------------------------------------------------------------
+    async def create_run(
+        self,
+        run_id: str,
+        state: RunState,
+        *,
+        blueprint_id: str,
+        digest: str,
+        parent: str | None = None,
+        index: IndexOps = NO_INDEX,
+    ) -> bool:
+        snapshot = encode_state(state)
+        status = str(state.header.get("status", "running"))
+
+        def create(conn: sqlite3.Connection) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO flowkit_runs VALUES (?, ?, ?, ?, ?, 1, 1, ?)",
+                    (run_id, blueprint_id, digest, parent, status, snapshot),
+                )
+                created = cur.rowcount == 1
+                if created:
+                    _write_index(conn, run_id, index)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return created
+
+        created = await self._locked(create)
+        if created:
+            self.stats.commits += 1
+            self.stats.snapshot_bytes += len(snapshot)
+        return created
+
+    @asynccontextmanager
+    async def transaction(self, run_id: str) -> AsyncIterator[_SQLiteTransaction]:
+        async with self._lock:
+            row = await self._run(partial(_begin, run_id))
+            txn = _SQLiteTransaction(self, run_id, row)
+            try:
+                yield txn
+            finally:
+                await self._run(lambda c: c.execute("COMMIT" if txn.committed else "ROLLBACK"))
+
+    async def load(self, run_id: str) -> tuple[RunState, int] | None:
+        def read(conn: sqlite3.Connection) -> tuple[RunState, int] | None:
+            conn.execute("BEGIN")
+            try:
+                row = conn.execute(
+                    "SELECT version, snapshot_version, snapshot FROM flowkit_runs WHERE run_id=?",
+                    (run_id,),
+                ).fetchone()
+                if row is None:
+                    return None
+                return _materialise(conn, run_id, row[2], row[1]), int(row[0])
+            finally:
+                conn.execute("COMMIT")
+
+        return await self._locked(read)
+
+    async def info(self, run_id: str) -> RunInfo | None:
+        def read(conn: sqlite3.Connection) -> RunInfo | None:
+            row = conn.execute(
+                "SELECT run_id, blueprint_id, digest, status, version, parent FROM flowkit_runs "
+                "WHERE run_id=?",
+                (run_id,),
+            ).fetchone()
+            return None if row is None else RunInfo(*row)
+
+        return await self._locked(read)
+
+    # -- timers and leases ----------------------------------------------------
+    async def due_timers(self, now: float, limit: int = 100) -> list[DueTimer]:
+        def read(conn: sqlite3.Connection) -> list[DueTimer]:
+            rows = conn.execute(
+                "SELECT run_id, timer_id, due_at FROM flowkit_timers WHERE due_at <= ? "
+                "ORDER BY due_at LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            return [DueTimer(*r) for r in rows]
+
+        return await self._locked(read)
+
+    async def claim_timer(self, run_id: str, timer_id: str) -> bool:
+        def claim(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "DELETE FROM flowkit_timers WHERE run_id=? AND timer_id=?", (run_id, timer_id)
+            )
+            return cur.rowcount == 1
+
+        return await self._locked(claim)
+
+    async def expired_leases(self, now: float, limit: int = 100) -> list[ExpiredLease]:
+        def read(conn: sqlite3.Connection) -> list[ExpiredLease]:
+            rows = conn.execute(
+                "SELECT run_id, dispatch_id, expires_at FROM flowkit_leases WHERE expires_at <= ? "
+                "ORDER BY expires_at LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            return [ExpiredLease(*r) for r in rows]
+
+        return await self._locked(read)
+
+    async def extend_lease(self, run_id: str, dispatch_id: str, expires_at: float) -> None:
+        await self._locked(
+            lambda c: c.execute(
+                "UPDATE flowkit_leases SET expires_at=? WHERE run_id=? AND dispatch_id=?",
+                (expires_at, run_id, dispatch_id),
+            )
+        )
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                await anyio.to_thread.run_sync(conn.close)
+
+
+def _begin(run_id: str, conn: sqlite3.Connection) -> tuple[int, int, str] | None:
+    conn.execute("BEGIN IMMEDIATE")
+    row = conn.execute(
+        "SELECT version, snapshot_version, snapshot FROM flowkit_runs WHERE run_id=?", (run_id,)
+    ).fetchone()
+    return None if row is None else (int(row[0]), int(row[1]), str(row[2]))
+
+
+def _materialise(
+    conn: sqlite3.Connection, run_id: str, snapshot: str, snapshot_version: int
+) -> RunState:
+    rows = conn.execute(
+        "SELECT delta FROM flowkit_journal WHERE run_id=? AND version>? ORDER BY version",
+        (run_id, snapshot_version),
+    ).fetchall()
+    return replay(decode_state(snapshot), [decode_delta(r[0]) for r in rows])
+
+
+def _write_index(conn: sqlite3.Connection, run_id: str, index: IndexOps) -> None:
+    if not index:
+        return
+    conn.executemany(
+        "INSERT OR REPLACE INTO flowkit_timers VALUES (?, ?, ?)",
+        [(run_id, t, due) for t, due in index.timers],
+    )
+    conn.executemany(
+        "DELETE FROM flowkit_timers WHERE run_id=? AND timer_id=?",
+        [(run_id, t) for t in index.timers_done],
+    )
+    conn.executemany(
+        "INSERT OR REPLACE INTO flowkit_leases VALUES (?, ?, ?)",
+        [(run_id, d, at) for d, at in index.leases],
+    )
+    conn.executemany(
+        "DELETE FROM flowkit_leases WHERE run_id=? AND dispatch_id=?",
+        [(run_id, d) for d in index.leases_done],
+    )
+
+
+class _SQLiteTransaction:
+    def __init__(self, store: SQLiteStore, run_id: str, row: tuple[int, int, str] | None) -> None:
+        self._store = store
+        self._run_id = run_id
+        self._row = row
+        self.version = row[0] if row else 0
+        self._snapshot_version = row[1] if row else 0
+        self.committed = False
+
+    @property
+    def wants_snapshot(self) -> bool:
+        return self._row is not None and (
+            self.version + 1 - self._snapshot_version >= self._store.snapshot_every
+        )
+
+    async def changes_since(self, version: int) -> list[Delta] | None:
+        if self._row is None or version < self._snapshot_version:
+            return None
+        rows = await self._store._run(
+            lambda c: c.execute(
+                "SELECT delta FROM flowkit_journal WHERE run_id=? AND version>? ORDER BY version",
+                (self._run_id, version),
+            ).fetchall()
+        )
+        return [decode_delta(r[0]) for r in rows]
+
+    async def load(self) -> RunState | None:
+        row = self._row
+        if row is None:
+            return None
+        return await self._store._run(lambda c: _materialise(c, self._run_id, row[2], row[1]))
+
+    async def commit(
+        self,
+        delta: Delta,
+        *,
+        index: IndexOps = NO_INDEX,
+        info: dict[str, Any] | None = None,
+        state: RunState | None = None,
+    ) -> int:
+        if self._row is None:
+            raise StoreError(f"cannot commit to run {self._run_id!r}: it does not exist")
+        encoded = encode_delta(delta)
+        version = self.version + 1
+        snapshot = encode_state(state) if state is not None and self.wants_snapshot else None
+        status = (info or {}).get("status")
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO flowkit_journal VALUES (?, ?, ?)", (self._run_id, version, encoded)
+            )
+            if snapshot is not None:
+                conn.execute(
+                    "UPDATE flowkit_runs SET version=?, snapshot_version=?, snapshot=?, "
+                    "status=COALESCE(?, status) WHERE run_id=?",
+                    (version, version, snapshot, status, self._run_id),
+                )
+                conn.execute(
+                    "DELETE FROM flowkit_journal WHERE run_id=? AND version<=?",
+                    (self._run_id, version),
+                )
+            else:
+                conn.execute(
+                    "UPDATE flowkit_runs SET version=?, status=COALESCE(?, status) WHERE run_id=?",
+                    (version, status, self._run_id),
+                )
+            _write_index(conn, self._run_id, index)
+
+        await self._store._run(write)
+        self.version = version
+        if snapshot is not None:
+            self._snapshot_version = version
+            self._store.stats.snapshot_bytes += len(snapshot)
+        self.committed = True
+        self._store.stats.commits += 1
+        self._store.stats.bytes_written += len(encoded)
+        return version
