@@ -13,13 +13,15 @@ import decimal
 import enum
 import json
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import cattrs
 from cattrs.preconf.json import make_converter
 
 from ._errors import FlowkitError
+
+if TYPE_CHECKING:
+    import cattrs
 
 
 class SerializationError(FlowkitError, TypeError):

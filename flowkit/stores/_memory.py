@@ -7,14 +7,12 @@ plain data exactly as they would from SQLite or PostgreSQL.
 from __future__ import annotations
 
 import heapq
-from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
 
-from ..engine._state import Delta, RunState
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
 from ._protocol import (
     NO_INDEX,
@@ -24,6 +22,11 @@ from ._protocol import (
     RunInfo,
     StoreStats,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from ..engine._state import Delta, RunState
 
 
 @attrs.define

@@ -12,12 +12,14 @@ dispatch leases) are updated in the same commit.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
-from ..engine._state import Delta, RunState
+if TYPE_CHECKING:
+    from contextlib import AbstractAsyncContextManager
+
+    from ..engine._state import Delta, RunState
 
 
 @attrs.frozen

@@ -8,19 +8,22 @@ across processes sharing the file.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.to_thread
 
 from .._errors import StoreError
-from ..engine._state import Delta, RunState
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
 from ._protocol import NO_INDEX, DueTimer, ExpiredLease, IndexOps, RunInfo, StoreStats
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+    from pathlib import Path
+
+    from ..engine._state import Delta, RunState
 
 T = TypeVar("T")
 SCHEMA_VERSION = 1
