@@ -1,55 +1,42 @@
-"""The in-memory shell: runs blueprints as tasks in an anyio task group."""
+"""The in-memory shell: runs blueprints as tasks in an anyio task group.
+
+With ``store=`` every transition is also committed to the store (only its
+delta), so runs survive the process: a sleeping or waiting run holds no task
+and no memory, and any runtime with the flow's code can resume it.
+"""
 
 from __future__ import annotations
 
-import heapq
-import math
 import time
 import uuid
-from collections import deque
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
-import anyio.abc
 
-from .._errors import ResumeError, describe
+from .._errors import ResumeError
 from . import _protocol as p
-from ._context import Context, NodeContext, reset_current, set_current
-from ._core import handle_event, start_run, wait_names
-from ._eager import NoticeBlocking
-from ._events import Event, EventBus
-from ._middleware import Middleware, Pipeline
+from ._action import Action
+from ._core import start_run, wait_names
+from ._driver import Driver, Run
+from ._durable import index_ops
+from ._program import wait_name
 from ._result import RunHandle, RunResult
-from ._state import RunState, RunStatus
+from ._state import RunState
 from ._target import Target, resolve
 
 if TYPE_CHECKING:
+    from ._middleware import Middleware
     from collections.abc import AsyncIterator, Mapping, Sequence
 
 
-class _Run:
-    """A run known to this runtime, with the task group driving it (if any)."""
-
-    __slots__ = ("finished", "idle", "parent", "scopes", "state", "target", "tg")
-
-    def __init__(self, target: Target, state: RunState, parent: str | None = None) -> None:
-        self.target = target
-        self.state = state
-        self.parent = parent
-        self.tg: anyio.abc.TaskGroup | None = None
-        self.idle = anyio.Event()
-        self.idle.set()
-        self.finished = anyio.Event()
-        self.scopes: dict[str, anyio.CancelScope] = {}
-
-
-class Runtime:
+class Runtime(Driver):
     """Runs flows in this process: ``await rt.run(flow, **inputs)``.
 
     ``async with Runtime() as rt:`` owns a task group in which started runs and
-    the timer scheduler live; nothing outlives the block.
+    the timer scheduler live; nothing outlives the block. ``store=`` makes runs
+    durable (``flowkit.stores.SQLiteStore("runs.db")``, ...).
 
     >>> import flowkit
     >>> rt = flowkit.Runtime(max_concurrency=8)
@@ -62,21 +49,17 @@ class Runtime:
         store: Any = None,
         max_concurrency: int | None = None,
         flows: Sequence[Any] = (),
+        poll_interval: float = 1.0,
     ) -> None:
-        self.events = EventBus()
-        self.store = store
-        self._pipeline = Pipeline(middleware)
-        self._limiter = anyio.CapacityLimiter(max_concurrency) if max_concurrency else None
-        self._runs: dict[str, _Run] = {}
+        super().__init__(middleware=middleware, store=store, max_concurrency=max_concurrency)
+        self.poll_interval = poll_interval
         self._targets: dict[int, Target] = {}
         self._by_blueprint_id: dict[str, Any] = {}
-        self._timers: list[tuple[float, str, str]] = []
-        self._wakeup = anyio.Event()
-        self._tg: anyio.abc.TaskGroup | None = None
+        self._by_digest: dict[str, Target] = {}
         for flow in flows:
             self._target(flow)
 
-    # -- public API -----------------------------------------------------------
+    # -- starting -------------------------------------------------------------
     async def run(
         self,
         target: Any,
@@ -85,13 +68,14 @@ class Runtime:
         registry: Mapping[str, Any] | None = None,
         **inputs: Any,
     ) -> RunResult:
-        """Run until the run completes, fails, is cancelled or pauses (``awaiting``)."""
-        run = self._runs.get(run_id) if run_id else None
-        if run is None:
-            run, commands = self._create(self._target(target, registry), run_id, inputs)
-            await self._drive(run, commands)
-        else:
-            await run.idle.wait()
+        """Run until the run completes, fails, is cancelled or pauses (``awaiting``).
+
+        ``target`` is a ``@flow``, a ``Flow`` builder or a ``Blueprint`` (with
+        ``registry=``). An existing ``run_id`` returns that run's result instead.
+        """
+        resolved = self._target(target, registry)
+        run, commands = await self._create(resolved, run_id, inputs)
+        await self._drive(run, commands)
         return RunResult.of(run.state)
 
     async def start(
@@ -102,44 +86,77 @@ class Runtime:
         registry: Mapping[str, Any] | None = None,
         **inputs: Any,
     ) -> RunHandle:
-        """Start a run in the background of the open runtime; idempotent per ``run_id``."""
+        """Start a run in the open runtime's background; idempotent per ``run_id``."""
         if self._tg is None:
             raise RuntimeError(
                 "Runtime.start() needs an open runtime to own the run: "
                 "use `async with flowkit.Runtime() as rt: handle = await rt.start(...)`"
             )
-        if run_id is None or run_id not in self._runs:
-            run, commands = self._create(self._target(target, registry), run_id, inputs)
-            self._tg.start_soon(self._drive, run, commands)
-            run_id = run.state.run_id
-        return RunHandle(self, run_id)
+        run, commands = await self._create(self._target(target, registry), run_id, inputs)
+        self._tg.start_soon(self._drive, run, commands)
+        return RunHandle(self, run.run_id)
 
+    async def resume(
+        self,
+        target: Any,
+        snapshot: Mapping[str, Any],
+        node_id: str,
+        data: Any = None,
+        *,
+        action: str | None = None,
+        registry: Mapping[str, Any] | None = None,
+    ) -> RunResult:
+        """Resume a run from ``RunResult.snapshot()`` without a store (Flowcraft parity).
+
+        ``data`` (or an ``Action(name, value)``) is delivered to the wait or
+        webhook node ``node_id``; the action routes like a node's would.
+        """
+        resolved = self._target(target, registry)
+        state = RunState.from_dict(dict(snapshot))
+        self._check_digest(state, resolved)
+        spec = resolved.program.specs.get(node_id)
+        if spec is None or spec.kind not in ("wait", "webhook"):
+            raise ResumeError(f"node {node_id!r} is not a wait or webhook node of {state.run_id!r}")
+        if isinstance(data, Action):
+            action, data = data.name, data.value
+        run = Run(resolved.program, resolved, state, 0)
+        self._runs[state.run_id] = run
+        await self._advance(run, p.SignalReceived(wait_name(spec), data, action))
+        return RunResult.of(run.state)
+
+    # -- talking to runs ------------------------------------------------------
     async def signal(
         self, run_id: str, name: str, data: Any = None, *, action: str | None = None
     ) -> RunResult:
         """Deliver a signal; returns the run's result once it has advanced as far as it can.
 
         A signal for a wait inside a child run (or grandchild) is routed there.
-        Raises :class:`ResumeError` for an unknown run or a name no wait uses.
+        A signal that arrives before its wait is buffered. Raises
+        :class:`ResumeError` for an unknown run or a name no wait uses.
         """
-        top = self._get(run_id)
-        run = self._signal_target(top, name)
+        top = await self._get(run_id)
+        run = await self._signal_target(top, name)
         await self._advance(run, p.SignalReceived(name, data, action))
         await top.idle.wait()
         return RunResult.of(top.state)
 
     async def result(self, run_id: str) -> RunResult:
         """The run's current result (any status)."""
-        return RunResult.of(self._get(run_id).state)
+        run = self._runs.get(run_id)
+        if run is None and self.store is not None:
+            loaded = await self.store.load(run_id)
+            if loaded is not None:
+                return RunResult.of(loaded[0])
+        return RunResult.of((await self._get(run_id)).state)
 
     async def cancel(self, run_id: str) -> RunResult:
-        run = self._get(run_id)
+        """Cancel a run: in-flight nodes are cancelled and it ends ``cancelled``."""
+        run = await self._get(run_id)
         await self._advance(run, p.CancelRequested())
         return RunResult.of(run.state)
 
     def handle(self, run_id: str) -> RunHandle:
         """A handle on a run this runtime knows."""
-        self._get(run_id)
         return RunHandle(self, run_id)
 
     def run_sync(
@@ -148,6 +165,7 @@ class Runtime:
         """Run to a result from synchronous code (starts an event loop)."""
         return anyio.run(partial(self.run, target, **inputs), backend=backend)
 
+    # -- lifetime -------------------------------------------------------------
     async def __aenter__(self) -> Runtime:
         self._cm = self._open()
         await self._cm.__aenter__()
@@ -185,242 +203,100 @@ class Runtime:
             resolved = resolve(target, registry)
             self._targets[key] = resolved
             self._by_blueprint_id.setdefault(resolved.blueprint.id, target)
+            self._by_digest[resolved.blueprint.digest] = resolved
             for child in resolved.children:
                 self._target(child)
         return resolved
 
-    def _create(
+    async def _create(
         self,
         target: Target,
         run_id: str | None,
         inputs: dict[str, Any],
         parent: str | None = None,
-    ) -> tuple[_Run, list[p.Command]]:
+    ) -> tuple[Run, list[p.Command]]:
+        """A new run (or, for a ``run_id`` that exists, that run and no commands)."""
+        if run_id is not None:
+            existing = await self._find(run_id)
+            if existing is not None:
+                return existing, []
         run_id = run_id or uuid.uuid4().hex
         state = RunState(run_id)
-        run = _Run(target, state, parent)
-        self._runs[run_id] = run
         commands = start_run(target.program, state, inputs, parent=parent)
+        delta = state.take_delta()
+        if self.store is not None:
+            created = await self.store.create_run(
+                run_id,
+                state,
+                blueprint_id=target.blueprint.id,
+                digest=target.blueprint.digest,
+                parent=parent,
+                index=index_ops(delta, commands),
+            )
+            if not created:  # another process won the race for this id
+                return await self._get(run_id), []
+        run = Run(target.program, target, state, 1, parent)
+        self._runs[run_id] = run
         self._emit(run_id, "workflow:start", data={"blueprint": target.blueprint.id})
         return run, commands
 
-    def _get(self, run_id: str) -> _Run:
+    async def _find(self, run_id: str) -> Run | None:
         run = self._runs.get(run_id)
-        if run is None:
-            raise ResumeError(f"unknown run {run_id!r}: it was never started in this runtime")
+        if run is None and self.store is not None and await self.store.info(run_id):
+            run = await self._get(run_id)
         return run
 
-    def _signal_target(self, run: _Run, name: str) -> _Run:
+    async def _get(self, run_id: str) -> Run:
+        run = self._runs.get(run_id)
+        if run is not None:
+            return run
+        loaded = await self.store.load(run_id) if self.store is not None else None
+        if loaded is None:
+            raise ResumeError(f"unknown run {run_id!r}: it was never started here or in the store")
+        state, version = loaded
+        target = self._by_digest.get(str(state.header.get("digest", "")))
+        if target is None:
+            self._check_digest(state, None)
+        assert target is not None
+        run = Run(target.program, target, state, version, state.header.get("parent"))
+        self._runs[run_id] = run
+        return run
+
+    def _check_digest(self, state: RunState, target: Target | None) -> None:
+        digest = str(state.header.get("digest", ""))
+        if target is not None and target.blueprint.digest == digest:
+            return
+        known = sorted(f"{t.blueprint.id} v{t.blueprint.version}" for t in self._by_digest.values())
+        raise ResumeError(
+            f"run {state.run_id!r} was started by blueprint {state.header.get('blueprint')!r} "
+            f"with digest {digest[:12]}, which this runtime does not know (it knows: "
+            f"{', '.join(known) or 'nothing'}); register the flow definition that started it "
+            "(keep old versions with @flow(version=...))"
+        )
+
+    async def _signal_target(self, run: Run, name: str) -> Run:
         """The run (this one or a descendant) that should receive signal ``name``."""
         if name in run.state.sections["waits"]:
             return run
-        for child_id in run.state.sections["children"]:
-            child = self._runs.get(child_id)
-            if child is not None:
-                found = self._signal_target(child, name)
-                if name in found.state.sections["waits"]:
-                    return found
-        if name in wait_names(run.target.program):
+        for child_id in list(run.state.sections["children"]):
+            found = await self._signal_target(await self._get(child_id), name)
+            if name in found.state.sections["waits"]:
+                return found
+        if name in wait_names(run.program):
             return run
         raise ResumeError(
-            f"run {run.state.run_id!r} has no wait named {name!r}; "
-            f"its waits are {sorted(wait_names(run.target.program)) or 'none'}"
+            f"run {run.run_id!r} has no wait named {name!r}; "
+            f"its waits are {sorted(wait_names(run.program)) or 'none'}"
         )
 
     async def _wait_finished(self, run_id: str) -> RunResult:
-        run = self._get(run_id)
+        run = await self._get(run_id)
         await run.finished.wait()
         await run.idle.wait()
         return RunResult.of(run.state)
 
-    # -- driving --------------------------------------------------------------
-    async def _advance(self, run: _Run, event: p.Event) -> None:
-        """Feed an event from outside the run's task group and wait until it settles."""
-        commands = handle_event(run.target.program, run.state, event)
-        await self._drive(run, commands)
-
-    async def _drive(self, run: _Run, commands: list[p.Command]) -> None:
-        if run.tg is not None:
-            self._spawn(run, self._carry_out(run, commands))
-            await run.idle.wait()
-            return
-        run.idle = anyio.Event()
-        try:
-            async with anyio.create_task_group() as tg:
-                run.tg = tg
-                self._spawn(run, self._carry_out(run, commands))
-        finally:
-            run.tg = None
-            run.idle.set()
-        await self._notify_parent(run)
-
-    def _spawn(self, run: _Run, ready: deque[p.ExecuteNode]) -> None:
-        if ready:
-            assert run.tg is not None
-            run.tg.start_soon(self._worker, run, ready)
-
-    def _carry_out(self, run: _Run, commands: list[p.Command]) -> deque[p.ExecuteNode]:
-        """Do what the core asked; returns the node executions to start."""
-        ready: deque[p.ExecuteNode] = deque()
-        tg = run.tg
-        assert tg is not None
-        for command in commands:
-            if type(command) is p.ExecuteNode:
-                ready.append(command)
-            else:
-                self._other_command(run, tg, command)
-        return ready
-
-    def _other_command(self, run: _Run, tg: anyio.abc.TaskGroup, command: p.Command) -> None:
-        run_id = run.state.run_id
-        if isinstance(command, p.Note):
-            if self.events.active:
-                self._emit(
-                    run_id, command.type, command.node_id, command.attempt, data=command.data
-                )
-        elif isinstance(command, p.CancelNode):
-            scope = run.scopes.pop(command.dispatch_id, None)
-            if scope is not None:
-                scope.cancel()
-        elif isinstance(command, p.StartTimer):
-            self._start_timer(run, tg, command)
-        elif isinstance(command, p.CancelTimer):
-            scope = run.scopes.pop(command.timer_id, None)
-            if scope is not None:
-                scope.cancel()
-        elif isinstance(command, p.StartChild):
-            tg.start_soon(self._child_task, run, command)
-        elif isinstance(command, p.CancelChild):
-            child = self._runs.get(command.child_run_id)
-            if child is not None:
-                tg.start_soon(self._advance, child, p.CancelRequested("parent finished"))
-        elif isinstance(command, p.FinishRun):
-            run.finished.set()
-            if command.status == RunStatus.CANCELLED:
-                self._emit(run_id, "workflow:cancel")
-            self._emit(run_id, "workflow:finish", data={"status": command.status})
-
-    def _start_timer(self, run: _Run, tg: anyio.abc.TaskGroup, command: p.StartTimer) -> None:
-        if command.purpose == "retry":
-            scope = anyio.CancelScope()
-            run.scopes[command.timer_id] = scope
-            tg.start_soon(self._retry_timer, run, command, scope)
-            return
-        due = time.time() + command.delay
-        heapq.heappush(self._timers, (due, run.state.run_id, command.timer_id))
-        self._wakeup.set()
-
-    async def _retry_timer(
-        self, run: _Run, command: p.StartTimer, scope: anyio.CancelScope
-    ) -> None:
-        with scope:
-            await anyio.sleep(command.delay)
-            run.scopes.pop(command.timer_id, None)
-            self._spawn(run, self._feed(run, p.TimerFired(command.timer_id)))
-
-    def _feed(self, run: _Run, event: p.Event) -> deque[p.ExecuteNode]:
-        """Feed an event from inside the run's task group."""
-        return self._carry_out(run, handle_event(run.target.program, run.state, event))
-
-    async def _worker(self, run: _Run, ready: deque[p.ExecuteNode]) -> None:
-        """Execute ready nodes one by one in this task (see ``_eager``).
-
-        When a node blocks, the nodes still waiting are handed to a new worker,
-        so at any cancellation point this worker holds nothing but that node.
-        ``CancelNode`` cancels the worker running the dispatch.
-        """
-
-        def hand_off() -> None:
-            if ready:
-                self._spawn(run, deque(ready))
-                ready.clear()
-
-        scopes = run.scopes
-        in_flight = run.state.sections["dispatches"]
-        with anyio.CancelScope() as scope:
-            while ready:
-                command = ready.popleft()
-                if command.dispatch_id not in in_flight:
-                    continue  # cancelled before it started
-                scopes[command.dispatch_id] = scope
-                event = await NoticeBlocking(self._call(run, command), hand_off)
-                scopes.pop(command.dispatch_id, None)
-                ready.extend(self._feed(run, event))
-
-    async def _call(self, run: _Run, command: p.ExecuteNode) -> p.Event:
-        if self._limiter is not None:
-            async with self._limiter:
-                return await self._call_node(run, command)
-        return await self._call_node(run, command)
-
-    async def _call_node(self, run: _Run, command: p.ExecuteNode) -> p.Event:
-        target = run.target
-        spec = target.program.specs[command.node_id]
-        uses = spec.uses or ""
-        invoke = target.fallbacks[uses] if command.fallback else target.invokers[uses]
-        ctx = NodeContext(
-            run.state.run_id,
-            command.node_id,
-            command.attempt,
-            command.idempotency_key,
-            Context(run.state.context),
-        )
-        if command.fallback:
-            ctx.error = self._last_error(run, command)
-        timeout = spec.config.timeout
-        observed = self.events.active
-        started = time.perf_counter() if observed else 0.0
-        if observed:
-            self._emit(run.state.run_id, "node:start", command.node_id, command.attempt)
-        token = set_current(ctx)
-        try:
-            if timeout is not None:
-                ctx.deadline = time.time() + timeout
-                with anyio.fail_after(timeout):
-                    output = await self._invoke(invoke, command, ctx)
-            else:
-                output = await self._invoke(invoke, command, ctx)
-        except Exception as exc:
-            return p.NodeFailed(command.dispatch_id, _failure(exc, command, timeout))
-        finally:
-            reset_current(token)
-        if observed:
-            self._emit(
-                run.state.run_id,
-                "node:finish",
-                command.node_id,
-                command.attempt,
-                duration=time.perf_counter() - started,
-            )
-        state = ctx.state
-        action = None
-        if type(output).__name__ == "Action" and hasattr(output, "name"):
-            action, output = output.name, output.value
-        if state.writes or state.deletes:
-            return p.NodeCompleted(
-                command.dispatch_id,
-                output,
-                action,
-                dict(state.writes),
-                tuple(sorted(state.deletes)),
-                command.fallback,
-            )
-        return p.NodeCompleted(command.dispatch_id, output, action, None, (), command.fallback)
-
-    async def _invoke(self, invoke: Any, command: p.ExecuteNode, ctx: NodeContext) -> Any:
-        if self._pipeline.empty:
-            return await invoke(command.args, command.kwargs, ctx)
-        return await self._pipeline.run(ctx, lambda: invoke(command.args, command.kwargs, ctx))
-
-    def _last_error(self, run: _Run, command: p.ExecuteNode) -> BaseException | None:
-        from ._result import error_from_info
-
-        record = run.state.sections["dispatches"].get(command.dispatch_id) or {}
-        info = record.get("error")
-        return error_from_info(run.state.run_id, dict(info, node=command.node_id)) if info else None
-
     # -- children -------------------------------------------------------------
-    async def _child_task(self, parent: _Run, command: p.StartChild) -> None:
+    async def _start_child(self, parent: Run, command: p.StartChild) -> None:
         flow = self._by_blueprint_id.get(command.blueprint_id)
         if flow is None:
             known = sorted(self._by_blueprint_id)
@@ -430,67 +306,47 @@ class Runtime:
                 "message": f"no flow with blueprint id {command.blueprint_id!r} is known "
                 f"to this runtime (known: {known}); pass it in Runtime(flows=[...])",
             }
-            event = p.ChildFinished(command.child_run_id, "failed", None, error)
-            self._spawn(parent, self._feed(parent, event))
-            return
-        child = self._runs.get(command.child_run_id)
-        if child is None:
-            child, commands = self._create(
-                self._target(flow),
-                command.child_run_id,
-                command.inputs,
-                parent=parent.state.run_id,
+            await self._deliver(
+                parent, p.ChildFinished(command.child_run_id, "failed", None, error)
             )
-            await self._drive(child, commands)
-
-    async def _notify_parent(self, run: _Run) -> None:
-        """When a child run has finished, tell its parent (once)."""
-        header = run.state.header
-        if run.parent is None or not run.state.status.finished or header.get("notified"):
             return
-        header["notified"] = True
-        parent = self._runs.get(run.parent)
-        if parent is None:
-            return
-        event = p.ChildFinished(
-            run.state.run_id, run.state.status.value, header.get("output"), header.get("error")
+        child, commands = await self._create(
+            self._target(flow), command.child_run_id, command.inputs, parent=parent.run_id
         )
-        if parent.tg is not None:
-            self._spawn(parent, self._feed(parent, event))
-        else:
-            await self._advance(parent, event)
+        await self._drive(child, commands)
+
+    async def _notify_parent(self, run: Run) -> None:
+        """When a child run has finished, tell its parent (idempotent in the core)."""
+        if run.parent is None or not run.state.finished:
+            return
+        parent = await self._get(run.parent)
+        header = run.state.header
+        event = p.ChildFinished(
+            run.run_id, str(header["status"]), header.get("output"), header.get("error")
+        )
+        await self._deliver(parent, event)
 
     # -- timers ---------------------------------------------------------------
     async def _scheduler_loop(self) -> None:
+        firing: set[tuple[str, str]] = set()
         async with anyio.create_task_group() as tg:
             while True:
-                now = time.time()
-                while self._timers and self._timers[0][0] <= now:
-                    _, run_id, timer_id = heapq.heappop(self._timers)
-                    run = self._runs.get(run_id)
-                    if run is not None and timer_id in run.state.sections["timers"]:
-                        tg.start_soon(self._advance, run, p.TimerFired(timer_id))
-                self._wakeup = anyio.Event()
-                delay = self._timers[0][0] - now if self._timers else math.inf
-                with anyio.move_on_after(delay):
-                    await self._wakeup.wait()
+                for run_id, timer_id in await self._due(time.time()):
+                    if (run_id, timer_id) not in firing:
+                        firing.add((run_id, timer_id))
+                        tg.start_soon(self._fire, run_id, timer_id, firing)
+                await self._sleep_until_next_timer()
 
-    def _emit(
-        self,
-        run_id: str,
-        type_: str,
-        node_id: str | None = None,
-        attempt: int | None = None,
-        *,
-        duration: float | None = None,
-        data: Any = None,
-    ) -> None:
-        if self.events.active:
-            self.events.emit(Event(type_, run_id, time.time(), node_id, attempt, duration, data))
+    async def _fire(self, run_id: str, timer_id: str, firing: set[tuple[str, str]]) -> None:
+        try:
+            run = await self._get(run_id)
+            if timer_id in run.state.sections["timers"] or self.store is not None:
+                await self._advance(run, p.TimerFired(timer_id))
+        finally:
+            firing.discard((run_id, timer_id))
 
-
-def _failure(exc: Exception, command: p.ExecuteNode, timeout: float | None) -> dict[str, Any]:
-    type_, mro, message = describe(exc)
-    if isinstance(exc, TimeoutError) and timeout is not None and type_ == "builtins.TimeoutError":
-        message = f"node {command.node_id!r} timed out after {timeout:g}s"
-    return {"type": type_, "mro": list(mro), "message": message, "attempt": command.attempt}
+    async def _due(self, now: float) -> list[tuple[str, str]]:
+        due = self._pop_due_local(now)
+        if self.store is not None:
+            due = [(t.run_id, t.timer_id) for t in await self.store.due_timers(now)]
+        return due

@@ -1,0 +1,92 @@
+"""Persisting core transitions in a store (shared by the Runtime and the Worker)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from .._errors import StoreError
+from . import _protocol as p
+from ._core import handle_event
+from ._state import DELETED, Delta, RunState
+
+if TYPE_CHECKING:
+    from ..stores._protocol import IndexOps, Store
+    from ._program import Program
+
+
+def index_ops(
+    delta: Delta,
+    commands: list[p.Command],
+    *,
+    now: float | None = None,
+    lease_seconds: float | None = None,
+) -> IndexOps:
+    """Timer and lease index changes implied by one transition."""
+    from ..stores._protocol import IndexOps
+
+    now = time.time() if now is None else now
+    timers = [(c.timer_id, now + c.delay) for c in commands if isinstance(c, p.StartTimer)]
+    timers_done = [key for section, key, value in delta if section == "timers" and value is DELETED]
+    leases: list[tuple[str, float]] = []
+    leases_done: list[str] = []
+    if lease_seconds is not None:
+        for section, key, value in delta:
+            if section != "dispatches":
+                continue
+            if value is DELETED:
+                leases_done.append(key)
+            else:
+                leases.append((key, now + lease_seconds))
+    return IndexOps(timers, timers_done, leases, leases_done)
+
+
+class Replica:
+    """This process's copy of a stored run, kept in step with the store's versions."""
+
+    __slots__ = ("program", "run_id", "state", "version")
+
+    def __init__(self, program: Program, state: RunState, version: int) -> None:
+        self.program = program
+        self.state = state
+        self.run_id = state.run_id
+        self.version = version
+
+    async def step(
+        self, store: Store, event: p.Event, *, lease_seconds: float | None = None
+    ) -> list[p.Command]:
+        """Apply ``event`` under the run's store transaction; commit only the delta."""
+        try:
+            async with store.transaction(self.run_id) as txn:
+                if txn.version == 0:
+                    raise StoreError(f"run {self.run_id!r} is not in the store {store!r}")
+                if txn.version != self.version:
+                    await self._catch_up(txn)
+                commands = handle_event(self.program, self.state, event)
+                delta = self.state.take_delta()
+                if delta:
+                    status = self.state.header.get("status")
+                    await txn.commit(
+                        delta,
+                        index=index_ops(delta, commands, lease_seconds=lease_seconds),
+                        info={"status": status} if status else None,
+                        state=self.state,
+                    )
+                    self.version = txn.version
+                return commands
+        except BaseException:
+            self.version = -1  # our copy may hold an uncommitted step: reload next time
+            raise
+
+    async def _catch_up(self, txn: Any) -> None:
+        changes = await txn.changes_since(self.version) if self.version > 0 else None
+        if changes is None:
+            state = await txn.load()
+            if state is None:
+                raise StoreError(f"run {self.run_id!r} vanished from the store")
+            self.state = state
+        else:
+            for delta in changes:
+                self.state.apply_delta(delta)
+        self.state.journal.clear()
+        self.version = txn.version
