@@ -27,8 +27,9 @@ from ._state import RunState
 from ._target import Target, resolve
 
 if TYPE_CHECKING:
-    from ._middleware import Middleware
     from collections.abc import AsyncIterator, Mapping, Sequence
+
+    from ._middleware import Middleware
 
 
 class Runtime(Driver):
