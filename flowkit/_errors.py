@@ -10,6 +10,7 @@ The tree::
     ├── WaitTimeout           (also a TimeoutError: a flow.wait timed out)
     ├── ChildFailed           (a subflow's run failed)
     ├── ResumeError           (signal or resume for an unknown run or wait)
+    │   └── DuplicateDelivery (a signal's delivery id was already received)
     ├── Cancelled             (the run was cancelled)
     ├── TransportError        (a broker failed; each transport translates its SDK here)
     ├── StoreError            (a database failed; each store translates its driver here)
@@ -136,6 +137,17 @@ class ChildFailed(FlowkitError):
 
 class ResumeError(FlowkitError):
     """A signal or resume named a run, wait or node that cannot take it."""
+
+
+class DuplicateDelivery(ResumeError):
+    """A signal carried a delivery id the run has already received; nothing changed."""
+
+    def __init__(self, run_id: str, delivery_id: str) -> None:
+        self.run_id = run_id
+        self.delivery_id = delivery_id
+        super().__init__(
+            f"run {run_id!r} already received delivery {delivery_id!r}; the repeat was ignored"
+        )
 
 
 class Cancelled(FlowkitError):

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from .._errors import ChildFailed, FlowkitError, WaitTimeout, describe
+from .._errors import ChildFailed, DuplicateDelivery, FlowkitError, WaitTimeout, describe
 from . import _protocol as p
 from ._action import Action
 from ._program import Program, wait_name
@@ -179,6 +179,10 @@ class Step(NodeSteps):
         self.fail_node(timer["node"], info)
 
     def on_signal(self, event: p.SignalReceived) -> None:
+        if event.delivery_id is not None:
+            if event.delivery_id in self.s.sections["deliveries"]:
+                raise DuplicateDelivery(self.s.run_id, event.delivery_id)
+            self.s.put("deliveries", event.delivery_id, True)
         waits = self.s.sections["waits"]
         wait = waits.get(event.name)
         if wait is None:

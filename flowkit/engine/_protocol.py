@@ -43,9 +43,12 @@ class TimerFired:
 
 @attrs.frozen
 class SignalReceived:
+    """A signal for wait ``name``; ``delivery_id`` makes a redelivery a DuplicateDelivery."""
+
     name: str
     data: Any = None
     action: str | None = None
+    delivery_id: str | None = None
 
 
 @attrs.frozen

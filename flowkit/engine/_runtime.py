@@ -127,17 +127,24 @@ class Runtime(Driver):
 
     # -- talking to runs ------------------------------------------------------
     async def signal(
-        self, run_id: str, name: str, data: Any = None, *, action: str | None = None
+        self,
+        run_id: str,
+        name: str,
+        data: Any = None,
+        *,
+        action: str | None = None,
+        delivery_id: str | None = None,
     ) -> RunResult:
         """Deliver a signal; returns the run's result once it has advanced as far as it can.
 
         A signal for a wait inside a child run (or grandchild) is routed there.
         A signal that arrives before its wait is buffered. Raises
-        :class:`ResumeError` for an unknown run or a name no wait uses.
+        :class:`ResumeError` for an unknown run or a name no wait uses, and
+        :class:`DuplicateDelivery` for a ``delivery_id`` the run already received.
         """
         top = await self._get(run_id)
         run = await self._signal_target(top, name)
-        await self._advance(run, p.SignalReceived(name, data, action))
+        await self._advance(run, p.SignalReceived(name, data, action, delivery_id))
         await top.idle.wait()
         return RunResult.of(top.state)
 
@@ -155,6 +162,10 @@ class Runtime(Driver):
         run = await self._get(run_id)
         await self._advance(run, p.CancelRequested())
         return RunResult.of(run.state)
+
+    def known_blueprints(self) -> list[Any]:
+        """Every blueprint this runtime can run (its webhook routes come from these)."""
+        return [t.blueprint for t in self._by_digest.values()]
 
     def handle(self, run_id: str) -> RunHandle:
         """A handle on a run this runtime knows."""

@@ -20,6 +20,7 @@ SECTIONS: Final = (
     "batches",  # node id -> progress of a batch
     "loops",  # loop node id -> iteration state
     "children",  # child run id -> {node, activation}
+    "deliveries",  # webhook delivery id -> True (replay protection)
 )
 
 DELETED: Final = object()
