@@ -4,9 +4,9 @@
 webhook node's ``secret`` in ``X-Flowkit-Signature: sha256=<hex>`` resumes the
 run's webhook wait with the body (JSON when it parses, text otherwise).
 Answers: 202 resumed; 401 bad or missing signature; 404 unknown path, run or
-wait; 405 not POST; 409 replayed ``X-Flowkit-Delivery`` id (remembered in the run's state, so it holds across
-processes); 413 body over the
-limit. Nothing is resumed unless the answer is 202.
+wait; 405 not POST; 409 replayed ``X-Flowkit-Delivery`` id (remembered in the
+run's state, so it holds across processes); 413 body over the limit. Nothing
+is resumed unless the answer is 202.
 """
 
 from __future__ import annotations
