@@ -32,7 +32,17 @@ if TYPE_CHECKING:
 class Run(Replica):
     """A run known to this runtime, with the task group driving it (if any)."""
 
-    __slots__ = ("finished", "idle", "parent", "recover", "scopes", "target", "tg")
+    __slots__ = (
+        "active",
+        "finished",
+        "idle",
+        "parent",
+        "quiet",
+        "recover",
+        "scopes",
+        "target",
+        "tg",
+    )
 
     def __init__(
         self,
@@ -46,13 +56,15 @@ class Run(Replica):
         self.target = target
         self.parent = parent
         self.tg: anyio.abc.TaskGroup | None = None
+        self.active = 0  # tasks running in tg; the drive ends when it drops to zero
+        self.quiet = anyio.Event()
         self.idle = anyio.Event()
         self.idle.set()
         self.finished = anyio.Event()
         if state.finished:
             self.finished.set()
         self.scopes: dict[str, anyio.CancelScope] = {}
-        self.recover = bool(state.sections["dispatches"]) and version > 0
+        self.recover = False  # set for runs loaded with dispatches another process left
 
 
 class Driver:
@@ -69,6 +81,7 @@ class Driver:
         self._timers: list[tuple[float, str, str]] = []
         self._wakeup = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
+        self._finish_events: dict[str, anyio.Event] = {}
 
     async def _start_child(self, parent: Run, command: p.StartChild) -> None:
         raise NotImplementedError
@@ -104,20 +117,46 @@ class Driver:
             self._spawn(run, self._carry_out(run, commands))
             await run.idle.wait()
             return
-        run.idle = anyio.Event()
+        idle = run.idle = anyio.Event()
+        run.quiet = anyio.Event()
         try:
             async with anyio.create_task_group() as tg:
                 run.tg = tg
                 self._spawn(run, self._carry_out(run, commands))
+                if run.active:
+                    # Keep the group open while tasks run: trio refuses new tasks once
+                    # the body has exited, and signals may add work until then.
+                    await run.quiet.wait()
+                run.tg = None  # closed to new work from here on
         finally:
             run.tg = None
-            run.idle.set()
+            idle.set()
+            self._evict(run)
         await self._notify_parent(run)
+
+    def _evict(self, run: Run) -> None:
+        """With a store, a run that holds no task is dropped from memory (it costs nothing)."""
+        if self.store is not None and run.tg is None and not run.state.sections["dispatches"]:
+            if self._runs.get(run.run_id) is run:
+                del self._runs[run.run_id]
 
     def _spawn(self, run: Run, ready: deque[p.ExecuteNode]) -> None:
         if ready:
-            assert run.tg is not None
-            run.tg.start_soon(self._worker, run, ready)
+            self._start_task(run, self._worker, run, ready)
+
+    def _start_task(self, run: Run, fn: Any, *args: Any) -> None:
+        """Start ``fn(*args)`` in the run's task group, counted so the drive waits for it."""
+        assert run.tg is not None
+        run.active += 1
+        run.tg.start_soon(self._counted, run, fn, args)
+
+    async def _counted(self, run: Run, fn: Any, args: tuple[Any, ...]) -> None:
+        try:
+            await fn(*args)
+        finally:
+            run.active -= 1
+            if not run.active:
+                run.quiet.set()
 
     def _carry_out(self, run: Run, commands: list[p.Command]) -> deque[p.ExecuteNode]:
         """Do what the core asked; returns the node executions to start."""
@@ -145,13 +184,16 @@ class Driver:
         elif isinstance(command, p.StartTimer):
             self._start_timer(run, tg, command)
         elif isinstance(command, p.StartChild):
-            tg.start_soon(self._start_child, run, command)
+            self._start_task(run, self._start_child, run, command)
         elif isinstance(command, p.CancelChild):
             child = self._runs.get(command.child_run_id)
             if child is not None:
-                tg.start_soon(self._advance, child, p.CancelRequested("parent finished"))
+                self._start_task(run, self._advance, child, p.CancelRequested("parent finished"))
         elif isinstance(command, p.FinishRun):
             run.finished.set()
+            waiting = self._finish_events.pop(run.run_id, None)
+            if waiting is not None:
+                waiting.set()
             if command.status == RunStatus.CANCELLED:
                 self._emit(run.run_id, "workflow:cancel")
             self._emit(run.run_id, "workflow:finish", data={"status": command.status})
@@ -268,7 +310,7 @@ class Driver:
         if command.purpose == "retry":
             scope = anyio.CancelScope()
             run.scopes[command.timer_id] = scope
-            tg.start_soon(self._retry_timer, run, command, scope)
+            self._start_task(run, self._retry_timer, run, command, scope)
             return
         due = time.time() + command.delay
         heapq.heappush(self._timers, (due, run.run_id, command.timer_id))

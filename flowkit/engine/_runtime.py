@@ -146,16 +146,18 @@ class Runtime(Driver):
         run = await self._signal_target(top, name)
         await self._advance(run, p.SignalReceived(name, data, action, delivery_id))
         await top.idle.wait()
-        return RunResult.of(top.state)
+        return await self.result(run_id)
 
     async def result(self, run_id: str) -> RunResult:
         """The run's current result (any status)."""
         run = self._runs.get(run_id)
-        if run is None and self.store is not None:
+        if run is not None:
+            return RunResult.of(run.state)
+        if self.store is not None:
             loaded = await self.store.load(run_id)
             if loaded is not None:
                 return RunResult.of(loaded[0])
-        return RunResult.of((await self._get(run_id)).state)
+        raise ResumeError(f"unknown run {run_id!r}: it was never started here or in the store")
 
     async def cancel(self, run_id: str) -> RunResult:
         """Cancel a run: in-flight nodes are cancelled and it ends ``cancelled``."""
@@ -271,6 +273,7 @@ class Runtime(Driver):
             self._check_digest(state, None)
         assert target is not None
         run = Run(target.program, target, state, version, state.header.get("parent"))
+        run.recover = bool(state.sections["dispatches"])
         self._runs[run_id] = run
         return run
 
@@ -302,10 +305,15 @@ class Runtime(Driver):
         )
 
     async def _wait_finished(self, run_id: str) -> RunResult:
-        run = await self._get(run_id)
-        await run.finished.wait()
-        await run.idle.wait()
-        return RunResult.of(run.state)
+        while True:
+            run = await self._get(run_id)
+            if run.state.finished:
+                await run.idle.wait()
+                return await self.result(run_id)
+            event = self._finish_events.setdefault(run_id, anyio.Event())
+            if run.tg is None and self.store is not None:
+                self._evict(run)
+            await event.wait()
 
     # -- children -------------------------------------------------------------
     async def _start_child(self, parent: Run, command: p.StartChild) -> None:

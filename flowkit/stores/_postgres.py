@@ -1,0 +1,450 @@
+"""``PostgresStore``: runs in PostgreSQL, on psycopg 3's asyncio driver.
+
+A :meth:`~PostgresStore.transaction` is a database transaction that holds the
+run's row (``SELECT ... FOR UPDATE``): transitions of one run queue on the row
+lock while other runs proceed in parallel, in this process or any other. The
+tables live in ``schema``; they are created or migrated on first use inside an
+advisory lock, so several processes may start at once. Every psycopg error is
+translated to :class:`~flowkit.StoreError` by :func:`translate_errors`.
+
+psycopg's async connections run on asyncio only (not trio).
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import asynccontextmanager, contextmanager
+from typing import TYPE_CHECKING, Any, LiteralString
+from urllib.parse import urlsplit
+
+import anyio
+
+from .._errors import MissingDependency, StoreError
+from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
+from ._pgpool import ConnectionPool
+from ._protocol import NO_INDEX, DueTimer, ExpiredLease, IndexOps, RunInfo, StoreStats
+from ._urls import redact
+
+try:
+    import psycopg
+    from psycopg import sql
+except ImportError:  # the "postgres" extra is not installed: PostgresStore() says so
+    _HAVE_PSYCOPG = False
+else:
+    _HAVE_PSYCOPG = True
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+    from ..engine._state import Delta, RunState
+
+    Conn = psycopg.AsyncConnection[tuple[Any, ...]]
+
+_MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
+    (  # v1: the same tables as SQLiteStore
+        "CREATE TABLE flowkit_runs (run_id TEXT PRIMARY KEY, blueprint_id TEXT NOT NULL,"
+        " digest TEXT NOT NULL, parent TEXT, status TEXT NOT NULL, version BIGINT NOT NULL,"
+        " snapshot_version BIGINT NOT NULL, snapshot TEXT NOT NULL)",
+        "CREATE TABLE flowkit_journal (run_id TEXT NOT NULL, version BIGINT NOT NULL,"
+        " delta TEXT NOT NULL, PRIMARY KEY (run_id, version))",
+        "CREATE TABLE flowkit_timers (run_id TEXT NOT NULL, timer_id TEXT NOT NULL,"
+        " due_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (run_id, timer_id))",
+        "CREATE INDEX flowkit_timers_due ON flowkit_timers (due_at)",
+        "CREATE TABLE flowkit_leases (run_id TEXT NOT NULL, dispatch_id TEXT NOT NULL,"
+        " expires_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (run_id, dispatch_id))",
+        "CREATE INDEX flowkit_leases_expiry ON flowkit_leases (expires_at)",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+_INFO_COLUMNS = frozenset({"status", "blueprint_id", "digest", "parent"})
+_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
+_LOAD: LiteralString = (
+    "SELECT r.version, r.snapshot, ARRAY(SELECT j.delta FROM flowkit_journal j"
+    " WHERE j.run_id = r.run_id AND j.version > r.snapshot_version AND j.version <= r.version"
+    " ORDER BY j.version) FROM flowkit_runs r WHERE r.run_id = %s"
+)
+
+
+def redact_dsn(text: str, dsn: str) -> str:
+    """``text`` with the DSN's password (URL or ``password=`` form) replaced by ``***``."""
+    secret = urlsplit(dsn).password
+    if secret:
+        text = text.replace(secret, "***")
+    return _PASSWORD.sub(r"\1***", redact(text))
+
+
+@contextmanager
+def translate_errors(operation: str, dsn: str) -> Iterator[None]:
+    """Re-raise any psycopg error in the block as a StoreError naming ``operation``."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        detail = redact_dsn(f"{type(exc).__name__}: {exc}".strip(), dsn)
+        raise StoreError(
+            f"PostgreSQL store {redact_dsn(dsn, dsn)!r}: {operation} failed ({detail}); "
+            "check that the server is reachable and the user may use the schema"
+        ) from exc
+
+
+class PostgresStore:
+    """Runs, timers and leases in PostgreSQL.
+
+    Example::
+
+        store = PostgresStore("postgresql://app@db/flowkit", schema="flowkit")
+        async with store.transaction("order-A1") as txn:
+            ...
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        snapshot_every: int = 64,
+        schema: str = "public",
+        pool_size: int = 8,
+    ) -> None:
+        if not _HAVE_PSYCOPG:
+            raise MissingDependency("PostgresStore", "postgres")
+        self.dsn = dsn
+        self.schema = schema
+        self.snapshot_every = snapshot_every
+        self.stats = StoreStats()
+        self._pool = ConnectionPool(self._open, pool_size)
+        self._migrated = False
+        self._migrating = anyio.Lock()
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({redact_dsn(self.dsn, self.dsn)!r}, schema={self.schema!r})"
+
+    # -- plumbing -------------------------------------------------------------
+    async def _open(self) -> Conn:
+        conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+        ready = False
+        try:
+            await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+            async with self._migrating:
+                if not self._migrated:
+                    await _migrate(conn, self.schema)
+                    self._migrated = True
+            ready = True
+        finally:
+            if not ready:
+                with anyio.CancelScope(shield=True):
+                    await conn.close()
+        return conn
+
+    @asynccontextmanager
+    async def _connection(self, operation: str) -> AsyncIterator[Conn]:
+        with translate_errors(operation, self.dsn):
+            async with self._pool.connection() as conn:
+                yield conn
+
+    async def _fetchone(self, operation: str, query: LiteralString, params: Any) -> Any:
+        async with self._connection(operation) as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchone()
+
+    # -- runs -----------------------------------------------------------------
+    async def create_run(
+        self,
+        run_id: str,
+        state: RunState,
+        *,
+        blueprint_id: str,
+        digest: str,
+        parent: str | None = None,
+        index: IndexOps = NO_INDEX,
+    ) -> bool:
+        """Store a new run at version 1; False (and nothing written) if it exists."""
+        snapshot = encode_state(state)
+        status = str(state.header.get("status", "running"))
+        async with self._connection("create_run") as conn, conn.transaction():
+            cur = await conn.execute(
+                "INSERT INTO flowkit_runs VALUES (%s, %s, %s, %s, %s, 1, 1, %s)"
+                " ON CONFLICT (run_id) DO NOTHING",
+                (run_id, blueprint_id, digest, parent, status, snapshot),
+            )
+            created = cur.rowcount == 1
+            if created:
+                await _write_index(conn, run_id, index)
+        if created:
+            self.stats.commits += 1
+            self.stats.snapshot_bytes += len(snapshot)
+        return created
+
+    @asynccontextmanager
+    async def transaction(self, run_id: str) -> AsyncIterator[_PostgresTransaction]:
+        """Hold ``run_id``'s row until the block ends; uncommitted work is rolled back."""
+        async with self._connection("transaction") as conn:
+            await conn.execute("BEGIN")
+            txn = _PostgresTransaction(self, conn, run_id)
+            try:
+                await txn.begin()
+                yield txn
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await txn.end()
+
+    async def load(self, run_id: str) -> tuple[RunState, int] | None:
+        """A consistent read (one statement) of the run's state and version."""
+        row = await self._fetchone("load", _LOAD, (run_id,))
+        if row is None:
+            return None
+        return replay(decode_state(row[1]), [decode_delta(d) for d in row[2]]), int(row[0])
+
+    async def info(self, run_id: str) -> RunInfo | None:
+        """The run's header, or None."""
+        row = await self._fetchone(
+            "info",
+            "SELECT run_id, blueprint_id, digest, status, version, parent FROM flowkit_runs"
+            " WHERE run_id = %s",
+            (run_id,),
+        )
+        return None if row is None else RunInfo(*row)
+
+    # -- timers and leases ----------------------------------------------------
+    async def due_timers(self, now: float, limit: int = 100) -> list[DueTimer]:
+        """Timers due at ``now``, earliest first."""
+        async with self._connection("due_timers") as conn:
+            cur = await conn.execute(
+                "SELECT run_id, timer_id, due_at FROM flowkit_timers WHERE due_at <= %s"
+                " ORDER BY due_at, run_id, timer_id LIMIT %s",
+                (now, limit),
+            )
+            return [DueTimer(*row) for row in await cur.fetchall()]
+
+    async def claim_timer(self, run_id: str, timer_id: str) -> bool:
+        """Delete the timer; the row lock lets exactly one claimer see it deleted."""
+        row = await self._fetchone(
+            "claim_timer",
+            "DELETE FROM flowkit_timers WHERE run_id = %s AND timer_id = %s RETURNING 1",
+            (run_id, timer_id),
+        )
+        return row is not None
+
+    async def expired_leases(self, now: float, limit: int = 100) -> list[ExpiredLease]:
+        """Dispatches whose lease ran out, earliest first."""
+        async with self._connection("expired_leases") as conn:
+            cur = await conn.execute(
+                "SELECT run_id, dispatch_id, expires_at FROM flowkit_leases WHERE expires_at <= %s"
+                " ORDER BY expires_at, run_id, dispatch_id LIMIT %s",
+                (now, limit),
+            )
+            return [ExpiredLease(*row) for row in await cur.fetchall()]
+
+    async def extend_lease(self, run_id: str, dispatch_id: str, expires_at: float) -> None:
+        """Push an existing lease out (a lease that is gone stays gone)."""
+        async with self._connection("extend_lease") as conn:
+            await conn.execute(
+                "UPDATE flowkit_leases SET expires_at = %s WHERE run_id = %s AND dispatch_id = %s",
+                (expires_at, run_id, dispatch_id),
+            )
+
+    async def close(self) -> None:
+        """Close the pooled connections."""
+        with translate_errors("close", self.dsn):
+            await self._pool.close()
+
+
+async def _migrate(conn: Conn, schema: str) -> None:
+    """Create ``schema``'s tables or bring them up to :data:`SCHEMA_VERSION`."""
+    async with conn.transaction():
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"flowkit:{schema}",)
+        )
+        cur = await conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+        if await cur.fetchone() is None:
+            await conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        await conn.execute("CREATE TABLE IF NOT EXISTS flowkit_schema (version INTEGER NOT NULL)")
+        cur = await conn.execute("SELECT coalesce(max(version), 0) FROM flowkit_schema")
+        current = int((await cur.fetchone() or (0,))[0])
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"schema {schema!r} has flowkit tables v{current}, newer than this flowkit "
+                f"(v{SCHEMA_VERSION}); upgrade flowkit"
+            )
+        for statements in _MIGRATIONS[current:]:
+            for statement in statements:
+                await conn.execute(statement)
+        if current < SCHEMA_VERSION:
+            await conn.execute("DELETE FROM flowkit_schema")
+            await conn.execute("INSERT INTO flowkit_schema VALUES (%s)", (SCHEMA_VERSION,))
+
+
+async def _write_index(conn: Conn, run_id: str, index: IndexOps) -> None:
+    if not index:
+        return
+    async with conn.cursor() as cur:
+        if index.timers:
+            await cur.executemany(
+                "INSERT INTO flowkit_timers VALUES (%s, %s, %s) ON CONFLICT (run_id, timer_id)"
+                " DO UPDATE SET due_at = EXCLUDED.due_at",
+                [(run_id, timer_id, due) for timer_id, due in index.timers],
+            )
+        if index.timers_done:
+            await cur.execute(
+                "DELETE FROM flowkit_timers WHERE run_id = %s AND timer_id = ANY(%s)",
+                (run_id, list(index.timers_done)),
+            )
+        if index.leases:
+            await cur.executemany(
+                "INSERT INTO flowkit_leases VALUES (%s, %s, %s) ON CONFLICT (run_id, dispatch_id)"
+                " DO UPDATE SET expires_at = EXCLUDED.expires_at",
+                [(run_id, dispatch_id, at) for dispatch_id, at in index.leases],
+            )
+        if index.leases_done:
+            await cur.execute(
+                "DELETE FROM flowkit_leases WHERE run_id = %s AND dispatch_id = ANY(%s)",
+                (run_id, list(index.leases_done)),
+            )
+
+
+def _update_run(
+    run_id: str, version: int, snapshot: str | None, info: dict[str, Any] | None
+) -> tuple[sql.Composed, list[Any]]:
+    """The UPDATE of the run's row for one commit (None values in ``info`` change nothing)."""
+    fields: dict[str, Any] = {"version": version}
+    if snapshot is not None:
+        fields.update(snapshot_version=version, snapshot=snapshot)
+    for key, value in (info or {}).items():
+        if key not in _INFO_COLUMNS:
+            raise StoreError(f"cannot set {key!r} on a run: info takes {sorted(_INFO_COLUMNS)}")
+        if value is not None:
+            fields[key] = value
+    sets = sql.SQL(", ").join(
+        sql.SQL("{} = %s").format(sql.Identifier(name)) for name in fields
+    )
+    query = sql.SQL("UPDATE flowkit_runs SET {} WHERE run_id = %s").format(sets)
+    return query, [*fields.values(), run_id]
+
+
+class _PostgresTransaction:
+    """One run's row held by an open database transaction."""
+
+    def __init__(self, store: PostgresStore, conn: Conn, run_id: str) -> None:
+        self._store = store
+        self._conn = conn
+        self._run_id = run_id
+        self._exists = False
+        self._snapshot_version = 0
+        self._committed = False  # a commit() finished: the block's end makes it durable
+        self._clean = True  # no commit() was left half-written
+        self.version = 0
+
+    async def begin(self) -> None:
+        cur = await self._conn.execute(
+            "SELECT version, snapshot_version FROM flowkit_runs WHERE run_id = %s FOR UPDATE",
+            (self._run_id,),
+        )
+        row = await cur.fetchone()
+        if row is not None:
+            self._exists = True
+            self.version, self._snapshot_version = int(row[0]), int(row[1])
+
+    async def end(self) -> None:
+        """COMMIT if a commit() finished and none was left half-written, else ROLLBACK."""
+        if self._committed and self._clean:
+            await self._conn.execute("COMMIT")
+        elif not self._conn.closed:
+            try:
+                await self._conn.execute("ROLLBACK")
+            except psycopg.Error:
+                await self._conn.close()  # the server rolls back a closed session
+
+    @property
+    def wants_snapshot(self) -> bool:
+        """Whether the next commit should carry the full state."""
+        return self._exists and (
+            self.version + 1 - self._snapshot_version >= self._store.snapshot_every
+        )
+
+    async def changes_since(self, version: int) -> list[Delta] | None:
+        """Deltas after ``version``, or None if a snapshot pruned them."""
+        if not self._exists or version < self._snapshot_version:
+            return None
+        with translate_errors("changes_since", self._store.dsn):
+            cur = await self._conn.execute(
+                "SELECT delta FROM flowkit_journal WHERE run_id = %s AND version > %s"
+                " ORDER BY version",
+                (self._run_id, version),
+            )
+            return [decode_delta(row[0]) for row in await cur.fetchall()]
+
+    async def load(self) -> RunState | None:
+        """The run's full state at :attr:`version`."""
+        if not self._exists:
+            return None
+        with translate_errors("load", self._store.dsn):
+            cur = await self._conn.execute(_LOAD, (self._run_id,))
+            row = await cur.fetchone()
+        assert row is not None  # we hold the row
+        return replay(decode_state(row[1]), [decode_delta(d) for d in row[2]])
+
+    async def commit(
+        self,
+        delta: Delta,
+        *,
+        index: IndexOps = NO_INDEX,
+        info: dict[str, Any] | None = None,
+        state: RunState | None = None,
+    ) -> int:
+        """Write ``delta`` as the next version (durable when the block ends)."""
+        if not self._exists:
+            raise StoreError(f"cannot commit to run {self._run_id!r}: it does not exist")
+        encoded = encode_delta(delta)
+        version = self.version + 1
+        snapshot = encode_state(state) if state is not None and self.wants_snapshot else None
+        update = _update_run(self._run_id, version, snapshot, info)
+        with translate_errors("commit", self._store.dsn):
+            await self._write(version, encoded, snapshot, update, index)
+        self._account(version, encoded, snapshot)
+        return version
+
+    async def _write(
+        self,
+        version: int,
+        encoded: str,
+        snapshot: str | None,
+        update: tuple[sql.Composed, list[Any]],
+        index: IndexOps,
+    ) -> None:
+        # After a finished commit, write inside a savepoint so a failure keeps that one.
+        savepoint = self._committed
+        self._clean = False
+        if savepoint:
+            await self._conn.execute("SAVEPOINT flowkit_commit")
+        try:
+            if snapshot is None:
+                await self._conn.execute(
+                    "INSERT INTO flowkit_journal VALUES (%s, %s, %s)",
+                    (self._run_id, version, encoded),
+                )
+            else:  # the snapshot replaces the journal
+                await self._conn.execute(
+                    "DELETE FROM flowkit_journal WHERE run_id = %s", (self._run_id,)
+                )
+            await self._conn.execute(*update)
+            await _write_index(self._conn, self._run_id, index)
+            self._clean = True
+        finally:
+            if savepoint:
+                await self._settle_savepoint()
+
+    async def _settle_savepoint(self) -> None:
+        with anyio.CancelScope(shield=True):
+            if self._clean:
+                await self._conn.execute("RELEASE SAVEPOINT flowkit_commit")
+            elif not self._conn.closed:
+                await self._conn.execute("ROLLBACK TO SAVEPOINT flowkit_commit")
+                self._clean = True
+
+    def _account(self, version: int, encoded: str, snapshot: str | None) -> None:
+        self.version = version
+        self._committed = True
+        stats = self._store.stats
+        if snapshot is not None:
+            self._snapshot_version = version
+            stats.snapshot_bytes += len(snapshot)
+        stats.commits += 1
+        stats.bytes_written += len(encoded)
