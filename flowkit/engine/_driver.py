@@ -11,20 +11,18 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
-from .._errors import describe
-from .._serde import SerializationError, to_data
 from . import _protocol as p
-from ._context import Context, NodeContext, reset_current, set_current
 from ._core import handle_event
 from ._durable import Replica
 from ._eager import NoticeBlocking
 from ._events import Event, EventBus
-from ._middleware import Middleware, Pipeline
+from ._execute import Executor
 from ._state import RunState, RunStatus
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from ._middleware import Middleware
     from ._program import Program
     from ._target import Target
 
@@ -75,8 +73,12 @@ class Driver:
     ) -> None:
         self.events = EventBus()
         self.store = store
-        self._pipeline = Pipeline(middleware)
-        self._limiter = anyio.CapacityLimiter(max_concurrency) if max_concurrency else None
+        self._executor = Executor(
+            middleware=middleware,
+            max_concurrency=max_concurrency,
+            events=self.events,
+            plain_data=store is not None,
+        )
         self._runs: dict[str, Run] = {}
         self._timers: list[tuple[float, str, str]] = []
         self._wakeup = anyio.Event()
@@ -103,10 +105,11 @@ class Driver:
 
     async def _deliver(self, run: Run, event: p.Event) -> None:
         """Feed an event from anywhere, without waiting for the run to settle."""
+        commands = await self._step(run, event)
         if run.tg is not None:
-            self._spawn(run, self._carry_out(run, await self._step(run, event)))
+            self._spawn(run, self._carry_out(run, commands))
         else:
-            await self._advance(run, event)
+            await self._drive(run, commands)
 
     # -- driving --------------------------------------------------------------
     async def _drive(self, run: Run, commands: list[p.Command]) -> None:
@@ -119,9 +122,10 @@ class Driver:
             return
         idle = run.idle = anyio.Event()
         run.quiet = anyio.Event()
+        group: anyio.abc.TaskGroup | None = None
         try:
-            async with anyio.create_task_group() as tg:
-                run.tg = tg
+            async with anyio.create_task_group() as group:
+                run.tg = group
                 self._spawn(run, self._carry_out(run, commands))
                 if run.active:
                     # Keep the group open while tasks run: trio refuses new tasks once
@@ -129,16 +133,17 @@ class Driver:
                     await run.quiet.wait()
                 run.tg = None  # closed to new work from here on
         finally:
-            run.tg = None
+            if run.tg is group:  # another drive may own the run by now
+                run.tg = None
             idle.set()
             self._evict(run)
         await self._notify_parent(run)
 
     def _evict(self, run: Run) -> None:
         """With a store, a run that holds no task is dropped from memory (it costs nothing)."""
-        if self.store is not None and run.tg is None and not run.state.sections["dispatches"]:
-            if self._runs.get(run.run_id) is run:
-                del self._runs[run.run_id]
+        idle = run.tg is None and not run.state.sections["dispatches"]
+        if self.store is not None and idle and self._runs.get(run.run_id) is run:
+            del self._runs[run.run_id]
 
     def _spawn(self, run: Run, ready: deque[p.ExecuteNode]) -> None:
         if ready:
@@ -229,81 +234,7 @@ class Driver:
                 ready.extend(self._carry_out(run, commands))
 
     async def _call(self, run: Run, command: p.ExecuteNode) -> p.Event:
-        if self._limiter is not None:
-            async with self._limiter:
-                return await self._call_node(run, command)
-        return await self._call_node(run, command)
-
-    async def _call_node(self, run: Run, command: p.ExecuteNode) -> p.Event:
-        target = run.target
-        spec = run.program.specs[command.node_id]
-        uses = spec.uses or ""
-        invoke = target.fallbacks[uses] if command.fallback else target.invokers[uses]
-        ctx = NodeContext(
-            run.run_id,
-            command.node_id,
-            command.attempt,
-            command.idempotency_key,
-            Context(run.state.context),
-        )
-        if command.fallback:
-            ctx.error = _last_error(run, command)
-        timeout = spec.config.timeout
-        observed = self.events.active
-        started = time.perf_counter() if observed else 0.0
-        if observed:
-            self._emit(run.run_id, "node:start", command.node_id, command.attempt)
-        token = set_current(ctx)
-        try:
-            if timeout is not None:
-                ctx.deadline = time.time() + timeout
-                with anyio.fail_after(timeout):
-                    output = await self._invoke(invoke, command, ctx)
-            else:
-                output = await self._invoke(invoke, command, ctx)
-            return self._completed(command, output, ctx, started if observed else None)
-        except Exception as exc:
-            return p.NodeFailed(
-                command.dispatch_id,
-                _failure(exc, command, timeout),
-                retryable=not isinstance(exc, SerializationError),
-            )
-        finally:
-            reset_current(token)
-
-    def _completed(
-        self, command: p.ExecuteNode, output: Any, ctx: NodeContext, started: float | None
-    ) -> p.NodeCompleted:
-        if started is not None:
-            self._emit(
-                ctx.run_id,
-                "node:finish",
-                command.node_id,
-                command.attempt,
-                duration=time.perf_counter() - started,
-            )
-        action = None
-        if type(output).__name__ == "Action" and hasattr(output, "name"):
-            action, output = output.name, output.value
-        writes = ctx.state.writes
-        if self.store is not None:  # what crosses a process boundary is plain data
-            output = to_data(output)
-            writes = to_data(writes)
-        if writes or ctx.state.deletes:
-            return p.NodeCompleted(
-                command.dispatch_id,
-                output,
-                action,
-                dict(writes),
-                tuple(sorted(ctx.state.deletes)),
-                command.fallback,
-            )
-        return p.NodeCompleted(command.dispatch_id, output, action, None, (), command.fallback)
-
-    async def _invoke(self, invoke: Any, command: p.ExecuteNode, ctx: NodeContext) -> Any:
-        if self._pipeline.empty:
-            return await invoke(command.args, command.kwargs, ctx)
-        return await self._pipeline.run(ctx, lambda: invoke(command.args, command.kwargs, ctx))
+        return await self._executor.execute(run.run_id, run.target, run.state, command)
 
     # -- timers ---------------------------------------------------------------
     def _start_timer(self, run: Run, tg: anyio.abc.TaskGroup, command: p.StartTimer) -> None:
@@ -370,18 +301,3 @@ def _recovery(run: Run) -> list[p.Command]:
             )
         )
     return commands
-
-
-def _last_error(run: Run, command: p.ExecuteNode) -> BaseException | None:
-    from ._result import error_from_info
-
-    record = run.state.sections["dispatches"].get(command.dispatch_id) or {}
-    info = record.get("error")
-    return error_from_info(run.run_id, dict(info, node=command.node_id)) if info else None
-
-
-def _failure(exc: Exception, command: p.ExecuteNode, timeout: float | None) -> dict[str, Any]:
-    type_, mro, message = describe(exc)
-    if isinstance(exc, TimeoutError) and timeout is not None and type_ == "builtins.TimeoutError":
-        message = f"node {command.node_id!r} timed out after {timeout:g}s"
-    return {"type": type_, "mro": list(mro), "message": message, "attempt": command.attempt}

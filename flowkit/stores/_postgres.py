@@ -21,7 +21,6 @@ import anyio
 
 from .._errors import MissingDependency, StoreError
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
-from ._pgpool import ConnectionPool
 from ._protocol import NO_INDEX, DueTimer, ExpiredLease, IndexOps, RunInfo, StoreStats
 from ._urls import redact
 
@@ -34,7 +33,7 @@ else:
     _HAVE_PSYCOPG = True
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
     from ..engine._state import Delta, RunState
 
@@ -63,6 +62,18 @@ _LOAD: LiteralString = (
     " WHERE j.run_id = r.run_id AND j.version > r.snapshot_version AND j.version <= r.version"
     " ORDER BY j.version) FROM flowkit_runs r WHERE r.run_id = %s"
 )
+_UPSERT_TIMER: LiteralString = (
+    "INSERT INTO flowkit_timers VALUES (%s, %s, %s)"
+    " ON CONFLICT (run_id, timer_id) DO UPDATE SET due_at = EXCLUDED.due_at"
+)
+_UPSERT_LEASE: LiteralString = (
+    "INSERT INTO flowkit_leases VALUES (%s, %s, %s)"
+    " ON CONFLICT (run_id, dispatch_id) DO UPDATE SET expires_at = EXCLUDED.expires_at"
+)
+_DROP_TIMERS: LiteralString = "DELETE FROM flowkit_timers WHERE run_id = %s AND timer_id = ANY(%s)"
+_DROP_LEASES: LiteralString = (
+    "DELETE FROM flowkit_leases WHERE run_id = %s AND dispatch_id = ANY(%s)"
+)
 
 
 def redact_dsn(text: str, dsn: str) -> str:
@@ -84,6 +95,48 @@ def translate_errors(operation: str, dsn: str) -> Iterator[None]:
             f"PostgreSQL store {redact_dsn(dsn, dsn)!r}: {operation} failed ({detail}); "
             "check that the server is reachable and the user may use the schema"
         ) from exc
+
+
+class ConnectionPool:
+    """At most ``size`` connections, reused; one left in doubt is closed, never reused."""
+
+    def __init__(self, open_: Callable[[], Awaitable[Conn]], size: int) -> None:
+        self._open = open_
+        self._slots = anyio.Semaphore(size)
+        self._idle: list[Conn] = []
+        self._closed = False
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Conn]:
+        """A connection (in autocommit mode, outside any transaction) for the block."""
+        async with self._slots:
+            conn = await self._take()
+            try:
+                yield conn
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self._give_back(conn)
+
+    async def _take(self) -> Conn:
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed:
+                return conn
+        return await self._open()
+
+    async def _give_back(self, conn: Conn) -> None:
+        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        if idle and not self._closed and not conn.closed:
+            self._idle.append(conn)
+        else:
+            await conn.close()
+
+    async def close(self) -> None:
+        """Close the idle connections; busy ones close when given back."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.close()
 
 
 class PostgresStore:
@@ -144,6 +197,11 @@ class PostgresStore:
         async with self._connection(operation) as conn:
             cur = await conn.execute(query, params)
             return await cur.fetchone()
+
+    async def _fetchall(self, operation: str, query: LiteralString, params: Any) -> list[Any]:
+        async with self._connection(operation) as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall()
 
     # -- runs -----------------------------------------------------------------
     async def create_run(
@@ -206,13 +264,13 @@ class PostgresStore:
     # -- timers and leases ----------------------------------------------------
     async def due_timers(self, now: float, limit: int = 100) -> list[DueTimer]:
         """Timers due at ``now``, earliest first."""
-        async with self._connection("due_timers") as conn:
-            cur = await conn.execute(
-                "SELECT run_id, timer_id, due_at FROM flowkit_timers WHERE due_at <= %s"
-                " ORDER BY due_at, run_id, timer_id LIMIT %s",
-                (now, limit),
-            )
-            return [DueTimer(*row) for row in await cur.fetchall()]
+        rows = await self._fetchall(
+            "due_timers",
+            "SELECT run_id, timer_id, due_at FROM flowkit_timers WHERE due_at <= %s"
+            " ORDER BY due_at, run_id, timer_id LIMIT %s",
+            (now, limit),
+        )
+        return [DueTimer(*row) for row in rows]
 
     async def claim_timer(self, run_id: str, timer_id: str) -> bool:
         """Delete the timer; the row lock lets exactly one claimer see it deleted."""
@@ -225,13 +283,13 @@ class PostgresStore:
 
     async def expired_leases(self, now: float, limit: int = 100) -> list[ExpiredLease]:
         """Dispatches whose lease ran out, earliest first."""
-        async with self._connection("expired_leases") as conn:
-            cur = await conn.execute(
-                "SELECT run_id, dispatch_id, expires_at FROM flowkit_leases WHERE expires_at <= %s"
-                " ORDER BY expires_at, run_id, dispatch_id LIMIT %s",
-                (now, limit),
-            )
-            return [ExpiredLease(*row) for row in await cur.fetchall()]
+        rows = await self._fetchall(
+            "expired_leases",
+            "SELECT run_id, dispatch_id, expires_at FROM flowkit_leases WHERE expires_at <= %s"
+            " ORDER BY expires_at, run_id, dispatch_id LIMIT %s",
+            (now, limit),
+        )
+        return [ExpiredLease(*row) for row in rows]
 
     async def extend_lease(self, run_id: str, dispatch_id: str, expires_at: float) -> None:
         """Push an existing lease out (a lease that is gone stays gone)."""
@@ -276,28 +334,12 @@ async def _write_index(conn: Conn, run_id: str, index: IndexOps) -> None:
     if not index:
         return
     async with conn.cursor() as cur:
-        if index.timers:
-            await cur.executemany(
-                "INSERT INTO flowkit_timers VALUES (%s, %s, %s) ON CONFLICT (run_id, timer_id)"
-                " DO UPDATE SET due_at = EXCLUDED.due_at",
-                [(run_id, timer_id, due) for timer_id, due in index.timers],
-            )
-        if index.timers_done:
-            await cur.execute(
-                "DELETE FROM flowkit_timers WHERE run_id = %s AND timer_id = ANY(%s)",
-                (run_id, list(index.timers_done)),
-            )
-        if index.leases:
-            await cur.executemany(
-                "INSERT INTO flowkit_leases VALUES (%s, %s, %s) ON CONFLICT (run_id, dispatch_id)"
-                " DO UPDATE SET expires_at = EXCLUDED.expires_at",
-                [(run_id, dispatch_id, at) for dispatch_id, at in index.leases],
-            )
-        if index.leases_done:
-            await cur.execute(
-                "DELETE FROM flowkit_leases WHERE run_id = %s AND dispatch_id = ANY(%s)",
-                (run_id, list(index.leases_done)),
-            )
+        for query, pairs in ((_UPSERT_TIMER, index.timers), (_UPSERT_LEASE, index.leases)):
+            if pairs:
+                await cur.executemany(query, [(run_id, key, at) for key, at in pairs])
+        for query, keys in ((_DROP_TIMERS, index.timers_done), (_DROP_LEASES, index.leases_done)):
+            if keys:
+                await cur.execute(query, (run_id, list(keys)))
 
 
 def _update_run(
@@ -312,9 +354,7 @@ def _update_run(
             raise StoreError(f"cannot set {key!r} on a run: info takes {sorted(_INFO_COLUMNS)}")
         if value is not None:
             fields[key] = value
-    sets = sql.SQL(", ").join(
-        sql.SQL("{} = %s").format(sql.Identifier(name)) for name in fields
-    )
+    sets = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(name)) for name in fields)
     query = sql.SQL("UPDATE flowkit_runs SET {} WHERE run_id = %s").format(sets)
     return query, [*fields.values(), run_id]
 
@@ -329,7 +369,7 @@ class _PostgresTransaction:
         self._exists = False
         self._snapshot_version = 0
         self._committed = False  # a commit() finished: the block's end makes it durable
-        self._clean = True  # no commit() was left half-written
+        self._clean = True  # no commit() failed half-way (which rolls back the whole block)
         self.version = 0
 
     async def begin(self) -> None:
@@ -389,7 +429,11 @@ class _PostgresTransaction:
         info: dict[str, Any] | None = None,
         state: RunState | None = None,
     ) -> int:
-        """Write ``delta`` as the next version (durable when the block ends)."""
+        """Write ``delta`` as the next version, durable when the block ends.
+
+        If a commit fails half-way the whole block is rolled back, earlier
+        commits of the block included.
+        """
         if not self._exists:
             raise StoreError(f"cannot commit to run {self._run_id!r}: it does not exist")
         encoded = encode_delta(delta)
@@ -409,35 +453,18 @@ class _PostgresTransaction:
         update: tuple[sql.Composed, list[Any]],
         index: IndexOps,
     ) -> None:
-        # After a finished commit, write inside a savepoint so a failure keeps that one.
-        savepoint = self._committed
-        self._clean = False
-        if savepoint:
-            await self._conn.execute("SAVEPOINT flowkit_commit")
-        try:
-            if snapshot is None:
-                await self._conn.execute(
-                    "INSERT INTO flowkit_journal VALUES (%s, %s, %s)",
-                    (self._run_id, version, encoded),
-                )
-            else:  # the snapshot replaces the journal
-                await self._conn.execute(
-                    "DELETE FROM flowkit_journal WHERE run_id = %s", (self._run_id,)
-                )
-            await self._conn.execute(*update)
-            await _write_index(self._conn, self._run_id, index)
-            self._clean = True
-        finally:
-            if savepoint:
-                await self._settle_savepoint()
-
-    async def _settle_savepoint(self) -> None:
-        with anyio.CancelScope(shield=True):
-            if self._clean:
-                await self._conn.execute("RELEASE SAVEPOINT flowkit_commit")
-            elif not self._conn.closed:
-                await self._conn.execute("ROLLBACK TO SAVEPOINT flowkit_commit")
-                self._clean = True
+        self._clean = False  # until every statement is in: else the block ends in ROLLBACK
+        if snapshot is None:
+            await self._conn.execute(
+                "INSERT INTO flowkit_journal VALUES (%s, %s, %s)", (self._run_id, version, encoded)
+            )
+        else:  # the snapshot replaces the journal
+            await self._conn.execute(
+                "DELETE FROM flowkit_journal WHERE run_id = %s", (self._run_id,)
+            )
+        await self._conn.execute(*update)
+        await _write_index(self._conn, self._run_id, index)
+        self._clean = True
 
     def _account(self, version: int, encoded: str, snapshot: str | None) -> None:
         self.version = version

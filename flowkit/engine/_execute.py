@@ -1,0 +1,142 @@
+"""Executing one node: context, middleware, timeout, and the event that reports it.
+
+Shared by every shell (the in-memory Runtime, the Worker, the simulator).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .._errors import describe
+from .._serde import SerializationError, to_data
+from . import _protocol as p
+from ._context import Context, NodeContext, reset_current, set_current
+from ._events import Event, EventBus
+from ._middleware import Middleware, Pipeline
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ._state import RunState
+    from ._target import Target
+
+
+class Executor:
+    """Runs node implementations for ExecuteNode commands.
+
+    With ``plain_data`` outputs and state writes are converted to JSON data at
+    completion, as they must be wherever state crosses a process boundary.
+    """
+
+    def __init__(
+        self,
+        *,
+        middleware: Sequence[Middleware] = (),
+        max_concurrency: int | None = None,
+        events: EventBus | None = None,
+        plain_data: bool = False,
+    ) -> None:
+        self.events = events or EventBus()
+        self.plain_data = plain_data
+        self._pipeline = Pipeline(middleware)
+        self._limiter = anyio.CapacityLimiter(max_concurrency) if max_concurrency else None
+
+    async def execute(
+        self, run_id: str, target: Target, state: RunState, command: p.ExecuteNode
+    ) -> p.Event:
+        """Run the node (bounded by ``max_concurrency``); never raises for node errors."""
+        if self._limiter is not None:
+            async with self._limiter:
+                return await self._execute(run_id, target, state, command)
+        return await self._execute(run_id, target, state, command)
+
+    async def _execute(
+        self, run_id: str, target: Target, state: RunState, command: p.ExecuteNode
+    ) -> p.Event:
+        spec = target.program.specs[command.node_id]
+        uses = spec.uses or ""
+        invoke = target.fallbacks[uses] if command.fallback else target.invokers[uses]
+        ctx = NodeContext(
+            run_id,
+            command.node_id,
+            command.attempt,
+            command.idempotency_key,
+            Context(state.context),
+        )
+        if command.fallback:
+            ctx.error = _last_error(run_id, state, command)
+        timeout = spec.config.timeout
+        observed = self.events.active
+        started = time.perf_counter() if observed else None
+        if observed:
+            self._emit(run_id, "node:start", command)
+        token = set_current(ctx)
+        try:
+            if timeout is not None:
+                ctx.deadline = time.time() + timeout
+                with anyio.fail_after(timeout):
+                    output = await self._invoke(invoke, command, ctx)
+            else:
+                output = await self._invoke(invoke, command, ctx)
+            return self._completed(command, output, ctx, started)
+        except Exception as exc:
+            return p.NodeFailed(
+                command.dispatch_id,
+                _failure(exc, command, timeout),
+                retryable=not isinstance(exc, SerializationError),
+            )
+        finally:
+            reset_current(token)
+
+    def _completed(
+        self, command: p.ExecuteNode, output: Any, ctx: NodeContext, started: float | None
+    ) -> p.NodeCompleted:
+        if started is not None:
+            self._emit(ctx.run_id, "node:finish", command, time.perf_counter() - started)
+        action = None
+        if type(output).__name__ == "Action" and hasattr(output, "name"):
+            action, output = output.name, output.value
+        writes: dict[str, Any] = ctx.state.writes
+        if self.plain_data:
+            output = to_data(output)
+            writes = to_data(writes)
+        if writes or ctx.state.deletes:
+            return p.NodeCompleted(
+                command.dispatch_id,
+                output,
+                action,
+                dict(writes),
+                tuple(sorted(ctx.state.deletes)),
+                command.fallback,
+            )
+        return p.NodeCompleted(command.dispatch_id, output, action, None, (), command.fallback)
+
+    async def _invoke(self, invoke: Any, command: p.ExecuteNode, ctx: NodeContext) -> Any:
+        if self._pipeline.empty:
+            return await invoke(command.args, command.kwargs, ctx)
+        return await self._pipeline.run(ctx, lambda: invoke(command.args, command.kwargs, ctx))
+
+    def _emit(
+        self, run_id: str, type_: str, command: p.ExecuteNode, duration: float | None = None
+    ) -> None:
+        self.events.emit(
+            Event(type_, run_id, time.time(), command.node_id, command.attempt, duration)
+        )
+
+
+def _last_error(run_id: str, state: RunState, command: p.ExecuteNode) -> BaseException | None:
+    from ._result import error_from_info
+
+    record = state.sections["dispatches"].get(command.dispatch_id) or {}
+    info = record.get("error")
+    return error_from_info(run_id, dict(info, node=command.node_id)) if info else None
+
+
+def _failure(exc: Exception, command: p.ExecuteNode, timeout: float | None) -> dict[str, Any]:
+    type_, mro, message = describe(exc)
+    if isinstance(exc, TimeoutError) and timeout is not None and type_ == "builtins.TimeoutError":
+        message = f"node {command.node_id!r} timed out after {timeout:g}s"
+    return {"type": type_, "mro": list(mro), "message": message, "attempt": command.attempt}

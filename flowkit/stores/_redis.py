@@ -1,0 +1,413 @@
+"""``RedisStore``: runs in Redis, on redis-py's asyncio client.
+
+Keys, under ``prefix``: ``{prefix}:run:{id}`` (a hash: header, ``version``,
+``snapshot_version``, ``snapshot``), ``{prefix}:journal:{id}`` (a hash, version
+-> delta), ``{prefix}:lock:{id}`` (the transaction lock) and the sorted sets
+``{prefix}:timers`` and ``{prefix}:leases`` (score: due or expiry time; member:
+``run_id + "\\0" + key``).
+
+A :meth:`~RedisStore.transaction` holds the run's lock key (``SET NX PX`` with a
+random token, waited for with backoff, released by compare-and-delete). Every
+commit is one Lua script that checks the token still holds the lock *and* the
+run is still at the transaction's version before it writes, so a lock that
+expired mid-transaction can never commit stale work. Every redis-py error is
+translated to :class:`~flowkit.StoreError` by :func:`translate_errors`.
+
+redis-py's asyncio client runs on asyncio only (not trio). Not for Redis Cluster:
+a commit touches the run's keys and the shared index keys in one script.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from contextlib import asynccontextmanager, contextmanager
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+
+from .._errors import MissingDependency, StoreError
+from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
+from ._protocol import NO_INDEX, DueTimer, ExpiredLease, IndexOps, RunInfo, StoreStats
+from ._urls import redact
+
+try:
+    import redis.asyncio as aioredis
+    from redis import exceptions as redis_errors
+except ImportError:  # the "redis" extra is not installed: RedisStore() says so
+    _HAVE_REDIS = False
+else:
+    _HAVE_REDIS = True
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+    from ..engine._state import Delta, RunState
+
+_log = structlog.get_logger("flowkit.stores")
+_SEP = "\x00"
+_HEADER = ("run_id", "blueprint_id", "digest", "status", "version", "parent")
+_INFO_FIELDS = frozenset({"status", "blueprint_id", "digest", "parent"})
+
+# Shared by the write scripts: KEYS = run, journal, lock, timers, leases; ARGV is
+# read in order: counted (field, value) pairs for the run hash, then the index ops.
+_LUA_ARGS = """
+local cursor = 0
+local function arg() cursor = cursor + 1; return ARGV[cursor] end
+local function hset_pairs(key)
+  for _ = 1, tonumber(arg()) do local field = arg(); local value = arg()
+    redis.call('hset', key, field, value) end
+end
+local function zadd_pairs(key)
+  for _ = 1, tonumber(arg()) do local member = arg(); local score = arg()
+    redis.call('zadd', key, score, member) end
+end
+local function zrem_all(key)
+  for _ = 1, tonumber(arg()) do redis.call('zrem', key, arg()) end
+end
+local function apply_index()
+  zadd_pairs(KEYS[4]); zrem_all(KEYS[4]); zadd_pairs(KEYS[5]); zrem_all(KEYS[5])
+end
+"""
+_CREATE = (
+    _LUA_ARGS
+    + """
+if redis.call('exists', KEYS[1]) == 1 then return 0 end
+hset_pairs(KEYS[1]); apply_index()
+return 1
+"""
+)
+# ARGV: token, expected version, new version, delta, snapshot ('' for none), lock ms, ...
+_COMMIT = (
+    _LUA_ARGS
+    + """
+local token = arg(); local expected = arg(); local new = arg()
+local delta = arg(); local snapshot = arg(); local px = arg()
+if redis.call('get', KEYS[3]) ~= token then return -1 end
+if redis.call('hget', KEYS[1], 'version') ~= expected then return -2 end
+if snapshot == '' then
+  redis.call('hset', KEYS[2], new, delta)
+  redis.call('hset', KEYS[1], 'version', new)
+else
+  redis.call('del', KEYS[2])
+  redis.call('hset', KEYS[1], 'version', new, 'snapshot_version', new, 'snapshot', snapshot)
+end
+hset_pairs(KEYS[1]); apply_index()
+redis.call('pexpire', KEYS[3], px)
+return 1
+"""
+)
+# KEYS = lock, run; ARGV = token, lock ms. The run's versions if acquired, else nil.
+_ACQUIRE = """
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {redis.call('hget', KEYS[2], 'version') or '0',
+          redis.call('hget', KEYS[2], 'snapshot_version') or '0'}
+end
+return false
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+def _sdk_errors() -> tuple[type[Exception], ...]:
+    """Every root exception class of ``redis.exceptions``."""
+    return (
+        redis_errors.RedisError,
+        redis_errors.RedisClusterException,
+        redis_errors.ChildDeadlockedError,
+        redis_errors.IncorrectPolicyType,
+    )
+
+
+@contextmanager
+def translate_errors(operation: str, url: str) -> Iterator[None]:
+    """Re-raise any redis-py error in the block as a StoreError naming ``operation``."""
+    try:
+        yield
+    except _sdk_errors() as exc:
+        raise StoreError(
+            f"Redis store {redact(url)!r}: {operation} failed ({type(exc).__name__}: {exc}); "
+            "check that the server is reachable"
+        ) from exc
+
+
+class RedisStore:
+    """Runs, timers and leases in Redis.
+
+    Example::
+
+        store = RedisStore("redis://localhost:6379/0", prefix="shop")
+        async with store.transaction("order-A1") as txn:
+            ...
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        snapshot_every: int = 64,
+        prefix: str = "flowkit",
+        lock_timeout: float = 30.0,
+    ) -> None:
+        if not _HAVE_REDIS:
+            raise MissingDependency("RedisStore", "redis")
+        self.url = url
+        self.prefix = prefix
+        self.snapshot_every = snapshot_every
+        self.lock_ms = max(1, round(lock_timeout * 1000))
+        self.stats = StoreStats()
+        self._client = aioredis.Redis.from_url(url, decode_responses=True)
+        self._create = self._client.register_script(_CREATE)
+        self._commit = self._client.register_script(_COMMIT)
+        self._acquire = self._client.register_script(_ACQUIRE)
+        self._release = self._client.register_script(_RELEASE)
+
+    def __repr__(self) -> str:
+        return f"RedisStore({redact(self.url)!r}, prefix={self.prefix!r})"
+
+    def keys(self, run_id: str) -> list[str]:
+        """The keys a run's scripts touch: run, journal, lock, timers, leases."""
+        p = self.prefix
+        run_keys = [f"{p}:{kind}:{run_id}" for kind in ("run", "journal", "lock")]
+        return [*run_keys, f"{p}:timers", f"{p}:leases"]
+
+    # -- runs -----------------------------------------------------------------
+    async def create_run(
+        self,
+        run_id: str,
+        state: RunState,
+        *,
+        blueprint_id: str,
+        digest: str,
+        parent: str | None = None,
+        index: IndexOps = NO_INDEX,
+    ) -> bool:
+        """Store a new run at version 1; False (and nothing written) if it exists."""
+        snapshot = encode_state(state)
+        fields = {
+            "blueprint_id": blueprint_id,
+            "digest": digest,
+            "parent": parent,
+            "status": str(state.header.get("status", "running")),
+            "version": "1",
+            "snapshot_version": "1",
+            "snapshot": snapshot,
+        }
+        args = [*_pairs(fields), *_index_args(run_id, index)]
+        with translate_errors("create_run", self.url):
+            created = bool(await self._create(keys=self.keys(run_id), args=args))
+        if created:
+            self.stats.commits += 1
+            self.stats.snapshot_bytes += len(snapshot)
+        return created
+
+    @asynccontextmanager
+    async def transaction(self, run_id: str) -> AsyncIterator[_RedisTransaction]:
+        """Hold ``run_id``'s lock key until the block ends."""
+        keys = self.keys(run_id)
+        token = secrets.token_hex(16)
+        try:
+            versions = await self._lock(keys, token)
+            yield _RedisTransaction(self, run_id, token, versions)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._unlock(keys, token)
+
+    async def _lock(self, keys: list[str], token: str) -> tuple[int, int]:
+        delay = 0.001
+        while True:
+            with translate_errors("transaction", self.url):
+                got = await self._acquire(keys=[keys[2], keys[0]], args=[token, self.lock_ms])
+            if got is not None:
+                return int(got[0]), int(got[1])
+            await anyio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, 0.05)
+
+    async def _unlock(self, keys: list[str], token: str) -> None:
+        # Best effort: a lock we cannot release expires after lock_timeout anyway.
+        try:
+            with translate_errors("release", self.url):
+                await self._release(keys=[keys[2]], args=[token])
+        except StoreError as exc:
+            _log.warning("store.release_failed", store=repr(self), error=str(exc))
+
+    async def load(self, run_id: str) -> tuple[RunState, int] | None:
+        """A consistent read (MULTI/EXEC) of the run's state and version."""
+        with translate_errors("load", self.url):
+            return await self._read(self.keys(run_id))
+
+    async def _read(self, keys: list[str]) -> tuple[RunState, int] | None:
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.hmget(keys[0], ["version", "snapshot_version", "snapshot"])
+            pipe.hgetall(keys[1])
+            (version, since, snapshot), journal = await pipe.execute()
+        if version is None:
+            return None
+        wanted = [journal.get(str(v)) for v in range(int(since) + 1, int(version) + 1)]
+        if None in wanted:
+            raise StoreError(f"corrupt run in {self!r}: journal entries missing under {keys[1]}")
+        return replay(decode_state(snapshot), [decode_delta(d) for d in wanted]), int(version)
+
+    async def info(self, run_id: str) -> RunInfo | None:
+        """The run's header, or None."""
+        with translate_errors("info", self.url):
+            values: list[Any] = await self._client.hmget(self.keys(run_id)[0], list(_HEADER[1:]))
+        blueprint_id, digest, status, version, parent = values
+        if version is None:
+            return None
+        return RunInfo(run_id, blueprint_id, digest, status, int(version), parent)
+
+    # -- timers and leases ----------------------------------------------------
+    async def due_timers(self, now: float, limit: int = 100) -> list[DueTimer]:
+        """Timers due at ``now``, earliest first."""
+        rows = await self._due("due_timers", f"{self.prefix}:timers", now, limit)
+        return [DueTimer(run_id, key, at) for run_id, key, at in rows]
+
+    async def claim_timer(self, run_id: str, timer_id: str) -> bool:
+        """``ZREM`` the timer: 1 for exactly one claimer."""
+        with translate_errors("claim_timer", self.url):
+            removed = await self._client.zrem(f"{self.prefix}:timers", _member(run_id, timer_id))
+        return bool(removed)
+
+    async def expired_leases(self, now: float, limit: int = 100) -> list[ExpiredLease]:
+        """Dispatches whose lease ran out, earliest first."""
+        rows = await self._due("expired_leases", f"{self.prefix}:leases", now, limit)
+        return [ExpiredLease(run_id, key, at) for run_id, key, at in rows]
+
+    async def extend_lease(self, run_id: str, dispatch_id: str, expires_at: float) -> None:
+        """Push an existing lease out (``ZADD XX``: a lease that is gone stays gone)."""
+        member = _member(run_id, dispatch_id)
+        with translate_errors("extend_lease", self.url):
+            await self._client.zadd(f"{self.prefix}:leases", {member: expires_at}, xx=True)
+
+    async def _due(
+        self, operation: str, key: str, now: float, limit: int
+    ) -> list[tuple[str, str, float]]:
+        with translate_errors(operation, self.url):
+            rows: list[Any] = await self._client.zrangebyscore(
+                key, "-inf", now, start=0, num=limit, withscores=True
+            )
+        return [(*_split(member), float(at)) for member, at in rows]
+
+    async def close(self) -> None:
+        """Close the client's connections."""
+        with translate_errors("close", self.url):
+            await self._client.aclose()
+
+
+def _member(run_id: str, key: str) -> str:
+    return f"{run_id}{_SEP}{key}"
+
+
+def _split(member: str) -> tuple[str, str]:
+    run_id, _, key = member.partition(_SEP)
+    return run_id, key
+
+
+def _pairs(fields: dict[str, Any]) -> list[str | int]:
+    """``[count, field, value, ...]`` for the scripts' ``hset_pairs`` (None: left as is)."""
+    present = [(k, v) for k, v in fields.items() if v is not None]
+    return [len(present), *(str(item) for pair in present for item in pair)]
+
+
+def _index_args(run_id: str, index: IndexOps) -> list[str | int]:
+    """The scripts' ``apply_index`` arguments; scores as ``repr`` keep every bit."""
+    args: list[str | int] = []
+    for added, removed in ((index.timers, index.timers_done), (index.leases, index.leases_done)):
+        args.append(len(added))
+        for key, at in added:
+            args += [_member(run_id, key), repr(float(at))]
+        args.append(len(removed))
+        args += [_member(run_id, key) for key in removed]
+    return args
+
+
+class _RedisTransaction:
+    """One run held through its lock key."""
+
+    def __init__(
+        self, store: RedisStore, run_id: str, token: str, versions: tuple[int, int]
+    ) -> None:
+        self._store = store
+        self._run_id = run_id
+        self._keys = store.keys(run_id)
+        self._token = token
+        self.version, self._snapshot_version = versions
+
+    @property
+    def wants_snapshot(self) -> bool:
+        """Whether the next commit should carry the full state."""
+        return self.version > 0 and (
+            self.version + 1 - self._snapshot_version >= self._store.snapshot_every
+        )
+
+    async def changes_since(self, version: int) -> list[Delta] | None:
+        """Deltas after ``version``, or None if a snapshot pruned them."""
+        if self.version == 0 or version < self._snapshot_version:
+            return None
+        wanted = [str(v) for v in range(version + 1, self.version + 1)]
+        if not wanted:
+            return []
+        with translate_errors("changes_since", self._store.url):
+            deltas: list[Any] = await self._store._client.hmget(self._keys[1], wanted)
+        if any(d is None for d in deltas):
+            return None  # pruned by a commit of a holder that outlived our lock
+        return [decode_delta(d) for d in deltas]
+
+    async def load(self) -> RunState | None:
+        """The run's full state at :attr:`version`."""
+        if self.version == 0:
+            return None
+        with translate_errors("load", self._store.url):
+            found = await self._store._read(self._keys)
+        return None if found is None else found[0]
+
+    async def commit(
+        self,
+        delta: Delta,
+        *,
+        index: IndexOps = NO_INDEX,
+        info: dict[str, Any] | None = None,
+        state: RunState | None = None,
+    ) -> int:
+        """Append ``delta`` atomically (one Lua script), if we still hold the run."""
+        if self.version == 0:
+            raise StoreError(f"cannot commit to run {self._run_id!r}: it does not exist")
+        encoded = encode_delta(delta)
+        version = self.version + 1
+        snapshot = encode_state(state) if state is not None and self.wants_snapshot else None
+        args: list[str | int] = [self._token, self.version, version, encoded, snapshot or ""]
+        args.append(self._store.lock_ms)
+        args += [*_pairs(_info_fields(info)), *_index_args(self._run_id, index)]
+        with translate_errors("commit", self._store.url):
+            outcome = await self._store._commit(keys=self._keys, args=args)
+        if outcome != 1:
+            raise StoreError(self._lost_message(outcome))
+        self._account(version, encoded, snapshot)
+        return version
+
+    def _lost_message(self, outcome: int) -> str:
+        why = "its lock expired" if outcome == -1 else "another holder changed it"
+        return (
+            f"cannot commit to run {self._run_id!r} in {self._store!r}: {why} during the "
+            "transaction (raise lock_timeout if transitions take that long); nothing was written"
+        )
+
+    def _account(self, version: int, encoded: str, snapshot: str | None) -> None:
+        self.version = version
+        stats = self._store.stats
+        if snapshot is not None:
+            self._snapshot_version = version
+            stats.snapshot_bytes += len(snapshot)
+        stats.commits += 1
+        stats.bytes_written += len(encoded)
+
+
+def _info_fields(info: dict[str, Any] | None) -> dict[str, Any]:
+    for key in info or {}:
+        if key not in _INFO_FIELDS:
+            raise StoreError(f"cannot set {key!r} on a run: info takes {sorted(_INFO_FIELDS)}")
+    return dict(info or {})
