@@ -40,6 +40,8 @@ from .engine import RunResult as RunResult
 from .engine import RunStatus as RunStatus
 from .engine import Runtime as Runtime
 from .engine import context as context
+from .worker import Client as Client
+from .worker import Worker as Worker
 
 __all__ = [
     "Action",
@@ -48,6 +50,7 @@ __all__ = [
     "Blueprint",
     "BlueprintError",
     "Cancelled",
+    "Client",
     "ChildFailed",
     "CompileError",
     "Context",
@@ -73,6 +76,7 @@ __all__ = [
     "TransportError",
     "WaitTimeout",
     "WebhookRejected",
+    "Worker",
     "WorkflowFailed",
     "__version__",
     "analyze",

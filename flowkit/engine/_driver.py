@@ -13,7 +13,7 @@ import anyio.abc
 
 from . import _protocol as p
 from ._core import handle_event
-from ._durable import Replica
+from ._durable import Replica, dispatch_command
 from ._eager import NoticeBlocking
 from ._events import Event, EventBus
 from ._execute import Executor
@@ -286,18 +286,5 @@ class Driver:
 
 def _recovery(run: Run) -> list[p.Command]:
     """ExecuteNode commands for dispatches a previous process left in flight."""
-    commands: list[p.Command] = []
-    for dispatch_id, d in run.state.sections["dispatches"].items():
-        suffix = f"@{d['act']}" if d.get("item") is None else f"@{d['act']}[{d['item']}]"
-        commands.append(
-            p.ExecuteNode(
-                dispatch_id,
-                d["node"],
-                int(d["attempt"]),
-                f"{run.run_id}:{d['node']}{suffix}",
-                tuple(d.get("args") or ()),
-                dict(d.get("kwargs") or {}),
-                bool(d.get("fallback")),
-            )
-        )
-    return commands
+    dispatches = run.state.sections["dispatches"]
+    return [dispatch_command(run.run_id, d, record) for d, record in dispatches.items()]

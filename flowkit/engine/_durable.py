@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from .._errors import StoreError
+from .._errors import ResumeError, StoreError
 from . import _protocol as p
 from ._core import handle_event
 from ._state import DELETED, Delta, RunState
@@ -13,6 +13,10 @@ from ._state import DELETED, Delta, RunState
 if TYPE_CHECKING:
     from ..stores._protocol import IndexOps, Store
     from ._program import Program
+
+
+CHILD_LEASE = "child:"
+"""Prefix of the lease ids that guard a child run's start and its report to the parent."""
 
 
 def index_ops(
@@ -31,13 +35,16 @@ def index_ops(
     leases: list[tuple[str, float]] = []
     leases_done: list[str] = []
     if lease_seconds is not None:
+        # Dispatches and children both lease: if a process dies before publishing a
+        # node or starting a child, the lease runs out and a reconciler redoes it.
         for section, key, value in delta:
-            if section != "dispatches":
+            if section not in ("dispatches", "children"):
                 continue
+            lease_id = key if section == "dispatches" else CHILD_LEASE + key
             if value is DELETED:
-                leases_done.append(key)
+                leases_done.append(lease_id)
             else:
-                leases.append((key, now + lease_seconds))
+                leases.append((lease_id, now + lease_seconds))
     return IndexOps(timers, timers_done, leases, leases_done)
 
 
@@ -90,3 +97,29 @@ class Replica:
                 self.state.apply_delta(delta)
         self.state.journal.clear()
         self.version = txn.version
+
+
+def dispatch_command(run_id: str, dispatch_id: str, record: dict[str, Any]) -> p.ExecuteNode:
+    """The ExecuteNode for a dispatch recorded in a run's state (to run or re-run it)."""
+    item = record.get("item")
+    suffix = f"@{record['act']}" if item is None else f"@{record['act']}[{item}]"
+    return p.ExecuteNode(
+        dispatch_id,
+        record["node"],
+        int(record["attempt"]),
+        f"{run_id}:{record['node']}{suffix}",
+        tuple(record.get("args") or ()),
+        dict(record.get("kwargs") or {}),
+        bool(record.get("fallback")),
+    )
+
+
+def unknown_digest(state: RunState, known: list[str]) -> ResumeError:
+    """The error for a run whose blueprint digest this process does not know."""
+    digest = str(state.header.get("digest", ""))
+    return ResumeError(
+        f"run {state.run_id!r} was started by blueprint {state.header.get('blueprint')!r} "
+        f"with digest {digest[:12]}, which this process does not know (it knows: "
+        f"{', '.join(sorted(known)) or 'nothing'}); register the flow definition that started "
+        "it (keep old versions with @flow(version=...))"
+    )

@@ -20,7 +20,7 @@ from . import _protocol as p
 from ._action import Action
 from ._core import start_run, wait_names
 from ._driver import Driver, Run
-from ._durable import index_ops
+from ._durable import index_ops, unknown_digest
 from ._program import wait_name
 from ._result import RunHandle, RunResult
 from ._state import RunState
@@ -278,16 +278,10 @@ class Runtime(Driver):
         return run
 
     def _check_digest(self, state: RunState, target: Target | None) -> None:
-        digest = str(state.header.get("digest", ""))
-        if target is not None and target.blueprint.digest == digest:
+        if target is not None and target.blueprint.digest == state.header.get("digest"):
             return
-        known = sorted(f"{t.blueprint.id} v{t.blueprint.version}" for t in self._by_digest.values())
-        raise ResumeError(
-            f"run {state.run_id!r} was started by blueprint {state.header.get('blueprint')!r} "
-            f"with digest {digest[:12]}, which this runtime does not know (it knows: "
-            f"{', '.join(known) or 'nothing'}); register the flow definition that started it "
-            "(keep old versions with @flow(version=...))"
-        )
+        known = [f"{t.blueprint.id} v{t.blueprint.version}" for t in self._by_digest.values()]
+        raise unknown_digest(state, known)
 
     async def _signal_target(self, run: Run, name: str) -> Run:
         """The run (this one or a descendant) that should receive signal ``name``."""

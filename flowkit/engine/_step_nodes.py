@@ -136,8 +136,9 @@ class NodeSteps:
             kwargs = dict(args[0])
         act = self.record(node_id)[_ACT]
         child_id = f"{self.s.run_id}/{node_id}@{act}"
-        self.s.put("children", child_id, {"node": node_id, "act": act})
         blueprint_id = str(params.get("blueprint_id", ""))
+        record = {"node": node_id, "act": act, "blueprint_id": blueprint_id, "inputs": kwargs}
+        self.s.put("children", child_id, record)
         self.commands.append(proto.StartChild(child_id, node_id, blueprint_id, kwargs))
 
     def _fire_loop(self, node_id: str, params: dict[str, Any], back: bool, src: Any) -> None:

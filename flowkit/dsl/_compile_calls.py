@@ -1,0 +1,273 @@
+"""Awaited calls: nodes, subflows and the ``flow.*`` primitives."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from typing import TYPE_CHECKING, Any
+
+from ..blueprint._model import NodeConfig
+from ..engine._invoke import ClassFallback, has_fallback
+from ._compile_resolve import LOCAL, UNRESOLVED, callee_kind, dotted
+from ._compile_waits import Waits
+
+if TYPE_CHECKING:
+    from ._compile_base import Target
+    from ._compile_graph import Port
+    from ._node import NodeDef
+
+_MEMBER_KINDS = frozenset({"node", "flow", "primitive:sleep", "primitive:wait", "primitive:webhook"})
+_AWAITABLE_HINTS = {
+    "asyncio.sleep": "use `await flow.sleep(...)`: a durable timer",
+    "anyio.sleep": "use `await flow.sleep(...)`: a durable timer",
+    "trio.sleep": "use `await flow.sleep(...)`: a durable timer",
+    "asyncio.gather": "use `await flow.gather(...)`",
+    "asyncio.wait_for": "give the node a timeout: @node(timeout=...)",
+}
+
+
+class Calls(Waits):
+    """``await x(...)`` where ``x`` is a node, a flow or a primitive."""
+
+    def await_call(self, node: ast.Await, target: Target | None, ports: list[Port]) -> list[Port]:
+        call = node.value
+        if not isinstance(call, ast.Call):
+            raise self.error(
+                node, f"cannot await {ast.unparse(call)!r}: only calls can be awaited in a flow",
+                "await a call of a @node, a @flow or a flow.* primitive",
+            )
+        obj = self.resolver.resolve(call.func)
+        kind = callee_kind(obj)
+        if kind == "node":
+            return self.node_call(call, obj, target, ports)
+        if kind == "flow":
+            return self.subflow_call(call, obj, target, ports)
+        if kind is not None:
+            return self.primitive(kind.removeprefix("primitive:"), call, target, ports)
+        return self.not_awaitable(call, obj, target, ports)
+
+    def not_awaitable(
+        self, call: ast.Call, obj: Any, target: Target | None, ports: list[Port]
+    ) -> list[Port]:
+        name = dotted(call.func) or ast.unparse(call.func)
+        if obj is UNRESOLVED:
+            self.unresolved.append((call, name))
+            for arg in call.args:
+                _, ports = self.expr(arg, ports)
+            return [(self.noop(self.graph.new_id(name), ports), None)]
+        if obj is LOCAL:
+            raise self.error(
+                call, f"cannot await {name!r}: it is a flow variable, not a node",
+                "call the @node by name; nodes are resolved when the flow is compiled",
+            )
+        hint = _AWAITABLE_HINTS.get(name)
+        if hint is None and inspect.iscoroutinefunction(obj):
+            hint = f"decorate {name} with @node so that it runs as a node"
+        raise self.error(
+            call, f"cannot await {name!r}: it is not a @node, a @flow or a flow.* primitive",
+            hint or "only @node functions, @flow functions and flow.* primitives can be awaited",
+        )
+
+    # -- nodes ----------------------------------------------------------------
+    def node_call(
+        self, call: ast.Call, nodedef: NodeDef[Any, Any], target: Target | None, ports: list[Port]
+    ) -> list[Port]:
+        params, ports = self.arguments(call, ports)
+        return [(self.node_member(call, nodedef, params, target, ports), None)]
+
+    def node_member(
+        self, call: ast.AST, nodedef: NodeDef[Any, Any], params: dict[str, Any],
+        target: Target | None, ports: list[Port],
+    ) -> str:
+        if target is not None:
+            params["assign"] = target
+        uses, config = self.register(nodedef)
+        node_id = self.graph.new_id(nodedef.name)
+        return self.add(node_id, "call", params, ports, uses=uses, config=config)
+
+    def arguments(self, call: ast.Call, ports: list[Port]) -> tuple[dict[str, Any], list[Port]]:
+        """``{"args": [...], "kwargs": {...}}`` of a node call, awaits hoisted."""
+        args: list[str] = []
+        for arg in call.args:
+            if isinstance(arg, ast.Starred):
+                raise self.error(
+                    arg, "`*args` in a node call is not supported", "pass each argument explicitly"
+                )
+            source, ports = self.expr(arg, ports)
+            args.append(source)
+        kwargs: dict[str, str] = {}
+        for keyword in call.keywords:
+            if keyword.arg is None:
+                raise self.error(
+                    keyword.value, "`**kwargs` in a node call is not supported",
+                    "pass each keyword argument explicitly",
+                )
+            kwargs[keyword.arg], ports = self.expr(keyword.value, ports)
+        params: dict[str, Any] = {"args": args}
+        if kwargs:
+            params["kwargs"] = kwargs
+        return params, ports
+
+    def register(self, nodedef: NodeDef[Any, Any]) -> tuple[str, NodeConfig]:
+        """Put a node (and its fallback) in the registry; returns its name and config."""
+        name = nodedef.registry_name
+        suffix = 1
+        while self.registry.get(name, nodedef) is not nodedef:
+            suffix += 1
+            name = f"{nodedef.registry_name}#{suffix}"
+        self.registry[name] = nodedef
+        options = nodedef.options
+        fallback: str | None = None
+        impl = getattr(nodedef, "__flowkit_impl__", nodedef)
+        if options.get("fallback") is not None:
+            fallback = f"{name}.fallback"
+            self.registry[fallback] = options["fallback"]
+        elif has_fallback(impl):
+            fallback = f"{name}.fallback"
+            self.registry[fallback] = ClassFallback(impl)
+        config = NodeConfig(
+            retries=int(options.get("retries") or 0),
+            backoff=options.get("backoff"),
+            timeout=options.get("timeout"),
+            fallback=fallback,
+        )
+        return name, config
+
+    # -- subflows -------------------------------------------------------------
+    def subflow_call(
+        self, call: ast.Call, child: Any, target: Target | None, ports: list[Port]
+    ) -> list[Port]:
+        params, ports = self.subflow_params(call, child, ports)
+        return [(self.subflow_member(child, params, target, ports), None)]
+
+    def subflow_member(
+        self, child: Any, params: dict[str, Any], target: Target | None, ports: list[Port]
+    ) -> str:
+        if target is not None:
+            params["assign"] = target
+        if not any(c is child for c in self.children):
+            self.children.append(child)
+        return self.add(self.graph.new_id(str(child.id)), "subflow", params, ports)
+
+    def subflow_params(
+        self, call: ast.Call, child: Any, ports: list[Port]
+    ) -> tuple[dict[str, Any], list[Port]]:
+        """Map the call's arguments onto the child flow's parameter names."""
+        if any(isinstance(a, ast.Starred) for a in call.args) or any(
+            k.arg is None for k in call.keywords
+        ):
+            raise self.error(
+                call, "subflow arguments must be passed one by one (no `*args`/`**kwargs`)",
+                "pass each argument explicitly",
+            )
+        signature = inspect.signature(child.fn)
+        try:
+            bound = signature.bind(*call.args, **{str(k.arg): k.value for k in call.keywords})
+        except TypeError as exc:
+            raise self.error(
+                call, f"arguments do not match flow {child.id!r}{signature}: {exc}",
+                "call the subflow with the arguments its @flow function takes",
+            ) from None
+        kwargs: dict[str, str] = {}
+        for name, value in bound.arguments.items():
+            kind = signature.parameters[name].kind
+            if kind is inspect.Parameter.VAR_POSITIONAL:
+                raise self.error(
+                    call, f"flow {child.id!r} takes *{name}, which a subflow call cannot fill",
+                    "give the child flow named parameters (runs take keyword inputs)",
+                )
+            items = value.items() if kind is inspect.Parameter.VAR_KEYWORD else [(name, value)]
+            for key, node in items:
+                kwargs[key], ports = self.expr(node, ports)
+        return {"blueprint_id": str(child.id), "kwargs": kwargs}, ports
+
+    # -- primitives -----------------------------------------------------------
+    def primitive(
+        self, name: str, call: ast.Call, target: Target | None, ports: list[Port]
+    ) -> list[Port]:
+        if name in ("gather", "first"):
+            return self.fan_out(name, call, target, ports)
+        if name == "map":
+            return self.map_call(call, target, ports)
+        node_id, ports = self.durable(name, call, target, ports)
+        return ports
+
+    def fan_out(
+        self, name: str, call: ast.Call, target: Target | None, ports: list[Port]
+    ) -> list[Port]:
+        """``flow.gather`` / ``flow.first``: members run in parallel, then a join."""
+        if call.keywords or not call.args:
+            raise self.error(
+                call, f"flow.{name}() takes the calls to run, as positional arguments",
+                f"write `await flow.{name}(a(...), b(...))`",
+            )
+        prepared: list[tuple[ast.Call, Any, str, dict[str, Any]]] = []
+        for member in call.args:
+            member_call, obj, kind = self.member(name, member)
+            if kind in ("node", "flow"):
+                params, ports = (
+                    self.arguments(member_call, ports) if kind == "node"
+                    else self.subflow_params(member_call, obj, ports)
+                )
+            else:
+                params = {}
+            prepared.append((member_call, obj, kind, params))
+        members = [self.fan_member(m, ports) for m in prepared]
+        join_id = self.graph.new_id(f"join@L{self.lineno(call)}")
+        params: dict[str, Any] = {"first": True} if name == "first" else {"collect": members}
+        if target is not None:
+            params["assign"] = target
+        config = NodeConfig(join="any" if name == "first" else "all")
+        self.add(join_id, "join", params, [(m, None) for m in members], config=config)
+        return [(join_id, None)]
+
+    def member(self, name: str, node: ast.expr) -> tuple[ast.Call, Any, str]:
+        if isinstance(node, ast.Await):
+            raise self.error(
+                node, f"flow.{name}() takes calls, not awaited results",
+                f"drop the `await` inside flow.{name}(...)",
+            )
+        call = node if isinstance(node, ast.Call) else None
+        obj = self.resolver.resolve(call.func) if call is not None else None
+        kind = callee_kind(obj)
+        if call is None or kind not in _MEMBER_KINDS:
+            if call is not None and obj is UNRESOLVED:
+                self.unresolved.append((call, dotted(call.func) or ""))
+                return call, obj, "unresolved"
+            raise self.error(
+                node, f"flow.{name}() can only run calls of nodes, flows or flow.sleep/wait/webhook",
+                "make the work a @node and pass `node(...)`",
+            )
+        return call, obj, str(kind)
+
+    def fan_member(self, member: tuple[ast.Call, Any, str, dict[str, Any]], ports: list[Port]) -> str:
+        call, obj, kind, params = member
+        if kind == "node":
+            return self.node_member(call, obj, params, None, ports)
+        if kind == "flow":
+            return self.subflow_member(obj, params, None, ports)
+        if kind == "unresolved":
+            return self.noop(self.graph.new_id(dotted(call.func) or "call"), ports)
+        node_id, _ = self.durable(kind.removeprefix("primitive:"), call, None, ports)
+        return node_id
+
+    def map_call(self, call: ast.Call, target: Target | None, ports: list[Port]) -> list[Port]:
+        bound = self.bind_primitive("map", call)
+        nodedef = self.resolver.resolve(bound["node"])
+        if callee_kind(nodedef) != "node":
+            if nodedef is UNRESOLVED:
+                self.unresolved.append((bound["node"], dotted(bound["node"]) or ""))
+                return [(self.noop(self.graph.new_id("map"), ports), None)]
+            raise self.error(
+                bound["node"], "flow.map() needs a @node as its first argument",
+                "pass the node itself: `await flow.map(resize, images)`",
+            )
+        items, ports = self.expr(bound["items"], ports)
+        concurrency = self.literal(bound.get("concurrency"), "flow.map's concurrency", 10)
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+            raise self.error(
+                call, f"flow.map's concurrency must be a positive int, got {concurrency!r}",
+                "write e.g. `concurrency=10`",
+            )
+        params = {"map": True, "items_expr": items, "concurrency": concurrency}
+        return [(self.node_member(call, nodedef, params, target, ports), None)]

@@ -1,0 +1,69 @@
+"""The ``Transport`` protocol: at-least-once queues between clients and workers.
+
+Every implementation passes ``tests/conformance/test_transport.py``:
+
+* ``send`` returns once the broker has the message (durably, where the broker can).
+* ``receive(queue)`` yields :class:`Delivery` objects; an unacknowledged
+  delivery comes back (to this or another consumer) after its visibility
+  timeout or a ``nack``: delivery is at least once, so consumers are idempotent.
+* ``Delivery.extend(seconds)`` keeps a long-running delivery from coming back.
+* ``Delivery.dead_letter(reason)`` moves a message that can never be processed
+  out of the way, keeping it (and the reason) for inspection.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from .._errors import TransportError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping
+
+
+class DeliveryError(TransportError):
+    """Acknowledging, extending or dead-lettering a delivery failed."""
+
+
+@runtime_checkable
+class Delivery(Protocol):
+    """One received message, to be settled exactly once (ack, nack or dead-letter)."""
+
+    body: bytes
+    headers: Mapping[str, str]
+    key: str | None
+    attempt: int  # 1 on first delivery, counting redeliveries where the broker knows
+
+    async def ack(self) -> None:
+        """Done: the message will not be delivered again."""
+
+    async def nack(self, requeue_after: float | None = None) -> None:
+        """Not done: deliver it again (after ``requeue_after`` seconds, if given)."""
+
+    async def extend(self, seconds: float) -> None:
+        """Keep the message invisible to other consumers for ``seconds`` more."""
+
+    async def dead_letter(self, reason: str) -> None:
+        """Give up on the message: park it in the dead-letter queue with ``reason``."""
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """A message broker seen as named queues."""
+
+    async def send(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        delay: float | None = None,
+    ) -> None:
+        """Enqueue ``body``; ``key`` groups related messages (partition, ordering key)."""
+
+    def receive(self, queue: str) -> AsyncIterator[Delivery]:
+        """Deliveries from ``queue``, as they arrive, until the transport is closed."""
+
+    async def close(self) -> None:
+        """Stop receiving and release connections."""

@@ -1,0 +1,55 @@
+"""``transports.from_url``: pick an implementation by URL scheme."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..stores._urls import ConfigurationError, redact
+
+# scheme -> (module, class); the module (and its SDK) loads only when used
+_SCHEMES: dict[str, tuple[str, str]] = {
+    "memory": ("._memory", "MemoryTransport"),
+    "sqlite": ("._sqlqueue", "SQLiteQueueTransport"),
+    "postgres": ("._pgqueue", "PostgresQueueTransport"),
+    "postgresql": ("._pgqueue", "PostgresQueueTransport"),
+    "amqp": ("._rabbitmq", "RabbitMQTransport"),
+    "amqps": ("._rabbitmq", "RabbitMQTransport"),
+    "kafka": ("._kafka", "KafkaTransport"),
+    "redis": ("._redis", "RedisTransport"),
+    "rediss": ("._redis", "RedisTransport"),
+    "pubsub": ("._pubsub", "PubSubTransport"),
+    "servicebus": ("._servicebus", "ServiceBusTransport"),
+    "sqs": ("._sqs", "SQSTransport"),
+    "nats": ("._nats", "NATSTransport"),
+}
+
+
+def from_url(url: str, **options: Any) -> Any:
+    """Build a transport from a URL: ``memory://``, ``sqlite:///flowkit.db``,
+    ``postgresql://...``, ``amqp://...``, ``kafka://host:port``, ``redis://...``,
+    ``pubsub://project``, ``servicebus://...``, ``sqs://region/prefix``, ``nats://host:port``.
+
+    Each implementation's class method ``from_url(url, **options)`` parses the rest.
+    """
+    scheme = urlsplit(url).scheme.lower()
+    entry = _SCHEMES.get(scheme)
+    if entry is None:
+        raise ConfigurationError(
+            f"unknown transport URL {redact(url)!r}: the scheme must be one of "
+            f"{', '.join(sorted(_SCHEMES))}"
+        )
+    module_name, class_name = entry
+    try:
+        module = importlib.import_module(module_name, __package__)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("flowkit.transports."):
+            raise ConfigurationError(
+                f"the {scheme}:// transport is not available in this flowkit version"
+            ) from exc
+        raise
+    cls = getattr(module, class_name)
+    if scheme == "memory":
+        return cls(**options)
+    return cls.from_url(url, **options)

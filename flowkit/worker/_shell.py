@@ -1,0 +1,206 @@
+"""The distributed shell: core transitions committed to a store, nodes sent as messages.
+
+Shared by :class:`~flowkit.Worker` and :class:`~flowkit.Client`. A transition
+is one store transaction (the delta, timer and lease index changes); the node
+executions it calls for are then published. If the process dies between the
+two, the dispatches' leases expire and a reconciler publishes them again:
+delivery is at least once, and the core applies each completion once.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+from .._errors import ResumeError
+from ..engine import _protocol as p
+from ..engine._core import start_run, wait_names
+from ..engine._durable import Replica, index_ops, unknown_digest
+from ..engine._events import Event, EventBus
+from ..engine._state import RunState
+from ..engine._target import Target, resolve
+from ._messages import NodeMessage
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from ..stores._protocol import Store
+    from ..transports._protocol import Transport
+
+
+class Shell:
+    """Starts runs, applies events and publishes what the core asks for."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        store: Store,
+        *,
+        queue: str,
+        lease: float,
+        flows: Iterable[Any] = (),
+        events: EventBus | None = None,
+        cache_size: int = 10_000,
+    ) -> None:
+        self.transport = transport
+        self.store = store
+        self.queue = queue
+        self.lease = lease
+        self.events = events or EventBus()
+        self.by_digest: dict[str, Target] = {}
+        self.by_blueprint_id: dict[str, Target] = {}
+        self._replicas: OrderedDict[str, Replica] = OrderedDict()
+        self._cache_size = cache_size
+        for flow in flows:
+            self.register(flow)
+
+    def register(self, flow: Any) -> Target:
+        """Make a flow (and the subflows it calls) runnable here."""
+        target = resolve(flow)
+        self.by_digest[target.blueprint.digest] = target
+        self.by_blueprint_id.setdefault(target.blueprint.id, target)
+        for child in target.children:
+            self.register(child)
+        return target
+
+    def target_for(self, flow: Any) -> Target:
+        digest = getattr(getattr(flow, "blueprint", None), "digest", None)
+        if digest is None and hasattr(flow, "digest"):
+            digest = flow.digest
+        known = self.by_digest.get(digest) if digest else None
+        return known or self.register(flow)
+
+    # -- runs -----------------------------------------------------------------
+    async def start(
+        self,
+        target: Target,
+        run_id: str | None,
+        inputs: dict[str, Any],
+        parent: str | None = None,
+    ) -> str:
+        """Create the run and publish its first nodes; an existing ``run_id`` is left alone."""
+        run_id = run_id or uuid.uuid4().hex
+        state = RunState(run_id)
+        commands = start_run(target.program, state, inputs, parent=parent)
+        delta = state.take_delta()
+        created = await self.store.create_run(
+            run_id,
+            state,
+            blueprint_id=target.blueprint.id,
+            digest=target.blueprint.digest,
+            parent=parent,
+            index=index_ops(delta, commands, lease_seconds=self.lease),
+        )
+        if created:
+            self._remember(Replica(target.program, state, 1))
+            self._emit(run_id, "workflow:start", data={"blueprint": target.blueprint.id})
+            await self.carry_out(run_id, target, commands)
+        return run_id
+
+    async def replica(self, run_id: str, *, fresh: bool = False) -> Replica:
+        """This process's copy of the run (loaded, or refreshed with ``fresh``)."""
+        replica = self._replicas.get(run_id)
+        if replica is not None and not fresh:
+            self._replicas.move_to_end(run_id)
+            return replica
+        loaded = await self.store.load(run_id)
+        if loaded is None:
+            raise ResumeError(f"unknown run {run_id!r}: it is not in {self.store!r}")
+        state, version = loaded
+        target = self.target_of(state)
+        replica = Replica(target.program, state, version)
+        self._remember(replica)
+        return replica
+
+    def target_of(self, state: RunState) -> Target:
+        target = self.by_digest.get(str(state.header.get("digest", "")))
+        if target is None:
+            known = [f"{t.blueprint.id} v{t.blueprint.version}" for t in self.by_digest.values()]
+            raise unknown_digest(state, known)
+        return target
+
+    def _remember(self, replica: Replica) -> None:
+        self._replicas[replica.run_id] = replica
+        self._replicas.move_to_end(replica.run_id)
+        while len(self._replicas) > self._cache_size:
+            self._replicas.popitem(last=False)
+
+    async def step(self, run_id: str, event: p.Event) -> Replica:
+        """Apply ``event`` (one store transaction) and publish what follows."""
+        replica = self._replicas.get(run_id) or await self.replica(run_id)
+        commands = await replica.step(self.store, event, lease_seconds=self.lease)
+        await self.carry_out(run_id, self.target_of(replica.state), commands)
+        return replica
+
+    async def signal_target(self, run_id: str, name: str) -> str:
+        """The run (this one or a descendant) whose wait ``name`` should get a signal."""
+        replica = await self.replica(run_id, fresh=True)
+        state = replica.state
+        if name in state.sections["waits"]:
+            return run_id
+        for child_id in list(state.sections["children"]):
+            found = await self.signal_target(child_id, name)
+            if name in (await self.replica(found)).state.sections["waits"]:
+                return found
+        if name in wait_names(replica.program):
+            return run_id
+        raise ResumeError(
+            f"run {run_id!r} has no wait named {name!r}; "
+            f"its waits are {sorted(wait_names(replica.program)) or 'none'}"
+        )
+
+    # -- commands -------------------------------------------------------------
+    async def carry_out(self, run_id: str, target: Target, commands: list[p.Command]) -> None:
+        for command in commands:
+            if isinstance(command, p.ExecuteNode):
+                await self.publish(
+                    run_id, target, command.node_id, command.attempt, command.dispatch_id
+                )
+            elif isinstance(command, p.StartChild):
+                await self._start_child(run_id, command)
+            elif isinstance(command, p.CancelChild):
+                await self.step(command.child_run_id, p.CancelRequested("parent finished"))
+            elif isinstance(command, p.FinishRun):
+                await self._finished(run_id, command)
+            elif isinstance(command, p.Note) and self.events.active:
+                self._emit(run_id, command.type, command.node_id, command.attempt, command.data)
+
+    async def publish(
+        self, run_id: str, target: Target, node_id: str, attempt: int, dispatch_id: str
+    ) -> None:
+        message = NodeMessage(run_id, node_id, attempt, dispatch_id, target.blueprint.digest)
+        await self.transport.send(self.queue, message.encode(), key=f"{run_id}/{node_id}")
+
+    async def _start_child(self, run_id: str, command: p.StartChild) -> None:
+        child = self.by_blueprint_id.get(command.blueprint_id)
+        if child is None:
+            error = {
+                "type": "flowkit._errors.ResumeError",
+                "mro": ["flowkit._errors.ResumeError"],
+                "message": f"no flow with blueprint id {command.blueprint_id!r} is registered "
+                f"here (known: {sorted(self.by_blueprint_id)})",
+            }
+            await self.step(run_id, p.ChildFinished(command.child_run_id, "failed", None, error))
+            return
+        await self.start(child, command.child_run_id, dict(command.inputs), parent=run_id)
+
+    async def _finished(self, run_id: str, command: p.FinishRun) -> None:
+        self._emit(run_id, "workflow:finish", data={"status": command.status})
+        replica = self._replicas.get(run_id)
+        parent = replica.state.header.get("parent") if replica else None
+        if parent:
+            event = p.ChildFinished(run_id, command.status, command.output, command.error)
+            await self.step(str(parent), event)
+
+    def _emit(
+        self,
+        run_id: str,
+        type_: str,
+        node_id: str | None = None,
+        attempt: int | None = None,
+        data: Any = None,
+    ) -> None:
+        if self.events.active:
+            self.events.emit(Event(type_, run_id, time.time(), node_id, attempt, None, data))

@@ -1,0 +1,220 @@
+"""``Worker``: executes node messages from a transport against a shared store."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+
+from .._errors import FlowkitError, ResumeError, StoreError, TransportError
+from ..engine import _protocol as p
+from ..engine._durable import CHILD_LEASE, dispatch_command
+from ..engine._events import EventBus
+from ..engine._execute import Executor
+from ._messages import MalformedMessage, NodeMessage
+from ._shell import Shell
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ..engine._durable import Replica
+    from ..engine._middleware import Middleware
+    from ..stores._protocol import Store
+    from ..transports._protocol import Delivery, Transport
+
+log = structlog.get_logger("flowkit.worker")
+
+
+class Worker:
+    """Runs the nodes of the given flows, as messages arrive, until cancelled.
+
+    Any number of workers share one transport queue and one store: each node
+    completion is applied once (by ``dispatch_id``), joins fire once, due
+    timers fire once, and a reconciler republishes dispatches whose lease ran
+    out (a crashed worker, a lost message).
+
+    >>> import flowkit
+    >>> from flowkit.stores import MemoryStore
+    >>> from flowkit.transports import MemoryTransport
+    >>> worker = flowkit.Worker(app=[], transport=MemoryTransport(), store=MemoryStore())
+    """
+
+    def __init__(
+        self,
+        app: Sequence[Any],
+        transport: Transport,
+        store: Store,
+        *,
+        concurrency: int = 32,
+        queue: str = "flowkit",
+        lease: float = 30.0,
+        middleware: Sequence[Middleware] = (),
+        poll_interval: float = 1.0,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be 1 or more, got {concurrency}")
+        self.events = EventBus()
+        self.transport = transport
+        self.store = store
+        self.concurrency = concurrency
+        self.lease = lease
+        self.poll_interval = poll_interval
+        self.shell = Shell(
+            transport, store, queue=queue, lease=lease, flows=app, events=self.events
+        )
+        self.executor = Executor(middleware=middleware, events=self.events, plain_data=True)
+        self.processed = 0
+        self.dead_lettered = 0
+        self._draining = False
+
+    async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        """Consume, fire timers and reconcile until cancelled."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._consume)
+            tg.start_soon(self._loop, self._fire_due_timers)
+            tg.start_soon(self._loop, self._reconcile)
+            task_status.started()
+
+    # -- consuming ------------------------------------------------------------
+    async def _consume(self) -> None:
+        slots = anyio.Semaphore(self.concurrency)
+        async with anyio.create_task_group() as tg:
+            async for delivery in self.transport.receive(self.shell.queue):
+                await slots.acquire()
+                tg.start_soon(self._handle, delivery, slots)
+
+    async def _handle(self, delivery: Delivery, slots: anyio.Semaphore) -> None:
+        try:
+            await self.handle(delivery)
+        finally:
+            slots.release()
+
+    async def handle(self, delivery: Delivery) -> None:
+        """Process one delivery: execute its node, commit, publish successors, ack."""
+        try:
+            message = NodeMessage.decode(delivery.body)
+        except MalformedMessage as exc:
+            await self._dead_letter(delivery, str(exc))
+            return
+        try:
+            await self._process(delivery, message)
+        except (MalformedMessage, ResumeError) as exc:
+            await self._dead_letter(delivery, str(exc), run_id=message.run_id)
+        except (StoreError, TransportError) as exc:
+            log.warning(
+                "transient failure; message requeued",
+                run_id=message.run_id,
+                node_id=message.node_id,
+                error=str(exc),
+            )
+            await _settle(delivery.nack(requeue_after=1.0))
+
+    async def _process(self, delivery: Delivery, message: NodeMessage) -> None:
+        if message.blueprint_digest not in self.shell.by_digest:
+            raise ResumeError(
+                f"unknown blueprint digest {message.blueprint_digest[:12]} for run "
+                f"{message.run_id!r}: this worker does not have that flow version"
+            )
+        replica = await self.shell.replica(message.run_id)
+        record = replica.state.sections["dispatches"].get(message.dispatch_id)
+        if record is None:
+            replica = await self.shell.replica(message.run_id, fresh=True)
+            record = replica.state.sections["dispatches"].get(message.dispatch_id)
+        if record is None:  # already completed or cancelled: a duplicate delivery
+            await delivery.ack()
+            return
+        command = dispatch_command(message.run_id, message.dispatch_id, record)
+        target = self.shell.target_of(replica.state)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._heartbeat, delivery, message)
+            event = await self.executor.execute(message.run_id, target, replica.state, command)
+            tg.cancel_scope.cancel()
+        await self.shell.step(message.run_id, event)
+        await delivery.ack()
+        self.processed += 1
+
+    async def _heartbeat(self, delivery: Delivery, message: NodeMessage) -> None:
+        while True:
+            await anyio.sleep(self.lease / 3)
+            await self.store.extend_lease(
+                message.run_id, message.dispatch_id, time.time() + self.lease
+            )
+            await delivery.extend(self.lease)
+
+    async def _dead_letter(self, delivery: Delivery, reason: str, *, run_id: str = "") -> None:
+        log.error("message dead-lettered", reason=reason, run_id=run_id or None)
+        self.dead_lettered += 1
+        await _settle(delivery.dead_letter(reason))
+
+    # -- timers and leases ----------------------------------------------------
+    async def _loop(self, step: Any) -> None:
+        while True:
+            try:
+                await step()
+            except FlowkitError as exc:
+                log.warning("background step failed; retrying", step=step.__name__, error=str(exc))
+            await anyio.sleep(self.poll_interval)
+
+    async def _fire_due_timers(self) -> None:
+        for timer in await self.store.due_timers(time.time()):
+            try:
+                await self.shell.step(timer.run_id, p.TimerFired(timer.timer_id))
+            except ResumeError as exc:
+                log.error("timer of an unknown run or flow", run_id=timer.run_id, error=str(exc))
+
+    async def _reconcile(self) -> None:
+        now = time.time()
+        for lease in await self.store.expired_leases(now):
+            try:
+                await self._redo(lease.run_id, lease.dispatch_id)
+            except ResumeError as exc:
+                log.error(
+                    "expired lease of an unknown run or flow", run_id=lease.run_id, error=str(exc)
+                )
+            await self.store.extend_lease(lease.run_id, lease.dispatch_id, now + self.lease)
+
+    async def _redo(self, run_id: str, lease_id: str) -> None:
+        replica = await self.shell.replica(run_id, fresh=True)
+        sections = replica.state.sections
+        if lease_id.startswith(CHILD_LEASE):
+            await self._redo_child(run_id, lease_id[len(CHILD_LEASE) :], replica)
+            return
+        record = sections["dispatches"].get(lease_id)
+        if record is not None:
+            log.info(
+                "republishing a dispatch whose lease ran out", run_id=run_id, dispatch_id=lease_id
+            )
+            target = self.shell.target_of(replica.state)
+            await self.shell.publish(
+                run_id, target, record["node"], int(record["attempt"]), lease_id
+            )
+
+    async def _redo_child(self, run_id: str, child_id: str, parent: Replica) -> None:
+        child = parent.state.sections["children"].get(child_id)
+        if child is None:
+            return
+        info = await self.store.info(child_id)
+        if info is None:
+            command = p.StartChild(
+                child_id,
+                child["node"],
+                str(child.get("blueprint_id", "")),
+                dict(child.get("inputs") or {}),
+            )
+            await self.shell.carry_out(run_id, self.shell.target_of(parent.state), [command])
+        elif info.status in ("completed", "failed", "cancelled"):
+            state = (await self.shell.replica(child_id, fresh=True)).state
+            header = state.header
+            event = p.ChildFinished(
+                child_id, info.status, header.get("output"), header.get("error")
+            )
+            await self.shell.step(run_id, event)
+
+
+async def _settle(settling: Any) -> None:
+    try:
+        await settling
+    except TransportError as exc:
+        log.warning("could not settle a delivery; it will be redelivered", error=str(exc))

@@ -1,0 +1,429 @@
+"""The ``Store`` conformance suite: every store passes the same tests.
+
+Parametrised over MemoryStore, SQLiteStore (a file in tmp_path), PostgresStore
+and RedisStore, the last two against the real servers on loopback
+(``FLOWKIT_TEST_POSTGRES`` / ``FLOWKIT_TEST_REDIS`` override the addresses).
+Each test gets a fresh PostgreSQL schema or Redis key prefix, removed after.
+psycopg's and redis-py's async clients are asyncio-only, so those two stores run
+on asyncio alone (marked ``asyncio_only``); the others run on asyncio and trio.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import attrs
+import pytest
+
+from flowkit import StoreError
+from flowkit.blueprint import Blueprint, EdgeSpec, NodeSpec
+from flowkit.engine import _protocol as p
+from flowkit.engine._core import handle_event, start_run
+from flowkit.engine._program import Program
+from flowkit.engine._state import DELETED, RunState
+from flowkit.stores import IndexOps, MemoryStore, RunInfo, SQLiteStore
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+    from flowkit.engine._state import Delta
+    from flowkit.stores import Store
+
+PG_DSN = os.environ.get("FLOWKIT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("FLOWKIT_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+pytestmark = pytest.mark.anyio
+
+CASES = [
+    pytest.param(("memory", "asyncio"), id="memory-asyncio"),
+    pytest.param(("memory", "trio"), id="memory-trio"),
+    pytest.param(("sqlite", "asyncio"), id="sqlite-asyncio"),
+    pytest.param(("sqlite", "trio"), id="sqlite-trio"),
+    pytest.param(("postgres", "asyncio"), id="postgres-asyncio", marks=pytest.mark.asyncio_only),
+    pytest.param(("redis", "asyncio"), id="redis-asyncio", marks=pytest.mark.asyncio_only),
+]
+
+
+class Database:
+    """One database per test; every store opened on it shares it (two stores = two processes).
+
+    A MemoryStore lives in one process only, so ``open`` hands back the first one.
+    """
+
+    def __init__(self, kind: str, tmp_path: Path) -> None:
+        self.kind = kind
+        self.tmp_path = tmp_path
+        self.name = f"fk_test_{uuid.uuid4().hex[:12]}"
+        self.stores: list[Any] = []
+
+    def open(self, **options: Any) -> Store:
+        if self.kind == "memory" and self.stores:
+            return self.stores[0]  # type: ignore[no-any-return]
+        store = self._build(**options)
+        self.stores.append(store)
+        return store
+
+    def _build(self, **options: Any) -> Any:
+        if self.kind == "memory":
+            return MemoryStore(**options)
+        if self.kind == "sqlite":
+            return SQLiteStore(self.tmp_path / "runs.db", **options)
+        if self.kind == "postgres":
+            from flowkit.stores import PostgresStore
+
+            return PostgresStore(PG_DSN, schema=self.name, **options)
+        from flowkit.stores import RedisStore
+
+        return RedisStore(REDIS_URL, prefix=self.name, **options)
+
+    async def drop(self) -> None:
+        for store in self.stores:
+            await store.close()
+        if self.kind == "postgres":
+            import psycopg
+            from psycopg import sql
+
+            async with await psycopg.AsyncConnection.connect(PG_DSN, autocommit=True) as conn:
+                drop = sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE")
+                await conn.execute(drop.format(sql.Identifier(self.name)))
+        elif self.kind == "redis":
+            import redis.asyncio
+
+            client = redis.asyncio.Redis.from_url(REDIS_URL)
+            keys = [key async for key in client.scan_iter(f"{self.name}:*")]
+            if keys:
+                await client.delete(*keys)
+            await client.aclose()
+
+
+@pytest.fixture(params=CASES)
+def case(request: pytest.FixtureRequest) -> tuple[str, str]:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def anyio_backend(case: tuple[str, str]) -> str:
+    return case[1]
+
+
+@pytest.fixture
+async def db(case: tuple[str, str], tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database(case[0], tmp_path)
+    yield database
+    await database.drop()
+
+
+@pytest.fixture
+def store(db: Database) -> Store:
+    return db.open()
+
+
+# -- helpers -----------------------------------------------------------------------
+def new_state(run_id: str, **context: Any) -> RunState:
+    state = RunState(run_id)
+    state.put("header", "status", "running")
+    for key, value in context.items():
+        state.put("context", key, value)
+    return state
+
+
+async def create(store: Store, run_id: str = "run-1", index: IndexOps | None = None) -> None:
+    state = new_state(run_id, n=0)
+    assert await store.create_run(
+        run_id, state, blueprint_id="bp", digest="d1", index=index or IndexOps()
+    )
+
+
+async def put(store: Store, run_id: str, key: str, value: Any, **kwargs: Any) -> int:
+    """One transition: ``context[key] = value`` (DELETED drops it), always offering the state."""
+    async with store.transaction(run_id) as txn:
+        state = await txn.load()
+        assert state is not None
+        if value is DELETED:
+            state.drop("context", key)
+        else:
+            state.put("context", key, value)
+        return await txn.commit(state.take_delta(), state=state, **kwargs)
+
+
+async def increment(store: Store, run_id: str, versions: list[int] | None = None) -> None:
+    """Increment ``n`` from a replica loaded before the transaction (caught up inside it)."""
+    loaded = await store.load(run_id)
+    assert loaded is not None
+    state, seen = loaded
+    async with store.transaction(run_id) as txn:
+        changes = await txn.changes_since(seen)
+        if changes is None:
+            fresh = await txn.load()
+            assert fresh is not None
+            state = fresh
+        for delta in changes or []:
+            state.apply_delta(delta)
+        state.put("context", "n", state.context["n"] + 1)
+        version = await txn.commit(state.take_delta(), state=state)
+    if versions is not None:
+        versions.append(version)
+
+
+async def stored(store: Store, run_id: str = "run-1") -> tuple[dict[str, Any], int]:
+    loaded = await store.load(run_id)
+    assert loaded is not None
+    return loaded[0].context, loaded[1]
+
+
+# -- tests -------------------------------------------------------------------------
+class TestRuns:
+    """Runs are created once and read back as plain JSON data."""
+
+    async def test_round_trip_gives_plain_data(self, store: Store) -> None:
+        state = new_state("r", pair=(1, 2), nested={"k": [None, 1.5, "ünï"]}, flag=True)
+        assert await store.create_run("r", state, blueprint_id="bp", digest="d1", parent="p")
+        context, version = await stored(store, "r")
+        assert {"pair": [1, 2], "nested": {"k": [None, 1.5, "ünï"]}, "flag": True} == context
+        assert 1 == version
+        assert RunInfo("r", "bp", "d1", "running", 1, "p") == await store.info("r")
+
+    async def test_create_twice_keeps_the_first(self, store: Store) -> None:
+        await create(store)
+        again = new_state("run-1", n=42)
+        assert not await store.create_run("run-1", again, blueprint_id="other", digest="d2")
+        assert ({"n": 0}, 1) == await stored(store)
+        assert RunInfo("run-1", "bp", "d1", "running", 1, None) == await store.info("run-1")
+
+    async def test_missing_run(self, store: Store) -> None:
+        assert None is await store.load("nope")
+        assert None is await store.info("nope")
+        async with store.transaction("nope") as txn:
+            assert 0 == txn.version
+            assert None is await txn.load()
+            assert None is await txn.changes_since(0)
+            with pytest.raises(StoreError):
+                await txn.commit([("context", "n", 1)])
+
+
+class TestCommit:
+    """A commit writes the delta, the header and the side indexes together."""
+
+    async def test_delta_and_index_in_one_commit(self, store: Store) -> None:
+        await create(store)
+        index = IndexOps(timers=[("t1", 5.0)], leases=[("d1", 7.0)])
+        async with store.transaction("run-1") as txn:
+            delta: Delta = [("context", "n", 1), ("timers", "t1", {"node": "a"})]
+            assert 2 == await txn.commit(delta, index=index, info={"status": "awaiting"})
+        assert ({"n": 1}, 2) == await stored(store)
+        assert RunInfo("run-1", "bp", "d1", "awaiting", 2) == await store.info("run-1")
+        assert [("run-1", "t1", 5.0)] == [attrs.astuple(t) for t in await store.due_timers(9)]
+        assert [("run-1", "d1", 7.0)] == [attrs.astuple(x) for x in await store.expired_leases(9)]
+        done = IndexOps(timers_done=["t1"], leases_done=["d1"])
+        async with store.transaction("run-1") as txn:
+            await txn.commit([("timers", "t1", DELETED)], index=done)
+        assert ([], []) == (await store.due_timers(9), await store.expired_leases(9))
+
+    async def test_duplicate_completion_is_a_no_op(self, store: Store) -> None:
+        blueprint = Blueprint(
+            id="two",
+            nodes=(NodeSpec("a", "call", uses="work"), NodeSpec("b", "call", uses="work")),
+            edges=(EdgeSpec("a", "b"),),
+        )
+        program = Program(blueprint, {"work": lambda value=None: value})
+        state = RunState("run-1")
+        first = start_run(program, state, {})
+        await store.create_run("run-1", state, blueprint_id="two", digest=blueprint.digest)
+        (dispatch,) = [c for c in first if isinstance(c, p.ExecuteNode)]
+        done = p.NodeCompleted(dispatch.dispatch_id, output=1)
+
+        async def step() -> tuple[list[p.Command], Delta]:
+            async with store.transaction("run-1") as txn:
+                current = await txn.load()
+                assert current is not None
+                commands = handle_event(program, current, done)
+                delta = current.take_delta()
+                if delta:
+                    await txn.commit(delta, state=current)
+                return commands, delta
+
+        commands, delta = await step()
+        assert ["b"] == [c.node_id for c in commands if isinstance(c, p.ExecuteNode)]
+        assert delta
+        assert ([], []) == await step()
+        assert RunInfo("run-1", "two", blueprint.digest, "running", 2) == await store.info("run-1")
+
+
+class TestConcurrency:
+    """A run's transitions are serialised: concurrent tasks and stores lose no update."""
+
+    async def test_many_tasks_on_one_run(self, db: Database) -> None:
+        store = db.open(snapshot_every=8)
+        await create(store)
+        versions: list[int] = []
+        async with anyio.create_task_group() as tg:
+            for _ in range(50):
+                tg.start_soon(increment, store, "run-1", versions)
+        assert ({"n": 50}, 51) == await stored(store)
+        assert list(range(2, 52)) == sorted(versions)
+
+    async def test_two_stores_on_one_database(self, db: Database) -> None:
+        first, second = db.open(snapshot_every=8), db.open(snapshot_every=8)
+        await create(first)
+        versions: list[int] = []
+        async with anyio.create_task_group() as tg:
+            for i in range(40):
+                tg.start_soon(increment, (first, second)[i % 2], "run-1", versions)
+        assert ({"n": 40}, 41) == await stored(second)
+        assert list(range(2, 42)) == sorted(versions)
+
+    async def test_one_winner_per_timer(self, db: Database) -> None:
+        stores = (db.open(), db.open())
+        await create(stores[0], index=IndexOps(timers=[("t", 1.0)]))
+        wins: list[bool] = []
+
+        async def claim(store: Store) -> None:
+            wins.append(await store.claim_timer("run-1", "t"))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(20):
+                tg.start_soon(claim, stores[i % 2])
+        assert (1, 20) == (wins.count(True), len(wins))
+        assert [] == await stores[1].due_timers(2.0)
+
+
+class TestIndexes:
+    """Due timers and expired leases come back earliest first, within the limit."""
+
+    async def test_due_timers_order_and_limit(self, store: Store) -> None:
+        await create(store, "r1", IndexOps(timers=[("a", 30.0), ("b", 10.0)]))
+        await create(store, "r2")
+        async with store.transaction("r2") as txn:
+            await txn.commit([], index=IndexOps(timers=[("c", 20.0), ("d", 50.0)]))
+        due = [attrs.astuple(t) for t in await store.due_timers(40.0)]
+        assert [("r1", "b", 10.0), ("r2", "c", 20.0), ("r1", "a", 30.0)] == due
+        assert ["b", "c"] == [t.timer_id for t in await store.due_timers(40.0, limit=2)]
+        assert [] == await store.due_timers(5.0)
+
+    async def test_expired_and_extended_leases(self, store: Store) -> None:
+        await create(store)
+        async with store.transaction("run-1") as txn:
+            await txn.commit([], index=IndexOps(leases=[("d1", 10.0), ("d2", 20.0)]))
+        assert ["d1"] == [x.dispatch_id for x in await store.expired_leases(15.0)]
+        await store.extend_lease("run-1", "d1", 30.0)
+        await store.extend_lease("run-1", "gone", 1.0)  # no lease: stays absent
+        assert ["d2"] == [x.dispatch_id for x in await store.expired_leases(25.0)]
+        expired = [attrs.astuple(x) for x in await store.expired_leases(100.0)]
+        assert [("run-1", "d2", 20.0), ("run-1", "d1", 30.0)] == expired
+
+
+class TestJournal:
+    """``changes_since`` replays the journal until a snapshot prunes it."""
+
+    async def test_changes_since(self, store: Store) -> None:
+        await create(store)
+        await put(store, "run-1", "x", 1)
+        await put(store, "run-1", "x", DELETED)
+        async with store.transaction("run-1") as txn:
+            assert 3 == txn.version
+            assert [[("context", "x", 1)], [("context", "x", DELETED)]] == await txn.changes_since(
+                1
+            )
+            assert [[("context", "x", DELETED)]] == await txn.changes_since(2)
+            assert [] == await txn.changes_since(3)
+
+    async def test_snapshot_prunes_the_journal(self, db: Database) -> None:
+        store = db.open(snapshot_every=3)
+        await create(store)
+        for value in range(1, 4):
+            await put(store, "run-1", "n", value)
+        async with store.transaction("run-1") as txn:
+            assert 4 == txn.version
+            assert None is await txn.changes_since(1)
+            assert [] == await txn.changes_since(4)
+        await put(store, "run-1", "n", 4)
+        assert ({"n": 4}, 5) == await stored(store)
+        assert 0 < store.stats.snapshot_bytes
+
+
+class TestCrashes:
+    """A block that never commits (cancelled, raising) leaves the run as it was, and usable."""
+
+    async def test_cancelled_block(self, store: Store) -> None:
+        await create(store)
+        with anyio.CancelScope() as scope:
+            async with store.transaction("run-1") as txn:
+                state = await txn.load()
+                assert state is not None
+                state.put("context", "n", 99)
+                scope.cancel()
+                await anyio.sleep(1)
+                await txn.commit(state.take_delta())
+        assert scope.cancelled_caught
+        assert ({"n": 0}, 1) == await stored(store)
+        await increment(store, "run-1")
+        assert ({"n": 1}, 2) == await stored(store)
+
+    async def test_raising_block(self, store: Store) -> None:
+        await create(store)
+        with pytest.raises(ZeroDivisionError):
+            async with store.transaction("run-1"):
+                _ = 1 / 0
+        assert ({"n": 0}, 1) == await stored(store)
+        await increment(store, "run-1")
+        assert ({"n": 1}, 2) == await stored(store)
+
+    async def test_cancelled_anywhere_stays_consistent(self, db: Database) -> None:
+        store = db.open(snapshot_every=4)
+        await create(store)
+        for delay in (0.0, 1e-5, 1e-4, 3e-4, 1e-3, 2e-3, 4e-3, 8e-3, 0.016):
+            with anyio.move_on_after(delay):
+                await increment(store, "run-1")
+            context, version = await stored(store)
+            assert version - 1 == context["n"]
+        await increment(store, "run-1")
+        context, version = await stored(store)
+        assert version - 1 == context["n"]
+
+
+class TestUnreachable:
+    """A database that cannot be reached raises StoreError, never a driver error."""
+
+    @pytest.fixture(
+        params=[
+            pytest.param(("sqlite", "asyncio"), id="sqlite-asyncio"),
+            pytest.param(("sqlite", "trio"), id="sqlite-trio"),
+            pytest.param(
+                ("postgres", "asyncio"), id="postgres-asyncio", marks=pytest.mark.asyncio_only
+            ),
+            pytest.param(("redis", "asyncio"), id="redis-asyncio", marks=pytest.mark.asyncio_only),
+        ]
+    )
+    def case(self, request: pytest.FixtureRequest) -> tuple[str, str]:
+        return request.param  # type: ignore[no-any-return]
+
+    @pytest.fixture
+    def broken(self, case: tuple[str, str], tmp_path: Path) -> Store:
+        if case[0] == "sqlite":
+            return SQLiteStore(tmp_path / "no-such-dir" / "runs.db")
+        if case[0] == "postgres":
+            from flowkit.stores import PostgresStore
+
+            return PostgresStore("postgresql://postgres:s3cret@127.0.0.1:1/test")
+        from flowkit.stores import RedisStore
+
+        return RedisStore("redis://:s3cret@127.0.0.1:1/0")
+
+    async def test_every_operation_raises_store_error(self, broken: Store) -> None:
+        with pytest.raises(StoreError) as caught:
+            await broken.info("run-1")
+        assert "s3cret" not in str(caught.value)
+        with pytest.raises(StoreError):
+            await broken.create_run("run-1", new_state("run-1"), blueprint_id="b", digest="d")
+        with pytest.raises(StoreError):
+            async with broken.transaction("run-1"):
+                pass
+        with pytest.raises(StoreError):
+            await broken.due_timers(1.0)
+        with pytest.raises(StoreError):
+            await broken.claim_timer("run-1", "t")
+        await broken.close()
