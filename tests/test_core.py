@@ -281,6 +281,16 @@ class TestSkips:
         d.start(n=2)
         assert ["b"] == execute_ids(d.complete("a", 1, writes={"go": True}))
 
+    def test_condition_that_fails_to_evaluate_fails_the_run(self) -> None:
+        d = Driver(graph(edges=(EdgeSpec("a", "b", when="result['x'] > 1"),)))
+        d.start()
+        d.complete("a", None)
+        assert d.finish is not None
+        assert d.finish.error is not None
+        assert ("failed", "a") == (d.finish.status, d.finish.error["node"])
+        assert "result['x'] > 1" in d.finish.error["message"]
+        assert [] == d.late
+
     def test_edge_without_action_is_taken_whatever_the_action(self) -> None:
         routed = (EdgeSpec("a", "b", action="left"), EdgeSpec("a", "c"))
         d = Driver(graph(edges=routed))
@@ -587,6 +597,23 @@ class TestLoop:
         assert d.finish is not None
         assert "completed" == d.finish.status
 
+    def test_joins_in_the_body_reset_on_every_iteration(self) -> None:
+        loop = NodeSpec(
+            "again", "loop", params={"start": "s", "condition": "result < 3", "max_iterations": 9}
+        )
+        d = Driver(
+            graph("s>x", "s>y", "x>j", "y>j", "j>again", "again>s", "again>out", nodes=(loop,))
+        )
+        d.start()
+        passes = 0
+        while d.finish is None:
+            command = min(d.inflight.values(), key=lambda c: c.dispatch_id)
+            if command.node_id == "j":
+                passes += 1
+            d.send(p.NodeCompleted(command.dispatch_id, passes))
+        assert ["s", "x", "y", "j"] * 3 + ["out"] == d.ran()
+        assert "completed" == d.finish.status
+
 
 class TestSignals:
     """Waits complete on their signal; a signal that arrives early is buffered, not lost."""
@@ -611,6 +638,18 @@ class TestSignals:
         assert RunStatus.AWAITING == d.state.status
         assert ["b"] == execute_ids(d.send(p.SignalReceived("review", 42)))
         assert RunStatus.RUNNING == d.state.status
+
+    def test_buffered_signal_keeps_its_action(self) -> None:
+        wait = NodeSpec("review", "wait")
+        routed = (
+            EdgeSpec("review", "yes", action="approve"),
+            EdgeSpec("review", "no", action="reject"),
+        )
+        d = Driver(graph("a>review", nodes=(wait,), edges=routed))
+        d.start()
+        d.send(p.SignalReceived("review", "why not", action="reject"))
+        assert ["no"] == execute_ids(d.complete("a", 1))
+        assert ("why not",) == d.dispatch_of("no").args
 
     def test_signal_action_routes(self) -> None:
         wait = NodeSpec("review", "wait")

@@ -396,6 +396,20 @@ class TestContext:
         assert ctx.idempotency_key
         assert isinstance(ctx.state, flowkit.Context)
 
+    async def test_deadline_is_set_only_with_a_timeout(self) -> None:
+        deadlines: dict[str, float | None] = {}
+
+        async def look(_: Any = None) -> None:
+            ctx = flowkit.context()
+            deadlines[ctx.node_id] = ctx.deadline
+
+        flow = (
+            Flow("dl").node("free", look).node("timed", look, timeout="30s").edge("free", "timed")
+        )
+        await Runtime().run(flow)
+        assert deadlines["free"] is None
+        assert isinstance(deadlines["timed"], float)
+
     async def test_context_outside_a_node_raises(self) -> None:
         with pytest.raises(RuntimeError, match="outside a running node"):
             flowkit.context()

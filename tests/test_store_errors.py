@@ -25,9 +25,9 @@ from psycopg import sql
 
 from flowkit import StoreError
 from flowkit.engine._state import RunState
-from flowkit.stores import PostgresStore, RedisStore
-from flowkit.stores._postgres import SCHEMA_VERSION
+from flowkit.stores._postgres import SCHEMA_VERSION, PostgresStore
 from flowkit.stores._postgres import translate_errors as translate_psycopg
+from flowkit.stores._redis import RedisStore
 from flowkit.stores._redis import translate_errors as translate_redis
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ class TestPsycopgErrors:
         assert 100 < len(classes)  # psycopg.errors defines one class per SQLSTATE
         for error in classes:
             with pytest.raises(StoreError), translate_psycopg("load", PG_DSN):
-                raise error("boom")  # type: ignore[call-arg]
+                raise error("boom")
 
     def test_keyword_dsn_password_redacted(self) -> None:
         dsn = "host=db.example dbname=runs password='p w' user=app"

@@ -81,7 +81,7 @@ def redact_dsn(text: str, dsn: str) -> str:
     secret = urlsplit(dsn).password
     if secret:
         text = text.replace(secret, "***")
-    return _PASSWORD.sub(r"\1***", redact(text))
+    return _PASSWORD.sub(r"\1***", text)
 
 
 @contextmanager
@@ -92,7 +92,7 @@ def translate_errors(operation: str, dsn: str) -> Iterator[None]:
     except psycopg.Error as exc:
         detail = redact_dsn(f"{type(exc).__name__}: {exc}".strip(), dsn)
         raise StoreError(
-            f"PostgreSQL store {redact_dsn(dsn, dsn)!r}: {operation} failed ({detail}); "
+            f"PostgreSQL store {redact_dsn(redact(dsn), dsn)!r}: {operation} failed ({detail}); "
             "check that the server is reachable and the user may use the schema"
         ) from exc
 
@@ -168,7 +168,7 @@ class PostgresStore:
         self._migrating = anyio.Lock()
 
     def __repr__(self) -> str:
-        return f"PostgresStore({redact_dsn(self.dsn, self.dsn)!r}, schema={self.schema!r})"
+        return f"PostgresStore({redact_dsn(redact(self.dsn), self.dsn)!r}, schema={self.schema!r})"
 
     # -- plumbing -------------------------------------------------------------
     async def _open(self) -> Conn:
@@ -193,15 +193,10 @@ class PostgresStore:
             async with self._pool.connection() as conn:
                 yield conn
 
-    async def _fetchone(self, operation: str, query: LiteralString, params: Any) -> Any:
+    async def _query(self, operation: str, query: LiteralString, params: Any) -> list[Any]:
         async with self._connection(operation) as conn:
             cur = await conn.execute(query, params)
-            return await cur.fetchone()
-
-    async def _fetchall(self, operation: str, query: LiteralString, params: Any) -> list[Any]:
-        async with self._connection(operation) as conn:
-            cur = await conn.execute(query, params)
-            return await cur.fetchall()
+            return await cur.fetchall() if cur.description else []
 
     # -- runs -----------------------------------------------------------------
     async def create_run(
@@ -246,25 +241,23 @@ class PostgresStore:
 
     async def load(self, run_id: str) -> tuple[RunState, int] | None:
         """A consistent read (one statement) of the run's state and version."""
-        row = await self._fetchone("load", _LOAD, (run_id,))
-        if row is None:
-            return None
-        return replay(decode_state(row[1]), [decode_delta(d) for d in row[2]]), int(row[0])
+        rows = await self._query("load", _LOAD, (run_id,))
+        return (_replay(rows[0]), int(rows[0][0])) if rows else None
 
     async def info(self, run_id: str) -> RunInfo | None:
         """The run's header, or None."""
-        row = await self._fetchone(
+        rows = await self._query(
             "info",
             "SELECT run_id, blueprint_id, digest, status, version, parent FROM flowkit_runs"
             " WHERE run_id = %s",
             (run_id,),
         )
-        return None if row is None else RunInfo(*row)
+        return RunInfo(*rows[0]) if rows else None
 
     # -- timers and leases ----------------------------------------------------
     async def due_timers(self, now: float, limit: int = 100) -> list[DueTimer]:
         """Timers due at ``now``, earliest first."""
-        rows = await self._fetchall(
+        rows = await self._query(
             "due_timers",
             "SELECT run_id, timer_id, due_at FROM flowkit_timers WHERE due_at <= %s"
             " ORDER BY due_at, run_id, timer_id LIMIT %s",
@@ -274,16 +267,16 @@ class PostgresStore:
 
     async def claim_timer(self, run_id: str, timer_id: str) -> bool:
         """Delete the timer; the row lock lets exactly one claimer see it deleted."""
-        row = await self._fetchone(
+        rows = await self._query(
             "claim_timer",
             "DELETE FROM flowkit_timers WHERE run_id = %s AND timer_id = %s RETURNING 1",
             (run_id, timer_id),
         )
-        return row is not None
+        return bool(rows)
 
     async def expired_leases(self, now: float, limit: int = 100) -> list[ExpiredLease]:
         """Dispatches whose lease ran out, earliest first."""
-        rows = await self._fetchall(
+        rows = await self._query(
             "expired_leases",
             "SELECT run_id, dispatch_id, expires_at FROM flowkit_leases WHERE expires_at <= %s"
             " ORDER BY expires_at, run_id, dispatch_id LIMIT %s",
@@ -293,11 +286,11 @@ class PostgresStore:
 
     async def extend_lease(self, run_id: str, dispatch_id: str, expires_at: float) -> None:
         """Push an existing lease out (a lease that is gone stays gone)."""
-        async with self._connection("extend_lease") as conn:
-            await conn.execute(
-                "UPDATE flowkit_leases SET expires_at = %s WHERE run_id = %s AND dispatch_id = %s",
-                (expires_at, run_id, dispatch_id),
-            )
+        await self._query(
+            "extend_lease",
+            "UPDATE flowkit_leases SET expires_at = %s WHERE run_id = %s AND dispatch_id = %s",
+            (expires_at, run_id, dispatch_id),
+        )
 
     async def close(self) -> None:
         """Close the pooled connections."""
@@ -340,6 +333,11 @@ async def _write_index(conn: Conn, run_id: str, index: IndexOps) -> None:
         for query, keys in ((_DROP_TIMERS, index.timers_done), (_DROP_LEASES, index.leases_done)):
             if keys:
                 await cur.execute(query, (run_id, list(keys)))
+
+
+def _replay(row: Any) -> RunState:
+    """The state of a ``_LOAD`` row: its snapshot with its journal replayed."""
+    return replay(decode_state(row[1]), [decode_delta(delta) for delta in row[2]])
 
 
 def _update_run(
@@ -385,7 +383,9 @@ class _PostgresTransaction:
     async def end(self) -> None:
         """COMMIT if a commit() finished and none was left half-written, else ROLLBACK."""
         if self._committed and self._clean:
-            await self._conn.execute("COMMIT")
+            cur = await self._conn.execute("COMMIT")
+            if cur.statusmessage != "COMMIT":  # a failed statement aborted the transaction
+                raise StoreError(f"run {self._run_id!r}: the transaction was rolled back")
         elif not self._conn.closed:
             try:
                 await self._conn.execute("ROLLBACK")
@@ -418,8 +418,7 @@ class _PostgresTransaction:
         with translate_errors("load", self._store.dsn):
             cur = await self._conn.execute(_LOAD, (self._run_id,))
             row = await cur.fetchone()
-        assert row is not None  # we hold the row
-        return replay(decode_state(row[1]), [decode_delta(d) for d in row[2]])
+        return None if row is None else _replay(row)
 
     async def commit(
         self,

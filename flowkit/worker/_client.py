@@ -54,7 +54,11 @@ class Client:
         return ClientHandle(self, run_id)
 
     async def run(
-        self, flow: Any, *, run_id: str | None = None, timeout: float | None = None,
+        self,
+        flow: Any,
+        *,
+        run_id: str | None = None,
+        timeout: float | None = None,
         **inputs: Any,
     ) -> RunResult:
         """Start a run and wait for it to complete, fail or be cancelled."""
@@ -62,7 +66,12 @@ class Client:
         return await handle.result(timeout=timeout)
 
     async def signal(
-        self, run_id: str, name: str, data: Any = None, *, action: str | None = None,
+        self,
+        run_id: str,
+        name: str,
+        data: Any = None,
+        *,
+        action: str | None = None,
         delivery_id: str | None = None,
     ) -> RunResult:
         """Deliver a signal (routed to a waiting child if need be); returns the run's result."""

@@ -68,22 +68,36 @@ class Worker:
         self.processed = 0
         self.dead_lettered = 0
         self._draining = False
+        self._receiving: anyio.CancelScope | None = None
 
     async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
-        """Consume, fire timers and reconcile until cancelled."""
+        """Consume, fire timers and reconcile until cancelled or :meth:`stop` drains it."""
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._consume)
             tg.start_soon(self._loop, self._fire_due_timers)
             tg.start_soon(self._loop, self._reconcile)
             task_status.started()
+            await self._consume()
+            tg.cancel_scope.cancel()
+
+    def stop(self) -> None:
+        """Drain: stop taking deliveries; :meth:`run` returns once in-flight nodes finish.
+
+        Deliveries not yet taken stay in the broker for other workers.
+        """
+        self._draining = True
+        if self._receiving is not None:
+            self._receiving.cancel()
 
     # -- consuming ------------------------------------------------------------
     async def _consume(self) -> None:
         slots = anyio.Semaphore(self.concurrency)
-        async with anyio.create_task_group() as tg:
-            async for delivery in self.transport.receive(self.shell.queue):
-                await slots.acquire()
-                tg.start_soon(self._handle, delivery, slots)
+        async with anyio.create_task_group() as handlers:
+            with anyio.CancelScope() as self._receiving:
+                if self._draining:
+                    return
+                async for delivery in self.transport.receive(self.shell.queue):
+                    await slots.acquire()
+                    handlers.start_soon(self._handle, delivery, slots)
 
     async def _handle(self, delivery: Delivery, slots: anyio.Semaphore) -> None:
         try:

@@ -58,12 +58,12 @@ class Database:
         self.kind = kind
         self.tmp_path = tmp_path
         self.name = f"fk_test_{uuid.uuid4().hex[:12]}"
-        self.stores: list[Any] = []
+        self.stores: list[Store] = []
 
     def open(self, **options: Any) -> Store:
         if self.kind == "memory" and self.stores:
-            return self.stores[0]  # type: ignore[no-any-return]
-        store = self._build(**options)
+            return self.stores[0]
+        store: Store = self._build(**options)
         self.stores.append(store)
         return store
 
@@ -325,9 +325,8 @@ class TestJournal:
         await put(store, "run-1", "x", DELETED)
         async with store.transaction("run-1") as txn:
             assert 3 == txn.version
-            assert [[("context", "x", 1)], [("context", "x", DELETED)]] == await txn.changes_since(
-                1
-            )
+            changes = await txn.changes_since(1)
+            assert [[("context", "x", 1)], [("context", "x", DELETED)]] == changes
             assert [[("context", "x", DELETED)]] == await txn.changes_since(2)
             assert [] == await txn.changes_since(3)
 

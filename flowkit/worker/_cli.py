@@ -1,0 +1,203 @@
+"""The worker command line: parse flags, build transport and store, run until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+from typing import Any
+
+import anyio
+import structlog
+
+from .._errors import FlowkitError
+from .._version import __version__
+
+DEFAULT_URL = "sqlite:///flowkit.db"
+log = structlog.get_logger("flowkit.worker")
+
+
+class UsageError(FlowkitError):
+    """A flag is wrong; the message says which and how to fix it."""
+
+
+def parser() -> argparse.ArgumentParser:
+    cli = argparse.ArgumentParser(
+        prog="python -m flowkit.worker",
+        description="Run a flowkit worker: execute the nodes of the given flows from a "
+        "transport, with run state in a store. SIGTERM or SIGINT drains in-flight nodes "
+        "and exits 0.",
+    )
+    cli.add_argument(
+        "--app",
+        action="append",
+        required=True,
+        metavar="MODULE[:ATTR]",
+        help="module whose flows to serve, or module:attr naming a flow or a list "
+        "of flows (repeatable)",
+    )
+    cli.add_argument(
+        "--transport",
+        default=DEFAULT_URL,
+        metavar="URL",
+        help="memory://, sqlite:///path.db, postgresql://..., amqp://..., "
+        "kafka://host:port, redis://..., pubsub://project, servicebus://..., "
+        "sqs://region/prefix, nats://host:port (default: %(default)s)",
+    )
+    cli.add_argument(
+        "--store",
+        default=DEFAULT_URL,
+        metavar="URL",
+        help="memory://, sqlite:///path.db, postgresql://..., redis://... (default: %(default)s)",
+    )
+    cli.add_argument(
+        "--concurrency", type=int, default=32, help="node executions at once (default: %(default)s)"
+    )
+    cli.add_argument("--queue", default="flowkit", help="queue name (default: %(default)s)")
+    cli.add_argument(
+        "--lease",
+        type=float,
+        default=30.0,
+        help="seconds before an unfinished dispatch is republished (default: %(default)s)",
+    )
+    cli.add_argument(
+        "--webhooks",
+        metavar="HOST:PORT",
+        help="also serve the webhook endpoints on HOST:PORT (needs hypercorn)",
+    )
+    cli.add_argument(
+        "--log-format",
+        choices=["json", "console"],
+        default="console",
+        help="log line format (default: %(default)s)",
+    )
+    cli.add_argument("--log-level", default="INFO", help="log level (default: %(default)s)")
+    cli.add_argument("--version", action="version", version=f"flowkit {__version__}")
+    return cli
+
+
+def load_flows(specs: list[str]) -> list[Any]:
+    """Import ``module`` or ``module:attr`` and collect the flows they define."""
+    flows: list[Any] = []
+    for spec in specs:
+        module_name, _, attr = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise UsageError(f"--app {spec}: cannot import {module_name!r}: {exc}") from exc
+        if attr:
+            if not hasattr(module, attr):
+                raise UsageError(f"--app {spec}: module {module_name!r} has no {attr!r}")
+            found = getattr(module, attr)
+            flows.extend(found if isinstance(found, list | tuple) else [found])
+        else:
+            flows.extend(v for v in vars(module).values() if _is_flow(v))
+    if not flows:
+        raise UsageError(
+            f"--app {' '.join(specs)}: no flows found (define @flow functions "
+            "or flowkit.Flow builders at module level)"
+        )
+    return flows
+
+
+def _is_flow(value: Any) -> bool:
+    from ..dsl._builder import Flow
+
+    return isinstance(value, Flow) or (
+        hasattr(value, "blueprint") and hasattr(value, "registry") and hasattr(value, "fn")
+    )
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--webhooks {value!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+    return host, int(port)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    from ..stores import from_url as store_from_url
+    from ..transports import from_url as transport_from_url
+    from ._client import Client
+    from ._worker import Worker
+
+    flows = load_flows(args.app)
+    store = store_from_url(args.store)
+    transport = transport_from_url(args.transport)
+    await store.info("flowkit-startup-check")  # fails fast on an unreachable store
+    worker = Worker(
+        flows, transport, store, concurrency=args.concurrency, queue=args.queue, lease=args.lease
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_stop_on_signal, worker)
+        if args.webhooks:
+            client = Client(transport, store, queue=args.queue, flows=flows)
+            tg.start_soon(_serve_webhooks, client, *_host_port(args.webhooks))
+        log.info(
+            "worker started",
+            flows=[_name(f) for f in flows],
+            queue=args.queue,
+            concurrency=args.concurrency,
+        )
+        await worker.run()
+        tg.cancel_scope.cancel()
+    await transport.close()
+    await store.close()
+    log.info("worker stopped", processed=worker.processed)
+
+
+def _name(flow: Any) -> str:
+    return str(getattr(flow, "id", None) or flow.blueprint.id)
+
+
+async def _stop_on_signal(worker: Any) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("draining", signal=signal.Signals(signum).name)
+            worker.stop()
+            return
+
+
+async def _serve_webhooks(client: Any, host: str, port: int) -> None:
+    try:
+        from hypercorn.asyncio import serve as hypercorn_serve
+        from hypercorn.config import Config
+    except ImportError as exc:
+        from .._errors import MissingDependency
+
+        raise MissingDependency("--webhooks", "webhooks") from exc
+    from ..webhooks import app
+
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    await hypercorn_serve(app(client), config)  # type: ignore[arg-type]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from ..observability import configure_logging
+
+    configure_logging(args.log_format, args.log_level)
+    try:
+        anyio.run(serve, args)
+    except (FlowkitError, OSError, BaseExceptionGroup) as exc:
+        reason = _first_reason(exc)
+        if reason is None:
+            raise
+        print(f"flowkit.worker: error: {reason}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _first_reason(exc: BaseException) -> BaseException | None:
+    """The FlowkitError or OSError behind ``exc`` (task groups wrap errors in groups)."""
+    if isinstance(exc, FlowkitError | OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first_reason(inner)
+            if found is not None:
+                return found
+    return None

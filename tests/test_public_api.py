@@ -1,0 +1,104 @@
+"""Tests pinning the public surface of ``flowkit`` and what importing it pulls in."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import flowkit
+
+PUBLIC_NAMES = [
+    "Action",
+    "Analysis",
+    "Backoff",
+    "Blueprint",
+    "BlueprintError",
+    "Cancelled",
+    "ChildFailed",
+    "Client",
+    "CompileError",
+    "Context",
+    "DuplicateDelivery",
+    "EdgeSpec",
+    "Event",
+    "Flow",
+    "FlowkitError",
+    "LintIssue",
+    "Middleware",
+    "MissingDependency",
+    "Node",
+    "NodeConfig",
+    "NodeContext",
+    "NodeError",
+    "NodeSpec",
+    "ResumeError",
+    "RunHandle",
+    "RunResult",
+    "RunStatus",
+    "Runtime",
+    "StoreError",
+    "TransportError",
+    "WaitTimeout",
+    "WebhookRejected",
+    "Worker",
+    "WorkflowFailed",
+    "__version__",
+    "analyze",
+    "context",
+    "lint",
+]
+
+OPTIONAL_SDKS = [
+    "aiokafka",
+    "aio_pika",
+    "redis",
+    "psycopg",
+    "google",
+    "azure",
+    "aiobotocore",
+    "nats",
+    "opentelemetry",
+]
+
+
+class TestAll:
+    """``flowkit.__all__`` changes only on purpose, and every name in it exists."""
+
+    def test_all_is_pinned(self) -> None:
+        assert PUBLIC_NAMES == sorted(flowkit.__all__)
+
+    def test_no_duplicates(self) -> None:
+        assert len(set(flowkit.__all__)) == len(flowkit.__all__)
+
+    @pytest.mark.parametrize("name", PUBLIC_NAMES)
+    def test_name_is_importable(self, name: str) -> None:
+        assert hasattr(flowkit, name)
+
+    def test_errors_share_one_root(self) -> None:
+        errors = [
+            getattr(flowkit, name)
+            for name in PUBLIC_NAMES
+            if isinstance(getattr(flowkit, name), type)
+            and issubclass(getattr(flowkit, name), Exception)
+        ]
+        assert len(errors) >= 10
+        assert all(issubclass(error, flowkit.FlowkitError) for error in errors)
+
+
+class TestImportCost:
+    """``import flowkit`` loads no broker, database or telemetry SDK."""
+
+    def test_no_optional_sdk_is_imported(self) -> None:
+        code = (
+            "import json, sys, flowkit\n"
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
+        )
+        completed = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+        )
+        loaded = set(json.loads(completed.stdout))
+        assert "flowkit" in loaded
+        assert [] == sorted(loaded & set(OPTIONAL_SDKS))
