@@ -90,8 +90,7 @@ class RunHandle:
         self._runtime = runtime
         self.run_id = run_id
 
-    # DESIGN §5 fixes this signature, hence the timeout parameter ruff warns about.
-    async def result(self, timeout: float | None = None) -> RunResult:  # noqa: ASYNC109
+    async def result(self, timeout: float | None = None) -> RunResult:
         """Wait until the run is completed, failed or cancelled.
 
         Raises ``TimeoutError`` if that takes longer than ``timeout`` seconds.

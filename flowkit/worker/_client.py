@@ -114,8 +114,7 @@ class ClientHandle:
         self.client = client
         self.run_id = run_id
 
-    # DESIGN §7 fixes this signature, hence the timeout parameter ruff warns about.
-    async def result(self, timeout: float | None = None) -> RunResult:  # noqa: ASYNC109
+    async def result(self, timeout: float | None = None) -> RunResult:
         return await self.client.wait(self.run_id, timeout)
 
     async def cancel(self) -> RunResult:

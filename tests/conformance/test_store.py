@@ -150,8 +150,13 @@ async def put(store: Store, run_id: str, key: str, value: Any, **kwargs: Any) ->
         return await txn.commit(state.take_delta(), state=state, **kwargs)
 
 
-async def increment(store: Store, run_id: str, versions: list[int] | None = None) -> None:
-    """Increment ``n`` from a replica loaded before the transaction (caught up inside it)."""
+async def increment(
+    store: Store, run_id: str, versions: list[int] | None = None, *, timer: bool = False
+) -> None:
+    """Increment ``n`` from a replica loaded before the transaction (caught up inside it).
+
+    With ``timer``, the same commit also indexes a timer ``t<n>`` due at ``n``.
+    """
     loaded = await store.load(run_id)
     assert loaded is not None
     state, seen = loaded
@@ -163,8 +168,10 @@ async def increment(store: Store, run_id: str, versions: list[int] | None = None
             state = fresh
         for delta in changes or []:
             state.apply_delta(delta)
-        state.put("context", "n", state.context["n"] + 1)
-        version = await txn.commit(state.take_delta(), state=state)
+        n = state.context["n"] + 1
+        state.put("context", "n", n)
+        index = IndexOps(timers=[(f"t{n}", float(n))] if timer else [])
+        version = await txn.commit(state.take_delta(), index=index, state=state)
     if versions is not None:
         versions.append(version)
 
@@ -374,14 +381,13 @@ class TestCrashes:
     async def test_cancelled_anywhere_stays_consistent(self, db: Database) -> None:
         store = db.open(snapshot_every=4)
         await create(store)
-        for delay in (0.0, 1e-5, 1e-4, 3e-4, 1e-3, 2e-3, 4e-3, 8e-3, 0.016):
+        for delay in (0.0, 1e-5, 1e-4, 3e-4, 1e-3, 2e-3, 4e-3, 8e-3, 0.016, 1.0):
             with anyio.move_on_after(delay):
-                await increment(store, "run-1")
+                await increment(store, "run-1", timer=True)
             context, version = await stored(store)
-            assert version - 1 == context["n"]
-        await increment(store, "run-1")
-        context, version = await stored(store)
-        assert version - 1 == context["n"]
+            timers = await store.due_timers(1e9, limit=1000)
+            assert [version - 1] * 2 == [context["n"], len(timers)]
+        assert context["n"] > 0
 
 
 class TestUnreachable:
