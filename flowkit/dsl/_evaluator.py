@@ -28,7 +28,7 @@ from .._errors import NodeError
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-Compiled = Callable[["Mapping[str, Any]"], Any]
+    Compiled = Callable[[Mapping[str, Any]], Any]
 
 _converter = cattrs.Converter()
 

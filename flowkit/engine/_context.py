@@ -66,6 +66,7 @@ class NodeContext:
 
     ``idempotency_key`` is stable across retries and redeliveries of the same
     node execution: use it for side effects that must happen once.
+    ``traceparent`` is the W3C trace context the run started under (if any).
     """
 
     run_id: str
@@ -75,6 +76,7 @@ class NodeContext:
     state: Context
     deadline: float | None = None
     error: BaseException | None = None
+    traceparent: str | None = None
     _log: Any = attrs.field(default=None, alias="_log")
 
     @property

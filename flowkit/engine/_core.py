@@ -38,8 +38,13 @@ def start_run(
     inputs: dict[str, Any],
     *,
     parent: str | None = None,
+    traceparent: str | None = None,
 ) -> list[p.Command]:
-    """Initialise ``state`` for a new run and return the first commands."""
+    """Initialise ``state`` for a new run and return the first commands.
+
+    ``traceparent`` (W3C trace context, supplied by the shell) is kept in the
+    run's header so every node, on any worker, continues the same trace.
+    """
     header = state.header
     state.put("header", "status", RunStatus.RUNNING.value)
     state.put("header", "blueprint", program.blueprint.id)
@@ -47,6 +52,8 @@ def start_run(
     state.put("header", "inputs", dict(inputs))
     if parent is not None:
         state.put("header", "parent", parent)
+    if traceparent is not None:
+        state.put("header", "traceparent", traceparent)
     step = Step(program, state)
     for root in program.roots:
         step.queue.append((root, True, False, None))

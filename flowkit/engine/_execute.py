@@ -66,6 +66,7 @@ class Executor:
             command.idempotency_key,
             Context(state.context),
         )
+        ctx.traceparent = state.header.get("traceparent")
         if command.fallback:
             ctx.error = _last_error(run_id, state, command)
         timeout = spec.config.timeout

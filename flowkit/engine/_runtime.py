@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 
 from .._errors import ResumeError
+from ..observability._propagation import current_traceparent
 from . import _protocol as p
 from ._action import Action
 from ._core import start_run, wait_names
@@ -236,7 +237,9 @@ class Runtime(Driver):
                 return existing, []
         run_id = run_id or uuid.uuid4().hex
         state = RunState(run_id)
-        commands = start_run(target.program, state, inputs, parent=parent)
+        commands = start_run(
+            target.program, state, inputs, parent=parent, traceparent=self._traceparent(parent)
+        )
         delta = state.take_delta()
         if self.store is not None:
             created = await self.store.create_run(
@@ -253,6 +256,14 @@ class Runtime(Driver):
         self._runs[run_id] = run
         self._emit(run_id, "workflow:start", data={"blueprint": target.blueprint.id})
         return run, commands
+
+    def _traceparent(self, parent: str | None) -> str | None:
+        """A child run continues its parent's trace; a new run joins the caller's span."""
+        if parent is not None and parent in self._runs:
+            inherited = self._runs[parent].state.header.get("traceparent")
+            if inherited:
+                return str(inherited)
+        return current_traceparent()
 
     async def _find(self, run_id: str) -> Run | None:
         run = self._runs.get(run_id)

@@ -21,6 +21,7 @@ from ..engine._durable import Replica, index_ops, unknown_digest
 from ..engine._events import Event, EventBus
 from ..engine._state import RunState
 from ..engine._target import Target, resolve
+from ..observability._propagation import current_traceparent
 from ._messages import NodeMessage
 
 if TYPE_CHECKING:
@@ -83,7 +84,9 @@ class Shell:
         """Create the run and publish its first nodes; an existing ``run_id`` is left alone."""
         run_id = run_id or uuid.uuid4().hex
         state = RunState(run_id)
-        commands = start_run(target.program, state, inputs, parent=parent)
+        commands = start_run(
+            target.program, state, inputs, parent=parent, traceparent=current_traceparent()
+        )
         delta = state.take_delta()
         created = await self.store.create_run(
             run_id,
