@@ -113,7 +113,7 @@ async def first(*calls: Any) -> Any:
 
 
 @_primitive("map")
-async def map(node: Callable[[Any], Any], items: Iterable[Any], *, concurrency: int = 10) -> list[Any]:  # noqa: A001
+async def map(node: Callable[[Any], Any], items: Iterable[Any], *, concurrency: int = 10) -> list[Any]:
     """``node(item)`` for every item, at most ``concurrency`` at a time; results in input order."""
     values = list(items)
     results: list[Any] = [None] * len(values)

@@ -10,10 +10,11 @@ from __future__ import annotations
 def current_traceparent() -> str | None:
     """The W3C ``traceparent`` of the active OpenTelemetry span, if any."""
     try:
-        from opentelemetry import trace
+        from opentelemetry.trace import get_current_span
     except ImportError:
         return None
-    context = trace.get_current_span().get_span_context()
+
+    context = get_current_span().get_span_context()
     if not context.is_valid:
         return None
     flags = int(context.trace_flags)
