@@ -500,6 +500,38 @@ class TestConcurrency:
         assert 6 == meter.peak
 
 
+class TestAnyJoin:
+    """An ``any`` join runs on the first branch to finish and cancels the others."""
+
+    async def test_slower_branch_is_cancelled(self) -> None:
+        gate = Gate()
+
+        async def slow(_: Any) -> str:
+            return await gate()
+
+        async def fast(_: Any) -> str:
+            await gate.started.wait()
+            return "fast"
+
+        async def winner(value: str) -> str:
+            return f"won by {value}"
+
+        flow = (
+            Flow("race")
+            .node("root", one)
+            .node("slow", slow)
+            .node("fast", fast)
+            .node("first", winner, join="any")
+            .edge("root", "slow")
+            .edge("root", "fast")
+            .edge("slow", "first")
+            .edge("fast", "first")
+        )
+        result = await Runtime().run(flow)
+        assert ("completed", "won by fast") == (result.status, result.output)
+        assert gate.cancelled
+
+
 class TestTimers:
     """A sleep pauses the run ``awaiting``; a scheduler (or an open runtime) fires it."""
 

@@ -10,6 +10,7 @@ from typing import Any
 import anyio.to_thread
 
 from ._context import NodeContext
+from ._structure import structurer
 
 Invoker = Callable[[tuple[Any, ...], dict[str, Any], NodeContext], Awaitable[Any]]
 
@@ -73,28 +74,40 @@ class ClassFallback:
 
 
 def make_invoker(impl: Any) -> Invoker:
-    """An ``invoke(args, kwargs, ctx)`` coroutine function for any node implementation."""
+    """An ``invoke(args, kwargs, ctx)`` coroutine function for any node implementation.
+
+    Arguments are structured by the implementation's type hints (see ``_structure``).
+    """
     target = getattr(impl, "__flowkit_impl__", impl)
     if isinstance(target, type) and issubclass(target, Node):
         return _class_invoker(target)
     if isinstance(target, Node):
         return _class_invoker(lambda: target)
+    if not callable(target):
+        raise TypeError(f"{impl!r} is not callable and cannot be a node implementation")
+    structure = structurer(target)
     if inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
         getattr(target, "__call__", None)  # noqa: B004 - async callable objects
     ):
+        if structure is None:
 
-        async def invoke_async(args: tuple[Any, ...], kwargs: dict[str, Any], ctx: Any) -> Any:
+            async def invoke_async(args: tuple[Any, ...], kwargs: dict[str, Any], ctx: Any) -> Any:
+                return await target(*args, **kwargs)
+
+            return invoke_async
+
+        async def invoke_structured(args: tuple[Any, ...], kwargs: dict[str, Any], ctx: Any) -> Any:
+            args, kwargs = structure(args, kwargs)
             return await target(*args, **kwargs)
 
-        return invoke_async
-    if callable(target):
+        return invoke_structured
 
-        async def invoke_sync(args: tuple[Any, ...], kwargs: dict[str, Any], ctx: Any) -> Any:
-            call = functools.partial(target, *args, **kwargs)
-            return await anyio.to_thread.run_sync(call)
+    async def invoke_sync(args: tuple[Any, ...], kwargs: dict[str, Any], ctx: Any) -> Any:
+        if structure is not None:
+            args, kwargs = structure(args, kwargs)
+        return await anyio.to_thread.run_sync(functools.partial(target, *args, **kwargs))
 
-        return invoke_sync
-    raise TypeError(f"{impl!r} is not callable and cannot be a node implementation")
+    return invoke_sync
 
 
 def _class_invoker(factory: Callable[[], Node]) -> Invoker:

@@ -76,8 +76,12 @@ _DROP_LEASES: LiteralString = (
 )
 
 
-def redact_dsn(text: str, dsn: str) -> str:
-    """``text`` with the DSN's password (URL or ``password=`` form) replaced by ``***``."""
+def redact_dsn(dsn: str, text: str | None = None) -> str:
+    """``text`` (default: the DSN) with the DSN's password replaced by ``***``.
+
+    Handles the URL form (``postgresql://user:pw@host``) and ``password=pw``.
+    """
+    text = redact(dsn) if text is None else text
     secret = urlsplit(dsn).password
     if secret:
         text = text.replace(secret, "***")
@@ -90,9 +94,9 @@ def translate_errors(operation: str, dsn: str) -> Iterator[None]:
     try:
         yield
     except psycopg.Error as exc:
-        detail = redact_dsn(f"{type(exc).__name__}: {exc}".strip(), dsn)
+        detail = redact_dsn(dsn, f"{type(exc).__name__}: {exc}".strip())
         raise StoreError(
-            f"PostgreSQL store {redact_dsn(redact(dsn), dsn)!r}: {operation} failed ({detail}); "
+            f"PostgreSQL store {redact_dsn(dsn)!r}: {operation} failed ({detail}); "
             "check that the server is reachable and the user may use the schema"
         ) from exc
 
@@ -168,7 +172,7 @@ class PostgresStore:
         self._migrating = anyio.Lock()
 
     def __repr__(self) -> str:
-        return f"PostgresStore({redact_dsn(redact(self.dsn), self.dsn)!r}, schema={self.schema!r})"
+        return f"PostgresStore({redact_dsn(self.dsn)!r}, schema={self.schema!r})"
 
     # -- plumbing -------------------------------------------------------------
     async def _open(self) -> Conn:

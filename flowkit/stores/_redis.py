@@ -9,9 +9,10 @@ Keys, under ``prefix``: ``{prefix}:run:{id}`` (a hash: header, ``version``,
 A :meth:`~RedisStore.transaction` holds the run's lock key (``SET NX PX`` with a
 random token, waited for with backoff, released by compare-and-delete). Every
 commit is one Lua script that checks the token still holds the lock *and* the
-run is still at the transaction's version before it writes, so a lock that
-expired mid-transaction can never commit stale work. Every redis-py error is
-translated to :class:`~flowkit.StoreError` by :func:`translate_errors`.
+run is still at the transaction's version before it writes (and then renews
+the lock), so a lock that expired mid-transaction can never commit stale work.
+Every redis-py error is translated to :class:`~flowkit.StoreError` by
+:func:`translate_errors`.
 
 redis-py's asyncio client runs on asyncio only (not trio). Not for Redis Cluster:
 a commit touches the run's keys and the shared index keys in one script.
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 
 _log = structlog.get_logger("flowkit.stores")
 _SEP = "\x00"
-_HEADER = ("run_id", "blueprint_id", "digest", "status", "version", "parent")
+_HEADER = ("blueprint_id", "digest", "status", "version", "parent")
 _INFO_FIELDS = frozenset({"status", "blueprint_id", "digest", "parent"})
 
 # Shared by the write scripts: KEYS = run, journal, lock, timers, leases; ARGV is
@@ -168,7 +169,7 @@ class RedisStore:
     def __repr__(self) -> str:
         return f"RedisStore({redact(self.url)!r}, prefix={self.prefix!r})"
 
-    def keys(self, run_id: str) -> list[str]:
+    def _keys(self, run_id: str) -> list[str]:
         """The keys a run's scripts touch: run, journal, lock, timers, leases."""
         p = self.prefix
         run_keys = [f"{p}:{kind}:{run_id}" for kind in ("run", "journal", "lock")]
@@ -198,7 +199,7 @@ class RedisStore:
         }
         args = [*_pairs(fields), *_index_args(run_id, index)]
         with translate_errors("create_run", self.url):
-            created = bool(await self._create(keys=self.keys(run_id), args=args))
+            created = bool(await self._create(keys=self._keys(run_id), args=args))
         if created:
             self.stats.commits += 1
             self.stats.snapshot_bytes += len(snapshot)
@@ -207,7 +208,7 @@ class RedisStore:
     @asynccontextmanager
     async def transaction(self, run_id: str) -> AsyncIterator[_RedisTransaction]:
         """Hold ``run_id``'s lock key until the block ends."""
-        keys = self.keys(run_id)
+        keys = self._keys(run_id)
         token = secrets.token_hex(16)
         try:
             versions = await self._lock(keys, token)
@@ -237,7 +238,7 @@ class RedisStore:
     async def load(self, run_id: str) -> tuple[RunState, int] | None:
         """A consistent read (MULTI/EXEC) of the run's state and version."""
         with translate_errors("load", self.url):
-            return await self._read(self.keys(run_id))
+            return await self._read(self._keys(run_id))
 
     async def _read(self, keys: list[str]) -> tuple[RunState, int] | None:
         async with self._client.pipeline(transaction=True) as pipe:
@@ -254,7 +255,7 @@ class RedisStore:
     async def info(self, run_id: str) -> RunInfo | None:
         """The run's header, or None."""
         with translate_errors("info", self.url):
-            values: list[Any] = await self._client.hmget(self.keys(run_id)[0], list(_HEADER[1:]))
+            values: list[Any] = await self._client.hmget(self._keys(run_id)[0], list(_HEADER))
         blueprint_id, digest, status, version, parent = values
         if version is None:
             return None
@@ -333,7 +334,7 @@ class _RedisTransaction:
     ) -> None:
         self._store = store
         self._run_id = run_id
-        self._keys = store.keys(run_id)
+        self._keys = store._keys(run_id)
         self._token = token
         self.version, self._snapshot_version = versions
 
