@@ -16,13 +16,13 @@ from flowkit.dsl._node import node
 pytestmark = pytest.mark.anyio
 
 
-async def run(target: Any, **inputs: Any) -> tuple[flowkit.RunResult, list[str]]:
-    """Run ``target``; the result and the nodes that finished, in order (entry node left out)."""
+async def run(flow_: Any, /, **inputs: Any) -> tuple[flowkit.RunResult, list[str]]:
+    """Run ``flow_``; the result and the nodes that finished, in order (entry node left out)."""
     rt = Runtime()
     seen: list[str] = []
     rt.events.subscribe(lambda e: seen.append(str(e.node_id)), types={"node:finish"})
     with anyio.fail_after(20):
-        result = await rt.run(target, **inputs)
+        result = await rt.run(flow_, **inputs)
     return result, [n for n in seen if not n.startswith("inputs@")]
 
 
@@ -195,9 +195,9 @@ async def search(items: list[int], wanted: int) -> str:
 
 
 @flow
-async def poll(target: int) -> int:
+async def poll(goal: int) -> int:
     value = 0
-    while await add(value, 0) < target:
+    while await add(value, 0) < goal:
         value = await add(value, 2)
     return value
 
@@ -246,7 +246,7 @@ class TestLoops:
         assert expected == result.output
 
     async def test_awaited_while_condition(self) -> None:
-        result, seen = await run(poll, target=5)
+        result, seen = await run(poll, goal=5)
         assert 6 == result.output
         assert ["add", "add#2"] * 3 + ["add"] == seen
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import heapq
 import math
-import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 
+from .. import _clock as clock
 from . import _protocol as p
 from ._core import handle_event
 from ._durable import Replica, dispatch_command
@@ -243,7 +243,7 @@ class Driver:
             run.scopes[command.timer_id] = scope
             self._start_task(run, self._retry_timer, run, command, scope)
             return
-        due = time.time() + command.delay
+        due = clock.now() + command.delay
         heapq.heappush(self._timers, (due, run.run_id, command.timer_id))
         self._wakeup.set()
 
@@ -264,7 +264,7 @@ class Driver:
 
     async def _sleep_until_next_timer(self) -> None:
         self._wakeup = anyio.Event()
-        delay = self._timers[0][0] - time.time() if self._timers else math.inf
+        delay = self._timers[0][0] - clock.now() if self._timers else math.inf
         if self.store is not None:
             delay = min(delay, getattr(self, "poll_interval", 1.0))
         with anyio.move_on_after(max(0.0, delay)):
@@ -281,7 +281,7 @@ class Driver:
         data: Any = None,
     ) -> None:
         if self.events.active:
-            self.events.emit(Event(type_, run_id, time.time(), node_id, attempt, duration, data))
+            self.events.emit(Event(type_, run_id, clock.now(), node_id, attempt, duration, data))
 
 
 def _recovery(run: Run) -> list[p.Command]:

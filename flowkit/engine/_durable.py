@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
+from .. import _clock as clock
 from .._errors import ResumeError, StoreError
 from . import _protocol as p
 from ._core import handle_event
@@ -29,7 +29,7 @@ def index_ops(
     """Timer and lease index changes implied by one transition."""
     from ..stores._protocol import IndexOps
 
-    now = time.time() if now is None else now
+    now = clock.now() if now is None else now
     timers = [(c.timer_id, now + c.delay) for c in commands if isinstance(c, p.StartTimer)]
     timers_done = [key for section, key, value in delta if section == "timers" and value is DELETED]
     leases: list[tuple[str, float]] = []

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .. import _clock as clock
 from .._errors import describe
 from .._serde import SerializationError, to_data
 from . import _protocol as p
@@ -77,7 +78,7 @@ class Executor:
         token = set_current(ctx)
         try:
             if timeout is not None:
-                ctx.deadline = time.time() + timeout
+                ctx.deadline = clock.now() + timeout
                 with anyio.fail_after(timeout):
                     output = await self._invoke(invoke, command, ctx)
             else:
@@ -124,7 +125,7 @@ class Executor:
         self, run_id: str, type_: str, command: p.ExecuteNode, duration: float | None = None
     ) -> None:
         self.events.emit(
-            Event(type_, run_id, time.time(), command.node_id, command.attempt, duration)
+            Event(type_, run_id, clock.now(), command.node_id, command.attempt, duration)
         )
 
 

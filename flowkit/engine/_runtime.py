@@ -7,7 +7,6 @@ and no memory, and any runtime with the flow's code can resume it.
 
 from __future__ import annotations
 
-import time
 import uuid
 from contextlib import asynccontextmanager
 from functools import partial
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
+from .. import _clock as clock
 from .._errors import ResumeError
 from ..observability._propagation import current_traceparent
 from . import _protocol as p
@@ -356,7 +356,7 @@ class Runtime(Driver):
         firing: set[tuple[str, str]] = set()
         async with anyio.create_task_group() as tg:
             while True:
-                for run_id, timer_id in await self._due(time.time()):
+                for run_id, timer_id in await self._due(clock.now()):
                     if (run_id, timer_id) not in firing:
                         firing.add((run_id, timer_id))
                         tg.start_soon(self._fire, run_id, timer_id, firing)

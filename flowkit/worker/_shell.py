@@ -9,11 +9,11 @@ delivery is at least once, and the core applies each completion once.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+from .. import _clock as clock
 from .._errors import ResumeError
 from ..engine import _protocol as p
 from ..engine._core import start_run, wait_names
@@ -206,4 +206,4 @@ class Shell:
         data: Any = None,
     ) -> None:
         if self.events.active:
-            self.events.emit(Event(type_, run_id, time.time(), node_id, attempt, None, data))
+            self.events.emit(Event(type_, run_id, clock.now(), node_id, attempt, None, data))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
 
+from .. import _clock as clock
 from .._errors import FlowkitError, ResumeError, StoreError, TransportError
 from ..engine import _protocol as p
 from ..engine._durable import CHILD_LEASE, dispatch_command
@@ -153,7 +153,7 @@ class Worker:
         while True:
             await anyio.sleep(self.lease / 3)
             await self.store.extend_lease(
-                message.run_id, message.dispatch_id, time.time() + self.lease
+                message.run_id, message.dispatch_id, clock.now() + self.lease
             )
             await delivery.extend(self.lease)
 
@@ -172,14 +172,14 @@ class Worker:
             await anyio.sleep(self.poll_interval)
 
     async def _fire_due_timers(self) -> None:
-        for timer in await self.store.due_timers(time.time()):
+        for timer in await self.store.due_timers(clock.now()):
             try:
                 await self.shell.step(timer.run_id, p.TimerFired(timer.timer_id))
             except ResumeError as exc:
                 log.error("timer of an unknown run or flow", run_id=timer.run_id, error=str(exc))
 
     async def _reconcile(self) -> None:
-        now = time.time()
+        now = clock.now()
         for lease in await self.store.expired_leases(now):
             try:
                 await self._redo(lease.run_id, lease.dispatch_id)
