@@ -524,11 +524,6 @@ class TestRegistry:
         flow = Flow("lambdas").node("a", lambda: 1).node("b", lambda x: x + 10).edge("a", "b")
         assert 11 == (await Runtime().run(flow)).output
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug: Flow._fallback names every fallback '<uses>.fallback', so two nodes "
-        "sharing an implementation share the last fallback registered",
-    )
     async def test_nodes_sharing_an_implementation_keep_their_own_fallbacks(self) -> None:
         async def broken(_: Any) -> None:
             raise ValueError("broken")

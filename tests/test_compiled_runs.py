@@ -26,7 +26,7 @@ async def run(flow_: Any, /, **inputs: Any) -> tuple[flowkit.RunResult, list[str
     return result, [n for n in seen if not n.startswith("inputs@")]
 
 
-# -- nodes ----------------------------------------------------------------------
+# -- nodes ----------------------------------------------------------------------------------------
 
 
 @node
@@ -73,7 +73,7 @@ async def cleanup(order: str) -> str:
     return f"cleaned {order}"
 
 
-# -- sequences, lets, branches ----------------------------------------------------
+# -- sequences, lets, branches --------------------------------------------------------------------
 
 
 @flow
@@ -157,7 +157,7 @@ class TestBranches:
         assert result.output == await nested_ifs_in_loop.fn([1, 2, 6, 7])
 
 
-# -- loops --------------------------------------------------------------------------
+# -- loops ----------------------------------------------------------------------------------------
 
 
 @flow
@@ -265,7 +265,7 @@ class TestLoops:
         assert [(0, 0), (1, 0), (1, 1), (2, 0), (2, 1), (2, 2)] == [tuple(c) for c in result.output]
 
 
-# -- gather, first, map ---------------------------------------------------------------
+# -- gather, first, map ---------------------------------------------------------------------------
 
 EVENTS: list[str] = []
 
@@ -340,7 +340,7 @@ class TestConcurrency:
         assert [] == result.output
 
 
-# -- try / except / else / finally ------------------------------------------------------------
+# -- try / except / else / finally ----------------------------------------------------------------
 
 
 @flow
@@ -435,7 +435,7 @@ class TestTry:
 
     @pytest.mark.parametrize(
         ("order", "expected", "visited"),
-        [("A2", "no error", ["ship", "cleanup"]), ("lost-3", "inner caught", ["cleanup#2"]),
+        [("A2", "no error", ["ship", "cleanup#2"]), ("lost-3", "inner caught", ["cleanup"]),
          ("bad-3", "outer caught cannot ship bad-3", ["cleanup#3"])],
     )  # fmt: skip
     async def test_nested_try(self, order: str, expected: str, visited: list[str]) -> None:
@@ -443,9 +443,7 @@ class TestTry:
         assert expected == result.output
         assert visited == seen
 
-    @pytest.mark.parametrize(
-        ("n", "expected"), [(1, "fine"), (5, "value error: too big: 5")]
-    )
+    @pytest.mark.parametrize(("n", "expected"), [(1, "fine"), (5, "value error: too big: 5")])
     async def test_raise_statement(self, n: int, expected: str) -> None:
         result, _ = await run(raising, n=n)
         assert expected == result.output
@@ -458,10 +456,11 @@ class TestTry:
     async def test_finally_on_continue_break_and_return(self) -> None:
         result, seen = await run(finally_on_return, order="A3")
         assert "shipped A3" == result.output
-        assert ["cleanup", "cleanup#2", "cleanup#3", "ship", "cleanup#4"] == seen
+        # each way out of a `try` has its own copy of the finally body
+        assert ["cleanup#3", "cleanup", "cleanup#2", "ship", "cleanup#5"] == seen
 
 
-# -- subflows, match, retries -------------------------------------------------------------------------
+# -- subflows, match, retries ---------------------------------------------------------------------
 
 
 @attrs.define
@@ -589,7 +588,7 @@ class TestSubflowsMatchRetries:
         assert [f"{key} after 3", f"{key} from fallback"] == result.output
 
 
-# -- durable primitives ------------------------------------------------------------------------------
+# -- durable primitives ---------------------------------------------------------------------------
 
 
 @attrs.frozen
@@ -629,15 +628,15 @@ class TestDurable:
         assert "rested" == result.output
 
 
-# -- plain Python ----------------------------------------------------------------------------------
+# -- plain Python ---------------------------------------------------------------------------------
 
 
 class TestPlainPython:
     """Called directly, a flow is plain Python: gather/first/map really run concurrently."""
 
     async def test_fn_and_call(self) -> None:
-        assert 38 == await arithmetic.fn(5)
-        assert 38 == await arithmetic(5)
+        assert "flagged small: 4" == await classify.fn(4)
+        assert "large" == await classify(40)
 
     async def test_gather_first_map(self) -> None:
         assert (8, 12, 5) == await fan(4)
@@ -678,7 +677,7 @@ class TestFlowDef:
             arithmetic.simulate()
 
 
-# -- known core bugs ----------------------------------------------------------------------------------
+# -- known core bugs ------------------------------------------------------------------------------
 
 
 @node
@@ -698,7 +697,7 @@ async def first_success_wins() -> Any:
 
 @flow
 async def bad_unpack() -> int:
-    a, b = await three()
+    a, _b = await three()
     return a
 
 

@@ -207,12 +207,6 @@ class TestJoins:
         assert ["a"] == d.ran()
         assert d.finish is not None
         assert "completed" == d.finish.status
-
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug: an any join cancels only dispatched predecessors; a sleeping one keeps "
-        "the run awaiting after the join has run",
-    )
     def test_any_join_cancels_a_sleeping_predecessor(self) -> None:
         sleeper = NodeSpec("b", "sleep", params={"duration": 60})
         join = call("d", config=config(join="any"))
@@ -224,12 +218,6 @@ class TestJoins:
         d.complete("d", 4)
         assert {} == d.timers
         assert p.FinishRun("completed", 4, None) == d.finish
-
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug: an any join cancelling a batch predecessor skips it once per in-flight "
-        "item, so a later join counts too many arrivals and the run stalls",
-    )
     def test_any_join_cancelling_a_batch_skips_it_once(self) -> None:
         batch = call("B", params={"map": True, "items": "$input.items"})
         join = call("d", config=config(join="any"))
@@ -582,11 +570,6 @@ class TestLoop:
         assert "until" == error["node"]
         assert "loop 'until' exceeded max_iterations=3" in error["message"]
         assert "done" not in d.ran()
-
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug: a builder loop runs its body max_iterations + 1 times before failing",
-    )
     def test_body_runs_at_most_max_iterations_times(self) -> None:
         d = Driver(poll_loop(max_iterations=3))
         assert 3 == drive_loop(d, ready_on=1000)

@@ -243,23 +243,11 @@ class TestStream:
                 await handle.result(timeout=5)
         expected = [("node:finish", "a"), ("node:finish", "b"), ("workflow:finish", None)]
         assert expected == received
-
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug: stream(types=...) opens its memory stream before checking the types, so "
-        "an unknown type leaks an unclosed stream (ResourceWarning)",
-    )
     async def test_stream_with_an_unknown_type_raises(self) -> None:
         rt = Runtime()
         with pytest.raises(ValueError, match="unknown event type"):
             rt.events.stream(types=["workflow:begin"])
         assert not rt.events.active
-
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug: closing an EventStream makes its consumer's `async for` raise "
-        "ClosedResourceError instead of ending",
-    )
     async def test_closing_a_stream_ends_its_iteration(self) -> None:
         rt = Runtime()
         stream = rt.events.stream()

@@ -143,12 +143,6 @@ class TestStart:
             assert 1 == (await second.result()).output
             assert 1 == (await first.result()).output
         assert [1] == calls
-
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug: rt.run(run_id=...) of a just-started run returns at once with status "
-        "running, because the run's idle event starts set",
-    )
     async def test_run_with_the_id_of_a_started_run_waits_for_it(self) -> None:
         flow = Flow("inc").node("a", plus_one)
         async with Runtime() as rt:
@@ -325,12 +319,6 @@ class TestClassNodes:
         flow = Flow("cls").node("a", plus_one).node("t", Triple).edge("a", "t")
         result = await Runtime().run(flow, value=1)
         assert ("completed", 6) == (result.status, result.output)
-
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug: a class start node gets no run inputs (its parameters are read from "
-        "the class signature, not from prep)",
-    )
     async def test_class_start_node_receives_matching_run_inputs(self) -> None:
         class Double(Node):
             def prep(self, ctx: flowkit.NodeContext, value: int) -> int:
@@ -599,12 +587,6 @@ class TestSignals:
 
 class TestBackends:
     """One Runtime object can serve event loops of either backend."""
-
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug: Runtime(max_concurrency=...) creates its CapacityLimiter in __init__, "
-        "so it is bound to the first event loop's backend",
-    )
     def test_bounded_runtime_on_both_backends(self) -> None:
         flow = Flow("fan").node("a", one).node("b", plus_one).node("c", plus_one)
         flow.edge("a", "b").edge("a", "c")

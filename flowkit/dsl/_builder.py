@@ -189,14 +189,10 @@ class Flow:
         if uses is None:
             return None
         if fallback is not None:
-            name = f"{uses}.fallback"
-            self.registry[name] = fallback
-            return name
+            return self._register(fallback, None)
         impl = getattr(fn, "__flowkit_impl__", fn)
         if impl is not None and has_fallback(impl):
-            name = f"{uses}.fallback"
-            self.registry[name] = ClassFallback(impl)
-            return name
+            return self._register(ClassFallback(impl), f"{uses}.fallback")
         return None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -12,8 +13,6 @@ from ..blueprint._model import NodeConfig, NodeKind
 from ._compile_graph import START, Draft, Graph, Port
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from ._compile_resolve import Resolver
 
 Target = str | list[Any]
@@ -124,7 +123,9 @@ class CompilerBase:
         """A ``let`` that does nothing (a loop body's entry, a handler's entry)."""
         return self.graph.add(node_id, Draft("let"), ports)
 
-    def let(self, target: Target | None, source: str, ports: Sequence[Port], node: ast.AST) -> list[Port]:
+    def let(
+        self, target: Target | None, source: str, ports: Sequence[Port], node: ast.AST
+    ) -> list[Port]:
         base = f"let:{_names(target)}" if target is not None else f"expr@L{self.lineno(node)}"
         params: dict[str, Any] = {"expr": source}
         if target is not None:
@@ -153,9 +154,7 @@ class CompilerBase:
     def expr(self, node: ast.expr, ports: list[Port]) -> tuple[str, list[Port]]:
         raise NotImplementedError
 
-    def await_call(
-        self, node: ast.Await, target: Target | None, ports: list[Port]
-    ) -> list[Port]:
+    def await_call(self, node: ast.Await, target: Target | None, ports: list[Port]) -> list[Port]:
         raise NotImplementedError
 
 

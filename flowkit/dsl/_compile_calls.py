@@ -16,7 +16,11 @@ if TYPE_CHECKING:
     from ._compile_graph import Port
     from ._node import NodeDef
 
-_MEMBER_KINDS = frozenset({"node", "flow", "primitive:sleep", "primitive:wait", "primitive:webhook"})
+_MEMBER_KINDS = frozenset(
+    {"node", "flow", "primitive:sleep", "primitive:wait", "primitive:webhook"}
+)
+Member = tuple[ast.Call, Any, str, dict[str, Any]]
+"""A flow.gather/first member: its call, callee, kind and node params."""
 _AWAITABLE_HINTS = {
     "asyncio.sleep": "use `await flow.sleep(...)`: a durable timer",
     "anyio.sleep": "use `await flow.sleep(...)`: a durable timer",
@@ -33,7 +37,8 @@ class Calls(Waits):
         call = node.value
         if not isinstance(call, ast.Call):
             raise self.error(
-                node, f"cannot await {ast.unparse(call)!r}: only calls can be awaited in a flow",
+                node,
+                f"cannot await {ast.unparse(call)!r}: only calls can be awaited in a flow",
                 "await a call of a @node, a @flow or a flow.* primitive",
             )
         obj = self.resolver.resolve(call.func)
@@ -57,14 +62,16 @@ class Calls(Waits):
             return [(self.noop(self.graph.new_id(name), ports), None)]
         if obj is LOCAL:
             raise self.error(
-                call, f"cannot await {name!r}: it is a flow variable, not a node",
+                call,
+                f"cannot await {name!r}: it is a flow variable, not a node",
                 "call the @node by name; nodes are resolved when the flow is compiled",
             )
         hint = _AWAITABLE_HINTS.get(name)
         if hint is None and inspect.iscoroutinefunction(obj):
             hint = f"decorate {name} with @node so that it runs as a node"
         raise self.error(
-            call, f"cannot await {name!r}: it is not a @node, a @flow or a flow.* primitive",
+            call,
+            f"cannot await {name!r}: it is not a @node, a @flow or a flow.* primitive",
             hint or "only @node functions, @flow functions and flow.* primitives can be awaited",
         )
 
@@ -76,13 +83,17 @@ class Calls(Waits):
         return [(self.node_member(call, nodedef, params, target, ports), None)]
 
     def node_member(
-        self, call: ast.AST, nodedef: NodeDef[Any, Any], params: dict[str, Any],
-        target: Target | None, ports: list[Port],
+        self,
+        call: ast.AST,
+        nodedef: NodeDef[Any, Any],
+        params: dict[str, Any],
+        target: Target | None,
+        ports: list[Port],
     ) -> str:
         if target is not None:
             params["assign"] = target
         uses, config = self.register(nodedef)
-        node_id = self.graph.new_id(nodedef.name)
+        node_id = self.graph.new_id(str(nodedef.name))
         return self.add(node_id, "call", params, ports, uses=uses, config=config)
 
     def arguments(self, call: ast.Call, ports: list[Port]) -> tuple[dict[str, Any], list[Port]]:
@@ -99,7 +110,8 @@ class Calls(Waits):
         for keyword in call.keywords:
             if keyword.arg is None:
                 raise self.error(
-                    keyword.value, "`**kwargs` in a node call is not supported",
+                    keyword.value,
+                    "`**kwargs` in a node call is not supported",
                     "pass each keyword argument explicitly",
                 )
             kwargs[keyword.arg], ports = self.expr(keyword.value, ports)
@@ -157,7 +169,8 @@ class Calls(Waits):
             k.arg is None for k in call.keywords
         ):
             raise self.error(
-                call, "subflow arguments must be passed one by one (no `*args`/`**kwargs`)",
+                call,
+                "subflow arguments must be passed one by one (no `*args`/`**kwargs`)",
                 "pass each argument explicitly",
             )
         signature = inspect.signature(child.fn)
@@ -165,7 +178,8 @@ class Calls(Waits):
             bound = signature.bind(*call.args, **{str(k.arg): k.value for k in call.keywords})
         except TypeError as exc:
             raise self.error(
-                call, f"arguments do not match flow {child.id!r}{signature}: {exc}",
+                call,
+                f"arguments do not match flow {child.id!r}{signature}: {exc}",
                 "call the subflow with the arguments its @flow function takes",
             ) from None
         kwargs: dict[str, str] = {}
@@ -173,7 +187,8 @@ class Calls(Waits):
             kind = signature.parameters[name].kind
             if kind is inspect.Parameter.VAR_POSITIONAL:
                 raise self.error(
-                    call, f"flow {child.id!r} takes *{name}, which a subflow call cannot fill",
+                    call,
+                    f"flow {child.id!r} takes *{name}, which a subflow call cannot fill",
                     "give the child flow named parameters (runs take keyword inputs)",
                 )
             items = value.items() if kind is inspect.Parameter.VAR_KEYWORD else [(name, value)]
@@ -189,8 +204,7 @@ class Calls(Waits):
             return self.fan_out(name, call, target, ports)
         if name == "map":
             return self.map_call(call, target, ports)
-        node_id, ports = self.durable(name, call, target, ports)
-        return ports
+        return self.durable(name, call, target, ports)[1]
 
     def fan_out(
         self, name: str, call: ast.Call, target: Target | None, ports: list[Port]
@@ -198,20 +212,14 @@ class Calls(Waits):
         """``flow.gather`` / ``flow.first``: members run in parallel, then a join."""
         if call.keywords or not call.args:
             raise self.error(
-                call, f"flow.{name}() takes the calls to run, as positional arguments",
+                call,
+                f"flow.{name}() takes the calls to run, as positional arguments",
                 f"write `await flow.{name}(a(...), b(...))`",
             )
-        prepared: list[tuple[ast.Call, Any, str, dict[str, Any]]] = []
-        for member in call.args:
-            member_call, obj, kind = self.member(name, member)
-            if kind in ("node", "flow"):
-                params, ports = (
-                    self.arguments(member_call, ports) if kind == "node"
-                    else self.subflow_params(member_call, obj, ports)
-                )
-            else:
-                params = {}
-            prepared.append((member_call, obj, kind, params))
+        prepared: list[Member] = []
+        for argument in call.args:
+            member, ports = self.prepare_member(name, argument, ports)
+            prepared.append(member)
         members = [self.fan_member(m, ports) for m in prepared]
         join_id = self.graph.new_id(f"join@L{self.lineno(call)}")
         params: dict[str, Any] = {"first": True} if name == "first" else {"collect": members}
@@ -221,10 +229,23 @@ class Calls(Waits):
         self.add(join_id, "join", params, [(m, None) for m in members], config=config)
         return [(join_id, None)]
 
+    def prepare_member(
+        self, name: str, argument: ast.expr, ports: list[Port]
+    ) -> tuple[Member, list[Port]]:
+        """Compile a member's arguments (hoisting their awaits) before the fan-out."""
+        call, obj, kind = self.member(name, argument)
+        params: dict[str, Any] = {}
+        if kind == "node":
+            params, ports = self.arguments(call, ports)
+        elif kind == "flow":
+            params, ports = self.subflow_params(call, obj, ports)
+        return (call, obj, kind, params), ports
+
     def member(self, name: str, node: ast.expr) -> tuple[ast.Call, Any, str]:
         if isinstance(node, ast.Await):
             raise self.error(
-                node, f"flow.{name}() takes calls, not awaited results",
+                node,
+                f"flow.{name}() takes calls, not awaited results",
                 f"drop the `await` inside flow.{name}(...)",
             )
         call = node if isinstance(node, ast.Call) else None
@@ -235,12 +256,13 @@ class Calls(Waits):
                 self.unresolved.append((call, dotted(call.func) or ""))
                 return call, obj, "unresolved"
             raise self.error(
-                node, f"flow.{name}() can only run calls of nodes, flows or flow.sleep/wait/webhook",
+                node,
+                f"flow.{name}() can only run calls of nodes, flows or flow.sleep/wait/webhook",
                 "make the work a @node and pass `node(...)`",
             )
         return call, obj, str(kind)
 
-    def fan_member(self, member: tuple[ast.Call, Any, str, dict[str, Any]], ports: list[Port]) -> str:
+    def fan_member(self, member: Member, ports: list[Port]) -> str:
         call, obj, kind, params = member
         if kind == "node":
             return self.node_member(call, obj, params, None, ports)
@@ -259,14 +281,16 @@ class Calls(Waits):
                 self.unresolved.append((bound["node"], dotted(bound["node"]) or ""))
                 return [(self.noop(self.graph.new_id("map"), ports), None)]
             raise self.error(
-                bound["node"], "flow.map() needs a @node as its first argument",
+                bound["node"],
+                "flow.map() needs a @node as its first argument",
                 "pass the node itself: `await flow.map(resize, images)`",
             )
         items, ports = self.expr(bound["items"], ports)
         concurrency = self.literal(bound.get("concurrency"), "flow.map's concurrency", 10)
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             raise self.error(
-                call, f"flow.map's concurrency must be a positive int, got {concurrency!r}",
+                call,
+                f"flow.map's concurrency must be a positive int, got {concurrency!r}",
                 "write e.g. `concurrency=10`",
             )
         params = {"map": True, "items_expr": items, "concurrency": concurrency}

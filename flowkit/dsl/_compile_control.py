@@ -49,7 +49,9 @@ class Control(Statements):
             exits += self.block(case.body, body)
         return exits + ports
 
-    def case(self, case: ast.match_case, subject: str, ports: list[Port]) -> tuple[list[Port], list[Port]]:
+    def case(
+        self, case: ast.match_case, subject: str, ports: list[Port]
+    ) -> tuple[list[Port], list[Port]]:
         """Test one case: returns the ports into its body and the ports to the next case."""
         pattern, line = case.pattern, self.lineno(case.pattern)
         rest: list[Port] = []
@@ -87,7 +89,8 @@ class Control(Statements):
         if any(isinstance(n, ast.Await) for n in ast.walk(test)):
             if node.orelse:
                 raise self.error(
-                    test, "`while` with an awaited condition cannot have an `else` block",
+                    test,
+                    "`while` with an awaited condition cannot have an `else` block",
                     "await the condition at the end of the loop body into a variable",
                 )
             body = [_break_unless(test), *body]
@@ -137,4 +140,3 @@ def _break_unless(test: ast.expr) -> ast.If:
     negated = ast.copy_location(ast.UnaryOp(ast.Not(), copy.deepcopy(test)), test)
     brk = ast.copy_location(ast.Break(), test)
     return ast.copy_location(ast.If(test=negated, body=[brk], orelse=[]), test)
-

@@ -48,7 +48,8 @@ class Expressions(CompilerBase):
         if kind in ("node", "flow"):
             what = "node" if kind == "node" else "flow"
             raise self.error(
-                node, f"{what} {name!r} is called without await",
+                node,
+                f"{what} {name!r} is called without await",
                 _NODE_WITHOUT_AWAIT.format(name=name),
             )
         if kind is not None:
@@ -56,7 +57,8 @@ class Expressions(CompilerBase):
         found = nondeterministic(obj, text)
         if found is not None:
             raise self.error(
-                node, f"{found}() is not deterministic and cannot run in a flow body",
+                node,
+                f"{found}() is not deterministic and cannot run in a flow body",
                 "move this into a @node: code between awaits may run again on another worker",
             )
         if obj is UNRESOLVED and text is not None:
@@ -67,7 +69,8 @@ class Expressions(CompilerBase):
         if isinstance(node, ast.Name):
             if node.id in self.rewrites:
                 raise self.error(
-                    node, f"cannot assign to {node.id!r}, the exception bound by `except ... as`",
+                    node,
+                    f"cannot assign to {node.id!r}, the exception bound by `except ... as`",
                     "use another variable name",
                 )
             return node.id
@@ -80,7 +83,8 @@ class Expressions(CompilerBase):
             return [item for item in items if item is not None]
         if isinstance(node, ast.Starred):
             raise self.error(
-                node, "starred assignment (`a, *rest = ...`) is not supported in a flow",
+                node,
+                "starred assignment (`a, *rest = ...`) is not supported in a flow",
                 "assign the sequence, then slice it (`rest = values[1:]`)",
             )
         return None
@@ -90,7 +94,8 @@ class Expressions(CompilerBase):
         target = self.target(node)
         if target is None:
             raise self.error(
-                node, f"{what} can only be assigned to names",
+                node,
+                f"{what} can only be assigned to names",
                 "assign to a variable, then store it in a separate statement",
             )
         return target
@@ -106,7 +111,8 @@ class Expressions(CompilerBase):
             call = f"__flowkit_setattr__({obj}, {node.attr!r}, {value})"
         else:
             raise self.error(
-                node, f"cannot assign to {ast.unparse(node)!r} in a flow",
+                node,
+                f"cannot assign to {ast.unparse(node)!r} in a flow",
                 "assign to a variable name",
             )
         root = root_name(node)
@@ -183,7 +189,8 @@ class _Walker(ast.NodeTransformer):
 
     def visit_Lambda(self, node: ast.Lambda) -> ast.AST:
         raise self.c.error(
-            node, "lambda is not allowed in a flow body",
+            node,
+            "lambda is not allowed in a flow body",
             "define a module-level function (or use operator.itemgetter/attrgetter)",
         )
 

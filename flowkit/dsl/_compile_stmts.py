@@ -21,7 +21,8 @@ REJECTED: dict[type[ast.stmt], tuple[str, str]] = {
                       "define it at module level (as a @node if it does work)"),
     ast.AsyncFunctionDef: ("nested function definitions are not allowed in a flow",
                            "define it at module level (as a @node if it does work)"),
-    ast.ClassDef: ("class definitions are not allowed in a flow", "define the class at module level"),
+    ast.ClassDef: ("class definitions are not allowed in a flow",
+                   "define the class at module level"),
     ast.Global: ("`global` is not allowed in a flow",
                  "flow variables live in the run's state: pass values in and return them"),
     ast.Nonlocal: ("`nonlocal` is not allowed in a flow",
@@ -49,8 +50,8 @@ class Statements(Calls):
         handler = getattr(self, f"stmt_{type(stmt).__name__}", None)
         if handler is None:
             message, hint = REJECTED.get(
-                type(stmt), (f"`{type(stmt).__name__}` statements are not supported in a flow",
-                             _MOVE_TO_NODE),
+                type(stmt),
+                (f"`{type(stmt).__name__}` statements are not supported in a flow", _MOVE_TO_NODE),
             )
             raise self.error(stmt, message, hint)
         result: list[Port] = handler(stmt, ports)
@@ -78,7 +79,9 @@ class Statements(Calls):
         value = ast.copy_location(ast.BinOp(current, node.op, node.value), node)
         return self.assign(node.target, value, ports, node)
 
-    def assign(self, node: ast.expr, value: ast.expr, ports: list[Port], stmt: ast.stmt) -> list[Port]:
+    def assign(
+        self, node: ast.expr, value: ast.expr, ports: list[Port], stmt: ast.stmt
+    ) -> list[Port]:
         target = self.target(node)
         if target is not None and isinstance(value, ast.Await):
             return self.await_call(value, target, ports)
@@ -94,8 +97,8 @@ class Statements(Calls):
         if isinstance(value, ast.Await):
             return self.await_call(value, None, ports)
         source, ports = self.expr(value, ports)
-        root = root_name(value.func) if isinstance(value, ast.Call) else None
-        if root is not None and root in self.locals and isinstance(value.func, ast.Attribute):
+        root = _method_receiver(value)
+        if root is not None and root in self.locals:
             # `items.append(x)`: re-bind `items` so that the change is recorded in the run's state
             return self.let(root, f"({source}, {root})[1]", ports, node)
         return self.let(None, source, ports, node)
@@ -149,7 +152,7 @@ class Statements(Calls):
         raise AssertionError("break/continue outside a loop is a SyntaxError")  # pragma: no cover
 
     def leave(self, ports: list[Port], stop: int) -> list[Port]:
-        """Run the ``finally`` bodies of the try statements above ``frames[stop]``, innermost first."""
+        """Run the ``finally`` bodies of the try frames above ``frames[stop]`` (innermost first)."""
         for index in range(len(self.frames) - 1, stop - 1, -1):
             frame = self.frames[index]
             if isinstance(frame, TryFrame) and frame.final:
@@ -168,7 +171,8 @@ class Statements(Calls):
         )
         if handling is None:
             raise self.error(
-                node, "a bare `raise` is only allowed inside an `except` block",
+                node,
+                "a bare `raise` is only allowed inside an `except` block",
                 "raise an exception explicitly: `raise ValueError(...)`",
             )
         if handling.saved is not None:
@@ -185,3 +189,10 @@ class Statements(Calls):
             return
         node_id = self.graph.new_id(f"raise@L{self.lineno(node)}")
         self.add(node_id, "return", {"raise": True}, ports)
+
+
+def _method_receiver(value: ast.expr) -> str | None:
+    """``items`` for ``items.append(x)`` (a method call on a name's value)."""
+    if isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute):
+        return root_name(value.func.value)
+    return None

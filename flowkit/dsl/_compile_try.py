@@ -50,7 +50,9 @@ class Tries(Control):
         finally:
             self.frames.pop()
 
-    def handlers(self, node: ast.Try, handler: Handler, after_failure: Handler | None) -> list[Port]:
+    def handlers(
+        self, node: ast.Try, handler: Handler, after_failure: Handler | None
+    ) -> list[Port]:
         """The ``except`` chain: test each clause in turn; no match re-raises."""
         saved = self.temp("error") if _nests_try(node.handlers) else None
         frame = TryFrame(after_failure, node.finalbody, handling=True, saved=saved)
@@ -80,8 +82,10 @@ class Tries(Control):
         if clause.type is None:
             return ports, []
         types = self.pure(clause.type)
-        node_id = handler.id if handler.id not in self.graph.drafts else (
-            self.graph.new_id(f"except@L{self.lineno(clause)}")
+        node_id = (
+            handler.id
+            if handler.id not in self.graph.drafts
+            else (self.graph.new_id(f"except@L{self.lineno(clause)}"))
         )
         cond = f"__flowkit_matches__(__error__, {types})"
         self.add(node_id, "branch", {"cond": cond}, ports)

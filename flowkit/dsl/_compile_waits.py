@@ -111,7 +111,8 @@ class Waits(Expressions):
             return ast.literal_eval(node)
         except ValueError:
             raise self.error(
-                node, f"{what} must be a literal value",
+                node,
+                f"{what} must be a literal value",
                 "flowkit needs it when the flow is compiled: write the value itself",
             ) from None
 
@@ -122,7 +123,8 @@ class Waits(Expressions):
         if not isinstance(value, str) or not value:
             where = node if node is not None else ast.Constant(None)
             raise self.error(
-                where, f"{what} must be a non-empty string literal",
+                where,
+                f"{what} must be a non-empty string literal",
                 "signals and routes are matched by name before the flow runs",
             )
         return value
@@ -154,7 +156,8 @@ class Waits(Expressions):
         if isinstance(value, str):
             return value
         raise self.error(
-            node, "flow.webhook's secret must be a string, a string constant or os.environ[...]",
+            node,
+            "flow.webhook's secret must be a string, a string constant or os.environ[...]",
             'write secret="...", secret=SECRET or secret=os.environ["WEBHOOK_SECRET"]',
         )
 
@@ -176,5 +179,3 @@ def _is_literal(node: ast.expr) -> bool:
     except ValueError:
         return False
     return True
-
-

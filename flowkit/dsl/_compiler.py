@@ -24,17 +24,16 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .._errors import CompileError
+from ..blueprint._model import Blueprint
 from ..blueprint._validate import validate
 from ._compile_base import Source
-from ._compile_graph import START, Draft
+from ._compile_graph import START, Draft, Port
 from ._compile_resolve import Resolver
 from ._compile_try import Tries
 from ._evaluator import FlowEvaluator
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-    from ..blueprint._model import Blueprint
 
 METADATA = {"join_default": "pass", "compiled": True}
 _SCOPES = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp,
@@ -55,7 +54,7 @@ class FlowCompiler(Tries):
     """Compiles one flow function body."""
 
     def function(self, fn_node: ast.AsyncFunctionDef, fn: Callable[..., Any]) -> None:
-        ports = [(START, None)]
+        ports: list[Port] = [(START, None)]
         names = _parameters(fn_node)
         if names:
             uses = f"{fn.__module__}.{fn.__qualname__}:inputs"
@@ -105,7 +104,8 @@ def compile_flow(
     if pending:
         node, name = pending[0]
         raise compiler.error(
-            node, f"cannot resolve {name!r} when compiling flow {flow_id!r}",
+            node,
+            f"cannot resolve {name!r} when compiling flow {flow_id!r}",
             "define the node (or flow) at module level or before the flow is first run",
         )
     bp = compiler.graph.blueprint(flow_id, version, dict(METADATA))
@@ -122,7 +122,9 @@ def _parse(fn: Callable[..., Any]) -> tuple[Source, ast.AsyncFunctionDef]:
     except (OSError, TypeError):
         raise CompileError(
             f"cannot read the source of {getattr(fn, '__qualname__', fn)!r}",
-            filename=filename, lineno=code.co_firstlineno if code else 1, col_offset=0,
+            filename=filename,
+            lineno=code.co_firstlineno if code else 1,
+            col_offset=0,
             hint="define flows in a .py file (the compiler reads the function's source)",
         ) from None
     text = "".join(lines)
@@ -135,8 +137,11 @@ def _parse(fn: Callable[..., Any]) -> tuple[Source, ast.AsyncFunctionDef]:
         lineno = fn_node.lineno + source.line_offset
         raise CompileError(
             f"@flow needs an async function; {fn_node.name!r} is a plain def",
-            filename=filename, lineno=lineno, col_offset=fn_node.col_offset + indent,
-            source_line=source.line(lineno), hint=f"write `async def {fn_node.name}(...)`",
+            filename=filename,
+            lineno=lineno,
+            col_offset=fn_node.col_offset + indent,
+            source_line=source.line(lineno),
+            hint=f"write `async def {fn_node.name}(...)`",
         )
     return source, fn_node
 

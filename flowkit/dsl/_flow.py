@@ -113,7 +113,9 @@ async def first(*calls: Any) -> Any:
 
 
 @_primitive("map")
-async def map(node: Callable[[Any], Any], items: Iterable[Any], *, concurrency: int = 10) -> list[Any]:
+async def map(
+    node: Callable[[Any], Any], items: Iterable[Any], *, concurrency: int = 10
+) -> list[Any]:
     """``node(item)`` for every item, at most ``concurrency`` at a time; results in input order."""
     values = list(items)
     results: list[Any] = [None] * len(values)
@@ -175,7 +177,7 @@ class FlowDecorator:
 
     @overload
     def __call__(
-        self, *, id: str | None = None, version: int = 1
+        self, fn: None = None, /, *, id: str | None = None, version: int = 1
     ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], FlowDef[P, R]]: ...
 
     def __call__(
@@ -200,5 +202,3 @@ flow = FlowDecorator()
 ``flow.gather``, ``flow.first`` and ``flow.map``."""
 
 __all__ = ["FlowDecorator", "flow"]
-
-

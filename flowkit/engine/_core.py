@@ -339,18 +339,7 @@ class Step(NodeSteps):
                     record[_STATUS] = "poisoned"
 
     def finish(self, status: RunStatus, *, output: Any = None, error: Any = None) -> None:
-        sections = self.s.sections
         self.cancel_nodes(None, skip=False)
-        for timer_id in list(sections["timers"]):
-            self.s.drop("timers", timer_id)
-            self.commands.append(p.CancelTimer(timer_id))
-        for name in list(sections["waits"]):
-            self.s.drop("waits", name)
-        for child_id in list(sections["children"]):
-            self.s.drop("children", child_id)
-            self.commands.append(p.CancelChild(child_id))
-        for batch in list(sections["batches"]):
-            self.s.drop("batches", batch)
         self.s.put("header", "status", status.value)
         self.s.put("header", "output", output)
         if error is not None:
@@ -359,15 +348,34 @@ class Step(NodeSteps):
         self.commands.append(p.FinishRun(status.value, output, error))
 
     def cancel_nodes(self, nodes: tuple[str, ...] | None, *, skip: bool) -> None:
-        """Cancel in-flight dispatches (of ``nodes``, or all); skipped ones route skips on."""
-        dispatches = self.s.sections["dispatches"]
-        for dispatch_id, dispatch in list(dispatches.items()):
-            if nodes is not None and dispatch["node"] not in nodes:
-                continue
-            self.s.drop("dispatches", dispatch_id)
-            self.commands.append(p.CancelNode(dispatch_id))
-            if skip:
-                self.skip(dispatch["node"])
+        """Cancel what ``nodes`` (or, with None, every node) have in progress.
+
+        Dispatches, timers, waits, child runs and batches all go; with ``skip``
+        each cancelled node is skipped once, so joins after it still settle.
+        """
+        sections = self.s.sections
+        cancelled: dict[str, None] = {}
+
+        def chosen(node_id: str) -> bool:
+            return nodes is None or node_id in nodes
+
+        for section, cancel in (
+            ("dispatches", p.CancelNode),
+            ("timers", p.CancelTimer),
+            ("waits", None),
+            ("children", p.CancelChild),
+            ("batches", None),
+        ):
+            for key, value in list(sections[section].items()):
+                node_id = key if section == "batches" else value["node"]
+                if chosen(node_id):
+                    self.s.drop(section, key)
+                    if cancel is not None:
+                        self.commands.append(cancel(key))
+                    cancelled[node_id] = None
+        if skip:
+            for node_id in cancelled:
+                self.skip(node_id)
 
     def settle(self) -> None:
         """After an event: finish the run if nothing is pending, or note a pause."""

@@ -120,7 +120,9 @@ class Driver:
             self._spawn(run, self._carry_out(run, commands))
             await run.idle.wait()
             return
-        idle = run.idle = anyio.Event()
+        if run.idle.is_set():
+            run.idle = anyio.Event()
+        idle = run.idle
         run.quiet = anyio.Event()
         group: anyio.abc.TaskGroup | None = None
         try:

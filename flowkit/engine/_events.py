@@ -78,8 +78,9 @@ class EventBus:
 
     def stream(self, types: Collection[str] | None = None) -> EventStream:
         """An async iterator of events from now on; close it (or leave ``async with``) to stop."""
+        chosen = _types(types)  # validate before anything needs closing
         send, receive = anyio.create_memory_object_stream[Event](math.inf)
-        entry = (send, _types(types))
+        entry = (send, chosen)
         self._streams.append(entry)
         return EventStream(receive, lambda: self._drop_stream(entry))
 
@@ -112,7 +113,7 @@ class EventStream:
     async def __anext__(self) -> Event:
         try:
             return await self._receive.receive()
-        except anyio.EndOfStream:
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
             raise StopAsyncIteration from None
 
     async def __aenter__(self) -> EventStream:

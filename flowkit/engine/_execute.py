@@ -9,6 +9,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import sniffio
 
 from .. import _clock as clock
 from .._errors import describe
@@ -42,24 +43,40 @@ class Executor:
     ) -> None:
         self.events = events or EventBus()
         self.plain_data = plain_data
+        self.overrides: dict[str, Any] = {}  # node id or registry name -> invoker (mocks)
         self._pipeline = Pipeline(middleware)
-        self._limiter = anyio.CapacityLimiter(max_concurrency) if max_concurrency else None
+        self._max_concurrency = max_concurrency
+        self._limiters: dict[str, anyio.CapacityLimiter] = {}
 
     async def execute(
         self, run_id: str, target: Target, state: RunState, command: p.ExecuteNode
     ) -> p.Event:
         """Run the node (bounded by ``max_concurrency``); never raises for node errors."""
-        if self._limiter is not None:
-            async with self._limiter:
-                return await self._execute(run_id, target, state, command)
-        return await self._execute(run_id, target, state, command)
+        if self._max_concurrency is None:
+            return await self._execute(run_id, target, state, command)
+        async with self._limiter():
+            return await self._execute(run_id, target, state, command)
+
+    def _limiter(self) -> anyio.CapacityLimiter:
+        """One limiter per event-loop library (a limiter is bound to the loop that made it)."""
+        backend = sniffio.current_async_library()
+        limiter = self._limiters.get(backend)
+        if limiter is None:
+            assert self._max_concurrency is not None
+            limiter = self._limiters[backend] = anyio.CapacityLimiter(self._max_concurrency)
+        return limiter
 
     async def _execute(
         self, run_id: str, target: Target, state: RunState, command: p.ExecuteNode
     ) -> p.Event:
         spec = target.program.specs[command.node_id]
         uses = spec.uses or ""
-        invoke = target.fallbacks[uses] if command.fallback else target.invokers[uses]
+        if command.fallback:
+            invoke = target.fallbacks[spec.config.fallback or ""]
+        else:
+            invoke = target.invokers[uses]
+        if self.overrides and not command.fallback:
+            invoke = self.overrides.get(command.node_id) or self.overrides.get(uses) or invoke
         ctx = NodeContext(
             run_id,
             command.node_id,

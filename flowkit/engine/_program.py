@@ -14,6 +14,7 @@ import attrs
 
 from .._safe_eval import compile_safe
 from ..blueprint._graph import shape_of
+from ._invoke import Node
 
 if TYPE_CHECKING:
     from ..blueprint._model import Blueprint, NodeSpec
@@ -129,13 +130,17 @@ def _parameters(fn: Any) -> tuple[str, ...] | None:
     """Names a callable accepts by keyword, or None when it takes ``**kwargs``."""
     if fn is None:
         return ()
-    target = getattr(fn, "__flowkit_signature_target__", fn)
+    target = getattr(fn, "__flowkit_impl__", fn)
+    skip = 0
+    node_class = target if isinstance(target, type) else type(target)
+    if isinstance(node_class, type) and issubclass(node_class, Node):
+        target, skip = node_class.prep, 2  # prep(self, ctx, *args, **kwargs)
     try:
         signature = inspect.signature(target)
     except (TypeError, ValueError):
         return None
     names = []
-    for param in signature.parameters.values():
+    for param in list(signature.parameters.values())[skip:]:
         if param.kind is inspect.Parameter.VAR_KEYWORD:
             return None
         if param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):

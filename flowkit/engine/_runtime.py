@@ -77,7 +77,10 @@ class Runtime(Driver):
         """
         resolved = self._target(target, registry)
         run, commands = await self._create(resolved, run_id, inputs)
-        await self._drive(run, commands)
+        if commands:
+            await self._drive(run, commands)
+        else:  # an existing run: wait for whoever drives it to let go
+            await run.idle.wait()
         return RunResult.of(run.state)
 
     async def start(
@@ -95,7 +98,10 @@ class Runtime(Driver):
                 "use `async with flowkit.Runtime() as rt: handle = await rt.start(...)`"
             )
         run, commands = await self._create(self._target(target, registry), run_id, inputs)
-        self._tg.start_soon(self._drive, run, commands)
+        if commands or run.recover:
+            if run.idle.is_set() and run.tg is None:
+                run.idle = anyio.Event()  # busy from now, not from when the task starts
+            self._tg.start_soon(self._drive, run, commands)
         return RunHandle(self, run.run_id)
 
     async def resume(

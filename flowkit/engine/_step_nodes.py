@@ -153,7 +153,7 @@ class NodeSteps:
         value = outputs.get(src) if src else None
         scope = {"result": value, "state": self.s.context, "input": self.s.header.get("inputs")}
         again = bool(self.p.condition(str(params.get("condition", "False")))(scope))
-        self.iterate(node_id, params, again, value)
+        self.iterate(node_id, params, again, value, ran=1)
 
     def python_loop(self, node_id: str, params: dict[str, Any], back: bool) -> None:
         loops = self.s.sections["loops"]
@@ -172,7 +172,14 @@ class NodeSteps:
             again = bool(self.p.expr(params["cond"])(ctx))
         self.iterate(node_id, params, again, None)
 
-    def iterate(self, node_id: str, params: dict[str, Any], again: bool, value: Any) -> None:
+    def iterate(
+        self, node_id: str, params: dict[str, Any], again: bool, value: Any, *, ran: int = 0
+    ) -> None:
+        """Go round again (``again``) or exit; ``max_iterations`` caps how often the body runs.
+
+        ``ran`` is 1 for builder loops, whose body has run once before the
+        loop node first decides.
+        """
         loops = self.s.sections["loops"]
         state = loops.get(node_id) or {"n": 0}
         start = str(params.get("start", ""))
@@ -187,7 +194,7 @@ class NodeSteps:
                     self.queue.append((start, False, False, node_id))
             return
         limit = int(params.get("max_iterations", 10_000))
-        if state["n"] >= limit:
+        if state["n"] + ran >= limit:
             raise LoopLimitExceeded(node_id, limit)
         self.s.put("loops", node_id, dict(state, n=state["n"] + 1))
         for reset in self.p.loop_resets.get(node_id, ()):

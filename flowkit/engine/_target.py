@@ -75,5 +75,5 @@ def resolve(target: Any, registry: Mapping[str, Any] | None = None) -> Target:
         except TypeError as exc:
             raise FlowkitError(f"node {spec.id!r}: {exc}") from exc
         if spec.config.fallback:
-            fallbacks[spec.uses] = make_invoker(reg[spec.config.fallback])
+            fallbacks[spec.config.fallback] = make_invoker(reg[spec.config.fallback])
     return Target(program, invokers, fallbacks, children)

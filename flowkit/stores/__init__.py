@@ -1,5 +1,7 @@
 """Stores: where runs, timers and leases live (memory, SQLite, PostgreSQL, Redis)."""
 
+from typing import TYPE_CHECKING
+
 from ._memory import MemoryStore as MemoryStore
 from ._protocol import DueTimer as DueTimer
 from ._protocol import ExpiredLease as ExpiredLease
@@ -11,11 +13,17 @@ from ._protocol import StoreStats as StoreStats
 from ._sqlite import SQLiteStore as SQLiteStore
 from ._urls import from_url as from_url
 
+if TYPE_CHECKING:
+    from ._postgres import PostgresStore as PostgresStore
+    from ._redis import RedisStore as RedisStore
+
 __all__ = [
     "DueTimer",
     "ExpiredLease",
     "IndexOps",
     "MemoryStore",
+    "PostgresStore",
+    "RedisStore",
     "RunInfo",
     "RunTransaction",
     "SQLiteStore",

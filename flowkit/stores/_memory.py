@@ -144,7 +144,7 @@ class _MemoryTransaction:
     @property
     def wants_snapshot(self) -> bool:
         stored = self._stored
-        return stored is not None and self.version - stored.snapshot_version >= (
+        return stored is not None and self.version + 1 - stored.snapshot_version >= (
             self._store.snapshot_every
         )
 
@@ -162,10 +162,12 @@ class _MemoryTransaction:
 
             raise StoreError(f"cannot commit to run {self._run_id!r}: it does not exist")
         encoded = encode_delta(delta)
+        take_snapshot = state is not None and self.wants_snapshot
         self.version += 1
         stored.journal[self.version] = encoded
         stored.info = attrs.evolve(stored.info, version=self.version, **(info or {}))
-        if state is not None and self.wants_snapshot:
+        if take_snapshot:
+            assert state is not None
             stored.snapshot = encode_state(state)
             for old in range(stored.snapshot_version + 1, self.version + 1):
                 stored.journal.pop(old, None)

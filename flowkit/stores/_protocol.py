@@ -96,9 +96,12 @@ class RunTransaction(Protocol):
     ) -> int:
         """Append ``delta`` as the next version and apply ``index``; returns the new version.
 
-        ``info`` updates the run's header columns (``status``...). ``state``, the
-        run's full state after the delta, lets the store write a snapshot when
-        it wants one (see :attr:`wants_snapshot`).
+        Durable once the transaction block exits (some stores sooner): publish
+        messages that depend on it after the block.
+
+        ``info`` updates the run's ``status`` column (the only key every store
+        accepts). ``state``, the run's full state after the delta, lets the store
+        write a snapshot when it wants one (see :attr:`wants_snapshot`).
         """
 
     @property

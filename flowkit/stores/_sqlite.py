@@ -149,7 +149,8 @@ class SQLiteStore:
             try:
                 yield txn
             finally:
-                await self._run(lambda c: c.execute("COMMIT" if txn.committed else "ROLLBACK"))
+                with anyio.CancelScope(shield=True):
+                    await self._run(lambda c: c.execute("COMMIT" if txn.committed else "ROLLBACK"))
 
     async def load(self, run_id: str) -> tuple[RunState, int] | None:
         def read(conn: sqlite3.Connection) -> tuple[RunState, int] | None:
@@ -332,6 +333,7 @@ class _SQLiteTransaction:
                 )
             _write_index(conn, self._run_id, index)
 
+        self.committed = False  # a failed write must not be committed at the block's end
         await self._store._run(write)
         self.version = version
         if snapshot is not None:

@@ -1,0 +1,76 @@
+"""What a simulation reports: ``Simulation``, its trace entries and recorded calls."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import attrs
+
+from .._errors import FlowkitError
+from ..engine._events import Event
+from ..engine._state import RunStatus
+
+
+@attrs.frozen
+class TraceEntry:
+    """One node execution: which attempt, and when in virtual time it ran."""
+
+    node_id: str
+    attempt: int
+    started: datetime
+    finished: datetime
+    status: str  # "completed" | "failed"
+    run_id: str = ""
+
+
+@attrs.frozen
+class Call:
+    """The arguments one node execution received."""
+
+    node_id: str
+    attempt: int
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+@attrs.define
+class Simulation:
+    """The outcome of :func:`simulate`: status, output, virtual time spent, path taken."""
+
+    run_id: str
+    status: RunStatus
+    output: Any
+    error: FlowkitError | None
+    elapsed: timedelta
+    visited: list[str]
+    trace: list[TraceEntry]
+    events: list[Event]
+    state: dict[str, Any]
+    seed: int = 0
+    _calls: list[Call] = attrs.field(factory=list, alias="_calls")
+    _uses: dict[str, str] = attrs.field(factory=dict, alias="_uses")
+
+    def calls(self, node: Any) -> list[Call]:
+        """Executions of ``node`` (a node id, or a node function / ``@node`` by reference)."""
+        if isinstance(node, str):
+            return [c for c in self._calls if c.node_id == node]
+        name = registry_name(node)
+        return [c for c in self._calls if self._uses.get(c.node_id) == name]
+
+    def __repr__(self) -> str:
+        return (
+            f"Simulation(status={self.status.value!r}, output={self.output!r}, "
+            f"elapsed={self.elapsed}, visited={self.visited!r})"
+        )
+
+
+def registry_name(node: Any) -> str:
+    """The registry name flows use for a node function, ``@node`` or class node."""
+    from ..dsl._builder import implementation_name
+
+    return str(getattr(node, "registry_name", None) or implementation_name(node))
+
+
+class SimulationError(FlowkitError):
+    """A simulation could not go on (no scripted signal, step limit, bad script)."""
