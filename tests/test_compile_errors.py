@@ -21,7 +21,7 @@ from flowkit.dsl._node import node
 if TYPE_CHECKING:
     from pathlib import Path
 
-PRELUDE = '''\
+PRELUDE = """\
 import asyncio, datetime, os, random, secrets, time, uuid
 from datetime import datetime as dt
 from random import choice
@@ -47,7 +47,7 @@ async def other(x=None):
     return x
 
 
-'''
+"""
 _COUNTER = itertools.count()
 
 
@@ -57,7 +57,8 @@ def load(tmp_path: Path, source: str) -> Any:
     path = tmp_path / f"{name}.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
@@ -113,7 +114,7 @@ REJECTED = [
     ("bare-raise", "raise  # <-", "bare `raise`", "raise ValueError"),
     ("rebind-exception", "try:\n    await work(x)\nexcept ValueError as e:\n    e = 1  # <-",
      "exception bound", "another variable"),
-    ("wait-name", "name = 'a'\nawait flow.wait(name)  # <-", "must be a literal", "write the value"),
+    ("wait-name", "name = 'a'\nawait flow.wait(name)  # <-", "must be a literal", "the value"),
     ("wait-timeout", "await flow.wait('a', timeout=x)  # <-", "must be a literal", "the value"),
     ("sleep-duration", "await flow.sleep('10 minutes')  # <-", "invalid duration", '"30s"'),
     ("webhook-secret", "await flow.webhook('/h', secret=plain(x))  # <-", "secret", "os.environ"),
@@ -148,7 +149,7 @@ class TestRejected:
         assert message in error.message
         assert hint in error.hint
         assert "# <-" in error.source_line
-        assert error.filename.endswith(".py")
+        assert str(error.filename).endswith(".py")
 
     @pytest.mark.parametrize("call", NONDETERMINISTIC)
     def test_nondeterministic_call(self, tmp_path: Path, call: str) -> None:
@@ -217,7 +218,9 @@ class TestRejectedInFunctions:
 
 def this_line(marker: str) -> int:
     with open(__file__) as source:
-        return next(i for i, line in enumerate(source, 1) if marker in line and "this_line" not in line)
+        return next(
+            i for i, line in enumerate(source, 1) if marker in line and "this_line" not in line
+        )
 
 
 class TestWholeFunction:

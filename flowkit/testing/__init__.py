@@ -1,0 +1,21 @@
+"""Testing workflows: ``simulate()`` on virtual time, fault injection, fixtures, strategies."""
+
+from ._capture import capture_events as capture_events
+from ._faults import Faults as Faults
+from ._model import Call as Call
+from ._model import Simulation as Simulation
+from ._model import SimulationError as SimulationError
+from ._model import TraceEntry as TraceEntry
+from ._simulate import simulate as simulate
+from ._simulate import simulate_async as simulate_async
+
+__all__ = [
+    "Call",
+    "Faults",
+    "Simulation",
+    "SimulationError",
+    "TraceEntry",
+    "capture_events",
+    "simulate",
+    "simulate_async",
+]

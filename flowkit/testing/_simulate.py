@@ -100,9 +100,17 @@ class Simulator:
     """Drives one simulated run (and its child runs) to the end."""
 
     def __init__(
-        self, target: Target, *, mocks: Mapping[Any, Any] | None, signals: Mapping[str, Any] | None,
-        webhooks: Mapping[str, Any] | None, clock: VirtualClock, seed: int, max_steps: int,
-        flows: list[Any], reorder: bool = False,
+        self,
+        target: Target,
+        *,
+        mocks: Mapping[Any, Any] | None,
+        signals: Mapping[str, Any] | None,
+        webhooks: Mapping[str, Any] | None,
+        clock: VirtualClock,
+        seed: int,
+        max_steps: int,
+        flows: list[Any],
+        reorder: bool = False,
     ) -> None:
         self.target = target
         self.clock = clock
@@ -134,7 +142,9 @@ class Simulator:
             await self.loop()
         return self.result(run_id)
 
-    def start(self, target: Target, run_id: str, inputs: dict[str, Any], parent: str | None) -> None:
+    def start(
+        self, target: Target, run_id: str, inputs: dict[str, Any], parent: str | None
+    ) -> None:
         state = RunState(run_id)
         self.runs[run_id] = _Run(target, state, parent)
         self.emit(run_id, "workflow:start")
@@ -167,8 +177,11 @@ class Simulator:
         self.calls.append(Call(command.node_id, command.attempt, command.args, command.kwargs))
         event = await self.executor.execute(run_id, run.target, run.state, command)
         status = "completed" if isinstance(event, p.NodeCompleted) else "failed"
-        self.trace.append(TraceEntry(command.node_id, command.attempt, started,
-                                     self.clock.datetime(), status, run_id))
+        self.trace.append(
+            TraceEntry(
+                command.node_id, command.attempt, started, self.clock.datetime(), status, run_id
+            )
+        )
         self.apply(run_id, event)
 
     def fire_next_timer(self) -> bool:
@@ -193,7 +206,8 @@ class Simulator:
             elif isinstance(command, p.StartTimer):
                 self._seq += 1
                 heapq.heappush(
-                    self.timers, (self.clock.now + command.delay, self._seq, run_id, command.timer_id)
+                    self.timers,
+                    (self.clock.now + command.delay, self._seq, run_id, command.timer_id),
                 )
             elif isinstance(command, p.AwaitSignal):
                 self.answer(run_id, command)
@@ -235,9 +249,15 @@ class Simulator:
     def start_child(self, run_id: str, command: p.StartChild) -> None:
         child = self.by_blueprint_id.get(command.blueprint_id)
         if child is None:
-            error = {"type": "flowkit._errors.ResumeError", "mro": [], "message":
-                     f"no flow with blueprint id {command.blueprint_id!r}; pass it in flows=[...]"}
-            self.pending.append((run_id, p.ChildFinished(command.child_run_id, "failed", None, error)))
+            error = {
+                "type": "flowkit._errors.ResumeError",
+                "mro": [],
+                "message": f"no flow with blueprint id {command.blueprint_id!r}; "
+                "pass it in flows=[...]",
+            }
+            self.pending.append(
+                (run_id, p.ChildFinished(command.child_run_id, "failed", None, error))
+            )
             return
         self.start(child, command.child_run_id, dict(command.inputs), run_id)
 
@@ -248,8 +268,14 @@ class Simulator:
             event = p.ChildFinished(run_id, command.status, command.output, command.error)
             self.pending.append((parent, event))
 
-    def emit(self, run_id: str, type_: str, node_id: str | None = None,
-             attempt: int | None = None, data: Any = None) -> None:
+    def emit(
+        self,
+        run_id: str,
+        type_: str,
+        node_id: str | None = None,
+        attempt: int | None = None,
+        data: Any = None,
+    ) -> None:
         self.bus.emit(Event(type_, run_id, self.clock.now, node_id, attempt, None, data))
 
     def result(self, run_id: str) -> Simulation:
@@ -260,10 +286,18 @@ class Simulator:
             status, error = RunStatus.FAILED, self.failure
         uses = {n.id: n.uses or "" for r in self.runs.values() for n in r.target.blueprint.nodes}
         return Simulation(
-            run_id=run_id, status=status, output=outcome.output, error=error,
-            elapsed=timedelta(seconds=self.clock.now - self.clock.start), visited=self.visited,
-            trace=self.trace, events=self.events, state=outcome.state, seed=self.seed,
-            _calls=self.calls, _uses=uses,
+            run_id=run_id,
+            status=status,
+            output=outcome.output,
+            error=error,
+            elapsed=timedelta(seconds=self.clock.now - self.clock.start),
+            visited=self.visited,
+            trace=self.trace,
+            events=self.events,
+            state=outcome.state,
+            seed=self.seed,
+            _calls=self.calls,
+            _uses=uses,
         )
 
 
@@ -282,11 +316,21 @@ def _targets(target: Target, flows: list[Any]) -> list[Target]:
 
 
 async def simulate_async(
-    target: Any, *, mocks: Mapping[Any, Any] | None = None, signals: Mapping[str, Any] | None = None,
-    webhooks: Mapping[str, Any] | None = None, start: str | datetime | None = None,
-    workers: int | None = None, faults: Any = None, seed: int = 0, max_steps: int = 100_000,
-    registry: Mapping[str, Any] | None = None, flows: list[Any] | None = None,
-    run_id: str = "sim", **inputs: Any,
+    target: Any,
+    *,
+    mocks: Mapping[Any, Any] | None = None,
+    signals: Mapping[str, Any] | None = None,
+    webhooks: Mapping[str, Any] | None = None,
+    start: str | datetime | None = None,
+    workers: int | None = None,
+    faults: Any = None,
+    seed: int = 0,
+    max_steps: int = 100_000,
+    registry: Mapping[str, Any] | None = None,
+    flows: list[Any] | None = None,
+    run_id: str = "sim",
+    store: Any = None,
+    **inputs: Any,
 ) -> Simulation:
     """:func:`simulate` for async tests."""
     clock = VirtualClock(parse_start(start))
@@ -295,13 +339,30 @@ async def simulate_async(
         from ._faults import simulate_distributed
 
         return await simulate_distributed(
-            resolved, target, mocks=mocks, signals=signals, webhooks=webhooks, clock=clock,
-            workers=workers or 1, faults=faults, seed=seed, max_steps=max_steps,
-            flows=list(flows or ()), run_id=run_id, inputs=inputs,
+            resolved,
+            target,
+            mocks=mocks,
+            signals=signals,
+            webhooks=webhooks,
+            clock=clock,
+            workers=workers or 1,
+            faults=faults,
+            seed=seed,
+            max_steps=max_steps,
+            flows=list(flows or ()),
+            run_id=run_id,
+            inputs=inputs,
+            store=store,
         )
     simulator = Simulator(
-        resolved, mocks=mocks, signals=signals, webhooks=webhooks, clock=clock, seed=seed,
-        max_steps=max_steps, flows=list(flows or ()),
+        resolved,
+        mocks=mocks,
+        signals=signals,
+        webhooks=webhooks,
+        clock=clock,
+        seed=seed,
+        max_steps=max_steps,
+        flows=list(flows or ()),
     )
     return await simulator.run(run_id, inputs)
 

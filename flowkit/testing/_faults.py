@@ -1,0 +1,390 @@
+"""``simulate(..., workers=N, faults=Faults(...))``: the distributed protocol under faults.
+
+The simulator plays the broker: it holds the messages workers publish and
+hands them, one at a time and in a seeded order, to real :class:`Worker`
+objects sharing an in-memory store. Faults are injected between and inside
+steps: crashed workers (before or after their commit), duplicated, redelivered,
+reordered and delayed messages. Afterwards the invariants are checked: no
+dispatch is created or completed twice, the run finished, and its output
+equals the fault-free run's. A violation raises ``AssertionError`` naming the
+seed, so a failing seed reproduces exactly.
+"""
+
+from __future__ import annotations
+
+import random
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from .. import _clock
+from .._serde import to_data
+from ..engine._invoke import make_invoker
+from ..engine._result import RunResult
+from ..engine._state import DELETED, FINISHED_VALUES, RunStatus
+from ..stores._memory import MemoryStore
+from ..worker._client import Client
+from ..worker._worker import Worker
+from ._model import Call, Simulation, SimulationError, TraceEntry, registry_name
+from ._simulate import Script, VirtualClock
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping
+
+    from ..engine._target import Target
+
+
+@attrs.frozen
+class Faults:
+    """Probabilities (0..1) of each fault per message, and whether to reorder deliveries."""
+
+    crash: float = 0.0
+    redeliver: float = 0.0
+    duplicate: float = 0.0
+    reorder: bool = False
+    delay: float = 0.0
+
+
+class _Crash(BaseException):
+    """A simulated process death (not an Exception: nothing may catch it)."""
+
+
+@attrs.define
+class _Message:
+    body: bytes
+    key: str | None
+    attempt: int = 1
+
+
+class SimTransport:
+    """A broker the simulator controls: sends append; deliveries are handed out by hand."""
+
+    def __init__(self, rng: random.Random, faults: Faults) -> None:
+        self.queue: list[_Message] = []
+        self.rng = rng
+        self.faults = faults
+        self.crash_on_send = False
+        self.dead_letters: list[tuple[bytes, str]] = []
+
+    async def send(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        key: str | None = None,
+        headers: Any = None,
+        delay: float | None = None,
+    ) -> None:
+        if self.crash_on_send:
+            raise _Crash
+        self.queue.append(_Message(body, key))
+        if self.rng.random() < self.faults.duplicate:
+            self.queue.append(_Message(body, key))
+
+    def receive(self, queue: str) -> Any:
+        raise SimulationError("the simulator hands out deliveries itself")
+
+    async def close(self) -> None:
+        pass
+
+
+class SimDelivery:
+    def __init__(self, transport: SimTransport, message: _Message) -> None:
+        self._transport = transport
+        self._message = message
+        self.body = message.body
+        self.headers: Mapping[str, str] = {}
+        self.key = message.key
+        self.attempt = message.attempt
+        self.settled = ""
+
+    async def ack(self) -> None:
+        self.settled = "ack"
+
+    async def nack(self, requeue_after: float | None = None) -> None:
+        self.settled = "nack"
+        self._transport.queue.append(attrs.evolve(self._message, attempt=self.attempt + 1))
+
+    async def extend(self, seconds: float) -> None:
+        pass
+
+    async def dead_letter(self, reason: str) -> None:
+        self.settled = "dead"
+        self._transport.dead_letters.append((self.body, reason))
+
+
+class _Ledger:
+    """What the store committed: each dispatch must be created and settled at most once."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.step = 0
+        self.created: set[tuple[str, str]] = set()
+        self.settled: set[tuple[str, str]] = set()
+
+    def record(self, run_id: str, delta: Any) -> None:
+        for section, key, value in delta:
+            if section != "dispatches":
+                continue
+            seen = self.settled if value is DELETED else self.created
+            if (run_id, key) in seen:
+                verb = "settled" if value is DELETED else "created"
+                raise AssertionError(
+                    f"seed {self.seed}, step {self.step}: dispatch {key!r} of run {run_id!r} "
+                    f"was {verb} twice (a completion applied twice)"
+                )
+            seen.add((run_id, key))
+
+
+class RecordingStore:
+    """Wraps a store; every committed delta goes through the ledger."""
+
+    def __init__(self, inner: Any, ledger: _Ledger) -> None:
+        self._inner = inner
+        self._ledger = ledger
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    @asynccontextmanager
+    async def transaction(self, run_id: str) -> AsyncIterator[Any]:
+        async with self._inner.transaction(run_id) as txn:
+            commit = txn.commit
+
+            async def recorded(delta: Any, **options: Any) -> int:
+                self._ledger.record(run_id, delta)
+                return int(await commit(delta, **options))
+
+            txn.commit = recorded
+            yield txn
+
+
+async def simulate_distributed(
+    resolved: Target,
+    target: Any,
+    *,
+    mocks: Mapping[Any, Any] | None,
+    signals: Mapping[str, Any] | None,
+    webhooks: Mapping[str, Any] | None,
+    clock: VirtualClock,
+    workers: int,
+    faults: Faults | None,
+    seed: int,
+    max_steps: int,
+    flows: list[Any],
+    run_id: str,
+    inputs: dict[str, Any],
+    store: Any = None,
+) -> Simulation:
+    """Run the real Worker/Client protocol under faults, then check the invariants."""
+    world = _World(
+        target, flows, mocks, signals, webhooks, clock, workers, faults or Faults(), seed, store
+    )
+    with _clock.use_clock(clock):
+        sim = await world.run(run_id, inputs, max_steps)
+    if faults is not None and (faults != Faults() or workers > 1):
+        reference = await simulate_distributed(
+            resolved,
+            target,
+            mocks=mocks,
+            signals=signals,
+            webhooks=webhooks,
+            clock=VirtualClock(datetime_of(clock.start)),
+            workers=1,
+            faults=None,
+            seed=seed,
+            max_steps=max_steps,
+            flows=flows,
+            run_id=run_id,
+            inputs=inputs,
+        )
+        _check_same_outcome(sim, reference, seed)
+    return sim
+
+
+def datetime_of(timestamp: float) -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
+def _check_same_outcome(sim: Simulation, reference: Simulation, seed: int) -> None:
+    if (sim.status, to_data(sim.output)) != (reference.status, to_data(reference.output)):
+        raise AssertionError(
+            f"seed {seed}: under faults the run ended {sim.status.value} with "
+            f"{sim.output!r}, but without faults {reference.status.value} with "
+            f"{reference.output!r}"
+        )
+
+
+class _World:
+    def __init__(
+        self,
+        target: Any,
+        flows: list[Any],
+        mocks: Mapping[Any, Any] | None,
+        signals: Mapping[str, Any] | None,
+        webhooks: Mapping[str, Any] | None,
+        clock: VirtualClock,
+        workers: int,
+        faults: Faults,
+        seed: int,
+        store: Any,
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.faults = faults
+        self.clock = clock
+        self.ledger = _Ledger(seed)
+        self.store = RecordingStore(store if store is not None else MemoryStore(), self.ledger)
+        self.transport = SimTransport(self.rng, faults)
+        self.flows = [target, *flows]
+        self.overrides = {
+            (k if isinstance(k, str) else registry_name(k)): make_invoker(v)
+            for k, v in (mocks or {}).items()
+        }
+        self.workers = [self._worker() for _ in range(workers)]
+        self.client = Client(self.transport, self.store, flows=self.flows, lease=30.0)
+        self.signals = Script(signals)
+        self.webhooks = Script(webhooks)
+        self.trace: list[TraceEntry] = []
+        self.calls: list[Call] = []
+        self.visited: list[str] = []
+
+    def _worker(self) -> Worker:
+        worker = Worker(self.flows, self.transport, self.store, lease=30.0)
+        worker.executor.overrides = dict(self.overrides)
+        execute = worker.executor.execute
+
+        async def traced(run_id: str, target: Any, state: Any, command: Any) -> Any:
+            started = self.clock.datetime()
+            self.calls.append(Call(command.node_id, command.attempt, command.args, command.kwargs))
+            event = await execute(run_id, target, state, command)
+            ok = type(event).__name__ == "NodeCompleted"
+            self.trace.append(
+                TraceEntry(
+                    command.node_id,
+                    command.attempt,
+                    started,
+                    self.clock.datetime(),
+                    "completed" if ok else "failed",
+                    run_id,
+                )
+            )
+            return event
+
+        worker.executor.execute = traced  # type: ignore[method-assign]
+        return worker
+
+    async def run(self, run_id: str, inputs: dict[str, Any], max_steps: int) -> Simulation:
+        await self.client.start(self.flows[0], run_id=run_id, **inputs)
+        for step in range(max_steps):
+            self.ledger.step = step
+            if await self._finished(run_id):
+                return await self._result(run_id)
+            if self.transport.queue:
+                await self._deliver_one()
+            elif not await self._answer_waits(run_id) and not await self._advance_time():
+                return await self._result(run_id)  # stalled: nothing can move
+        raise SimulationError(f"seed {self.seed}: no end within max_steps={max_steps}")
+
+    async def _finished(self, run_id: str) -> bool:
+        info = await self.store.info(run_id)
+        return info is not None and info.status in FINISHED_VALUES and not self.transport.queue
+
+    async def _deliver_one(self) -> None:
+        queue = self.transport.queue
+        index = self.rng.randrange(len(queue)) if self.faults.reorder else 0
+        message = queue.pop(index)
+        if self.rng.random() < self.faults.delay:
+            queue.append(message)
+            return
+        slot = self.rng.randrange(len(self.workers))
+        delivery = SimDelivery(self.transport, message)
+        crash = self.rng.random() < self.faults.crash
+        try:
+            if crash:
+                self.transport.crash_on_send = self.rng.random() < 0.5
+                if not self.transport.crash_on_send:
+                    raise _Crash  # died before doing anything
+            await self.workers[slot].handle(delivery)
+        except _Crash:
+            self.workers[slot] = self._worker()  # a fresh process: empty caches
+            queue.append(attrs.evolve(message, attempt=message.attempt + 1))
+        finally:
+            self.transport.crash_on_send = False
+        if delivery.settled == "ack" and self.rng.random() < self.faults.redeliver:
+            queue.append(attrs.evolve(message, attempt=message.attempt + 1))
+
+    async def _answer_waits(self, run_id: str) -> bool:
+        for candidate in await self._run_ids(run_id):
+            loaded = await self.store.load(candidate)
+            if loaded is None:
+                continue
+            state = loaded[0]
+            for name, wait in state.sections["waits"].items():
+                script = self.signals
+                target = self.client.shell.target_of(state)
+                if target.program.specs[wait["node"]].kind == "webhook":
+                    script = self.webhooks
+                if script.has(name):
+                    payload = script.take(name, RunResult.of(state).state)
+                    await self.client.signal(run_id, name, payload)
+                    return True
+        return False
+
+    async def _run_ids(self, run_id: str) -> list[str]:
+        found, todo = [], [run_id]
+        while todo:
+            current = todo.pop()
+            found.append(current)
+            loaded = await self.store.load(current)
+            if loaded is not None:
+                todo.extend(loaded[0].sections["children"])
+        return found
+
+    async def _advance_time(self) -> bool:
+        """Jump to the next due timer or expired lease, and let a worker act on it."""
+        timers = await self.store.due_timers(float("inf"), limit=1)
+        leases = await self.store.expired_leases(float("inf"), limit=1)
+        due = [t.due_at for t in timers] + [lease.expires_at for lease in leases]
+        if not due:
+            return False
+        self.clock.now = max(self.clock.now, min(due))
+        worker = self.workers[self.rng.randrange(len(self.workers))]
+        await worker._fire_due_timers()
+        await worker._reconcile()
+        return True
+
+    async def _result(self, run_id: str) -> Simulation:
+        loaded = await self.store.load(run_id)
+        if loaded is None:
+            raise SimulationError(f"run {run_id!r} vanished from the store")
+        outcome = RunResult.of(loaded[0])
+        if outcome.status not in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED):
+            raise AssertionError(
+                f"seed {self.seed}: the run stalled ({outcome.status.value}) with nothing "
+                "left to deliver, fire or signal"
+            )
+        uses = {
+            n.id: n.uses or ""
+            for f in self.client.shell.by_digest.values()
+            for n in f.blueprint.nodes
+        }
+        visited = [t.node_id for t in self.trace if t.status == "completed"]
+        return Simulation(
+            run_id=run_id,
+            status=outcome.status,
+            output=outcome.output,
+            error=outcome.error,
+            elapsed=timedelta(seconds=self.clock.now - self.clock.start),
+            visited=visited,
+            trace=self.trace,
+            events=[],
+            state=outcome.state,
+            seed=self.seed,
+            _calls=self.calls,
+            _uses=uses,
+        )
