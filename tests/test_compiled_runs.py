@@ -606,6 +606,15 @@ async def approval(order: str) -> str:
 
 
 @flow
+async def impatient() -> str:
+    try:
+        await flow.wait("reply", timeout=0.01)
+    except flowkit.WaitTimeout as exc:
+        return f"gave up: {type(exc).__name__}"
+    return "replied"
+
+
+@flow
 async def napping() -> str:
     await flow.sleep(0.01)
     return "rested"
@@ -620,6 +629,12 @@ class TestDurable:
         assert RunStatus.AWAITING == result.status
         result = await rt.signal(result.run_id, "approval", {"approved": True, "by": "ann"})
         assert "A9 approved by ann" == result.output
+
+    async def test_wait_timeout_is_catchable(self) -> None:
+        async with Runtime() as rt:
+            handle = await rt.start(impatient)
+            result = await handle.result(timeout=10)
+        assert "gave up: WaitTimeout" == result.output
 
     async def test_sleep(self) -> None:
         async with Runtime() as rt:

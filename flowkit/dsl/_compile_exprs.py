@@ -31,13 +31,24 @@ class Expressions(CompilerBase):
     def expr(self, node: ast.expr, ports: list[Port]) -> tuple[str, list[Port]]:
         """Source of ``node`` (awaits hoisted into nodes fed by ``ports``) and the new ports."""
         walker = _Walker(self, ports, hoist=True)
-        rewritten = walker.visit(copy.deepcopy(node))
+        rewritten = walker.visit(self.own(node))
         return ast.unparse(rewritten), walker.ports
 
     def pure(self, node: ast.expr) -> str:
         """Source of an expression that may not contain ``await`` (a loop condition...)."""
         walker = _Walker(self, [], hoist=False)
-        return ast.unparse(walker.visit(copy.deepcopy(node)))
+        return ast.unparse(walker.visit(self.own(node)))
+
+    def own(self, node: ast.expr) -> ast.expr:
+        """``node``, copied when compiling will change it (the same statement may be
+        compiled more than once: a ``finally`` body is compiled once per way out)."""
+        rewrites = self.rewrites
+        for child in ast.walk(node):
+            if isinstance(child, ast.Await) or (
+                isinstance(child, ast.Name) and child.id in rewrites
+            ):
+                return copy.deepcopy(node)
+        return node
 
     def check_call(self, node: ast.Call) -> None:
         """Refuse calls that cannot run between awaits: nodes, primitives, clocks, RNGs."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ast
 import inspect
-import textwrap
+import linecache
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -34,6 +34,7 @@ from ._evaluator import FlowEvaluator
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from types import CodeType
 
 METADATA = {"join_default": "pass", "compiled": True}
 _SCOPES = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp,
@@ -115,35 +116,60 @@ def compile_flow(
 
 
 def _parse(fn: Callable[..., Any]) -> tuple[Source, ast.AsyncFunctionDef]:
-    code = getattr(fn, "__code__", None)
-    filename = code.co_filename if code else "<unknown>"
-    try:
-        lines, first = inspect.getsourcelines(fn)
-    except (OSError, TypeError):
+    """The function's definition, from its module's source (kept by ``linecache``)."""
+    code = inspect.unwrap(fn).__code__
+    filename = code.co_filename
+    lines = linecache.getlines(filename)
+    fn_node = _find_function(_module_tree(filename, lines), code) if lines else None
+    if fn_node is None:
         raise CompileError(
             f"cannot read the source of {getattr(fn, '__qualname__', fn)!r}",
             filename=filename,
-            lineno=code.co_firstlineno if code else 1,
+            lineno=code.co_firstlineno,
             col_offset=0,
             hint="define flows in a .py file (the compiler reads the function's source)",
-        ) from None
-    text = "".join(lines)
-    dedented = textwrap.dedent(text)
-    indent = len(lines[0]) - len(lines[0].lstrip()) if lines else 0
-    source = Source(filename, max(first, 1) - 1, indent, lines)
-    tree = ast.parse(dedented)
-    fn_node = next(n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef))
+        )
+    source = Source(filename, 0, 0, lines)
     if not isinstance(fn_node, ast.AsyncFunctionDef):
-        lineno = fn_node.lineno + source.line_offset
         raise CompileError(
             f"@flow needs an async function; {fn_node.name!r} is a plain def",
             filename=filename,
-            lineno=lineno,
-            col_offset=fn_node.col_offset + indent,
-            source_line=source.line(lineno),
+            lineno=fn_node.lineno,
+            col_offset=fn_node.col_offset,
+            source_line=source.line(fn_node.lineno),
             hint=f"write `async def {fn_node.name}(...)`",
         )
     return source, fn_node
+
+
+_TREES: dict[str, tuple[list[str], ast.Module | None]] = {}
+
+
+def _module_tree(filename: str, lines: list[str]) -> ast.Module | None:
+    """The parsed module, cached while ``linecache`` holds the same text."""
+    cached = _TREES.get(filename)
+    if cached is not None and cached[0] is lines:
+        return cached[1]
+    try:
+        tree: ast.Module | None = ast.parse("".join(lines), filename)
+    except SyntaxError:  # the file changed since it was imported
+        tree = None
+    _TREES[filename] = (lines, tree)
+    return tree
+
+
+def _find_function(
+    tree: ast.Module | None, code: CodeType
+) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+    """The definition whose first line (decorators included) is the code's first line."""
+    if tree is None:
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == code.co_name:
+            first = node.decorator_list[0].lineno if node.decorator_list else node.lineno
+            if first == code.co_firstlineno:
+                return node
+    return None
 
 
 def _parameters(fn_node: ast.AsyncFunctionDef) -> list[str]:

@@ -69,7 +69,9 @@ async def _drop(schema: str) -> None:
     from psycopg import sql
 
     async with await psycopg.AsyncConnection.connect(PG_DSN, autocommit=True) as conn:
-        await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        await conn.execute(
+            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+        )
 
 
 FACTORY = PostgresFactory()
