@@ -1,46 +1,214 @@
-"""``python -m bench [--quick] [--json FILE] [--only engine|smoke] [--no-flowcraft]``."""
+"""``python -m bench [--quick] [--json FILE] [--only SECTION[,SECTION]] [--no-flowcraft]``.
+
+Sections: engine, compile, simulation, persistence, scale; ``--only smoke``
+runs every section at tiny sizes in a few seconds (no Flowcraft, no npm).
+Every figure is a ratio against a baseline measured in the same invocation
+(plain Python, Flowcraft, MemoryStore, Python's compile(), ...), each a median
+of repeated runs, so the comparison holds on a noisy machine.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import sys
-from typing import Any
+import time
+import traceback
+from typing import TYPE_CHECKING, Any
 
-from . import engine
+from . import compile as compile_section
+from . import engine, persistence, scale, simulation
+from ._util import Config, Table, print_tables
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import ModuleType
+
+SECTIONS: dict[str, ModuleType] = {
+    "engine": engine,
+    "compile": compile_section,
+    "simulation": simulation,
+    "persistence": persistence,
+    "scale": scale,
+}
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
-    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
-    lines.append("  ".join("-" * widths[c] for c in columns))
-    for row in rows:
-        lines.append("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))
-    return "\n".join(lines)
+def _only(value: str) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [n for n in names if n not in (*SECTIONS, "smoke")]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown section(s) {', '.join(unknown) or value!r}; "
+            f"choose from {', '.join([*SECTIONS, 'smoke'])}"
+        )
+    return names
+
+
+def budgets(results: dict[str, list[Table]]) -> Table:
+    """DESIGN §11 budgets against what this invocation measured."""
+    table = Table("budgets (DESIGN §11 and issue 7)")
+
+    def add(budget: str, target: str, measured: Any, met: bool | None) -> None:
+        table.rows.append({"budget": budget, "target": target, "measured": measured, "met": met})
+
+    if "engine" in results:
+        e = engine.summary(results["engine"])
+        rows = e["rows"]
+        for shape, n, factor in (
+            ("chain", 1000, 5),
+            ("fan", 1002, 5),
+            ("chain", 5000, 10),
+            ("fan", 5002, 10),
+        ):
+            row = rows.get((shape, n))
+            x = row.get("x_flowcraft") if row else None
+            if row is not None:
+                add(
+                    f"{shape} {n} vs Flowcraft",
+                    f">= {factor}x",
+                    x,
+                    None if x is None else x >= factor,
+                )
+        for shape, n in (("chain", 1000), ("fan", 1002)):
+            row = rows.get((shape, n))
+            if row is not None:
+                us = row["overhead_us_node"]
+                add(f"{shape} {n} overhead", "<= 10 us/node", us, us <= 10)
+        row = rows.get(("chain", 1000))
+        if row is not None:
+            add(
+                "chain 1000 throughput",
+                ">= 100 000 nodes/s",
+                row["flowkit_nodes_s"],
+                row["flowkit_nodes_s"] >= 100_000,
+            )
+        for shape, g in e.get("growth", {}).items():
+            add(
+                f"{shape} growth (per-node time, largest ÷ 1 000)",
+                "<= 1.25 (linear)",
+                g["flowkit"],
+                None if g["flowkit"] is None else g["flowkit"] <= 1.25,
+            )
+    if "compile" in results:
+        c = compile_section.summary(results["compile"])
+        if c:
+            ms = c["compile"]["flow_compile_ms"]
+            add(f"compile {c['compile']['statements']}-statement @flow", "< 100 ms", ms, ms < 100)
+            ms = c["import"]["import_flowkit_ms"]
+            add("import flowkit", "< 150 ms", ms, ms < 150)
+    if "simulation" in results:
+        s = simulation.summary(results["simulation"])
+        add(
+            f"simulate {s['virtual_days']:g} virtual days",
+            "milliseconds (< 100 ms)",
+            s["wall_ms"],
+            s["wall_ms"] < 100,
+        )
+    if "persistence" in results:
+        for store, r in persistence.summary(results["persistence"]).items():
+            pct = r["reduction_pct"]
+            add(
+                f"delta vs full snapshot ({store})",
+                ">= 80 % less (Flowcraft's claim: 80-95 %)",
+                pct,
+                None if pct is None else pct >= 80,
+            )
+            add(
+                f"store transactions per node ({store})",
+                "1",
+                r["commits_node"],
+                r["commits_node"] <= 1.01,
+            )
+    if "scale" in results:
+        s = scale.summary(results["scale"])
+        add(
+            "sleeping runs hold no task",
+            "tasks after = before, runs held = 0",
+            f"{s['tasks_before']} -> {s['tasks_after']}, {s['runs_held']} held",
+            s["tasks_after"] <= s["tasks_before"] and s["runs_held"] == 0,
+        )
+        add(
+            "sleeping runs hold no memory",
+            "RSS per run <= 10 % of its store bytes",
+            s["rss_vs_store"],
+            None if s["rss_vs_store"] is None else s["rss_vs_store"] <= 0.1,
+        )
+    table.notes.append(
+        "absolute budgets (us, ms, nodes/s) depend on this machine; "
+        "the ratios are the comparable part"
+    )
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer runs")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer repeats, 10 000 sleeping runs (< 5 min)"
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    parser.add_argument("--only", choices=["engine", "smoke"], help="run one section")
-    parser.add_argument("--no-flowcraft", action="store_true", help="skip the Flowcraft runs")
+    parser.add_argument(
+        "--only",
+        type=_only,
+        metavar="SECTION[,SECTION]",
+        help=f"run some sections: {', '.join(SECTIONS)}, or smoke (all, tiny sizes)",
+    )
+    parser.add_argument(
+        "--no-flowcraft", action="store_true", help="skip the Flowcraft runs (no npm)"
+    )
+    parser.add_argument(
+        "--plain", action="store_true", help="plain-text tables even if rich is installed"
+    )
     args = parser.parse_args(argv)
-    results: dict[str, Any] = {}
-    if args.only == "smoke":
-        results["engine"] = engine.run((50,), 1, flowcraft=False)
-    else:
-        sizes = (100, 1000) if args.quick else (100, 1000, 5000, 10000)
-        runs = 3 if args.quick else 5
-        results["engine"] = engine.run(sizes, runs, flowcraft=not args.no_flowcraft)
-    for section, rows in results.items():
-        print(f"\n== {section} ==")
-        print(_table(rows))
+
+    only = args.only or list(SECTIONS)
+    smoke = "smoke" in only
+    names = list(SECTIONS) if smoke else [n for n in SECTIONS if n in only]
+    config = Config(quick=args.quick, smoke=smoke, flowcraft=not args.no_flowcraft and not smoke)
+    mode = "smoke" if smoke else "quick" if args.quick else "full"
+    print(
+        f"flowkit bench ({mode}) on Python {platform.python_version()}, "
+        f"{platform.machine()}, sections: {', '.join(names)}",
+        flush=True,
+    )
+
+    results: dict[str, list[Table]] = {}
+    timings: dict[str, float] = {}
+    failed: list[str] = []
+    for name in names:
+        start = time.perf_counter()
+        run: Callable[[Config], list[Table]] = SECTIONS[name].run
+        try:
+            tables = run(config)
+        except Exception:
+            failed.append(name)
+            print(f"\n== {name} ==\nFAILED:\n{traceback.format_exc()}", flush=True)
+            continue
+        timings[name] = round(time.perf_counter() - start, 1)
+        results[name] = tables
+        print_tables(name, tables, use_rich=not args.plain)
+    summary = budgets(results)
+    if summary.rows:
+        print_tables("budgets", [summary], use_rich=not args.plain)
+    print(f"\nsection seconds: {timings}", flush=True)
     if args.json:
+        payload = {
+            "mode": mode,
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "sections": {n: [t.to_json() for t in ts] for n, ts in results.items()},
+            "budgets": summary.to_json(),
+            "seconds": timings,
+            "failed": failed,
+        }
         with open(args.json, "w") as out:
-            json.dump(results, out, indent=2)
-    return 0
+            json.dump(payload, out, indent=2, default=str)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -46,7 +46,10 @@ class Flowcraft:
             return None
         done = subprocess.run(
             ["node", SCRIPT.name, shape, str(n), str(runs)],
-            cwd=directory, capture_output=True, text=True, timeout=600,
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         if done.returncode != 0:
             self.error = done.stderr.strip()[-300:]

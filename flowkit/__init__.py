@@ -29,6 +29,9 @@ from .blueprint import NodeSpec as NodeSpec
 from .blueprint import analyze as analyze
 from .blueprint import lint as lint
 from .dsl import Flow as Flow
+from .dsl import FlowDef as FlowDef
+from .dsl import flow as flow
+from .dsl import node as node
 from .engine import Action as Action
 from .engine import Context as Context
 from .engine import Event as Event
@@ -50,14 +53,15 @@ __all__ = [
     "Blueprint",
     "BlueprintError",
     "Cancelled",
-    "Client",
     "ChildFailed",
+    "Client",
     "CompileError",
     "Context",
     "DuplicateDelivery",
     "EdgeSpec",
     "Event",
     "Flow",
+    "FlowDef",
     "FlowkitError",
     "LintIssue",
     "Middleware",
@@ -81,5 +85,7 @@ __all__ = [
     "__version__",
     "analyze",
     "context",
+    "flow",
     "lint",
+    "node",
 ]

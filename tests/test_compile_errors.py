@@ -163,6 +163,19 @@ class TestRejected:
         assert line == error.lineno
         assert "time.time() is not deterministic" in error.message
 
+    def test_nondeterministic_name_imported_later(self, tmp_path: Path) -> None:
+        prelude = PRELUDE.replace("os, random, secrets", "os, secrets")
+        body = "@flow\nasync def subject(x=1):\n    return random.random()  # <-\n"
+        source = prelude + body + "\n\nimport random\n"
+        with pytest.raises(CompileError) as info:
+            load(tmp_path, source)
+        assert marked_line(source) == info.value.lineno
+        assert "random.random() is not deterministic" in info.value.message
+
+    def test_flow_variables_are_not_mistaken_for_modules(self, tmp_path: Path) -> None:
+        module = load(tmp_path, flow_source("random = [x]\nreturn random.copy()"))
+        assert [2] == module.subject.run_sync(x=2).output
+
     def test_position_and_message(self, tmp_path: Path) -> None:
         error, line = compile_error(tmp_path, "y = work(x)  # <-")
         assert 8 == error.col_offset  # `work` in "    y = work(x)"
@@ -232,6 +245,14 @@ class TestWholeFunction:
             load(tmp_path, source)
         assert marked_line(source) == info.value.lineno
         assert "async def subject" in info.value.hint
+
+    def test_reserved_parameter(self, tmp_path: Path) -> None:
+        source = PRELUDE + "@flow\nasync def subject(order, run_id):  # <-\n    return order\n"
+        with pytest.raises(CompileError) as info:
+            load(tmp_path, source)
+        assert marked_line(source) == info.value.lineno
+        assert "reserved" in info.value.message
+        assert "rename the parameter" in info.value.hint
 
     def test_no_source(self) -> None:
         namespace: dict[str, Any] = {"flow": flow}

@@ -675,7 +675,7 @@ class TestPlainPython:
 
 
 class TestFlowDef:
-    """FlowDef runs synchronously, renders, and keeps simulate for the testing issue."""
+    """FlowDef runs synchronously, renders, and simulates."""
 
     def test_run_sync(self) -> None:
         assert 38 == arithmetic.run_sync(x=5).output
@@ -687,9 +687,10 @@ class TestFlowDef:
         assert "text/markdown" in bundle
         assert "<flow arithmetic v1>" == repr(arithmetic)
 
-    def test_simulate_is_not_wired_yet(self) -> None:
-        with pytest.raises(NotImplementedError, match="testing issue"):
-            arithmetic.simulate()
+    def test_simulate(self) -> None:
+        sim = approval.simulate(order="A4", signals={"approval": {"approved": False, "by": "bo"}})
+        assert "A4 rejected" == sim.output
+        assert ["approval"] == [n for n in sim.visited if not n.startswith("inputs@")]
 
 
 # -- known core bugs ------------------------------------------------------------------------------
@@ -725,24 +726,64 @@ async def gather_failure_handled() -> str:
     return "handled"
 
 
+@flow
+async def aim(target: int) -> int:
+    return target
+
+
+COMPILED = {"join_default": "pass", "compiled": True}
+
+
 class TestCoreBugs:
     """Minimal reproductions of core bugs found while compiling flows (fixes in the report)."""
 
-    @pytest.mark.xfail(strict=True, reason="core bug: a failing flow.first racer fails the run")
+    def test_loop_body_is_not_a_start_node(self) -> None:
+        bp = flowkit.Blueprint(
+            id="loop",
+            nodes=[
+                flowkit.NodeSpec("init", "let", params={"expr": "0", "assign": "n"}),
+                flowkit.NodeSpec(
+                    "for",
+                    "loop",
+                    params={"mode": "for", "iter": "[1]", "target": "i", "start": "body"},
+                ),
+                flowkit.NodeSpec("body", "let", params={"expr": "n + i", "assign": "n"}),
+                flowkit.NodeSpec("done", "return", params={"expr": "n"}),
+            ],
+            edges=[
+                flowkit.EdgeSpec("init", "for"),
+                flowkit.EdgeSpec("for", "body"),
+                flowkit.EdgeSpec("body", "for"),
+                flowkit.EdgeSpec("for", "done", action="exit"),
+            ],
+            metadata=COMPILED,
+        )
+        assert ("init",) == flowkit.analyze(bp).start_nodes
+
+    def test_error_handler_is_not_a_start_node(self) -> None:
+        bp = flowkit.Blueprint(
+            id="handler",
+            nodes=[
+                flowkit.NodeSpec("risky", "let", params={"expr": "1 / 0", "on_error": "handler"}),
+                flowkit.NodeSpec("done", "return", params={"expr": "'ok'"}),
+                flowkit.NodeSpec("handler", "return", params={"expr": "'handled'"}),
+            ],
+            edges=[flowkit.EdgeSpec("risky", "done")],
+            metadata=COMPILED,
+        )
+        assert ("risky",) == flowkit.analyze(bp).start_nodes
+
+    async def test_input_named_target(self) -> None:
+        assert 3 == (await aim.run(target=3)).output
+
     async def test_first_success_wins(self) -> None:
         result, _ = await run(first_success_wins)
         assert "slow but fine" == result.output
 
-    @pytest.mark.xfail(
-        strict=True, reason="core bug: a bad unpack of a node result crashes the runtime"
-    )
     async def test_unpack_error_fails_the_node(self) -> None:
         result, _ = await run(bad_unpack)
         assert RunStatus.FAILED == result.status
 
-    @pytest.mark.xfail(
-        strict=True, reason="core bug: siblings of a handled gather failure keep running"
-    )
     async def test_handled_gather_failure_cancels_siblings(self) -> None:
         result, seen = await run(gather_failure_handled)
         assert "handled" == result.output

@@ -207,6 +207,7 @@ class TestJoins:
         assert ["a"] == d.ran()
         assert d.finish is not None
         assert "completed" == d.finish.status
+
     def test_any_join_cancels_a_sleeping_predecessor(self) -> None:
         sleeper = NodeSpec("b", "sleep", params={"duration": 60})
         join = call("d", config=config(join="any"))
@@ -218,6 +219,7 @@ class TestJoins:
         d.complete("d", 4)
         assert {} == d.timers
         assert p.FinishRun("completed", 4, None) == d.finish
+
     def test_any_join_cancelling_a_batch_skips_it_once(self) -> None:
         batch = call("B", params={"map": True, "items": "$input.items"})
         join = call("d", config=config(join="any"))
@@ -570,6 +572,7 @@ class TestLoop:
         assert "until" == error["node"]
         assert "loop 'until' exceeded max_iterations=3" in error["message"]
         assert "done" not in d.ran()
+
     def test_body_runs_at_most_max_iterations_times(self) -> None:
         d = Driver(poll_loop(max_iterations=3))
         assert 3 == drive_loop(d, ready_on=1000)

@@ -243,11 +243,13 @@ class TestStream:
                 await handle.result(timeout=5)
         expected = [("node:finish", "a"), ("node:finish", "b"), ("workflow:finish", None)]
         assert expected == received
+
     async def test_stream_with_an_unknown_type_raises(self) -> None:
         rt = Runtime()
         with pytest.raises(ValueError, match="unknown event type"):
             rt.events.stream(types=["workflow:begin"])
         assert not rt.events.active
+
     async def test_closing_a_stream_ends_its_iteration(self) -> None:
         rt = Runtime()
         stream = rt.events.stream()

@@ -25,6 +25,7 @@ PUBLIC_NAMES = [
     "EdgeSpec",
     "Event",
     "Flow",
+    "FlowDef",
     "FlowkitError",
     "LintIssue",
     "Middleware",
@@ -48,7 +49,9 @@ PUBLIC_NAMES = [
     "__version__",
     "analyze",
     "context",
+    "flow",
     "lint",
+    "node",
 ]
 
 OPTIONAL_SDKS = [

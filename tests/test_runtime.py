@@ -143,6 +143,7 @@ class TestStart:
             assert 1 == (await second.result()).output
             assert 1 == (await first.result()).output
         assert [1] == calls
+
     async def test_run_with_the_id_of_a_started_run_waits_for_it(self) -> None:
         flow = Flow("inc").node("a", plus_one)
         async with Runtime() as rt:
@@ -319,6 +320,7 @@ class TestClassNodes:
         flow = Flow("cls").node("a", plus_one).node("t", Triple).edge("a", "t")
         result = await Runtime().run(flow, value=1)
         assert ("completed", 6) == (result.status, result.output)
+
     async def test_class_start_node_receives_matching_run_inputs(self) -> None:
         class Double(Node):
             def prep(self, ctx: flowkit.NodeContext, value: int) -> int:
@@ -587,6 +589,7 @@ class TestSignals:
 
 class TestBackends:
     """One Runtime object can serve event loops of either backend."""
+
     def test_bounded_runtime_on_both_backends(self) -> None:
         flow = Flow("fan").node("a", one).node("b", plus_one).node("c", plus_one)
         flow.edge("a", "b").edge("a", "c")

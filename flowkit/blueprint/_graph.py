@@ -36,17 +36,28 @@ def shape_of(bp: Blueprint) -> GraphShape:
     """Compute roots, back edges and cycles; tolerant of edges to unknown nodes."""
     ids = [n.id for n in bp.nodes]
     known = set(ids)
-    continues = {(n.id, n.params.get("start")) for n in bp.nodes if n.kind == "loop"}
+    continues = {
+        (n.id, n.params.get("start"))
+        for n in bp.nodes
+        if n.kind == "loop" and "mode" not in n.params  # builder loops re-enter their start
+    }
+    handlers = [str(n.params["on_error"]) for n in bp.nodes if n.params.get("on_error")]
     succ: dict[str, list[int]] = {i: [] for i in ids}
     pred: dict[str, list[int]] = {i: [] for i in ids}
     for index, edge in enumerate(bp.edges):
         if edge.source in known and edge.target in known:
             succ[edge.source].append(index)
             pred[edge.target].append(index)
-    roots = [i for i in ids if all((bp.edges[e].source, i) in continues for e in pred[i])]
+    entered = set(handlers)  # ``except`` handlers are entered from failing nodes, not edges
+    roots = [
+        i
+        for i in ids
+        if i not in entered and all((bp.edges[e].source, i) in continues for e in pred[i])
+    ]
     if not roots and ids:
         roots = [ids[0]]
-    back, reached, cycles = _depth_first(ids, roots, succ, bp.edges)
+    searched = [*roots, *(h for h in dict.fromkeys(handlers) if h in known)]
+    back, reached, cycles = _depth_first(ids, searched, succ, bp.edges)
     return GraphShape(
         order=tuple(ids),
         successors={k: tuple(v) for k, v in succ.items()},

@@ -1,5 +1,9 @@
-"""Declaring work: the ``Flow`` builder (and, with the compiler, ``@flow`` / ``@node``)."""
+"""Declaring work: ``@flow``, ``@node`` and the ``Flow`` builder."""
 
 from ._builder import Flow as Flow
+from ._flow import flow as flow
+from ._flowdef import FlowDef as FlowDef
+from ._node import NodeDef as NodeDef
+from ._node import node as node
 
-__all__ = ["Flow"]
+__all__ = ["Flow", "FlowDef", "NodeDef", "flow", "node"]

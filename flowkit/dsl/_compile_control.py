@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import ast
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._compile_base import LoopFrame
 from ._compile_stmts import Statements
 from ._evaluator import pattern_names
 
+if TYPE_CHECKING:
+    from ._compile_graph import Port
+
 FOR_CAP = 1_000_000
 """Iteration cap of ``for`` loops (they are bounded by their iterable anyway)."""
 WHILE_CAP = 10_000
 """Iteration cap of ``while`` loops (DESIGN §3.2)."""
-
-Port = tuple[str, str | None]
 
 
 class Control(Statements):

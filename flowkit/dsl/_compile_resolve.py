@@ -111,11 +111,15 @@ def dotted(node: ast.expr) -> str | None:
 
 
 def nondeterministic(obj: Any, text: str | None) -> str | None:
-    """The name of a known non-deterministic function, if ``obj`` is one."""
-    if obj is not UNRESOLVED and obj is not LOCAL:
-        found = _nondeterministic_object(obj)
-        if found is not None:
-            return found
+    """The name of a known non-deterministic function, if ``obj`` is one.
+
+    Resolved objects are recognised by identity (however they were imported);
+    names that do not resolve yet are judged by their dotted text.
+    """
+    if obj is LOCAL:
+        return None
+    if obj is not UNRESOLVED:
+        return _nondeterministic_object(obj)
     if text is None:
         return None
     if text in _NONDETERMINISTIC_TEXT or text.startswith(("random.", "secrets.")):

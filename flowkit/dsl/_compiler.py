@@ -57,6 +57,13 @@ class FlowCompiler(Tries):
     def function(self, fn_node: ast.AsyncFunctionDef, fn: Callable[..., Any]) -> None:
         ports: list[Port] = [(START, None)]
         names = _parameters(fn_node)
+        for arg in ast.walk(fn_node.args):
+            if isinstance(arg, ast.arg) and arg.arg == "run_id":
+                raise self.error(
+                    arg,
+                    "`run_id` cannot be a flow parameter: it is reserved for the run's id",
+                    "rename the parameter; read the run's id in a node with flowkit.context()",
+                )
         if names:
             uses = f"{fn.__module__}.{fn.__qualname__}:inputs"
             self.registry[uses] = InputBinder(fn)

@@ -70,10 +70,6 @@ class FlowEvaluator:
 
         return evaluate
 
-    def scope(self, variables: Mapping[str, Any]) -> dict[str, Any]:
-        """A globals mapping for code evaluated over ``variables``."""
-        return _Scope(variables, self)
-
     def lookup(self, name: str, scope: _Scope) -> Any:
         """Resolve a name that is not a flow variable (``KeyError``: try builtins)."""
         helper = _HELPERS.get(name)

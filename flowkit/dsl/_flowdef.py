@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 
 import anyio
 
-from ._compiler import CompiledFlow, compile_flow
-
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
     from ..blueprint._model import Blueprint
     from ..engine._result import RunResult
+    from ..testing import Simulation
+    from ._compiler import CompiledFlow
     from ._evaluator import FlowEvaluator
 
 P = ParamSpec("P")
@@ -51,6 +51,8 @@ class FlowDef(Generic[P, R]):
         self.id: str = id or fn.__name__
         self.version = version
         functools.update_wrapper(self, fn)
+        from ._compiler import compile_flow  # imported on first use: keeps `import flowkit` fast
+
         self._compiled: CompiledFlow | None = compile_flow(
             fn, flow_id=self.id, version=version, final=False
         )
@@ -58,6 +60,8 @@ class FlowDef(Generic[P, R]):
     # -- the compiled form ----------------------------------------------------
     def _compile(self) -> CompiledFlow:
         if self._compiled is None:
+            from ._compiler import compile_flow
+
             compiled = compile_flow(self.fn, flow_id=self.id, version=self.version, final=True)
             assert compiled is not None
             self._compiled = compiled
@@ -100,9 +104,12 @@ class FlowDef(Generic[P, R]):
         """:meth:`run` from synchronous code (starts an event loop on ``backend``)."""
         return anyio.run(functools.partial(self.run, **inputs), backend=backend)
 
-    def simulate(self, *args: Any, **kwargs: Any) -> Any:
-        """Run under virtual time with seeded faults (the testing issue wires this)."""
-        raise NotImplementedError("flowkit.testing.simulate lands with the testing issue")
+    def simulate(self, **options: Any) -> Simulation:
+        """Run on virtual time with mocks, scripted signals and faults: see
+        :func:`flowkit.testing.simulate` (inputs are keyword arguments too)."""
+        from ..testing import simulate
+
+        return simulate(self, **options)
 
     def check_inputs(self, inputs: dict[str, Any]) -> None:
         """Raise ``TypeError`` when ``inputs`` do not fit the flow's parameters."""

@@ -228,7 +228,11 @@ class Step(NodeSteps):
         spec = self.p.specs[node_id]
         target = spec.params.get("assign")
         if target is not None:
-            self.assign(target, value)
+            try:
+                self.assign(target, value)
+            except (TypeError, ValueError) as exc:  # e.g. `a, b = <3 values>`
+                self.fail_node(node_id, _from_exception(exc))
+                return
         if target is None or node_id in self.p.terminals:
             self.s.put("outputs", node_id, value)
         if spec.kind == "loop":
@@ -299,7 +303,13 @@ class Step(NodeSteps):
             self.fire(target, False, source)
         elif record[_ARRIVED] >= count and not record[_FIRED]:
             record[_FIRED] = 1
-            self.skip(target)
+            lost = self.s.context.get(f"__race_error__:{target}")
+            if lost is not None and all(
+                self.record(n)[_STATUS] == "failed" for n in self.p.preds[target]
+            ):
+                self.fail_node(lost["node"], lost)
+            else:
+                self.skip(target)
 
     def skip(self, node_id: str) -> None:
         record = self.record(node_id)
@@ -322,13 +332,50 @@ class Step(NodeSteps):
         """A node failed for good: hand it to its ``except`` handler or fail the run."""
         record = self.record(node_id)
         record[_STATUS] = "failed"
+        if self.losing_racer(node_id, error):
+            return
         handler = self.p.specs[node_id].params.get("on_error")
         if handler is not None:
+            self.abandon_joins(node_id)
             self.s.put("context", "__error__", dict(error, node=node_id))
             self.queue.append((handler, True, True, node_id))
             return
         self.poison(node_id)
         self.finish(RunStatus.FAILED, error=dict(error, node=node_id))
+
+    def losing_racer(self, node_id: str, error: dict[str, Any]) -> bool:
+        """A failed predecessor of an ``any`` join others may still win: just a skip.
+
+        The error is kept; if every racer fails, the join fails with the last one.
+        """
+        joins = [
+            e.target
+            for e in self.p.out[node_id]
+            if not e.back and self.p.join[e.target] == "any" and self.p.n_preds[e.target] > 1
+        ]
+        if not joins:
+            return False
+        open_races = [j for j in joins if not self.record(j)[_FIRED]]
+        for join in open_races:
+            if self.record(join)[_ARRIVED] + 1 >= self.p.n_preds[join]:
+                return False  # the last racer, and nobody won
+        for join in open_races:  # a decided race ignores its losers' failures
+            self.s.put("context", f"__race_error__:{join}", dict(error, node=node_id))
+        for edge in self.p.out[node_id]:
+            if not edge.back:
+                self.queue.append((edge.target, False, False, node_id))
+        return True
+
+    def abandon_joins(self, node_id: str) -> None:
+        """Before an ``except`` handler runs: stop the failed node's join partners."""
+        for edge in self.p.out[node_id]:
+            join = edge.target
+            if edge.back or self.p.join[join] not in ("all", "any") or self.p.n_preds[join] < 2:
+                continue
+            partners = tuple(n for n in self.p.preds[join] if n != node_id)
+            self.cancel_nodes(partners, skip=False)
+            record = self.record(join)
+            record[_ARRIVED] = record[_TAKEN] = record[_FIRED] = 0
 
     def poison(self, node_id: str) -> None:
         """Mark every successor so that no join waits for a node that will never come."""

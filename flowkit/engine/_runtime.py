@@ -65,6 +65,7 @@ class Runtime(Driver):
     async def run(
         self,
         target: Any,
+        /,
         *,
         run_id: str | None = None,
         registry: Mapping[str, Any] | None = None,
@@ -86,6 +87,7 @@ class Runtime(Driver):
     async def start(
         self,
         target: Any,
+        /,
         *,
         run_id: str | None = None,
         registry: Mapping[str, Any] | None = None,

@@ -28,9 +28,17 @@ the worker's concurrency). The connection is aio-pika's robust connection.
 
 RabbitMQ has no visibility timeout: an unacked message goes back to the queue
 only when the channel it was delivered on closes (a consumer crash, a lost
-connection, :meth:`RabbitMQTransport.close`). So :meth:`RabbitMQDelivery.extend`
-is a no-op, and work lost some other way (a worker that hangs while holding a
-message) is recovered by the store's lease reconciler, not by the broker.
+connection, leaving ``receive()``, :meth:`RabbitMQTransport.close`). Within a
+live process this transport adds one on the client: a delivery not settled or
+:meth:`~RabbitMQDelivery.extend`-ed within ``visibility_timeout`` is nacked
+back to the queue by its ``receive()`` loop (while that loop waits for the next
+message), and settling it afterwards raises
+:class:`~flowkit.transports.DeliveryError`. With ``visibility_timeout=None``
+there is no such lease and ``extend`` is a no-op. A process that hangs while
+holding messages keeps them (RabbitMQ's own ``consumer_timeout``, 30 minutes by
+default, eventually closes its channel); the store's lease reconciler
+re-dispatches that work meanwhile. Raise the server's ``consumer_timeout`` for
+nodes that run longer than it, even extended.
 
 ``attempt`` is 1 + the quorum queue's ``x-delivery-count`` (on a classic queue:
 2 once ``redelivered`` is set, whatever the true count), plus the deliveries
@@ -48,7 +56,9 @@ while settling a delivery) by :func:`translate_errors`, and nowhere else.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import math
+import time
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -71,12 +81,8 @@ else:
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 
-    from aio_pika.abc import (
-        AbstractChannel,
-        AbstractIncomingMessage,
-        AbstractQueue,
-        AbstractRobustConnection,
-    )
+    from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 _log = structlog.get_logger("flowkit.transports")
 
@@ -193,12 +199,18 @@ class RabbitMQDelivery:
     """
 
     def __init__(
-        self, transport: RabbitMQTransport, queue: str, message: AbstractIncomingMessage
+        self,
+        transport: RabbitMQTransport,
+        queue: str,
+        message: AbstractIncomingMessage,
+        leases: _Leases,
     ) -> None:
         self._transport = transport
         self._queue = queue
         self._message = message
+        self._leases = leases
         self._settled = False
+        self._lost = False
         self.body: bytes = message.body
         self.headers: Mapping[str, str] = _user_headers(message.headers)
         key = message.headers.get(KEY_HEADER)
@@ -223,12 +235,13 @@ class RabbitMQDelivery:
         await self._settle("nack", republish)
 
     async def extend(self, seconds: float) -> None:
-        """A no-op while the delivery is held: RabbitMQ has no visibility timeout.
+        """Keep the client-side lease for ``seconds`` more (no-op without a visibility timeout).
 
         Raises :class:`~flowkit.transports.DeliveryError` if the delivery was
-        settled or its channel closed (RabbitMQ has then requeued it).
+        settled, its lease ran out or its channel closed (it was requeued).
         """
         self._check_held()
+        self._leases.extend(self, seconds)
 
     async def dead_letter(self, reason: str) -> None:
         """Publish a copy to ``<queue>.dlq`` with an ``x-flowkit-reason`` header, then ack."""
@@ -251,6 +264,11 @@ class RabbitMQDelivery:
     def _check_held(self) -> None:
         if self._settled:
             raise DeliveryError(f"delivery on {self._queue!r} was already settled")
+        if self._lost:
+            raise DeliveryError(
+                f"delivery on {self._queue!r}: its visibility timeout ran out and it was "
+                "requeued; extend() long-running deliveries"
+            )
         with self._transport._errors(f"settle a delivery on {self._queue!r}", settling=True):
             _ = self._message.channel  # raises ChannelInvalidStateError once it closed
 
@@ -267,10 +285,110 @@ class RabbitMQDelivery:
             raise DeliveryError(str(exc)) from exc.__cause__  # a republish failed
         finally:
             self._settled = done
+        self._leases.release(self)
+
+    async def _expire(self) -> None:
+        """The lease ran out: give the message back to the queue."""
+        self._lost = True
+        self._leases.release(self)
+        try:
+            with self._transport._errors(f"requeue an expired delivery on {self._queue!r}"):
+                await self._message.nack(requeue=True)
+        except TransportError as exc:  # its channel closed: RabbitMQ requeued it already
+            _log.debug("expired delivery already requeued", error=str(exc))
+
+
+class _Leases:
+    """Client-side visibility timeouts of the deliveries one ``receive()`` handed out."""
+
+    def __init__(self, visibility_timeout: float | None) -> None:
+        self._timeout = visibility_timeout
+        self._until: dict[RabbitMQDelivery, float] = {}
+
+    def hold(self, delivery: RabbitMQDelivery) -> None:
+        if self._timeout is not None:
+            self._until[delivery] = time.monotonic() + self._timeout
+
+    def extend(self, delivery: RabbitMQDelivery, seconds: float) -> None:
+        if delivery in self._until:
+            self._until[delivery] = time.monotonic() + seconds
+
+    def release(self, delivery: RabbitMQDelivery) -> None:
+        self._until.pop(delivery, None)
+
+    def wait(self) -> float:
+        """Seconds until the next lease runs out (inf if none is held)."""
+        if not self._until:
+            return math.inf
+        return max(0.0, min(self._until.values()) - time.monotonic())
+
+    def expired(self) -> list[RabbitMQDelivery]:
+        """Deliveries whose lease ran out and that are not being settled right now."""
+        now = time.monotonic()
+        return [d for d, until in self._until.items() if until <= now and not d._settled]
 
 
 def _ms(seconds: float) -> int:
     return max(0, round(seconds * 1000))
+
+
+class _Consumer:
+    """One ``receive()`` loop: its own channel, an inbox its consumer callback fills, leases.
+
+    The loop waits on the inbox, waking when a lease runs out to requeue that
+    delivery; :meth:`RabbitMQTransport.close` ends it by closing the inbox.
+    """
+
+    def __init__(self, transport: RabbitMQTransport) -> None:
+        self._transport = transport
+        self._channel: AbstractChannel | None = None
+        self.leases = _Leases(transport.visibility_timeout)
+        self.inbox, self._outbox = _inbox()
+
+    async def start(self, name: str) -> None:
+        """Open the channel and start consuming ``name``."""
+        transport = self._transport
+        channel = self._channel = await transport._open_channel(f"consume from {name!r}")
+        with transport._errors(f"consume from {name!r}"):
+            await channel.set_qos(prefetch_count=transport.prefetch)
+            amqp_queue = await channel.declare_queue(
+                name, durable=True, arguments=transport._work_arguments(name)
+            )
+            await amqp_queue.consume(self._on_message)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        # once the loop has ended, closing its channel requeues the message
+        with suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._outbox.send_nowait(message)
+
+    async def next(self) -> AbstractIncomingMessage | None:
+        """The next message, requeueing expired deliveries meanwhile; None once closed."""
+        while True:
+            for delivery in self.leases.expired():
+                await delivery._expire()
+            with anyio.move_on_after(self.leases.wait()):
+                try:
+                    return await self.inbox.receive()
+                except anyio.EndOfStream:
+                    return None
+
+    def close_inbox(self) -> None:
+        self._outbox.close()
+
+    async def stop(self) -> None:
+        """Close the inbox and the channel (RabbitMQ requeues what was not acked)."""
+        self._outbox.close()
+        self.inbox.close()
+        if self._channel is not None:
+            await self._transport._close_quietly(self._channel)
+
+
+def _inbox() -> tuple[
+    MemoryObjectReceiveStream[AbstractIncomingMessage],
+    MemoryObjectSendStream[AbstractIncomingMessage],
+]:
+    send, receive = anyio.create_memory_object_stream["AbstractIncomingMessage"](math.inf)
+    return receive, send
 
 
 # -- the transport -----------------------------------------------------------
@@ -289,6 +407,8 @@ class RabbitMQTransport:
         prefetch: unsettled deliveries per ``receive()`` (channel QoS).
         queue_prefix: prepended (with a dot) to every queue name.
         max_deliveries: dead-letter a message delivered more often than this.
+        visibility_timeout: seconds a delivery may stay unsettled and not
+            extended before its ``receive()`` loop requeues it (None: never).
     """
 
     def __init__(
@@ -298,18 +418,22 @@ class RabbitMQTransport:
         prefetch: int = 32,
         queue_prefix: str = "flowkit",
         max_deliveries: int | None = None,
+        visibility_timeout: float | None = 30.0,
     ) -> None:
         if not _HAVE_AIO_PIKA:
             raise MissingDependency("RabbitMQTransport", "rabbitmq")
-        _check_options(url, prefetch, queue_prefix, max_deliveries)
+        _check_options(url, prefetch, queue_prefix, max_deliveries, visibility_timeout)
         self.url = url
         self.prefetch = prefetch
         self.queue_prefix = queue_prefix
         self.max_deliveries = max_deliveries
+        self.visibility_timeout = visibility_timeout
+        self._consumers: set[_Consumer] = set()
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractChannel | None = None
         self._lock = anyio.Lock()
         self._declared: set[str] = set()
+        self._holding: set[str] = set()
         self._server_version: tuple[int, ...] = ()
         self._closed = False
 
@@ -321,6 +445,12 @@ class RabbitMQTransport:
     def queue_name(self, queue: str) -> str:
         """The RabbitMQ queue behind the flowkit queue ``queue``."""
         return f"{self.queue_prefix}.{queue}"
+
+    @property
+    def declared_queues(self) -> frozenset[str]:
+        """The RabbitMQ queues this transport declared: work, ``.dlq`` and holding queues."""
+        dead = {f"{name}.dlq" for name in self._declared}
+        return frozenset(self._declared | dead | self._holding)
 
     def _errors(self, operation: str, *, settling: bool = False) -> Any:
         return translate_errors(operation, self.url, settling=settling)
@@ -365,29 +495,18 @@ class RabbitMQTransport:
         it yielded that was not settled yet.
         """
         name = await self._declare(queue)
-        channel = await self._open_channel(f"open a channel to consume {name!r}")
+        consumer = _Consumer(self)
+        self._consumers.add(consumer)
         try:
-            amqp_queue = await self._consumer_queue(channel, name)
-            with self._errors(f"receive from {name!r}"):
-                async with amqp_queue.iterator() as messages:
-                    async for message in messages:
-                        delivery = RabbitMQDelivery(self, queue, message)
-                        if not await self._over_limit(delivery):
-                            yield delivery
-            if not self._closed:
-                raise TransportError(
-                    f"RabbitMQ {redact(self.url)!r}: the consumer of {name!r} was cancelled "
-                    "(its channel closed); call receive() again"
-                )
+            await consumer.start(name)
+            while (message := await consumer.next()) is not None:
+                delivery = RabbitMQDelivery(self, queue, message, consumer.leases)
+                if not await self._over_limit(delivery):
+                    consumer.leases.hold(delivery)
+                    yield delivery
         finally:
-            await self._close_quietly(channel)
-
-    async def _consumer_queue(self, channel: AbstractChannel, name: str) -> AbstractQueue:
-        with self._errors(f"consume from {name!r}"):
-            await channel.set_qos(prefetch_count=self.prefetch)
-            return await channel.declare_queue(
-                name, durable=True, arguments=self._work_arguments(name)
-            )
+            self._consumers.discard(consumer)
+            await consumer.stop()
 
     async def _over_limit(self, delivery: RabbitMQDelivery) -> bool:
         """Dead-letter ``delivery`` if it came more than ``max_deliveries`` times."""
@@ -430,6 +549,7 @@ class RabbitMQTransport:
         channel = await self._publishing_channel()
         with self._errors(f"declare holding queue {holding!r}"):
             await channel.declare_queue(holding, durable=True, arguments=arguments)
+        self._holding.add(holding)
         return holding
 
     def _quorum(self) -> bool:
@@ -481,6 +601,8 @@ class RabbitMQTransport:
     async def close(self) -> None:
         """Close the connection: receivers stop, unacked deliveries go back to their queues."""
         self._closed = True
+        for consumer in self._consumers:
+            consumer.close_inbox()
         connection, self._connection = self._connection, None
         if connection is not None:
             with self._errors("close"):
@@ -503,7 +625,9 @@ def _server_version(connection: AbstractRobustConnection) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def _check_options(url: str, prefetch: int, prefix: str, max_deliveries: int | None) -> None:
+def _check_options(
+    url: str, prefetch: int, prefix: str, max_deliveries: int | None, timeout: float | None
+) -> None:
     if urlsplit(url).scheme.lower() not in ("amqp", "amqps"):
         raise ConfigurationError(f"RabbitMQTransport needs an amqp:// URL, got {redact(url)!r}")
     if prefetch < 1:
@@ -512,3 +636,5 @@ def _check_options(url: str, prefetch: int, prefix: str, max_deliveries: int | N
         raise ConfigurationError("queue_prefix must not be empty")
     if max_deliveries is not None and max_deliveries < 1:
         raise ConfigurationError(f"max_deliveries must be 1 or more, got {max_deliveries}")
+    if timeout is not None and timeout <= 0:
+        raise ConfigurationError(f"visibility_timeout must be positive or None, got {timeout}")

@@ -158,6 +158,26 @@ async def dead_lettered(factory: Any, transport: Transport) -> list[tuple[bytes,
     return None if inspect is None else list(await inspect(transport, QUEUE))
 
 
+async def take_over(
+    factory: Any, producer: Transport, stale: Delivery, *streams: Deliveries
+) -> None:
+    """Once ``stale``'s lease ran out and another claim holds the message, it cannot settle."""
+    current = await next_delivery(*streams)
+    assert b"contested" == current.body
+    assert 2 <= current.attempt
+    settles: list[Callable[[], Awaitable[None]]] = [
+        stale.ack,
+        stale.nack,
+        lambda: stale.extend(60.0),
+        lambda: stale.dead_letter("stale"),
+    ]
+    for settle in settles:
+        with pytest.raises(TransportError):
+            await settle()
+    await current.ack()
+    await assert_quiet(factory, producer, *streams)
+
+
 def shared(transport: Transport, *others: Transport) -> bool:
     return any(transport is other for other in others)
 
@@ -294,14 +314,15 @@ class TestLease:
         producer, mine, theirs = make(), make(), make()
         seconds = visibility(factory)
         await producer.send(QUEUE, b"long")
-        async with consuming(mine) as held_stream, consuming(theirs) as other_stream:
+        async with consuming(mine) as held_stream:
             held = await next_delivery(held_stream)
-            for _ in range(9):  # three visibility timeouts, extending every third of one
-                await anyio.sleep(seconds / 3)
-                await held.extend(seconds)
-            assert_idle(held_stream, other_stream)
-            await held.ack()
-            await assert_quiet(factory, producer, held_stream, other_stream)
+            async with consuming(theirs) as other_stream:  # started later: it cannot claim first
+                for _ in range(9):  # three visibility timeouts, extending every third of one
+                    await anyio.sleep(seconds / 3)
+                    await held.extend(seconds)
+                assert_idle(held_stream, other_stream)
+                await held.ack()
+                await assert_quiet(factory, producer, held_stream, other_stream)
 
     async def test_settling_a_taken_over_delivery_raises(self, factory: Any, make: Make) -> None:
         reason = getattr(factory, "stale_settle_skip", None)
@@ -309,22 +330,10 @@ class TestLease:
             pytest.skip(f"{factory.name}: {reason}")
         producer, slow, fast = make(), make(), make()
         await producer.send(QUEUE, b"contested")
-        async with consuming(slow) as slow_stream, consuming(fast) as fast_stream:
+        async with consuming(slow) as slow_stream:
             stale = await next_delivery(slow_stream)
-            current = await next_delivery(slow_stream, fast_stream)  # the lease ran out
-            assert b"contested" == current.body
-            assert 2 <= current.attempt
-            settles: list[Callable[[], Awaitable[None]]] = [
-                stale.ack,
-                stale.nack,
-                lambda: stale.extend(60.0),
-                lambda: stale.dead_letter("stale"),
-            ]
-            for settle in settles:
-                with pytest.raises(TransportError):
-                    await settle()
-            await current.ack()
-            await assert_quiet(factory, producer, slow_stream, fast_stream)
+            async with consuming(fast) as fast_stream:
+                await take_over(factory, producer, stale, slow_stream, fast_stream)
 
 
 class TestDeadLetter:
