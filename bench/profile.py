@@ -60,6 +60,91 @@ def profile(shape: str, n: int, runs: int, top: int) -> str:
     return "\n".join(lines)
 
 
+def _core_only(program: Any) -> float:
+    """Seconds for one run of the pure core: events fed straight back, no executor, no anyio."""
+    from flowkit.engine import _protocol as p
+    from flowkit.engine._core import handle_event, start_run
+    from flowkit.engine._state import RunState
+
+    start = time.perf_counter()
+    state = RunState("core-only")
+    ready = [c for c in start_run(program, state, {}) if type(c) is p.ExecuteNode]
+    state.journal.clear()
+    while ready:
+        command = ready.pop(0) if len(ready) < 64 else ready.pop()
+        commands = handle_event(program, state, p.NodeCompleted(command.dispatch_id, 1))
+        state.journal.clear()
+        ready.extend(c for c in commands if type(c) is p.ExecuteNode)
+    elapsed = time.perf_counter() - start
+    assert state.finished, state.header
+    return elapsed
+
+
+async def _executor_only(flow: Any, calls: int) -> float:
+    """Seconds per ``Executor.execute`` of one node (context, invoke, NodeCompleted)."""
+    from flowkit.engine import _protocol as p
+    from flowkit.engine._execute import Executor
+    from flowkit.engine._state import RunState
+    from flowkit.engine._target import resolve
+
+    target = resolve(flow)
+    executor = Executor()
+    state = RunState("executor-only")
+    node_id = target.program.blueprint.nodes[1].id
+    command = p.ExecuteNode(f"{node_id}@1.1", node_id, 1, f"x:{node_id}@1", (1,), {})
+    start = time.perf_counter()
+    for _ in range(calls):
+        await executor.execute("executor-only", target, state, command)
+    return (time.perf_counter() - start) / calls
+
+
+async def _plain_only(calls: int) -> float:
+    from .shapes import inc
+
+    start = time.perf_counter()
+    for _ in range(calls):
+        await inc(1)
+    return (time.perf_counter() - start) / calls
+
+
+def layers(shape: str, n: int, runs: int) -> str:
+    """Per-node µs of each layer, timed directly (no profiler): core, executor, the rest."""
+    import statistics
+
+    from flowkit.engine._target import resolve
+
+    flow = build(shape, n)
+    nodes = len(flow.build().nodes)
+    runtime = flowkit.Runtime()
+    start = time.perf_counter()
+    program = resolve(flow).program
+    resolve_us = (time.perf_counter() - start) / nodes * 1e6
+    anyio.run(_runs, flow, runtime, 2)
+    totals, cores, execs, plains = [], [], [], []
+    for _ in range(runs):
+        start = time.perf_counter()
+        anyio.run(_runs, flow, runtime, 1)
+        totals.append((time.perf_counter() - start) / nodes)
+        cores.append(_core_only(program) / nodes)
+        execs.append(anyio.run(_executor_only, flow, nodes))
+        plains.append(anyio.run(_plain_only, nodes))
+    total, core, execute, plain = (
+        statistics.median(x) * 1e6 for x in (totals, cores, execs, plains)
+    )
+    rest = total - core - execute
+    return "\n".join(
+        [
+            f"{shape} {nodes} nodes, medians of {runs}, µs per node (timed directly, no profiler):",
+            f"  whole run (Runtime.run)         {total:7.2f}",
+            f"  core (handle_event + commands)  {core:7.2f}  {core / total:6.1%}",
+            f"  executor (Executor.execute)     {execute:7.2f}  {execute / total:6.1%}",
+            f"    of which the node itself      {plain:7.2f}",
+            f"  driver and anyio (the rest)     {rest:7.2f}  {rest / total:6.1%}",
+            f"  (once per target, cached: resolve() {resolve_us:.2f} µs per node)",
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     parser.add_argument("shape", nargs="?", default="chain", choices=("chain", "fan", "diamond"))
@@ -67,7 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--pyinstrument", action="store_true", help="use pyinstrument")
+    parser.add_argument("--layers", action="store_true", help="time core/executor/driver apart")
     args = parser.parse_args(argv)
+    if args.layers:
+        print(layers(args.shape, args.n, args.runs))
+        return 0
     if args.pyinstrument:
         try:
             from pyinstrument import Profiler  # type: ignore[import-not-found, unused-ignore]

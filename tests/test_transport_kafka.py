@@ -301,7 +301,7 @@ class TestGroup:
         for partition in range(4):
             for n in range(3):
                 await producer.send(QUEUE, f"{partition}-{n}".encode(), key=key_for(partition))
-        first = Consumer(make(max_in_flight=1))
+        first = Consumer(make(max_in_flight=1, visibility_timeout=TIMEOUT))
         held = await first.next()
         second = Consumer(make())
         taken = await second.next()  # the second member got partitions of its own

@@ -81,7 +81,16 @@ class CompilerBase:
         self.registry: dict[str, Any] = {}
         self.children: list[Any] = []
         self.unresolved: list[tuple[ast.AST, str]] = []
+        self.var_types: dict[str, Any] = {}  # flow variable -> the type its value has
         self._temps = 0
+
+    def note_type(self, target: Any, hint: Any) -> None:
+        """Remember the declared type of a variable (None: it is assigned differently)."""
+        if not isinstance(target, str):
+            return
+        if target in self.var_types and self.var_types[target] != hint:
+            hint = None
+        self.var_types[target] = hint
 
     # -- errors ---------------------------------------------------------------
     def error(self, node: ast.AST, message: str, hint: str) -> CompileError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import typing
 from typing import TYPE_CHECKING, Any
 
 from ..blueprint._model import NodeConfig
@@ -92,6 +93,7 @@ class Calls(Waits):
     ) -> str:
         if target is not None:
             params["assign"] = target
+            self.note_type(target, return_hint(nodedef.fn))
         uses, config = self.register(nodedef)
         node_id = self.graph.new_id(str(nodedef.name))
         return self.add(node_id, "call", params, ports, uses=uses, config=config)
@@ -157,6 +159,7 @@ class Calls(Waits):
     ) -> str:
         if target is not None:
             params["assign"] = target
+            self.note_type(target, return_hint(child.fn))
         if not any(c is child for c in self.children):
             self.children.append(child)
         return self.add(self.graph.new_id(str(child.id)), "subflow", params, ports)
@@ -295,3 +298,11 @@ class Calls(Waits):
             )
         params = {"map": True, "items_expr": items, "concurrency": concurrency}
         return [(self.node_member(call, nodedef, params, target, ports), None)]
+
+
+def return_hint(fn: Any) -> Any:
+    """The return annotation of ``fn`` (None when missing or unresolvable)."""
+    try:
+        return typing.get_type_hints(fn).get("return")
+    except (NameError, TypeError, AttributeError):
+        return None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import inspect
 import linecache
+import typing
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -27,7 +28,7 @@ from .._errors import CompileError
 from ..blueprint._model import Blueprint
 from ..blueprint._validate import validate
 from ._compile_base import Source
-from ._compile_graph import START, Draft, Port
+from ._compile_graph import START, Port
 from ._compile_resolve import Resolver
 from ._compile_try import Tries
 from ._evaluator import FlowEvaluator
@@ -57,6 +58,12 @@ class FlowCompiler(Tries):
     def function(self, fn_node: ast.AsyncFunctionDef, fn: Callable[..., Any]) -> None:
         ports: list[Port] = [(START, None)]
         names = _parameters(fn_node)
+        try:
+            hints = typing.get_type_hints(fn)
+        except (NameError, TypeError):
+            hints = {}
+        for name in names:
+            self.note_type(name, hints.get(name))
         for arg in ast.walk(fn_node.args):
             if isinstance(arg, ast.arg) and arg.arg == "run_id":
                 raise self.error(
@@ -64,33 +71,9 @@ class FlowCompiler(Tries):
                     "`run_id` cannot be a flow parameter: it is reserved for the run's id",
                     "rename the parameter; read the run's id in a node with flowkit.context()",
                 )
-        if names:
-            uses = f"{fn.__module__}.{fn.__qualname__}:inputs"
-            self.registry[uses] = InputBinder(fn)
-            node_id = self.graph.new_id(f"inputs@L{self.lineno(fn_node)}")
-            self.graph.add(node_id, Draft("call", {"assign": list(names)}, uses), ports)
-            ports = [(node_id, None)]
         tails = self.block(fn_node.body, ports)
         if tails:
             self.add(self.graph.new_id("end"), "return", {}, tails)
-
-
-class InputBinder:
-    """The entry node of a flow with parameters: binds the run's inputs to them.
-
-    Runs the inputs through the flow function's signature (so defaults apply
-    and a missing input fails like a Python call would) and returns the
-    parameters' values, which the entry node assigns to the flow variables.
-    """
-
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        self.signature = inspect.signature(fn)
-        self.__name__ = f"{getattr(fn, '__name__', 'flow')}:inputs"
-
-    async def __call__(self, **inputs: Any) -> tuple[Any, ...]:
-        bound = self.signature.bind(**inputs)
-        bound.apply_defaults()
-        return tuple(bound.arguments.values())
 
 
 def compile_flow(
@@ -118,7 +101,7 @@ def compile_flow(
         )
     bp = compiler.graph.blueprint(flow_id, version, dict(METADATA))
     validate(bp, compiler.registry)
-    evaluator = FlowEvaluator(fn, local_names)
+    evaluator = FlowEvaluator(fn, local_names, typed_variables(compiler.var_types))
     return CompiledFlow(bp, compiler.registry, tuple(compiler.children), evaluator)
 
 
@@ -205,3 +188,10 @@ def _local_names(fn_node: ast.AsyncFunctionDef) -> frozenset[str]:
         if not isinstance(node, _SCOPES):
             todo.extend(ast.iter_child_nodes(node))
     return frozenset(names)
+
+
+def typed_variables(var_types: dict[str, Any]) -> dict[str, Any]:
+    """Variables whose values should be structured back into rich types after a reload."""
+    from ..engine._structure import is_rich
+
+    return {name: hint for name, hint in var_types.items() if hint is not None and is_rich(hint)}

@@ -52,7 +52,12 @@ class FlowEvaluator:
     back to a global of the same name.
     """
 
-    def __init__(self, fn: Callable[..., Any], local_names: frozenset[str]) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        local_names: frozenset[str],
+        var_types: Mapping[str, Any] | None = None,
+    ) -> None:
         code = fn.__code__
         self.filename = code.co_filename
         self._cells: dict[str, types.CellType] = dict(
@@ -61,6 +66,16 @@ class FlowEvaluator:
         self._globals: dict[str, Any] = getattr(fn, "__globals__", {})
         self._builtins: Any = self._globals.get("__builtins__", builtins)
         self._locals = local_names
+        self.types: dict[str, Any] = dict(var_types or {})
+
+    def typed(self, name: str, value: Any) -> Any:
+        """A variable's value as its declared type (it may arrive as plain data)."""
+        hint = self.types.get(name)
+        if hint is None or value is None or (isinstance(hint, type) and isinstance(value, hint)):
+            return value
+        from .._serde import from_data
+
+        return from_data(value, hint)
 
     def __call__(self, source: str) -> Compiled:
         code = compile(source, self.filename, "eval")
@@ -103,9 +118,10 @@ class _Scope(dict[str, Any]):
 
     def __missing__(self, key: str) -> Any:
         try:
-            return self._variables[key]
+            value = self._variables[key]
         except KeyError:
             return self._evaluator.lookup(key, self)
+        return self._evaluator.typed(key, value) if self._evaluator.types else value
 
 
 # -- helpers the compiled expressions call ------------------------------------

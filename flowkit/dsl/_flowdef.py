@@ -113,10 +113,19 @@ class FlowDef(Generic[P, R]):
 
     def check_inputs(self, inputs: dict[str, Any]) -> None:
         """Raise ``TypeError`` when ``inputs`` do not fit the flow's parameters."""
+        self.bind_inputs(inputs)
+
+    def bind_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The flow's parameters bound from ``inputs``, defaults applied (like a call).
+
+        Raises ``TypeError`` naming the flow when an input is missing or unknown.
+        """
         try:
-            inspect.signature(self.fn).bind(**inputs)
+            bound = inspect.signature(self.fn).bind(**inputs)
         except TypeError as exc:
             raise TypeError(f"flow {self.id!r}: {exc}") from None
+        bound.apply_defaults()
+        return dict(bound.arguments)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
         """Run the body as plain Python (``flow.gather/first/map`` work there too)."""

@@ -54,6 +54,9 @@ def start_run(
         state.put("header", "parent", parent)
     if traceparent is not None:
         state.put("header", "traceparent", traceparent)
+    if program.blueprint.metadata.get("compiled"):
+        for name, value in inputs.items():  # a compiled flow's parameters are its variables
+            state.put("context", name, value)
     step = Step(program, state)
     for root in program.roots:
         step.queue.append((root, True, False, None))
@@ -226,6 +229,8 @@ class Step(NodeSteps):
         record = self.record(node_id)
         record[_STATUS] = "done"
         spec = self.p.specs[node_id]
+        if self.p.note_completions:
+            self.note("node:complete", node_id, record[_ACT])
         target = spec.params.get("assign")
         if target is not None:
             try:

@@ -25,6 +25,7 @@ EVENT_TYPES: Final = frozenset(
         "node:error",
         "node:retry",
         "node:fallback",
+        "node:complete",
         "context:change",
         "batch:start",
         "batch:finish",

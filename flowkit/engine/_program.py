@@ -49,6 +49,7 @@ class Program:
         evaluator: Evaluator | None = None,
     ) -> None:
         self.blueprint = blueprint
+        self.note_completions = False  # the simulator turns this on to see every completion
         self.registry: Mapping[str, Any] = registry or {}
         self._evaluator = evaluator
         self._compiled: dict[str, Compiled] = {}

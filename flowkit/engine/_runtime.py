@@ -246,7 +246,11 @@ class Runtime(Driver):
         run_id = run_id or uuid.uuid4().hex
         state = RunState(run_id)
         commands = start_run(
-            target.program, state, inputs, parent=parent, traceparent=self._traceparent(parent)
+            target.program,
+            state,
+            target.bind(inputs),
+            parent=parent,
+            traceparent=self._traceparent(parent),
         )
         delta = state.take_delta()
         if self.store is not None:

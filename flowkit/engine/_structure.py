@@ -27,10 +27,11 @@ _RICH = (dt.date, dt.time, dt.timedelta, uuid.UUID, decimal.Decimal, enum.Enum)
 Structurer = Callable[[tuple[Any, ...], dict[str, Any]], tuple[tuple[Any, ...], dict[str, Any]]]
 
 
-def _is_rich(hint: Any) -> bool:
+def is_rich(hint: Any) -> bool:
+    """Whether ``hint`` names a type plain JSON data must be structured into."""
     if isinstance(hint, type):
         return attrs.has(hint) or dataclasses.is_dataclass(hint) or issubclass(hint, _RICH)
-    return any(_is_rich(arg) for arg in typing.get_args(hint))
+    return any(is_rich(arg) for arg in typing.get_args(hint))
 
 
 def _already(value: Any, hint: Any) -> bool:
@@ -44,7 +45,7 @@ def structurer(fn: Any) -> Structurer | None:
         params = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError, NameError):
         return None
-    rich = {p.name: hints[p.name] for p in params if p.name in hints and _is_rich(hints[p.name])}
+    rich = {p.name: hints[p.name] for p in params if p.name in hints and is_rich(hints[p.name])}
     if not rich:
         return None
     positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]

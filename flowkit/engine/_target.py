@@ -24,10 +24,15 @@ class Target:
     invokers: dict[str, Invoker]
     fallbacks: dict[str, Invoker]
     children: tuple[Any, ...] = ()
+    binder: Any = None  # FlowDef.bind_inputs: inputs -> parameters, defaults applied
 
     @property
     def blueprint(self) -> Blueprint:
         return self.program.blueprint
+
+    def bind(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The run's inputs as the flow declares them (``TypeError`` if they do not fit)."""
+        return dict(self.binder(inputs)) if self.binder is not None else inputs
 
 
 def resolve(target: Any, registry: Mapping[str, Any] | None = None) -> Target:
@@ -76,4 +81,4 @@ def resolve(target: Any, registry: Mapping[str, Any] | None = None) -> Target:
             raise FlowkitError(f"node {spec.id!r}: {exc}") from exc
         if spec.config.fallback:
             fallbacks[spec.config.fallback] = make_invoker(reg[spec.config.fallback])
-    return Target(program, invokers, fallbacks, children)
+    return Target(program, invokers, fallbacks, children, getattr(target, "bind_inputs", None))

@@ -87,13 +87,12 @@ _MISSING: Any = object()
 
 
 class _Run:
-    __slots__ = ("parent", "seen", "state", "target")
+    __slots__ = ("parent", "state", "target")
 
     def __init__(self, target: Target, state: RunState, parent: str | None) -> None:
         self.target = target
         self.state = state
         self.parent = parent
-        self.seen: dict[str, int] = {}
 
 
 class Simulator:
@@ -146,9 +145,11 @@ class Simulator:
         self, target: Target, run_id: str, inputs: dict[str, Any], parent: str | None
     ) -> None:
         state = RunState(run_id)
+        target.program.note_completions = True
         self.runs[run_id] = _Run(target, state, parent)
         self.emit(run_id, "workflow:start")
-        self.process(run_id, start_run(target.program, state, inputs, parent=parent))
+        commands = start_run(target.program, state, target.bind(inputs), parent=parent)
+        self.process(run_id, commands)
 
     async def loop(self) -> None:
         for _ in range(self.max_steps):
@@ -198,8 +199,6 @@ class Simulator:
         self.process(run_id, handle_event(run.target.program, run.state, event))
 
     def process(self, run_id: str, commands: list[p.Command]) -> None:
-        run = self.runs[run_id]
-        self.note_visits(run)
         for command in commands:
             if isinstance(command, p.ExecuteNode):
                 self.ready.append((run_id, command))
@@ -218,17 +217,15 @@ class Simulator:
             elif isinstance(command, p.FinishRun):
                 self.finished(run_id, command)
             elif isinstance(command, p.Note):
-                self.emit(run_id, command.type, command.node_id, command.attempt, command.data)
+                self.note(run_id, command)
 
-    def note_visits(self, run: _Run) -> None:
-        """Record nodes that completed in this step (once per activation)."""
-        specs = run.target.program.specs
-        for section, node_id, record in run.state.take_delta():
-            if section != "nodes" or not isinstance(record, list) or record[4] != "done":
-                continue
-            if specs[node_id].kind in _VISIBLE and run.seen.get(node_id) != record[0]:
-                run.seen[node_id] = record[0]
-                self.visited.append(node_id)
+    def note(self, run_id: str, note: p.Note) -> None:
+        if note.type != "node:complete":
+            self.emit(run_id, note.type, note.node_id, note.attempt, note.data)
+            return
+        specs = self.runs[run_id].target.program.specs
+        if note.node_id is not None and specs[note.node_id].kind in _VISIBLE:
+            self.visited.append(note.node_id)
 
     def answer(self, run_id: str, command: p.AwaitSignal) -> None:
         run = self.runs[run_id]

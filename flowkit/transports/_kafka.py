@@ -34,9 +34,17 @@ and redelivers only what was not. At most ``max_in_flight`` deliveries per
 
 **Redelivery.** Kafka cannot "un-ack": a ``nack`` or a delivery whose
 ``visibility_timeout`` runs out (``extend`` pushes it) is *re-produced* with
-``x-flowkit-attempt`` incremented, and the original is then marked settled. A
-member that dies leaves its offsets uncommitted, and the group rebalance hands
-them to another member: delivery is at least once.
+``x-flowkit-attempt`` incremented, and the original is then marked settled.
+``close()`` hands held deliveries back the same way. A member that dies leaves
+its offsets uncommitted, and once the group drops it (``session_timeout``) the
+rebalance hands them to another member: delivery is at least once (such a
+redelivery keeps its ``attempt``: the broker does not count deliveries).
+
+**Rebalances.** Members use a sticky assignor (:func:`balance`): a partition
+with deliveries in flight stays with its member when others join, and a
+partition that comes back to its member resumes where it was, so a joining
+worker does not cause work in progress to run twice. A delivery whose partition
+did move raises :class:`DeliveryError` when settled (the new owner has it).
 
 Example::
 
@@ -97,6 +105,7 @@ _INTERNAL = frozenset({ATTEMPT, DUE})
 _LEGAL = re.compile(r"[A-Za-z0-9._-]+")
 _DELAY_HOLD = 10_000  # delayed records one forwarder holds in memory
 _RETRY = 1.0  # seconds before retrying a failed redelivery or forward
+_HAND_BACK_TIMEOUT = 10.0  # close() gives up handing deliveries back after this
 _FETCH_WAIT_MS = 500
 _URL_OPTIONS: dict[str, Callable[[str], Any]] = {
     "group": str,
@@ -128,9 +137,17 @@ def translate_errors(operation: str, where: str) -> Iterator[None]:
         yield
     except _sdk_errors() as exc:
         raise TransportError(
-            f"Kafka {redact(where)!r}: {operation} failed ({type(exc).__name__}: {exc}); "
-            "check that the broker is reachable and the topic exists"
+            f"Kafka {redact(where)!r}: {operation} failed ({type(exc).__name__}: "
+            f"{_text(exc)}); check that the broker is reachable and the topic exists"
         ) from exc
+
+
+def _text(exc: Exception) -> str:
+    """``str(exc)``; aiokafka's BrokerResponseError base class cannot format itself."""
+    try:
+        return str(exc)
+    except AttributeError:
+        return ", ".join(map(str, exc.args))
 
 
 # -- settlement bookkeeping ---------------------------------------------------
@@ -330,7 +347,8 @@ class _StickyAssignor:
 def _claims(user_data: bytes | None) -> dict[str, Any]:
     try:
         claims = json.loads(user_data or b"{}")
-        return {"topic": str(claims["topic"]), "owned": claims["owned"], "busy": claims["busy"]}
+        owned, busy = ([int(p) for p in claims[name]] for name in ("owned", "busy"))
+        return {"topic": str(claims["topic"]), "owned": owned, "busy": busy}
     except (ValueError, TypeError, KeyError):
         return {"topic": "", "owned": [], "busy": []}
 
@@ -385,8 +403,8 @@ class _Member:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        self.kafka.subscribe([self.topic], listener=_Rebalance(self))
         with translate_errors(f"joining a consumer group on {self.topic!r}", self.transport.where):
+            self.kafka.subscribe([self.topic], listener=_Rebalance(self))
             await self.kafka.start()
         self._tasks = [
             asyncio.create_task(self._guard(self._fetch_loop())),
@@ -415,8 +433,8 @@ class _Member:
     async def _fetch_loop(self) -> None:
         while True:
             room = self.limit - len(self.ready) - len(self.held)
-            self._set_paused(full=room <= 0)
             with translate_errors(f"fetching from {self.topic!r}", self.transport.where):
+                self._set_paused(full=room <= 0)
                 batch = await self.kafka.getmany(
                     timeout_ms=_FETCH_WAIT_MS if room > 0 else 0, max_records=max(room, 1)
                 )
@@ -592,19 +610,23 @@ class _Member:
         self.ready = deque(d for d in self.ready if not d.offsets.revoked)
         self.held = {d for d in self.held if not d.offsets.revoked}
         self.wake()
+        try:
+            await self.commit()  # what was settled while the partitions were in limbo
+        except TransportError as exc:
+            log.warning("commit after a rebalance failed", topic=self.topic, error=str(exc))
 
     async def _resume(self, tp: Any) -> _Offsets:
-        try:
-            with translate_errors(f"reading the committed offset of {tp}", self.transport.where):
-                committed = await self.kafka.committed(tp)
-        except TransportError as exc:
-            log.warning("could not read a committed offset", topic=self.topic, error=str(exc))
-            return _Offsets()
         old = self.limbo.get(tp)
-        if old is not None and old.committed == committed:
-            if old.fetched >= 0:
-                self.kafka.seek(tp, old.fetched)
-            return old
+        try:
+            with translate_errors(f"resuming {tp}", self.transport.where):
+                committed = await self.kafka.committed(tp)
+                if old is not None and old.committed == committed:
+                    if old.fetched >= 0:
+                        self.kafka.seek(tp, old.fetched)  # hand out nothing twice
+                    return old
+        except TransportError as exc:
+            log.warning("could not resume a partition", topic=self.topic, error=str(exc))
+            return _Offsets()
         fresh = _Offsets(committed=committed)
         if committed is not None:
             snapshot = await self.transport._last_record(self.acks_topic, tp.partition)
@@ -644,7 +666,9 @@ class _Member:
         self.retiring = True
         if self._tasks:
             self._tasks[0].cancel()
-        await self._hand_back()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_HAND_BACK_TIMEOUT):
+                await self._hand_back()
         self.stopped = True
         self.wake()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -830,8 +854,8 @@ class KafkaTransport:
         if not missing:
             return
         admin = await self._client("admin")
-        new = [NewTopic(name, topics[name], self.replication_factor) for name in missing]
         with translate_errors(f"creating topics {missing}", self.where):
+            new = [NewTopic(name, topics[name], self.replication_factor) for name in missing]
             response = await admin.create_topics(new)
             for name, code, message in response.topic_errors:
                 if code not in (0, kafka_errors.TopicAlreadyExistsError.errno):
@@ -913,9 +937,8 @@ class KafkaTransport:
             }
         )
         member.forwarder = forwarder
-        for joining in (forwarder, member):
-            self._members.append(joining)
-            await joining.start()
+        self._members += [forwarder, member]
+        await asyncio.gather(forwarder.start(), member.start())  # joins take a while
         return member
 
     async def _last_record(self, topic: str, partition: int) -> bytes | None:

@@ -81,9 +81,9 @@ from ._memory import DeadLetter
 from ._protocol import DeliveryError
 
 try:
-    import nats
     import nats.errors as nats_errors
     import nats.js.errors as js_errors
+    from nats.aio.client import Client as NATSClient
     from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 except ImportError:  # the "nats" extra is not installed: NATSTransport() says so
     _HAVE_NATS = False
@@ -93,7 +93,6 @@ else:
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Mapping
 
-    from nats.aio.client import Client as NATSClient
     from nats.aio.msg import Msg
     from nats.js.client import JetStreamContext
 
@@ -115,6 +114,8 @@ _URL_OPTIONS: dict[str, Any] = {
     "max_deliver": int,
     "batch": int,
     "fetch_wait": float,
+    "request_timeout": float,
+    "connect_timeout": float,
 }
 
 
@@ -340,6 +341,8 @@ class NATSTransport:
         batch: messages one fetch takes (keep it at most the worker's concurrency).
         fetch_wait: seconds one fetch waits for messages before asking again.
         request_timeout: seconds to wait for the server's answer to a request.
+        connect_timeout: seconds to keep trying to connect before giving up (once
+            connected, nats-py reconnects by itself after an outage).
     """
 
     def __init__(
@@ -352,6 +355,7 @@ class NATSTransport:
         batch: int = 32,
         fetch_wait: float = 5.0,
         request_timeout: float = 5.0,
+        connect_timeout: float = 10.0,
     ) -> None:
         if not _HAVE_NATS:
             raise MissingDependency("NATSTransport", "nats")
@@ -363,6 +367,7 @@ class NATSTransport:
         self.batch = batch
         self.fetch_wait = fetch_wait
         self.request_timeout = request_timeout
+        self.connect_timeout = connect_timeout
         self._nc: NATSClient | None = None
         self._js: JetStreamContext | None = None
         self._lock = anyio.Lock()
@@ -551,13 +556,27 @@ class NATSTransport:
             raise TransportError("NATSTransport is closed")
         async with self._lock:
             if self._nc is None:
-                with self._errors("connect"):
-                    self._nc = await nats.connect(
-                        self.url,
-                        connect_timeout=max(1, round(self.request_timeout)),
-                        error_cb=_log_error,
-                    )
+                self._nc = await self._connect()
             return self._nc
+
+    async def _connect(self) -> NATSClient:
+        """A connected client; nats-py alone would retry a refused first connection for minutes."""
+        nc = NATSClient()
+        try:
+            with anyio.fail_after(self.connect_timeout), self._errors("connect"):
+                await nc.connect(
+                    self.url,
+                    connect_timeout=max(1, round(self.request_timeout)),
+                    error_cb=_log_error,
+                )
+        except TimeoutError as exc:
+            with anyio.CancelScope(shield=True), self._errors("give up connecting"):
+                await nc.close()
+            raise TransportError(
+                f"NATS {redact(self.url)!r}: no connection within {self.connect_timeout:g}s; "
+                "check that nats-server is running (with -js) and reachable at that URL"
+            ) from exc
+        return nc
 
     async def _jetstream(self) -> JetStreamContext:
         nc = await self._client()

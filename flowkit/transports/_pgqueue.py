@@ -120,9 +120,9 @@ def translate_errors(operation: str, dsn: str) -> Iterator[None]:
     try:
         yield
     except (psycopg.Error, psycopg.Warning) as exc:
-        detail = redact_dsn(f"{type(exc).__name__}: {exc}".strip(), dsn)
+        detail = redact_dsn(dsn, f"{type(exc).__name__}: {exc}".strip())
         raise TransportError(
-            f"PostgreSQL queue {redact_dsn(redact(dsn), dsn)!r}: {operation} failed ({detail});"
+            f"PostgreSQL queue {redact_dsn(dsn)!r}: {operation} failed ({detail});"
             " check that the server is reachable and the user may use the schema"
         ) from exc
 
@@ -243,8 +243,7 @@ class PostgresQueueTransport:
         return cls(url, **options)
 
     def __repr__(self) -> str:
-        dsn = redact_dsn(redact(self.dsn), self.dsn)
-        return f"PostgresQueueTransport({dsn!r}, schema={self.schema!r})"
+        return f"PostgresQueueTransport({redact_dsn(self.dsn)!r}, schema={self.schema!r})"
 
     # -- plumbing -------------------------------------------------------------
     async def _open(self) -> Conn:
@@ -314,7 +313,12 @@ class PostgresQueueTransport:
     async def _claim(self, queue: str) -> PostgresDelivery | None:
         token = uuid.uuid4().hex
         params = {"queue": queue, "token": token, "lease": self.visibility_timeout}
-        rows = await self._query("receive", _CLAIM, params)
+        try:
+            rows = await self._query("receive", _CLAIM, params)
+        except TransportError:
+            if self._closed:  # closed while claiming: the receiver just stops
+                return None
+            raise
         return PostgresDelivery(self, queue, rows[0], token) if rows else None
 
     @asynccontextmanager

@@ -432,6 +432,7 @@ class RabbitMQTransport:
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractChannel | None = None
         self._lock = anyio.Lock()
+        self._publisher_lock = anyio.Lock()
         self._declared: set[str] = set()
         self._holding: set[str] = set()
         self._server_version: tuple[int, ...] = ()
@@ -586,10 +587,12 @@ class RabbitMQTransport:
             return await connection.channel(publisher_confirms=True, on_return_raises=True)
 
     async def _publishing_channel(self) -> AbstractChannel:
-        channel = self._publisher
-        if channel is None or channel.is_closed:
-            channel = self._publisher = await self._open_channel("open the publishing channel")
-        return channel
+        async with self._publisher_lock:
+            channel = self._publisher
+            if channel is None or channel.is_closed:
+                channel = await self._open_channel("open the publishing channel")
+                self._publisher = channel
+            return channel
 
     async def _close_quietly(self, channel: AbstractChannel) -> None:
         try:

@@ -28,6 +28,9 @@ pending for this consumer at that count, and raises
 :class:`~flowkit.transports.DeliveryError` otherwise (the delivery timed out
 and was claimed again).
 
+Entries read in a batch but not handed over when a ``receive()`` loop ends are
+re-added at once (``attempt`` unchanged) rather than left to time out.
+
 ``ack`` is ``XACK`` + ``XDEL``; ``nack`` acks and re-adds the fields (now, or
 via the delayed set) with ``attempt`` raised; ``extend`` re-``XCLAIM``s the
 entry to this consumer (``JUSTID``: resets its idle time, not its count) and
@@ -52,10 +55,12 @@ import secrets
 import socket
 import time
 import uuid
+from collections import deque
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import anyio
 import attrs
 import structlog
 
@@ -72,7 +77,7 @@ else:
     _HAVE_REDIS = True
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+    from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 
 _log = structlog.get_logger("flowkit.transports")
 
@@ -171,7 +176,7 @@ return 1
 """
 )
 # KEYS: stream, leases, dlq, delayed, delayed msgs.
-# ARGV: group, id, consumer, count, mode (ack|requeue|dead), delay ms, new id, reason.
+# ARGV: group, id, consumer, count, mode (ack|requeue|return|dead), delay ms, new id, reason.
 _SETTLE = (
     _LIB
     + """
@@ -182,7 +187,9 @@ redis.call('XDEL', KEYS[1], ARGV[2])
 redis.call('HDEL', KEYS[2], ARGV[2])
 if ARGV[5] == 'ack' or entry == nil then return 1 end
 local fields = entry[2]
-local attempts = (tonumber(get_field(fields, 'attempt')) or 0) + tonumber(ARGV[4])
+local counted = tonumber(ARGV[4])
+if ARGV[5] == 'return' then counted = counted - 1 end  -- it never reached a consumer
+local attempts = (tonumber(get_field(fields, 'attempt')) or 0) + counted
 set_field(fields, 'attempt', tostring(attempts))
 if ARGV[5] == 'dead' then
   redis.call('XADD', KEYS[3], '*', unpack(set_field(fields, 'reason', ARGV[8])))
@@ -227,7 +234,7 @@ def _hint(exc: BaseException) -> str:
         return "check the user and password in the URL and the user's ACL"
     if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError | OSError):
         return "check that Redis is running and reachable at that URL"
-    if isinstance(exc, redis_errors.ResponseError) and "WRONGTYPE" in str(exc):
+    if isinstance(exc, redis_errors.ResponseError) and "WRONGTYPE" in repr(exc.args):
         return "a key of the transport's prefix holds something else: choose another prefix"
     return "retry; if it keeps failing, check the server's logs"
 
@@ -242,12 +249,20 @@ def translate_errors(operation: str, url: str, *, settling: bool = False) -> Ite
         yield
     except sdk_errors() as exc:
         error = DeliveryError if settling else TransportError
-        password = urlsplit(url).password
-        text = str(exc).replace(password, "***") if password else str(exc)
         raise error(
             f"Redis transport {redact(url)!r}: {operation} failed "
-            f"({type(exc).__name__}: {text}); {_hint(exc)}"
+            f"({type(exc).__name__}: {_text(exc, url)}); {_hint(exc)}"
         ) from exc
+
+
+def _text(exc: BaseException, url: str) -> str:
+    """``exc`` as text without the URL's password (even if its ``__str__`` fails)."""
+    try:
+        text = str(exc)
+    except Exception:  # an SDK class whose __str__ needs attributes it was not given
+        text = repr(exc.args)
+    password = urlsplit(url).password
+    return text.replace(password, "***") if password else text
 
 
 # -- entries -------------------------------------------------------------------
@@ -275,7 +290,7 @@ def _pairs(fields: Any) -> dict[bytes, bytes]:
     return dict(zip(flat[0::2], flat[1::2], strict=False))
 
 
-def _text(value: bytes | None) -> str | None:
+def _decoded(value: bytes | None) -> str | None:
     return None if value is None else value.decode("utf-8", "replace")
 
 
@@ -324,7 +339,7 @@ class RedisDelivery:
         self.received_at = time.monotonic()
         self.body: bytes = fields.get(b"body", b"")
         self.headers: Mapping[str, str] = _headers(fields.get(b"headers"))
-        self.key: str | None = _text(fields.get(b"key"))
+        self.key: str | None = _decoded(fields.get(b"key"))
         self.attempt: int = _count(fields.get(b"attempt")) + count
 
     async def ack(self) -> None:
@@ -502,18 +517,30 @@ class RedisTransport:
         keys = _Keys.of(self.prefix, queue)
         await self._join(keys)
         cursor = _Cursor()
-        while not self._closed:
-            try:
-                batch = await self._poll(keys, cursor)
-            except TransportError:
-                if self._closed:  # close() cut the blocking read short
-                    return
-                raise
-            for delivery in batch:
-                if self._closed:
-                    return
-                if await self._still_held(delivery):
-                    yield delivery
+        batch: deque[RedisDelivery] = deque()
+        try:
+            while not self._closed:
+                try:
+                    batch.extend(await self._poll(keys, cursor))
+                except TransportError:
+                    if self._closed:  # close() cut the blocking read short
+                        return
+                    raise
+                while batch and not self._closed:
+                    delivery = batch.popleft()
+                    if await self._still_held(delivery):
+                        yield delivery
+        finally:
+            await self._give_back(batch)
+
+    async def _give_back(self, unyielded: Iterable[RedisDelivery]) -> None:
+        """Re-add entries read but never handed over, so others need not wait to claim them."""
+        with anyio.CancelScope(shield=True):
+            for delivery in unyielded:
+                try:
+                    await delivery._settle("give back", "return")
+                except TransportError as exc:  # still pending here: claimed after the timeout
+                    _log.debug("could not give an entry back", error=str(exc))
 
     async def _join(self, keys: _Keys) -> None:
         with self._errors(f"create consumer group {self.group!r} on {keys.stream!r}"):

@@ -293,7 +293,12 @@ class SQLiteQueueTransport:
     async def _claim(self, queue: str) -> SQLiteDelivery | None:
         token = uuid.uuid4().hex
         lease = self.visibility_timeout
-        row = await self._run("receive", lambda conn: _claim(conn, queue, token, lease))
+        try:
+            row = await self._run("receive", lambda conn: _claim(conn, queue, token, lease))
+        except TransportError:
+            if self._closed:  # closed while claiming: the receiver just stops
+                return None
+            raise
         return None if row is None else SQLiteDelivery(self, queue, row, token)
 
     async def close(self) -> None:

@@ -78,7 +78,7 @@ import anyio
 import structlog
 
 from .._errors import MissingDependency, TransportError
-from ..stores._urls import ConfigurationError
+from ..stores._urls import ConfigurationError, redact
 from ._memory import DeadLetter
 from ._protocol import DeliveryError
 
@@ -462,18 +462,18 @@ class SQSTransport:
         parts = urlsplit(url)
         if parts.scheme.lower() != "sqs" or "@" in parts.netloc:
             raise ConfigurationError(
-                f"not an SQS URL: {url!r}; use sqs://region/queue-prefix (credentials come "
+                f"not an SQS URL: {redact(url)!r}; use sqs://region/queue-prefix (credentials come "
                 "from the environment or keyword arguments, never the URL)"
             )
         for name, text in parse_qsl(parts.query):
             if name not in _URL_OPTIONS:
                 raise ConfigurationError(
-                    f"unknown option {name!r} in {url!r}: use {', '.join(_URL_OPTIONS)}"
+                    f"unknown option {name!r} in {redact(url)!r}: use {', '.join(_URL_OPTIONS)}"
                 )
             try:
                 value = _URL_OPTIONS[name](text)
             except (ValueError, KeyError) as exc:
-                raise ConfigurationError(f"bad {name}={text!r} in {url!r}") from exc
+                raise ConfigurationError(f"bad {name}={text!r} in {redact(url)!r}") from exc
             options.setdefault("endpoint_url" if name == "endpoint" else name, value)
         if parts.path.strip("/"):
             options.setdefault("queue_prefix", parts.path.strip("/"))

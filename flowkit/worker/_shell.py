@@ -85,7 +85,11 @@ class Shell:
         run_id = run_id or uuid.uuid4().hex
         state = RunState(run_id)
         commands = start_run(
-            target.program, state, inputs, parent=parent, traceparent=current_traceparent()
+            target.program,
+            state,
+            target.bind(inputs),
+            parent=parent,
+            traceparent=current_traceparent(),
         )
         delta = state.take_delta()
         created = await self.store.create_run(

@@ -28,7 +28,6 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from flowkit.transports._kafka import REASON, KafkaTransport
 
@@ -82,6 +81,8 @@ class KafkaFactory:
 
 async def read_all(bootstrap: str, topic: str) -> list[tuple[bytes, dict[str, str]]]:
     """``(body, headers)`` of every record now in ``topic``, partition by partition."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition  # the suite collects without it
+
     reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await reader.start()
     try:

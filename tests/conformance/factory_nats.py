@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import uuid
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flowkit.transports import from_url
 
@@ -45,10 +45,9 @@ class NATSFactory:
         prefix = f"FKT{uuid.uuid4().hex[:12]}"
         made: list[NATSTransport] = []
 
-        def make() -> NATSTransport:
-            transport: NATSTransport = from_url(
-                NATS_URL, stream_prefix=prefix, ack_wait=self.visibility_timeout
-            )
+        def make(**options: Any) -> NATSTransport:
+            options.setdefault("ack_wait", self.visibility_timeout)
+            transport: NATSTransport = from_url(NATS_URL, stream_prefix=prefix, **options)
             made.append(transport)
             return transport
 

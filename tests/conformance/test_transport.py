@@ -42,17 +42,16 @@ import pytest
 
 from flowkit import Client, Flow, RunStatus, TransportError, Worker
 from flowkit.stores import MemoryStore
+from flowkit.transports import Delivery, Transport
 from flowkit.worker import NodeMessage
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
-    from anyio.abc import ObjectReceiveStream, ObjectSendStream
-
-    from flowkit.transports import Delivery, Transport
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
     Make = Callable[[], Transport]
-    Deliveries = ObjectReceiveStream[Delivery]
+    Deliveries = MemoryObjectReceiveStream[Delivery]
 
 pytestmark = pytest.mark.anyio
 
@@ -98,7 +97,7 @@ def visibility(factory: Any) -> float:
     return float(getattr(factory, "visibility_timeout", 1.0))
 
 
-async def _pump(transport: Transport, queue: str, out: ObjectSendStream[Delivery]) -> None:
+async def _pump(transport: Transport, queue: str, out: MemoryObjectSendStream[Delivery]) -> None:
     deliveries = transport.receive(queue)
     try:
         async with out:
@@ -114,7 +113,7 @@ async def _pump(transport: Transport, queue: str, out: ObjectSendStream[Delivery
 @asynccontextmanager
 async def consuming(transport: Transport, queue: str = QUEUE) -> AsyncIterator[Deliveries]:
     """A running consumer of ``queue``; its receive loop stops when the block ends."""
-    send, receive = anyio.create_memory_object_stream["Delivery"](0)
+    send, receive = anyio.create_memory_object_stream[Delivery](0)
     async with receive, anyio.create_task_group() as tg:
         tg.start_soon(_pump, transport, queue, send)
         yield receive
@@ -200,6 +199,8 @@ class TestRoundTrip:
             for delivery in received.values():
                 await delivery.ack()
         full, bare = received[body], received[b"bare"]
+        assert isinstance(producer, Transport)
+        assert isinstance(full, Delivery)
         assert headers == {name: full.headers.get(name) for name in headers}
         assert ("run-42", 1) == (full.key, full.attempt)
         assert (None, 1) == (bare.key, bare.attempt)
@@ -377,7 +378,7 @@ async def plus_one(value: int) -> int:
 class _SpiedDelivery:
     """A delivery that reports its dead-lettering on a stream."""
 
-    def __init__(self, inner: Delivery, report: ObjectSendStream[tuple[bytes, str]]) -> None:
+    def __init__(self, inner: Delivery, report: MemoryObjectSendStream[tuple[bytes, str]]) -> None:
         self._inner = inner
         self._report = report
         self.body = inner.body
@@ -402,7 +403,7 @@ class _SpiedDelivery:
 class _DeadLetterSpy:
     """A transport whose deliveries report their dead-lettering (so tests can await it)."""
 
-    def __init__(self, inner: Transport, report: ObjectSendStream[tuple[bytes, str]]) -> None:
+    def __init__(self, inner: Transport, report: MemoryObjectSendStream[tuple[bytes, str]]) -> None:
         self.inner = inner
         self.report = report
 
