@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
@@ -14,6 +14,9 @@ from flowkit import RunStatus
 from flowkit.stores import SQLiteStore
 from flowkit.testing import Faults, simulate
 from flowkit.transports import MemoryTransport
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class TestSimulateExample:
@@ -27,7 +30,8 @@ class TestSimulateExample:
             signals={"approval": {"approved": True}},
             start="2026-01-01T00:00:00Z",
         )
-        assert sim.status == "completed" and sim.output == Receipt("A1", 2000)
+        assert sim.status == "completed"
+        assert sim.output == Receipt("A1", 2000)
         assert sim.visited[:5] == ["fetch_order", "approval", "sleep", "charge", "notify"]
         assert sim.elapsed == timedelta(minutes=10)
 
