@@ -83,13 +83,12 @@ class TestRunningExample:
             async with anyio.create_task_group() as tg:
                 for worker in workers:
                     await tg.start(worker.run)
+                waiting = anyio.Event()
+                for worker in workers:
+                    worker.events.subscribe(lambda _: waiting.set(), types={"workflow:pause"})
                 handle = await client.start(checkout, order_id="A1")
                 with anyio.fail_after(20):
-                    while (
-                        "approval"
-                        not in (await client.store.load(handle.run_id))[0].sections["waits"]
-                    ):
-                        await anyio.sleep(0.01)
+                    await waiting.wait()
                 await client.signal(handle.run_id, "approval", {"approved": True})
                 result = await handle.result(timeout=20)
                 tg.cancel_scope.cancel()
