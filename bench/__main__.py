@@ -128,11 +128,12 @@ def budgets(results: dict[str, list[Table]]) -> Table:
             f"{s['tasks_before']} -> {s['tasks_after']}, {s['runs_held']} held",
             s["tasks_after"] <= s["tasks_before"] and s["runs_held"] == 0,
         )
+        blocks = s["py_blocks_run"]
         add(
             "sleeping runs hold no memory",
-            "RSS per run <= 10 % of its store bytes",
-            s["rss_vs_store"],
-            None if s["rss_vs_store"] is None else s["rss_vs_store"] <= 0.1,
+            "< 0.5 Python heap blocks per run",
+            f"{blocks} blocks, {s['rss_B_run']} B RSS",
+            blocks < 0.5,
         )
     table.notes.append(
         "absolute budgets (us, ms, nodes/s) depend on this machine; "

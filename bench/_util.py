@@ -59,10 +59,10 @@ async def median_async(fn: Callable[[], Awaitable[Any]], runs: int) -> float:
     return statistics.median(times)
 
 
-async def interleaved_async(
+async def interleaved_stats(
     fns: dict[str, Callable[[], Awaitable[Any]]], runs: int
-) -> dict[str, float]:
-    """Median seconds of each function, timed in turns (a, b, a, b, ...).
+) -> dict[str, dict[str, float]]:
+    """Median and best seconds of each function, timed in turns (a, b, a, b, ...).
 
     Interleaving makes a slow phase of a noisy machine hit every system alike,
     so the ratios between them hold even when the absolute figures wander.
@@ -74,7 +74,15 @@ async def interleaved_async(
             start = time.perf_counter()
             await fn()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return {name: {"median": statistics.median(ts), "best": min(ts)} for name, ts in times.items()}
+
+
+async def interleaved_async(
+    fns: dict[str, Callable[[], Awaitable[Any]]], runs: int
+) -> dict[str, float]:
+    """Median seconds of each function, timed in turns (see :func:`interleaved_stats`)."""
+    stats = await interleaved_stats(fns, runs)
+    return {name: s["median"] for name, s in stats.items()}
 
 
 def median_sync(fn: Callable[[], Any], runs: int) -> float:
@@ -183,6 +191,8 @@ def print_tables(section: str, tables: list[Table], *, use_rich: bool = True) ->
             console = None
         else:
             console = Console()
+            if not console.is_terminal:  # a pipe or file: do not squeeze tables into 80 columns
+                console = Console(width=220)
     print(f"\n== {section} ==", flush=True)
     for table in tables:
         if console is None:
@@ -200,4 +210,4 @@ def print_tables(section: str, tables: list[Table], *, use_rich: bool = True) ->
             rich_table.add_row(*(_cell(row.get(c)) for c in columns))
         console.print(rich_table)
         for note in table.notes:
-            console.print(f"  * {note}", highlight=False, markup=False)
+            console.print(f"  * {note}", highlight=False, markup=False, soft_wrap=True)

@@ -304,7 +304,7 @@ def run(config: Config) -> list[Table]:
     shapes_table = Table("@flow vs builder: the same shape on the same Runtime (medians)")
     for shape in ("chain", "fan"):
         for n in config.pick((100, 1000, 10000), (100, 1000, 10000), (20,)):
-            runs = config.pick(15 if n <= 1000 else 5, 7 if n <= 1000 else 3, 1)
+            runs = config.pick(31 if n <= 1000 else 9, 15 if n <= 1000 else 5, 1)
             m = anyio.run(measure_shape, module, shape, n, runs)
             shapes_table.rows.append(
                 {

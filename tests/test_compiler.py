@@ -383,9 +383,7 @@ class TestResolution:
             return x
             await reserve("never")
 
-        assert ["return@L"] == [
-            n.id[: n.id.index("L") + 1] for n in early_exit.blueprint.nodes
-        ]
+        assert ["return@L"] == [n.id[: n.id.index("L") + 1] for n in early_exit.blueprint.nodes]
 
 
 def load_module(tmp_path: Path, source: str) -> Any:

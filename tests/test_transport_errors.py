@@ -257,7 +257,8 @@ class TestURLs:
         [
             ("sqlite:///flowkit.db", "flowkit.db"),
             ("sqlite:///data/q.db", "data/q.db"),
-            ("sqlite:////var/lib/q.db", "//var/lib/q.db"),
+            ("sqlite:////var/lib/q.db", "/var/lib/q.db"),
+            ("sqlite:///", ":memory:"),
             ("sqlite://", ":memory:"),
         ],
     )

@@ -21,8 +21,8 @@ import anyio
 import pytest
 from aiokafka.partitioner import murmur2
 from anyio.streams.buffered import BufferedByteReceiveStream
+from conformance import tansu
 from conformance.factory_kafka import read_all
-from conformance.tansu import shared_tansu
 
 from flowkit import TransportError
 from flowkit.stores._urls import ConfigurationError
@@ -52,9 +52,7 @@ def anyio_backend() -> str:
     return "asyncio"  # aiokafka is asyncio-only
 
 
-@pytest.fixture(scope="session")
-def bootstrap() -> str:
-    return shared_tansu()
+kafka_bootstrap = tansu.kafka_bootstrap  # the session fixture: one broker per test process
 
 
 @pytest.fixture
@@ -63,13 +61,17 @@ def namespace() -> str:
 
 
 @pytest.fixture
-async def make(bootstrap: str, namespace: str) -> AsyncIterator[Make]:
+async def make(kafka_bootstrap: str, namespace: str) -> AsyncIterator[Make]:
     made: list[KafkaTransport] = []
 
     def make(**options: Any) -> KafkaTransport:
-        settings = {"partitions": 4, "visibility_timeout": VISIBILITY, "session_timeout": 2.0}
+        settings = {
+            "partitions": 4,
+            "visibility_timeout": VISIBILITY,
+            "session_timeout": tansu.SESSION_TIMEOUT,
+        }
         transport = KafkaTransport(
-            bootstrap, group=namespace, topic_prefix=namespace, **(settings | options)
+            kafka_bootstrap, group=namespace, topic_prefix=namespace, **(settings | options)
         )
         made.append(transport)
         return transport
@@ -189,7 +191,8 @@ class TestConfiguration:
             ("kafka://k:9092?colour=red", "unknown option 'colour'"),
             ("kafka://k:9092?partitions=many", "bad partitions='many'"),
             ("kafka://user:pa55@k:9092", "credentials"),
-            ("kafka://k:9092?partitions=0", "partitions must be 1 or more"),
+            ("kafka://k:9092?partitions=0", "partitions must be positive"),
+            ("kafka://k:9092?visibility_timeout=-1", "visibility_timeout must be positive"),
         ],
     )
     def test_bad_urls(self, url: str, message: str) -> None:
@@ -233,9 +236,13 @@ CRASHING_CONSUMER = """
 import asyncio, sys
 from flowkit.transports._kafka import KafkaTransport
 
-async def main(bootstrap, namespace):
+async def main(bootstrap, namespace, session_timeout):
     transport = KafkaTransport(
-        bootstrap, group=namespace, topic_prefix=namespace, partitions=1, session_timeout=2.0
+        bootstrap,
+        group=namespace,
+        topic_prefix=namespace,
+        partitions=1,
+        session_timeout=float(session_timeout),
     )
     deliveries = transport.receive("jobs")
     held = [await anext(deliveries) for _ in range(3)]
@@ -253,12 +260,13 @@ class TestOutOfOrderCommit:
     """Settling later offsets first never commits past an unsettled one, nor redelivers them."""
 
     async def test_crash_redelivers_only_the_unsettled(
-        self, make: Make, bootstrap: str, namespace: str
+        self, make: Make, kafka_bootstrap: str, namespace: str
     ) -> None:
         producer = make(partitions=1)
         for body in (b"first", b"second", b"third"):
             await producer.send(QUEUE, body)
-        command = [sys.executable, "-c", CRASHING_CONSUMER, bootstrap, namespace]
+        session = str(tansu.SESSION_TIMEOUT)
+        command = [sys.executable, "-c", CRASHING_CONSUMER, kafka_bootstrap, namespace, session]
         async with await anyio.open_process(command, cwd=ROOT) as child:
             assert child.stdout is not None
             with anyio.fail_after(TIMEOUT):
@@ -397,7 +405,7 @@ class TestRedelivery:
         assert (b"later", 1) == (delivery.body, delivery.attempt)
         await delivery.ack()
 
-    async def test_dead_letter(self, make: Make, bootstrap: str) -> None:
+    async def test_dead_letter(self, make: Make, kafka_bootstrap: str) -> None:
         producer, consumer = make(), make()
         await producer.send(QUEUE, b"poison", headers={"h": "v"})
         deliveries = Consumer(consumer)
@@ -409,6 +417,6 @@ class TestRedelivery:
             parked.headers[REASON],
             parked.headers["h"],
         )
-        records = await read_all(bootstrap, f"{consumer.topic(QUEUE)}.dlq")
+        records = await read_all(kafka_bootstrap, f"{consumer.topic(QUEUE)}.dlq")
         assert [(b"poison", "1")] == [(body, headers[ATTEMPT]) for body, headers in records]
         await parked.ack()

@@ -220,11 +220,15 @@ class TestClose:
 
 # -- NATS ----------------------------------------------------------------------------
 class TestNATSHeaders:
-    """Headers NATS cannot carry are refused before anything is sent."""
+    """Headers NATS cannot carry, or that its server would act on, are refused before sending."""
 
     async def test_line_break_refused(self, make_nats: Make) -> None:
         with pytest.raises(TransportError, match="line breaks"):
             await make_nats().send(QUEUE, b"x", headers={"h": "a\r\nInjected: 1"})
+
+    async def test_server_headers_refused(self, make_nats: Make) -> None:
+        with pytest.raises(TransportError, match="reserved"):
+            await make_nats().send(QUEUE, b"x", headers={"Nats-Msg-Id": "1"})
 
 
 class TestNATSDelay:

@@ -19,6 +19,7 @@ import anyio
 import pytest
 import redis.asyncio
 
+from flowkit import TransportError
 from flowkit.stores._urls import ConfigurationError
 from flowkit.transports import from_url
 from flowkit.transports._rabbitmq import REASON_HEADER, RabbitMQTransport
@@ -302,6 +303,22 @@ class TestRedisConsumers:
         consumers = await client.xinfo_consumers(idle.keys("q")[0], "flowkit")
         await client.aclose()
         assert [holding.consumer.encode()] == [c["name"] for c in consumers]
+
+
+class TestAsyncioOnly:
+    """Under trio, both transports refuse with a clear error instead of failing obscurely."""
+
+    pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["trio"])]
+
+    async def test_rabbitmq(self) -> None:
+        transport = RabbitMQTransport(RABBITMQ_URL)
+        with pytest.raises(TransportError, match="asyncio only"):
+            await transport.send("q", b"x")
+
+    async def test_redis(self) -> None:
+        transport = RedisTransport(REDIS_URL)
+        with pytest.raises(TransportError, match="asyncio only"):
+            await transport.send("q", b"x")
 
 
 class TestConfiguration:

@@ -172,8 +172,11 @@ def bind_node_context(ctx: NodeContext) -> NodeBinding:
 
 def unbind_node_context(tokens: NodeBinding) -> None:
     """Restore the contextvars :func:`bind_node_context` set."""
-    for token in tokens:
-        token.var.reset(token)
+    run_id, node_id, attempt, flow = tokens
+    _FLOW.reset(flow)
+    _ATTEMPT.reset(attempt)
+    _NODE_ID.reset(node_id)
+    _RUN_ID.reset(run_id)
 
 
 # -- configuration ----------------------------------------------------------------

@@ -48,6 +48,7 @@ from ._propagation import extract_context, format_traceparent
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
+    from contextlib import AbstractContextManager
 
     from opentelemetry.metrics import Histogram, Meter, MeterProvider
     from opentelemetry.trace import Span, TracerProvider
@@ -145,7 +146,7 @@ class OpenTelemetryMiddleware(Middleware):
                 self._instruments.node_finished(labels, outcome, time.perf_counter() - started)
         return result
 
-    def _node_span(self, ctx: NodeContext) -> Any:
+    def _node_span(self, ctx: NodeContext) -> AbstractContextManager[Span]:
         """The node span, current for the node's body (so spans it starts nest under it)."""
         return self._tracer.start_as_current_span(
             "flowkit.node",

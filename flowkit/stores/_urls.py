@@ -27,7 +27,7 @@ def from_url(url: str, **options: Any) -> Any:
         from ._sqlite import SQLiteStore
 
         path = url[len("sqlite://") :]
-        if path.startswith("/") and not path.startswith("//"):
+        if path.startswith("/"):
             path = (
                 path[1:] or ":memory:"
             )  # sqlite:///rel.db -> rel.db; sqlite:////abs.db -> /abs.db

@@ -753,9 +753,16 @@ class KafkaTransport:
     ) -> None:
         if not _HAVE_KAFKA:
             raise MissingDependency("KafkaTransport", "kafka")
-        for name, value in (("partitions", partitions), ("max_in_flight", max_in_flight)):
-            if value < 1:
-                raise ConfigurationError(f"KafkaTransport: {name} must be 1 or more, got {value}")
+        numbers = {
+            "partitions": partitions,
+            "max_in_flight": max_in_flight,
+            "visibility_timeout": visibility_timeout,
+            "session_timeout": session_timeout,
+            "replication_factor": replication_factor,
+        }
+        for name, value in numbers.items():
+            if not value > 0:
+                raise ConfigurationError(f"KafkaTransport: {name} must be positive, got {value}")
         if not (topic_prefix and _LEGAL.fullmatch(topic_prefix)):
             raise ConfigurationError(
                 f"KafkaTransport: topic_prefix {topic_prefix!r} may use only letters, digits, "
@@ -938,7 +945,10 @@ class KafkaTransport:
         )
         member.forwarder = forwarder
         self._members += [forwarder, member]
-        await asyncio.gather(forwarder.start(), member.start())  # joins take a while
+        joined = await asyncio.gather(forwarder.start(), member.start(), return_exceptions=True)
+        for failure in joined:  # both joins ran (concurrently: joins take a while)
+            if isinstance(failure, BaseException):
+                raise failure
         return member
 
     async def _last_record(self, topic: str, partition: int) -> bytes | None:
@@ -962,7 +972,7 @@ class KafkaTransport:
         return value
 
     async def close(self) -> None:
-        """Leave every group (unsettled deliveries go to other members) and disconnect."""
+        """Hand held deliveries back, leave every group, disconnect; idempotent."""
         self._closing = True
         for member in self._members:
             await member.stop()

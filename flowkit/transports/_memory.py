@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
 
-@attrs.define
+@attrs.define(eq=False)  # queues hold messages by identity
 class _Message:
     body: bytes
     headers: dict[str, str]
@@ -81,7 +81,7 @@ class MemoryDelivery:
 
     async def extend(self, seconds: float) -> None:
         self._check()
-        self._message.visible_at = time.monotonic() + seconds
+        self._transport._hold(self._queue, self._message, seconds)
 
     async def dead_letter(self, reason: str) -> None:
         self._check()
@@ -159,13 +159,22 @@ class MemoryTransport:
         q = self._queue(queue)
         if message in q.later:
             q.later.remove(message)
+        if message in q.ready:
+            q.ready.remove(message)
+
+    def _hold(self, queue: str, message: _Message, seconds: float) -> None:
+        """Keep ``message`` invisible for ``seconds`` (wherever it is now)."""
+        self._remove(queue, message)
+        message.visible_at = time.monotonic() + seconds
+        self._queue(queue).later.append(message)
 
     def _requeue(self, queue: str, message: _Message, after: float) -> None:
         q = self._queue(queue)
-        message.visible_at = time.monotonic() + after
         if after <= 0:
             self._remove(queue, message)
             q.ready.append(message)
+        else:
+            self._hold(queue, message, after)
         q.wake()
 
     def pending(self, queue: str) -> int:

@@ -96,6 +96,8 @@ if TYPE_CHECKING:
     from nats.aio.msg import Msg
     from nats.js.client import JetStreamContext
 
+    PullSubscription = JetStreamContext.PullSubscription
+
 _log = structlog.get_logger("flowkit.transports")
 
 CONSUMER = "flowkit"  # the durable pull consumer every receiver shares
@@ -214,7 +216,11 @@ def _user_headers(raw: Mapping[str, str] | None) -> dict[str, str]:
 
 
 def _outgoing(headers: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
-    """Headers to publish, refusing what the NATS wire format cannot carry."""
+    """Headers to publish, refusing what the NATS wire format cannot carry and the
+    ``Nats-`` headers the server would act on."""
+    reserved = [name for name in headers if name.lower().startswith("nats-")]
+    if reserved:
+        raise TransportError(f"NATS headers {reserved} are reserved for the server; rename them")
     merged = dict(headers) | dict(extra)
     for name, value in merged.items():
         if any(ch in name + value for ch in "\r\n") or not name or ":" in name:
@@ -295,6 +301,8 @@ class NATSDelivery:
             REASON_HEADER: reason,
             ATTEMPTS_HEADER: str(self.attempt),
             QUEUE_HEADER: self._queue,
+            # a repeated dead_letter (the term failed) is a duplicate the stream drops
+            "Nats-Msg-Id": f"dead-{self._msg.metadata.sequence.stream}",
         }
         if self.key is not None:
             extra[KEY_HEADER] = self.key
@@ -458,7 +466,7 @@ class NATSTransport:
         finally:
             await self._release(sub, waiting)
 
-    async def _fetch(self, sub: Any, names: _Names) -> list[tuple[Msg, _Lease]]:
+    async def _fetch(self, sub: PullSubscription, names: _Names) -> list[tuple[Msg, _Lease]]:
         """The next batch of messages, each with its lease clock; [] if none came."""
         try:
             with self._errors(f"fetch from {names.stream!r}"):
@@ -514,7 +522,7 @@ class NATSTransport:
         else:
             _log.warning("message delivered too often; dead-lettered", attempt=delivery.attempt)
 
-    async def _release(self, sub: Any, waiting: deque[tuple[Msg, _Lease]]) -> None:
+    async def _release(self, sub: PullSubscription, waiting: deque[tuple[Msg, _Lease]]) -> None:
         """Nak what was fetched but not yielded, and drop the subscription."""
         with anyio.move_on_after(_RELEASE_TIMEOUT, shield=True):
             try:

@@ -63,6 +63,11 @@ flowkit's key is ``run_id/node_id``, so a run's parallel branches are never
 serialised; messages of one key are handed out in publish order, and a nacked
 message comes back before later messages of its key. Without a key, no order.
 
+**Publishing** is one Publish RPC per ``send``, through the generated client of
+google-cloud-pubsub (``google.pubsub_v1``), without the high-level publisher's
+batching: ``send`` returns once Pub/Sub has the message and never waits out a
+batch window, and per-key order is simply the order of the awaited sends.
+
 Every exception of google-api-core, google-auth and the Pub/Sub client library
 becomes a :class:`~flowkit.TransportError` (``DeliveryError`` while settling) in
 :func:`translate_errors`, and nowhere else.
@@ -77,7 +82,9 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import threading
 import time
 from collections import deque
@@ -97,9 +104,12 @@ from ._protocol import DeliveryError
 try:
     import google.api_core.exceptions as api_errors
     import google.auth.exceptions as auth_errors
-    import grpc
-    from google.cloud import pubsub_v1
-    from google.cloud.pubsub_v1.publisher import exceptions as publish_errors
+    import grpc  # type: ignore[import-untyped,unused-ignore]  # grpcio ships no type hints
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud.pubsub_v1.publisher import (  # type: ignore[import-untyped,unused-ignore]
+        exceptions as publish_errors,  # this subpackage has no py.typed marker
+    )
+    from google.pubsub_v1 import PublisherClient, PubsubMessage, SubscriberClient
 except ImportError:  # the "pubsub" extra is not installed: PubSubTransport() says so
     _HAVE_PUBSUB = False
 else:
@@ -159,13 +169,15 @@ def _hint(exc: BaseException) -> str:
     """What to do next about ``exc``."""
     if isinstance(exc, api_errors.NotFound):
         return "the topic or subscription does not exist: create it, or use create=True"
-    if isinstance(exc, api_errors.Forbidden | api_errors.Unauthorized | auth_errors.GoogleAuthError):
+    if isinstance(
+        exc, api_errors.Forbidden | api_errors.Unauthorized | auth_errors.GoogleAuthError
+    ):
         return (
             "check the credentials (GOOGLE_APPLICATION_CREDENTIALS) and their Pub/Sub IAM "
             "roles, or set PUBSUB_EMULATOR_HOST to use the emulator"
         )
     if isinstance(exc, api_errors.Conflict | api_errors.FailedPrecondition):
-        return "a resource of that name exists with other settings: delete it or change topic_prefix"
+        return "a resource of that name exists with other settings: delete it or rename"
     if isinstance(exc, api_errors.BadRequest | publish_errors.MessageTooLargeError):
         return "Pub/Sub refused the request: check names, ordering settings and message size"
     if isinstance(exc, publish_errors.PublishToPausedOrderingKeyException):
@@ -181,7 +193,8 @@ def translate_errors(operation: str, where: str, *, settling: bool = False) -> I
     except sdk_errors() as exc:
         error = DeliveryError if settling else TransportError
         raise error(
-            f"Pub/Sub {where}: {operation} failed ({type(exc).__name__}: {_text(exc)}); {_hint(exc)}"
+            f"Pub/Sub {where}: {operation} failed "
+            f"({type(exc).__name__}: {_text(exc)}); {_hint(exc)}"
         ) from exc
 
 
@@ -195,7 +208,9 @@ def _text(exc: BaseException) -> str:
 # -- names and messages --------------------------------------------------------
 def _escape(name: str) -> str:
     """``name`` with every character Pub/Sub names do not allow written as ``%XX``."""
-    return "".join(c if c in _NAME_CHARS else "".join(f"%{b:02X}" for b in c.encode()) for c in name)
+    return "".join(
+        c if c in _NAME_CHARS else "".join(f"%{b:02X}" for b in c.encode()) for c in name
+    )
 
 
 @attrs.frozen
@@ -332,10 +347,22 @@ class _Receiver:
         self._lock = threading.Lock()
         self._changed = anyio.Event()
         self._scope: anyio.CancelScope | None = None
-        self.forwarder = _Forwarder(transport, names)
+        self._puller: SubscriberClient | None = None  # its own channel, closed by stop()
+        self.forwarder = _Forwarder(self)
+
+    def puller(self) -> SubscriberClient:
+        """The client this loop pulls with (in worker threads); closing it ends its pulls."""
+        with self._lock:
+            if self.stopped:
+                raise TransportError("this receive loop has stopped")
+            if self._puller is None:
+                self._puller = self.transport._new_subscriber()
+            return self._puller
 
     def release(self, delivery: PubSubDelivery) -> None:
         self.held.discard(delivery)
+        if self.stopped and not self.held:
+            self.transport._receivers.discard(self)
         self._wake()
 
     def _wake(self) -> None:
@@ -344,7 +371,7 @@ class _Receiver:
 
     def next_ready(self) -> PubSubDelivery | None:
         """The next pulled delivery still within its lease, now held by the consumer."""
-        while self.pending:
+        while self.pending and not self.stopped:
             delivery = self.pending.popleft()
             if delivery.live:
                 self.held.add(delivery)
@@ -363,12 +390,16 @@ class _Receiver:
             )
         with self._lock:
             received, self._inbox = self._inbox, []
-        if received:
-            sent_at = time.monotonic()
-            ack_ids = [r.ack_id for r in received]
-            await self.transport._modack(self.names.subscription, ack_ids, self.transport.lease)
-            expires = sent_at + self.transport.lease
-            self.pending.extend(PubSubDelivery(self, r, expires) for r in received)
+        if not received:
+            return
+        sent_at = time.monotonic()
+        ack_ids = [r.ack_id for r in received]
+        await self.transport._modack(self.names.subscription, ack_ids, self.transport.lease)
+        if self.stopped:  # closed during the receipt modack: give them straight back
+            await self.transport._hand_back([(self.names.subscription, ack_ids)])
+            return
+        expires = sent_at + self.transport.lease
+        self.pending.extend(PubSubDelivery(self, r, expires) for r in received)
 
     async def _room(self) -> int:
         while not self.stopped:
@@ -385,7 +416,7 @@ class _Receiver:
     def _pull(self, free: int) -> None:
         """In a worker thread: pull, and keep the messages unless the loop stopped meanwhile."""
         try:
-            received = self.transport._pull_sync(self.names.subscription, free)
+            received = self.transport._pull_sync(self.puller(), self.names.subscription, free)
         except Exception:
             if self.stopped:
                 return  # an abandoned pull failing as the client closes: nothing was received
@@ -401,7 +432,9 @@ class _Receiver:
         with self._lock:
             self.stopped = True
             unyielded = [r.ack_id for r in self._inbox]
-            self._inbox = []
+            self._inbox, puller, self._puller = [], self._puller, None
+        if puller is not None:  # ends a pull in flight, so it cannot take messages any more
+            puller.transport.close()  # type: ignore[no-untyped-call]  # untyped in the SDK
         unyielded += [d.hand_back() or "" for d in self.pending]
         self.pending.clear()
         if self._scope is not None:
@@ -417,9 +450,10 @@ class _Forwarder:
     It stops at its first failure and keeps the error, which ``receive`` then raises.
     """
 
-    def __init__(self, transport: PubSubTransport, names: _Names) -> None:
-        self._transport = transport
-        self._names = names
+    def __init__(self, receiver: _Receiver) -> None:
+        self._receiver = receiver
+        self._transport = receiver.transport
+        self._names = receiver.names
         self._stopping = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="flowkit-pubsub-delay", daemon=True)
@@ -446,7 +480,8 @@ class _Forwarder:
                 self._error = exc
 
     def _forward_batch(self) -> None:
-        received = self._transport._pull_sync(self._names.delay_subscription, 100)
+        puller = self._receiver.puller()
+        received = self._transport._pull_sync(puller, self._names.delay_subscription, 100)
         if self._stopping.is_set():
             self._transport._hand_back_sync(
                 self._names.delay_subscription, [r.ack_id for r in received]
@@ -467,9 +502,7 @@ class _Forwarder:
             return
         key = attributes.get(KEY)
         transport._publish_sync(names.topic, bytes(received.message.data), key, attributes)
-        transport._subscriber().acknowledge(
-            subscription=names.delay_subscription, ack_ids=[received.ack_id]
-        )
+        transport._ack_sync(names.delay_subscription, [received.ack_id])
 
 
 # -- the transport -----------------------------------------------------------------
@@ -521,7 +554,7 @@ class PubSubTransport:
         self._receivers: set[_Receiver] = set()
         self._ensuring = anyio.Lock()
         self._clients_lock = threading.Lock()
-        self._clients: tuple[Any, Any] | None = None  # (publisher, subscriber), made on first use
+        self._clients: tuple[PublisherClient, SubscriberClient] | None = None
         self._closed = False
 
     @classmethod
@@ -553,21 +586,26 @@ class PubSubTransport:
         return _Names.of(self.project, base)
 
     # -- the SDK, in worker threads ---------------------------------------------
-    def _publisher(self) -> Any:
+    def _publisher(self) -> PublisherClient:
         return self._client_pair()[0]
 
-    def _subscriber(self) -> Any:
+    def _subscriber(self) -> SubscriberClient:
         return self._client_pair()[1]
 
-    def _client_pair(self) -> tuple[Any, Any]:
+    def _client_pair(self) -> tuple[PublisherClient, SubscriberClient]:
+        """The generated gRPC clients, made on first use (in a worker thread: it may block)."""
         with self._clients_lock:
             if self._closed:
                 raise TransportError(f"PubSubTransport for {self.where} is closed")
             if self._clients is None:
-                options = pubsub_v1.types.PublisherOptions(enable_message_ordering=self.ordering)
-                publisher = pubsub_v1.PublisherClient(publisher_options=options)
-                self._clients = (publisher, pubsub_v1.SubscriberClient())
+                options = _client_options()
+                self._clients = (PublisherClient(**options), SubscriberClient(**options))
             return self._clients
+
+    def _new_subscriber(self) -> SubscriberClient:
+        if self._closed:
+            raise TransportError(f"PubSubTransport for {self.where} is closed")
+        return SubscriberClient(**_client_options())
 
     async def _call(
         self, operation: str, fn: Callable[[], T], *, settling: bool = False, abandon: bool = False
@@ -576,9 +614,12 @@ class PubSubTransport:
         with translate_errors(operation, self.where, settling=settling):
             return await anyio.to_thread.run_sync(fn, abandon_on_cancel=abandon)
 
-    def _pull_sync(self, subscription: str, max_messages: int) -> list[ReceivedMessage]:
+    @staticmethod
+    def _pull_sync(
+        client: SubscriberClient, subscription: str, max_messages: int
+    ) -> list[ReceivedMessage]:
         try:
-            response = self._subscriber().pull(
+            response = client.pull(
                 subscription=subscription, max_messages=max_messages, timeout=PULL_TIMEOUT
             )
         except api_errors.DeadlineExceeded:
@@ -602,16 +643,15 @@ class PubSubTransport:
     def _publish_sync(
         self, topic: str, body: bytes, key: str | None, attributes: dict[str, str]
     ) -> None:
+        """One Publish RPC: no client-side batching, so ``send`` never waits for a batch."""
         if not body and not attributes:
             attributes = {_EMPTY: "1"}
         ordering_key = key if self.ordering and key else ""
-        publisher = self._publisher()
-        try:
-            publisher.publish(topic, body, ordering_key=ordering_key, **attributes).result()
-        except Exception:
-            if ordering_key:  # a failed publish pauses its ordering key until resumed
-                publisher.resume_publish(topic, ordering_key)
-            raise
+        message = PubsubMessage(data=body, attributes=attributes, ordering_key=ordering_key)
+        self._publisher().publish(topic=topic, messages=[message])
+
+    def _ack_sync(self, subscription: str, ack_ids: list[str]) -> None:
+        self._subscriber().acknowledge(subscription=subscription, ack_ids=ack_ids)
 
     async def _publish(
         self,
@@ -632,7 +672,7 @@ class PubSubTransport:
         await self._call(f"modifying ack deadlines on {subscription}", modack, settling=settling)
 
     async def _acknowledge(self, subscription: str, ack_id: str) -> None:
-        ack = partial(self._subscriber().acknowledge, subscription=subscription, ack_ids=[ack_id])
+        ack = partial(self._ack_sync, subscription, [ack_id])
         await self._call(f"acknowledging on {subscription}", ack, settling=True)
 
     # -- topology ---------------------------------------------------------------
@@ -654,7 +694,7 @@ class PubSubTransport:
 
     def _create_sync(self, names: _Names) -> None:
         for topic in (names.topic, names.dead_topic, names.delay_topic):
-            self._create(lambda: self._publisher().create_topic(name=topic))
+            self._create(partial(self._publisher().create_topic, name=topic))
         self._create_subscription(names.dead_subscription, names.dead_topic)
         self._create_subscription(names.delay_subscription, names.delay_topic, 60)
         deadline = max(_MIN_SUBSCRIPTION_DEADLINE, _deadline(self.ack_deadline))
@@ -671,14 +711,12 @@ class PubSubTransport:
     ) -> None:
         request = {"name": name, "topic": topic, "ack_deadline_seconds": deadline, **extra}
         request["expiration_policy"] = {}  # a work queue never expires for lack of readers
-        self._create(lambda: self._subscriber().create_subscription(request=request))
+        self._create(partial(self._subscriber().create_subscription, request=request))
 
     @staticmethod
     def _create(create: Callable[[], object]) -> None:
-        try:
+        with contextlib.suppress(api_errors.AlreadyExists):  # made elsewhere: used as it is
             create()
-        except api_errors.AlreadyExists:
-            pass  # made by another worker, or earlier: used as it is
 
     # -- Transport ----------------------------------------------------------------
     async def send(
@@ -720,7 +758,7 @@ class PubSubTransport:
     async def _hand_back(self, groups: Iterable[tuple[str, list[str]]]) -> None:
         """Nack these ack ids, so Pub/Sub redelivers them now (best effort)."""
         for subscription, ack_ids in groups:
-            if ack_ids and not (self._closed and self._clients is None):
+            if ack_ids:
                 await anyio.to_thread.run_sync(self._hand_back_sync, subscription, ack_ids)
 
     async def close(self) -> None:
@@ -742,13 +780,19 @@ class PubSubTransport:
         with self._clients_lock:
             clients, self._clients = self._clients, None
         if clients is not None:
-            publisher, subscriber = clients
-            publisher.stop()  # every publish was awaited: nothing is left to flush
-            publisher.transport.close()
-            subscriber.close()
+            for client in clients:
+                client.transport.close()  # type: ignore[no-untyped-call]  # untyped in the SDK
 
     def __repr__(self) -> str:
         return f"PubSubTransport({self.project!r}, topic_prefix={self.topic_prefix!r})"
+
+
+def _client_options() -> dict[str, Any]:
+    """Client arguments: both clients connect to ``PUBSUB_EMULATOR_HOST`` when it is set,
+    and the emulator takes no credentials, so none are looked up then."""
+    if not os.environ.get("PUBSUB_EMULATOR_HOST"):
+        return {}
+    return {"credentials": AnonymousCredentials()}  # type: ignore[no-untyped-call]  # untyped
 
 
 def _validate(

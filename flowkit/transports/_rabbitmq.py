@@ -63,6 +63,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
+import sniffio
 import structlog
 
 from .._errors import MissingDependency, TransportError
@@ -573,6 +574,7 @@ class RabbitMQTransport:
     async def _connect(self) -> AbstractRobustConnection:
         if self._closed:
             raise TransportError("RabbitMQTransport is closed")
+        _require_asyncio()
         async with self._lock:
             if self._connection is None:
                 with self._errors("connect"):
@@ -581,16 +583,16 @@ class RabbitMQTransport:
                 self._connection = connection
             return self._connection
 
-    async def _open_channel(self, purpose: str) -> AbstractChannel:
+    async def _open_channel(self, purpose: str, *, confirms: bool = False) -> AbstractChannel:
         connection = await self._connect()
         with self._errors(purpose):
-            return await connection.channel(publisher_confirms=True, on_return_raises=True)
+            return await connection.channel(publisher_confirms=confirms, on_return_raises=confirms)
 
     async def _publishing_channel(self) -> AbstractChannel:
         async with self._publisher_lock:
             channel = self._publisher
             if channel is None or channel.is_closed:
-                channel = await self._open_channel("open the publishing channel")
+                channel = await self._open_channel("open the publishing channel", confirms=True)
                 self._publisher = channel
             return channel
 
@@ -613,6 +615,15 @@ class RabbitMQTransport:
 
     def __repr__(self) -> str:
         return f"RabbitMQTransport({redact(self.url)!r}, queue_prefix={self.queue_prefix!r})"
+
+
+def _require_asyncio() -> None:
+    library = sniffio.current_async_library()
+    if library != "asyncio":
+        raise TransportError(
+            f"RabbitMQTransport runs on asyncio only (aio-pika does), not {library}: "
+            "run the worker or client under asyncio"
+        )
 
 
 def _server_version(connection: AbstractRobustConnection) -> tuple[int, ...]:

@@ -62,6 +62,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import attrs
+import sniffio
 import structlog
 
 from .._errors import MissingDependency, TransportError
@@ -305,7 +306,7 @@ def _headers(value: bytes | None) -> dict[str, str]:
     """The ``headers`` field: a JSON object; anything else (a foreign entry) reads as none."""
     try:
         decoded = json.loads(value) if value else {}
-    except ValueError:  # includes UnicodeDecodeError
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or absurdly nested
         return {}
     if not isinstance(decoded, dict):
         return {}
@@ -487,6 +488,12 @@ class RedisTransport:
     def _check_open(self) -> None:
         if self._closed:
             raise TransportError("RedisTransport is closed")
+        library = sniffio.current_async_library()
+        if library != "asyncio":
+            raise TransportError(
+                f"RedisTransport runs on asyncio only (redis-py's client does), not {library}: "
+                "run the worker or client under asyncio"
+            )
 
     # -- sending ---------------------------------------------------------------
     async def send(
@@ -535,6 +542,8 @@ class RedisTransport:
 
     async def _give_back(self, unyielded: Iterable[RedisDelivery]) -> None:
         """Re-add entries read but never handed over, so others need not wait to claim them."""
+        if self._closed:  # they stay pending here, and are claimed after the timeout
+            return
         with anyio.CancelScope(shield=True):
             for delivery in unyielded:
                 try:

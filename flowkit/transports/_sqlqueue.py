@@ -116,9 +116,9 @@ def _open(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
     ready = False
     try:
+        conn.execute("PRAGMA busy_timeout=30000")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=30000")
         with _immediate(conn):
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 conn.execute(statement)
@@ -228,8 +228,8 @@ class SQLiteQueueTransport:
                 f"not a SQLite queue URL: {redact(url)!r}; use sqlite:///path/to/flowkit.db"
             )
         path = url[len("sqlite://") :]
-        if path.startswith("/") and not path.startswith("//"):
-            path = path[1:]  # sqlite:///rel.db -> rel.db; sqlite:////abs.db -> //abs.db = /abs.db
+        if path.startswith("/"):
+            path = path[1:]  # sqlite:///rel.db -> rel.db; sqlite:////abs.db -> /abs.db
         return cls(path or ":memory:", **options)
 
     def __repr__(self) -> str:

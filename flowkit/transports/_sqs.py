@@ -450,6 +450,7 @@ class SQSTransport:
         self._stack = AsyncExitStack()
         self._lock = anyio.Lock()
         self._urls: dict[str, str] = {}
+        self._polls: set[anyio.CancelScope] = set()
         self._closed = False
 
     @classmethod
@@ -567,23 +568,35 @@ class SQSTransport:
             await self._release(url, waiting)
 
     async def _poll(self, url: str) -> list[tuple[Message, _Lease]]:
-        """One long poll: the messages received, each with its lease clock."""
-        try:
-            client = await self._client()
-            with self._errors(f"receive from {url!r}"):
-                response = await client.receive_message(
-                    QueueUrl=url,
-                    MaxNumberOfMessages=self.batch,
-                    WaitTimeSeconds=self.wait_time,
-                    VisibilityTimeout=self.visibility_timeout,
-                    MessageSystemAttributeNames=["ApproximateReceiveCount"],
-                    MessageAttributeNames=["All"],
-                )
-        except TransportError:
-            if self._closed:
-                return []
-            raise
+        """One long poll: the messages received, each with its lease clock.
+
+        :meth:`close` cancels polls in flight, so a closing transport does not
+        wait out ``wait_time``.
+        """
+        response: dict[str, Any] = {}
+        with anyio.CancelScope() as scope:
+            self._polls.add(scope)
+            try:
+                response = await self._receive_message(url)
+            except TransportError:
+                if not self._closed:
+                    raise
+            finally:
+                self._polls.discard(scope)
         return [(m, _Lease(self.visibility_timeout)) for m in response.get("Messages", [])]
+
+    async def _receive_message(self, url: str) -> dict[str, Any]:
+        client = await self._client()
+        with self._errors(f"receive from {url!r}"):
+            response: dict[str, Any] = await client.receive_message(
+                QueueUrl=url,
+                MaxNumberOfMessages=self.batch,
+                WaitTimeSeconds=self.wait_time,
+                VisibilityTimeout=self.visibility_timeout,
+                MessageSystemAttributeNames=["ApproximateReceiveCount"],
+                MessageAttributeNames=["All"],
+            )
+        return response
 
     async def _admit(
         self, queue: str, url: str, message: Message, lease: _Lease
@@ -615,15 +628,8 @@ class SQSTransport:
         with anyio.move_on_after(_RELEASE_TIMEOUT, shield=True):
             try:
                 with self._errors(f"make messages of {url!r} visible"):
-                    for start in range(0, len(messages), 10):
-                        entries = [
-                            {
-                                "Id": str(i),
-                                "ReceiptHandle": m["ReceiptHandle"],
-                                "VisibilityTimeout": 0,
-                            }
-                            for i, m in enumerate(messages[start : start + 10])
-                        ]
+                    for start in range(0, len(messages), 10):  # SQS batches hold 10
+                        entries = _visible_now(messages[start : start + 10])
                         await self._sqs.change_message_visibility_batch(
                             QueueUrl=url, Entries=entries
                         )
@@ -717,6 +723,8 @@ class SQSTransport:
         visibility timeout runs out."""
         self._closed = True
         self._sqs = None
+        for scope in list(self._polls):
+            scope.cancel()
         with self._errors("close"):
             await self._stack.aclose()
 
@@ -760,6 +768,14 @@ def _copy(message: Message, extra: Mapping[str, str]) -> dict[str, Any]:
     }
     attributes.update({name: _attr(value) for name, value in extra.items()})
     return {"MessageBody": message["Body"], "MessageAttributes": attributes}
+
+
+def _visible_now(messages: list[Message]) -> list[dict[str, Any]]:
+    """ChangeMessageVisibilityBatch entries making ``messages`` visible at once."""
+    return [
+        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+        for i, m in enumerate(messages)
+    ]
 
 
 def _dead_letter(queue: str, message: Message, max_receive_count: int) -> DeadLetter:

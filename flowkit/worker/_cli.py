@@ -129,6 +129,7 @@ async def serve(args: argparse.Namespace) -> None:
     worker = Worker(
         flows, transport, store, concurrency=args.concurrency, queue=args.queue, lease=args.lease
     )
+    worker.fail_fast = True  # an unreachable broker at start exits 2
     async with anyio.create_task_group() as tg:
         tg.start_soon(_stop_on_signal, worker)
         if args.webhooks:

@@ -13,6 +13,7 @@ from ..engine import _protocol as p
 from ..engine._durable import CHILD_LEASE, dispatch_command
 from ..engine._events import EventBus
 from ..engine._execute import Executor
+from ..transports._protocol import DeliveryError
 from ._messages import MalformedMessage, NodeMessage
 from ._shell import Shell
 
@@ -69,6 +70,7 @@ class Worker:
         self.dead_lettered = 0
         self._draining = False
         self._receiving: anyio.CancelScope | None = None
+        self.fail_fast = False  # the CLI sets it: an unreachable broker at start is an error
 
     async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         """Consume, fire timers and reconcile until cancelled or :meth:`stop` drains it."""
@@ -90,14 +92,24 @@ class Worker:
 
     # -- consuming ------------------------------------------------------------
     async def _consume(self) -> None:
+        """Take deliveries until drained; a broker outage is retried with backoff."""
         slots = anyio.Semaphore(self.concurrency)
+        backoff = self.poll_interval
         async with anyio.create_task_group() as handlers:
             with anyio.CancelScope() as self._receiving:
-                if self._draining:
-                    return
-                async for delivery in self.transport.receive(self.shell.queue):
-                    await slots.acquire()
-                    handlers.start_soon(self._handle, delivery, slots)
+                while not self._draining:
+                    try:
+                        async for delivery in self.transport.receive(self.shell.queue):
+                            backoff = self.poll_interval
+                            await slots.acquire()
+                            handlers.start_soon(self._handle, delivery, slots)
+                        return  # the transport was closed
+                    except TransportError as exc:
+                        if self.processed == 0 and self.fail_fast:
+                            raise
+                        log.warning("receiving failed; retrying", error=str(exc), retry_in=backoff)
+                        await anyio.sleep(backoff)
+                        backoff = min(30.0, backoff * 2)
 
     async def _handle(self, delivery: Delivery, slots: anyio.Semaphore) -> None:
         try:
@@ -150,12 +162,31 @@ class Worker:
         self.processed += 1
 
     async def _heartbeat(self, delivery: Delivery, message: NodeMessage) -> None:
+        """Keep a long node's lease (store) and visibility (broker) from running out."""
+        visibility = getattr(self.transport, "visibility_timeout", None) or self.lease
+        interval = min(self.lease, float(visibility)) / 3
         while True:
-            await anyio.sleep(self.lease / 3)
-            await self.store.extend_lease(
-                message.run_id, message.dispatch_id, clock.now() + self.lease
-            )
-            await delivery.extend(self.lease)
+            await anyio.sleep(interval)
+            try:
+                await self.store.extend_lease(
+                    message.run_id, message.dispatch_id, clock.now() + self.lease
+                )
+                await delivery.extend(max(self.lease, float(visibility)))
+            except DeliveryError as exc:  # the broker gave the message to someone else
+                log.warning(
+                    "lost a delivery while running its node",
+                    run_id=message.run_id,
+                    node_id=message.node_id,
+                    error=str(exc),
+                )
+                return
+            except (StoreError, TransportError) as exc:
+                log.warning(
+                    "heartbeat failed; retrying",
+                    run_id=message.run_id,
+                    node_id=message.node_id,
+                    error=str(exc),
+                )
 
     async def _dead_letter(self, delivery: Delivery, reason: str, *, run_id: str = "") -> None:
         log.error("message dead-lettered", reason=reason, run_id=run_id or None)

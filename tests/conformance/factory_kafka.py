@@ -11,7 +11,7 @@ separate worker process would be), closed when the test ends. aiokafka is
 asyncio-only, so the Kafka cases run on asyncio alone.
 
 The factory uses a 1.5 s visibility timeout and a 2 s group session timeout
-(tansu makes a joining member wait about half of it).
+(tansu makes a joining member wait about half of it; 6 s on a real Kafka).
 
 Ordering: a partition is read in order, but deliveries are settled concurrently
 and out of order, redeliveries (nack, visibility timeout, a member handing work
@@ -31,7 +31,7 @@ import anyio
 
 from flowkit.transports._kafka import REASON, KafkaTransport
 
-from .tansu import shared_tansu
+from .tansu import SESSION_TIMEOUT, shared_tansu
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -47,7 +47,7 @@ class KafkaFactory:
     name = "kafka"
     backends = ("asyncio",)
     visibility_timeout = 1.5
-    session_timeout = 2.0
+    session_timeout = SESSION_TIMEOUT
 
     @asynccontextmanager
     async def open(self, tmp_path: Path) -> AsyncIterator[Callable[[], KafkaTransport]]:

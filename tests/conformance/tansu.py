@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
+# Consumer-group session timeout for tests: tansu accepts 2 s (and makes a joining
+# member wait about half of it); Kafka refuses less than 6 s by default.
+SESSION_TIMEOUT = 6.0 if os.environ.get("FLOWKIT_TEST_KAFKA") else 2.0
 
 _shared: contextlib.ExitStack | None = None
 _shared_address = ""
