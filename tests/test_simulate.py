@@ -6,11 +6,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import flowkit
 from flowkit import Flow, RunStatus
 from flowkit.stores import MemoryStore
-from flowkit.testing import Faults, SimulationError, capture_events, simulate
+from flowkit.testing import Faults, SimulationError, capture_events, simulate, strategies
 
 
 async def start(n: int) -> int:
@@ -215,3 +217,38 @@ class TestCapture:
 
 
 pytestmark = pytest.mark.anyio
+
+
+class TestProperties:
+    """Generated blueprints keep every invariant under generated fault plans."""
+
+    @staticmethod
+    def _registry() -> dict[str, Any]:
+        async def inc(value: Any = 0) -> int:
+            if isinstance(value, dict):  # a join: the sum of what arrived
+                return sum(v for v in value.values() if isinstance(v, int)) + 1
+            return (value if isinstance(value, int) else 0) + 1
+
+        return {"inc": inc}
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        bp=strategies.blueprints(max_nodes=8),
+        plan=strategies.fault_plans(),
+        seed=st.integers(0, 2**16),
+        workers=st.integers(1, 3),
+    )
+    def test_invariants_under_faults(self, bp: Any, plan: Faults, seed: int, workers: int) -> None:
+        sim = simulate(bp, registry=self._registry(), workers=workers, faults=plan, seed=seed)
+        assert sim.status in (RunStatus.COMPLETED, RunStatus.FAILED)
+
+    @settings(max_examples=25, deadline=None)
+    @given(bp=strategies.blueprints(max_nodes=8), seed=st.integers(0, 2**16))
+    def test_same_seed_same_run(self, bp: Any, seed: int) -> None:
+        plan = Faults(crash=0.3, duplicate=0.3, reorder=True)
+        first, second = (
+            simulate(bp, registry=self._registry(), workers=2, faults=plan, seed=seed)
+            for _ in range(2)
+        )
+        assert first.visited == second.visited
+        assert first.output == second.output

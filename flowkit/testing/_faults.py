@@ -180,7 +180,7 @@ async def simulate_distributed(
 ) -> Simulation:
     """Run the real Worker/Client protocol under faults, then check the invariants."""
     world = _World(
-        target, flows, mocks, signals, webhooks, clock, workers, faults or Faults(), seed, store
+        resolved, flows, mocks, signals, webhooks, clock, workers, faults or Faults(), seed, store
     )
     with _clock.use_clock(clock):
         sim = await world.run(run_id, inputs, max_steps)

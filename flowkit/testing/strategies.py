@@ -21,7 +21,7 @@ from ..blueprint import Blueprint, EdgeSpec, NodeConfig, NodeSpec
 if TYPE_CHECKING:
     from ..blueprint._model import JoinMode
 
-__all__ = ["blueprints"]
+__all__ = ["blueprints", "fault_plans", "inputs_for"]
 
 _ID_CHARS = string.ascii_letters + string.digits + "_-.# "
 _ACTIONS = ("left", "right", "retry")
@@ -137,3 +137,51 @@ def _loop_bodies(parents: list[list[int]]) -> list[tuple[int, int]]:
             if all(set(parents[n]) <= body for n in body - {start}):
                 pairs.append((start, end))
     return pairs
+
+
+def fault_plans(*, max_rate: float = 0.4) -> st.SearchStrategy[Any]:
+    """``flowkit.testing.Faults`` with each probability in ``[0, max_rate]``.
+
+    >>> from hypothesis import given
+    >>> @given(fault_plans())
+    ... def test_faults(plan): ...
+    """
+    from ._faults import Faults
+
+    rate = st.floats(min_value=0.0, max_value=max_rate, allow_nan=False)
+    return st.builds(
+        Faults, crash=rate, redeliver=rate, duplicate=rate, reorder=st.booleans(), delay=rate
+    )
+
+
+_JSON_LEAVES = st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.text(max_size=20)
+_BY_TYPE: dict[Any, st.SearchStrategy[Any]] = {
+    int: st.integers(-(10**6), 10**6),
+    float: st.floats(allow_nan=False, allow_infinity=False),
+    str: st.text(max_size=30),
+    bool: st.booleans(),
+}
+
+
+def inputs_for(flow: Any) -> st.SearchStrategy[dict[str, Any]]:
+    """Keyword inputs for a ``@flow`` (or any function) drawn from its type hints.
+
+    Parameters hinted ``int``, ``float``, ``str`` or ``bool`` get values of that
+    type; anything else gets ``st.from_type`` when hypothesis can build it, or
+    small JSON values.
+    """
+    import inspect
+    import typing
+
+    fn = getattr(flow, "fn", flow)
+    hints = typing.get_type_hints(fn)
+    fields: dict[str, st.SearchStrategy[Any]] = {}
+    for name in inspect.signature(fn).parameters:
+        hint = hints.get(name)
+        if hint in _BY_TYPE:
+            fields[name] = _BY_TYPE[hint]
+        elif hint is None:
+            fields[name] = _JSON_LEAVES
+        else:
+            fields[name] = st.from_type(hint)
+    return st.fixed_dictionaries(fields)

@@ -59,7 +59,7 @@ class Shell:
 
     def register(self, flow: Any) -> Target:
         """Make a flow (and the subflows it calls) runnable here."""
-        target = resolve(flow)
+        target = flow if isinstance(flow, Target) else resolve(flow)
         self.by_digest[target.blueprint.digest] = target
         self.by_blueprint_id.setdefault(target.blueprint.id, target)
         for child in target.children:

@@ -1,0 +1,195 @@
+"""The flow the end-to-end tests run on a pool of worker processes (``--app flows_e2e``).
+
+``pipeline(n)`` exercises every construct that has to survive distribution:
+a fan-out/fan-in (``flow.gather``), a durable ``flow.sleep``, a ``flow.wait``
+resumed by ``Client.signal``, a ``flow.map`` over a few items and a ``for`` loop
+calling a node. Its output is a pure function of ``n`` and the signal's payload
+(:func:`expected_output`), so a test checks every run's result exactly.
+
+Every node records its side effect in PostgreSQL under
+``flowkit.context().idempotency_key``:
+
+* ``{prefix}_effects(idempotency_key PRIMARY KEY, run_id, activation, ...)`` —
+  ``INSERT ... ON CONFLICT DO NOTHING``: the idempotent side effect itself;
+* ``{prefix}_executions(idempotency_key, run_id, activation, pid, ...)`` —
+  append-only, one row per execution, so re-executions (a redelivery, a
+  worker killed mid-node) are visible but harmless.
+
+``activation`` names the logical node activation from the node's own arguments
+(``step:2`` is the third loop iteration, ``square:1`` the second map item), so
+a test can check that each activation was recorded under exactly one key. The
+prefix and DSN come from the environment (:data:`TABLES_ENV`, :data:`DSN_ENV`),
+so each test has its own tables. Nodes sleep a little so a kill lands mid-run.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import anyio
+
+import flowkit
+from flowkit import flow, node
+
+TABLES_ENV = "FLOWKIT_E2E_TABLES"
+DSN_ENV = "FLOWKIT_E2E_DSN"
+DEFAULT_DSN = os.environ.get("FLOWKIT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+NODE_SECONDS = 0.03  # each node's "work": long enough that a SIGKILL lands mid-node
+SLEEP_SECONDS = 0.2
+MAP_WIDTH = 3
+LOOP_STEPS = 3
+WAIT_NAME = "approval"
+
+
+# -- side effects -----------------------------------------------------------------------------
+
+
+def tables(prefix: str | None = None) -> tuple[str, str]:
+    """``(effects, executions)`` table names for ``prefix`` (default: from the environment)."""
+    prefix = prefix or os.environ.get(TABLES_ENV)
+    if not prefix or not prefix.replace("_", "").isalnum():
+        raise RuntimeError(f"set {TABLES_ENV} to a table-name prefix (letters, digits and _)")
+    return f"{prefix}_effects", f"{prefix}_executions"
+
+
+def create_tables(dsn: str, prefix: str) -> None:
+    import psycopg
+
+    effects, executions = tables(prefix)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE {effects} (idempotency_key TEXT PRIMARY KEY, node_id TEXT NOT NULL, "
+            "run_id TEXT NOT NULL, activation TEXT NOT NULL)"
+        )
+        conn.execute(
+            f"CREATE TABLE {executions} (id BIGSERIAL PRIMARY KEY, idempotency_key TEXT NOT NULL, "
+            "node_id TEXT NOT NULL, run_id TEXT NOT NULL, activation TEXT NOT NULL, "
+            "attempt INTEGER NOT NULL, pid INTEGER NOT NULL, at TIMESTAMPTZ DEFAULT now())"
+        )
+
+
+def drop_tables(dsn: str, prefix: str) -> None:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for table in tables(prefix):
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+_local = threading.local()
+_opened: list[Any] = []
+_opened_lock = threading.Lock()
+
+
+def _connection() -> Any:
+    """This thread's connection (worker threads are reused, so connections are too)."""
+    import psycopg
+
+    conn = getattr(_local, "conn", None)
+    if conn is None or conn.closed:
+        conn = psycopg.connect(os.environ.get(DSN_ENV, DEFAULT_DSN), autocommit=True)
+        _local.conn = conn
+        with _opened_lock:
+            _opened.append(conn)
+    return conn
+
+
+def close_connections() -> None:
+    """Close every connection the nodes opened in this process (in-process tests call it)."""
+    with _opened_lock:
+        opened, _opened[:] = list(_opened), []
+    for conn in opened:
+        conn.close()
+
+
+def _record(key: str, node_id: str, run_id: str, activation: str, attempt: int) -> None:
+    effects, executions = tables()
+    conn = _connection()
+    with conn.transaction():
+        conn.execute(
+            f"INSERT INTO {executions} (idempotency_key, node_id, run_id, activation, attempt, pid)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            (key, node_id, run_id, activation, attempt, os.getpid()),
+        )
+        conn.execute(
+            f"INSERT INTO {effects} (idempotency_key, node_id, run_id, activation)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            (key, node_id, run_id, activation),
+        )
+
+
+async def side_effect(activation: str) -> None:
+    """Record this node execution, then do a little "work"."""
+    ctx = flowkit.context()
+    await anyio.to_thread.run_sync(
+        _record, ctx.idempotency_key, ctx.node_id, ctx.run_id, activation, ctx.attempt
+    )
+    await anyio.sleep(NODE_SECONDS)
+
+
+# -- the flow ---------------------------------------------------------------------------------
+
+
+@node
+async def prepare(n: int) -> int:
+    await side_effect("prepare")
+    return n * 10
+
+
+@node
+async def left(base: int) -> int:
+    await side_effect("left")
+    return base + 1
+
+
+@node
+async def right(base: int) -> int:
+    await side_effect("right")
+    return base + 2
+
+
+@node
+async def square(item: int) -> int:
+    await side_effect(f"square:{item}")
+    return item * item
+
+
+@node
+async def step(total: int, i: int) -> int:
+    await side_effect(f"step:{i}")
+    return total + i
+
+
+@node
+async def finish(total: int, squares: list[int], bonus: int) -> dict[str, Any]:
+    await side_effect("finish")
+    return {"total": total, "squares": squares, "bonus": bonus}
+
+
+@flow
+async def pipeline(n: int) -> dict[str, Any]:
+    base = await prepare(n)
+    a, b = await flow.gather(left(base), right(base))
+    await flow.sleep(SLEEP_SECONDS)
+    decision = await flow.wait(WAIT_NAME, timeout="10m")
+    squares = await flow.map(square, [0, 1, 2], concurrency=MAP_WIDTH)
+    total = a + b
+    for i in range(LOOP_STEPS):
+        total = await step(total, i)
+    return await finish(total, squares, decision["bonus"])
+
+
+def expected_output(n: int, bonus: int) -> dict[str, Any]:
+    base = n * 10
+    total = (base + 1) + (base + 2) + sum(range(LOOP_STEPS))
+    return {"total": total, "squares": [i * i for i in range(MAP_WIDTH)], "bonus": bonus}
+
+
+# every activation a completed run records, by the name ``side_effect`` gives it
+ACTIVATIONS = frozenset(
+    {"prepare", "left", "right", "finish"}
+    | {f"square:{i}" for i in range(MAP_WIDTH)}
+    | {f"step:{i}" for i in range(LOOP_STEPS)}
+)
