@@ -1,61 +1,84 @@
-"""The README demo: a builder flow with a join, routing, a durable wait and a signal.
+"""The README demo: a durable checkout on the embedded defaults (SQLite store).
 
-Run it with ``python examples/quickstart.py``.
+It waits for a human approval, sleeps durably, fans out and joins, and maps a
+node over a list; every step is committed to a SQLite file (in the temp
+directory), so the run would survive a restart. Run it with
+``python examples/quickstart.py``.
 """
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import anyio
+import attrs
 
 import flowkit
-from flowkit import Action, Flow
+from flowkit import flow, node
+from flowkit.stores import SQLiteStore
 
 
-async def extract(order_id: str) -> dict[str, int]:
-    return {"order": int(order_id[1:]), "items": 3}
+@attrs.define
+class Order:
+    id: str
+    total: int
+    items: list[str]
 
 
-async def price(order: dict[str, int]) -> int:
-    return order["items"] * 400
+@node
+async def fetch_order(order_id: str) -> Order:
+    return Order(order_id, 1500, ["book", "lamp"])
 
 
-async def tax(order: dict[str, int]) -> int:
-    return order["items"] * 40
+@node(retries=2, timeout="10s")
+async def charge(order: Order) -> str:
+    return f"charged {order.total} for {order.id}"
 
 
-async def total(price: int, tax: int) -> Action:
-    amount = price + tax
-    return Action("review" if amount > 1000 else "auto", amount)
+@node
+async def notify(order: Order) -> str:
+    return f"mailed {order.id}"
 
 
-async def publish(amount: int) -> str:
-    return f"charged {amount}"
+@node
+async def reserve(item: str) -> str:
+    return f"reserved {item}"
 
 
-checkout = (
-    Flow("checkout")
-    .node("extract", extract)
-    .node("price", price)
-    .node("tax", tax)
-    .node("total", total, join="all", inputs={"price": "price", "tax": "tax"})
-    .wait("approval")
-    .node("publish", publish, join="any")
-    .edge("extract", "price").edge("extract", "tax")
-    .edge("price", "total").edge("tax", "total")
-    .edge("total", "approval", action="review")
-    .edge("total", "publish", action="auto")
-    .edge("approval", "publish")
-)
+@flow
+async def checkout(order_id: str) -> dict[str, object]:
+    order = await fetch_order(order_id)
+    if order.total > 1000:
+        decision = await flow.wait("approval", timeout="2d")
+        if not decision["approved"]:
+            return {"status": "rejected"}
+    await flow.sleep("1s")  # durable: no task, thread or memory held while it sleeps
+    receipt, mail = await flow.gather(charge(order), notify(order))
+    reserved = await flow.map(reserve, order.items)
+    return {"status": "done", "receipt": receipt, "mail": mail, "reserved": reserved}
 
 
-async def main() -> None:
-    rt = flowkit.Runtime()
-    rt.events.subscribe(lambda e: print(f"  {e.type:<16} {e.node_id or ''}"))
+async def main(db: Path) -> None:
+    rt = flowkit.Runtime(store=SQLiteStore(db), poll_interval=0.1)
+    rt.events.subscribe(
+        lambda e: print(f"  {e.type:<16} {e.node_id or ''}"),
+        types={
+            "workflow:start",
+            "node:finish",
+            "workflow:pause",
+            "signal:receive",
+            "timer:fire",
+            "workflow:finish",
+        },
+    )
     result = await rt.run(checkout, order_id="A7")
-    print(f"run {result.run_id[:8]} is {result.status}: waiting for 'approval'")
-    result = await rt.signal(result.run_id, "approval", 1320)
-    print(f"run {result.run_id[:8]} is {result.status}: {result.output}")
+    print(f"run {result.run_id[:8]} is {result.status}, waiting for 'approval'\n")
+    async with rt:  # an open runtime fires the durable timer when it is due
+        await rt.signal(result.run_id, "approval", {"approved": True})
+        final = await rt.handle(result.run_id).result(timeout=30)
+    print(f"\nrun {final.run_id[:8]} is {final.status}: {final.output}")
 
 
 if __name__ == "__main__":
-    anyio.run(main)
+    anyio.run(main, Path(tempfile.gettempdir()) / "flowkit-demo.db")

@@ -174,8 +174,10 @@ class TestFlowControl:
         producer, first, second = make(), make(ack_deadline=60.0), make(ack_deadline=60.0)
         for i in range(4):
             await producer.send(QUEUE, f"job-{i}".encode())
-        async with consuming(first) as stream:
-            (kept,) = await take(stream)  # the loop pulled up to four, yielded one
+        deliveries = first.receive(QUEUE)
+        with anyio.fail_after(TIMEOUT):
+            kept = await deliveries.__anext__()  # the loop pulled up to four, yielded one
+        await deliveries.aclose()  # type: ignore[attr-defined]
         async with consuming(second) as stream:
             others = await take(stream, 3)  # long before the 60 s lease of the other three
             for delivery in others:
@@ -250,14 +252,15 @@ class TestLease:
     """``extend`` keeps a delivery; a delivery whose lease ran out cannot be settled."""
 
     async def test_extend_outlasts_the_lease(self, make: Make) -> None:
-        producer, mine, theirs = make(), make(), make()
+        producer, mine, theirs = make(), make(flow_control=1), make()
         await producer.send(QUEUE, b"long")
-        async with consuming(mine) as held_stream, consuming(theirs) as other_stream:
+        async with consuming(mine) as held_stream:
             (held,) = await take(held_stream)
             await held.extend(6.0)
-            await producer.send(QUEUE, b"marker", delay=2.5)  # due after the 1 s lease
-            (first,) = await take(other_stream)  # the marker, not the held message
-            await first.ack()
+            async with consuming(theirs) as other_stream:
+                await producer.send(QUEUE, b"marker", delay=2.5)  # due after the 1 s lease
+                (first,) = await take(other_stream)  # the marker, not the held message
+                await first.ack()
             await held.ack()
         assert b"marker" == first.body
 

@@ -37,8 +37,9 @@ TABLES_ENV = "FLOWKIT_E2E_TABLES"
 DSN_ENV = "FLOWKIT_E2E_DSN"
 DEFAULT_DSN = os.environ.get("FLOWKIT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 NODE_SECONDS = 0.03  # each node's "work": long enough that a SIGKILL lands mid-node
+# the compiler needs literals in the flow body; these name the same values for the tests
 SLEEP_SECONDS = 0.2
-MAP_WIDTH = 3
+MAP_ITEMS = (0, 1, 2)
 LOOP_STEPS = 3
 WAIT_NAME = "approval"
 
@@ -172,11 +173,11 @@ async def finish(total: int, squares: list[int], bonus: int) -> dict[str, Any]:
 async def pipeline(n: int) -> dict[str, Any]:
     base = await prepare(n)
     a, b = await flow.gather(left(base), right(base))
-    await flow.sleep(SLEEP_SECONDS)
-    decision = await flow.wait(WAIT_NAME, timeout="10m")
-    squares = await flow.map(square, [0, 1, 2], concurrency=MAP_WIDTH)
+    await flow.sleep(0.2)
+    decision = await flow.wait("approval", timeout="10m")
+    squares = await flow.map(square, [0, 1, 2], concurrency=3)
     total = a + b
-    for i in range(LOOP_STEPS):
+    for i in range(3):
         total = await step(total, i)
     return await finish(total, squares, decision["bonus"])
 
@@ -184,12 +185,12 @@ async def pipeline(n: int) -> dict[str, Any]:
 def expected_output(n: int, bonus: int) -> dict[str, Any]:
     base = n * 10
     total = (base + 1) + (base + 2) + sum(range(LOOP_STEPS))
-    return {"total": total, "squares": [i * i for i in range(MAP_WIDTH)], "bonus": bonus}
+    return {"total": total, "squares": [i * i for i in MAP_ITEMS], "bonus": bonus}
 
 
 # every activation a completed run records, by the name ``side_effect`` gives it
 ACTIVATIONS = frozenset(
     {"prepare", "left", "right", "finish"}
-    | {f"square:{i}" for i in range(MAP_WIDTH)}
+    | {f"square:{i}" for i in MAP_ITEMS}
     | {f"step:{i}" for i in range(LOOP_STEPS)}
 )
