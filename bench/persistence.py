@@ -15,13 +15,15 @@ It runs on ``Runtime(store=...)`` with each reachable store. For every store:
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import shutil
 import statistics
 import tempfile
+import time
 import uuid
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -30,7 +32,7 @@ import flowkit
 from flowkit.stores import MemoryStore, SQLiteStore
 from flowkit.stores._codec import encode_state
 
-from ._util import Config, Table, median_async, ratio, reachable
+from ._util import Config, Table, ratio, reachable
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -192,47 +194,83 @@ async def _cleanup(kind: str, note: str) -> None:
         pass
 
 
-async def measure_store(
-    kind: str, factory: Callable[[], Any] | None, n: int, runs: int, probe: bool
+async def instrumented(
+    kind: str, factory: Callable[[], Any], n: int, probe: bool
 ) -> dict[str, Any]:
-    """Instrumented run, then ``runs`` timed runs, of the growing chain on one store."""
-    flow = build(n)
+    """One untimed run on a fresh store with counters: commits, bytes, round trips, snapshots."""
+    store = factory()
     out: dict[str, Any] = {}
-    store = factory() if factory is not None else None
     try:
-        if store is not None:
-            trips = count_round_trips(store, kind)
-            await store.info("bench-warm-up")  # connect (and migrate) before counting
-            if trips is not None:
-                trips[0] = 0
-            target: Any = _SnapshotProbe(store) if probe else store
-            before = (store.stats.commits, store.stats.bytes_written, store.stats.snapshot_bytes)
-            result = await flowkit.Runtime(store=target).run(flow)
-            if result.status != "completed":
-                raise RuntimeError(f"{kind}: run ended {result.status}: {result.error}")
-            commits = store.stats.commits - before[0]
-            out["commits"] = commits
-            out["delta_bytes"] = store.stats.bytes_written - before[1]
-            out["snapshot_bytes"] = store.stats.snapshot_bytes - before[2]
-            out["round_trips"] = trips[0] if trips is not None else None
-            if probe:
-                out["full_sizes"] = target.sizes
-            # the timed runs use a store without the counting wrappers
-            await store.close()
-            store = factory() if factory is not None else None
-        runtime = flowkit.Runtime(store=store)
-
-        async def once() -> None:
-            result = await runtime.run(flow)
-            if result.status != "completed":
-                raise RuntimeError(f"{kind}: run ended {result.status}: {result.error}")
-
-        await once()  # warm-up (connections, tables, caches)
-        out["seconds"] = await median_async(once, runs)
+        trips = count_round_trips(store, kind)
+        await store.info("bench-warm-up")  # connect (and migrate) before counting
+        if trips is not None:
+            trips[0] = 0
+        target: Any = _SnapshotProbe(store) if probe else store
+        result = await flowkit.Runtime(store=target).run(build(n))
+        if result.status != "completed":
+            raise RuntimeError(f"{kind}: run ended {result.status}: {result.error}")
+        out["commits"] = store.stats.commits
+        out["delta_bytes"] = store.stats.bytes_written
+        out["snapshot_bytes"] = store.stats.snapshot_bytes
+        out["round_trips"] = trips[0] if trips is not None else None
+        if probe:
+            out["full_sizes"] = target.sizes
     finally:
-        if store is not None:
-            await store.close()
+        await store.close()
     return out
+
+
+async def measure(
+    stores: list[tuple[str, Callable[[], Any] | None]], n: int, runs: int, failed: dict[str, str]
+) -> dict[str, dict[str, Any]]:
+    """Every store (and no store) instrumented once, then timed in turns (medians).
+
+    Timing the stores in turns, in one event loop, makes a slow phase of a noisy
+    machine hit all of them alike, so the ratios between them hold.
+    """
+    flow = build(n)
+    results: dict[str, dict[str, Any]] = {}
+    runtimes: dict[str, flowkit.Runtime] = {}
+    opened: list[Any] = []
+    try:
+        for kind, factory in stores:
+            try:
+                if factory is not None:
+                    results[kind] = await instrumented(kind, factory, n, kind == "memory")
+                store = factory() if factory is not None else None
+                if store is not None:
+                    opened.append(store)
+                runtime = flowkit.Runtime(store=store)
+                result = await runtime.run(flow)  # warm-up: connections, tables, caches
+                if result.status != "completed":
+                    raise RuntimeError(f"run ended {result.status}: {result.error}")
+                runtimes[kind] = runtime
+                results.setdefault(kind, {})["times"] = []
+            except Exception as exc:
+                failed[kind] = f"{type(exc).__name__}: {exc}"[:300]
+                results.pop(kind, None)
+        for _ in range(runs):
+            for kind, runtime in list(runtimes.items()):
+                gc.collect()
+                start = time.perf_counter()
+                try:
+                    result = await runtime.run(flow)
+                    if result.status != "completed":
+                        raise RuntimeError(f"run ended {result.status}: {result.error}")
+                except Exception as exc:
+                    failed[kind] = f"{type(exc).__name__}: {exc}"[:300]
+                    results.pop(kind, None)
+                    del runtimes[kind]
+                    continue
+                results[kind]["times"].append(time.perf_counter() - start)
+    finally:
+        for store in opened:
+            with anyio.CancelScope(shield=True):
+                with suppress(Exception):
+                    await store.close()
+    for r in results.values():
+        r["seconds"] = statistics.median(r["times"])
+    return results
 
 
 def run(config: Config) -> list[Table]:
@@ -243,23 +281,27 @@ def run(config: Config) -> list[Table]:
     )
     tmp = tempfile.mkdtemp(prefix="flowkit-bench-persist-")
     try:
-        baseline = anyio.run(measure_store, "none", None, n, config.pick(9, 5, 1), False)
-        results: dict[str, dict[str, Any]] = {}
         skipped: list[str] = []
-        full_mean: float | None = None
+        stores: list[tuple[str, Callable[[], Any] | None]] = [("none", None)]
+        cleanups: list[tuple[str, str]] = []
         for kind, factory, note in store_factories(tmp, config):
             if factory is None:
                 skipped.append(f"{kind}: {note}")
-                continue
-            runs = config.pick(7 if kind == "memory" else 3, 5 if kind == "memory" else 2, 1)
-            try:
-                results[kind] = anyio.run(measure_store, kind, factory, n, runs, kind == "memory")
-            except Exception as exc:
-                skipped.append(f"{kind}: failed: {type(exc).__name__}: {exc}"[:300])
-            finally:
+            else:
+                stores.append((kind, factory))
+                cleanups.append((kind, note))
+        failed: dict[str, str] = {}
+        try:
+            results = anyio.run(measure, stores, n, config.pick(5, 3, 1), failed)
+        finally:
+            for kind, note in cleanups:
                 anyio.run(_cleanup, kind, note)
-            if "full_sizes" in results.get(kind, {}):
-                full_mean = statistics.fmean(results[kind]["full_sizes"])
+        skipped.extend(f"{kind}: failed: {error}" for kind, error in failed.items())
+        baseline = results.pop("none", None)
+        if baseline is None:
+            raise RuntimeError(f"the run without a store failed: {failed.get('none')}")
+        full_sizes = results.get("memory", {}).get("full_sizes")
+        full_mean = statistics.fmean(full_sizes) if full_sizes else None
         memory_s = results.get("memory", {}).get("seconds")
         for kind, r in results.items():
             commits = r["commits"]
@@ -301,7 +343,7 @@ def run(config: Config) -> list[Table]:
         )
         table.notes.append(
             "round trips: SQLite = hops to its worker thread, PostgreSQL = statements, "
-            "Redis = commands (counted in one untimed run)"
+            "Redis = commands (counted in one untimed run); all stores timed in turns, medians"
         )
         table.notes.extend(f"skipped {s}" for s in skipped)
     finally:
