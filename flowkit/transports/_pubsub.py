@@ -181,7 +181,7 @@ def _hint(exc: BaseException) -> str:
     if isinstance(exc, api_errors.BadRequest | publish_errors.MessageTooLargeError):
         return "Pub/Sub refused the request: check names, ordering settings and message size"
     if isinstance(exc, publish_errors.PublishToPausedOrderingKeyException):
-        return "an earlier publish with this key failed; the key was resumed, send again"
+        return "an earlier publish with this ordering key failed: send again"
     return "check that Pub/Sub (or PUBSUB_EMULATOR_HOST) is reachable, then retry"
 
 
@@ -595,9 +595,9 @@ class PubSubTransport:
     def _client_pair(self) -> tuple[PublisherClient, SubscriberClient]:
         """The generated gRPC clients, made on first use (in a worker thread: it may block)."""
         with self._clients_lock:
-            if self._closed:
-                raise TransportError(f"PubSubTransport for {self.where} is closed")
             if self._clients is None:
+                if self._closed:  # closing: the clients still open serve the hand-back
+                    raise TransportError(f"PubSubTransport for {self.where} is closed")
                 options = _client_options()
                 self._clients = (PublisherClient(**options), SubscriberClient(**options))
             return self._clients
@@ -765,16 +765,16 @@ class PubSubTransport:
         """Stop every receive loop, hand back what they hold, and close the clients."""
         if self._closed:
             return
+        self._closed = True
         groups = []
         for receiver in list(self._receivers):
             unsettled = [d.hand_back() for d in receiver.held]
             ack_ids = receiver.stop() + [ack_id for ack_id in unsettled if ack_id]
             groups.append((receiver.names.subscription, ack_ids))
+        self._receivers.clear()
         with anyio.CancelScope(shield=True):
             await self._hand_back(groups)
-            self._closed = True
             await anyio.to_thread.run_sync(self._close_clients)
-        self._receivers.clear()
 
     def _close_clients(self) -> None:
         with self._clients_lock:

@@ -11,9 +11,10 @@ Every node records its side effect in PostgreSQL under
 
 * ``{prefix}_effects(idempotency_key PRIMARY KEY, run_id, activation, ...)`` —
   ``INSERT ... ON CONFLICT DO NOTHING``: the idempotent side effect itself;
-* ``{prefix}_executions(idempotency_key, run_id, activation, pid, ...)`` —
-  append-only, one row per execution, so re-executions (a redelivery, a
-  worker killed mid-node) are visible but harmless.
+* ``{prefix}_executions(idempotency_key, run_id, activation, pid, worker, at, ...)``
+  — append-only, one row per execution, so re-executions (a redelivery, a
+  worker killed mid-node) are visible but harmless. ``worker`` is the process
+  id, or the name an in-process test set in :data:`WORKER` for a Worker's task.
 
 ``activation`` names the logical node activation from the node's own arguments
 (``step:2`` is the third loop iteration, ``square:1`` the second map item), so
@@ -24,6 +25,7 @@ so each test has its own tables. Nodes sleep a little so a kill lands mid-run.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 from typing import Any
@@ -36,12 +38,18 @@ from flowkit import flow, node
 TABLES_ENV = "FLOWKIT_E2E_TABLES"
 DSN_ENV = "FLOWKIT_E2E_DSN"
 DEFAULT_DSN = os.environ.get("FLOWKIT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-NODE_SECONDS = 0.03  # each node's "work": long enough that a SIGKILL lands mid-node
+NODE_SECONDS = 0.04  # each node's "work": long enough that a SIGKILL lands mid-node
 # the compiler needs literals in the flow body; these name the same values for the tests
 SLEEP_SECONDS = 0.2
 MAP_ITEMS = (0, 1, 2)
 LOOP_STEPS = 3
 WAIT_NAME = "approval"
+
+
+# which worker executes a node: the process id, or a name in-process tests set per Worker task
+WORKER: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "flows_e2e_worker", default=None
+)
 
 
 # -- side effects -----------------------------------------------------------------------------
@@ -67,7 +75,8 @@ def create_tables(dsn: str, prefix: str) -> None:
         conn.execute(
             f"CREATE TABLE {executions} (id BIGSERIAL PRIMARY KEY, idempotency_key TEXT NOT NULL, "
             "node_id TEXT NOT NULL, run_id TEXT NOT NULL, activation TEXT NOT NULL, "
-            "attempt INTEGER NOT NULL, pid INTEGER NOT NULL, at TIMESTAMPTZ DEFAULT now())"
+            "attempt INTEGER NOT NULL, pid INTEGER NOT NULL, worker TEXT NOT NULL, "
+            "at TIMESTAMPTZ DEFAULT now())"
         )
 
 
@@ -105,14 +114,16 @@ def close_connections() -> None:
         conn.close()
 
 
-def _record(key: str, node_id: str, run_id: str, activation: str, attempt: int) -> None:
+def _record(
+    key: str, node_id: str, run_id: str, activation: str, attempt: int, worker: str
+) -> None:
     effects, executions = tables()
     conn = _connection()
     with conn.transaction():
         conn.execute(
-            f"INSERT INTO {executions} (idempotency_key, node_id, run_id, activation, attempt, pid)"
-            " VALUES (%s, %s, %s, %s, %s, %s)",
-            (key, node_id, run_id, activation, attempt, os.getpid()),
+            f"INSERT INTO {executions} (idempotency_key, node_id, run_id, activation, attempt, "
+            "pid, worker) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (key, node_id, run_id, activation, attempt, os.getpid(), worker),
         )
         conn.execute(
             f"INSERT INTO {effects} (idempotency_key, node_id, run_id, activation)"
@@ -124,8 +135,9 @@ def _record(key: str, node_id: str, run_id: str, activation: str, attempt: int) 
 async def side_effect(activation: str) -> None:
     """Record this node execution, then do a little "work"."""
     ctx = flowkit.context()
+    worker = WORKER.get() or str(os.getpid())
     await anyio.to_thread.run_sync(
-        _record, ctx.idempotency_key, ctx.node_id, ctx.run_id, activation, ctx.attempt
+        _record, ctx.idempotency_key, ctx.node_id, ctx.run_id, activation, ctx.attempt, worker
     )
     await anyio.sleep(NODE_SECONDS)
 
@@ -194,3 +206,16 @@ ACTIVATIONS = frozenset(
     | {f"square:{i}" for i in MAP_ITEMS}
     | {f"step:{i}" for i in range(LOOP_STEPS)}
 )
+
+
+# -- a one-node flow for the garbage-message tests (no side effects) -----------------------------
+
+
+@node
+async def plus_one(x: int) -> int:
+    return x + 1
+
+
+@flow
+async def ping(x: int) -> int:
+    return await plus_one(x)

@@ -1,0 +1,702 @@
+"""``ServiceBusTransport``: Azure Service Bus queues through ``azure-servicebus`` (asyncio only).
+
+The SDK's ``azure.servicebus.aio`` client runs on asyncio, so this transport
+does too: under trio it raises :class:`~flowkit.TransportError` saying so.
+
+**Queues.** A flowkit queue ``q`` is the Service Bus queue ``q`` (names are
+case-insensitive there). Queues are provisioned beforehand, as Service Bus
+deployments usually are; with ``create_queues=True`` the transport creates a
+missing queue through ``ServiceBusAdministrationClient`` (the ATOM/HTTPS
+management API, which needs the *Manage* claim) with ``lock_duration`` as its
+LockDuration and Service Bus's default MaxDeliveryCount (10).
+
+**Receiving** is peek-lock: each ``receive_messages`` call locks up to
+``prefetch`` messages (the SDK's own prefetch buffer stays off, so nothing is
+locked behind the consumer's back); they are handed out one at a time. Keep
+``prefetch`` at or below the worker's concurrency. A message whose lock ran out
+before it was handed out is skipped (Service Bus redelivers it); when a
+``receive`` stops, what it locked but did not hand out is abandoned at once.
+A receiver stays open until the deliveries it handed out are settled (or the
+transport is closed), so a draining worker can still ack.
+
+**Leases.** The lock is the queue's LockDuration (``lock_duration`` tells the
+transport, and the worker's heartbeat, what it is; Service Bus's default is 60 s).
+``extend(seconds)`` renews the lock (``renew_message_lock``): Service Bus always
+renews for one LockDuration, whatever ``seconds`` says. With ``lock_renewal=True``
+an ``AutoLockRenewer`` also renews every received message's lock until it is
+settled, for at most ``max_lock_renewal`` seconds. A lock that ran out cannot be
+settled: the delivery raises :class:`~flowkit.transports.DeliveryError`.
+
+**Settling.** ``ack`` completes the message. ``nack()`` abandons it (Service
+Bus redelivers it at once and counts the delivery). ``nack(requeue_after=s)``
+renews the lock (proving the delivery is still held), schedules a copy for
+``s`` seconds later carrying the attempts so far (``x-flowkit-attempts``), then
+completes the original; if completing fails the copy is cancelled, so the
+message is never both redelivered and copied (a process dying in between
+leaves both: at least once). ``dead_letter(reason)`` moves the message to the
+queue's dead-letter subqueue with ``reason`` as its DeadLetterReason (at most
+4096 characters) and the attempt in DeadLetterErrorDescription.
+
+**Messages.** The body is the message's data section; headers are
+application properties; the key travels as ``x-flowkit-key``. ``attempt`` is
+the SDK's ``delivery_count`` (0 or absent on a first delivery) + 1, plus
+``x-flowkit-attempts``. ``send(delay=s)`` schedules the message
+(``schedule_messages``) for now + ``s``.
+
+**Ordering.** Service Bus hands a queue's messages out roughly in order, but an
+abandoned or expired message returns ahead of or behind others, scheduled
+messages enter when due, and competing consumers interleave. ``key`` implies no
+ordering (sessions are not used).
+
+**Credentials.** Either a connection string (``Endpoint=sb://...;
+SharedAccessKeyName=...;SharedAccessKey=...``, or ``...;UseDevelopmentEmulator=true``
+for the emulator, over plain AMQP) or ``namespace=`` plus a credential the SDK
+accepts: an ``azure.identity.aio`` token credential such as
+``DefaultAzureCredential()``, ``AzureNamedKeyCredential`` or ``AzureSasCredential``.
+
+Every exception of azure-servicebus, azure-core and the SDK's AMQP layer (and
+socket errors) becomes a :class:`~flowkit.TransportError`
+(:class:`~flowkit.transports.DeliveryError` while settling) in
+:func:`translate_errors`, and nowhere else.
+
+Example::
+
+    transport = ServiceBusTransport("Endpoint=sb://shop.servicebus.windows.net/;...")
+    await transport.send("flowkit", b"...", key="order-A1/charge", delay=30)
+    async for delivery in transport.receive("flowkit"):
+        await delivery.ack()
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, unquote
+
+import anyio
+import sniffio
+import structlog
+
+from .._errors import MissingDependency, TransportError
+from ..stores._urls import ConfigurationError, redact
+from ._memory import DeadLetter
+from ._protocol import DeliveryError
+
+try:
+    from azure.core.exceptions import AzureError, DeserializationError, SerializationError
+    from azure.servicebus import (
+        ServiceBusMessage,
+        ServiceBusReceivedMessage,
+        ServiceBusReceiveMode,
+        ServiceBusSubQueue,
+    )
+    from azure.servicebus._pyamqp.error import AMQPException  # what the SDK failed to wrap
+    from azure.servicebus.aio import AutoLockRenewer, ServiceBusClient
+    from azure.servicebus.exceptions import (
+        MessageAlreadySettled,
+        MessageLockLostError,
+        MessageSizeExceededError,
+        MessagingEntityNotFoundError,
+        ServiceBusAuthenticationError,
+        ServiceBusAuthorizationError,
+        ServiceBusCommunicationError,
+        ServiceBusConnectionError,
+        ServiceBusQuotaExceededError,
+        ServiceBusServerBusyError,
+    )
+except ImportError:  # the "servicebus" extra is not installed: ServiceBusTransport() says so
+    _HAVE_SDK = False
+else:
+    _HAVE_SDK = True
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator, Mapping
+    from contextlib import AbstractContextManager
+
+    from azure.servicebus.aio import ServiceBusReceiver, ServiceBusSender
+
+_log = structlog.get_logger("flowkit.transports")
+
+KEY_PROPERTY = "x-flowkit-key"
+ATTEMPTS_PROPERTY = "x-flowkit-attempts"
+_INTERNAL = (KEY_PROPERTY, ATTEMPTS_PROPERTY)
+_MAX_REASON = 4096  # Service Bus's limit on DeadLetterReason / DeadLetterErrorDescription
+_WAIT = 5.0  # seconds one receive call waits for messages
+_RELEASE_TIMEOUT = 5.0
+_SECRET = re.compile(r"(SharedAccess(?:Key|Signature)=)[^;]*", re.IGNORECASE)
+_URL_OPTIONS: dict[str, Any] = {
+    "prefetch": int,
+    "lock_renewal": lambda text: {"true": True, "1": True, "false": False, "0": False}[
+        text.lower()
+    ],
+    "max_lock_renewal": float,
+    "lock_duration": float,
+    "create_queues": lambda text: {"true": True, "1": True, "false": False, "0": False}[
+        text.lower()
+    ],
+}
+
+
+# -- errors ------------------------------------------------------------------
+def sdk_errors() -> tuple[type[BaseException], ...]:
+    """The roots of every exception azure-servicebus and azure-core raise, and socket errors."""
+    return (
+        AzureError,  # ServiceBusError and all its subclasses, HttpResponseError, ...
+        MessageAlreadySettled,  # a ValueError, not an AzureError
+        DeserializationError,  # azure-core's (de)serialisation errors are ValueErrors
+        SerializationError,
+        AMQPException,  # the AMQP layer's own errors, should one escape unwrapped
+        OSError,  # sockets, and asyncio's TimeoutError
+    )
+
+
+def _hint(exc: BaseException) -> str:
+    """What to do next about ``exc``."""
+    if isinstance(exc, MessageLockLostError | MessageAlreadySettled):
+        return (
+            "the message's lock ran out (or it was settled) and Service Bus redelivers it; "
+            "extend() long handlers"
+        )
+    if isinstance(exc, MessagingEntityNotFoundError):
+        return "the queue does not exist: create it, or use ServiceBusTransport(create_queues=True)"
+    if isinstance(exc, ServiceBusAuthenticationError | ServiceBusAuthorizationError):
+        return "check the connection string or credential and its Send/Listen/Manage claims"
+    if isinstance(exc, MessageSizeExceededError):
+        return "the message is larger than the namespace allows (256 KB on Standard)"
+    if isinstance(exc, ServiceBusServerBusyError | ServiceBusQuotaExceededError):
+        return "Service Bus is throttling or full: retry later, or scale the namespace"
+    if isinstance(exc, ServiceBusConnectionError | ServiceBusCommunicationError | OSError):
+        return "check the network and the namespace (or emulator) address, then retry"
+    return "retry; if it keeps failing, check the namespace and the queue in the Azure portal"
+
+
+def _text(exc: BaseException) -> str:
+    """``exc`` as text (some SDK classes cannot ``str()`` without their arguments)."""
+    try:
+        return _SECRET.sub(r"\1***", str(exc)) or type(exc).__name__
+    except Exception:  # an SDK class whose __str__ needs arguments it was not given
+        return repr(exc.args)
+
+
+@contextmanager
+def translate_errors(operation: str, where: str, *, settling: bool = False) -> Iterator[None]:
+    """Re-raise any SDK error in the block as a TransportError (DeliveryError if ``settling``)."""
+    try:
+        yield
+    except sdk_errors() as exc:
+        error = DeliveryError if settling else TransportError
+        raise error(
+            f"Service Bus {where}: {operation} failed "
+            f"({type(exc).__name__}: {_text(exc)}); {_hint(exc)}"
+        ) from exc
+
+
+# -- messages ----------------------------------------------------------------
+def _message(body: bytes, properties: Mapping[str, str]) -> ServiceBusMessage:
+    application: dict[str | bytes, Any] = {name: value for name, value in properties.items()}
+    return ServiceBusMessage(body, application_properties=application)
+
+
+def _text_of(value: object) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _properties(message: ServiceBusReceivedMessage) -> dict[str, str]:
+    raw = message.application_properties or {}
+    return {_text_of(name): _text_of(value) for name, value in raw.items()}
+
+
+def _body(message: ServiceBusReceivedMessage) -> bytes:
+    body: Any = message.body
+    if isinstance(body, bytes | bytearray):
+        return bytes(body)
+    if isinstance(body, str):
+        return body.encode()
+    try:
+        return b"".join(bytes(part) for part in body)  # data sections
+    except TypeError:  # a foreign message with some other AMQP value
+        return str(body).encode()
+
+
+def _count(text: str | None) -> int:
+    try:
+        return max(0, int(text or 0))
+    except ValueError:
+        return 0
+
+
+def _utc_in(seconds: float) -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
+
+
+def _lock_held(message: ServiceBusReceivedMessage) -> bool:
+    until = message.locked_until_utc
+    return until is None or until > datetime.datetime.now(datetime.UTC)
+
+
+# -- deliveries --------------------------------------------------------------
+class ServiceBusDelivery:
+    """A delivery from :class:`ServiceBusTransport`; settle it once.
+
+    If settling fails with :class:`~flowkit.transports.DeliveryError` because
+    the lock ran out, Service Bus redelivers the message; after other failures
+    the delivery stays unsettled and can be settled again.
+    """
+
+    def __init__(self, receiver: _Receiver, message: ServiceBusReceivedMessage) -> None:
+        self._receiver = receiver
+        self._message = message
+        self._settled = False
+        properties = _properties(message)
+        self.body: bytes = _body(message)
+        self.headers: Mapping[str, str] = {
+            name: value for name, value in properties.items() if name not in _INTERNAL
+        }
+        self.key: str | None = properties.get(KEY_PROPERTY)
+        before = _count(properties.get(ATTEMPTS_PROPERTY))
+        self.attempt: int = (message.delivery_count or 0) + 1 + before
+
+    async def ack(self) -> None:
+        """Done: complete the message."""
+        with self._settling("ack") as sdk:
+            await sdk.complete_message(self._message)
+        await self._done()
+
+    async def nack(self, requeue_after: float | None = None) -> None:
+        """Abandon (redelivered at once), or schedule a copy ``requeue_after`` seconds out."""
+        if not requeue_after or requeue_after <= 0:
+            with self._settling("nack") as sdk:
+                await sdk.abandon_message(self._message)
+        else:
+            await self._requeue_later(requeue_after)
+        await self._done()
+
+    async def extend(self, seconds: float) -> None:
+        """Renew the lock (Service Bus renews for the queue's LockDuration)."""
+        with self._settling("extend") as sdk:
+            await sdk.renew_message_lock(self._message)
+
+    async def dead_letter(self, reason: str) -> None:
+        """Move the message to the queue's dead-letter subqueue with ``reason``."""
+        description = f"dead-lettered by flowkit on attempt {self.attempt}"
+        with self._settling("dead_letter") as sdk:
+            await sdk.dead_letter_message(
+                self._message,
+                reason=(reason or "(no reason given)")[:_MAX_REASON],
+                error_description=description,
+            )
+        await self._done()
+
+    async def _requeue_later(self, seconds: float) -> None:
+        properties = _properties(self._message) | {ATTEMPTS_PROPERTY: str(self.attempt)}
+        copy = _message(self.body, properties)
+        transport = self._receiver.transport
+        with self._settling("nack") as sdk:
+            await sdk.renew_message_lock(self._message)  # still ours, or this raises
+        sequence = await transport._schedule(self._receiver.queue, copy, seconds)
+        try:
+            with self._settling("nack") as sdk:
+                await sdk.complete_message(self._message)
+        except DeliveryError:
+            await transport._cancel_scheduled(self._receiver.queue, sequence)
+            raise
+
+    def _settling(self, operation: str) -> AbstractContextManager[ServiceBusReceiver]:
+        if self._settled:
+            raise DeliveryError(
+                f"{operation} on {self._receiver.queue!r}: the delivery was already settled"
+            )
+        return self._receiver.settling(operation)
+
+    async def _done(self) -> None:
+        self._settled = True
+        self._receiver.held.discard(self)
+        await self._receiver.transport._settled(self._receiver)
+
+    def __repr__(self) -> str:
+        return f"ServiceBusDelivery(queue={self._receiver.queue!r}, attempt={self.attempt})"
+
+
+class _Receiver:
+    """One SDK receiver: open while its ``receive`` runs or its deliveries are unsettled."""
+
+    def __init__(self, transport: ServiceBusTransport, queue: str, sdk: ServiceBusReceiver) -> None:
+        self.transport = transport
+        self.queue = queue
+        self.sdk = sdk
+        self.held: set[ServiceBusDelivery] = set()
+        self.receiving = True
+        self.closed = False
+
+    @contextmanager
+    def settling(self, operation: str) -> Iterator[ServiceBusReceiver]:
+        """The SDK receiver, with its errors translated to DeliveryError."""
+        if self.closed:
+            raise DeliveryError(
+                f"{operation} on {self.queue!r}: the transport was closed; Service Bus "
+                "redelivers the message when its lock runs out"
+            )
+        with self.transport._errors(operation, settling=True):
+            yield self.sdk
+
+    def idle(self) -> bool:
+        return not self.receiving and not self.held
+
+    async def close(self) -> None:
+        """Close the SDK receiver (it releases what its link still has), best effort."""
+        if self.closed:
+            return
+        self.closed = True
+        with anyio.move_on_after(_RELEASE_TIMEOUT, shield=True):
+            try:
+                with self.transport._errors(f"close the receiver of {self.queue!r}"):
+                    await self.sdk.close()
+            except TransportError as exc:
+                _log.debug("closing a Service Bus receiver failed", error=str(exc))
+
+
+# -- the transport -----------------------------------------------------------
+class ServiceBusTransport:
+    """Azure Service Bus queues with peek-lock receive, scheduled delays and dead-lettering.
+
+    Args:
+        connection_string: ``Endpoint=sb://<namespace>/;SharedAccessKeyName=...;...``.
+        namespace: ``<name>.servicebus.windows.net``, with ``credential``, instead.
+        credential: an ``azure.identity.aio`` credential (``DefaultAzureCredential()``),
+            ``AzureNamedKeyCredential`` or ``AzureSasCredential``.
+        prefetch: messages one receive call locks at most (keep ≤ the worker's concurrency).
+        lock_renewal: renew every received message's lock until it is settled.
+        max_lock_renewal: seconds after which automatic renewal gives up.
+        lock_duration: the queues' LockDuration in seconds (used as the visibility timeout).
+        create_queues: create missing queues through the management API.
+        client_options: passed to ``ServiceBusClient`` (``retry_total``, ``logging_enable``...).
+
+    Example::
+
+        transport = ServiceBusTransport(
+            namespace="shop.servicebus.windows.net", credential=DefaultAzureCredential()
+        )
+    """
+
+    def __init__(
+        self,
+        connection_string: str | None = None,
+        *,
+        namespace: str | None = None,
+        credential: Any = None,
+        prefetch: int = 32,
+        lock_renewal: bool = True,
+        max_lock_renewal: float = 3600.0,
+        lock_duration: float = 60.0,
+        create_queues: bool = False,
+        client_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not _HAVE_SDK:
+            raise MissingDependency("ServiceBusTransport", "servicebus")
+        _check_options(connection_string, namespace, credential, prefetch, lock_duration)
+        self.connection_string = connection_string
+        self.namespace = namespace or _namespace_of(connection_string or "")
+        self.credential = credential
+        self.prefetch = prefetch
+        self.lock_renewal = lock_renewal
+        self.max_lock_renewal = max_lock_renewal
+        self.visibility_timeout = lock_duration
+        self.create_queues = create_queues
+        self.client_options = dict(client_options or {})
+        self._client: ServiceBusClient | None = None
+        self._renewer: AutoLockRenewer | None = None
+        self._senders: dict[str, ServiceBusSender] = {}
+        self._receivers: set[_Receiver] = set()
+        self._polls: set[anyio.CancelScope] = set()
+        self._created: set[str] = set()
+        self._lock = anyio.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> ServiceBusTransport:
+        """Build from ``servicebus://<connection string>`` or ``servicebus://<namespace>``.
+
+        A query (``?prefetch=16&lock_duration=30``) may set options; keyword
+        ``options`` override it. The namespace form needs ``credential=``.
+        """
+        rest = url.split("://", 1)[1] if "://" in url else ""
+        where, _, query = rest.partition("?")
+        where = unquote(where)
+        if not url.lower().startswith("servicebus://") or not where:
+            raise ConfigurationError(
+                f"not a Service Bus URL: {_redact(url)!r}; use servicebus://<connection string> "
+                "or servicebus://<namespace>.servicebus.windows.net"
+            )
+        for name, text in parse_qsl(query, keep_blank_values=True):
+            if name not in _URL_OPTIONS:
+                raise ConfigurationError(
+                    f"unknown option {name!r} in {_redact(url)!r}: use {', '.join(_URL_OPTIONS)}"
+                )
+            try:
+                options.setdefault(name, _URL_OPTIONS[name](text))
+            except (KeyError, ValueError) as exc:
+                raise ConfigurationError(f"bad {name}={text!r} in {_redact(url)!r}") from exc
+        if "endpoint=" in where.lower():
+            return cls(where, **options)
+        return cls(namespace=where, **options)
+
+    def _errors(self, operation: str, *, settling: bool = False) -> Any:
+        return translate_errors(operation, repr(self.namespace), settling=settling)
+
+    # -- clients ---------------------------------------------------------------
+    async def _sdk(self) -> ServiceBusClient:
+        if self._closed:
+            raise TransportError("ServiceBusTransport is closed")
+        if sniffio.current_async_library() != "asyncio":
+            raise TransportError(
+                "ServiceBusTransport runs on asyncio only (azure-servicebus's aio client); "
+                "run this worker or client under asyncio"
+            )
+        if self._client is None:
+            with self._errors("create a client"):
+                self._client = self._new_client()
+        return self._client
+
+    def _new_client(self) -> ServiceBusClient:
+        if self.connection_string is not None:
+            return ServiceBusClient.from_connection_string(
+                self.connection_string, **self.client_options
+            )
+        return ServiceBusClient(self.namespace, self.credential, **self.client_options)
+
+    async def _sender(self, queue: str) -> ServiceBusSender:
+        async with self._lock:
+            sender = self._senders.get(queue)
+            if sender is None:
+                await self._ensure_queue(queue)
+                client = await self._sdk()
+                with self._errors(f"open a sender for {queue!r}"):
+                    sender = self._senders[queue] = client.get_queue_sender(queue)
+            return sender
+
+    async def _ensure_queue(self, queue: str) -> None:
+        """Create ``queue`` if ``create_queues`` and it is missing (once per transport)."""
+        if not self.create_queues or queue in self._created:
+            return
+        from azure.core.exceptions import ResourceExistsError
+        from azure.servicebus.aio.management import ServiceBusAdministrationClient
+
+        if self.connection_string is not None:
+            admin = ServiceBusAdministrationClient.from_connection_string(self.connection_string)
+        else:
+            admin = ServiceBusAdministrationClient(self.namespace, self.credential)
+        async with admin:
+            with self._errors(f"create queue {queue!r}"), suppress(ResourceExistsError):
+                await admin.create_queue(  # one that exists is used as it is
+                    queue, lock_duration=datetime.timedelta(seconds=self.visibility_timeout)
+                )
+        self._created.add(queue)
+
+    def _renew(self, receiver: _Receiver, message: ServiceBusReceivedMessage) -> None:
+        """Keep ``message``'s lock until it is settled (``lock_renewal``)."""
+        if not self.lock_renewal:
+            return
+        if self._renewer is None:
+            self._renewer = AutoLockRenewer(max_lock_renewal_duration=self.max_lock_renewal)
+        with self._errors(f"renew locks on {receiver.queue!r}"):
+            self._renewer.register(receiver.sdk, message)
+
+    # -- sending -----------------------------------------------------------------
+    async def send(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        delay: float | None = None,
+    ) -> None:
+        """Send ``body``; with ``delay``, schedule it for now + ``delay`` seconds."""
+        properties = dict(headers or {})
+        if key is not None:
+            properties[KEY_PROPERTY] = key
+        message = _message(bytes(body), properties)
+        if delay and delay > 0:
+            await self._schedule(queue, message, delay)
+            return
+        sender = await self._sender(queue)
+        with self._errors(f"send to {queue!r}"):
+            await sender.send_messages(message)
+
+    async def _schedule(self, queue: str, message: ServiceBusMessage, seconds: float) -> int:
+        sender = await self._sender(queue)
+        with self._errors(f"schedule a message on {queue!r}"):
+            numbers = await sender.schedule_messages(message, _utc_in(seconds))
+        return int(numbers[0])
+
+    async def _cancel_scheduled(self, queue: str, sequence: int) -> None:
+        try:
+            sender = await self._sender(queue)
+            with self._errors(f"cancel a scheduled message on {queue!r}"):
+                await sender.cancel_scheduled_messages(sequence)
+        except TransportError as exc:
+            _log.warning("could not cancel a scheduled copy", queue=queue, error=str(exc))
+
+    # -- receiving -----------------------------------------------------------------
+    async def receive(self, queue: str) -> AsyncIterator[ServiceBusDelivery]:
+        """Deliveries from ``queue`` (peek-lock), until the transport is closed."""
+        receiver = await self._open_receiver(queue)
+        waiting: list[ServiceBusReceivedMessage] = []
+        try:
+            while not self._closed:
+                if not waiting:
+                    waiting.extend(await self._poll(receiver))
+                    continue
+                message = waiting.pop(0)
+                if not _lock_held(message):
+                    continue  # its lock ran out while it waited here: Service Bus redelivers it
+                delivery = ServiceBusDelivery(receiver, message)
+                receiver.held.add(delivery)
+                yield delivery
+        finally:
+            receiver.receiving = False
+            with anyio.CancelScope(shield=True):
+                await self._abandon(receiver, waiting)
+                if receiver.idle():
+                    await self._close_receiver(receiver)
+
+    async def _open_receiver(self, queue: str) -> _Receiver:
+        await self._ensure_queue(queue)
+        client = await self._sdk()
+        with self._errors(f"open a receiver for {queue!r}"):
+            sdk = client.get_queue_receiver(
+                queue, receive_mode=ServiceBusReceiveMode.PEEK_LOCK, prefetch_count=0
+            )
+        receiver = _Receiver(self, queue, sdk)
+        self._receivers.add(receiver)
+        return receiver
+
+    async def _poll(self, receiver: _Receiver) -> list[ServiceBusReceivedMessage]:
+        """One receive call; :meth:`close` cancels it, so closing never waits it out."""
+        messages: list[ServiceBusReceivedMessage] = []
+        with anyio.CancelScope() as scope:
+            self._polls.add(scope)
+            try:
+                with self._errors(f"receive from {receiver.queue!r}"):
+                    messages = await receiver.sdk.receive_messages(
+                        max_message_count=self.prefetch, max_wait_time=_WAIT
+                    )
+            except TransportError:
+                if not self._closed:
+                    raise
+            finally:
+                self._polls.discard(scope)
+        for message in messages:
+            self._renew(receiver, message)
+        return messages
+
+    async def _abandon(
+        self, receiver: _Receiver, messages: list[ServiceBusReceivedMessage]
+    ) -> None:
+        """Hand back what was locked but not handed out, best effort (locks run out anyway)."""
+        if not messages or receiver.closed:
+            return
+        with anyio.move_on_after(_RELEASE_TIMEOUT):
+            for message in messages:
+                try:
+                    with self._errors(f"abandon a message of {receiver.queue!r}"):
+                        await receiver.sdk.abandon_message(message)
+                except TransportError as exc:
+                    _log.debug("could not hand a message back", error=str(exc))
+
+    async def _close_receiver(self, receiver: _Receiver) -> None:
+        self._receivers.discard(receiver)
+        await receiver.close()
+
+    async def _settled(self, receiver: _Receiver) -> None:
+        """Close ``receiver`` once its ``receive`` ended and its last delivery settled."""
+        if receiver.idle() and not receiver.closed:
+            await self._close_receiver(receiver)
+
+    # -- closing and inspection ------------------------------------------------------
+    async def close(self) -> None:
+        """Stop receiving and close every link (unsettled messages return as their locks end)."""
+        if self._closed:
+            return
+        self._closed = True
+        for scope in list(self._polls):
+            scope.cancel()
+        with anyio.CancelScope(shield=True):
+            if self._renewer is not None:
+                with self._errors("stop renewing locks"):
+                    await self._renewer.close()
+            for receiver in list(self._receivers):
+                await self._close_receiver(receiver)
+            senders, self._senders = list(self._senders.values()), {}
+            with self._errors("close"):
+                for sender in senders:
+                    await sender.close()
+                if self._client is not None:
+                    await self._client.close()
+
+    async def dead_letters(self, queue: str, *, limit: int = 1000) -> list[DeadLetter]:
+        """The messages in ``queue``'s dead-letter subqueue (peeked: they stay there)."""
+        client = await self._sdk()
+        parked: list[DeadLetter] = []
+        with self._errors(f"read the dead letters of {queue!r}"):
+            async with client.get_queue_receiver(
+                queue, sub_queue=ServiceBusSubQueue.DEAD_LETTER
+            ) as receiver:
+                while len(parked) < limit:
+                    batch = await receiver.peek_messages(max_message_count=100)
+                    if not batch:
+                        break
+                    parked.extend(_dead_letter(queue, message) for message in batch)
+        return parked
+
+    def __repr__(self) -> str:
+        return f"ServiceBusTransport(namespace={self.namespace!r}, prefetch={self.prefetch})"
+
+
+def _dead_letter(queue: str, message: ServiceBusReceivedMessage) -> DeadLetter:
+    properties = _properties(message)
+    headers = {name: value for name, value in properties.items() if name not in _INTERNAL}
+    reason = message.dead_letter_reason or "(no reason given)"
+    return DeadLetter(queue, _body(message), headers, reason)
+
+
+def _namespace_of(connection_string: str) -> str:
+    """The host of a connection string's ``Endpoint=sb://host/``, for messages."""
+    for part in connection_string.split(";"):
+        name, _, value = part.partition("=")
+        if name.strip().lower() == "endpoint":
+            return value.split("://", 1)[-1].strip("/")
+    return "(no endpoint)"
+
+
+def _redact(url: str) -> str:
+    return _SECRET.sub(r"\1***", redact(url))
+
+
+def _check_options(
+    connection_string: str | None,
+    namespace: str | None,
+    credential: Any,
+    prefetch: int,
+    lock_duration: float,
+) -> None:
+    if (connection_string is None) == (namespace is None):
+        raise ConfigurationError(
+            "give ServiceBusTransport either a connection string or namespace= with credential="
+        )
+    if namespace is not None and credential is None:
+        raise ConfigurationError(
+            f"namespace={namespace!r} needs credential=, e.g. "
+            "azure.identity.aio.DefaultAzureCredential()"
+        )
+    if connection_string is not None and "endpoint=" not in connection_string.lower():
+        raise ConfigurationError(
+            "the Service Bus connection string has no Endpoint=sb://...: copy it from the "
+            "namespace's Shared access policies"
+        )
+    if not 1 <= prefetch <= 5000:
+        raise ConfigurationError(f"prefetch must be 1 to 5000, got {prefetch}")
+    if lock_duration <= 0:
+        raise ConfigurationError(f"lock_duration must be positive, got {lock_duration}")

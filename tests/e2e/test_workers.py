@@ -1,0 +1,368 @@
+"""End to end: a pool of workers runs 50 flows while one of them is killed.
+
+For each transport/store pair of issue 6 (SQLite queue + SQLiteStore,
+PostgreSQL queue + PostgresStore, RabbitMQ + PostgresStore, Redis Streams +
+RedisStore, Kafka (tansu) + RedisStore) the test starts three ``python -m
+flowkit.worker`` processes, submits 50 runs of ``flows_e2e.pipeline`` (gather,
+sleep, wait, map, loop) from this process with a :class:`flowkit.Client`,
+signals each run once it waits, SIGKILLs one worker after some runs completed
+while others are in flight, starts a replacement, and waits (bounded) until
+every run completed. Then:
+
+* every run completed with the output its input and signal determine;
+* every node activation of every run recorded its side effect exactly once,
+  under one idempotency key (the ``effects`` table), and every execution —
+  re-executions after the kill included — used that same key (the
+  ``executions`` table has the same keys, one per activation);
+* SIGTERM drains the surviving workers: each exits 0 within a bound.
+
+The workers use a 3 s ``--lease`` so the reconciler republishes the dispatches
+the killed worker held. The memory transport runs the same scenario with
+in-process workers in one event loop, the crash being the cancellation of one
+worker's task group.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter, defaultdict
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import attrs
+import pytest
+from flows_e2e import (
+    ACTIVATIONS,
+    DEFAULT_DSN,
+    DSN_ENV,
+    TABLES_ENV,
+    WAIT_NAME,
+    expected_output,
+    pipeline,
+)
+
+from flowkit import Client, RunStatus, Worker
+from flowkit.stores import MemoryStore
+from flowkit.stores import from_url as store_from_url
+from flowkit.transports import MemoryTransport
+from flowkit.transports import from_url as transport_from_url
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
+
+RUNS = 50
+WORKERS = 3
+CONCURRENCY = 8
+LEASE = 3.0  # seconds: the reconciler republishes a dead worker's dispatches after this
+KILL_AFTER = 10  # completed runs before one worker is killed
+RUN_TIMEOUT = 180.0  # every run completes within this
+POLL = 0.1  # seconds between looks at the runs' status
+SUBMIT_INTERVAL = 0.08  # seconds between run submissions (50 runs: 4 s)
+START_TIMEOUT = 30.0  # a worker process logs "worker started" within this
+STOP_TIMEOUT = 30.0  # a drained (SIGTERM) worker exits within this
+TEST_TIMEOUT = 300  # pytest-timeout for one scenario (the suite's default is 60 s)
+
+
+@attrs.define
+class Outcome:
+    """What a scenario observed (printed, and checked by :func:`check`)."""
+
+    run_ids: list[str]
+    bonus: dict[str, int]
+    inputs: dict[str, int]
+    completed_at_crash: int = 0
+    in_flight_at_crash: int = 0
+    interrupted: str | None = None  # the idempotency key of a node the crash interrupted
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.run_ids)} runs in {self.seconds:.1f}s, crash after "
+            f"{self.completed_at_crash} completed with {self.in_flight_at_crash} in flight, "
+            f"interrupting {self.interrupted}"
+        )
+
+
+# -- the scenario -------------------------------------------------------------------------------
+
+
+async def drive(client: Client, crash: Callable[[], Awaitable[str | None]], tag: str) -> Outcome:
+    """Submit the runs (a steady stream), signal each once it waits, crash a worker after
+    ``KILL_AFTER`` completed (with others in flight), and wait until every run completed."""
+    started = time.monotonic()
+    run_ids = [f"{tag}-{i:02d}" for i in range(RUNS)]
+    outcome = Outcome(
+        run_ids,
+        bonus={run_id: i % 7 for i, run_id in enumerate(run_ids)},
+        inputs={run_id: i for i, run_id in enumerate(run_ids)},
+    )
+    pending: set[str] = set()
+    signalled: set[str] = set()
+    submitted = 0
+    crashed = anyio.Event()
+    crashing = False
+
+    async def crash_now() -> None:
+        outcome.interrupted = await crash()
+        crashed.set()
+
+    try:
+        with anyio.fail_after(RUN_TIMEOUT):
+            async with anyio.create_task_group() as tg:
+                while submitted < RUNS or pending:
+                    # a steady stream of runs, so the crash finds them at every stage
+                    due = min(RUNS, 1 + int((time.monotonic() - started) / SUBMIT_INTERVAL))
+                    for run_id in run_ids[submitted:due]:
+                        await client.start(pipeline, run_id=run_id, n=outcome.inputs[run_id])
+                        pending.add(run_id)
+                    submitted = max(submitted, due)
+                    for run_id in sorted(pending):
+                        if await _advance(client, run_id, outcome, signalled):
+                            pending.discard(run_id)
+                    done = submitted - len(pending)
+                    if not crashing and done >= KILL_AFTER:
+                        # the crash waits for the worker to be inside a node: meanwhile keep
+                        # signalling, or the runs would all stop at their waits
+                        assert len(pending) >= 5, f"only {len(pending)} runs in flight"
+                        outcome.completed_at_crash = done
+                        outcome.in_flight_at_crash = len(pending)
+                        tg.start_soon(crash_now)
+                        crashing = True
+                    if submitted < RUNS or pending:
+                        await anyio.sleep(POLL)
+                await crashed.wait()
+    except TimeoutError:
+        raise AssertionError(
+            f"{len(pending)} of {RUNS} runs not completed within {RUN_TIMEOUT}s "
+            f"(submitted {submitted}, signalled {len(signalled)}, crashed {crashed.is_set()}): "
+            f"{sorted(pending)[:5]}..."
+        ) from None
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+async def _advance(client: Client, run_id: str, outcome: Outcome, signalled: set[str]) -> bool:
+    """Signal the run if it waits for its signal; whether it completed."""
+    info = await client.store.info(run_id)
+    assert info is not None, f"run {run_id} vanished from the store"
+    if info.status == RunStatus.COMPLETED:
+        return True
+    if info.status in (RunStatus.FAILED, RunStatus.CANCELLED):
+        result = await client.result(run_id)
+        raise AssertionError(f"run {run_id} {info.status}: {result.error!r}")
+    if info.status == RunStatus.AWAITING and run_id not in signalled:
+        loaded = await client.store.load(run_id)
+        assert loaded is not None
+        if WAIT_NAME in loaded[0].sections["waits"]:
+            await client.signal(run_id, WAIT_NAME, {"bonus": outcome.bonus[run_id]})
+            signalled.add(run_id)
+    return False
+
+
+async def check(client: Client, outcome: Outcome, tables: str) -> dict[str, int]:
+    """Outputs are right; each activation has exactly one key in both side-effect tables."""
+    for run_id in outcome.run_ids:
+        result = await client.result(run_id)
+        expected = expected_output(outcome.inputs[run_id], outcome.bonus[run_id])
+        assert (RunStatus.COMPLETED, expected) == (result.status, result.output), run_id
+    effects, executions = await anyio.to_thread.run_sync(_read_tables, tables)
+
+    # the side effect itself: one row per activation, each under its own key
+    by_activation = Counter((run_id, activation) for _, run_id, activation in effects)
+    twice = {k: n for k, n in by_activation.items() if n != 1}
+    assert {} == twice, "activations recorded under more than one idempotency key"
+    for run_id in outcome.run_ids:
+        recorded = {a for (r, a) in by_activation if r == run_id}
+        assert ACTIVATIONS == recorded, run_id
+    assert len(outcome.run_ids) * len(ACTIVATIONS) == len(effects)
+
+    # every execution (re-executions included) used the activation's one key
+    keys_by_activation: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for key, run_id, activation, _pid in executions:
+        keys_by_activation[(run_id, activation)].add(key)
+    two_keys = {k: v for k, v in keys_by_activation.items() if len(v) != 1}
+    assert {} == two_keys, "a node ran under two different idempotency keys"
+    assert {key for key, _, _ in effects} == {key for key, *_ in executions}
+    if outcome.interrupted is not None:
+        # the node the kill interrupted (its side effect recorded, its completion not) ran again
+        runs = [pid for key, *_, pid in executions if key == outcome.interrupted]
+        assert len(runs) >= 2, f"{outcome.interrupted} was interrupted, then not run again"
+    return {
+        "executions": len(executions),
+        "re-executions": len(executions) - len(effects),
+        "pids": len({pid for *_, pid in executions}),
+    }
+
+
+def _read_tables(prefix: str) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str, int]]]:
+    import psycopg
+    from flows_e2e import tables
+
+    effects, executions = tables(prefix)
+    with psycopg.connect(DEFAULT_DSN) as conn:
+        effect_rows = conn.execute(
+            f"SELECT idempotency_key, run_id, activation FROM {effects}"
+        ).fetchall()
+        execution_rows = conn.execute(
+            f"SELECT idempotency_key, run_id, activation, pid FROM {executions}"
+        ).fetchall()
+    return effect_rows, execution_rows
+
+
+# -- worker processes over real brokers ---------------------------------------------------------
+
+
+MID_NODE = 0.015  # seconds: a node that recorded its effect this recently is still running
+
+
+def crash_mid_node(
+    prefix: str, worker: str, crash: Callable[[], Any], timeout: float = 20.0
+) -> str:
+    """Call ``crash`` while ``worker`` is inside a node; the idempotency key of that node.
+
+    Nodes record their execution, then work for ``NODE_SECONDS`` (40 ms): a row the
+    worker inserted less than ``MID_NODE`` ago belongs to a node still running.
+    Runs in a thread (a blocking connection, polled with a deadline).
+    """
+    import psycopg
+    from flows_e2e import NODE_SECONDS, tables
+
+    assert MID_NODE < NODE_SECONDS / 2
+    _, executions = tables(prefix)
+    query = (
+        f"SELECT idempotency_key FROM {executions} WHERE worker = %s "
+        f"AND at > clock_timestamp() - make_interval(secs => %s) ORDER BY at DESC LIMIT 1"
+    )
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(DEFAULT_DSN, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(query, (worker, MID_NODE)).fetchone()
+            if row is not None:
+                crash()
+                return str(row[0])
+            time.sleep(0.002)  # polling a table, bounded by the deadline
+    raise AssertionError(f"worker {worker} ran no node for {timeout}s")
+
+
+@pytest.mark.timeout(TEST_TIMEOUT)
+async def test_worker_processes_survive_a_kill(
+    broker: str, open_backend: Any, worker_processes: Any, effects: str
+) -> None:
+    async with open_backend(broker, lease=LEASE) as urls:
+        args = [
+            "--app", "flows_e2e",
+            "--transport", urls.transport,
+            "--store", urls.store,
+            "--queue", urls.queue,
+            "--concurrency", str(CONCURRENCY),
+            "--lease", str(LEASE),
+            "--log-format", "json",
+        ]  # fmt: skip
+        env = {TABLES_ENV: effects, DSN_ENV: DEFAULT_DSN}
+        workers = [worker_processes.start(*args, env=env) for _ in range(WORKERS)]
+        for worker in workers:
+            await worker.wait_for_line("worker started", START_TIMEOUT)
+        transport = transport_from_url(urls.transport)
+        store = store_from_url(urls.store)
+        client = Client(transport, store, queue=urls.queue, flows=[pipeline], lease=LEASE)
+        killed = workers[0]
+
+        async def crash() -> str:
+            interrupted = await anyio.to_thread.run_sync(
+                crash_mid_node, effects, str(killed.pid), killed.kill
+            )
+            replacement = worker_processes.start(*args, env=env)
+            await replacement.wait_for_line("worker started", START_TIMEOUT)
+            return interrupted
+
+        try:
+            outcome = await drive(client, crash, tag=f"{broker}-{uuid.uuid4().hex[:6]}")
+            stats = await check(client, outcome, effects)
+        finally:
+            await transport.close()
+            await store.close()
+        assert killed.returncode == -9
+        print(f"\n[e2e {broker}] killed pid {killed.pid}: {outcome.summary()}; {stats}")
+        codes = {}
+        async with anyio.create_task_group() as tg:
+
+            async def drain(process: Any) -> None:
+                codes[process.pid] = await process.terminate(STOP_TIMEOUT)
+
+            for process in worker_processes.running:
+                tg.start_soon(drain, process)
+        assert len(codes) == WORKERS
+        assert set(codes.values()) == {0}, worker_processes.report()
+
+
+# -- in-process workers over MemoryTransport -----------------------------------------------------
+
+
+@pytest.mark.timeout(TEST_TIMEOUT)
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_in_process_workers_survive_a_cancelled_worker(
+    effects: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flows_e2e
+
+    monkeypatch.setenv(TABLES_ENV, effects)
+    monkeypatch.setenv(DSN_ENV, DEFAULT_DSN)
+    transport = MemoryTransport(visibility_timeout=LEASE)
+    store = MemoryStore()
+    client = Client(transport, store, flows=[pipeline], lease=LEASE)
+
+    def new_worker() -> Worker:
+        return Worker(
+            [pipeline], transport, store, concurrency=CONCURRENCY, lease=LEASE, poll_interval=0.1
+        )
+
+    workers = [new_worker() for _ in range(WORKERS)]
+    names: dict[Worker, str] = {}
+    scopes: dict[Worker, anyio.CancelScope] = {}
+    stopped: dict[Worker, anyio.Event] = {}
+
+    async def serve(worker: Worker, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        names[worker] = f"worker-{len(names)}"
+        flows_e2e.WORKER.set(names[worker])  # this task's context: the worker's nodes inherit it
+        stopped[worker] = anyio.Event()
+        try:
+            with anyio.CancelScope() as scopes[worker]:
+                await worker.run(task_status=task_status)
+        finally:
+            stopped[worker].set()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for worker in workers:
+                await tg.start(serve, worker)
+            crashed = workers[0]
+
+            async def crash() -> str:
+                """Cancel the worker's task group while it is inside a node (unacked)."""
+                interrupted = await anyio.to_thread.run_sync(
+                    crash_mid_node,
+                    effects,
+                    names[crashed],
+                    lambda: anyio.from_thread.run_sync(scopes[crashed].cancel),
+                )
+                replacement = new_worker()
+                workers.append(replacement)
+                await tg.start(serve, replacement)
+                return interrupted
+
+            outcome = await drive(client, crash, tag=f"memory-{uuid.uuid4().hex[:6]}")
+            stats = await check(client, outcome, effects)
+            assert crashed.processed > 0, "the cancelled worker had done nothing"
+            print(f"\n[e2e memory] cancelled a worker: {outcome.summary()}; {stats}")
+            with anyio.fail_after(STOP_TIMEOUT):
+                for worker in workers[1:]:
+                    worker.stop()
+                for worker in workers[1:]:
+                    await stopped[worker].wait()
+    finally:
+        await transport.close()
+        await store.close()
+        await anyio.to_thread.run_sync(flows_e2e.close_connections)
