@@ -4,17 +4,11 @@ Traces and metrics are read back with the OpenTelemetry SDK's in-memory span
 exporter and metric reader. "Two processes" are two Runtime (or Worker)
 objects over one store, each with its own tracer provider, exactly as two
 processes would be configured; nothing crosses between them but the store.
-
-Tests marked ``needs(...)`` exercise small patches to the shells (the hook
-that emits the run span, event fields, the enqueue-time header, the executor's
-log binding; each marker names its patch). Until a patch is in, its tests are
-strict expected failures; once it is in, they run like any other test.
 """
 
 from __future__ import annotations
 
 import importlib
-import inspect
 import io
 import json
 import logging
@@ -26,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import attrs
 import pytest
 import structlog
 from anyio.streams.buffered import BufferedByteReceiveStream
@@ -44,7 +37,6 @@ import flowkit.observability
 import flowkit.webhooks
 import flowkit.worker._messages
 from flowkit import Flow, RunStatus
-from flowkit.engine._events import EVENT_TYPES
 from flowkit.observability import (
     EventLogger,
     OpenTelemetryMiddleware,
@@ -58,20 +50,6 @@ from flowkit.transports import MemoryTransport
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-# -- which shell patches are in (see the module docstring) ----------------------------
-HOOK = hasattr(flowkit.Middleware, "on_run_start")
-NODE_FIELDS = "flow" in attrs.fields_dict(flowkit.NodeContext)
-EVENT_FIELDS = "traceparent" in attrs.fields_dict(flowkit.Event)
-DEAD_LETTER_EVENT = "message:dead_letter" in EVENT_TYPES
-LOG_BINDING = hasattr(flowkit.engine._execute, "bind_node_context")
-CLIENT_MIDDLEWARE = "middleware" in inspect.signature(flowkit.Client).parameters
-ENQUEUE_HEADER = hasattr(flowkit.worker._messages, "ENQUEUED_AT_HEADER")
-
-
-def needs(available: bool, patch: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(not available, strict=True, reason=f"needs the shell patch: {patch}")
-
 
 BROKER_URL = "amqp://app:brokerpass-7f3@127.0.0.1:5672/prod"
 PG_URL = "postgresql://u:pg-s3cret-91@127.0.0.1/test"
@@ -298,7 +276,6 @@ def hex_id(value: int, width: int) -> str:
 class TestNodeSpans:
     """Every node attempt is a ``flowkit.node`` span; failures are recorded on it."""
 
-    @needs(HOOK and NODE_FIELDS, "Middleware.on_run_start + NodeContext.flow")
     async def test_one_trace_per_run_with_a_span_per_node(self, telemetry: Telemetry) -> None:
         rt = flowkit.Runtime(middleware=[telemetry.middleware])
         result = await rt.run(chain())
@@ -392,7 +369,6 @@ class TestRunTrace:
                 span = by_id[span.parent.span_id]
             assert request is span
 
-    @needs(HOOK, "Middleware.on_run_start in Runtime._create")
     async def test_two_runtimes_over_one_store_share_the_trace(self, tmp_path: Path) -> None:
         flow = Flow("approval").node("a", one).wait("approve").node("b", publish)
         flow.edge("a", "approve").edge("approve", "b")
@@ -411,7 +387,6 @@ class TestRunTrace:
         assert trace_id(run) == trace_id(a) == trace_id(b)
         assert span_id(run) == parent_id(a) == parent_id(b)
 
-    @needs(HOOK and CLIENT_MIDDLEWARE, "Shell/Client/Worker middleware=")
     async def test_nodes_on_two_workers_share_the_trace(self) -> None:
         transport, store = MemoryTransport(), MemoryStore()
         caller, left, right = Telemetry(), Telemetry(), Telemetry()
@@ -433,7 +408,6 @@ class TestRunTrace:
         for node in nodes:
             assert run_spans[attrs_of(node)["flowkit.run_id"]] == parent_id(node)
 
-    @needs(HOOK and CLIENT_MIDDLEWARE and EVENT_FIELDS, "run span hook + Event.traceparent")
     async def test_a_run_moving_between_worker_processes_is_one_trace(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -472,7 +446,6 @@ class TestRunTrace:
         grepped = [x for x in first_logs + second_logs if run_id in json.dumps(x)]
         assert {"a", "b"} == {x["node_id"] for x in grepped if x["event"] == "node:finish"}
 
-    @needs(HOOK and EVENT_FIELDS, "Middleware.on_run_start + Event.traceparent")
     async def test_sleep_and_signal_are_markers_in_the_trace(self, telemetry: Telemetry) -> None:
         flow = (
             Flow("nap")
@@ -506,7 +479,6 @@ class TestRunTrace:
         assert 0.001 == attrs_of(markers[0])["flowkit.timer.delay"]
         assert "completed" == attrs_of(markers[-1])["flowkit.run.status"]
 
-    @needs(HOOK and EVENT_FIELDS, "Middleware.on_run_start + Event.traceparent")
     async def test_a_failed_run_finishes_with_an_error_marker(self, telemetry: Telemetry) -> None:
         async def boom() -> None:
             raise ValueError("out of stock")
@@ -518,7 +490,6 @@ class TestRunTrace:
         assert StatusCode.ERROR == finish.status.status_code
         assert "failed" == attrs_of(finish)["flowkit.run.status"]
 
-    @needs(HOOK, "Middleware.on_run_start in Runtime._create")
     async def test_a_child_run_nests_under_its_parent(self, telemetry: Telemetry) -> None:
         child = Flow("child").node("c", one)
         parent = Flow("parent").node("sub", uses="subflow", params={"blueprint_id": "child"})
@@ -559,7 +530,6 @@ class TestMetrics:
         assert [1] == seen
         assert 0 == telemetry.total("flowkit.node.in_flight")
 
-    @needs(NODE_FIELDS, "NodeContext.flow/.enqueued_at set by the Executor")
     async def test_queue_lag_and_flow_label(self, telemetry: Telemetry) -> None:
         rt = flowkit.Runtime(middleware=[telemetry.middleware], max_concurrency=1)
         await rt.run(chain())
@@ -581,7 +551,6 @@ class TestMetrics:
         assert 2 == telemetry.total("flowkit.runs.finished", status="completed")
         assert 1 == telemetry.total("flowkit.runs.finished", status="failed")
 
-    @needs(EVENT_FIELDS, "Event.flow")
     async def test_runs_finished_by_flow(self, telemetry: Telemetry) -> None:
         rt = flowkit.Runtime()
         telemetry.middleware.attach(rt.events)
@@ -596,7 +565,6 @@ class TestMetrics:
         await rt.run(chain())
         assert 1 == telemetry.total("flowkit.runs.started")
 
-    @needs(DEAD_LETTER_EVENT, "Worker emits message:dead_letter")
     async def test_dead_lettered_messages(self, telemetry: Telemetry) -> None:
         transport = MemoryTransport()
         worker = flowkit.Worker([chain()], transport, MemoryStore())
@@ -611,7 +579,6 @@ class TestMetrics:
             tg.cancel_scope.cancel()
         assert 1 == telemetry.total("flowkit.messages.dead_lettered")
 
-    @needs(ENQUEUE_HEADER and NODE_FIELDS, "enqueue-time header read by the Worker")
     async def test_queue_lag_on_a_worker(self, telemetry: Telemetry) -> None:
         transport, store = MemoryTransport(), MemoryStore()
         client = flowkit.Client(transport, store, flows=[three()])
@@ -656,7 +623,6 @@ class TestEventLogger:
             await rt.run(chain())
         assert [("debug", "orders")] == [(x["log_level"], x["component"]) for x in logs]
 
-    @needs(EVENT_FIELDS, "Event.flow")
     async def test_lines_name_the_flow(self) -> None:
         rt = flowkit.Runtime()
         rt.events.subscribe(EventLogger())
@@ -709,7 +675,6 @@ class TestJsonLogs:
         assert all(second not in json.dumps(line) for line in mine)
         assert lines_with(json_logs, second)
 
-    @needs(LOG_BINDING and NODE_FIELDS, "Executor binds the node's contextvars")
     async def test_lines_written_by_node_code_name_the_node(self, json_logs: io.StringIO) -> None:
         async def charge() -> None:
             structlog.get_logger("shop").info("charging card")
@@ -889,11 +854,6 @@ class TestSecretsNeverLeak:
         app = flowkit.webhooks.app(rt)
         assert WEBHOOK_SECRET not in repr(vars(app))
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug: NodeSpec's attrs repr shows params, so a webhook node's secret is in "
-        "repr(blueprint); fix in flowkit/blueprint/_model.py (params field repr)",
-    )
     def test_not_in_blueprint_repr(self) -> None:
         hook = {"path": "/hooks/pay", "secret": WEBHOOK_SECRET}
         flow = Flow("pay").node("hook", uses="webhook", params=hook)

@@ -22,6 +22,11 @@ NODE_KINDS: frozenset[str] = frozenset(NodeKind.__args__)  # type: ignore[attr-d
 JOIN_MODES: frozenset[str] = frozenset(JoinMode.__args__)  # type: ignore[attr-defined]
 
 
+def _params_repr(params: dict[str, Any]) -> str:
+    """``params`` for ``repr``, with a webhook's ``secret`` masked."""
+    return repr({k: "***" if k == "secret" and v else v for k, v in params.items()})
+
+
 def _frozen_dict(value: Any) -> dict[str, Any]:
     return dict(value) if value else {}
 
@@ -67,7 +72,7 @@ class NodeSpec:
     id: str
     kind: NodeKind = "call"
     uses: str | None = None
-    params: dict[str, Any] = attrs.field(factory=dict, converter=_frozen_dict)
+    params: dict[str, Any] = attrs.field(factory=dict, converter=_frozen_dict, repr=_params_repr)
     inputs: dict[str, str] = attrs.field(factory=dict, converter=_frozen_dict)
     config: NodeConfig = attrs.field(factory=NodeConfig)
 

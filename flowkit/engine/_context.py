@@ -67,6 +67,8 @@ class NodeContext:
     ``idempotency_key`` is stable across retries and redeliveries of the same
     node execution: use it for side effects that must happen once.
     ``traceparent`` is the W3C trace context the run started under (if any).
+    ``flow`` is the id of the run's blueprint; ``enqueued_at`` the epoch time
+    the execution was queued (from the message in the distributed shell).
     """
 
     run_id: str
@@ -77,6 +79,8 @@ class NodeContext:
     deadline: float | None = None
     error: BaseException | None = None
     traceparent: str | None = None
+    flow: str | None = None
+    enqueued_at: float | None = None
     _log: Any = attrs.field(default=None, alias="_log")
 
     @property

@@ -283,7 +283,21 @@ class Driver:
         data: Any = None,
     ) -> None:
         if self.events.active:
-            self.events.emit(Event(type_, run_id, clock.now(), node_id, attempt, duration, data))
+            run = self._runs.get(run_id)
+            header = run.state.header if run is not None else {}
+            self.events.emit(
+                Event(
+                    type_,
+                    run_id,
+                    clock.now(),
+                    node_id,
+                    attempt,
+                    duration,
+                    data,
+                    header.get("blueprint"),
+                    header.get("traceparent"),
+                )
+            )
 
 
 def _recovery(run: Run) -> list[p.Command]:

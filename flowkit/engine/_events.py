@@ -32,13 +32,18 @@ EVENT_TYPES: Final = frozenset(
         "timer:set",
         "timer:fire",
         "signal:receive",
+        "message:dead_letter",
     }
 )
 
 
 @attrs.frozen
 class Event:
-    """One thing that happened to a run; ``type`` is one of ``EVENT_TYPES``."""
+    """One thing that happened to a run; ``type`` is one of ``EVENT_TYPES``.
+
+    ``flow`` (the run's blueprint id) and ``traceparent`` (the run's W3C trace
+    context) let subscribers label and trace events without loading the run.
+    """
 
     type: str
     run_id: str
@@ -47,6 +52,8 @@ class Event:
     attempt: int | None = None
     duration: float | None = None
     data: Any = None
+    flow: str | None = None
+    traceparent: str | None = None
 
 
 Handler = Callable[[Event], object]

@@ -14,6 +14,7 @@ import sniffio
 from .. import _clock as clock
 from .._errors import describe
 from .._serde import SerializationError, to_data
+from ..observability._logging import bind_node_context, unbind_node_context
 from . import _protocol as p
 from ._context import Context, NodeContext, reset_current, set_current
 from ._events import Event, EventBus
@@ -49,13 +50,30 @@ class Executor:
         self._limiters: dict[str, anyio.CapacityLimiter] = {}
 
     async def execute(
-        self, run_id: str, target: Target, state: RunState, command: p.ExecuteNode
+        self,
+        run_id: str,
+        target: Target,
+        state: RunState,
+        command: p.ExecuteNode,
+        *,
+        enqueued_at: float | None = None,
     ) -> p.Event:
-        """Run the node (bounded by ``max_concurrency``); never raises for node errors."""
+        """Run the node (bounded by ``max_concurrency``); never raises for node errors.
+
+        ``enqueued_at`` is when the execution was queued (epoch seconds; default: now).
+        """
+        if enqueued_at is None and not self._pipeline.empty:  # only middleware reads it
+            enqueued_at = clock.now()
         if self._max_concurrency is None:
-            return await self._execute(run_id, target, state, command)
+            return await self._execute(run_id, target, state, command, enqueued_at)
         async with self._limiter():
-            return await self._execute(run_id, target, state, command)
+            return await self._execute(run_id, target, state, command, enqueued_at)
+
+    def run_traceparent(
+        self, run_id: str, flow: str, traceparent: str | None, parent: str | None = None
+    ) -> str | None:
+        """The traceparent to store with a new run (see ``Middleware.on_run_start``)."""
+        return self._pipeline.run_traceparent(run_id, flow, traceparent, parent)
 
     def _limiter(self) -> anyio.CapacityLimiter:
         """One limiter per event-loop library (a limiter is bound to the loop that made it)."""
@@ -67,7 +85,12 @@ class Executor:
         return limiter
 
     async def _execute(
-        self, run_id: str, target: Target, state: RunState, command: p.ExecuteNode
+        self,
+        run_id: str,
+        target: Target,
+        state: RunState,
+        command: p.ExecuteNode,
+        enqueued_at: float | None,
     ) -> p.Event:
         spec = target.program.specs[command.node_id]
         uses = spec.uses or ""
@@ -85,14 +108,17 @@ class Executor:
             Context(state.context),
         )
         ctx.traceparent = state.header.get("traceparent")
+        ctx.flow = target.blueprint.id
+        ctx.enqueued_at = enqueued_at
         if command.fallback:
             ctx.error = _last_error(run_id, state, command)
         timeout = spec.config.timeout
         observed = self.events.active
         started = time.perf_counter() if observed else None
         if observed:
-            self._emit(run_id, "node:start", command)
+            self._emit(ctx, "node:start", command)
         token = set_current(ctx)
+        bound = bind_node_context(ctx)
         try:
             if timeout is not None:
                 ctx.deadline = clock.now() + timeout
@@ -108,13 +134,14 @@ class Executor:
                 retryable=not isinstance(exc, SerializationError),
             )
         finally:
+            unbind_node_context(bound)
             reset_current(token)
 
     def _completed(
         self, command: p.ExecuteNode, output: Any, ctx: NodeContext, started: float | None
     ) -> p.NodeCompleted:
         if started is not None:
-            self._emit(ctx.run_id, "node:finish", command, time.perf_counter() - started)
+            self._emit(ctx, "node:finish", command, time.perf_counter() - started)
         action = None
         if type(output).__name__ == "Action" and hasattr(output, "name"):
             action, output = output.name, output.value
@@ -139,10 +166,20 @@ class Executor:
         return await self._pipeline.run(ctx, lambda: invoke(command.args, command.kwargs, ctx))
 
     def _emit(
-        self, run_id: str, type_: str, command: p.ExecuteNode, duration: float | None = None
+        self, ctx: NodeContext, type_: str, command: p.ExecuteNode, duration: float | None = None
     ) -> None:
         self.events.emit(
-            Event(type_, run_id, clock.now(), command.node_id, command.attempt, duration)
+            Event(
+                type_,
+                ctx.run_id,
+                clock.now(),
+                command.node_id,
+                command.attempt,
+                duration,
+                None,
+                ctx.flow,
+                ctx.traceparent,
+            )
         )
 
 

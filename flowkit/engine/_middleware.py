@@ -39,6 +39,17 @@ class Middleware:
         """Wrap the node: call ``await call_next()`` and return its result."""
         return await call_next()
 
+    def on_run_start(
+        self, run_id: str, flow: str, traceparent: str | None, parent: str | None = None
+    ) -> str | None:
+        """Called as a run is created, in the process creating it; returns its traceparent.
+
+        ``traceparent`` is the caller's trace context (a child run's: its parent
+        run's). The value returned is stored with the run and is every node's
+        ``ctx.traceparent``. Synchronous and must not block.
+        """
+        return traceparent
+
 
 def _overrides(mw: Middleware, name: str) -> bool:
     return getattr(type(mw), name) is not getattr(Middleware, name)
@@ -52,6 +63,15 @@ class Pipeline:
         self.after = [m.after_node for m in middleware if _overrides(m, "after_node")]
         self.around = [m.around_node for m in middleware if _overrides(m, "around_node")]
         self.empty = not (self.before or self.after or self.around)
+        self.run_start = [m.on_run_start for m in middleware if _overrides(m, "on_run_start")]
+
+    def run_traceparent(
+        self, run_id: str, flow: str, traceparent: str | None, parent: str | None = None
+    ) -> str | None:
+        """The traceparent to store with a new run: every ``on_run_start``, in list order."""
+        for hook in self.run_start:
+            traceparent = hook(run_id, flow, traceparent, parent)
+        return traceparent
 
     async def run(self, ctx: NodeContext, call: CallNext) -> Any:
         for hook in self.before:

@@ -55,7 +55,7 @@ class Runtime(Driver):
     ) -> None:
         super().__init__(middleware=middleware, store=store, max_concurrency=max_concurrency)
         self.poll_interval = poll_interval
-        self._targets: dict[int, Target] = {}
+        self._targets: dict[int, tuple[Any, Target]] = {}  # id -> (object, target)
         self._by_blueprint_id: dict[str, Any] = {}
         self._by_digest: dict[str, Target] = {}
         for flow in flows:
@@ -220,11 +220,11 @@ class Runtime(Driver):
 
     # -- runs -----------------------------------------------------------------
     def _target(self, target: Any, registry: Mapping[str, Any] | None = None) -> Target:
-        key = id(target)
-        resolved = self._targets.get(key) if registry is None else None
+        cached = self._targets.get(id(target)) if registry is None else None
+        resolved = cached[1] if cached is not None and cached[0] is target else None
         if resolved is None:
             resolved = resolve(target, registry)
-            self._targets[key] = resolved
+            self._targets[id(target)] = (target, resolved)  # holding target keeps its id
             self._by_blueprint_id.setdefault(resolved.blueprint.id, target)
             self._by_digest[resolved.blueprint.digest] = resolved
             for child in resolved.children:
@@ -245,12 +245,11 @@ class Runtime(Driver):
                 return existing, []
         run_id = run_id or uuid.uuid4().hex
         state = RunState(run_id)
+        traceparent = self._executor.run_traceparent(
+            run_id, target.blueprint.id, self._traceparent(parent), parent
+        )
         commands = start_run(
-            target.program,
-            state,
-            target.bind(inputs),
-            parent=parent,
-            traceparent=self._traceparent(parent),
+            target.program, state, target.bind(inputs), parent=parent, traceparent=traceparent
         )
         delta = state.take_delta()
         if self.store is not None:

@@ -258,10 +258,10 @@ class _World:
         worker.executor.overrides = dict(self.overrides)
         execute = worker.executor.execute
 
-        async def traced(run_id: str, target: Any, state: Any, command: Any) -> Any:
+        async def traced(run_id: str, target: Any, state: Any, command: Any, **options: Any) -> Any:
             started = self.clock.datetime()
             self.calls.append(Call(command.node_id, command.attempt, command.args, command.kwargs))
-            event = await execute(run_id, target, state, command)
+            event = await execute(run_id, target, state, command, **options)
             ok = type(event).__name__ == "NodeCompleted"
             self.trace.append(
                 TraceEntry(

@@ -124,6 +124,10 @@ ATTEMPTS_PROPERTY = "x-flowkit-attempts"
 _INTERNAL = (KEY_PROPERTY, ATTEMPTS_PROPERTY)
 _MAX_REASON = 4096  # Service Bus's limit on DeadLetterReason / DeadLetterErrorDescription
 _WAIT = 5.0  # seconds one receive call waits for messages
+# How long one SDK read waits for a frame. Reads and writes share a lock in the SDK,
+# so a settlement or send waits out a read in progress: its 0.2 s default would
+# add up to that to every ack made while a receive is pending.
+_SOCKET_TIMEOUT = 0.05
 _RELEASE_TIMEOUT = 5.0
 _SECRET = re.compile(r"(SharedAccess(?:Key|Signature)=)[^;]*", re.IGNORECASE)
 _URL_OPTIONS: dict[str, Any] = {
@@ -473,7 +477,8 @@ class ServiceBusTransport:
                 await self._ensure_queue(queue)
                 client = await self._sdk()
                 with self._errors(f"open a sender for {queue!r}"):
-                    sender = self._senders[queue] = client.get_queue_sender(queue)
+                    sender = client.get_queue_sender(queue, socket_timeout=_SOCKET_TIMEOUT)
+                    self._senders[queue] = sender
             return sender
 
     async def _ensure_queue(self, queue: str) -> None:
@@ -567,7 +572,10 @@ class ServiceBusTransport:
         client = await self._sdk()
         with self._errors(f"open a receiver for {queue!r}"):
             sdk = client.get_queue_receiver(
-                queue, receive_mode=ServiceBusReceiveMode.PEEK_LOCK, prefetch_count=0
+                queue,
+                receive_mode=ServiceBusReceiveMode.PEEK_LOCK,
+                prefetch_count=0,
+                socket_timeout=_SOCKET_TIMEOUT,
             )
         receiver = _Receiver(self, queue, sdk)
         self._receivers.add(receiver)

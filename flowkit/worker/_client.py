@@ -15,6 +15,7 @@ from ._shell import Shell
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from ..engine._middleware import Middleware
     from ..stores._protocol import Store
     from ..transports._protocol import Transport
 
@@ -38,8 +39,11 @@ class Client:
         lease: float = 30.0,
         poll_interval: float = 0.05,
         max_poll_interval: float = 1.0,
+        middleware: Sequence[Middleware] = (),
     ) -> None:
-        self.shell = Shell(transport, store, queue=queue, lease=lease, flows=flows)
+        self.shell = Shell(
+            transport, store, queue=queue, lease=lease, flows=flows, middleware=middleware
+        )
         self.store = store
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval

@@ -14,6 +14,9 @@ class MalformedMessage(FlowkitError, ValueError):
     """A message body is not a valid flowkit node message; it is dead-lettered."""
 
 
+ENQUEUED_AT_HEADER = "flowkit-enqueued-at"
+"""Transport header: when the message was published (epoch seconds), for queue lag."""
+
 _FIELDS = {
     "run_id": str,
     "node_id": str,

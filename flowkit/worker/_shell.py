@@ -19,14 +19,16 @@ from ..engine import _protocol as p
 from ..engine._core import start_run, wait_names
 from ..engine._durable import Replica, index_ops, unknown_digest
 from ..engine._events import Event, EventBus
+from ..engine._middleware import Pipeline
 from ..engine._state import RunState
 from ..engine._target import Target, resolve
 from ..observability._propagation import current_traceparent
-from ._messages import NodeMessage
+from ._messages import ENQUEUED_AT_HEADER, NodeMessage
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
 
+    from ..engine._middleware import Middleware
     from ..stores._protocol import Store
     from ..transports._protocol import Transport
 
@@ -44,6 +46,7 @@ class Shell:
         flows: Iterable[Any] = (),
         events: EventBus | None = None,
         cache_size: int = 10_000,
+        middleware: Sequence[Middleware] = (),
     ) -> None:
         self.transport = transport
         self.store = store
@@ -54,6 +57,7 @@ class Shell:
         self.by_blueprint_id: dict[str, Target] = {}
         self._replicas: OrderedDict[str, Replica] = OrderedDict()
         self._cache_size = cache_size
+        self._pipeline = Pipeline(middleware)
         for flow in flows:
             self.register(flow)
 
@@ -84,12 +88,11 @@ class Shell:
         """Create the run and publish its first nodes; an existing ``run_id`` is left alone."""
         run_id = run_id or uuid.uuid4().hex
         state = RunState(run_id)
+        traceparent = self._pipeline.run_traceparent(
+            run_id, target.blueprint.id, self._traceparent(parent), parent
+        )
         commands = start_run(
-            target.program,
-            state,
-            target.bind(inputs),
-            parent=parent,
-            traceparent=current_traceparent(),
+            target.program, state, target.bind(inputs), parent=parent, traceparent=traceparent
         )
         delta = state.take_delta()
         created = await self.store.create_run(
@@ -105,6 +108,12 @@ class Shell:
             self._emit(run_id, "workflow:start", data={"blueprint": target.blueprint.id})
             await self.carry_out(run_id, target, commands)
         return run_id
+
+    def _traceparent(self, parent: str | None) -> str | None:
+        """A child run continues its parent's trace; a new run joins the caller's span."""
+        replica = self._replicas.get(parent) if parent is not None else None
+        inherited = replica.state.header.get("traceparent") if replica is not None else None
+        return str(inherited) if inherited else current_traceparent()
 
     async def replica(self, run_id: str, *, fresh: bool = False) -> Replica:
         """This process's copy of the run (loaded, or refreshed with ``fresh``)."""
@@ -177,8 +186,17 @@ class Shell:
     async def publish(
         self, run_id: str, target: Target, node_id: str, attempt: int, dispatch_id: str
     ) -> None:
-        message = NodeMessage(run_id, node_id, attempt, dispatch_id, target.blueprint.digest)
-        await self.transport.send(self.queue, message.encode(), key=f"{run_id}/{node_id}")
+        replica = self._replicas.get(run_id)
+        traceparent = replica.state.header.get("traceparent") if replica is not None else None
+        message = NodeMessage(
+            run_id, node_id, attempt, dispatch_id, target.blueprint.digest, traceparent
+        )
+        headers = {ENQUEUED_AT_HEADER: repr(clock.now())}
+        if traceparent:
+            headers["traceparent"] = traceparent
+        await self.transport.send(
+            self.queue, message.encode(), key=f"{run_id}/{node_id}", headers=headers
+        )
 
     async def _start_child(self, run_id: str, command: p.StartChild) -> None:
         child = self.by_blueprint_id.get(command.blueprint_id)
@@ -210,4 +228,18 @@ class Shell:
         data: Any = None,
     ) -> None:
         if self.events.active:
-            self.events.emit(Event(type_, run_id, clock.now(), node_id, attempt, None, data))
+            replica = self._replicas.get(run_id)
+            header = replica.state.header if replica is not None else {}
+            self.events.emit(
+                Event(
+                    type_,
+                    run_id,
+                    clock.now(),
+                    node_id,
+                    attempt,
+                    None,
+                    data,
+                    header.get("blueprint"),
+                    header.get("traceparent"),
+                )
+            )

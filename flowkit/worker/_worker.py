@@ -11,10 +11,10 @@ from .. import _clock as clock
 from .._errors import FlowkitError, ResumeError, StoreError, TransportError
 from ..engine import _protocol as p
 from ..engine._durable import CHILD_LEASE, dispatch_command
-from ..engine._events import EventBus
+from ..engine._events import Event, EventBus
 from ..engine._execute import Executor
 from ..transports._protocol import DeliveryError
-from ._messages import MalformedMessage, NodeMessage
+from ._messages import ENQUEUED_AT_HEADER, MalformedMessage, NodeMessage
 from ._shell import Shell
 
 if TYPE_CHECKING:
@@ -63,7 +63,13 @@ class Worker:
         self.lease = lease
         self.poll_interval = poll_interval
         self.shell = Shell(
-            transport, store, queue=queue, lease=lease, flows=app, events=self.events
+            transport,
+            store,
+            queue=queue,
+            lease=lease,
+            flows=app,
+            events=self.events,
+            middleware=middleware,
         )
         self.executor = Executor(middleware=middleware, events=self.events, plain_data=True)
         self.processed = 0
@@ -155,7 +161,9 @@ class Worker:
         target = self.shell.target_of(replica.state)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._heartbeat, delivery, message)
-            event = await self.executor.execute(message.run_id, target, replica.state, command)
+            event = await self.executor.execute(
+                message.run_id, target, replica.state, command, enqueued_at=_enqueued_at(delivery)
+            )
             tg.cancel_scope.cancel()
         await self.shell.step(message.run_id, event)
         await delivery.ack()
@@ -191,6 +199,10 @@ class Worker:
     async def _dead_letter(self, delivery: Delivery, reason: str, *, run_id: str = "") -> None:
         log.error("message dead-lettered", reason=reason, run_id=run_id or None)
         self.dead_lettered += 1
+        if self.events.active:
+            self.events.emit(
+                Event("message:dead_letter", run_id, clock.now(), data={"reason": reason})
+            )
         await _settle(delivery.dead_letter(reason))
 
     # -- timers and leases ----------------------------------------------------
@@ -256,6 +268,14 @@ class Worker:
                 child_id, info.status, header.get("output"), header.get("error")
             )
             await self.shell.step(run_id, event)
+
+
+def _enqueued_at(delivery: Delivery) -> float | None:
+    """When the shell published the message (its header), if the transport kept it."""
+    try:
+        return float(delivery.headers[ENQUEUED_AT_HEADER])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 async def _settle(settling: Any) -> None:

@@ -314,14 +314,24 @@ def broker(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def open_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    """``open_backend(name, lease=...)``: :func:`backend` for this test."""
-    return functools.partial(backend, request=request, tmp_path=tmp_path)
+def open_backend(
+    request: pytest.FixtureRequest, tmp_path: Path, worker_processes: WorkerProcesses
+) -> Any:
+    """``open_backend(name, lease=...)``: :func:`backend` for this test (its worker
+    processes are killed, if still running, before the backend is cleaned up)."""
+    return functools.partial(
+        backend, request=request, tmp_path=tmp_path, workers=worker_processes
+    )
 
 
 @asynccontextmanager
 async def backend(
-    name: str, *, request: pytest.FixtureRequest, tmp_path: Path, lease: float
+    name: str,
+    *,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    workers: WorkerProcesses,
+    lease: float,
 ) -> AsyncIterator[Backend]:
     """SQLite queue + SQLiteStore, PostgreSQL queue + PostgresStore, RabbitMQ +
     PostgresStore, Redis Streams + RedisStore or Kafka (tansu) + RedisStore, on
@@ -329,6 +339,23 @@ async def backend(
     Redis db; a unique topic prefix and group), cleaned up after. ``lease`` is
     also Kafka's visibility timeout (the other transports' URLs cannot set one).
     """
+    async with _killing(workers):
+        async with _backend(name, request, tmp_path, lease) as urls:
+            yield urls
+
+
+@asynccontextmanager
+async def _killing(workers: WorkerProcesses) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        workers.kill_all()  # before the databases and queues they use go away
+
+
+@asynccontextmanager
+async def _backend(
+    name: str, request: pytest.FixtureRequest, tmp_path: Path, lease: float
+) -> AsyncIterator[Backend]:
     queue = f"e2e_{uuid.uuid4().hex[:10]}"
     if name == "sqlite":
         queue_db, runs_db = tmp_path / "queue.db", tmp_path / "runs.db"

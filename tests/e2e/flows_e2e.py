@@ -7,20 +7,26 @@ calling a node. Its output is a pure function of ``n`` and the signal's payload
 (:func:`expected_output`), so a test checks every run's result exactly.
 
 Every node records its side effect in PostgreSQL under
-``flowkit.context().idempotency_key``:
+``flowkit.context().idempotency_key``, in tables named from a prefix
+(:class:`Tables`):
 
 * ``{prefix}_effects(idempotency_key PRIMARY KEY, run_id, activation, ...)`` —
   ``INSERT ... ON CONFLICT DO NOTHING``: the idempotent side effect itself;
-* ``{prefix}_executions(idempotency_key, run_id, activation, pid, worker, at, ...)``
+* ``{prefix}_executions(idempotency_key, run_id, activation, pid, worker, ...)``
   — append-only, one row per execution, so re-executions (a redelivery, a
   worker killed mid-node) are visible but harmless. ``worker`` is the process
-  id, or the name an in-process test set in :data:`WORKER` for a Worker's task.
+  id, or the name an in-process test set in :data:`WORKER` for a Worker's task;
+* ``{prefix}_traps(worker, idempotency_key)`` — a test inserts ``(worker,
+  NULL)`` to *trap* that worker: the next node it runs records its side effect,
+  claims the trap (writing its key there) and then hangs, so the test can kill
+  the worker while it is certainly inside a node whose effect happened but whose
+  completion did not.
 
 ``activation`` names the logical node activation from the node's own arguments
 (``step:2`` is the third loop iteration, ``square:1`` the second map item), so
 a test can check that each activation was recorded under exactly one key. The
 prefix and DSN come from the environment (:data:`TABLES_ENV`, :data:`DSN_ENV`),
-so each test has its own tables. Nodes sleep a little so a kill lands mid-run.
+so each test has its own tables.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from __future__ import annotations
 import contextvars
 import os
 import threading
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 
@@ -38,13 +44,13 @@ from flowkit import flow, node
 TABLES_ENV = "FLOWKIT_E2E_TABLES"
 DSN_ENV = "FLOWKIT_E2E_DSN"
 DEFAULT_DSN = os.environ.get("FLOWKIT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-NODE_SECONDS = 0.04  # each node's "work": long enough that a SIGKILL lands mid-node
+NODE_SECONDS = 0.03  # each node's "work"
+TRAPPED_SECONDS = 120.0  # a trapped node hangs this long (the test kills its worker long before)
 # the compiler needs literals in the flow body; these name the same values for the tests
 SLEEP_SECONDS = 0.2
 MAP_ITEMS = (0, 1, 2)
 LOOP_STEPS = 3
 WAIT_NAME = "approval"
-
 
 # which worker executes a node: the process id, or a name in-process tests set per Worker task
 WORKER: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -55,29 +61,36 @@ WORKER: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 # -- side effects -----------------------------------------------------------------------------
 
 
-def tables(prefix: str | None = None) -> tuple[str, str]:
-    """``(effects, executions)`` table names for ``prefix`` (default: from the environment)."""
+class Tables(NamedTuple):
+    effects: str
+    executions: str
+    traps: str
+
+
+def tables(prefix: str | None = None) -> Tables:
+    """The table names for ``prefix`` (default: from the environment)."""
     prefix = prefix or os.environ.get(TABLES_ENV)
     if not prefix or not prefix.replace("_", "").isalnum():
         raise RuntimeError(f"set {TABLES_ENV} to a table-name prefix (letters, digits and _)")
-    return f"{prefix}_effects", f"{prefix}_executions"
+    return Tables(f"{prefix}_effects", f"{prefix}_executions", f"{prefix}_traps")
 
 
 def create_tables(dsn: str, prefix: str) -> None:
     import psycopg
 
-    effects, executions = tables(prefix)
+    names = tables(prefix)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
-            f"CREATE TABLE {effects} (idempotency_key TEXT PRIMARY KEY, node_id TEXT NOT NULL, "
-            "run_id TEXT NOT NULL, activation TEXT NOT NULL)"
+            f"CREATE TABLE {names.effects} (idempotency_key TEXT PRIMARY KEY, "
+            "node_id TEXT NOT NULL, run_id TEXT NOT NULL, activation TEXT NOT NULL)"
         )
         conn.execute(
-            f"CREATE TABLE {executions} (id BIGSERIAL PRIMARY KEY, idempotency_key TEXT NOT NULL, "
-            "node_id TEXT NOT NULL, run_id TEXT NOT NULL, activation TEXT NOT NULL, "
-            "attempt INTEGER NOT NULL, pid INTEGER NOT NULL, worker TEXT NOT NULL, "
-            "at TIMESTAMPTZ DEFAULT now())"
+            f"CREATE TABLE {names.executions} (id BIGSERIAL PRIMARY KEY, "
+            "idempotency_key TEXT NOT NULL, node_id TEXT NOT NULL, run_id TEXT NOT NULL, "
+            "activation TEXT NOT NULL, attempt INTEGER NOT NULL, pid INTEGER NOT NULL, "
+            "worker TEXT NOT NULL, at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp())"
         )
+        conn.execute(f"CREATE TABLE {names.traps} (worker TEXT PRIMARY KEY, idempotency_key TEXT)")
 
 
 def drop_tables(dsn: str, prefix: str) -> None:
@@ -116,30 +129,37 @@ def close_connections() -> None:
 
 def _record(
     key: str, node_id: str, run_id: str, activation: str, attempt: int, worker: str
-) -> None:
-    effects, executions = tables()
+) -> bool:
+    """Record the execution and the side effect; whether this execution sprang a trap."""
+    names = tables()
     conn = _connection()
     with conn.transaction():
         conn.execute(
-            f"INSERT INTO {executions} (idempotency_key, node_id, run_id, activation, attempt, "
-            "pid, worker) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            f"INSERT INTO {names.executions} (idempotency_key, node_id, run_id, activation, "
+            "attempt, pid, worker) VALUES (%s, %s, %s, %s, %s, %s, %s)",
             (key, node_id, run_id, activation, attempt, os.getpid(), worker),
         )
         conn.execute(
-            f"INSERT INTO {effects} (idempotency_key, node_id, run_id, activation)"
+            f"INSERT INTO {names.effects} (idempotency_key, node_id, run_id, activation)"
             " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
             (key, node_id, run_id, activation),
         )
+        sprung = conn.execute(
+            f"UPDATE {names.traps} SET idempotency_key = %s "
+            "WHERE worker = %s AND idempotency_key IS NULL RETURNING worker",
+            (key, worker),
+        ).fetchone()
+    return sprung is not None
 
 
 async def side_effect(activation: str) -> None:
-    """Record this node execution, then do a little "work"."""
+    """Record this node execution, then do a little "work" (or hang, if trapped)."""
     ctx = flowkit.context()
     worker = WORKER.get() or str(os.getpid())
-    await anyio.to_thread.run_sync(
+    trapped = await anyio.to_thread.run_sync(
         _record, ctx.idempotency_key, ctx.node_id, ctx.run_id, activation, ctx.attempt, worker
     )
-    await anyio.sleep(NODE_SECONDS)
+    await anyio.sleep(TRAPPED_SECONDS if trapped else NODE_SECONDS)
 
 
 # -- the flow ---------------------------------------------------------------------------------

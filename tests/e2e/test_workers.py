@@ -89,7 +89,7 @@ class Outcome:
 # -- the scenario -------------------------------------------------------------------------------
 
 
-async def drive(client: Client, crash: Callable[[], Awaitable[str | None]], tag: str) -> Outcome:
+async def drive(client: Client, crash: Callable[[], Awaitable[str]], tag: str) -> Outcome:
     """Submit the runs (a steady stream), signal each once it waits, crash a worker after
     ``KILL_AFTER`` completed (with others in flight), and wait until every run completed."""
     started = time.monotonic()
@@ -181,33 +181,36 @@ async def check(client: Client, outcome: Outcome, tables: str) -> dict[str, int]
 
     # every execution (re-executions included) used the activation's one key
     keys_by_activation: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for key, run_id, activation, _pid in executions:
+    for key, run_id, activation, _worker in executions:
         keys_by_activation[(run_id, activation)].add(key)
     two_keys = {k: v for k, v in keys_by_activation.items() if len(v) != 1}
     assert {} == two_keys, "a node ran under two different idempotency keys"
     assert {key for key, _, _ in effects} == {key for key, *_ in executions}
-    if outcome.interrupted is not None:
-        # the node the kill interrupted (its side effect recorded, its completion not) ran again
-        runs = [pid for key, *_, pid in executions if key == outcome.interrupted]
-        assert len(runs) >= 2, f"{outcome.interrupted} was interrupted, then not run again"
+    # the node the crash interrupted (its effect recorded, its completion not) ran again,
+    # elsewhere, under the same key
+    ran_on = [worker for key, *_, worker in executions if key == outcome.interrupted]
+    assert outcome.interrupted is not None
+    assert 2 <= len(set(ran_on)), f"{outcome.interrupted} was not run again: {ran_on}"
     return {
         "executions": len(executions),
         "re-executions": len(executions) - len(effects),
-        "pids": len({pid for *_, pid in executions}),
+        "workers": len({worker for *_, worker in executions}),
     }
 
 
-def _read_tables(prefix: str) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str, int]]]:
+def _read_tables(prefix: str) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str, str]]]:
+    """``(key, run_id, activation)`` of every effect; ``(..., worker)`` of every execution."""
     import psycopg
     from flows_e2e import tables
 
-    effects, executions = tables(prefix)
+    names = tables(prefix)
     with psycopg.connect(DEFAULT_DSN) as conn:
         effect_rows = conn.execute(
-            f"SELECT idempotency_key, run_id, activation FROM {effects}"
+            f"SELECT idempotency_key, run_id, activation FROM {names.effects}"
         ).fetchall()
         execution_rows = conn.execute(
-            f"SELECT idempotency_key, run_id, activation, pid FROM {executions}"
+            f"SELECT idempotency_key, run_id, activation, worker FROM {names.executions} "
+            "ORDER BY id"
         ).fetchall()
     return effect_rows, execution_rows
 
@@ -215,35 +218,29 @@ def _read_tables(prefix: str) -> tuple[list[tuple[str, str, str]], list[tuple[st
 # -- worker processes over real brokers ---------------------------------------------------------
 
 
-MID_NODE = 0.015  # seconds: a node that recorded its effect this recently is still running
-
-
-def crash_mid_node(
+def crash_inside_a_node(
     prefix: str, worker: str, crash: Callable[[], Any], timeout: float = 20.0
 ) -> str:
-    """Call ``crash`` while ``worker`` is inside a node; the idempotency key of that node.
+    """Trap ``worker``, and call ``crash`` once a node of it sprang the trap; that node's key.
 
-    Nodes record their execution, then work for ``NODE_SECONDS`` (40 ms): a row the
-    worker inserted less than ``MID_NODE`` ago belongs to a node still running.
-    Runs in a thread (a blocking connection, polled with a deadline).
+    The trapped node has recorded its side effect and hangs (see ``flows_e2e``): the
+    crash certainly lands inside it, before its completion. Runs in a thread.
     """
     import psycopg
-    from flows_e2e import NODE_SECONDS, tables
+    from flows_e2e import tables
 
-    assert MID_NODE < NODE_SECONDS / 2
-    _, executions = tables(prefix)
-    query = (
-        f"SELECT idempotency_key FROM {executions} WHERE worker = %s "
-        f"AND at > clock_timestamp() - make_interval(secs => %s) ORDER BY at DESC LIMIT 1"
-    )
+    traps = tables(prefix).traps
     deadline = time.monotonic() + timeout
     with psycopg.connect(DEFAULT_DSN, autocommit=True) as conn:
+        conn.execute(f"INSERT INTO {traps} (worker) VALUES (%s)", (worker,))
         while time.monotonic() < deadline:
-            row = conn.execute(query, (worker, MID_NODE)).fetchone()
-            if row is not None:
+            row = conn.execute(
+                f"SELECT idempotency_key FROM {traps} WHERE worker = %s", (worker,)
+            ).fetchone()
+            if row is not None and row[0] is not None:
                 crash()
                 return str(row[0])
-            time.sleep(0.002)  # polling a table, bounded by the deadline
+            time.sleep(0.01)  # polling a table, bounded by the deadline
     raise AssertionError(f"worker {worker} ran no node for {timeout}s")
 
 
@@ -272,7 +269,7 @@ async def test_worker_processes_survive_a_kill(
 
         async def crash() -> str:
             interrupted = await anyio.to_thread.run_sync(
-                crash_mid_node, effects, str(killed.pid), killed.kill
+                crash_inside_a_node, effects, str(killed.pid), killed.kill
             )
             replacement = worker_processes.start(*args, env=env)
             await replacement.wait_for_line("worker started", START_TIMEOUT)
@@ -343,7 +340,7 @@ async def test_in_process_workers_survive_a_cancelled_worker(
             async def crash() -> str:
                 """Cancel the worker's task group while it is inside a node (unacked)."""
                 interrupted = await anyio.to_thread.run_sync(
-                    crash_mid_node,
+                    crash_inside_a_node,
                     effects,
                     names[crashed],
                     lambda: anyio.from_thread.run_sync(scopes[crashed].cancel),
