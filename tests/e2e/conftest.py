@@ -319,9 +319,7 @@ def open_backend(
 ) -> Any:
     """``open_backend(name, lease=...)``: :func:`backend` for this test (its worker
     processes are killed, if still running, before the backend is cleaned up)."""
-    return functools.partial(
-        backend, request=request, tmp_path=tmp_path, workers=worker_processes
-    )
+    return functools.partial(backend, request=request, tmp_path=tmp_path, workers=worker_processes)
 
 
 @asynccontextmanager
@@ -339,17 +337,11 @@ async def backend(
     Redis db; a unique topic prefix and group), cleaned up after. ``lease`` is
     also Kafka's visibility timeout (the other transports' URLs cannot set one).
     """
-    async with _killing(workers):
-        async with _backend(name, request, tmp_path, lease) as urls:
+    async with _backend(name, request, tmp_path, lease) as urls:
+        try:
             yield urls
-
-
-@asynccontextmanager
-async def _killing(workers: WorkerProcesses) -> AsyncIterator[None]:
-    try:
-        yield
-    finally:
-        workers.kill_all()  # before the databases and queues they use go away
+        finally:
+            workers.kill_all()  # before the queues and databases they use go away
 
 
 @asynccontextmanager
