@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -34,6 +35,7 @@ from flowkit.transports._pubsub import REASON, PubSubTransport
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
+    from pathlib import Path
 
     from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
@@ -293,16 +295,18 @@ class TestDeadLetters:
         assert {"h": "v", REASON: "cannot parse"} == dict(parked.headers)
 
     async def test_server_dead_letters_after_max_attempts(self, make: Make) -> None:
-        # unordered: the emulator drops, instead of dead-lettering, an ordered message
+        # unordered: the emulator drops, instead of dead-lettering, an ordered message; and
+        # it moves a message to the dead-letter topic only when the work subscription is
+        # pulled again, so the consumer keeps running until the dead letter is read
         producer, consumer = make(ordering=False), make(ordering=False)
         await producer.send(QUEUE, b"crashes-workers")
         async with consuming(consumer) as stream:
             for _ in range(5):  # max_delivery_attempts
                 (delivery,) = await take(stream)
                 await delivery.nack()
-        async with consuming(make(ordering=False), f"{QUEUE}-dlq") as stream:
-            (parked,) = await take(stream)
-            await parked.ack()
+            async with consuming(make(ordering=False), f"{QUEUE}-dlq") as dead:
+                (parked,) = await take(dead)
+                await parked.ack()
         assert (b"crashes-workers", 5) == (parked.body, delivery.attempt)
         assert "5" == parked.headers["CloudPubSubDeadLetterSourceDeliveryCount"]
 
@@ -341,6 +345,35 @@ class TestClose:
             (again,) = await take(stream)
             await again.ack()
         assert (b"held", 2) == (again.body, again.attempt)
+
+
+_SEND_AND_RECEIVE = """
+import sys, anyio
+from flowkit.transports import from_url
+
+async def main() -> None:
+    transport = from_url(f"pubsub://{sys.argv[1]}?topic_prefix={sys.argv[2]}")
+    await transport.send("jobs", b"via the emulator")
+    async for delivery in transport.receive("jobs"):
+        await delivery.ack()
+        print(delivery.body.decode())
+        break
+    await transport.close()
+
+anyio.run(main)
+"""
+
+
+class TestEmulatorHost:
+    """With ``PUBSUB_EMULATOR_HOST`` set the transport uses the emulator, without credentials."""
+
+    def test_no_credentials_needed(self, tmp_path: Path) -> None:
+        env = {**os.environ, "PUBSUB_EMULATOR_HOST": shared_emulator()}
+        env["GOOGLE_APPLICATION_CREDENTIALS"] = str(tmp_path / "no-such-key.json")
+        prefix = f"fk{uuid.uuid4().hex[:12]}"
+        command = [sys.executable, "-c", _SEND_AND_RECEIVE, PROJECT, prefix]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+        assert (0, "via the emulator\n") == (done.returncode, done.stdout), done.stderr
 
 
 class TestConfiguration:

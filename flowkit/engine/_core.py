@@ -26,6 +26,7 @@ from ._state import RunState, RunStatus
 from ._step_nodes import NodeSteps
 
 CANCELLED = "flowkit._errors.Cancelled"
+_VALUES = {status: status.value for status in RunStatus}
 WORKFLOW_FAILED = "flowkit._errors.WorkflowFailed"
 
 # node record layout: [activation, arrived, taken, fired, status]
@@ -448,9 +449,10 @@ class Step(NodeSteps):
                 self.finish(RunStatus.COMPLETED, output=self.terminal_output())
 
     def set_status(self, status: RunStatus) -> None:
-        before = self.s.header.get("status")
-        if before != status.value:
-            self.s.put("header", "status", status.value)
+        before = self.s.sections["header"].get("status")
+        value = _VALUES[status]
+        if before != value:
+            self.s.put("header", "status", value)
             if status is RunStatus.AWAITING:
                 self.note("workflow:pause", None)
             elif before == RunStatus.AWAITING.value:

@@ -14,7 +14,7 @@ from .. import _clock as clock
 from . import _protocol as p
 from ._core import handle_event
 from ._durable import Replica, dispatch_command
-from ._eager import NoticeBlocking
+from ._eager import NoticeBlocking, Resume
 from ._events import Event, EventBus
 from ._execute import Executor
 from ._state import RunState, RunStatus
@@ -226,7 +226,13 @@ class Driver:
                 if command.dispatch_id not in run.state.sections["dispatches"]:
                     continue  # cancelled before it started
                 scopes[command.dispatch_id] = scope
-                event = await NoticeBlocking(self._call(run, command), hand_off)
+                coro = self._executor.execute(run.run_id, run.target, run.state, command)
+                try:  # most nodes finish without ever blocking: no wrapper for them
+                    yielded = coro.send(None)
+                except StopIteration as done:
+                    event = done.value
+                else:  # it blocked: hand the other ready nodes to a new worker
+                    event = await NoticeBlocking(Resume(coro, yielded), hand_off)
                 scopes.pop(command.dispatch_id, None)
                 if self.store is None:
                     commands = handle_event(run.program, run.state, event)
@@ -234,9 +240,6 @@ class Driver:
                 else:
                     commands = await NoticeBlocking(self._step(run, event), hand_off)
                 ready.extend(self._carry_out(run, commands))
-
-    async def _call(self, run: Run, command: p.ExecuteNode) -> p.Event:
-        return await self._executor.execute(run.run_id, run.target, run.state, command)
 
     # -- timers ---------------------------------------------------------------
     def _start_timer(self, run: Run, tg: anyio.abc.TaskGroup, command: p.StartTimer) -> None:
@@ -246,6 +249,11 @@ class Driver:
             self._start_task(run, self._retry_timer, run, command, scope)
             return
         due = clock.now() + command.delay
+        if self.store is not None:  # the store indexes every timer: remember only the earliest
+            if not self._timers or due < self._timers[0][0]:
+                heapq.heappush(self._timers, (due, "", ""))
+                self._wakeup.set()
+            return
         heapq.heappush(self._timers, (due, run.run_id, command.timer_id))
         self._wakeup.set()
 

@@ -52,3 +52,38 @@ class NoticeBlocking(Awaitable[T]):
                 except StopIteration as done:
                     result = done.value
                     return result
+
+
+class Resume(Awaitable[T]):
+    """``await Resume(coro, first)``: continue a coroutine already stepped by hand.
+
+    ``first`` is what its first ``send(None)`` yielded; from there this is
+    ``yield from`` written out, in the task that started the coroutine.
+    """
+
+    __slots__ = ("_coro", "_first")
+
+    def __init__(self, coro: Any, first: Any) -> None:
+        self._coro = coro
+        self._first = first
+
+    def __await__(self) -> Generator[Any, Any, T]:
+        coro, yielded = self._coro, self._first
+        while True:
+            try:
+                sent = yield yielded
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                try:
+                    yielded = coro.throw(exc)
+                except StopIteration as done:
+                    result: T = done.value
+                    return result
+            else:
+                try:
+                    yielded = coro.send(sent)
+                except StopIteration as done:
+                    result = done.value
+                    return result

@@ -15,7 +15,7 @@ ErrorInfo = dict[str, Any]
 
 
 # -- events (shell -> core) ----------------------------------------------------
-@attrs.frozen
+@attrs.define(eq=True)  # mutable slots classes: cheaper to build than frozen ones
 class NodeCompleted:
     """A dispatched execution returned; ``writes`` are its changes to the run's state."""
 
@@ -68,7 +68,7 @@ Event = NodeCompleted | NodeFailed | TimerFired | SignalReceived | ChildFinished
 
 
 # -- commands (core -> shell) ---------------------------------------------------
-@attrs.frozen
+@attrs.define(eq=True)
 class ExecuteNode:
     """Run ``uses`` (or its fallback) with these arguments."""
 

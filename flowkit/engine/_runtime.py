@@ -24,7 +24,7 @@ from ._driver import Driver, Run
 from ._durable import index_ops, unknown_digest
 from ._program import wait_name
 from ._result import RunHandle, RunResult
-from ._state import RunState
+from ._state import NullJournal, RunState
 from ._target import Target, resolve
 
 if TYPE_CHECKING:
@@ -252,6 +252,8 @@ class Runtime(Driver):
             target.program, state, target.bind(inputs), parent=parent, traceparent=traceparent
         )
         delta = state.take_delta()
+        if self.store is None:
+            state.journal = NullJournal()
         if self.store is not None:
             created = await self.store.create_run(
                 run_id,

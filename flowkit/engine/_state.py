@@ -23,6 +23,16 @@ SECTIONS: Final = (
     "deliveries",  # webhook delivery id -> True (replay protection)
 )
 
+
+class NullJournal(set[tuple[str, str]]):
+    """A journal that records nothing: runs without a store never take deltas."""
+
+    __slots__ = ()
+
+    def add(self, item: tuple[str, str]) -> None:
+        pass
+
+
 DELETED: Final = object()
 """Marker in a delta: the key was deleted."""
 

@@ -71,7 +71,7 @@ from __future__ import annotations
 
 import datetime
 import re
-from contextlib import contextmanager, suppress
+from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote
 
@@ -113,7 +113,7 @@ else:
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Mapping
-    from contextlib import AbstractContextManager
+    from contextlib import AbstractAsyncContextManager
 
     from azure.servicebus.aio import ServiceBusReceiver, ServiceBusSender
 
@@ -264,14 +264,14 @@ class ServiceBusDelivery:
 
     async def ack(self) -> None:
         """Done: complete the message."""
-        with self._settling("ack") as sdk:
+        async with self._settling("ack") as sdk:
             await sdk.complete_message(self._message)
         await self._done()
 
     async def nack(self, requeue_after: float | None = None) -> None:
         """Abandon (redelivered at once), or schedule a copy ``requeue_after`` seconds out."""
         if not requeue_after or requeue_after <= 0:
-            with self._settling("nack") as sdk:
+            async with self._settling("nack") as sdk:
                 await sdk.abandon_message(self._message)
         else:
             await self._requeue_later(requeue_after)
@@ -279,13 +279,13 @@ class ServiceBusDelivery:
 
     async def extend(self, seconds: float) -> None:
         """Renew the lock (Service Bus renews for the queue's LockDuration)."""
-        with self._settling("extend") as sdk:
+        async with self._settling("extend") as sdk:
             await sdk.renew_message_lock(self._message)
 
     async def dead_letter(self, reason: str) -> None:
         """Move the message to the queue's dead-letter subqueue with ``reason``."""
         description = f"dead-lettered by flowkit on attempt {self.attempt}"
-        with self._settling("dead_letter") as sdk:
+        async with self._settling("dead_letter") as sdk:
             await sdk.dead_letter_message(
                 self._message,
                 reason=(reason or "(no reason given)")[:_MAX_REASON],
@@ -297,17 +297,17 @@ class ServiceBusDelivery:
         properties = _properties(self._message) | {ATTEMPTS_PROPERTY: str(self.attempt)}
         copy = _message(self.body, properties)
         transport = self._receiver.transport
-        with self._settling("nack") as sdk:
+        async with self._settling("nack") as sdk:
             await sdk.renew_message_lock(self._message)  # still ours, or this raises
         sequence = await transport._schedule(self._receiver.queue, copy, seconds)
         try:
-            with self._settling("nack") as sdk:
+            async with self._settling("nack") as sdk:
                 await sdk.complete_message(self._message)
         except DeliveryError:
             await transport._cancel_scheduled(self._receiver.queue, sequence)
             raise
 
-    def _settling(self, operation: str) -> AbstractContextManager[ServiceBusReceiver]:
+    def _settling(self, operation: str) -> AbstractAsyncContextManager[ServiceBusReceiver]:
         if self._settled:
             raise DeliveryError(
                 f"{operation} on {self._receiver.queue!r}: the delivery was already settled"
@@ -324,7 +324,14 @@ class ServiceBusDelivery:
 
 
 class _Receiver:
-    """One SDK receiver: open while its ``receive`` runs or its deliveries are unsettled."""
+    """One SDK receiver: open while its ``receive`` runs or its deliveries are unsettled.
+
+    The SDK's reads and writes share one lock, and a pending receive call holds
+    it for a read at a time: an ack would wait that read out, then wait another
+    for its own outcome, which the receive call had read. So settling pauses the
+    receive call (cancelling it is safe: the SDK keeps a half-read frame, and
+    messages it already took stay in its buffer for the next call).
+    """
 
     def __init__(self, transport: ServiceBusTransport, queue: str, sdk: ServiceBusReceiver) -> None:
         self.transport = transport
@@ -333,17 +340,31 @@ class _Receiver:
         self.held: set[ServiceBusDelivery] = set()
         self.receiving = True
         self.closed = False
+        self.poll: anyio.CancelScope | None = None
+        self.settlements = 0
+        self.calm = anyio.Event()  # set while nothing is being settled
+        self.calm.set()
 
-    @contextmanager
-    def settling(self, operation: str) -> Iterator[ServiceBusReceiver]:
-        """The SDK receiver, with its errors translated to DeliveryError."""
+    @asynccontextmanager
+    async def settling(self, operation: str) -> AsyncIterator[ServiceBusReceiver]:
+        """The SDK receiver, with no receive call in the way and errors as DeliveryError."""
         if self.closed:
             raise DeliveryError(
                 f"{operation} on {self.queue!r}: the transport was closed; Service Bus "
                 "redelivers the message when its lock runs out"
             )
-        with self.transport._errors(operation, settling=True):
-            yield self.sdk
+        if not self.settlements:
+            self.calm = anyio.Event()
+        self.settlements += 1
+        if self.poll is not None:
+            self.poll.cancel()
+        try:
+            with self.transport._errors(operation, settling=True):
+                yield self.sdk
+        finally:
+            self.settlements -= 1
+            if not self.settlements:
+                self.calm.set()
 
     def idle(self) -> bool:
         return not self.receiving and not self.held
@@ -582,10 +603,12 @@ class ServiceBusTransport:
         return receiver
 
     async def _poll(self, receiver: _Receiver) -> list[ServiceBusReceivedMessage]:
-        """One receive call; :meth:`close` cancels it, so closing never waits it out."""
+        """One receive call; :meth:`close` (and settling, see _Receiver) cancels it."""
         messages: list[ServiceBusReceivedMessage] = []
+        await receiver.calm.wait()
         with anyio.CancelScope() as scope:
             self._polls.add(scope)
+            receiver.poll = scope
             try:
                 with self._errors(f"receive from {receiver.queue!r}"):
                     messages = await receiver.sdk.receive_messages(
@@ -595,6 +618,7 @@ class ServiceBusTransport:
                 if not self._closed:
                     raise
             finally:
+                receiver.poll = None
                 self._polls.discard(scope)
         for message in messages:
             self._renew(receiver, message)

@@ -15,8 +15,11 @@
 * ``effects``: the side-effect tables of ``flows_e2e`` (a unique prefix in the
   ``test`` database), dropped after.
 
-Every e2e test runs on asyncio only: the broker SDKs the test process talks to
-(aio-pika, aiokafka, redis-py, psycopg's async connections) are asyncio-only.
+The e2e tests run on asyncio (``anyio_backend`` below): the broker SDKs the test
+process talks to (aio-pika, aiokafka, redis-py, psycopg's async connections) are
+asyncio-only. The in-process MemoryTransport test also runs on trio.
+
+The e2e marker is registered here as well as in pyproject (``--strict-markers``).
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ if TYPE_CHECKING:
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the test process imports flows_e2e as the workers do
+if str(HERE.parent) not in sys.path:  # tests/: the conformance helpers (tansu, dead letters)
+    sys.path.append(str(HERE.parent))
 
 import flows_e2e  # noqa: E402
 
@@ -56,7 +61,6 @@ _PROCESSES = pytest.StashKey["WorkerProcesses"]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # also belongs in pyproject's markers list (--strict-markers)
     config.addinivalue_line("markers", "e2e: end-to-end tests with worker processes and brokers")
 
 
