@@ -82,8 +82,12 @@ class Program:
         self.loop_resets: dict[str, tuple[str, ...]] = {
             n.id: self._join_nodes_in_body(n) for n in blueprint.nodes if n.kind == "loop"
         }
+        by_uses = {  # once per implementation: inspecting signatures is slow
+            uses: _parameters(self.registry.get(uses))
+            for uses in {n.uses or "" for n in blueprint.nodes}
+        }
         self.parameters: dict[str, tuple[str, ...] | None] = {
-            n.id: _parameters(self.registry.get(n.uses or "")) for n in blueprint.nodes
+            n.id: by_uses[n.uses or ""] for n in blueprint.nodes
         }
 
     def _join_nodes_in_body(self, loop: NodeSpec) -> tuple[str, ...]:

@@ -73,7 +73,7 @@ def resolve(target: Any, registry: Mapping[str, Any] | None = None) -> Target:
     invokers: dict[str, Invoker] = {}
     fallbacks: dict[str, Invoker] = {}
     for spec in bp.nodes:
-        if spec.kind != "call" or spec.uses is None:
+        if spec.kind != "call" or spec.uses is None or spec.uses in invokers:
             continue
         try:
             invokers[spec.uses] = make_invoker(reg[spec.uses])
