@@ -73,12 +73,14 @@ def resolve(target: Any, registry: Mapping[str, Any] | None = None) -> Target:
     invokers: dict[str, Invoker] = {}
     fallbacks: dict[str, Invoker] = {}
     for spec in bp.nodes:
-        if spec.kind != "call" or spec.uses is None or spec.uses in invokers:
+        if spec.kind != "call" or spec.uses is None:
             continue
         try:
-            invokers[spec.uses] = make_invoker(reg[spec.uses])
+            if spec.uses not in invokers:
+                invokers[spec.uses] = make_invoker(reg[spec.uses])
+            fallback = spec.config.fallback
+            if fallback and fallback not in fallbacks:
+                fallbacks[fallback] = make_invoker(reg[fallback])
         except TypeError as exc:
             raise FlowkitError(f"node {spec.id!r}: {exc}") from exc
-        if spec.config.fallback:
-            fallbacks[spec.config.fallback] = make_invoker(reg[spec.config.fallback])
     return Target(program, invokers, fallbacks, children, getattr(target, "bind_inputs", None))
