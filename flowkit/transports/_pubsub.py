@@ -64,6 +64,16 @@ flowkit's key is ``run_id/node_id``, so a run's parallel branches are never
 serialised; messages of one key are handed out in publish order, and a nacked
 message comes back before later messages of its key. Without a key, no order.
 
+**The emulator** (Google's, 0.8.20 tested) differs from Pub/Sub where it
+matters here: it ignores StreamingPull flow control; its dead-letter policy is
+partial — a message that used up ``max_delivery_attempts`` moves to the
+dead-letter topic only when the work subscription is pulled again, and on an
+ordered subscription it is dropped instead; on an ordered subscription a nack
+(modack 0) is ignored while later messages of its key are outstanding (all come
+back at the ack deadline, possibly out of order); and it accepts ack deadlines
+under 10 s and modacks over 600 s, which Pub/Sub refuses (this transport sends
+neither).
+
 **Publishing** is one Publish RPC per ``send``, through the generated client of
 google-cloud-pubsub (``google.pubsub_v1``), without the high-level publisher's
 batching: ``send`` returns once Pub/Sub has the message and never waits out a
@@ -520,7 +530,8 @@ class PubSubTransport:
             worker's concurrency).
         ack_deadline: a delivery's lease, seconds, until ``extend``-ed; the work
             subscription's ack deadline (clamped to 10..600 s), which is how long the
-            messages of a crashed consumer take to come back.
+            messages of a crashed consumer take to come back. Keep it above a Worker's
+            heartbeat (``lease / 3``), or deliveries lapse before their first extend.
         max_delivery_attempts: dead-letter after this many deliveries (5..100), or
             ``None`` for no dead-letter policy.
         ordering: use the message key as Pub/Sub's ordering key.

@@ -16,11 +16,11 @@ Every node records its side effect in PostgreSQL under
   — append-only, one row per execution, so re-executions (a redelivery, a
   worker killed mid-node) are visible but harmless. ``worker`` is the process
   id, or the name an in-process test set in :data:`WORKER` for a Worker's task;
-* ``{prefix}_traps(worker, idempotency_key)`` — a test inserts ``(worker,
-  NULL)`` to *trap* that worker: the next node it runs records its side effect,
-  claims the trap (writing its key there) and then hangs, so the test can kill
-  the worker while it is certainly inside a node whose effect happened but whose
-  completion did not.
+* ``{prefix}_traps(worker, hold, idempotency_key)`` — a test inserts a row to
+  *trap* that worker: the next node it runs records its side effect, claims the
+  trap (writing its key there) and then takes ``hold`` seconds, so the test can
+  kill or stop the worker while it is certainly inside a node whose effect
+  happened but whose completion did not.
 
 ``activation`` names the logical node activation from the node's own arguments
 (``step:2`` is the third loop iteration, ``square:1`` the second map item), so
@@ -45,7 +45,6 @@ TABLES_ENV = "FLOWKIT_E2E_TABLES"
 DSN_ENV = "FLOWKIT_E2E_DSN"
 DEFAULT_DSN = os.environ.get("FLOWKIT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 NODE_SECONDS = 0.03  # each node's "work"
-TRAPPED_SECONDS = 120.0  # a trapped node hangs this long (the test kills its worker long before)
 # the compiler needs literals in the flow body; these name the same values for the tests
 SLEEP_SECONDS = 0.2
 MAP_ITEMS = (0, 1, 2)
@@ -90,7 +89,10 @@ def create_tables(dsn: str, prefix: str) -> None:
             "activation TEXT NOT NULL, attempt INTEGER NOT NULL, pid INTEGER NOT NULL, "
             "worker TEXT NOT NULL, at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp())"
         )
-        conn.execute(f"CREATE TABLE {names.traps} (worker TEXT PRIMARY KEY, idempotency_key TEXT)")
+        conn.execute(
+            f"CREATE TABLE {names.traps} (worker TEXT PRIMARY KEY, "
+            "hold DOUBLE PRECISION NOT NULL, idempotency_key TEXT)"
+        )
 
 
 def drop_tables(dsn: str, prefix: str) -> None:
@@ -129,8 +131,8 @@ def close_connections() -> None:
 
 def _record(
     key: str, node_id: str, run_id: str, activation: str, attempt: int, worker: str
-) -> bool:
-    """Record the execution and the side effect; whether this execution sprang a trap."""
+) -> float | None:
+    """Record the execution and the side effect; the hold of a trap this execution sprang."""
     names = tables()
     conn = _connection()
     with conn.transaction():
@@ -146,20 +148,20 @@ def _record(
         )
         sprung = conn.execute(
             f"UPDATE {names.traps} SET idempotency_key = %s "
-            "WHERE worker = %s AND idempotency_key IS NULL RETURNING worker",
+            "WHERE worker = %s AND idempotency_key IS NULL RETURNING hold",
             (key, worker),
         ).fetchone()
-    return sprung is not None
+    return None if sprung is None else float(sprung[0])
 
 
 async def side_effect(activation: str) -> None:
-    """Record this node execution, then do a little "work" (or hang, if trapped)."""
+    """Record this node execution, then do a little "work" (or hold on, if trapped)."""
     ctx = flowkit.context()
     worker = WORKER.get() or str(os.getpid())
-    trapped = await anyio.to_thread.run_sync(
+    hold = await anyio.to_thread.run_sync(
         _record, ctx.idempotency_key, ctx.node_id, ctx.run_id, activation, ctx.attempt, worker
     )
-    await anyio.sleep(TRAPPED_SECONDS if trapped else NODE_SECONDS)
+    await anyio.sleep(NODE_SECONDS if hold is None else hold)
 
 
 # -- the flow ---------------------------------------------------------------------------------
