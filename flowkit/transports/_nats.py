@@ -64,20 +64,31 @@ while settling a delivery) by :func:`translate_errors`, and nowhere else.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import deque
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 import anyio
-import attrs
 import structlog
 
 from .._errors import MissingDependency, TransportError
 from ..stores._urls import ConfigurationError, redact
 from ._memory import DeadLetter
+from ._nats_delivery import NATSDelivery as NATSDelivery
+from ._nats_delivery import _Lease
+from ._nats_errors import sdk_errors as sdk_errors
+from ._nats_errors import translate_errors as translate_errors
+from ._nats_names import (
+    DELIVER_AT_HEADER,
+    KEY_HEADER,
+    REASON_HEADER,
+    _deliver_at,
+    _Names,
+    _outgoing,
+    _user_headers,
+)
+from ._nats_options import _URL_OPTIONS, _check_options
 from ._protocol import DeliveryError
 
 try:
@@ -91,7 +102,7 @@ else:
     _HAVE_NATS = True
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator, Mapping
+    from collections.abc import AsyncIterator, Mapping
 
     from nats.aio.msg import Msg
     from nats.js.client import JetStreamContext
@@ -101,236 +112,9 @@ if TYPE_CHECKING:
 _log = structlog.get_logger("flowkit.transports")
 
 CONSUMER = "flowkit"  # the durable pull consumer every receiver shares
-KEY_HEADER = "x-flowkit-key"
-REASON_HEADER = "x-flowkit-reason"
-ATTEMPTS_HEADER = "x-flowkit-attempts"
-QUEUE_HEADER = "x-flowkit-queue"
-DELIVER_AT_HEADER = "x-flowkit-deliver-at"
-_INTERNAL = ("x-flowkit-", "nats-")  # lower-cased prefixes never shown to users
-_TOKEN_SAFE = re.compile(r"[A-Za-z0-9-]")
-_PREFIX = re.compile(r"^[A-Za-z0-9_-]+$")
 _RELEASE_TIMEOUT = 5.0
-_URL_OPTIONS: dict[str, Any] = {
-    "stream_prefix": str,
-    "ack_wait": float,
-    "max_deliver": int,
-    "batch": int,
-    "fetch_wait": float,
-    "request_timeout": float,
-    "connect_timeout": float,
-}
 
 
-# -- errors ------------------------------------------------------------------
-def sdk_errors() -> tuple[type[BaseException], ...]:
-    """The roots of every exception nats-py raises (``nats.js.errors`` derive from
-    ``nats.errors.Error``), and socket errors from connecting."""
-    return (nats_errors.Error, OSError)
-
-
-def _hint(exc: BaseException) -> str:
-    """What to do next about ``exc``."""
-    if isinstance(exc, nats_errors.AuthorizationError | nats_errors.InvalidUserCredentialsError):
-        return "check the user and password (or token) in the URL"
-    if isinstance(exc, js_errors.ServiceUnavailableError | nats_errors.NoRespondersError):
-        return "JetStream is not enabled or not ready: start nats-server with -js"
-    if isinstance(exc, js_errors.BadRequestError):
-        return (
-            "a stream of that name exists with another configuration: delete it or choose "
-            "another stream_prefix"
-        )
-    if isinstance(exc, nats_errors.MaxPayloadError):
-        return "the message is larger than the server's max_payload (1 MB by default)"
-    if isinstance(exc, nats_errors.MsgAlreadyAckdError):
-        return "the delivery was already settled"
-    if isinstance(exc, nats_errors.TimeoutError):
-        return "the server did not answer in time; retry"
-    if isinstance(
-        exc,
-        OSError
-        | nats_errors.NoServersError
-        | nats_errors.ConnectionClosedError
-        | nats_errors.StaleConnectionError,
-    ):
-        return "check that nats-server is running (with -js) and reachable at that URL"
-    return "retry; if it keeps failing, check the server's log"
-
-
-def _text(exc: BaseException, url: str) -> str:
-    """``exc`` as text without the URL's password (some SDK classes cannot ``str()``)."""
-    try:
-        text = str(exc) or type(exc).__name__
-    except Exception:  # an SDK class whose __str__ needs attributes it was not given
-        text = repr(exc.args)
-    password = urlsplit(url).password
-    return text.replace(password, "***") if password else text
-
-
-@contextmanager
-def translate_errors(operation: str, url: str, *, settling: bool = False) -> Iterator[None]:
-    """Re-raise any SDK error in the block as a TransportError (DeliveryError if ``settling``)."""
-    try:
-        yield
-    except sdk_errors() as exc:
-        error = DeliveryError if settling else TransportError
-        raise error(
-            f"NATS {redact(url)!r}: {operation} failed "
-            f"({type(exc).__name__}: {_text(exc, url)}); {_hint(exc)}"
-        ) from exc
-
-
-# -- names and headers -------------------------------------------------------
-def _token(queue: str) -> str:
-    """``queue`` as a subject token and stream-name part (an injective encoding)."""
-    return "".join(
-        ch if _TOKEN_SAFE.fullmatch(ch) else "".join(f"_{b:02x}" for b in ch.encode())
-        for ch in queue
-    )
-
-
-@attrs.frozen
-class _Names:
-    """The streams and subjects behind one flowkit queue."""
-
-    stream: str
-    work: str
-    hold: str
-    dlq_stream: str
-    dlq: str
-
-    @classmethod
-    def of(cls, prefix: str, queue: str) -> _Names:
-        token = _token(queue)
-        return cls(
-            stream=f"{prefix}_{token}",
-            work=f"{prefix}.{token}.work",
-            hold=f"{prefix}.{token}.hold",
-            dlq_stream=f"{prefix}_{token}_DLQ",
-            dlq=f"{prefix}.{token}.dlq",
-        )
-
-
-def _user_headers(raw: Mapping[str, str] | None) -> dict[str, str]:
-    """The headers the sender set."""
-    return {k: v for k, v in (raw or {}).items() if not k.lower().startswith(_INTERNAL)}
-
-
-def _outgoing(headers: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
-    """Headers to publish, refusing what the NATS wire format cannot carry and the
-    ``Nats-`` headers the server would act on."""
-    reserved = [name for name in headers if name.lower().startswith("nats-")]
-    if reserved:
-        raise TransportError(f"NATS headers {reserved} are reserved for the server; rename them")
-    merged = dict(headers) | dict(extra)
-    for name, value in merged.items():
-        if any(ch in name + value for ch in "\r\n") or not name or ":" in name:
-            raise TransportError(
-                f"NATS header {name!r} cannot be sent: names must be non-empty without ':' "
-                "and neither names nor values may contain line breaks"
-            )
-    return merged
-
-
-def _deliver_at(msg: Msg) -> float:
-    """When a held message falls due (UNIX time); 0 for a malformed header."""
-    try:
-        return float((msg.headers or {}).get(DELIVER_AT_HEADER, "0"))
-    except ValueError:
-        return 0.0
-
-
-def _guard(seconds: float) -> float:
-    return min(0.05 * seconds, 0.5)
-
-
-class _Lease:
-    """This process's view of a delivery's ``ack_wait``: it ends no earlier than the server's."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.until = time.monotonic() + seconds
-
-    def renew(self) -> None:
-        self.until = time.monotonic() + self.seconds
-
-    def expired(self) -> bool:
-        return time.monotonic() > self.until - _guard(self.seconds)
-
-
-# -- deliveries --------------------------------------------------------------
-class NATSDelivery:
-    """A delivery from :class:`NATSTransport`; settle it once.
-
-    If settling fails (:class:`~flowkit.transports.DeliveryError`) the delivery
-    stays unsettled: settle it again, or JetStream redelivers it after ``ack_wait``.
-    """
-
-    def __init__(self, transport: NATSTransport, queue: str, msg: Msg, lease: _Lease) -> None:
-        self._transport = transport
-        self._queue = queue
-        self._msg = msg
-        self._lease = lease
-        self._settled = False
-        self.body: bytes = msg.data
-        self.headers: Mapping[str, str] = _user_headers(msg.headers)
-        self.key: str | None = (msg.headers or {}).get(KEY_HEADER)
-        self.attempt: int = msg.metadata.num_delivered
-
-    async def ack(self) -> None:
-        """Done: the server removes the message from the work queue."""
-        await self._settle("ack", b"+ACK")
-
-    async def nack(self, requeue_after: float | None = None) -> None:
-        """Redeliver now, or after ``requeue_after`` seconds (a nak with a delay)."""
-        payload = b"-NAK"
-        if requeue_after and requeue_after > 0:
-            payload += b" " + json.dumps({"delay": round(requeue_after * 1e9)}).encode()
-        await self._settle("nack", payload)
-
-    async def extend(self, seconds: float) -> None:
-        """Restart the message's ``ack_wait`` (``+WPI``); see the module docs on ``seconds``."""
-        self._check_held("extend")
-        with self._errors("extend"):
-            await self._transport._confirm(self._msg, b"+WPI")
-        self._lease.renew()
-
-    async def dead_letter(self, reason: str) -> None:
-        """Publish a copy to the dead-letter stream with ``reason``, then terminate it."""
-        self._check_held("dead_letter")
-        extra = {
-            REASON_HEADER: reason,
-            ATTEMPTS_HEADER: str(self.attempt),
-            QUEUE_HEADER: self._queue,
-            # a repeated dead_letter (the term failed) is a duplicate the stream drops
-            "Nats-Msg-Id": f"dead-{self._msg.metadata.sequence.stream}",
-        }
-        if self.key is not None:
-            extra[KEY_HEADER] = self.key
-        with self._errors("dead_letter"):
-            await self._transport._bury(self._queue, self.body, _outgoing(self.headers, extra))
-        await self._settle("dead_letter", b"+TERM")
-
-    def _errors(self, action: str) -> Any:
-        return self._transport._errors(f"{action} on {self._queue!r}", settling=True)
-
-    def _check_held(self, action: str) -> None:
-        if self._settled:
-            raise DeliveryError(f"{action}: the delivery on {self._queue!r} was already settled")
-        if self._lease.expired():
-            raise DeliveryError(
-                f"{action}: the delivery on {self._queue!r} is no longer held (its ack_wait of "
-                f"{self._lease.seconds:g}s ran out, so JetStream redelivers it); extend() long "
-                "handlers or raise NATSTransport(ack_wait=...)"
-            )
-
-    async def _settle(self, action: str, payload: bytes) -> None:
-        self._check_held(action)
-        with self._errors(action):
-            await self._transport._confirm(self._msg, payload)
-        self._settled = True
-
-
-# -- the transport -----------------------------------------------------------
 class NATSTransport:
     """Work queues on NATS JetStream (asyncio only).
 
@@ -643,20 +427,3 @@ def _dlq_stream(names: _Names) -> StreamConfig:
 async def _log_error(exc: Exception) -> None:
     """nats-py's error callback: connection trouble it recovers from by itself."""
     _log.warning("NATS connection error", error=f"{type(exc).__name__}: {exc}")
-
-
-def _check_options(
-    url: str, prefix: str, ack_wait: float, max_deliver: int, batch: int, fetch_wait: float
-) -> None:
-    if urlsplit(url).scheme.lower() not in ("nats", "tls", "ws", "wss"):
-        raise ConfigurationError(f"NATSTransport needs a nats:// URL, got {redact(url)!r}")
-    if not _PREFIX.fullmatch(prefix):
-        raise ConfigurationError(
-            f"stream_prefix {prefix!r} must be letters, digits, '_' and '-' only"
-        )
-    if ack_wait <= 0 or fetch_wait <= 0:
-        raise ConfigurationError("ack_wait and fetch_wait must be positive numbers of seconds")
-    if max_deliver < 1 or batch < 1:
-        raise ConfigurationError(
-            f"max_deliver and batch must be 1 or more, got {max_deliver} and {batch}"
-        )

@@ -94,31 +94,35 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import math
-import os
 import threading
 import time
-from collections import deque
-from contextlib import contextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import anyio
-import attrs
 import structlog
 
 from .._errors import MissingDependency, TransportError
 from ..stores._urls import ConfigurationError, redact
-from ._protocol import DeliveryError
+from ._pubsub_errors import sdk_errors as sdk_errors
+from ._pubsub_errors import translate_errors as translate_errors
+from ._pubsub_names import (
+    _EMPTY,
+    DELIVER_AFTER,
+    MAX_DEADLINE,
+    _attributes,
+    _deadline,
+    _escape,
+    _Names,
+)
+from ._pubsub_names import REASON as REASON
+from ._pubsub_options import _URL_OPTIONS, _emulator_channel, _validate
+from ._pubsub_receiver import PubSubDelivery as PubSubDelivery
+from ._pubsub_receiver import _Receiver
 
 try:
     import google.api_core.exceptions as api_errors
-    import google.auth.exceptions as auth_errors
-    import grpc  # type: ignore[import-untyped,unused-ignore]  # grpcio ships no type hints
-    from google.cloud.pubsub_v1.publisher import (  # type: ignore[import-untyped,unused-ignore]
-        exceptions as publish_errors,  # this subpackage has no py.typed marker
-    )
     from google.pubsub_v1 import PublisherClient, PubsubMessage, SubscriberClient
     from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
     from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
@@ -128,397 +132,17 @@ else:
     _HAVE_PUBSUB = True
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+    from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
     from google.pubsub_v1.types import ReceivedMessage
 
 _log = structlog.get_logger("flowkit.transports")
 T = TypeVar("T")
 
-KEY = "x-flowkit-key"
-REASON = "x-flowkit-reason"
-ATTEMPTS = "x-flowkit-attempts"  # deliveries before a long nack republished the message
-DELIVER_AFTER = "x-flowkit-deliver-after"  # epoch seconds
-_EMPTY = "x-flowkit-empty"  # Pub/Sub refuses a message with no data and no attributes
-_INTERNAL = frozenset({KEY, ATTEMPTS, DELIVER_AFTER, _EMPTY})
-MAX_DEADLINE = 600  # Pub/Sub's longest ack deadline / modack, seconds
 _MIN_SUBSCRIPTION_DEADLINE = 10
 PULL_TIMEOUT = 10.0  # one Pull waits this long for messages before asking again
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.+")
-_URL_OPTIONS: dict[str, Callable[[str], Any]] = {
-    "topic_prefix": str,
-    "create": lambda text: _boolean(text),
-    "flow_control": int,
-    "ack_deadline": float,
-    "max_delivery_attempts": lambda text: None if text.lower() in ("", "none", "0") else int(text),
-    "ordering": lambda text: _boolean(text),
-}
 
 
-def _boolean(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(text)
-
-
-# -- errors ------------------------------------------------------------------
-def sdk_errors() -> tuple[type[BaseException], ...]:
-    """The roots of every exception google-api-core, google-auth and google-cloud-pubsub raise."""
-    return (
-        api_errors.GoogleAPIError,  # every RPC error, RetryError, PublishError, AcknowledgeError
-        # not a GoogleAPIError, and absent from older google-api-core releases
-        getattr(api_errors, "AsyncRestUnsupportedParameterError", api_errors.GoogleAPIError),
-        auth_errors.GoogleAuthError,  # no or bad credentials
-        publish_errors.MessageTooLargeError,
-        publish_errors.PublishToPausedOrderingKeyException,
-        publish_errors.FlowControlLimitError,
-        grpc.RpcError,  # a raw gRPC failure the library did not wrap
-    )
-
-
-def _hint(exc: BaseException) -> str:
-    """What to do next about ``exc``."""
-    if isinstance(exc, api_errors.NotFound):
-        return "the topic or subscription does not exist: create it, or use create=True"
-    if isinstance(
-        exc, api_errors.Forbidden | api_errors.Unauthorized | auth_errors.GoogleAuthError
-    ):
-        return (
-            "check the credentials (GOOGLE_APPLICATION_CREDENTIALS) and their Pub/Sub IAM "
-            "roles, or set PUBSUB_EMULATOR_HOST to use the emulator"
-        )
-    if isinstance(exc, api_errors.Conflict | api_errors.FailedPrecondition):
-        return "a resource of that name exists with other settings: delete it or rename"
-    if isinstance(exc, api_errors.BadRequest | publish_errors.MessageTooLargeError):
-        return "Pub/Sub refused the request: check names, ordering settings and message size"
-    if isinstance(exc, publish_errors.PublishToPausedOrderingKeyException):
-        return "an earlier publish with this ordering key failed: send again"
-    return "check that Pub/Sub (or PUBSUB_EMULATOR_HOST) is reachable, then retry"
-
-
-@contextmanager
-def translate_errors(operation: str, where: str, *, settling: bool = False) -> Iterator[None]:
-    """Re-raise any SDK error in the block as a TransportError (DeliveryError if ``settling``)."""
-    try:
-        yield
-    except sdk_errors() as exc:
-        error = DeliveryError if settling else TransportError
-        raise error(
-            f"Pub/Sub {where}: {operation} failed "
-            f"({type(exc).__name__}: {_text(exc)}); {_hint(exc)}"
-        ) from exc
-
-
-def _text(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception:  # an SDK class whose __str__ needs arguments it was not given
-        return repr(exc.args)
-
-
-# -- names and messages --------------------------------------------------------
-def _escape(name: str) -> str:
-    """``name`` with every character Pub/Sub names do not allow written as ``%XX``."""
-    return "".join(
-        c if c in _NAME_CHARS else "".join(f"%{b:02X}" for b in c.encode()) for c in name
-    )
-
-
-@attrs.frozen
-class _Names:
-    """The resource paths behind one flowkit queue."""
-
-    topic: str
-    subscription: str
-    dead_topic: str
-    dead_subscription: str
-    delay_topic: str
-    delay_subscription: str
-
-    @classmethod
-    def of(cls, project: str, base: str) -> _Names:
-        topics, subscriptions = f"projects/{project}/topics/", f"projects/{project}/subscriptions/"
-        dead, delay = f"{base}-dlq", f"{base}~delay"
-        return cls(
-            topics + base,
-            subscriptions + base,
-            topics + dead,
-            subscriptions + dead,
-            topics + delay,
-            subscriptions + delay,
-        )
-
-
-def _attributes(headers: Mapping[str, str] | None, key: str | None) -> dict[str, str]:
-    attributes = {str(name): str(value) for name, value in (headers or {}).items()}
-    if key is not None:
-        attributes[KEY] = key
-    return attributes
-
-
-def _deadline(seconds: float) -> int:
-    """``seconds`` as a modack deadline: whole seconds, rounded up, within 0..600."""
-    return min(MAX_DEADLINE, max(0, math.ceil(seconds)))
-
-
-class PubSubDelivery:
-    """A message pulled by :meth:`PubSubTransport.receive`, leased until its deadline."""
-
-    def __init__(self, receiver: _Receiver, received: ReceivedMessage, expires: float) -> None:
-        attributes = dict(received.message.attributes)
-        self._receiver = receiver
-        self._ack_id: str = received.ack_id
-        self._attributes = attributes
-        self._expires = expires
-        self._done = False
-        self.body: bytes = bytes(received.message.data)
-        self.headers: Mapping[str, str] = {
-            name: value for name, value in attributes.items() if name not in _INTERNAL
-        }
-        self.key: str | None = attributes.get(KEY)
-        base = attributes.get(ATTEMPTS, "0")
-        self.attempt = (int(base) if base.isdigit() else 0) + max(1, received.delivery_attempt)
-
-    @property
-    def live(self) -> bool:
-        """Held: neither settled nor past its lease."""
-        return not self._done and time.monotonic() < self._expires
-
-    def _check(self, operation: str) -> None:
-        if self._done:
-            raise DeliveryError(
-                f"cannot {operation} a Pub/Sub delivery that was already settled or handed "
-                "back (the transport was closed)"
-            )
-        if time.monotonic() >= self._expires:
-            raise DeliveryError(
-                f"cannot {operation} a Pub/Sub delivery whose lease ran out (Pub/Sub redelivers "
-                "it); extend() long handlers"
-            )
-
-    def _settle(self, operation: str) -> None:
-        self._check(operation)
-        self._done = True
-        self._receiver.release(self)
-
-    async def ack(self) -> None:
-        self._settle("ack")
-        await self._receiver.transport._acknowledge(self._receiver.names.subscription, self._ack_id)
-
-    async def nack(self, requeue_after: float | None = None) -> None:
-        self._settle("nack")
-        after = requeue_after or 0.0
-        transport, names = self._receiver.transport, self._receiver.names
-        if after <= MAX_DEADLINE:
-            await transport._modack(names.subscription, [self._ack_id], after, settling=True)
-            return
-        attributes = {**self._attributes, ATTEMPTS: str(self.attempt)}
-        attributes[DELIVER_AFTER] = repr(time.time() + after)
-        await transport._publish(names.delay_topic, self.body, None, attributes, settling=True)
-        await transport._acknowledge(names.subscription, self._ack_id)
-
-    async def extend(self, seconds: float) -> None:
-        self._check("extend")
-        seconds = min(float(MAX_DEADLINE), seconds)
-        started = time.monotonic()
-        await self._receiver.transport._modack(
-            self._receiver.names.subscription, [self._ack_id], max(seconds, 1.0), settling=True
-        )
-        if not self._done:
-            self._expires = started + seconds
-
-    async def dead_letter(self, reason: str) -> None:
-        self._settle("dead-letter")
-        transport, names = self._receiver.transport, self._receiver.names
-        attributes = {**self._attributes, REASON: reason}
-        await transport._publish(names.dead_topic, self.body, None, attributes, settling=True)
-        await transport._acknowledge(names.subscription, self._ack_id)
-
-    def hand_back(self) -> str | None:
-        """Give the delivery up (for :meth:`PubSubTransport.close`); its ack id if it was held."""
-        held = self.live
-        self._done = True
-        return self._ack_id if held else None
-
-    def __repr__(self) -> str:
-        return f"PubSubDelivery(key={self.key!r}, attempt={self.attempt})"
-
-
-# -- receiving ---------------------------------------------------------------------
-class _Receiver:
-    """One ``receive(queue)`` loop: what it pulled, what it holds, its delay forwarder."""
-
-    def __init__(self, transport: PubSubTransport, names: _Names) -> None:
-        self.transport = transport
-        self.names = names
-        self.stopped = False
-        self.held: set[PubSubDelivery] = set()
-        self.pending: deque[PubSubDelivery] = deque()
-        self._inbox: list[ReceivedMessage] = []  # filled by the pull thread
-        self._lock = threading.Lock()
-        self._changed = anyio.Event()
-        self._scope: anyio.CancelScope | None = None
-        self._puller: SubscriberClient | None = None  # its own channel, closed by stop()
-        self.forwarder = _Forwarder(self)
-
-    def puller(self) -> SubscriberClient:
-        """The client this loop pulls with (in worker threads); closing it ends its pulls."""
-        with self._lock:
-            if self.stopped:
-                raise TransportError("this receive loop has stopped")
-            if self._puller is None:
-                self._puller = self.transport._new_subscriber()
-            return self._puller
-
-    def release(self, delivery: PubSubDelivery) -> None:
-        self.held.discard(delivery)
-        if self.stopped and not self.held:
-            self.transport._receivers.discard(self)
-        self._wake()
-
-    def _wake(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    def next_ready(self) -> PubSubDelivery | None:
-        """The next pulled delivery still within its lease, now held by the consumer."""
-        while self.pending and not self.stopped:
-            delivery = self.pending.popleft()
-            if delivery.live:
-                self.held.add(delivery)
-                return delivery
-        return None
-
-    async def fill(self) -> None:
-        """Wait for room under ``flow_control``, then pull at most that many messages."""
-        free = await self._room()
-        if not free:
-            return
-        self.forwarder.check()
-        with anyio.CancelScope() as self._scope:
-            await self.transport._call(
-                f"pulling from {self.names.subscription}", partial(self._pull, free), abandon=True
-            )
-        with self._lock:
-            received, self._inbox = self._inbox, []
-        if not received:
-            return
-        sent_at = time.monotonic()
-        ack_ids = [r.ack_id for r in received]
-        await self.transport._modack(self.names.subscription, ack_ids, self.transport.lease)
-        if self.stopped:  # closed during the receipt modack: give them straight back
-            await self.transport._hand_back([(self.names.subscription, ack_ids)])
-            return
-        expires = sent_at + self.transport.lease
-        self.pending.extend(PubSubDelivery(self, r, expires) for r in received)
-
-    async def _room(self) -> int:
-        while not self.stopped:
-            self.held = {d for d in self.held if d.live}
-            free = self.transport.flow_control - len(self.held)
-            if free > 0:
-                return free
-            changed = self._changed
-            soonest = min(d._expires for d in self.held)
-            with anyio.move_on_after(max(0.0, soonest - time.monotonic())):
-                await changed.wait()
-        return 0
-
-    def _pull(self, free: int) -> None:
-        """In a worker thread: pull, and keep the messages unless the loop stopped meanwhile."""
-        try:
-            received = self.transport._pull_sync(self.puller(), self.names.subscription, free)
-        except Exception:
-            if self.stopped:
-                return  # an abandoned pull failing as the client closes: nothing was received
-            raise
-        with self._lock:
-            if not self.stopped:
-                self._inbox.extend(received)
-                return
-        self.transport._hand_back_sync(self.names.subscription, [r.ack_id for r in received])
-
-    def stop(self) -> list[str]:
-        """Stop pulling; the ack ids of messages pulled but never yielded."""
-        with self._lock:
-            self.stopped = True
-            unyielded = [r.ack_id for r in self._inbox]
-            self._inbox, puller, self._puller = [], self._puller, None
-        if puller is not None:  # ends a pull in flight, so it cannot take messages any more
-            puller.transport.close()  # type: ignore[no-untyped-call]  # untyped in the SDK
-        unyielded += [d.hand_back() or "" for d in self.pending]
-        self.pending.clear()
-        if self._scope is not None:
-            self._scope.cancel()
-        self.forwarder.stop()
-        self._wake()
-        return [ack_id for ack_id in unyielded if ack_id]
-
-
-class _Forwarder:
-    """A thread moving due messages from a queue's delay subscription to its topic.
-
-    It stops at its first failure and keeps the error, which ``receive`` then raises.
-    """
-
-    def __init__(self, receiver: _Receiver) -> None:
-        self._receiver = receiver
-        self._transport = receiver.transport
-        self._names = receiver.names
-        self._stopping = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="flowkit-pubsub-delay", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-
-    def check(self) -> None:
-        """Raise (translated) the error the forwarder stopped on, if any."""
-        if self._error is not None:
-            error, self._error = self._error, None
-            with translate_errors("forwarding delayed messages", self._transport.where):
-                raise error
-
-    def _run(self) -> None:
-        try:
-            while not self._stopping.is_set():
-                self._forward_batch()
-        except Exception as exc:  # kept for receive() to raise: a thread cannot raise it
-            if not self._stopping.is_set():
-                self._error = exc
-
-    def _forward_batch(self) -> None:
-        puller = self._receiver.puller()
-        received = self._transport._pull_sync(puller, self._names.delay_subscription, 100)
-        if self._stopping.is_set():
-            self._transport._hand_back_sync(
-                self._names.delay_subscription, [r.ack_id for r in received]
-            )
-            return
-        for message in received:
-            self._forward(message)
-
-    def _forward(self, received: ReceivedMessage) -> None:
-        attributes = dict(received.message.attributes)
-        try:
-            wait = float(attributes.pop(DELIVER_AFTER, "0")) - time.time()
-        except ValueError:
-            wait = 0.0  # a malformed due time: deliver now rather than never
-        transport, names = self._transport, self._names
-        if wait > 0:
-            transport._modack_sync(names.delay_subscription, [received.ack_id], wait)
-            return
-        key = attributes.get(KEY)
-        transport._publish_sync(names.topic, bytes(received.message.data), key, attributes)
-        transport._ack_sync(names.delay_subscription, [received.ack_id])
-
-
-# -- the transport -----------------------------------------------------------------
 class PubSubTransport:
     """Queues on Google Cloud Pub/Sub (or its emulator, via ``PUBSUB_EMULATOR_HOST``).
 
@@ -806,37 +430,3 @@ class PubSubTransport:
 
     def __repr__(self) -> str:
         return f"PubSubTransport({self.project!r}, topic_prefix={self.topic_prefix!r})"
-
-
-def _emulator_channel() -> Any:
-    """A plaintext channel to ``PUBSUB_EMULATOR_HOST`` if it is set (no credentials are
-    looked up then), else ``None``. Done here rather than left to the generated clients,
-    whose own emulator support is slated for removal (googleapis/python-pubsub#1349)."""
-    host = os.environ.get("PUBSUB_EMULATOR_HOST")
-    return grpc.insecure_channel(host) if host else None
-
-
-def _validate(
-    project: str,
-    prefix: str,
-    flow_control: int,
-    ack_deadline: float,
-    max_delivery_attempts: int | None,
-) -> None:
-    """Refuse settings Pub/Sub would refuse later, with what to do instead."""
-    if not project or "/" in project:
-        raise ConfigurationError(f"bad Google Cloud project id {project!r}")
-    if not prefix[:1].isalpha() or prefix.lower().startswith("goog") or _escape(prefix) != prefix:
-        raise ConfigurationError(
-            f"bad topic_prefix {prefix!r}: start with a letter (not 'goog') and use only "
-            "letters, digits and - _ . +"
-        )
-    if flow_control < 1:
-        raise ConfigurationError(f"flow_control must be 1 or more, got {flow_control}")
-    if not ack_deadline > 0:
-        raise ConfigurationError(f"ack_deadline must be positive, got {ack_deadline}")
-    if max_delivery_attempts is not None and not 5 <= max_delivery_attempts <= 100:
-        raise ConfigurationError(
-            f"max_delivery_attempts must be 5..100 (Pub/Sub's range) or None, "
-            f"got {max_delivery_attempts}"
-        )

@@ -49,14 +49,12 @@ Every redis-py exception is translated to :class:`~flowkit.TransportError`
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import socket
 import time
 import uuid
 from collections import deque
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -67,343 +65,23 @@ import structlog
 
 from .._errors import MissingDependency, TransportError
 from ..stores._urls import ConfigurationError, redact
-from ._protocol import DeliveryError
+from ._redis_delivery import RedisDelivery as RedisDelivery
+from ._redis_delivery import _fields, _Keys, _ms, _pairs
+from ._redis_errors import sdk_errors as sdk_errors
+from ._redis_errors import translate_errors as translate_errors
+from ._redis_scripts import _CLAIM, _CREATE_GROUP, _DELAY, _EXTEND, _PROMOTE, _RELEASE, _SETTLE
 
 try:
     import redis.asyncio as aioredis
-    from redis import exceptions as redis_errors
 except ImportError:  # the "redis" extra is not installed: RedisTransport() says so
     _HAVE_REDIS = False
 else:
     _HAVE_REDIS = True
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+    from collections.abc import AsyncIterator, Iterable, Mapping
 
 _log = structlog.get_logger("flowkit.transports")
-
-# -- scripts -------------------------------------------------------------------
-_LIB = """
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function held(stream, group, id, consumer, count)
-  local p = redis.call('XPENDING', stream, group, id, id, 1)[1]
-  return p ~= nil and p[2] == consumer and tostring(p[4]) == count
-end
-local function get_field(fields, name)
-  for i = 1, #fields, 2 do if fields[i] == name then return fields[i + 1] end end
-  return nil
-end
-local function set_field(fields, name, value)
-  for i = 1, #fields, 2 do
-    if fields[i] == name then fields[i + 1] = value; return fields end
-  end
-  fields[#fields + 1] = name; fields[#fields + 1] = value
-  return fields
-end
-"""
-# KEYS: stream. ARGV: group. Creates the group unless it exists.
-_CREATE_GROUP = """
-local ok = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
-if type(ok) == 'table' and ok.err then
-  if string.find(ok.err, 'BUSYGROUP', 1, true) then return 0 end
-  return redis.error_reply(ok.err)
-end
-return 1
-"""
-# KEYS: delayed, delayed msgs. ARGV: id, delay ms, field, value, ...
-_DELAY = (
-    _LIB
-    + """
-local fields = {}
-for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[2], ARGV[1], cmsgpack.pack(fields))
-redis.call('ZADD', KEYS[1], now_ms() + tonumber(ARGV[2]), ARGV[1])
-return 1
-"""
-)
-# KEYS: stream, delayed, delayed msgs. ARGV: limit. Returns ms until the next due entry,
-# 0 if more may be due now, -1 if none is waiting.
-_PROMOTE = (
-    _LIB
-    + """
-local now = now_ms()
-local limit = tonumber(ARGV[1])
-local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)
-for _, id in ipairs(due) do
-  local packed = redis.call('HGET', KEYS[3], id)
-  if packed then redis.call('XADD', KEYS[1], '*', unpack(cmsgpack.unpack(packed))) end
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('HDEL', KEYS[3], id)
-end
-if #due == limit then return 0 end
-local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-if first[2] == nil then return -1 end
-return math.max(0, tonumber(first[2]) - now)
-"""
-)
-# KEYS: stream, leases. ARGV: group, consumer, min idle ms, start, count.
-# Returns {next start, {{id, fields, delivery count}, ...}}.
-_CLAIM = (
-    _LIB
-    + """
-local now = now_ms()
-local pending = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], ARGV[4], '+', ARGV[5])
-local claimed = {}
-for _, p in ipairs(pending) do
-  local id = p[1]
-  if tonumber(redis.call('HGET', KEYS[2], id) or '0') <= now then
-    redis.call('HDEL', KEYS[2], id)
-    local got = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], id)
-    if got[1] and got[1][2] then claimed[#claimed + 1] = {got[1][1], got[1][2], p[4] + 1} end
-  end
-end
-local start = '-'
-if #pending == tonumber(ARGV[5]) then start = '(' .. pending[#pending][1] end
-return {start, claimed}
-"""
-)
-# KEYS: stream, leases. ARGV: group, id, consumer, count, lease ms (0: keep the lease).
-_EXTEND = (
-    _LIB
-    + """
-if not held(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return 0 end
-redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
-local ms = tonumber(ARGV[5])
-if ms > 0 then redis.call('HSET', KEYS[2], ARGV[2], now_ms() + ms) end
-return 1
-"""
-)
-# KEYS: stream, leases, dlq, delayed, delayed msgs.
-# ARGV: group, id, consumer, count, mode (ack|requeue|return|dead), delay ms, new id, reason.
-_SETTLE = (
-    _LIB
-    + """
-if not held(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return 0 end
-local entry = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])[1]
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
-redis.call('HDEL', KEYS[2], ARGV[2])
-if ARGV[5] == 'ack' or entry == nil then return 1 end
-local fields = entry[2]
-local counted = tonumber(ARGV[4])
-if ARGV[5] == 'return' then counted = counted - 1 end  -- it never reached a consumer
-local attempts = (tonumber(get_field(fields, 'attempt')) or 0) + counted
-set_field(fields, 'attempt', tostring(attempts))
-if ARGV[5] == 'dead' then
-  redis.call('XADD', KEYS[3], '*', unpack(set_field(fields, 'reason', ARGV[8])))
-elseif tonumber(ARGV[6]) <= 0 then
-  redis.call('XADD', KEYS[1], '*', unpack(fields))
-else
-  redis.call('HSET', KEYS[5], ARGV[7], cmsgpack.pack(fields))
-  redis.call('ZADD', KEYS[4], now_ms() + tonumber(ARGV[6]), ARGV[7])
-end
-return 1
-"""
-)
-# KEYS: stream. ARGV: group, consumer. Forget the consumer if it holds nothing.
-_RELEASE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local ok = redis.pcall('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
-if type(ok) ~= 'table' or ok.err or #ok > 0 then return 0 end
-return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
-"""
-
-
-# -- errors --------------------------------------------------------------------
-def sdk_errors() -> tuple[type[BaseException], ...]:
-    """The roots of every exception redis-py raises (and socket errors)."""
-    return (
-        redis_errors.RedisError,
-        redis_errors.RedisClusterException,
-        redis_errors.ChildDeadlockedError,
-        redis_errors.IncorrectPolicyType,
-        OSError,
-    )
-
-
-def _hint(exc: BaseException) -> str:
-    """What to do next about ``exc``."""
-    if isinstance(
-        exc,
-        redis_errors.AuthenticationError
-        | redis_errors.AuthorizationError
-        | redis_errors.NoPermissionError,
-    ):
-        return "check the user and password in the URL and the user's ACL"
-    if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError | OSError):
-        return "check that Redis is running and reachable at that URL"
-    if isinstance(exc, redis_errors.ResponseError) and "WRONGTYPE" in repr(exc.args):
-        return "a key of the transport's prefix holds something else: choose another prefix"
-    return "retry; if it keeps failing, check the server's logs"
-
-
-@contextmanager
-def translate_errors(operation: str, url: str, *, settling: bool = False) -> Iterator[None]:
-    """Re-raise any redis-py error in the block as a TransportError.
-
-    It is a :class:`~flowkit.transports.DeliveryError` if ``settling``.
-    """
-    try:
-        yield
-    except sdk_errors() as exc:
-        error = DeliveryError if settling else TransportError
-        raise error(
-            f"Redis transport {redact(url)!r}: {operation} failed "
-            f"({type(exc).__name__}: {_text(exc, url)}); {_hint(exc)}"
-        ) from exc
-
-
-def _text(exc: BaseException, url: str) -> str:
-    """``exc`` as text without the URL's password (even if its ``__str__`` fails)."""
-    try:
-        text = str(exc)
-    except Exception:  # an SDK class whose __str__ needs attributes it was not given
-        text = repr(exc.args)
-    password = urlsplit(url).password
-    return text.replace(password, "***") if password else text
-
-
-# -- entries -------------------------------------------------------------------
-@attrs.frozen
-class _Keys:
-    """The Redis keys of one flowkit queue."""
-
-    stream: str
-    delayed: str
-    delayed_msgs: str
-    leases: str
-    dlq: str
-
-    @classmethod
-    def of(cls, prefix: str, queue: str) -> _Keys:
-        base = f"{prefix}:{queue}"
-        return cls(base, f"{base}:delayed", f"{base}:delayed:msgs", f"{base}:leases", f"{base}:dlq")
-
-
-def _pairs(fields: Any) -> dict[bytes, bytes]:
-    """Stream entry fields, as redis-py (a dict) or a script (a flat list) returns them."""
-    if isinstance(fields, dict):
-        return dict(fields)
-    flat = list(fields or ())
-    return dict(zip(flat[0::2], flat[1::2], strict=False))
-
-
-def _decoded(value: bytes | None) -> str | None:
-    return None if value is None else value.decode("utf-8", "replace")
-
-
-def _count(value: bytes | None) -> int:
-    try:
-        return max(0, int(value or 0))
-    except ValueError:
-        return 0
-
-
-def _headers(value: bytes | None) -> dict[str, str]:
-    """The ``headers`` field: a JSON object; anything else (a foreign entry) reads as none."""
-    try:
-        decoded = json.loads(value) if value else {}
-    except (ValueError, RecursionError):  # not JSON, not UTF-8, or absurdly nested
-        return {}
-    if not isinstance(decoded, dict):
-        return {}
-    return {str(name): str(item) for name, item in decoded.items()}
-
-
-def _fields(body: bytes, key: str | None, headers: Mapping[str, str] | None) -> dict[Any, Any]:
-    fields: dict[Any, Any] = {"body": body}
-    if key is not None:
-        fields["key"] = key
-    if headers:
-        fields["headers"] = json.dumps(dict(headers), separators=(",", ":"))
-    return fields
-
-
-class RedisDelivery:
-    """A delivery from :class:`RedisTransport`, held while it is pending for this consumer."""
-
-    def __init__(
-        self,
-        transport: RedisTransport,
-        keys: _Keys,
-        entry_id: bytes,
-        fields: Mapping[bytes, bytes],
-        count: int,
-    ) -> None:
-        self._transport = transport
-        self._keys = keys
-        self._id = entry_id
-        self._count = count
-        self.received_at = time.monotonic()
-        self.body: bytes = fields.get(b"body", b"")
-        self.headers: Mapping[str, str] = _headers(fields.get(b"headers"))
-        self.key: str | None = _decoded(fields.get(b"key"))
-        self.attempt: int = _count(fields.get(b"attempt")) + count
-
-    async def ack(self) -> None:
-        """Done: XACK + XDEL."""
-        await self._settle("ack", "ack")
-
-    async def nack(self, requeue_after: float | None = None) -> None:
-        """Ack and re-add the entry (after ``requeue_after`` seconds, via the delayed set)."""
-        await self._settle("nack", "requeue", delay=requeue_after or 0.0)
-
-    async def extend(self, seconds: float) -> None:
-        """Reset the idle clock and keep the entry from being claimed for ``seconds``.
-
-        It stays unclaimable for ``max(seconds, visibility_timeout)``.
-        """
-        await self._run("extend", self._transport._extend, [*self._held(), _ms(seconds)])
-
-    async def dead_letter(self, reason: str) -> None:
-        """XADD the entry and ``reason`` to ``<queue>:dlq``, then ack."""
-        await self._settle("dead_letter", "dead", reason=reason)
-
-    async def _refresh(self) -> bool:
-        """Reset the idle clock of a delivery read a while ago; False if it was claimed."""
-        with self._transport._errors(f"refresh {self._where()}"):
-            done = await self._transport._extend(
-                keys=[self._keys.stream, self._keys.leases], args=[*self._held(), 0]
-            )
-        return bool(done)
-
-    async def _settle(
-        self, action: str, mode: str, *, delay: float = 0.0, reason: str = ""
-    ) -> None:
-        args = [*self._held(), mode, _ms(delay), uuid.uuid4().hex, reason]
-        await self._run(action, self._transport._settle, args, keys=self._all_keys())
-
-    async def _run(
-        self, action: str, script: Any, args: Sequence[Any], *, keys: Sequence[str] = ()
-    ) -> None:
-        keys = keys or [self._keys.stream, self._keys.leases]
-        with self._transport._errors(f"{action} {self._where()}", settling=True):
-            done = await script(keys=list(keys), args=list(args))
-        if not done:
-            raise DeliveryError(
-                f"{action} {self._where()}: the delivery is no longer held (settled already, "
-                "or its visibility timeout ran out and it was claimed again); extend() "
-                "long-running deliveries"
-            )
-
-    def _held(self) -> list[Any]:
-        """The script arguments that identify this delivery: group, id, consumer, count."""
-        transport = self._transport
-        return [transport.group, self._id, transport.consumer, str(self._count)]
-
-    def _all_keys(self) -> list[str]:
-        k = self._keys
-        return [k.stream, k.leases, k.dlq, k.delayed, k.delayed_msgs]
-
-    def _where(self) -> str:
-        return f"entry {self._id.decode()} of {self._keys.stream!r}"
-
-
-def _ms(seconds: float) -> int:
-    return max(0, round(seconds * 1000))
 
 
 @attrs.define
@@ -414,7 +92,6 @@ class _Cursor:
     next_claim: float = 0.0
 
 
-# -- the transport -------------------------------------------------------------
 class RedisTransport:
     """Queues on Redis Streams (asyncio only).
 

@@ -61,16 +61,11 @@ while settling a delivery) by :func:`translate_errors`, and nowhere else.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import json
-import math
-import re
 import time
 import uuid
 from collections import deque
-from contextlib import AsyncExitStack, contextmanager
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -79,11 +74,29 @@ import structlog
 
 from .._errors import MissingDependency, TransportError
 from ..stores._urls import ConfigurationError, redact
-from ._memory import DeadLetter
-from ._protocol import DeliveryError
+from ._sqs_delivery import SQSDelivery as SQSDelivery
+from ._sqs_delivery import _Lease
+from ._sqs_errors import _code
+from ._sqs_errors import sdk_errors as sdk_errors
+from ._sqs_errors import translate_errors as translate_errors
+from ._sqs_messages import (
+    ATTEMPTS_ATTR,
+    DELIVER_AT_ATTR,
+    _attr,
+    _attrs,
+    _copy,
+    _dead_letter,
+    _encode,
+    _group,
+    _key,
+    _number,
+    _seconds,
+    _token,
+    _visible_now,
+)
+from ._sqs_options import _URL_OPTIONS, _check_options
 
 try:
-    import botocore.exceptions as boto_errors  # type: ignore[import-untyped,unused-ignore]
     from aiobotocore.config import AioConfig  # type: ignore[import-untyped,unused-ignore]
     from aiobotocore.session import get_session  # type: ignore[import-untyped,unused-ignore]
 except ImportError:  # the "sqs" extra is not installed: SQSTransport() says so
@@ -92,303 +105,18 @@ else:
     _HAVE_AIOBOTOCORE = True
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator, Mapping
+    from collections.abc import AsyncIterator, Mapping
+
+    from ._memory import DeadLetter
+    from ._sqs_messages import Message
 
 _log = structlog.get_logger("flowkit.transports")
 
-Message = dict[str, Any]  # one message of a ReceiveMessage response
-
-ENCODING_ATTR = "flowkit-encoding"
-HEADERS_ATTR = "flowkit-headers"
-KEY_ATTR = "flowkit-key"
-REASON_ATTR = "flowkit-reason"
-ATTEMPTS_ATTR = "flowkit-attempts"
-QUEUE_ATTR = "flowkit-queue"
-DELIVER_AT_ATTR = "flowkit-deliver-at"
 MAX_DELAY = 900  # SQS's DelaySeconds limit
-MAX_VISIBILITY = 43_200  # 12 hours
 _DLQ_RETENTION = "1209600"  # 14 days, SQS's longest
-_TOKEN_SAFE = re.compile(r"[A-Za-z0-9-]")
-_PREFIX = re.compile(r"^[A-Za-z0-9_-]+$")
-_GROUP_SAFE = re.compile(r"[\x21-\x7e]{1,128}")
 _RELEASE_TIMEOUT = 5.0
-_URL_OPTIONS: dict[str, Any] = {
-    "endpoint": str,
-    "visibility_timeout": int,
-    "wait_time": int,
-    "fifo": lambda text: {"true": True, "1": True, "false": False, "0": False}[text.lower()],
-    "max_receive_count": int,
-    "batch": int,
-}
-_STALE_CODES = ("ReceiptHandleIsInvalid", "MessageNotInflight", "InvalidParameterValue")
-_AUTH_CODES = (
-    "AccessDenied",
-    "AccessDeniedException",
-    "InvalidClientTokenId",
-    "SignatureDoesNotMatch",
-    "UnrecognizedClientException",
-    "ExpiredToken",
-)
 
 
-# -- errors ------------------------------------------------------------------
-def sdk_errors() -> tuple[type[BaseException], ...]:
-    """The roots of every exception botocore and aiobotocore raise, and socket errors."""
-    return (
-        boto_errors.BotoCoreError,
-        boto_errors.ClientError,  # service errors, the modeled ones (QueueDoesNotExist) too
-        boto_errors.UndefinedModelAttributeError,
-        OSError,
-    )
-
-
-def _code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
-
-
-def _hint(exc: BaseException) -> str:
-    """What to do next about ``exc``."""
-    code = _code(exc)
-    if "NonExistentQueue" in code or code == "QueueDoesNotExist":
-        return "the queue does not exist: create it, or let SQSTransport (create_queues=True)"
-    if code in _AUTH_CODES or isinstance(
-        exc, boto_errors.NoCredentialsError | boto_errors.PartialCredentialsError
-    ):
-        return "check the AWS credentials and their SQS permissions"
-    if code in _STALE_CODES:
-        return "the delivery's visibility timeout may have run out: SQS redelivers it"
-    if isinstance(exc, boto_errors.NoRegionError):
-        return "give a region: SQSTransport('eu-west-1') or sqs://eu-west-1/prefix"
-    if isinstance(exc, boto_errors.ConnectionError | boto_errors.HTTPClientError | OSError):
-        return "check the network and the endpoint (endpoint_url) SQS is reached at"
-    return "retry; if it keeps failing, check the request against the SQS limits"
-
-
-def _text(exc: BaseException) -> str:
-    """``exc`` as text (some SDK classes cannot ``str()`` without their arguments)."""
-    try:
-        return str(exc) or type(exc).__name__
-    except Exception:  # an SDK class whose __str__ needs arguments it was not given
-        return repr(exc.args)
-
-
-@contextmanager
-def translate_errors(operation: str, where: str, *, settling: bool = False) -> Iterator[None]:
-    """Re-raise any SDK error in the block as a TransportError (DeliveryError if ``settling``)."""
-    try:
-        yield
-    except sdk_errors() as exc:
-        error = DeliveryError if settling else TransportError
-        raise error(
-            f"SQS {where}: {operation} failed ({type(exc).__name__}: {_text(exc)}); {_hint(exc)}"
-        ) from exc
-
-
-# -- messages ----------------------------------------------------------------
-def _token(queue: str) -> str:
-    """``queue`` as part of an SQS queue name (an injective encoding)."""
-    return "".join(
-        ch if _TOKEN_SAFE.fullmatch(ch) else "".join(f"_{b:02x}" for b in ch.encode())
-        for ch in queue
-    )
-
-
-def _attr(value: str) -> dict[str, str]:
-    return {"DataType": "String", "StringValue": value}
-
-
-def _encode(body: bytes, key: str | None, headers: Mapping[str, str]) -> dict[str, Any]:
-    """SendMessage arguments for a flowkit message."""
-    attributes = {
-        ENCODING_ATTR: _attr("base64" if body else "empty"),
-        HEADERS_ATTR: _attr(json.dumps(dict(headers))),
-    }
-    if key is not None:
-        attributes[KEY_ATTR] = _attr(json.dumps(key))  # JSON: an SQS value cannot be empty
-    text = base64.b64encode(body).decode() if body else "-"
-    return {"MessageBody": text, "MessageAttributes": attributes}
-
-
-def _attrs(message: Message) -> dict[str, str]:
-    raw = message.get("MessageAttributes") or {}
-    return {name: str(value.get("StringValue", "")) for name, value in raw.items()}
-
-
-def _body(message: Message) -> bytes:
-    text = str(message.get("Body", ""))
-    encoding = _attrs(message).get(ENCODING_ATTR)
-    if encoding == "empty":
-        return b""
-    if encoding == "base64":
-        try:
-            return base64.b64decode(text, validate=True)
-        except binascii.Error:
-            pass  # a foreign message claiming base64: hand the text over as it is
-    return text.encode()
-
-
-def _headers(message: Message) -> dict[str, str]:
-    """The sender's headers ({} if the attribute is missing or malformed)."""
-    try:
-        decoded = json.loads(_attrs(message).get(HEADERS_ATTR, "{}"))
-    except ValueError:
-        return {}
-    if not isinstance(decoded, dict):
-        return {}
-    return {str(k): str(v) for k, v in decoded.items()}
-
-
-def _key(message: Message) -> str | None:
-    text = _attrs(message).get(KEY_ATTR)
-    if text is None:
-        return None
-    try:
-        key = json.loads(text)
-    except ValueError:
-        return text  # a foreign message's plain attribute
-    return key if isinstance(key, str) else text
-
-
-def _group(key: str | None) -> str:
-    """A FIFO message group for ``key``: itself if SQS takes it, else its digest."""
-    if key is None:
-        return uuid.uuid4().hex
-    if _GROUP_SAFE.fullmatch(key):
-        return key
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def _number(text: str | None) -> float:
-    try:
-        return float(text or 0)
-    except ValueError:
-        return 0.0
-
-
-def _attempt(message: Message) -> int:
-    count = int(_number(message.get("Attributes", {}).get("ApproximateReceiveCount")))
-    return max(1, count) + int(_number(_attrs(message).get(ATTEMPTS_ATTR)))
-
-
-def _seconds(value: float) -> int:
-    """Whole seconds for SQS, never less than asked."""
-    return max(0, math.ceil(value))
-
-
-def _guard(seconds: float) -> float:
-    return min(0.05 * seconds, 0.5)
-
-
-class _Lease:
-    """This process's view of a message's visibility: it ends no earlier than SQS's."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.until = time.monotonic() + seconds
-
-    def renew(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.until = time.monotonic() + seconds
-
-    def expired(self) -> bool:
-        return time.monotonic() > self.until - _guard(self.seconds)
-
-
-# -- deliveries --------------------------------------------------------------
-class SQSDelivery:
-    """A delivery from :class:`SQSTransport`; settle it once.
-
-    If settling fails (:class:`~flowkit.transports.DeliveryError`) the delivery
-    stays unsettled: settle it again, or SQS redelivers it when its visibility
-    timeout runs out.
-    """
-
-    def __init__(
-        self, transport: SQSTransport, queue: str, url: str, message: Message, lease: _Lease
-    ) -> None:
-        self._transport = transport
-        self._queue = queue
-        self._url = url
-        self._message = message
-        self._lease = lease
-        self._settled = False
-        self.body: bytes = _body(message)
-        self.headers: Mapping[str, str] = _headers(message)
-        self.key: str | None = _key(message)
-        self.attempt: int = _attempt(message)
-
-    @property
-    def _handle(self) -> str:
-        return str(self._message["ReceiptHandle"])
-
-    async def ack(self) -> None:
-        """Done: ``DeleteMessage``."""
-        self._check_held("ack")
-        with self._errors("ack"):
-            client = await self._transport._client()
-            await client.delete_message(QueueUrl=self._url, ReceiptHandle=self._handle)
-        self._settled = True
-
-    async def nack(self, requeue_after: float | None = None) -> None:
-        """Visible again now, or after ``requeue_after`` seconds (``ChangeMessageVisibility``)."""
-        self._check_held("nack")
-        seconds = _seconds(requeue_after or 0.0)
-        if seconds > MAX_VISIBILITY and self._transport.fifo:
-            raise DeliveryError(
-                f"nack on {self._queue!r}: a FIFO queue can hold a message back at most "
-                f"{MAX_VISIBILITY}s, not {seconds}s; use a store timer for longer waits"
-            )
-        with self._errors("nack"):
-            if seconds > MAX_VISIBILITY:
-                await self._transport._defer(self._url, self._message, seconds, self.attempt)
-            else:
-                await self._change_visibility(seconds)
-        self._settled = True
-
-    async def extend(self, seconds: float) -> None:
-        """Keep the message invisible for ``seconds`` more (from now)."""
-        self._check_held("extend")
-        whole = _seconds(seconds)
-        with self._errors("extend"):
-            await self._change_visibility(whole)
-        self._lease.renew(whole)
-
-    async def dead_letter(self, reason: str) -> None:
-        """Send a copy with ``reason`` to the dead-letter queue, then delete the original."""
-        self._check_held("dead_letter")
-        extra = {
-            REASON_ATTR: reason or "(no reason given)",
-            ATTEMPTS_ATTR: str(self.attempt),
-            QUEUE_ATTR: self._queue,
-        }
-        with self._errors("dead_letter"):
-            await self._transport._bury(self._queue, self._message, extra)
-            client = await self._transport._client()
-            await client.delete_message(QueueUrl=self._url, ReceiptHandle=self._handle)
-        self._settled = True
-
-    async def _change_visibility(self, seconds: int) -> None:
-        client = await self._transport._client()
-        await client.change_message_visibility(
-            QueueUrl=self._url, ReceiptHandle=self._handle, VisibilityTimeout=seconds
-        )
-
-    def _errors(self, action: str) -> Any:
-        return self._transport._errors(f"{action} on {self._queue!r}", settling=True)
-
-    def _check_held(self, action: str) -> None:
-        if self._settled:
-            raise DeliveryError(f"{action}: the delivery on {self._queue!r} was already settled")
-        if self._lease.expired():
-            raise DeliveryError(
-                f"{action}: the delivery on {self._queue!r} is no longer held (its visibility "
-                f"timeout of {self._lease.seconds:g}s ran out, so SQS redelivers it); extend() "
-                "long handlers or raise SQSTransport(visibility_timeout=...)"
-            )
-
-
-# -- the transport -----------------------------------------------------------
 class SQSTransport:
     """Queues on Amazon SQS (asyncio only).
 
@@ -759,44 +487,3 @@ class SQSTransport:
     def __repr__(self) -> str:
         where = self.endpoint_url or self.region
         return f"SQSTransport({where!r}, queue_prefix={self.queue_prefix!r}, fifo={self.fifo})"
-
-
-def _copy(message: Message, extra: Mapping[str, str]) -> dict[str, Any]:
-    """SendMessage arguments repeating ``message`` with ``extra`` attributes."""
-    attributes = {
-        name: _attr(value) for name, value in _attrs(message).items() if name != DELIVER_AT_ATTR
-    }
-    attributes.update({name: _attr(value) for name, value in extra.items()})
-    return {"MessageBody": message["Body"], "MessageAttributes": attributes}
-
-
-def _visible_now(messages: list[Message]) -> list[dict[str, Any]]:
-    """ChangeMessageVisibilityBatch entries making ``messages`` visible at once."""
-    return [
-        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
-        for i, m in enumerate(messages)
-    ]
-
-
-def _dead_letter(queue: str, message: Message, max_receive_count: int) -> DeadLetter:
-    reason = _attrs(message).get(REASON_ATTR) or (
-        f"received more than maxReceiveCount={max_receive_count} times (moved by SQS)"
-    )
-    return DeadLetter(queue, _body(message), _headers(message), reason)
-
-
-def _check_options(
-    prefix: str, visibility_timeout: int, wait_time: int, max_receive_count: int, batch: int
-) -> None:
-    if not _PREFIX.fullmatch(prefix):
-        raise ConfigurationError(
-            f"queue_prefix {prefix!r} must be letters, digits, '_' and '-' only"
-        )
-    if not 0 <= visibility_timeout <= MAX_VISIBILITY:
-        raise ConfigurationError(f"visibility_timeout must be 0 to 43200, got {visibility_timeout}")
-    if not 0 <= wait_time <= 20:
-        raise ConfigurationError(f"wait_time must be 0 to 20 seconds, got {wait_time}")
-    if not 1 <= max_receive_count <= 1000:
-        raise ConfigurationError(f"max_receive_count must be 1 to 1000, got {max_receive_count}")
-    if not 1 <= batch <= 10:
-        raise ConfigurationError(f"batch must be 1 to 10, got {batch}")
