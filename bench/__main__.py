@@ -1,7 +1,8 @@
 """``python -m bench [--quick] [--json FILE] [--only SECTION[,SECTION]] [--no-flowcraft]``.
 
-Sections: engine, compile, simulation, persistence, scale; ``--only smoke``
-runs every section at tiny sizes in a few seconds (no Flowcraft, no npm).
+Sections: engine, compile, simulation, persistence, scale, distributed; ``--only
+smoke`` runs every section at tiny sizes in a few seconds (no Flowcraft, no npm,
+no broker).
 Every figure is a ratio against a baseline measured in the same invocation
 (plain Python, Flowcraft, MemoryStore, Python's compile(), ...), each a median
 of repeated runs, so the comparison holds on a noisy machine.
@@ -18,7 +19,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from . import compile as compile_section
-from . import engine, persistence, scale, simulation
+from . import distributed, engine, persistence, scale, simulation
 from ._util import Config, Table, print_tables
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ SECTIONS: dict[str, ModuleType] = {
     "simulation": simulation,
     "persistence": persistence,
     "scale": scale,
+    "distributed": distributed,
 }
 
 
@@ -135,6 +137,18 @@ def budgets(results: dict[str, list[Table]]) -> Table:
             f"{blocks} blocks, {s['rss_B_run']} B RSS",
             blocks < 0.5,
         )
+    if "distributed" in results:
+        for (broker, workers), row in distributed.summary(results["distributed"]).items():
+            x = row.get("x_raw_chain")
+            add(
+                f"{broker} x{workers}: chain vs raw broker",
+                ">= 0.5 of raw msgs/s",
+                x,
+                None if x is None else x >= 0.5,
+            )
+            x = row.get("x_celery")
+            if x is not None:
+                add(f"{broker} x{workers}: chain vs Celery chain", "> 1x", x, x > 1)
     table.notes.append(
         "absolute budgets (us, ms, nodes/s) depend on this machine; "
         "the ratios are the comparable part"

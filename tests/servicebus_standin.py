@@ -3,73 +3,77 @@
 No Service Bus emulator can run on these machines (Microsoft's is a container
 image), so the ``ServiceBusTransport`` tests talk to this broker instead. It
 speaks the real wire protocol, AMQP 1.0 over TCP, to the real
-``azure-servicebus`` SDK, which connects to it with a development-emulator
+``azure-servicebus`` SDK, which connects with a development-emulator
 connection string (``Endpoint=sb://127.0.0.1:PORT;...;UseDevelopmentEmulator=true``:
 plain TCP, no TLS). It listens on 127.0.0.1 only, on a free port, in a
-background thread; :meth:`ServiceBusStandIn.stop` ends it.
+background thread (a proton ``Container``); :meth:`ServiceBusStandIn.stop` ends it.
 
 What it reproduces, as the SDK sees it on the wire:
 
 * **Connection**: SASL ANONYMOUS (what the SDK sends: Service Bus authorises
-  by claims-based security, not SASL), ``open``/``begin``/``attach``/``detach``/
-  ``end``/``close`` with the settle modes the client asks for.
-* **CBS** (``$cbs`` node): ``put-token`` requests carrying a
-  ``SharedAccessSignature`` token. The token's HMAC-SHA256 signature is checked
-  against the key the stand-in was given, and its expiry; the reply carries
+  by claims-based security, not SASL); ``open``, ``begin``, ``attach``,
+  ``flow``, ``transfer``, ``disposition``, ``detach``, ``end``, ``close``, with
+  the settle modes the client asks for.
+* **CBS** (the ``$cbs`` node): ``put-token`` requests carrying a
+  ``SharedAccessSignature`` token, whose HMAC-SHA256 signature is checked
+  against the stand-in's key, and its expiry; the reply carries
   ``status-code`` 202 (or 401) and the request's message id as
-  ``correlation-id``. A link to an entity attached on a connection without a
-  valid token for that entity (or the namespace) is refused with
-  ``amqp:unauthorized-access``, as Service Bus does.
-* **Queues**: a queue is created on first attach (``auto_create``, the
-  default; otherwise attaching an unknown queue fails with ``amqp:not-found``,
-  the error Service Bus gives). Sends are settled with ``accepted``.
-  Each message gets a sequence number and an enqueued time
-  (``x-opt-sequence-number``, ``x-opt-enqueued-time``). A message sent with
+  ``correlation-id``. Attaching to an entity, or calling its ``$management``
+  node, on a connection without a valid token for it (or for the namespace) is
+  refused with ``amqp:unauthorized-access``.
+* **Queues**: created on first attach (``auto_create``, the default; otherwise
+  an unknown queue is refused with ``amqp:not-found``: attach, then detach with
+  the error, as Service Bus does). Sends are settled ``accepted``; each message
+  gets ``x-opt-sequence-number`` and ``x-opt-enqueued-time``; one carrying
   ``x-opt-scheduled-enqueue-time`` in the future is held until then.
-* **Peek-lock receive**: messages go out to receiver links with credit (round
-  robin between the links of a queue, in sequence-number order), unsettled,
-  each under a fresh lock: the 16-byte delivery tag is the lock token (a UUID,
-  little-endian bytes, which the SDK reads as ``lock_token``),
-  ``x-opt-locked-until`` says when it runs out and the header's
-  ``delivery-count`` counts earlier deliveries that failed. Link credit,
-  ``drain`` and ``released`` are honoured (a released message is available
-  again at once, its delivery count unchanged). Receive-and-delete links
-  (sender-settle-mode ``settled``) remove a message as it is sent.
+* **Peek-lock receive**: messages go to receiver links with credit, round robin
+  between a queue's links, in sequence-number order, unsettled, each under a
+  fresh lock: the 16-byte delivery tag is the lock token (a UUID in
+  little-endian bytes, which the SDK reads as ``lock_token``), also sent as
+  ``x-opt-lock-token``; ``x-opt-locked-until`` says when the lock runs out and
+  the header's ``delivery-count`` counts earlier failed deliveries. Link
+  credit and ``drain`` are honoured. Receive-and-delete links
+  (sender-settle-mode ``settled``) get messages pre-settled and removed.
 * **Settlement** on the receiver link (the SDK uses receiver-settle-mode
-  *second* and waits for the outcome): ``accepted`` completes, ``modified``
+  *second* and waits for the outcome): ``accepted`` completes; ``modified``
   with ``delivery-failed`` abandons (delivery count + 1; with
-  ``undeliverable-here`` it defers, which the stand-in treats as an abandon),
-  ``rejected`` with ``com.microsoft:dead-letter`` moves the message to
-  ``<queue>/$DeadLetterQueue`` with the ``DeadLetterReason`` and
-  ``DeadLetterErrorDescription`` application properties. The broker echoes the
-  outcome and settles. Settling under a lock that expired (or was
-  superseded by a later delivery) is answered with ``rejected`` carrying
-  ``com.microsoft:message-lock-lost``.
-* **Lock expiry**: a lock not renewed within ``lock_duration`` runs out, the
-  message is available again with its delivery count + 1; after
+  ``undeliverable-here``, a deferral, it is treated as an abandon);
+  ``released`` puts the message back uncounted; ``rejected`` with
+  ``com.microsoft:dead-letter`` moves it to ``<queue>/$DeadLetterQueue`` with
+  the ``DeadLetterReason`` and ``DeadLetterErrorDescription`` application
+  properties and ``x-opt-deadletter-source``. The broker echoes the outcome
+  and settles. Settling under a lock that expired is answered ``rejected``
+  with ``com.microsoft:message-lock-lost``.
+* **Lock expiry**: a lock not renewed within ``lock_duration`` runs out and the
+  message is available again, delivery count + 1; after
   ``max_delivery_count`` failed deliveries it is dead-lettered with reason
-  ``MaxDeliveryCountExceeded``.
-* **``$management``** (``<entity>/$management``), replies with ``statusCode``,
-  ``statusDescription`` and, for failures, ``errorCondition``:
+  ``MaxDeliveryCountExceeded``. A lock outlives the link that took it (it can
+  still be renewed or settled through ``$management``) until it runs out.
+* **``$management``** (``<entity>/$management``), answered on the link whose
+  address is the request's ``reply-to`` with ``statusCode``,
+  ``statusDescription`` and, on failure, ``errorCondition``:
   ``com.microsoft:renew-lock`` (new ``expirations``; 410
-  ``message-lock-lost`` for a stale token), ``schedule-message`` (replies with
+  ``message-lock-lost`` for a stale token), ``schedule-message`` (answers
   ``sequence-numbers``), ``cancel-scheduled-message``, ``peek-message``
-  (``from-sequence-number`` / ``message-count``; 204 when nothing is left) and
-  ``update-disposition`` (completed / abandoned / suspended with the
-  dead-letter reason and description). Other operations get 501
-  ``amqp:not-implemented``.
+  (``from-sequence-number``, ``message-count``; 204 when nothing is left;
+  scheduled and locked messages included) and ``update-disposition``
+  (completed, abandoned, defered, suspended with the dead-letter reason and
+  description). Other operations get 501 ``amqp:not-implemented``.
 
-What it does not reproduce: TLS, WebSockets, SASL PLAIN/EXTERNAL, token
-*claims* (Listen/Send/Manage are not told apart), topics, subscriptions and
-rules, sessions, transactions, deferral by sequence number
-(``receive-by-sequence-number``), message batches sent as one transfer
-(message format ``0x80013700``: refused), duplicate detection, time-to-live
-and expiry, partitions, size and quota limits, throttling (``server-busy``),
-idle-connection timeouts, the ATOM/HTTPS management API
-(``ServiceBusAdministrationClient``: queues are made on attach instead),
-persistence (state lives in memory until :meth:`stop`), and the service's
-exact error texts. Timings are its own: ``lock_duration`` may be far below the
-5-second minimum Service Bus allows, so lease tests run quickly.
+What it does not reproduce: TLS and WebSockets; SASL PLAIN or EXTERNAL; token
+*claims* (Listen, Send and Manage are not told apart) and token expiry after
+the put; topics, subscriptions and rules; sessions; transactions; deferral and
+``receive-by-sequence-number``; message batches sent as one transfer (message
+format ``0x80013700``: proton's Python binding does not expose a transfer's
+format, so a batch would be stored as one message; ``ServiceBusTransport``
+sends one message per transfer); duplicate detection, time-to-live, partitions,
+size limits, quotas and throttling (``server-busy``); idle-connection timeouts;
+the ATOM/HTTPS management API (``ServiceBusAdministrationClient``); persistence
+(state is in memory until :meth:`ServiceBusStandIn.stop`); the service's exact
+error texts; and its timings: ``lock_duration`` may be far below the 5-second
+minimum Service Bus allows, so lease tests run quickly. Proton leaves a
+``delivery-count`` of 0 out of the header (a default field), which the SDK
+reports as ``delivery_count`` None rather than 0.
 """
 
 from __future__ import annotations
@@ -88,6 +92,7 @@ from collections import deque
 from typing import Any
 
 from proton import (
+    UNDESCRIBED,
     Array,
     Condition,
     Data,
@@ -99,14 +104,13 @@ from proton import (
     Message,
     symbol,
     timestamp,
-    ulong,
 )
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
 VENDOR = "com.microsoft"
 LOCK_LOST = symbol(f"{VENDOR}:message-lock-lost")
-DEAD_LETTER = symbol(f"{VENDOR}:dead-letter")
 DLQ_SUFFIX = "/$deadletterqueue"
+MANAGEMENT = "/$management"
 _ACTIVE = Endpoint.LOCAL_ACTIVE
 _UNINIT = Endpoint.LOCAL_UNINIT
 
@@ -119,6 +123,11 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def _is_node(entity: str) -> bool:
+    """``$cbs`` or an ``<entity>/$management`` node (request/response, not a queue)."""
+    return entity == "$cbs" or entity.endswith(MANAGEMENT)
 
 
 def entity_of(address: str | None) -> str:
@@ -215,40 +224,21 @@ class _Broker(Handler):
         link = event.link
         if not link.state & _UNINIT:
             return
-        if link.is_sender:
-            self._open_sender(link)
-        else:
-            self._open_receiver(link)
-
-    def _open_sender(self, link: Link) -> None:
-        address = link.remote_source.address
-        link.source.address = address
+        link.source.address = link.remote_source.address
         link.target.address = link.remote_target.address
         link.snd_settle_mode = link.remote_snd_settle_mode
         link.rcv_settle_mode = link.remote_rcv_settle_mode
+        address = link.remote_source.address if link.is_sender else link.remote_target.address
         entity = entity_of(address)
-        if entity == "$cbs" or entity.endswith("/$management"):
+        if _is_node(entity):
             link.open()
-            return
-        queue = self._attachable(link, entity)
-        if queue is None:
-            return
-        link.open()
-        queue.consumers.append(link)
-        self.dispatch(queue)
-
-    def _open_receiver(self, link: Link) -> None:
-        address = link.remote_target.address
-        link.target.address = address
-        link.source.address = link.remote_source.address
-        link.snd_settle_mode = link.remote_snd_settle_mode
-        link.rcv_settle_mode = link.remote_rcv_settle_mode
-        entity = entity_of(address)
-        if not (entity == "$cbs" or entity.endswith("/$management")):
-            if self._attachable(link, entity) is None:
-                return
-        link.open()
-        link.flow(100)
+        elif (queue := self._attachable(link, entity)) is not None:
+            link.open()
+            if link.is_sender:
+                queue.consumers.append(link)
+                self.dispatch(queue)
+        if link.is_receiver and link.state & _ACTIVE:
+            link.flow(100)
 
     def _attachable(self, link: Link, entity: str) -> _Queue | None:
         """The queue behind ``entity``, or None after refusing the attach."""
@@ -257,11 +247,14 @@ class _Broker(Handler):
             return None
         base = entity.removesuffix(DLQ_SUFFIX)
         if base not in self.queues and not self.standin.auto_create:
-            self._refuse(link, "amqp:not-found", f"The messaging entity '{entity}' could not be found.")
+            self._refuse(link, "amqp:not-found", f"The messaging entity '{entity}' was not found.")
             return None
+        self.queue(base)
         return self.queue(entity)
 
-    def _refuse(self, link: Link, condition: str, description: str) -> None:
+    @staticmethod
+    def _refuse(link: Link, condition: str, description: str) -> None:
+        """Attach, then detach at once with ``condition``, as Service Bus refuses a link."""
         link.open()
         link.condition = Condition(condition, description)
         link.close()
@@ -322,25 +315,22 @@ class _Broker(Handler):
             return
         payload = link.recv(delivery.pending)
         link.advance()
+        if not link.state & _ACTIVE:  # a refused link: the transfer raced its detach
+            delivery.settle()
+            return
         entity = entity_of(link.target.address)
         message = Message()
         message.decode(payload)
-        if entity == "$cbs":
-            self._settle_request(delivery)
-            self.reply(link, message, *self.put_token(link.connection, message))
-        elif entity.endswith("/$management"):
-            self._settle_request(delivery)
-            self.reply(link, message, *self.management(entity.removesuffix("/$management"), message))
-        else:
-            self.enqueue(self.queue(entity), message)
-            delivery.update(Disposition.ACCEPTED)
-            delivery.settle()
-        link.flow(1)
-
-    @staticmethod
-    def _settle_request(delivery: Delivery) -> None:
         delivery.update(Disposition.ACCEPTED)
         delivery.settle()
+        link.flow(1)
+        if entity == "$cbs":
+            self.reply(link, message, *self.put_token(link.connection, message))
+        elif entity.endswith(MANAGEMENT):
+            entity = entity.removesuffix(MANAGEMENT)
+            self.reply(link, message, *self.management(link.connection, entity, message))
+        else:
+            self.enqueue(self.queues[entity], message)
 
     # -- queues
     def queue(self, entity: str) -> _Queue:
@@ -381,7 +371,7 @@ class _Broker(Handler):
     def send(self, queue: _Queue, link: Link, stored: _Stored) -> None:
         presettled = link.snd_settle_mode == Link.SND_SETTLED
         token = uuid.uuid4()
-        message = self._outgoing(queue, stored, token, presettled)
+        message = self._outgoing(stored, token, presettled)
         delivery = link.delivery(token.bytes_le)
         delivery.standin_token = token  # proton reads tags back as text: keep the UUID here
         link.send(message.encode())
@@ -393,7 +383,8 @@ class _Broker(Handler):
         stored.locked_until = time.monotonic() + self.standin.lock_duration
         queue.locked[token] = stored
 
-    def _outgoing(self, queue: _Queue, stored: _Stored, token: uuid.UUID, presettled: bool) -> Message:
+    def _outgoing(self, stored: _Stored, token: uuid.UUID, presettled: bool) -> Message:
+        """The message as Service Bus hands it out: system annotations and delivery count."""
         message = Message()
         message.decode(stored.message.encode())
         annotations = dict(message.annotations or {})
@@ -508,12 +499,11 @@ class _Broker(Handler):
         description: str,
         body: Any = None,
         condition: str | None = None,
-        status_names: tuple[str, str] = ("statusCode", "statusDescription"),
     ) -> None:
-        entity = entity_of(link.target.address)
-        code_name, text_name = (
-            ("status-code", "status-description") if entity == "$cbs" else status_names
-        )
+        """Answer ``request`` on the connection's link from its reply-to (or the node) address."""
+        cbs = entity_of(link.target.address) == "$cbs"
+        code_name = "status-code" if cbs else "statusCode"
+        text_name = "status-description" if cbs else "statusDescription"
         response = Message(body=body)
         response.correlation_id = request.id
         properties: dict[str, Any] = {code_name: status, text_name: description}
@@ -551,7 +541,9 @@ class _Broker(Handler):
         connection.standin_audiences = audiences
         return 202, "Accepted"
 
-    def management(self, entity: str, request: Message) -> tuple[Any, ...]:
+    def management(self, connection: Any, entity: str, request: Message) -> tuple[Any, ...]:
+        if not self._authorised(connection, entity):
+            return 401, f"Unauthorized access to '{entity}'.", None, "amqp:unauthorized-access"
         properties = request.properties or {}
         operation = str(properties.get("operation", ""))
         body = request.body if isinstance(request.body, dict) else {}
@@ -565,7 +557,10 @@ class _Broker(Handler):
         }.get(operation)
         if handler is None:
             return 501, f"operation {operation!r} is not implemented", None, "amqp:not-implemented"
-        return handler(self.queue(entity), body)
+        queue = self.queues.get(entity)
+        if queue is None:
+            return 404, f"The messaging entity '{entity}' was not found.", None, "amqp:not-found"
+        return handler(queue, body)
 
     def renew_lock(self, queue: _Queue, body: dict[str, Any]) -> tuple[Any, ...]:
         tokens = list(body.get("lock-tokens") or [])
@@ -576,7 +571,7 @@ class _Broker(Handler):
                 return 410, "The lock supplied is invalid.", None, LOCK_LOST
             stored.locked_until = time.monotonic() + self.standin.lock_duration
             expirations.append(timestamp(_now_ms() + int(self.standin.lock_duration * 1000)))
-        return 200, "OK", {"expirations": Array(Data.NULL, Data.TIMESTAMP, *expirations)}
+        return 200, "OK", {"expirations": Array(UNDESCRIBED, Data.TIMESTAMP, *expirations)}
 
     def schedule(self, queue: _Queue, body: dict[str, Any]) -> tuple[Any, ...]:
         numbers = []
@@ -584,7 +579,7 @@ class _Broker(Handler):
             message = Message()
             message.decode(bytes(entry["message"]))
             numbers.append(self.enqueue(queue, message))
-        return 200, "OK", {"sequence-numbers": Array(Data.NULL, Data.LONG, *numbers)}
+        return 200, "OK", {"sequence-numbers": Array(UNDESCRIBED, Data.LONG, *numbers)}
 
     def cancel_scheduled(self, queue: _Queue, body: dict[str, Any]) -> tuple[Any, ...]:
         for number in body.get("sequence-numbers") or []:
@@ -597,9 +592,7 @@ class _Broker(Handler):
         found = [s for s in queue.all_messages() if s.sequence >= start][:count]
         if not found:
             return 204, "No messages", None
-        encoded = [
-            {"message": self._outgoing(queue, s, uuid.UUID(int=0), True).encode()} for s in found
-        ]
+        encoded = [{"message": self._outgoing(s, uuid.UUID(int=0), True).encode()} for s in found]
         return 200, "OK", {"messages": encoded}
 
     def update_disposition(self, queue: _Queue, body: dict[str, Any]) -> tuple[Any, ...]:
@@ -610,7 +603,7 @@ class _Broker(Handler):
         for token in body.get("lock-tokens") or []:
             stored = queue.locked.pop(token)
             stored.token = None
-            if status == "abandoned" or status == "defered":
+            if status in ("abandoned", "defered"):
                 self.abandon(queue, stored)
             elif status == "suspended":
                 reason, text = body.get("deadletter-reason"), body.get("deadletter-description")
@@ -728,7 +721,3 @@ class ServiceBusStandIn:
         if int(expiry) < time.time():
             return "ExpiredToken: the token has expired"
         return ""
-
-
-__all__ = ["ServiceBusStandIn", "entity_of"]
-_ = ulong  # proton types used by readers extending the stand-in

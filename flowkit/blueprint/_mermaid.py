@@ -3,6 +3,8 @@
 Node ids can hold any character, so diagram ids are positional (``n0``,
 ``n1``, ...) and the real id appears only inside a quoted, escaped label. The
 output depends only on the blueprint, so it is stable across runs.
+:func:`run_mermaid` draws the same diagram with the path one run took styled
+on it (visited, failed, skipped, awaiting, ... nodes).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from ._graph import shape_of
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from ._model import Blueprint, EdgeSpec
 
 _MERMAID_SHAPES = {
@@ -79,6 +83,56 @@ def to_mermaid(bp: Blueprint) -> str:
         label = f'|"{_mermaid_text(text)}"|' if text else ""
         lines.append(f"    {names[edge.source]} {arrow}{label} {names[edge.target]}")
     return "\n".join(lines)
+
+
+# How each node status of a run is drawn (Mermaid `classDef` styles), in legend order.
+RUN_STYLES: dict[str, str] = {
+    "visited": "fill:#d3f9d8,stroke:#2b8a3e,color:#1b4332",
+    "failed": "fill:#ffe3e3,stroke:#c92a2a,color:#7d1a1a,stroke-width:3px",
+    "skipped": "fill:#f1f3f5,stroke:#adb5bd,color:#868e96,stroke-dasharray:4 3",
+    "awaiting": "fill:#fff3bf,stroke:#e67700,color:#5c3c00,stroke-width:3px",
+    "running": "fill:#d0ebff,stroke:#1971c2,color:#0b3a6b,stroke-width:2px",
+    "cancelled": "fill:#f8f0fc,stroke:#862e9c,color:#5f1f70,stroke-dasharray:2 2",
+    "unreached": "fill:#ffffff,stroke:#ced4da,color:#adb5bd",
+}
+
+
+def run_mermaid(bp: Blueprint, statuses: Mapping[str, str]) -> str:
+    """Render ``bp`` as :func:`to_mermaid` does, with each node styled by its run status.
+
+    ``statuses`` maps node ids to one of ``visited``, ``failed``, ``skipped``,
+    ``awaiting``, ``running``, ``cancelled`` or ``unreached``; nodes it does
+    not name are drawn as ``unreached``, ids the blueprint lacks are ignored,
+    and any other status raises ``ValueError``. Each status becomes a Mermaid
+    ``classDef`` (emitted only when used), so the picture shows the path the
+    run took.
+
+    >>> from flowkit.blueprint import Blueprint, NodeSpec, EdgeSpec
+    >>> bp = Blueprint(id="x", nodes=[NodeSpec("a", uses="a"), NodeSpec("b", uses="b")],
+    ...                edges=[EdgeSpec("a", "b")])
+    >>> print(run_mermaid(bp, {"a": "visited"}).splitlines()[-2:])
+    ['    class n0 visited', '    class n1 unreached']
+    """
+    unknown = sorted({s for s in statuses.values() if s not in RUN_STYLES})
+    if unknown:
+        raise ValueError(f"unknown node status(es) {unknown}; use one of {list(RUN_STYLES)}")
+    names, _ = _diagram_ids(bp)
+    groups: dict[str, list[str]] = {status: [] for status in RUN_STYLES}
+    for node_id, name in names.items():
+        groups[statuses.get(node_id, "unreached")].append(name)
+    used = [status for status, members in groups.items() if members]
+    lines = [to_mermaid(bp)]
+    lines += [f"    classDef {status} {RUN_STYLES[status]}" for status in used]
+    lines += [f"    class {','.join(groups[status])} {status}" for status in used]
+    return "\n".join(lines)
+
+
+def run_mimebundle(bp: Blueprint, statuses: Mapping[str, str], text: str) -> dict[str, str]:
+    """The Jupyter representation of a run: its path as Mermaid markdown, and ``text``."""
+    return {
+        "text/markdown": f"```mermaid\n{run_mermaid(bp, statuses)}\n```",
+        "text/plain": text,
+    }
 
 
 def mimebundle(bp: Blueprint) -> dict[str, str]:

@@ -15,15 +15,26 @@ from .._errors import (
     WaitTimeout,
     WorkflowFailed,
 )
-from ._state import RunState, RunStatus
+from ..blueprint._model import Blueprint
+from ._state import FINISHED_VALUES, RunState, RunStatus
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from ._runtime import Runtime
+
+_STATUS = 4  # index of the status in a node record [activation, arrived, taken, fired, status]
+_HOLDING_TIMERS = frozenset({"sleep", "timeout"})  # a retry's backoff timer is not a pause
 
 
 @attrs.frozen
 class RunResult:
-    """Where a run stands: ``status``, ``output``, ``error``, ``state`` and ``run_id``."""
+    """Where a run stands: ``status``, ``output``, ``error``, ``state`` and ``run_id``.
+
+    ``blueprint`` is the graph the run follows, when the shell that produced
+    the result attached it; in Jupyter a result renders as that graph with the
+    path the run took styled on it (see :meth:`mermaid`).
+    """
 
     run_id: str
     status: RunStatus
@@ -32,9 +43,10 @@ class RunResult:
     state: dict[str, Any] = attrs.field(factory=dict)
     blueprint_id: str = ""
     _snapshot: dict[str, Any] = attrs.field(factory=dict, repr=False, alias="_snapshot")
+    blueprint: Blueprint | None = attrs.field(default=None, repr=False, eq=False)
 
     @classmethod
-    def of(cls, state: RunState) -> RunResult:
+    def of(cls, state: RunState, blueprint: Blueprint | None = None) -> RunResult:
         header = state.header
         status = state.status
         return cls(
@@ -45,11 +57,50 @@ class RunResult:
             state={k: v for k, v in state.context.items() if not k.startswith("__")},
             blueprint_id=str(header.get("blueprint", "")),
             _snapshot=state.to_dict(),
+            blueprint=blueprint,
         )
 
     def snapshot(self) -> dict[str, Any]:
         """The run's serialised state, for :meth:`Runtime.resume` without a store."""
         return self._snapshot
+
+    @property
+    def waiting_for(self) -> tuple[str, ...]:
+        """The signal names this run's open waits and webhooks listen for, sorted.
+
+        Waits inside a child run are the child's (a signal sent to the parent
+        is routed to them all the same).
+        """
+        return tuple(sorted(self._snapshot.get("sections", {}).get("waits", {})))
+
+    def path(self) -> dict[str, str]:
+        """Node id -> what happened there in this run.
+
+        ``visited``, ``failed``, ``skipped`` (a branch not taken), ``awaiting``
+        (a sleep, wait, webhook or child run holds the run there), ``running``,
+        or ``cancelled`` (still open when the run ended); nodes the run never
+        reached are left out.
+        """
+        return node_statuses(self._snapshot, self.blueprint)
+
+    def mermaid(self, flow: Any = None) -> str:
+        """The run's blueprint as a Mermaid flowchart, its path styled by node status.
+
+        Visited, failed, skipped, awaiting, running, cancelled and unreached
+        nodes each get a ``classDef``. ``flow`` (a ``@flow``, ``Flow`` or
+        ``Blueprint``) is needed only when no blueprint is attached.
+        """
+        from ..blueprint._mermaid import run_mermaid
+
+        bp = checked_blueprint(flow, self.blueprint, self._snapshot, self.run_id)
+        return run_mermaid(bp, node_statuses(self._snapshot, bp))
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        if self.blueprint is None:
+            return {"text/plain": repr(self)}
+        from ..blueprint._mermaid import run_mimebundle
+
+        return run_mimebundle(self.blueprint, self.path(), repr(self))
 
     def unwrap(self) -> Any:
         """The output of a completed run; raises the run's error otherwise."""
@@ -58,6 +109,64 @@ class RunResult:
         if self.error is not None:
             raise self.error
         raise WorkflowFailed(self.run_id, f"run is {self.status.value}, not completed")
+
+
+def node_statuses(
+    snapshot: Mapping[str, Any], blueprint: Blueprint | None = None
+) -> dict[str, str]:
+    """Node id -> status of its latest activation, from a run's snapshot.
+
+    ``visited`` (completed), ``failed``, ``skipped`` (a branch not taken),
+    ``awaiting`` (a sleep, wait, webhook or child run holds the run there),
+    ``running`` (executing, or waiting to retry), ``cancelled`` (still open
+    when the run ended). Nodes the run never reached are not in the mapping.
+    With the ``blueprint``, the ``return`` node that ended a run counts as
+    visited even when it raised.
+    """
+    sections = snapshot.get("sections", {})
+    finished = sections.get("header", {}).get("status") in FINISHED_VALUES
+    holding = {w["node"] for w in sections.get("waits", {}).values()}
+    holding |= {c["node"] for c in sections.get("children", {}).values()}
+    holding |= {
+        t["node"] for t in sections.get("timers", {}).values() if t["purpose"] in _HOLDING_TIMERS
+    }
+    ended = set(sections.get("outputs", {}))
+    if blueprint is not None:
+        ended |= {spec.id for spec in blueprint.nodes if spec.kind == "return"}
+    statuses: dict[str, str] = {}
+    for node_id, record in sections.get("nodes", {}).items():
+        status = record[_STATUS]
+        if status == "done":
+            statuses[node_id] = "visited"
+        elif status in ("failed", "skipped"):
+            statuses[node_id] = status
+        elif status == "running" and finished:
+            statuses[node_id] = "visited" if node_id in ended else "cancelled"
+        elif status == "running":
+            statuses[node_id] = "awaiting" if node_id in holding else "running"
+    return statuses
+
+
+def checked_blueprint(
+    flow: Any, attached: Blueprint | None, snapshot: Mapping[str, Any], run_id: str
+) -> Blueprint:
+    """``flow``'s blueprint (or the attached one), checked to be the one the run follows."""
+    if flow is None:
+        if attached is None:
+            raise ValueError(
+                f"run {run_id!r} has no blueprint attached: pass the flow, e.g. .mermaid(checkout)"
+            )
+        return attached
+    bp = flow if isinstance(flow, Blueprint) else getattr(flow, "blueprint", None)
+    if not isinstance(bp, Blueprint):
+        raise TypeError(f"expected a @flow, a Flow builder or a Blueprint, got {flow!r}")
+    digest = snapshot.get("sections", {}).get("header", {}).get("digest")
+    if digest is not None and digest != bp.digest:
+        raise ValueError(
+            f"run {run_id!r} follows another blueprint than {bp.id!r} v{bp.version}; "
+            "pass the flow (and version) the run was started with"
+        )
+    return bp
 
 
 def error_from_info(run_id: str, info: dict[str, Any] | None) -> FlowkitError | None:

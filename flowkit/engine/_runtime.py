@@ -82,7 +82,7 @@ class Runtime(Driver):
             await self._drive(run, commands)
         else:  # an existing run: wait for whoever drives it to let go
             await run.idle.wait()
-        return RunResult.of(run.state)
+        return RunResult.of(run.state, run.program.blueprint)
 
     async def start(
         self,
@@ -132,7 +132,7 @@ class Runtime(Driver):
         run = Run(resolved.program, resolved, state, 0)
         self._runs[state.run_id] = run
         await self._advance(run, p.SignalReceived(wait_name(spec), data, action))
-        return RunResult.of(run.state)
+        return RunResult.of(run.state, run.program.blueprint)
 
     # -- talking to runs ------------------------------------------------------
     async def signal(
@@ -161,18 +161,19 @@ class Runtime(Driver):
         """The run's current result (any status)."""
         run = self._runs.get(run_id)
         if run is not None:
-            return RunResult.of(run.state)
+            return RunResult.of(run.state, run.program.blueprint)
         if self.store is not None:
             loaded = await self.store.load(run_id)
             if loaded is not None:
-                return RunResult.of(loaded[0])
+                target = self._by_digest.get(str(loaded[0].header.get("digest", "")))
+                return RunResult.of(loaded[0], target.blueprint if target else None)
         raise ResumeError(f"unknown run {run_id!r}: it was never started here or in the store")
 
     async def cancel(self, run_id: str) -> RunResult:
         """Cancel a run: in-flight nodes are cancelled and it ends ``cancelled``."""
         run = await self._get(run_id)
         await self._advance(run, p.CancelRequested())
-        return RunResult.of(run.state)
+        return RunResult.of(run.state, run.program.blueprint)
 
     def known_blueprints(self) -> list[Any]:
         """Every blueprint this runtime can run (its webhook routes come from these)."""

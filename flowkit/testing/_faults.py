@@ -387,4 +387,6 @@ class _World:
             seed=self.seed,
             _calls=self.calls,
             _uses=uses,
+            _snapshot=outcome.snapshot(),
+            _blueprint=self.client.shell.target_of(loaded[0]).blueprint,
         )

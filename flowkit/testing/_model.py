@@ -8,7 +8,9 @@ from typing import Any
 import attrs
 
 from .._errors import FlowkitError
+from ..blueprint._model import Blueprint
 from ..engine._events import Event
+from ..engine._result import checked_blueprint, node_statuses
 from ..engine._state import RunStatus
 
 
@@ -50,6 +52,8 @@ class Simulation:
     seed: int = 0
     _calls: list[Call] = attrs.field(factory=list, alias="_calls")
     _uses: dict[str, str] = attrs.field(factory=dict, alias="_uses")
+    _snapshot: dict[str, Any] = attrs.field(factory=dict, alias="_snapshot", repr=False)
+    _blueprint: Blueprint | None = attrs.field(default=None, alias="_blueprint", repr=False)
 
     def calls(self, node: Any) -> list[Call]:
         """Executions of ``node`` (a node id, or a node function / ``@node`` by reference)."""
@@ -57,6 +61,27 @@ class Simulation:
             return [c for c in self._calls if c.node_id == node]
         name = registry_name(node)
         return [c for c in self._calls if self._uses.get(c.node_id) == name]
+
+    def path(self) -> dict[str, str]:
+        """Node id -> what happened there, as :meth:`flowkit.RunResult.path` reports it."""
+        return node_statuses(self._snapshot, self._blueprint)
+
+    def mermaid(self, flow: Any = None) -> str:
+        """The flow's graph as a Mermaid flowchart with the simulated path styled on it.
+
+        ``flow`` is needed only when the simulation has no blueprint attached.
+        """
+        from ..blueprint._mermaid import run_mermaid
+
+        bp = checked_blueprint(flow, self._blueprint, self._snapshot, self.run_id)
+        return run_mermaid(bp, node_statuses(self._snapshot, bp))
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        if self._blueprint is None:
+            return {"text/plain": repr(self)}
+        from ..blueprint._mermaid import run_mimebundle
+
+        return run_mimebundle(self._blueprint, self.path(), repr(self))
 
     def __repr__(self) -> str:
         return (

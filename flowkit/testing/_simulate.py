@@ -295,6 +295,8 @@ class Simulator:
             seed=self.seed,
             _calls=self.calls,
             _uses=uses,
+            _snapshot=state.to_dict(),
+            _blueprint=self.runs[run_id].target.blueprint,
         )
 
 

@@ -3,56 +3,52 @@
 The SDK's ``azure.servicebus.aio`` client runs on asyncio, so this transport
 does too: under trio it raises :class:`~flowkit.TransportError` saying so.
 
-**Queues.** A flowkit queue ``q`` is the Service Bus queue ``q`` (names are
-case-insensitive there). Queues are provisioned beforehand, as Service Bus
-deployments usually are; with ``create_queues=True`` the transport creates a
-missing queue through ``ServiceBusAdministrationClient`` (the ATOM/HTTPS
-management API, which needs the *Manage* claim) with ``lock_duration`` as its
-LockDuration and Service Bus's default MaxDeliveryCount (10).
+**Queues.** A flowkit queue ``q`` is the Service Bus queue ``q``, provisioned
+beforehand; with ``create_queues=True`` a missing queue is created through
+``ServiceBusAdministrationClient`` (the HTTPS management API: needs the
+*Manage* claim and aiohttp) with ``lock_duration`` as its LockDuration.
 
-**Receiving** is peek-lock: each ``receive_messages`` call locks up to
-``prefetch`` messages (the SDK's own prefetch buffer stays off, so nothing is
-locked behind the consumer's back); they are handed out one at a time. Keep
-``prefetch`` at or below the worker's concurrency. A message whose lock ran out
-before it was handed out is skipped (Service Bus redelivers it); when a
-``receive`` stops, what it locked but did not hand out is abandoned at once.
-A receiver stays open until the deliveries it handed out are settled (or the
-transport is closed), so a draining worker can still ack.
+**Receiving** is peek-lock, through the SDK's prefetch buffer: it keeps up
+to ``prefetch`` + 1 messages locked ahead of the consumer (their locks run
+while they wait, so keep ``prefetch`` near the worker's concurrency), and
+``receive`` hands them out one at a time. A message whose lock ran out in the
+buffer is skipped (Service Bus redelivers it). A receiver is closed, which
+releases its buffer, once its ``receive`` has stopped and the deliveries it
+handed out are settled (or the transport is closed), so a draining worker can
+still ack; until then what it buffered stays locked.
 
-**Leases.** The lock is the queue's LockDuration (``lock_duration`` tells the
-transport, and the worker's heartbeat, what it is; Service Bus's default is 60 s).
-``extend(seconds)`` renews the lock (``renew_message_lock``): Service Bus always
-renews for one LockDuration, whatever ``seconds`` says. With ``lock_renewal=True``
-an ``AutoLockRenewer`` also renews every received message's lock until it is
-settled, for at most ``max_lock_renewal`` seconds. A lock that ran out cannot be
-settled: the delivery raises :class:`~flowkit.transports.DeliveryError`.
+**Leases.** The lock lasts the queue's LockDuration; ``lock_duration`` says
+what that is (Service Bus's default, 60 s), and is the ``visibility_timeout``
+the worker's heartbeat reads. ``extend(seconds)`` renews the lock, always for
+one LockDuration (Service Bus takes no length). With ``lock_renewal=True`` an
+``AutoLockRenewer`` also renews every received message's lock until it is
+settled, for at most ``max_lock_renewal`` seconds (it looks once a second, so
+it needs locks of a few seconds: Service Bus's minimum is 5 s). A lock that ran
+out cannot be settled: :class:`~flowkit.transports.DeliveryError`.
 
-**Settling.** ``ack`` completes the message. ``nack()`` abandons it (Service
-Bus redelivers it at once and counts the delivery). ``nack(requeue_after=s)``
-renews the lock (proving the delivery is still held), schedules a copy for
-``s`` seconds later carrying the attempts so far (``x-flowkit-attempts``), then
-completes the original; if completing fails the copy is cancelled, so the
-message is never both redelivered and copied (a process dying in between
-leaves both: at least once). ``dead_letter(reason)`` moves the message to the
-queue's dead-letter subqueue with ``reason`` as its DeadLetterReason (at most
-4096 characters) and the attempt in DeadLetterErrorDescription.
+**Settling.** ``ack`` completes; ``nack()`` abandons (redelivered at once,
+delivery count + 1); ``nack(requeue_after=s)`` renews the lock (proving it is
+still held), schedules a copy ``s`` seconds out carrying the attempts so far
+(``x-flowkit-attempts``), then completes the original, cancelling the copy if
+that fails (a process dying in between leaves both: at least once).
+``dead_letter(reason)`` moves the message to the dead-letter subqueue with
+``reason`` as DeadLetterReason (at most 4096 characters) and the attempt in
+DeadLetterErrorDescription; :meth:`ServiceBusTransport.dead_letters` peeks at it.
 
-**Messages.** The body is the message's data section; headers are
-application properties; the key travels as ``x-flowkit-key``. ``attempt`` is
-the SDK's ``delivery_count`` (0 or absent on a first delivery) + 1, plus
-``x-flowkit-attempts``. ``send(delay=s)`` schedules the message
-(``schedule_messages``) for now + ``s``.
+**Messages.** The body is the data section, headers are application
+properties, the key is ``x-flowkit-key``. ``attempt`` is the SDK's
+``delivery_count`` (0 or absent at first) + 1, plus ``x-flowkit-attempts``.
+``send(delay=s)`` schedules the message (``schedule_messages``) for now + ``s``.
 
-**Ordering.** Service Bus hands a queue's messages out roughly in order, but an
-abandoned or expired message returns ahead of or behind others, scheduled
-messages enter when due, and competing consumers interleave. ``key`` implies no
-ordering (sessions are not used).
+**Ordering.** Roughly FIFO per queue, but an abandoned or expired message
+returns ahead of or behind others, scheduled messages enter when due, and
+competing consumers interleave. ``key`` implies no order (no sessions).
 
-**Credentials.** Either a connection string (``Endpoint=sb://...;
-SharedAccessKeyName=...;SharedAccessKey=...``, or ``...;UseDevelopmentEmulator=true``
-for the emulator, over plain AMQP) or ``namespace=`` plus a credential the SDK
-accepts: an ``azure.identity.aio`` token credential such as
-``DefaultAzureCredential()``, ``AzureNamedKeyCredential`` or ``AzureSasCredential``.
+**Credentials.** A connection string (``Endpoint=sb://...;SharedAccessKeyName=
+...;SharedAccessKey=...``; ``UseDevelopmentEmulator=true`` for the emulator,
+over plain AMQP), or ``namespace=`` plus a credential: an ``azure.identity.aio``
+token credential such as ``DefaultAzureCredential()``, an
+``AzureNamedKeyCredential`` or an ``AzureSasCredential``.
 
 Every exception of azure-servicebus, azure-core and the SDK's AMQP layer (and
 socket errors) becomes a :class:`~flowkit.TransportError`
@@ -92,7 +88,6 @@ try:
         ServiceBusReceiveMode,
         ServiceBusSubQueue,
     )
-    from azure.servicebus._pyamqp.error import AMQPException  # what the SDK failed to wrap
     from azure.servicebus.aio import AutoLockRenewer, ServiceBusClient
     from azure.servicebus.exceptions import (
         MessageAlreadySettled,
@@ -111,8 +106,15 @@ except ImportError:  # the "servicebus" extra is not installed: ServiceBusTransp
 else:
     _HAVE_SDK = True
 
+try:  # the SDK's AMQP layer, whose errors the SDK normally wraps: caught should one escape
+    from azure.servicebus._pyamqp.error import AMQPException
+except ImportError:
+    _AMQP_ERRORS: tuple[type[BaseException], ...] = ()
+else:
+    _AMQP_ERRORS = (AMQPException,)
+
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator, Mapping
+    from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
     from contextlib import AbstractAsyncContextManager
 
     from azure.servicebus.aio import ServiceBusReceiver, ServiceBusSender
@@ -123,23 +125,19 @@ KEY_PROPERTY = "x-flowkit-key"
 ATTEMPTS_PROPERTY = "x-flowkit-attempts"
 _INTERNAL = (KEY_PROPERTY, ATTEMPTS_PROPERTY)
 _MAX_REASON = 4096  # Service Bus's limit on DeadLetterReason / DeadLetterErrorDescription
-_WAIT = 5.0  # seconds one receive call waits for messages
-# How long one SDK read waits for a frame. Reads and writes share a lock in the SDK,
-# so a settlement or send waits out a read in progress: its 0.2 s default would
-# add up to that to every ack made while a receive is pending.
+_WAIT = 5.0  # seconds one receive call waits for a message
+# How long one SDK read waits for a frame. The SDK's reads and writes share a lock,
+# so a send or lock renewal waits out a read in progress (its default: 0.2 s).
 _SOCKET_TIMEOUT = 0.05
 _RELEASE_TIMEOUT = 5.0
-_SECRET = re.compile(r"(SharedAccess(?:Key|Signature)=)[^;]*", re.IGNORECASE)
+_SECRET = re.compile(r"(SharedAccess(?:Key|Signature)=|\bsig=)[^;&\s]*", re.IGNORECASE)
+_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 _URL_OPTIONS: dict[str, Any] = {
     "prefetch": int,
-    "lock_renewal": lambda text: {"true": True, "1": True, "false": False, "0": False}[
-        text.lower()
-    ],
+    "lock_renewal": lambda text: _BOOLEANS[text.lower()],
     "max_lock_renewal": float,
     "lock_duration": float,
-    "create_queues": lambda text: {"true": True, "1": True, "false": False, "0": False}[
-        text.lower()
-    ],
+    "create_queues": lambda text: _BOOLEANS[text.lower()],
 }
 
 
@@ -151,8 +149,8 @@ def sdk_errors() -> tuple[type[BaseException], ...]:
         MessageAlreadySettled,  # a ValueError, not an AzureError
         DeserializationError,  # azure-core's (de)serialisation errors are ValueErrors
         SerializationError,
-        AMQPException,  # the AMQP layer's own errors, should one escape unwrapped
         OSError,  # sockets, and asyncio's TimeoutError
+        *_AMQP_ERRORS,
     )
 
 
@@ -326,11 +324,12 @@ class ServiceBusDelivery:
 class _Receiver:
     """One SDK receiver: open while its ``receive`` runs or its deliveries are unsettled.
 
-    The SDK's reads and writes share one lock, and a pending receive call holds
-    it for a read at a time: an ack would wait that read out, then wait another
-    for its own outcome, which the receive call had read. So settling pauses the
-    receive call (cancelling it is safe: the SDK keeps a half-read frame, and
-    messages it already took stay in its buffer for the next call).
+    Settling goes one call at a time, with the receive call paused: the SDK's
+    reads and writes share one lock, and an SDK call waiting for its answer
+    while another reads would wait out that read, then another for an answer
+    the other had already taken (``socket_timeout`` each). Pausing cancels the
+    receive call, which is safe: the SDK keeps a half-read frame, and messages
+    it already took stay in its buffer for the next call.
     """
 
     def __init__(self, transport: ServiceBusTransport, queue: str, sdk: ServiceBusReceiver) -> None:
@@ -341,26 +340,28 @@ class _Receiver:
         self.receiving = True
         self.closed = False
         self.poll: anyio.CancelScope | None = None
-        self.settlements = 0
+        self.lock = anyio.Lock()
+        self.settlements = 0  # settling or waiting to
         self.calm = anyio.Event()  # set while nothing is being settled
         self.calm.set()
 
     @asynccontextmanager
     async def settling(self, operation: str) -> AsyncIterator[ServiceBusReceiver]:
-        """The SDK receiver, with no receive call in the way and errors as DeliveryError."""
-        if self.closed:
-            raise DeliveryError(
-                f"{operation} on {self.queue!r}: the transport was closed; Service Bus "
-                "redelivers the message when its lock runs out"
-            )
+        """The SDK receiver to settle with, alone, its errors becoming DeliveryError."""
         if not self.settlements:
             self.calm = anyio.Event()
         self.settlements += 1
-        if self.poll is not None:
-            self.poll.cancel()
         try:
-            with self.transport._errors(operation, settling=True):
-                yield self.sdk
+            if self.poll is not None:
+                self.poll.cancel()
+            async with self.lock:
+                if self.closed:
+                    raise DeliveryError(
+                        f"{operation} on {self.queue!r}: the transport was closed; Service "
+                        "Bus redelivers the message when its lock runs out"
+                    )
+                with self.transport._errors(operation, settling=True):
+                    yield self.sdk
         finally:
             self.settlements -= 1
             if not self.settlements:
@@ -380,6 +381,14 @@ class _Receiver:
                     await self.sdk.close()
             except TransportError as exc:
                 _log.debug("closing a Service Bus receiver failed", error=str(exc))
+
+
+class _Sender:
+    """One SDK sender and the lock that keeps its calls one at a time."""
+
+    def __init__(self, sdk: ServiceBusSender) -> None:
+        self.sdk = sdk
+        self.lock = anyio.Lock()
 
 
 # -- the transport -----------------------------------------------------------
@@ -432,7 +441,7 @@ class ServiceBusTransport:
         self.client_options = dict(client_options or {})
         self._client: ServiceBusClient | None = None
         self._renewer: AutoLockRenewer | None = None
-        self._senders: dict[str, ServiceBusSender] = {}
+        self._senders: dict[str, _Sender] = {}
         self._receivers: set[_Receiver] = set()
         self._polls: set[anyio.CancelScope] = set()
         self._created: set[str] = set()
@@ -491,16 +500,25 @@ class ServiceBusTransport:
             )
         return ServiceBusClient(self.namespace, self.credential, **self.client_options)
 
-    async def _sender(self, queue: str) -> ServiceBusSender:
+    @asynccontextmanager
+    async def _sending(self, queue: str, operation: str) -> AsyncIterator[ServiceBusSender]:
+        """``queue``'s sender, used by one call at a time, with its errors translated.
+
+        azure-servicebus's sender is not safe for concurrent calls: two sends at
+        once can put the same transfer on the wire twice, which the broker
+        answers by closing the connection (a session sequencing error).
+        """
         async with self._lock:
             sender = self._senders.get(queue)
             if sender is None:
                 await self._ensure_queue(queue)
                 client = await self._sdk()
                 with self._errors(f"open a sender for {queue!r}"):
-                    sender = client.get_queue_sender(queue, socket_timeout=_SOCKET_TIMEOUT)
-                    self._senders[queue] = sender
-            return sender
+                    sdk = client.get_queue_sender(queue, socket_timeout=_SOCKET_TIMEOUT)
+                sender = self._senders[queue] = _Sender(sdk)
+        async with sender.lock:
+            with self._errors(f"{operation} {queue!r}"):
+                yield sender.sdk
 
     async def _ensure_queue(self, queue: str) -> None:
         """Create ``queue`` if ``create_queues`` and it is missing (once per transport)."""
@@ -547,20 +565,17 @@ class ServiceBusTransport:
         if delay and delay > 0:
             await self._schedule(queue, message, delay)
             return
-        sender = await self._sender(queue)
-        with self._errors(f"send to {queue!r}"):
+        async with self._sending(queue, "send to") as sender:
             await sender.send_messages(message)
 
     async def _schedule(self, queue: str, message: ServiceBusMessage, seconds: float) -> int:
-        sender = await self._sender(queue)
-        with self._errors(f"schedule a message on {queue!r}"):
+        async with self._sending(queue, "schedule a message on") as sender:
             numbers = await sender.schedule_messages(message, _utc_in(seconds))
         return int(numbers[0])
 
     async def _cancel_scheduled(self, queue: str, sequence: int) -> None:
         try:
-            sender = await self._sender(queue)
-            with self._errors(f"cancel a scheduled message on {queue!r}"):
+            async with self._sending(queue, "cancel a scheduled message on") as sender:
                 await sender.cancel_scheduled_messages(sequence)
         except TransportError as exc:
             _log.warning("could not cancel a scheduled copy", queue=queue, error=str(exc))
@@ -569,23 +584,18 @@ class ServiceBusTransport:
     async def receive(self, queue: str) -> AsyncIterator[ServiceBusDelivery]:
         """Deliveries from ``queue`` (peek-lock), until the transport is closed."""
         receiver = await self._open_receiver(queue)
-        waiting: list[ServiceBusReceivedMessage] = []
         try:
             while not self._closed:
-                if not waiting:
-                    waiting.extend(await self._poll(receiver))
-                    continue
-                message = waiting.pop(0)
-                if not _lock_held(message):
-                    continue  # its lock ran out while it waited here: Service Bus redelivers it
+                message = await self._poll(receiver)
+                if message is None or not _lock_held(message):
+                    continue  # nothing yet, or its lock ran out in the buffer (redelivered)
                 delivery = ServiceBusDelivery(receiver, message)
                 receiver.held.add(delivery)
                 yield delivery
         finally:
             receiver.receiving = False
-            with anyio.CancelScope(shield=True):
-                await self._abandon(receiver, waiting)
-                if receiver.idle():
+            if receiver.idle():
+                with anyio.CancelScope(shield=True):
                     await self._close_receiver(receiver)
 
     async def _open_receiver(self, queue: str) -> _Receiver:
@@ -595,24 +605,28 @@ class ServiceBusTransport:
             sdk = client.get_queue_receiver(
                 queue,
                 receive_mode=ServiceBusReceiveMode.PEEK_LOCK,
-                prefetch_count=0,
+                prefetch_count=self.prefetch,
                 socket_timeout=_SOCKET_TIMEOUT,
             )
         receiver = _Receiver(self, queue, sdk)
         self._receivers.add(receiver)
         return receiver
 
-    async def _poll(self, receiver: _Receiver) -> list[ServiceBusReceivedMessage]:
-        """One receive call; :meth:`close` (and settling, see _Receiver) cancels it."""
+    async def _poll(self, receiver: _Receiver) -> ServiceBusReceivedMessage | None:
+        """The next message (the SDK's buffer first), or None.
+
+        :meth:`close` cancels the call, and so does settling (see _Receiver).
+        """
         messages: list[ServiceBusReceivedMessage] = []
-        await receiver.calm.wait()
+        while receiver.settlements:
+            await receiver.calm.wait()
         with anyio.CancelScope() as scope:
             self._polls.add(scope)
             receiver.poll = scope
             try:
                 with self._errors(f"receive from {receiver.queue!r}"):
                     messages = await receiver.sdk.receive_messages(
-                        max_message_count=self.prefetch, max_wait_time=_WAIT
+                        max_message_count=1, max_wait_time=_WAIT
                     )
             except TransportError:
                 if not self._closed:
@@ -622,21 +636,7 @@ class ServiceBusTransport:
                 self._polls.discard(scope)
         for message in messages:
             self._renew(receiver, message)
-        return messages
-
-    async def _abandon(
-        self, receiver: _Receiver, messages: list[ServiceBusReceivedMessage]
-    ) -> None:
-        """Hand back what was locked but not handed out, best effort (locks run out anyway)."""
-        if not messages or receiver.closed:
-            return
-        with anyio.move_on_after(_RELEASE_TIMEOUT):
-            for message in messages:
-                try:
-                    with self._errors(f"abandon a message of {receiver.queue!r}"):
-                        await receiver.sdk.abandon_message(message)
-                except TransportError as exc:
-                    _log.debug("could not hand a message back", error=str(exc))
+        return messages[0] if messages else None
 
     async def _close_receiver(self, receiver: _Receiver) -> None:
         self._receivers.discard(receiver)
@@ -649,24 +649,37 @@ class ServiceBusTransport:
 
     # -- closing and inspection ------------------------------------------------------
     async def close(self) -> None:
-        """Stop receiving and close every link (unsettled messages return as their locks end)."""
+        """Stop receiving and close every link (unsettled messages return as their locks end).
+
+        Every part is closed even if one fails; the first failure is raised after.
+        """
         if self._closed:
             return
         self._closed = True
         for scope in list(self._polls):
             scope.cancel()
+        senders, self._senders = list(self._senders.values()), {}
+        failures: list[TransportError] = []
         with anyio.CancelScope(shield=True):
             if self._renewer is not None:
-                with self._errors("stop renewing locks"):
-                    await self._renewer.close()
+                await self._closing("stop renewing locks", self._renewer.close(), failures)
             for receiver in list(self._receivers):
                 await self._close_receiver(receiver)
-            senders, self._senders = list(self._senders.values()), {}
-            with self._errors("close"):
-                for sender in senders:
-                    await sender.close()
-                if self._client is not None:
-                    await self._client.close()
+            for sender in senders:
+                await self._closing("close a sender", sender.sdk.close(), failures)
+            if self._client is not None:
+                await self._closing("close the client", self._client.close(), failures)
+        if failures:
+            raise failures[0]
+
+    async def _closing(
+        self, what: str, closing: Awaitable[None], failures: list[TransportError]
+    ) -> None:
+        try:
+            with self._errors(what):
+                await closing
+        except TransportError as exc:
+            failures.append(exc)
 
     async def dead_letters(self, queue: str, *, limit: int = 1000) -> list[DeadLetter]:
         """The messages in ``queue``'s dead-letter subqueue (peeked: they stay there)."""

@@ -137,8 +137,10 @@ class SQSTransport:
         max_receive_count: receives before SQS moves a message to the dead-letter queue.
         batch: messages one receive takes (1 to 10).
         create_queues: create missing queues (turn off where the account may not).
-        aws_access_key_id, aws_secret_access_key, aws_session_token: credentials;
-            by default botocore's chain (environment, profile, instance role).
+        aws_access_key_id: credentials; by default botocore's chain
+            (environment, profile, instance role).
+        aws_secret_access_key: see ``aws_access_key_id``.
+        aws_session_token: see ``aws_access_key_id``.
     """
 
     def __init__(

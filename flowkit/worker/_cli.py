@@ -6,13 +6,16 @@ import argparse
 import importlib
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
 
 from .._errors import FlowkitError
 from .._version import __version__
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 DEFAULT_URL = "sqlite:///flowkit.db"
 log = structlog.get_logger("flowkit.worker")
@@ -130,18 +133,22 @@ async def serve(args: argparse.Namespace) -> None:
         flows, transport, store, concurrency=args.concurrency, queue=args.queue, lease=args.lease
     )
     worker.fail_fast = True  # an unreachable broker at start exits 2
+    stopping = anyio.Event()
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_stop_on_signal, worker)
-        if args.webhooks:
-            client = Client(transport, store, queue=args.queue, flows=flows)
-            tg.start_soon(_serve_webhooks, client, *_host_port(args.webhooks))
-        log.info(
-            "worker started",
-            flows=[_name(f) for f in flows],
-            queue=args.queue,
-            concurrency=args.concurrency,
-        )
-        await worker.run()
+        tg.start_soon(_stop_on_signal, worker, stopping)
+        async with anyio.create_task_group() as serving:
+            if args.webhooks:
+                client = Client(transport, store, queue=args.queue, flows=flows)
+                host, port = _host_port(args.webhooks)
+                serving.start_soon(_serve_webhooks, client, host, port, stopping.wait)
+            log.info(
+                "worker started",
+                flows=[_name(f) for f in flows],
+                queue=args.queue,
+                concurrency=args.concurrency,
+            )
+            await worker.run()
+            stopping.set()  # the webhook server shuts down gracefully, then `serving` ends
         tg.cancel_scope.cancel()
     await transport.close()
     await store.close()
@@ -152,15 +159,18 @@ def _name(flow: Any) -> str:
     return str(getattr(flow, "id", None) or flow.blueprint.id)
 
 
-async def _stop_on_signal(worker: Any) -> None:
+async def _stop_on_signal(worker: Any, stopping: anyio.Event) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             log.info("draining", signal=signal.Signals(signum).name)
+            stopping.set()
             worker.stop()
             return
 
 
-async def _serve_webhooks(client: Any, host: str, port: int) -> None:
+async def _serve_webhooks(
+    client: Any, host: str, port: int, shutdown: Callable[[], Awaitable[None]]
+) -> None:
     try:
         from hypercorn.asyncio import serve as hypercorn_serve
         from hypercorn.config import Config
@@ -173,7 +183,9 @@ async def _serve_webhooks(client: Any, host: str, port: int) -> None:
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
-    await hypercorn_serve(app(client), config)  # type: ignore[arg-type]
+    # With a shutdown_trigger hypercorn leaves SIGTERM/SIGINT to the worker (which drains);
+    # without one it installs its own handlers and only the webhook server would stop.
+    await hypercorn_serve(app(client), config, shutdown_trigger=shutdown)  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -93,7 +93,8 @@ class Client:
 
     async def result(self, run_id: str) -> RunResult:
         """The run's current result, read from the store."""
-        return RunResult.of((await self.shell.replica(run_id, fresh=True)).state)
+        replica = await self.shell.replica(run_id, fresh=True)
+        return RunResult.of(replica.state, replica.program.blueprint)
 
     async def wait(self, run_id: str, timeout: float | None = None) -> RunResult:
         """Wait until the run is completed, failed or cancelled (polling the store)."""

@@ -108,6 +108,7 @@ def test_version(tmp_path: Path) -> None:
         ("--transport", "kafka://127.0.0.1:9092?nonsense=1", "unknown option 'nonsense'"),
         ("--store", "bogus://somewhere", "unknown store URL 'bogus://somewhere'"),
     ],
+    ids=["transport-scheme", "transport-option", "store-scheme"],
 )
 def test_a_bad_url_exits_2_with_one_line(
     tmp_path: Path, flag: str, url: str, expected: str
@@ -124,6 +125,7 @@ def test_a_bad_url_exits_2_with_one_line(
         ("flows_e2e:not_there", "has no 'not_there'"),
         ("json", "no flows found"),
     ],
+    ids=["no-module", "no-attribute", "no-flows"],
 )
 def test_an_app_that_cannot_be_loaded_exits_2(tmp_path: Path, app: str, expected: str) -> None:
     result = worker_cli("--app", app, "--log-format", "json", cwd=tmp_path)

@@ -1,0 +1,1 @@
+"""Checkout: an approval wait, a payment webhook, a durable sleep, compensation in ``except``."""
