@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 from ._util import Config, Table, ratio, reachable, sig
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator
+    from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 AMQP_URL = os.environ.get("FLOWKIT_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
@@ -64,6 +64,7 @@ REDIS_URL = os.environ.get("FLOWKIT_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 KAFKA = os.environ.get("FLOWKIT_BENCH_KAFKA", "")  # host:port; empty: start tansu
 CHAIN = 20
 FAN = 100
+STARTS_AT_ONCE = 32  # Client.start calls in flight (redis-py's pool raises past 100 connections)
 CONCURRENCY = 32  # flowkit's --concurrency, its transports' prefetch, raw in-flight per process
 CELERY_THREADS = 8  # --pool threads: Celery's best healthy setting here (see docs/performance.md)
 KAFKA_SESSION = 2.0  # seconds; tansu accepts 2 (Kafka wants >= 6: set FLOWKIT_BENCH_KAFKA_SESSION)
@@ -312,6 +313,17 @@ class Broker:
         """Stop what :meth:`unavailable` started (tansu)."""
 
 
+async def _limited(calls: Iterable[Awaitable[None]], at_once: int | None = None) -> None:
+    """Await ``calls`` with at most ``at_once`` (default STARTS_AT_ONCE) in flight."""
+    slots = asyncio.Semaphore(at_once or STARTS_AT_ONCE)
+
+    async def one(call: Awaitable[None]) -> None:
+        async with slots:
+            await call
+
+    await asyncio.gather(*(one(call) for call in calls))
+
+
 def _raw_body(size: int, left: int, batch: str) -> bytes:
     """``left|batch|`` padded to ``size`` bytes: the hops still to go and the batch label."""
     head = f"{left}|{batch}|".encode()
@@ -381,7 +393,7 @@ class RabbitMQ(Broker):
             )
             await exchange.publish(message, queue, mandatory=True)
 
-        await asyncio.gather(*(seed(i) for i in range(tokens)))
+        await _limited(seed(i) for i in range(tokens))
         for _ in range(tokens):
             await handle["inbox"].get()
 
@@ -489,7 +501,7 @@ class Redis(Broker):
             }
             await client.xadd(stream, fields)
 
-        await asyncio.gather(*(seed(i) for i in range(tokens)))
+        await _limited(seed(i) for i in range(tokens))
         seen = 0
         while seen < tokens:
             reply = await client.xread({handle["done"]: handle["last"]}, count=1000, block=1000)
@@ -626,7 +638,7 @@ class Kafka(Broker):
                 topic, body, key=f"{batch}-{i}/0".encode(), headers=headers
             )
 
-        await asyncio.gather(*(seed(i) for i in range(tokens)))
+        await _limited(seed(i) for i in range(tokens))
         seen = 0
         while seen < tokens:
             got = await handle["reader"].getmany(timeout_ms=1000)
@@ -893,7 +905,7 @@ async def flowkit_batch(client: Any, flow: Any, runs: int, label: str) -> float:
     """Start ``runs`` runs at once; seconds until the store shows every one completed."""
     ids = [f"{label}-{i:02d}" for i in range(runs)]
     start = time.perf_counter()
-    await asyncio.gather(*(client.start(flow, run_id=run_id) for run_id in ids))
+    await _limited(client.start(flow, run_id=run_id) for run_id in ids)
     pending = ids
     deadline = time.monotonic() + BATCH_TIMEOUT
     while pending:
@@ -1000,6 +1012,10 @@ class Cell:
 
     def start(self) -> None:
         broker, cell = self.broker, self.cell
+        for marker in self.workdir.glob("*-active-*"):  # an earlier cell's processes
+            marker.unlink()
+        for marker in self.workdir.glob("celery-ready-*"):
+            marker.unlink()
         url = broker.flowkit_url(cell)
         queue = f"{broker.tag}-{cell}-fk"
         for i in range(self.workers):
@@ -1308,11 +1324,11 @@ def _run(config: Config, workdir: Path, env: dict[str, str], flows: Any) -> list
         if not have_celery and broker.celery_reason is None:
             broker.celery_reason = "celery not installed (pip install 'celery[redis]')"
         try:
-            for throughput_row, latency_row in asyncio.run(
-                _run_broker(broker, config, workdir, env, flows, store_url)
-            ):
+            rows, failed = asyncio.run(_run_broker(broker, config, workdir, env, flows, store_url))
+            for throughput_row, latency_row in rows:
                 throughput.rows.append(throughput_row)
                 latency.rows.append(latency_row)
+            skipped += failed
         except Exception as exc:
             skipped.append(f"{broker.name}: FAILED {type(exc).__name__}: {exc}"[:500])
             print(f"distributed: {broker.name} failed: {exc!r}", file=sys.stderr, flush=True)
@@ -1320,6 +1336,9 @@ def _run(config: Config, workdir: Path, env: dict[str, str], flows: Any) -> list
             asyncio.run(broker.close())
         if broker.celery_reason is not None:
             skipped.append(f"Celery on {broker.name}: {broker.celery_reason}")
+    failures = [note for note in skipped if "FAILED" in note]
+    if failures and not throughput.rows:
+        raise RuntimeError("every distributed measurement failed: " + "; ".join(failures))
     throughput.notes += [
         f"K = {chain_runs(config, 1)} x workers chains (and raw tokens, and Celery chains) "
         f"started at once, {fan_runs(config, 1)} x workers fans; medians of {repeats(config)} "
@@ -1348,9 +1367,12 @@ def _run(config: Config, workdir: Path, env: dict[str, str], flows: Any) -> list
 
 async def _run_broker(
     broker: Broker, config: Config, workdir: Path, env: dict[str, str], flows: Any, store_url: str
-) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """Every pool size on one broker, in one event loop; cleans the broker up after."""
-    rows = []
+) -> tuple[list[tuple[dict[str, Any], dict[str, Any]]], list[str]]:
+    """Every pool size on one broker, in one event loop; cleans the broker up after.
+
+    Returns the rows of the cells that ran and a note for each cell that failed.
+    """
+    rows, failed = [], []
     try:
         for workers in pool_sizes(config):
             cell = Cell(broker, workers, config, workdir, env, flows, store_url)
@@ -1359,6 +1381,10 @@ async def _run_broker(
                 await broker.prepare(cell.cell)
                 cell.start()
                 await cell.measure()
+            except Exception as exc:
+                failed.append(f"{broker.name} x{workers}: FAILED {type(exc).__name__}: {exc}"[:400])
+                print(f"distributed: {failed[-1]}", file=sys.stderr, flush=True)
+                continue
             finally:
                 stopping = time.perf_counter()
                 await asyncio.to_thread(cell.procs.stop)
@@ -1367,15 +1393,13 @@ async def _run_broker(
                 cell.phases["total"] = time.perf_counter() - started
             rows.append(cell.rows())
             phases = {k: round(v, 1) for k, v in cell.phases.items()}
-            print(
-                f"  {broker.name} x{workers}: {rows[-1][0]} {phases}", file=sys.stderr, flush=True
-            )
+            print(f"  {broker.name} x{workers}: {phases}", file=sys.stderr, flush=True)
     finally:
         with contextlib.suppress(Exception):
             await broker.cleanup()
         with contextlib.suppress(Exception):
             await _delete_redis_keys(broker.tag)
-    return rows
+    return rows, failed
 
 
 def _celery_version() -> str:

@@ -290,7 +290,12 @@ class RabbitMQTransport:
     async def _open_channel(self, purpose: str, *, confirms: bool = False) -> AbstractChannel:
         connection = await self._connect()
         with self._errors(purpose):
-            return await connection.channel(publisher_confirms=confirms, on_return_raises=confirms)
+            try:
+                return await connection.channel(
+                    publisher_confirms=confirms, on_return_raises=confirms
+                )
+            except RuntimeError as exc:  # aiormq: "<Connection> closed" during a close
+                raise TransportError(f"RabbitMQ: cannot {purpose}: {exc}") from exc
 
     async def _publishing_channel(self) -> AbstractChannel:
         async with self._publisher_lock:

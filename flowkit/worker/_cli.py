@@ -55,12 +55,15 @@ def parser() -> argparse.ArgumentParser:
         help="memory://, sqlite:///path.db, postgresql://..., redis://... (default: %(default)s)",
     )
     cli.add_argument(
-        "--concurrency", type=int, default=32, help="node executions at once (default: %(default)s)"
+        "--concurrency",
+        type=_positive(int),
+        default=32,
+        help="node executions at once (default: %(default)s)",
     )
     cli.add_argument("--queue", default="flowkit", help="queue name (default: %(default)s)")
     cli.add_argument(
         "--lease",
-        type=float,
+        type=_positive(float),
         default=30.0,
         help="seconds before an unfinished dispatch is republished (default: %(default)s)",
     )
@@ -75,9 +78,30 @@ def parser() -> argparse.ArgumentParser:
         default="console",
         help="log line format (default: %(default)s)",
     )
-    cli.add_argument("--log-level", default="INFO", help="log level (default: %(default)s)")
+    cli.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        help="log level (default: %(default)s)",
+    )
     cli.add_argument("--version", action="version", version=f"flowkit {__version__}")
     return cli
+
+
+def _positive(kind: Any) -> Any:
+    """An argparse type accepting only numbers above zero."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+
+    return parse
 
 
 def load_flows(specs: list[str]) -> list[Any]:
@@ -89,6 +113,10 @@ def load_flows(specs: list[str]) -> list[Any]:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise UsageError(f"--app {spec}: cannot import {module_name!r}: {exc}") from exc
+        except Exception as exc:  # the module itself is broken: say so in one line
+            raise UsageError(
+                f"--app {spec}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
         if attr:
             if not hasattr(module, attr):
                 raise UsageError(f"--app {spec}: module {module_name!r} has no {attr!r}")
@@ -135,7 +163,7 @@ async def serve(args: argparse.Namespace) -> None:
     worker.fail_fast = True  # an unreachable broker at start exits 2
     stopping = anyio.Event()
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_stop_on_signal, worker, stopping)
+        await tg.start(_stop_on_signal, worker, stopping)
         async with anyio.create_task_group() as serving:
             if args.webhooks:
                 client = Client(transport, store, queue=args.queue, flows=flows)
@@ -159,8 +187,11 @@ def _name(flow: Any) -> str:
     return str(getattr(flow, "id", None) or flow.blueprint.id)
 
 
-async def _stop_on_signal(worker: Any, stopping: anyio.Event) -> None:
+async def _stop_on_signal(
+    worker: Any, stopping: anyio.Event, *, task_status: Any = anyio.TASK_STATUS_IGNORED
+) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
         async for signum in signals:
             log.info("draining", signal=signal.Signals(signum).name)
             stopping.set()
@@ -199,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         reason = _first_reason(exc)
         if reason is None:
             raise
-        print(f"flowkit.worker: error: {reason}", file=sys.stderr)
+        print(f"flowkit.worker: error: {' '.join(str(reason).split())}", file=sys.stderr)
         return 2
     return 0
 

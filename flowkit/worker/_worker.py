@@ -120,6 +120,8 @@ class Worker:
     async def _handle(self, delivery: Delivery, slots: anyio.Semaphore) -> None:
         try:
             await self.handle(delivery)
+        except Exception:  # never let one delivery take the worker down; it will come back
+            log.exception("unexpected error handling a delivery; left unsettled")
         finally:
             slots.release()
 

@@ -132,13 +132,8 @@ def test_an_app_that_cannot_be_loaded_exits_2(tmp_path: Path, app: str, expected
     assert_usage_error(result, expected)
 
 
-BUG_IMPORT = (
-    "flowkit bug: load_flows() catches ImportError only, so an --app module that raises "
-    "anything else on import (SyntaxError, RuntimeError) ends in a traceback and exit 1"
-)
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_IMPORT)
 @pytest.mark.parametrize(
     ("source", "expected"),
     [("def broken(:\n", "SyntaxError"), ("raise RuntimeError('no config')\n", "no config")],
@@ -160,11 +155,6 @@ def test_an_app_that_fails_on_import_exits_2(tmp_path: Path, source: str, expect
         pytest.param(["--log-level", "LOUD"], id="log-level"),
     ],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="flowkit bug: --concurrency 0 and --log-level LOUD end in a traceback (exit 1); "
-    "--lease 0 is accepted (the reconciler would republish every dispatch at once)",
-)
 def test_a_bad_number_or_level_exits_2(tmp_path: Path, args: list[str]) -> None:
     try:
         result = worker_cli(
@@ -182,15 +172,7 @@ UNREACHABLE = [
     pytest.param("amqp://guest:guest@127.0.0.1:1/", id="rabbitmq"),
     pytest.param("redis://127.0.0.1:1/0", id="redis"),
     pytest.param("kafka://127.0.0.1:1", id="kafka"),
-    pytest.param(
-        "postgresql://postgres@127.0.0.1:1/test",
-        id="postgres",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="flowkit bug: the error line is printed verbatim, and psycopg's connection "
-            "error spans two lines",
-        ),
-    ),
+    pytest.param("postgresql://postgres@127.0.0.1:1/test", id="postgres"),
 ]
 
 
