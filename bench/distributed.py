@@ -50,6 +50,7 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -271,7 +272,7 @@ class Processes:
 
 
 class Broker:
-    """One broker: URLs for the three systems, readiness checks, the raw driver, cleanup."""
+    """One broker: URLs for the three systems, the raw driver, cleanup."""
 
     name = ""
     celery_reason: str | None = None  # why Celery cannot run here, if it cannot
@@ -1094,11 +1095,8 @@ class Cell:
             queue=f"{broker.tag}-{cell}-fk",
             flows=[self.flows.chain, self.flows.fan],
         )
-        raw = await broker.raw_open(cell)
-        executor = contextlib.ExitStack()
-        from concurrent.futures import ThreadPoolExecutor
-
-        pool = executor.enter_context(ThreadPoolExecutor(max_workers=1))  # Celery's client thread
+        raw: Any = None
+        pool = ThreadPoolExecutor(max_workers=1)  # Celery's client thread
         loop = asyncio.get_running_loop()
         k_chain = chain_runs(config, self.workers)
         k_fan = fan_runs(config, self.workers)
@@ -1113,6 +1111,7 @@ class Cell:
                 pool, celery_batch, self.celery, k_chain, label
             )
         try:
+            raw = await broker.raw_open(cell)
             started = time.perf_counter()
             await self.ready(systems)
             self.phases["ready"] = time.perf_counter() - started
@@ -1127,8 +1126,9 @@ class Cell:
                     seconds = await systems[name](self._label(name, "t", round_))
                     self.times.setdefault(name, []).append(seconds)
         finally:
-            executor.close()
-            await broker.raw_close(raw)
+            pool.shutdown(wait=True)
+            if raw is not None:
+                await broker.raw_close(raw)
             await transport.close()
             await store.close()
 
