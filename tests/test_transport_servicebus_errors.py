@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import socket
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -165,7 +166,7 @@ class TestConfiguration:
             from_url("servicebus://shop.servicebus.windows.net")
 
     @pytest.mark.parametrize(
-        "query", ["bogus=1", "prefetch=many", "lock_renewal=perhaps", "prefetch=0"]
+        "query", ["bogus=1", "prefetch=many", "lock_renewal=perhaps", "prefetch=-1"]
     )
     def test_bad_options(self, query: str) -> None:
         with pytest.raises(ConfigurationError) as caught:
@@ -191,14 +192,21 @@ def standin() -> Iterator[ServiceBusStandIn]:
         yield broker
 
 
-async def _first(transport: ServiceBusTransport, queue: str) -> Delivery:
-    """The first delivery from ``queue``; the receive loop is closed after it."""
+@asynccontextmanager
+async def receiving(transport: ServiceBusTransport, queue: str) -> AsyncIterator[Any]:
+    """``transport.receive(queue)``, closed when the block ends."""
     deliveries: Any = transport.receive(queue)
     try:
-        delivery: Delivery = await deliveries.__anext__()
+        yield deliveries
     finally:
         with anyio.CancelScope(shield=True):
             await deliveries.aclose()
+
+
+async def _first(transport: ServiceBusTransport, queue: str) -> Delivery:
+    """The first delivery from ``queue``; the receive loop is closed after it."""
+    async with receiving(transport, queue) as deliveries:
+        delivery: Delivery = await deliveries.__anext__()
     return delivery
 
 
@@ -261,33 +269,41 @@ class TestRealFailures:
             await delivery.extend(1.0)
 
     @pytest.mark.anyio
-    async def test_lock_lost_at_the_broker(self, transports: list[ServiceBusTransport]) -> None:
+    async def test_lock_lost_at_the_broker(self) -> None:
         """The client still believes in its lock; the broker's outcome says it is gone."""
         with ServiceBusStandIn(lock_duration=30.0) as standin:
-            transports.append(transport := _transport(standin, lock_renewal=False))
-            await transport.send("q", b"contested")
-            delivery = await _first(transport, "q")
-            standin.call(_expire_every_lock)
-            with pytest.raises(DeliveryError, match="MessageLockLostError"):
-                await delivery.ack()
-            again = await _first(transport, "q")
-            assert (b"contested", 2) == (again.body, again.attempt)
-            await again.ack()
+            transport = _transport(standin, lock_renewal=False)
+            try:
+                await transport.send("q", b"contested")
+                async with receiving(transport, "q") as deliveries:
+                    delivery = await deliveries.__anext__()
+                    await anyio.to_thread.run_sync(standin.call, _expire_every_lock)
+                    with pytest.raises(DeliveryError, match="MessageLockLostError"):
+                        await delivery.ack()
+                    again = await deliveries.__anext__()
+                    assert (b"contested", 2) == (again.body, again.attempt)
+                    await again.ack()
+            finally:
+                await transport.close()
 
     @pytest.mark.anyio
-    async def test_too_many_deliveries(self, transports: list[ServiceBusTransport]) -> None:
+    async def test_too_many_deliveries(self) -> None:
         """A message that keeps coming back is dead-lettered by the broker, with its reason."""
         with ServiceBusStandIn(lock_duration=30.0, max_delivery_count=2) as standin:
-            transports.append(transport := _transport(standin, lock_renewal=False))
-            await transport.send("q", b"poison")
-            for attempt in (1, 2):
-                delivery = await _first(transport, "q")
-                assert attempt == delivery.attempt
-                await delivery.nack()
-            parked = await transport.dead_letters("q")
-            assert [(b"poison", "MaxDeliveryCountExceeded")] == [
-                (letter.body, letter.reason) for letter in parked
-            ]
+            transport = _transport(standin, lock_renewal=False)
+            try:
+                await transport.send("q", b"poison")
+                async with receiving(transport, "q") as deliveries:
+                    for attempt in (1, 2):
+                        delivery = await deliveries.__anext__()
+                        assert (b"poison", attempt) == (delivery.body, delivery.attempt)
+                        await delivery.nack()
+                parked = await transport.dead_letters("q")
+            finally:
+                await transport.close()
+        assert [(b"poison", "MaxDeliveryCountExceeded")] == [
+            (letter.body, letter.reason) for letter in parked
+        ]
 
     @pytest.mark.anyio
     async def test_settling_after_close(

@@ -10,12 +10,19 @@ beforehand; with ``create_queues=True`` a missing queue is created through
 
 **Receiving** is peek-lock, through the SDK's prefetch buffer: it keeps up
 to ``prefetch`` + 1 messages locked ahead of the consumer (their locks run
-while they wait, so keep ``prefetch`` near the worker's concurrency), and
-``receive`` hands them out one at a time. A message whose lock ran out in the
-buffer is skipped (Service Bus redelivers it). A receiver is closed, which
-releases its buffer, once its ``receive`` has stopped and the deliveries it
-handed out are settled (or the transport is closed), so a draining worker can
-still ack; until then what it buffered stays locked.
+while they wait, so keep ``prefetch`` near the worker's concurrency; 0 locks
+one message at a time, when asked), and ``receive`` hands them out one at a
+time. A message whose lock ran out in the buffer is skipped (Service Bus
+redelivers it). A receiver is closed, which releases its buffer, once its
+``receive`` has stopped and the deliveries it handed out are settled (or the
+transport is closed), so a draining worker can still ack; until then what it
+buffered stays locked.
+
+**Concurrency.** The SDK's senders and receivers are not safe for concurrent
+calls (two sends at once can put one transfer on the wire twice), so each
+queue's sender takes one call at a time, and so do a receiver's settlements,
+with its receive call paused meanwhile so an ack is not kept waiting behind
+the socket reads of a pending receive.
 
 **Leases.** The lock lasts the queue's LockDuration; ``lock_duration`` says
 what that is (Service Bus's default, 60 s), and is the ``visibility_timeout``
@@ -400,7 +407,7 @@ class ServiceBusTransport:
         namespace: ``<name>.servicebus.windows.net``, with ``credential``, instead.
         credential: an ``azure.identity.aio`` credential (``DefaultAzureCredential()``),
             ``AzureNamedKeyCredential`` or ``AzureSasCredential``.
-        prefetch: messages one receive call locks at most (keep ≤ the worker's concurrency).
+        prefetch: the SDK's prefetch: messages locked ahead of the consumer (plus one).
         lock_renewal: renew every received message's lock until it is settled.
         max_lock_renewal: seconds after which automatic renewal gives up.
         lock_duration: the queues' LockDuration in seconds (used as the visibility timeout).
@@ -741,7 +748,7 @@ def _check_options(
             "the Service Bus connection string has no Endpoint=sb://...: copy it from the "
             "namespace's Shared access policies"
         )
-    if not 1 <= prefetch <= 5000:
-        raise ConfigurationError(f"prefetch must be 1 to 5000, got {prefetch}")
+    if not 0 <= prefetch <= 50_000:
+        raise ConfigurationError(f"prefetch must be 0 to 50000, got {prefetch}")
     if lock_duration <= 0:
         raise ConfigurationError(f"lock_duration must be positive, got {lock_duration}")

@@ -30,9 +30,10 @@ Ordering: the stand-in hands a queue's messages out in sequence-number order,
 round robin between the receiver links with credit; a message that is
 abandoned, or whose lock ran out, goes back in its sequence-number place, so it
 comes before messages sent after it; a scheduled message takes a sequence
-number when it is sent and enters the queue when due. Each receive call of the
-transport locks up to ``prefetch`` messages, so competing consumers take runs
-of messages. ``key`` implies no ordering (sessions are not used).
+number when it is sent and enters the queue when due. Each transport's
+receiver prefetches (``prefetch=4``: up to five messages locked ahead), so
+competing consumers take runs of messages. ``key`` implies no ordering
+(sessions are not used).
 """
 
 from __future__ import annotations
