@@ -330,9 +330,18 @@ class Runtime(Driver):
                 await run.idle.wait()
                 return await self.result(run_id)
             event = self._finish_events.setdefault(run_id, anyio.Event())
-            if run.tg is None and self.store is not None:
+            if self.store is None:
+                await event.wait()
+                continue
+            if run.tg is None:
                 self._evict(run)
-            await event.wait()
+            # Another process (or a copy evicted meanwhile) may finish the run: re-read
+            # the store every poll interval rather than rely on this process's event alone.
+            with anyio.move_on_after(self.poll_interval):
+                await event.wait()
+            loaded = await self.store.load(run_id)
+            if loaded is not None and loaded[0].finished:
+                return RunResult.of(loaded[0], blueprint=run.target.blueprint)
 
     # -- children -------------------------------------------------------------
     async def _start_child(self, parent: Run, command: p.StartChild) -> None:

@@ -245,7 +245,7 @@ def _read_tables(prefix: str) -> tuple[list[tuple[str, str, str]], list[tuple[st
 
 
 def crash_inside_a_node(
-    prefix: str, worker: str, crash: Callable[[], Any], hold: float = HANG, timeout: float = 20.0
+    prefix: str, worker: str, crash: Callable[[], Any], hold: float = HANG, timeout: float = 60.0
 ) -> str:
     """Trap ``worker``, and call ``crash`` once a node of it sprang the trap; that node's key.
 
