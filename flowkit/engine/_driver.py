@@ -15,7 +15,7 @@ from . import _protocol as p
 from ._core import handle_event
 from ._durable import Replica, dispatch_command
 from ._eager import NoticeBlocking, Resume
-from ._events import Event, EventBus
+from ._events import EventBus
 from ._execute import Executor
 from ._state import RunState, RunStatus
 
@@ -292,20 +292,8 @@ class Driver:
     ) -> None:
         if self.events.active:
             run = self._runs.get(run_id)
-            header = run.state.header if run is not None else {}
-            self.events.emit(
-                Event(
-                    type_,
-                    run_id,
-                    clock.now(),
-                    node_id,
-                    attempt,
-                    duration,
-                    data,
-                    header.get("blueprint"),
-                    header.get("traceparent"),
-                )
-            )
+            header = run.state.header if run is not None else None
+            self.events.emit_for(run_id, type_, header, node_id, attempt, duration, data)
 
 
 def _recovery(run: Run) -> list[p.Command]:

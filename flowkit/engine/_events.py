@@ -97,6 +97,34 @@ class EventBus:
             self._streams.remove(entry)
             entry[0].close()
 
+    def emit_for(
+        self,
+        run_id: str,
+        type_: str,
+        header: Any,
+        node_id: str | None = None,
+        attempt: int | None = None,
+        duration: float | None = None,
+        data: Any = None,
+    ) -> None:
+        """Build an event for a run from its state header (blueprint, traceparent) and emit it."""
+        from .. import _clock
+
+        header = header or {}
+        self.emit(
+            Event(
+                type_,
+                run_id,
+                _clock.now(),
+                node_id,
+                attempt,
+                duration,
+                data,
+                header.get("blueprint"),
+                header.get("traceparent"),
+            )
+        )
+
     def emit(self, event: Event) -> None:
         for handler, types in list(self._handlers):
             if types is None or event.type in types:

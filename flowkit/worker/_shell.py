@@ -18,7 +18,7 @@ from .._errors import ResumeError
 from ..engine import _protocol as p
 from ..engine._core import start_run, wait_names
 from ..engine._durable import Replica, index_ops, unknown_digest
-from ..engine._events import Event, EventBus
+from ..engine._events import EventBus
 from ..engine._middleware import Pipeline
 from ..engine._state import RunState
 from ..engine._target import Target, resolve
@@ -229,17 +229,5 @@ class Shell:
     ) -> None:
         if self.events.active:
             replica = self._replicas.get(run_id)
-            header = replica.state.header if replica is not None else {}
-            self.events.emit(
-                Event(
-                    type_,
-                    run_id,
-                    clock.now(),
-                    node_id,
-                    attempt,
-                    None,
-                    data,
-                    header.get("blueprint"),
-                    header.get("traceparent"),
-                )
-            )
+            header = replica.state.header if replica is not None else None
+            self.events.emit_for(run_id, type_, header, node_id, attempt, None, data)
