@@ -145,6 +145,12 @@ class TestMaxDeliveries:
 class TestDeadLetterKeepsMessage:
     """The dead-letter queue keeps body, headers and reason."""
 
+    async def test_none_yet(self, make: Make) -> None:
+        """Reading an empty dead-letter queue (a worker's first look) is no error."""
+        transport = make()
+        await transport.send(QUEUE, b"fine")
+        assert [] == await transport.dead_letters(QUEUE)
+
     async def test_headers_and_reason(self, make: Make) -> None:
         transport = make()
         await transport.send(QUEUE, b"bad", key="k", headers={"traceparent": "00-x"})

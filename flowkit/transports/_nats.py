@@ -392,6 +392,8 @@ class NATSTransport:
         letters: list[DeadLetter] = []
         with self._errors(f"read the dead letters of {names.stream!r}"):
             state = (await js.stream_info(names.dlq_stream)).state
+            if not state.messages:  # an empty stream's first_seq is 0: no message has that
+                return letters
             for seq in range(state.first_seq, state.last_seq + 1):
                 try:
                     raw = await js.get_msg(names.dlq_stream, seq)

@@ -36,6 +36,7 @@ import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import anyio
 import attrs
@@ -54,6 +55,11 @@ import flows_e2e  # noqa: E402
 PG_DSN = flows_e2e.DEFAULT_DSN
 REDIS_URL = os.environ.get("FLOWKIT_TEST_REDIS", "redis://127.0.0.1:6379/0")
 RABBITMQ_URL = os.environ.get("FLOWKIT_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/")
+DUMMY_AWS = {  # moto accepts any credentials; botocore needs some
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 STOP_TIMEOUT = 30.0  # a drained worker exits within this
 LOG_TAIL = 6000  # characters of each worker log attached to a failure report
 
@@ -293,8 +299,11 @@ async def delete_rabbitmq_queues(names: list[str]) -> None:
 
 # -- a transport and a store, private to one test -----------------------------------------------
 
-# the transport/store pairs of issue 6's end-to-end tests, by transport
-BROKERS = ("sqlite", "postgres", "rabbitmq", "redis", "kafka")
+# the transport/store pairs of the end-to-end tests, by transport: issue 6's, then issue 8's
+BROKERS = (
+    "sqlite", "postgres", "rabbitmq", "redis", "kafka",
+    "pubsub", "sqs", "nats", "servicebus",
+)  # fmt: skip
 
 
 @attrs.define
@@ -305,6 +314,7 @@ class Backend:
     transport: str
     store: str
     queue: str
+    env: dict[str, str] = attrs.Factory(dict)  # what the SDK reads from the environment
 
     async def dead_letters(self, transport: Any) -> list[tuple[bytes, str]]:
         """``(body, reason)`` of every message dead-lettered from the queue so far."""
@@ -336,12 +346,21 @@ async def backend(
     lease: float,
 ) -> AsyncIterator[Backend]:
     """SQLite queue + SQLiteStore, PostgreSQL queue + PostgresStore, RabbitMQ +
-    PostgresStore, Redis Streams + RedisStore or Kafka (tansu) + RedisStore, on
-    namespaces of this test's own (a unique queue; a fresh database; a claimed
-    Redis db; a unique topic prefix and group), cleaned up after. ``lease`` is
-    also Kafka's visibility timeout (the other transports' URLs cannot set one).
+    PostgresStore, Redis Streams + RedisStore, Kafka (tansu) + RedisStore, Pub/Sub
+    (Google's emulator) + PostgresStore, SQS (a private moto server) + RedisStore,
+    NATS JetStream + RedisStore or Service Bus (a private stand-in broker, see
+    ``tests/servicebus_standin.py``) + PostgresStore, on namespaces of this test's
+    own (a unique queue; a fresh database; a claimed Redis db; a unique topic or
+    stream prefix), cleaned up after. ``lease`` is also the broker's visibility
+    timeout where the URL can set one (RabbitMQ, Redis Streams and the SQL queues
+    take the worker's ``--lease`` alone). ``Backend.env`` (emulator host, dummy
+    credentials) is set in this process too, for the test's own client.
     """
     async with _backend(name, request, tmp_path, lease) as urls:
+        monkeypatch = request.getfixturevalue("monkeypatch")
+        for variable, value in urls.env.items():
+            monkeypatch.setenv(variable, value)
+        workers.env.update(urls.env)
         try:
             yield urls
         finally:
@@ -378,6 +397,39 @@ async def _backend(
             f"&visibility_timeout={lease}&session_timeout={SESSION_TIMEOUT}"
         )
         yield Backend(name, f"kafka://{shared_tansu()}?{options}", url, queue)
+    elif name == "pubsub":
+        from conformance.pubsub_emulator import shared_emulator
+
+        dsn = request.getfixturevalue("pg_database")
+        host = shared_emulator()
+        url = f"pubsub://flowkit-e2e?topic_prefix={queue}&ack_deadline={lease}"
+        yield Backend(name, url, dsn, queue, env={"PUBSUB_EMULATOR_HOST": host})
+    elif name == "sqs":
+        from conformance.factory_sqs import moto_server
+
+        url = redis_url(request.getfixturevalue("redis_db"))
+        async with moto_server(tmp_path) as endpoint:
+            sqs = f"sqs://us-east-1/{queue}?endpoint={endpoint}&visibility_timeout={round(lease)}"
+            yield Backend(name, sqs, url, queue, env=DUMMY_AWS)
+    elif name == "nats":
+        from conformance.factory_nats import NATS_URL, delete_streams
+
+        url = redis_url(request.getfixturevalue("redis_db"))
+        prefix = f"FKE{uuid.uuid4().hex[:12]}"
+        try:
+            yield Backend(name, f"{NATS_URL}?stream_prefix={prefix}&ack_wait={lease}", url, queue)
+        finally:
+            await delete_streams(prefix, NATS_URL)
+    elif name == "servicebus":
+        from servicebus_standin import ServiceBusStandIn
+
+        dsn = request.getfixturevalue("pg_database")
+        standin = ServiceBusStandIn(lock_duration=lease).start()
+        try:
+            url = f"servicebus://{quote(standin.connection_string)}?lock_duration={lease}"
+            yield Backend(name, url, dsn, queue)
+        finally:
+            await anyio.to_thread.run_sync(standin.stop)
     else:
         raise AssertionError(f"unknown backend {name!r}")
 
@@ -394,6 +446,12 @@ async def dead_letters(name: str, transport: Any, queue: str) -> list[tuple[byte
         from conformance.factory_kafka import FACTORY as KAFKA
 
         return list(await KAFKA.dead_letters(transport, queue))
+    if name == "pubsub":
+        from conformance.factory_pubsub import FACTORY as PUBSUB
+
+        return list(await PUBSUB.dead_letters(transport, queue))
+    if name in ("sqs", "nats", "servicebus"):
+        return [(d.body, d.reason) for d in await transport.dead_letters(queue)]
     if name == "redis":  # the conformance helper reads db 0; this test's db is another
         import redis.asyncio
 
