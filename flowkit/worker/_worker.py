@@ -20,6 +20,8 @@ from ._shell import Shell
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from anyio.abc import TaskGroup
+
     from ..engine._durable import Replica
     from ..engine._middleware import Middleware
     from ..stores._protocol import Store
@@ -75,7 +77,8 @@ class Worker:
         self.processed = 0
         self.dead_lettered = 0
         self._draining = False
-        self._receiving: anyio.CancelScope | None = None
+        self._drained: anyio.Event | None = None  # set by stop(), or when receiving ends
+        self._waiting_for_slot: anyio.CancelScope | None = None
         self.fail_fast = False  # the CLI sets it: an unreachable broker at start is an error
 
     async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
@@ -93,29 +96,63 @@ class Worker:
         Deliveries not yet taken stay in the broker for other workers.
         """
         self._draining = True
-        if self._receiving is not None:
-            self._receiving.cancel()
+        if self._drained is not None:
+            self._drained.set()
+        if self._waiting_for_slot is not None:
+            self._waiting_for_slot.cancel()
 
     # -- consuming ------------------------------------------------------------
     async def _consume(self) -> None:
-        """Take deliveries until drained; a broker outage is retried with backoff."""
+        """Take deliveries until drained, then wait for the nodes in flight to finish.
+
+        Only then is the receive loop left: its channel, consumer or lease
+        table settles their deliveries, and leaving it first would hand the
+        work back (RabbitMQ requeues what a closed channel held).
+        """
         slots = anyio.Semaphore(self.concurrency)
+        self._drained = anyio.Event()
+        if self._draining:
+            self._drained.set()
+        async with anyio.create_task_group() as taking:
+            async with anyio.create_task_group() as handlers:
+                taking.start_soon(self._take, handlers, slots)
+                await self._drained.wait()
+            taking.cancel_scope.cancel()  # no node in flight: now leave receive()
+
+    async def _take(self, handlers: TaskGroup, slots: anyio.Semaphore) -> None:
+        """Start a handler per delivery while there is a free slot; retry a broker outage
+        with backoff. Once draining, hand back what arrives and take nothing more."""
+        assert self._drained is not None
         backoff = self.poll_interval
-        async with anyio.create_task_group() as handlers:
-            with anyio.CancelScope() as self._receiving:
-                while not self._draining:
-                    try:
-                        async for delivery in self.transport.receive(self.shell.queue):
-                            backoff = self.poll_interval
-                            await slots.acquire()
-                            handlers.start_soon(self._handle, delivery, slots)
-                        return  # the transport was closed
-                    except TransportError as exc:
-                        if self.processed == 0 and self.fail_fast:
-                            raise
-                        log.warning("receiving failed; retrying", error=str(exc), retry_in=backoff)
-                        await anyio.sleep(backoff)
-                        backoff = min(30.0, backoff * 2)
+        try:
+            while not self._draining:
+                try:
+                    async for delivery in self.transport.receive(self.shell.queue):
+                        backoff = self.poll_interval
+                        if not await self._free_slot(slots):
+                            await _settle(delivery.nack())  # draining: back to the broker now
+                            await anyio.sleep_forever()  # _consume cancels this when idle
+                        handlers.start_soon(self._handle, delivery, slots)
+                    return  # the transport was closed
+                except TransportError as exc:
+                    if self.processed == 0 and self.fail_fast:
+                        raise
+                    log.warning("receiving failed; retrying", error=str(exc), retry_in=backoff)
+                    with anyio.move_on_after(backoff):
+                        await self._drained.wait()
+                    backoff = min(30.0, backoff * 2)
+        finally:
+            self._drained.set()
+
+    async def _free_slot(self, slots: anyio.Semaphore) -> bool:
+        """Take a slot, waiting for one; False (and no slot) if the worker drains first."""
+        with anyio.CancelScope() as self._waiting_for_slot:
+            if not self._draining:
+                await slots.acquire()
+                if not self._draining:
+                    return True
+                slots.release()
+        return False
 
     async def _handle(self, delivery: Delivery, slots: anyio.Semaphore) -> None:
         try:

@@ -351,18 +351,10 @@ HANDED_BACK = (
     "transient failure; message requeued",
     "lost a delivery while running its node",
 )
-RABBITMQ_DRAIN_BUG = (
-    "flowkit bug (intermittent): on SIGTERM the receive() generator's cleanup closes the "
-    "consumer channel while nodes are still in flight, so their acks fail (the work is handed "
-    "back), and an ack sent during the close makes RabbitMQ close the whole connection (504 "
-    "CHANNEL_ERROR); reopening the publishing channel then raises aiormq's untranslated "
-    "RuntimeError, which kills the worker (exit 1)"
-)
 
 
 @pytest.mark.timeout(TEST_TIMEOUT)
 async def test_sigterm_drains_a_busy_worker(
-    request: pytest.FixtureRequest,
     broker: str,
     open_backend: Any,
     worker_processes: Any,
@@ -370,8 +362,6 @@ async def test_sigterm_drains_a_busy_worker(
 ) -> None:
     """SIGTERM while a node runs: the node finishes (once, there), the worker exits 0, and
     the other worker completes every run."""
-    if broker == "rabbitmq":
-        request.applymarker(pytest.mark.xfail(strict=False, reason=RABBITMQ_DRAIN_BUG))
     async with open_backend(broker, lease=LEASE) as urls:
         args, env = worker_args(urls), {TABLES_ENV: effects, DSN_ENV: DEFAULT_DSN}
         drained, other = (worker_processes.start(*args, env=env) for _ in range(2))
