@@ -14,6 +14,7 @@ import anyio
 import attrs
 
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
+from ._notices import Announcer, finishes
 from ._protocol import (
     NO_INDEX,
     DueTimer,
@@ -25,6 +26,7 @@ from ._protocol import (
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from contextlib import AbstractAsyncContextManager
 
     from ..engine._state import Delta, RunState
 
@@ -47,6 +49,11 @@ class MemoryStore:
         self._runs: dict[str, _Stored] = {}
         self._timers: dict[tuple[str, str], float] = {}
         self._leases: dict[tuple[str, str], float] = {}
+        self._finished = Announcer()
+
+    def watch_finished(self) -> AbstractAsyncContextManager[AsyncIterator[str]]:
+        """While the block is open: the ids of runs that reach a final status."""
+        return self._finished.watch()
 
     async def create_run(
         self,
@@ -176,4 +183,6 @@ class _MemoryTransaction:
         self._store.stats.commits += 1
         self._store.stats.bytes_written += len(encoded)
         self._store._apply_index(self._run_id, index)
+        if finishes(info):
+            self._store._finished.announce(self._run_id)
         return self.version

@@ -12,6 +12,7 @@ psycopg's async connections run on asyncio only (not trio).
 
 from __future__ import annotations
 
+import json
 import re
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, LiteralString
@@ -21,6 +22,7 @@ import anyio
 
 from .._errors import MissingDependency, StoreError
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
+from ._notices import finishes
 from ._protocol import NO_INDEX, DueTimer, ExpiredLease, IndexOps, RunInfo, StoreStats
 from ._urls import redact
 
@@ -56,6 +58,8 @@ _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _INFO_COLUMNS = frozenset({"status", "blueprint_id", "digest", "parent"})
+# NOTIFY channel of finished runs; the payload is JSON [schema, run_id]
+FINISHED_CHANNEL = "flowkit_finished"
 _PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
 _LOAD: LiteralString = (
     "SELECT r.version, r.snapshot, ARRAY(SELECT j.delta FROM flowkit_journal j"
@@ -301,6 +305,34 @@ class PostgresStore:
         with translate_errors("close", self.dsn):
             await self._pool.close()
 
+    # -- notices of finished runs ----------------------------------------------
+    @asynccontextmanager
+    async def watch_finished(self) -> AsyncIterator[AsyncIterator[str]]:
+        """While the block is open: the ids of runs that reach a final status.
+
+        A connection of its own ``LISTEN``s; the committing transaction sends
+        the ``NOTIFY``, which PostgreSQL delivers only once it committed.
+        """
+        with translate_errors("watch_finished", self.dsn):
+            conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+        try:
+            with translate_errors("watch_finished", self.dsn):
+                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(FINISHED_CHANNEL)))
+            yield self._notices(conn)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await conn.close()
+
+    async def _notices(self, conn: Conn) -> AsyncIterator[str]:
+        with translate_errors("watch_finished", self.dsn):
+            async for notice in conn.notifies():
+                try:
+                    schema, run_id = json.loads(notice.payload)
+                except (ValueError, TypeError):
+                    continue  # not ours: someone else's NOTIFY on the channel
+                if schema == self.schema:
+                    yield str(run_id)
+
 
 async def _migrate(conn: Conn, schema: str) -> None:
     """Create ``schema``'s tables or bring them up to :data:`SCHEMA_VERSION`."""
@@ -444,7 +476,7 @@ class _PostgresTransaction:
         snapshot = encode_state(state) if state is not None and self.wants_snapshot else None
         update = _update_run(self._run_id, version, snapshot, info)
         with translate_errors("commit", self._store.dsn):
-            await self._write(version, encoded, snapshot, update, index)
+            await self._write(version, encoded, snapshot, update, index, info)
         self._account(version, encoded, snapshot)
         return version
 
@@ -455,6 +487,7 @@ class _PostgresTransaction:
         snapshot: str | None,
         update: tuple[sql.Composed, list[Any]],
         index: IndexOps,
+        update_info: dict[str, Any] | None,
     ) -> None:
         self._clean = False  # until every statement is in: else the block ends in ROLLBACK
         if snapshot is None:
@@ -467,6 +500,9 @@ class _PostgresTransaction:
             )
         await self._conn.execute(*update)
         await _write_index(self._conn, self._run_id, index)
+        if finishes(update_info):
+            notice = json.dumps([self._store.schema, self._run_id])
+            await self._conn.execute("SELECT pg_notify(%s, %s)", (FINISHED_CHANNEL, notice))
         self._clean = True
 
     def _account(self, version: int, encoded: str, snapshot: str | None) -> None:

@@ -30,6 +30,7 @@ import structlog
 
 from .._errors import MissingDependency, StoreError
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
+from ._notices import finishes
 from ._protocol import NO_INDEX, DueTimer, ExpiredLease, IndexOps, RunInfo, StoreStats
 from ._urls import redact
 
@@ -298,6 +299,38 @@ class RedisStore:
         with translate_errors("close", self.url):
             await self._client.aclose()
 
+    # -- notices of finished runs ----------------------------------------------
+    @property
+    def finished_channel(self) -> str:
+        """The pub/sub channel a commit that finishes a run publishes its id on."""
+        return f"{self.prefix}:finished"
+
+    @asynccontextmanager
+    async def watch_finished(self) -> AsyncIterator[AsyncIterator[str]]:
+        """While the block is open: the ids of runs that reach a final status (pub/sub)."""
+        pubsub: Any = self._client.pubsub(ignore_subscribe_messages=True)
+        try:
+            with translate_errors("watch_finished", self.url):
+                await pubsub.subscribe(self.finished_channel)
+            yield self._notices(pubsub)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await pubsub.aclose()
+
+    async def _notices(self, pubsub: Any) -> AsyncIterator[str]:
+        with translate_errors("watch_finished", self.url):
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    yield str(message["data"])
+
+    async def _announce_finished(self, run_id: str) -> None:
+        """Publish ``run_id`` as finished; a failure only costs waiters a poll interval."""
+        try:
+            with translate_errors("publish a finished run", self.url):
+                await self._client.publish(self.finished_channel, run_id)
+        except StoreError as exc:
+            _log.warning("could not announce a finished run", run_id=run_id, error=str(exc))
+
 
 def _member(run_id: str, key: str) -> str:
     return f"{run_id}{_SEP}{key}"
@@ -388,6 +421,8 @@ class _RedisTransaction:
         if outcome != 1:
             raise StoreError(self._lost_message(outcome))
         self._account(version, encoded, snapshot)
+        if finishes(info):
+            await self._store._announce_finished(self._run_id)
         return version
 
     def _lost_message(self, outcome: int) -> str:

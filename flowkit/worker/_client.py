@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import structlog
 
+from .._errors import StoreError
 from ..engine import _protocol as p
 from ..engine._action import Action
 from ..engine._result import RunResult
 from ..engine._state import FINISHED_VALUES
+from ..stores._notices import WatchesFinished
 from ._shell import Shell
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import AsyncIterator, Sequence
 
     from ..engine._middleware import Middleware
     from ..stores._protocol import Store
     from ..transports._protocol import Transport
+
+log = structlog.get_logger("flowkit.client")
+
+# waits of one client that each hold a subscription to the store's notices of
+# finished runs (a connection each on PostgreSQL); further waits poll
+MAX_WATCHES = 16
 
 
 class Client:
@@ -47,6 +57,7 @@ class Client:
         self.store = store
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
+        self._watching = 0  # waits holding a subscription to the store's notices
 
     @property
     def events(self) -> Any:
@@ -97,15 +108,54 @@ class Client:
         return RunResult.of(replica.state, replica.program.blueprint)
 
     async def wait(self, run_id: str, timeout: float | None = None) -> RunResult:
-        """Wait until the run is completed, failed or cancelled (polling the store)."""
-        delay = self.poll_interval
+        """Wait until the run is completed, failed or cancelled.
+
+        With a store that announces finished runs (MemoryStore, PostgresStore,
+        RedisStore) the wait wakes on the announcement, and reads the run only
+        every ``max_poll_interval`` besides, in case one was missed. Other
+        stores (SQLite) are polled, every ``poll_interval`` rising to
+        ``max_poll_interval``.
+        """
+        announced = anyio.Event()
         with anyio.fail_after(timeout):
-            while True:
-                info = await self.store.info(run_id)
-                if info is not None and info.status in FINISHED_VALUES:
-                    return await self.result(run_id)
-                await anyio.sleep(delay)
-                delay = min(self.max_poll_interval, delay * 1.5)
+            # subscribed before the first read, so no announcement falls in between
+            async with self._finish_notices() as notices, anyio.create_task_group() as tg:
+                if notices is not None:
+                    tg.start_soon(_announcement, notices, run_id, announced)
+                await self._until_finished(run_id, announced, notified=notices is not None)
+                tg.cancel_scope.cancel()
+            return await self.result(run_id)
+
+    async def _until_finished(self, run_id: str, announced: anyio.Event, *, notified: bool) -> None:
+        """Read the run's status until it is final, between reads waiting for ``announced``."""
+        delay = self.max_poll_interval if notified else self.poll_interval
+        while True:
+            info = await self.store.info(run_id)
+            if info is not None and info.status in FINISHED_VALUES:
+                return
+            with anyio.move_on_after(delay):
+                if not notified or announced.is_set():  # (announced, yet not final: poll)
+                    await anyio.sleep_forever()
+                await announced.wait()
+            delay = min(self.max_poll_interval, delay * 1.5)
+
+    @asynccontextmanager
+    async def _finish_notices(self) -> AsyncIterator[AsyncIterator[str] | None]:
+        """The store's notices of finished runs, or None: it has none, or too many are open."""
+        if not isinstance(self.store, WatchesFinished) or self._watching >= MAX_WATCHES:
+            yield None
+            return
+        self._watching += 1
+        try:
+            async with AsyncExitStack() as stack:
+                notices: AsyncIterator[str] | None = None
+                try:
+                    notices = await stack.enter_async_context(self.store.watch_finished())
+                except StoreError as exc:
+                    log.warning("cannot watch for finished runs; polling", error=str(exc))
+                yield notices
+        finally:
+            self._watching -= 1
 
     def known_blueprints(self) -> list[Any]:
         """Blueprints this client knows (the webhook app routes from these)."""
@@ -127,3 +177,14 @@ class ClientHandle:
 
     def __repr__(self) -> str:
         return f"ClientHandle(run_id={self.run_id!r})"
+
+
+async def _announcement(notices: AsyncIterator[str], run_id: str, announced: anyio.Event) -> None:
+    """Set ``announced`` when ``notices`` announce ``run_id``."""
+    try:
+        async for finished in notices:
+            if finished == run_id:
+                announced.set()
+                return
+    except StoreError as exc:  # the subscription broke: the waiter's re-reads go on
+        log.warning("lost the store's notices of finished runs; polling", error=str(exc))

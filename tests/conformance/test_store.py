@@ -25,6 +25,7 @@ from flowkit.engine._core import handle_event, start_run
 from flowkit.engine._program import Program
 from flowkit.engine._state import DELETED, RunState
 from flowkit.stores import IndexOps, MemoryStore, RunInfo, SQLiteStore
+from flowkit.stores._notices import WatchesFinished
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -258,6 +259,36 @@ class TestCommit:
         assert delta
         assert ([], []) == await step()
         assert RunInfo("run-1", "two", blueprint.digest, "running", 2) == await store.info("run-1")
+
+
+class TestFinishedNotices:
+    """Stores that push announce each run that reaches a final status, once it is durable.
+
+    MemoryStore, PostgresStore (LISTEN/NOTIFY) and RedisStore (pub/sub) push;
+    SQLiteStore does not (its readers poll), which is checked too.
+    """
+
+    async def test_announced_after_the_final_commit(self, db: Database) -> None:
+        writer, reader = db.open(), db.open()  # two processes, for the persistent stores
+        if db.kind == "sqlite":
+            assert not isinstance(reader, WatchesFinished)
+            return
+        assert isinstance(reader, WatchesFinished)
+        for run_id in ("run-1", "run-2"):
+            await create(writer, run_id)
+        async with reader.watch_finished() as notices:
+            await put(writer, "run-1", "n", 1, info={"status": "awaiting"})  # not final
+            async with writer.transaction("run-2") as txn:
+                await txn.commit([("context", "n", 2)], info={"status": "completed"})
+            with anyio.fail_after(10):
+                announced = await anext(notices)
+            info = await reader.info(announced)  # the final status is readable by then
+            async with writer.transaction("run-1") as txn:
+                await txn.commit([("context", "n", 3)], info={"status": "failed"})
+            with anyio.fail_after(10):
+                second = await anext(notices)
+        assert ("run-2", "completed") == (announced, info and info.status)
+        assert "run-1" == second
 
 
 class TestConcurrency:

@@ -1,0 +1,60 @@
+"""Notices of finished runs: how a waiting client learns a run ended without polling.
+
+A store that can push offers ``watch_finished()`` (see :class:`WatchesFinished`):
+MemoryStore in this process, PostgresStore by ``LISTEN``/``NOTIFY`` (sent in the
+committing transaction, so delivered only once the final state is durable),
+RedisStore by pub/sub (published after the commit script). A notice is a hint
+that the reader confirms by reading the store; one can be missed (a listener
+reconnecting), so readers still re-read the store now and then.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import anyio
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from contextlib import AbstractAsyncContextManager
+
+    from anyio.streams.memory import MemoryObjectSendStream
+
+from ..engine._state import FINISHED_VALUES
+
+
+@runtime_checkable
+class WatchesFinished(Protocol):
+    """The optional store capability behind push results (DESIGN §7, protocol item 6)."""
+
+    def watch_finished(self) -> AbstractAsyncContextManager[AsyncIterator[str]]:
+        """While the block is open: the ids of runs whose final status was committed."""
+
+
+def finishes(info: dict[str, Any] | None) -> bool:
+    """Whether a commit's ``info`` gives the run a final status."""
+    return info is not None and info.get("status") in FINISHED_VALUES
+
+
+class Announcer:
+    """Fans finished run ids out to every watch open in this process."""
+
+    def __init__(self) -> None:
+        self._watches: set[MemoryObjectSendStream[str]] = set()
+
+    def announce(self, run_id: str) -> None:
+        for watch in list(self._watches):
+            watch.send_nowait(run_id)
+
+    @asynccontextmanager
+    async def watch(self) -> AsyncIterator[AsyncIterator[str]]:
+        send, receive = anyio.create_memory_object_stream[str](math.inf)
+        self._watches.add(send)
+        try:
+            yield receive
+        finally:
+            self._watches.discard(send)
+            send.close()
+            receive.close()
