@@ -123,7 +123,14 @@ class Workers:
         return "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for _, log in self.processes)
 
     async def stop(self) -> list[int | None]:
-        """SIGTERM every worker; their exit codes (``None``: still running after the timeout)."""
+        """SIGTERM every worker once it started (before, SIGTERM would just kill it); their
+        exit codes (``None``: still running after the timeout)."""
+        with anyio.fail_after(STOP_TIMEOUT):
+            for popen, log in self.processes:
+                while True:
+                    if popen.poll() is not None or "worker started" in log.read_text():
+                        break
+                    await anyio.sleep(0.05)  # a log line, no event to await: poll, bounded
         for popen, _ in self.processes:
             popen.send_signal(signal.SIGTERM)
         codes: list[int | None] = []
