@@ -115,6 +115,88 @@ async def parent(order_id: str) -> str:
     return result
 
 
+@node
+async def small(x: int) -> int:
+    return x
+
+
+@node
+async def big(x: int) -> int:
+    return x * 10
+
+
+@node
+async def huge(x: int) -> int:
+    return x * 100
+
+
+@node
+async def done(x: int) -> int:
+    return x + 1
+
+
+@flow
+async def grow(x: int) -> int:
+    if x > 10:
+        x = await big(x)
+        x = await huge(x)
+    return await done(x)
+
+
+@flow
+async def either(x: int) -> int:
+    if x > 10:
+        x = await big(x)
+        x = await huge(x)
+    else:
+        x = await small(x)
+    return await done(x)
+
+
+@flow
+async def nested(x: int) -> int:
+    if x > 0:
+        if x > 10:
+            x = await big(x)
+        else:
+            x = await small(x)
+    return await done(x)
+
+
+@flow
+async def tally(xs: list[int]) -> int:
+    total = 0
+    for x in xs:
+        if x > 10:
+            x = await big(x)
+        total += x
+    return total
+
+
+@flow
+async def maybe_each(xs: list[int], go: bool) -> int:
+    total = 0
+    if go:
+        for x in xs:
+            total += await big(x)
+    return total
+
+
+@flow
+async def guarded(x: int) -> int:
+    if x > 10:
+        try:
+            x = await big(x)
+        except ValueError:
+            x = await small(x)
+    return await done(x)
+
+
+def ids(flow_: Any, kind: str) -> list[str]:
+    """The ids of ``flow_``'s nodes of one kind, in blueprint order."""
+    return [n.id for n in flow_.blueprint.nodes if n.kind == kind]
+
+
 # the id of checkout's `return "rejected"` node (ids of returns carry their line number)
 REJECTED = next(
     n.id for n in checkout.blueprint.nodes if n.kind == "return" and "rejected" in str(n.params)
@@ -195,7 +277,7 @@ class TestRunPath:
         final = await rt.signal(paused.run_id, "approval", False)
         path = final.path()
         assert ("rejected", "visited") == (final.output, path[REJECTED])
-        assert "charge" not in path
+        assert "skipped" == path["charge"]  # no route into it was taken
 
     async def test_a_subflow_awaiting_its_child(self) -> None:
         result = await flowkit.Runtime(flows=[approve_child]).run(parent, order_id="X")
@@ -219,6 +301,80 @@ class TestRunPath:
             cancelled.status,
             cancelled.path(),
         )
+
+
+class TestCompiledBranches:
+    """The nodes of an if/else arm a compiled run did not take are skipped, as in builder graphs."""
+
+    async def test_if_without_else_not_taken(self) -> None:
+        result = await flowkit.Runtime().run(grow, x=1)
+        [branch], [end] = ids(grow, "branch"), ids(grow, "return")
+        expected = {branch: "visited", "big": "skipped", "huge": "skipped"}
+        assert expected | {"done": "visited", end: "visited"} == result.path()
+
+    async def test_if_without_else_taken(self) -> None:
+        result = await flowkit.Runtime().run(grow, x=20)
+        assert "skipped" not in result.path().values()
+        assert {"big": "visited", "huge": "visited", "done": "visited"}.items() <= (
+            result.path().items()
+        )
+
+    @pytest.mark.parametrize(
+        ("x", "taken", "not_taken"),
+        [(20, ["big", "huge"], ["small"]), (1, ["small"], ["big", "huge"])],
+    )
+    async def test_if_else(self, x: int, taken: list[str], not_taken: list[str]) -> None:
+        result = await flowkit.Runtime().run(either, x=x)
+        [branch], [end] = ids(either, "branch"), ids(either, "return")
+        expected = dict.fromkeys([branch, *taken, "done", end], "visited")
+        assert expected | dict.fromkeys(not_taken, "skipped") == result.path()
+
+    async def test_nested_if_under_the_outer_arm_not_taken(self) -> None:
+        result = await flowkit.Runtime().run(nested, x=-1)
+        outer, inner = ids(nested, "branch")
+        expected = {outer: "visited", inner: "skipped", "big": "skipped", "small": "skipped"}
+        assert expected.items() <= result.path().items()
+
+    async def test_nested_if_under_the_outer_arm_taken(self) -> None:
+        result = await flowkit.Runtime().run(nested, x=5)
+        outer, inner = ids(nested, "branch")
+        expected = {outer: "visited", inner: "visited", "small": "visited", "big": "skipped"}
+        assert expected.items() <= result.path().items()
+
+    @pytest.mark.parametrize(("xs", "status"), [([1, 2], "skipped"), ([20, 1], "visited")])
+    async def test_if_inside_a_loop(self, xs: list[int], status: str) -> None:
+        path = (await flowkit.Runtime().run(tally, xs=xs)).path()
+        assert status == path["big"]  # visited if any iteration took the arm
+        expected = ["big"] if status == "skipped" else []
+        assert expected == [n for n, s in path.items() if s == "skipped"]
+
+    async def test_a_loop_inside_the_arm_not_taken(self) -> None:
+        path = (await flowkit.Runtime().run(maybe_each, xs=[1], go=False)).path()
+        [loop] = ids(maybe_each, "loop")
+        assert ("skipped", "skipped") == (path[loop], path["big"])
+        assert {n.id for n in maybe_each.blueprint.nodes} == set(path)  # none unreached
+
+    async def test_a_try_inside_the_arm_not_taken(self) -> None:
+        path = (await flowkit.Runtime().run(guarded, x=1)).path()
+        assert {"big": "skipped", "small": "skipped"}.items() <= path.items()
+        handlers = [b for b in ids(guarded, "branch") if b.startswith("except")]
+        assert ["skipped"] == [path[h] for h in handlers]
+
+    async def test_an_except_not_entered_is_unreached_not_skipped(self) -> None:
+        path = (await flowkit.Runtime().run(guarded, x=20)).path()
+        handlers = [b for b in ids(guarded, "branch") if b.startswith("except")]
+        assert "visited" == path["big"]
+        assert [] == [n for n in [*handlers, "small"] if n in path]
+
+    async def test_what_follows_an_awaiting_arm_is_unreached(self) -> None:
+        result = await flowkit.Runtime().run(checkout, order_id="B1")
+        assert {"fetch", ids(checkout, "branch")[0], "approval"} == set(result.path())
+
+    async def test_the_picture_shows_the_arm_not_taken(self) -> None:
+        result = await flowkit.Runtime().run(either, x=1)
+        shown = styled(result.mermaid())
+        assert ("skipped", "skipped", "visited") == (shown["big"], shown["huge"], shown["small"])
+        assert "unreached" not in shown.values()
 
 
 class TestRunResultDiagram:
@@ -286,7 +442,7 @@ class TestSimulationDiagram:
             shown["sleep"],
             shown["charge"],
         )
-        assert "unreached" == shown[REJECTED]
+        assert "skipped" == shown[REJECTED]
         assert sim.path() == {k: v for k, v in shown.items() if v != "unreached"}
 
     def test_a_simulation_stuck_at_a_wait(self) -> None:

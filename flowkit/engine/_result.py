@@ -15,6 +15,7 @@ from .._errors import (
     WaitTimeout,
     WorkflowFailed,
 )
+from ..blueprint._graph import shape_of
 from ..blueprint._model import Blueprint
 from ._state import FINISHED_VALUES, RunState, RunStatus
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 
 _STATUS = 4  # index of the status in a node record [activation, arrived, taken, fired, status]
 _HOLDING_TIMERS = frozenset({"sleep", "timeout"})  # a retry's backoff timer is not a pause
+_ROUTES = frozenset({"true", "false"})  # the labels a branch node routes by
+_NEVER = "False"  # the condition of an edge routing never takes (a compiled flow's links)
 
 
 @attrs.frozen
@@ -121,7 +124,8 @@ def node_statuses(
     ``running`` (executing, or waiting to retry), ``cancelled`` (still open
     when the run ended). Nodes the run never reached are not in the mapping.
     With the ``blueprint``, the ``return`` node that ended a run counts as
-    visited even when it raised.
+    visited even when it raised, and the nodes of a branch not taken in a
+    compiled flow are skipped (see :func:`untaken`).
     """
     sections = snapshot.get("sections", {})
     finished = sections.get("header", {}).get("status") in FINISHED_VALUES
@@ -144,7 +148,56 @@ def node_statuses(
             statuses[node_id] = "visited" if node_id in ended else "cancelled"
         elif status == "running":
             statuses[node_id] = "awaiting" if node_id in holding else "running"
+    if blueprint is not None:
+        statuses.update(dict.fromkeys(untaken(blueprint, statuses), "skipped"))
     return statuses
+
+
+def untaken(blueprint: Blueprint, statuses: Mapping[str, str]) -> list[str]:
+    """The nodes, not in ``statuses``, that lie on routes the run did not take.
+
+    A compiled flow's nodes join with ``"pass"``: the core drops an arrival
+    along an edge not taken instead of skipping its target, as it does in a
+    builder graph, so those nodes keep no record. Such a node counts as skipped
+    when every way into it is dead: it comes from a skipped node, or from a
+    ``branch`` that ran and did not follow that ``true``/``false`` label.
+    """
+    entries = _entries(blueprint)
+    decided = {
+        n.id for n in blueprint.nodes if n.kind == "branch" and statuses.get(n.id) == "visited"
+    }
+    dead = {n for n, status in statuses.items() if status == "skipped"}
+    found: list[str] = []
+    changed = True
+    while changed:
+        changed = False
+        for node_id, ways_in in entries.items():
+            if node_id in statuses or node_id in dead or not ways_in:
+                continue
+            if all(s in dead or (s in decided and a in _ROUTES) for s, a in ways_in):
+                dead.add(node_id)
+                found.append(node_id)
+                changed = True
+    return found
+
+
+def _entries(blueprint: Blueprint) -> dict[str, list[tuple[str, str | None]]]:
+    """Node id -> the ``(source, action)`` ways into it that do not close a loop.
+
+    Those are forward edges routing may take (not the compiler's never-taken
+    ``when="False"`` links), and, into an ``except`` handler, each node whose
+    failure enters it.
+    """
+    back = shape_of(blueprint).back_edges
+    entries: dict[str, list[tuple[str, str | None]]] = {n.id: [] for n in blueprint.nodes}
+    for index, edge in enumerate(blueprint.edges):
+        if index not in back and edge.when != _NEVER and edge.target in entries:
+            entries[edge.target].append((edge.source, edge.action))
+    for spec in blueprint.nodes:
+        handler = spec.params.get("on_error")
+        if isinstance(handler, str) and handler in entries:
+            entries[handler].append((spec.id, None))
+    return entries
 
 
 def checked_blueprint(
