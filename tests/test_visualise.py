@@ -174,6 +174,21 @@ async def tally(xs: list[int]) -> int:
 
 
 @flow
+async def countdown(x: int) -> int:
+    while await small(x) > 0:  # compiled to a loop left by a break
+        x = x - 1
+    return x
+
+
+@flow
+async def first_big(xs: list[int]) -> int:
+    for x in xs:
+        if x > 10:
+            return await big(x)  # leaves the loop by a return
+    return 0
+
+
+@flow
 async def maybe_each(xs: list[int], go: bool) -> int:
     total = 0
     if go:
@@ -369,6 +384,17 @@ class TestCompiledBranches:
     async def test_what_follows_an_awaiting_arm_is_unreached(self) -> None:
         result = await flowkit.Runtime().run(checkout, order_id="B1")
         assert {"fetch", ids(checkout, "branch")[0], "approval"} == set(result.path())
+
+    @pytest.mark.parametrize(
+        ("flow_", "inputs"), [(countdown, {"x": 3}), (first_big, {"xs": [1, 20, 30]})]
+    )
+    async def test_a_loop_left_by_break_or_return_is_visited(
+        self, flow_: Any, inputs: dict[str, Any]
+    ) -> None:
+        result = await flowkit.Runtime().run(flow_, **inputs)
+        [loop] = ids(flow_, "loop")
+        assert (RunStatus.COMPLETED, "visited") == (result.status, result.path()[loop])
+        assert "cancelled" not in result.path().values()
 
     async def test_the_picture_shows_the_arm_not_taken(self) -> None:
         result = await flowkit.Runtime().run(either, x=1)

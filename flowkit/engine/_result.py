@@ -124,7 +124,8 @@ def node_statuses(
     ``running`` (executing, or waiting to retry), ``cancelled`` (still open
     when the run ended). Nodes the run never reached are not in the mapping.
     With the ``blueprint``, the ``return`` node that ended a run counts as
-    visited even when it raised, and the nodes of a branch not taken in a
+    visited even when it raised, so does a loop a completed run left by a
+    ``break`` or ``return``, and the nodes of a branch not taken in a
     compiled flow are skipped (see :func:`untaken`).
     """
     sections = snapshot.get("sections", {})
@@ -136,7 +137,10 @@ def node_statuses(
     }
     ended = set(sections.get("outputs", {}))
     if blueprint is not None:
-        ended |= {spec.id for spec in blueprint.nodes if spec.kind == "return"}
+        # a completed run left its open loops by a break or a return, not by a cancel
+        completed = sections.get("header", {}).get("status") == RunStatus.COMPLETED.value
+        done_kinds = {"return", "loop"} if completed else {"return"}
+        ended |= {spec.id for spec in blueprint.nodes if spec.kind in done_kinds}
     statuses: dict[str, str] = {}
     for node_id, record in sections.get("nodes", {}).items():
         status = record[_STATUS]
