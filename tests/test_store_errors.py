@@ -253,7 +253,8 @@ class TestPostgresSchema:
 
 
 class TestRedisLock:
-    """A commit whose lock expired mid-transaction writes nothing and raises StoreError."""
+    """A commit whose lock expired mid-transaction writes nothing and raises StoreError if
+    anyone else wrote the run or holds its lock since; if no one did, it lands."""
 
     @on_asyncio
     async def test_expired_lock_taken_by_another(self, redis_store: RedisStore) -> None:
@@ -263,7 +264,7 @@ class TestRedisLock:
             await anyio.sleep(0.3)
             async with other.transaction("r") as fresh:
                 assert 2 == await fresh.commit([("context", "n", 1)])
-            with pytest.raises(StoreError, match="lock expired"):
+            with pytest.raises(StoreError, match="another holder changed it"):
                 await stale.commit([("context", "n", 99)])
         loaded = await redis_store.load("r")
         assert loaded is not None
@@ -271,11 +272,26 @@ class TestRedisLock:
         await other.close()
 
     @on_asyncio
-    async def test_expired_lock_alone(self, redis_store: RedisStore) -> None:
+    async def test_expired_lock_held_by_another(self, redis_store: RedisStore) -> None:
+        await redis_store.create_run("r", new_state("r"), blueprint_id="b", digest="d")
+        other = RedisStore(REDIS_URL, prefix=redis_store.prefix)
+        async with redis_store.transaction("r") as stale:
+            await anyio.sleep(0.3)
+            async with other.transaction("r") as fresh:
+                with pytest.raises(StoreError, match="lock expired and another holder took"):
+                    await stale.commit([("context", "n", 99)])
+                assert 2 == await fresh.commit([("context", "n", 1)])
+        loaded = await redis_store.load("r")
+        assert loaded is not None
+        assert ({"n": 1}, 2) == (loaded[0].context, loaded[1])
+        await other.close()
+
+    @on_asyncio
+    async def test_expired_lock_alone_commits(self, redis_store: RedisStore) -> None:
         await redis_store.create_run("r", new_state("r"), blueprint_id="b", digest="d")
         async with redis_store.transaction("r") as txn:
             await anyio.sleep(0.3)
-            with pytest.raises(StoreError, match="lock expired"):
-                await txn.commit([("context", "n", 99)])
+            assert 2 == await txn.commit([("context", "n", 1)])  # no one wrote meanwhile
+            assert 3 == await txn.commit([("context", "n", 2)])  # the lock is not needed back
         async with redis_store.transaction("r") as txn:
-            assert 2 == await txn.commit([("context", "n", 1)])
+            assert 4 == await txn.commit([("context", "n", 3)])

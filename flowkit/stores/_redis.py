@@ -7,10 +7,11 @@ Keys, under ``prefix``: ``{prefix}:run:{id}`` (a hash: header, ``version``,
 ``run_id + "\\0" + key``).
 
 A :meth:`~RedisStore.transaction` holds the run's lock key (``SET NX PX`` with a
-random token, waited for with backoff, released by compare-and-delete). Every
-commit is one Lua script that checks the token still holds the lock *and* the
-run is still at the transaction's version before it writes (and then renews
-the lock), so a lock that expired mid-transaction can never commit stale work.
+random token, waited for with backoff). Every commit is one Lua script that
+checks that no other token holds the lock *and* the run is still at the
+transaction's version before it writes, and then releases the lock (a block
+that did not commit releases it by compare-and-delete), so a lock that expired
+mid-transaction can never commit stale work, and a step costs two round trips.
 Every redis-py error is translated to :class:`~flowkit.StoreError` by
 :func:`translate_errors`.
 
@@ -80,13 +81,17 @@ hset_pairs(KEYS[1]); apply_index()
 return 1
 """
 )
-# ARGV: token, expected version, new version, delta, snapshot ('' for none), lock ms, ...
+# ARGV: token, expected version, new version, delta, snapshot ('' for none), ...
+# The commit releases the lock (saving the release's round trip). A later commit of the
+# same block needs no lock back: the version check fails if anyone wrote in between,
+# and the holder check if anyone holds the lock now.
 _COMMIT = (
     _LUA_ARGS
     + """
 local token = arg(); local expected = arg(); local new = arg()
-local delta = arg(); local snapshot = arg(); local px = arg()
-if redis.call('get', KEYS[3]) ~= token then return -1 end
+local delta = arg(); local snapshot = arg()
+local holder = redis.call('get', KEYS[3])
+if holder and holder ~= token then return -1 end
 if redis.call('hget', KEYS[1], 'version') ~= expected then return -2 end
 if snapshot == '' then
   redis.call('hset', KEYS[2], new, delta)
@@ -96,7 +101,7 @@ else
   redis.call('hset', KEYS[1], 'version', new, 'snapshot_version', new, 'snapshot', snapshot)
 end
 hset_pairs(KEYS[1]); apply_index()
-redis.call('pexpire', KEYS[3], px)
+redis.call('del', KEYS[3])
 return 1
 """
 )
@@ -211,12 +216,14 @@ class RedisStore:
         """Hold ``run_id``'s lock key until the block ends."""
         keys = self._keys(run_id)
         token = secrets.token_hex(16)
+        txn: _RedisTransaction | None = None
         try:
-            versions = await self._lock(keys, token)
-            yield _RedisTransaction(self, run_id, token, versions)
+            txn = _RedisTransaction(self, run_id, token, await self._lock(keys, token))
+            yield txn
         finally:
-            with anyio.CancelScope(shield=True):
-                await self._unlock(keys, token)
+            if txn is None or txn.holds_lock:  # a commit released it
+                with anyio.CancelScope(shield=True):
+                    await self._unlock(keys, token)
 
     async def _lock(self, keys: list[str], token: str) -> tuple[int, int]:
         delay = 0.001
@@ -370,6 +377,7 @@ class _RedisTransaction:
         self._keys = store._keys(run_id)
         self._token = token
         self.version, self._snapshot_version = versions
+        self.holds_lock = True  # until a commit releases it
 
     @property
     def wants_snapshot(self) -> bool:
@@ -414,19 +422,21 @@ class _RedisTransaction:
         version = self.version + 1
         snapshot = encode_state(state) if state is not None and self.wants_snapshot else None
         args: list[str | int] = [self._token, self.version, version, encoded, snapshot or ""]
-        args.append(self._store.lock_ms)
         args += [*_pairs(_info_fields(info)), *_index_args(self._run_id, index)]
         with translate_errors("commit", self._store.url):
             outcome = await self._store._commit(keys=self._keys, args=args)
         if outcome != 1:
             raise StoreError(self._lost_message(outcome))
+        self.holds_lock = False
         self._account(version, encoded, snapshot)
         if finishes(info):
             await self._store._announce_finished(self._run_id)
         return version
 
     def _lost_message(self, outcome: int) -> str:
-        why = "its lock expired" if outcome == -1 else "another holder changed it"
+        why = "its lock expired and another holder took it" if outcome == -1 else (
+            "another holder changed it"
+        )
         return (
             f"cannot commit to run {self._run_id!r} in {self._store!r}: {why} during the "
             "transaction (raise lock_timeout if transitions take that long); nothing was written"
