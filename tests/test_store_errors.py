@@ -214,6 +214,32 @@ async def redis_store() -> AsyncIterator[RedisStore]:
     await client.aclose()
 
 
+class TestRedisBursts:
+    """More concurrent transactions than pooled connections wait for one instead of failing
+    (redis-py's default pool raised "Too many connections" beyond 100)."""
+
+    @on_asyncio
+    async def test_a_burst_beyond_the_pool(self, redis_store: RedisStore) -> None:
+        store = RedisStore(REDIS_URL, prefix=redis_store.prefix, max_connections=3)
+        runs = [f"r{i}" for i in range(150)]
+
+        async def step(run_id: str) -> None:
+            await store.create_run(run_id, new_state(run_id), blueprint_id="b", digest="d")
+            async with store.transaction(run_id) as txn:
+                await anyio.sleep(0.001)  # hold the run's lock across a checkpoint
+                await txn.commit([("context", "n", 1)])
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for run_id in runs:
+                    tg.start_soon(step, run_id)
+            versions = [(await store.info(run_id)) for run_id in runs]
+        finally:
+            await store.close()
+        assert {2} == {info.version for info in versions if info is not None}
+        assert len(runs) == len([v for v in versions if v is not None])
+
+
 class TestPostgresSchema:
     """The schema is created once however many stores start at once, and never downgraded."""
 

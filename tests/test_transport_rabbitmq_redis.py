@@ -305,6 +305,26 @@ class TestRedisConsumers:
         assert [holding.consumer.encode()] == [c["name"] for c in consumers]
 
 
+class TestRedisBursts:
+    """More concurrent commands than pooled connections wait for one instead of failing."""
+
+    pytestmark = ON_ASYNCIO
+
+    async def test_a_burst_beyond_the_pool(self, red: Callable[..., RedisTransport]) -> None:
+        transport = red(max_connections=2)
+        bodies = [str(i).encode() for i in range(150)]
+        async with anyio.create_task_group() as tg:
+            for body in bodies:
+                tg.start_soon(transport.send, "q", body)
+        received = []
+        async for delivery in transport.receive("q"):
+            received.append(delivery.body)
+            await delivery.ack()
+            if len(received) == len(bodies):
+                break
+        assert sorted(bodies) == sorted(received)
+
+
 class TestAsyncioOnly:
     """Under trio, both transports refuse with a clear error instead of failing obscurely."""
 

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 _log = structlog.get_logger("flowkit.stores")
 _SEP = "\x00"
+POOL_TIMEOUT = 30.0  # seconds a command waits for a pooled connection before failing
 _HEADER = ("blueprint_id", "digest", "status", "version", "parent")
 _INFO_FIELDS = frozenset({"status", "blueprint_id", "digest", "parent"})
 
@@ -149,6 +150,9 @@ class RedisStore:
         store = RedisStore("redis://localhost:6379/0", prefix="shop")
         async with store.transaction("order-A1") as txn:
             ...
+
+    ``max_connections`` bounds the connection pool; beyond it callers wait for a
+    connection (up to :data:`POOL_TIMEOUT` seconds) instead of failing.
     """
 
     def __init__(
@@ -158,6 +162,7 @@ class RedisStore:
         snapshot_every: int = 64,
         prefix: str = "flowkit",
         lock_timeout: float = 30.0,
+        max_connections: int = 64,
     ) -> None:
         if not _HAVE_REDIS:
             raise MissingDependency("RedisStore", "redis")
@@ -166,7 +171,7 @@ class RedisStore:
         self.snapshot_every = snapshot_every
         self.lock_ms = max(1, round(lock_timeout * 1000))
         self.stats = StoreStats()
-        self._client = aioredis.Redis.from_url(url, decode_responses=True)
+        self._client = redis_client(url, max_connections, decode_responses=True)
         self._create = self._client.register_script(_CREATE)
         self._commit = self._client.register_script(_COMMIT)
         self._acquire = self._client.register_script(_ACQUIRE)
@@ -339,6 +344,15 @@ class RedisStore:
             _log.warning("could not announce a finished run", run_id=run_id, error=str(exc))
 
 
+def redis_client(url: str, max_connections: int, **options: Any) -> Any:
+    """A redis-py client whose pool makes callers wait for a connection beyond
+    ``max_connections`` (redis-py's default pool raises "Too many connections")."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=POOL_TIMEOUT, **options
+    )
+    return aioredis.Redis.from_pool(pool)
+
+
 def _member(run_id: str, key: str) -> str:
     return f"{run_id}{_SEP}{key}"
 
@@ -434,8 +448,10 @@ class _RedisTransaction:
         return version
 
     def _lost_message(self, outcome: int) -> str:
-        why = "its lock expired and another holder took it" if outcome == -1 else (
-            "another holder changed it"
+        why = (
+            "its lock expired and another holder took it"
+            if outcome == -1
+            else ("another holder changed it")
         )
         return (
             f"cannot commit to run {self._run_id!r} in {self._store!r}: {why} during the "

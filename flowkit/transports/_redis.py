@@ -64,19 +64,13 @@ import sniffio
 import structlog
 
 from .._errors import MissingDependency, TransportError
+from ..stores._redis import _HAVE_REDIS, redis_client  # without the extra: see __init__
 from ..stores._urls import ConfigurationError, redact
 from ._redis_delivery import RedisDelivery as RedisDelivery
 from ._redis_delivery import _fields, _Keys, _ms, _pairs
 from ._redis_errors import sdk_errors as sdk_errors
 from ._redis_errors import translate_errors as translate_errors
 from ._redis_scripts import _CLAIM, _CREATE_GROUP, _DELAY, _EXTEND, _PROMOTE, _RELEASE, _SETTLE
-
-try:
-    import redis.asyncio as aioredis
-except ImportError:  # the "redis" extra is not installed: RedisTransport() says so
-    _HAVE_REDIS = False
-else:
-    _HAVE_REDIS = True
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable, Mapping
@@ -112,6 +106,7 @@ class RedisTransport:
             a delayed entry or a claim can be.
         count: entries read per round trip.
         prefix: the first part of every key.
+        max_connections: connections in the pool; beyond it callers wait for one.
     """
 
     def __init__(
@@ -124,6 +119,7 @@ class RedisTransport:
         block_ms: int = 1000,
         count: int = 32,
         prefix: str = "flowkit",
+        max_connections: int = 64,
     ) -> None:
         if not _HAVE_REDIS:
             raise MissingDependency("RedisTransport", "redis")
@@ -135,7 +131,7 @@ class RedisTransport:
         self.block_ms = block_ms
         self.count = count
         self.prefix = prefix
-        self._client = aioredis.Redis.from_url(url)
+        self._client = redis_client(url, max_connections)
         scripts = (_CREATE_GROUP, _DELAY, _PROMOTE, _CLAIM, _EXTEND, _SETTLE, _RELEASE)
         (
             self._create_group,
