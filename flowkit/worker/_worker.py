@@ -13,7 +13,7 @@ from ..engine import _protocol as p
 from ..engine._durable import CHILD_LEASE, dispatch_command
 from ..engine._events import Event, EventBus
 from ..engine._execute import Executor
-from ..transports._protocol import DeliveryError
+from ._heartbeat import Heartbeats
 from ._messages import ENQUEUED_AT_HEADER, MalformedMessage, NodeMessage
 from ._shell import Shell
 
@@ -74,6 +74,8 @@ class Worker:
             middleware=middleware,
         )
         self.executor = Executor(middleware=middleware, events=self.events, plain_data=True)
+        visibility = getattr(transport, "visibility_timeout", None) or lease
+        self.heartbeats = Heartbeats(store, lease=lease, visibility=float(visibility))
         self.processed = 0
         self.dead_lettered = 0
         self._draining = False
@@ -86,6 +88,7 @@ class Worker:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._loop, self._fire_due_timers)
             tg.start_soon(self._loop, self._reconcile)
+            tg.start_soon(self.heartbeats.run)
             task_status.started()
             await self._consume()
             tg.cancel_scope.cancel()
@@ -198,42 +201,13 @@ class Worker:
             return
         command = dispatch_command(message.run_id, message.dispatch_id, record)
         target = self.shell.target_of(replica.state)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._heartbeat, delivery, message)
+        with self.heartbeats.beating(delivery, message):
             event = await self.executor.execute(
                 message.run_id, target, replica.state, command, enqueued_at=_enqueued_at(delivery)
             )
-            tg.cancel_scope.cancel()
         await self.shell.step(message.run_id, event)
         await delivery.ack()
         self.processed += 1
-
-    async def _heartbeat(self, delivery: Delivery, message: NodeMessage) -> None:
-        """Keep a long node's lease (store) and visibility (broker) from running out."""
-        visibility = getattr(self.transport, "visibility_timeout", None) or self.lease
-        interval = min(self.lease, float(visibility)) / 3
-        while True:
-            await anyio.sleep(interval)
-            try:
-                await self.store.extend_lease(
-                    message.run_id, message.dispatch_id, clock.now() + self.lease
-                )
-                await delivery.extend(max(self.lease, float(visibility)))
-            except DeliveryError as exc:  # the broker gave the message to someone else
-                log.warning(
-                    "lost a delivery while running its node",
-                    run_id=message.run_id,
-                    node_id=message.node_id,
-                    error=str(exc),
-                )
-                return
-            except (StoreError, TransportError) as exc:
-                log.warning(
-                    "heartbeat failed; retrying",
-                    run_id=message.run_id,
-                    node_id=message.node_id,
-                    error=str(exc),
-                )
 
     async def _dead_letter(self, delivery: Delivery, reason: str, *, run_id: str = "") -> None:
         log.error("message dead-lettered", reason=reason, run_id=run_id or None)

@@ -1,0 +1,79 @@
+"""``Worker`` in one process: heartbeats keep a long node's leases; drains finish work.
+
+Workers run in this test's event loop on a MemoryTransport and a MemoryStore,
+on asyncio and trio.
+"""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+import flowkit
+from flowkit import RunStatus
+from flowkit.stores import MemoryStore
+from flowkit.transports import MemoryTransport
+
+pytestmark = pytest.mark.anyio
+
+LEASE = 0.2  # seconds: the store lease and the broker's visibility timeout
+NODE_SECONDS = 1.0  # five leases
+BOUND = 30.0
+
+executions: list[str] = []
+
+
+@flowkit.node
+async def slow(tag: str) -> str:
+    executions.append(tag)
+    await anyio.sleep(NODE_SECONDS)  # the long node itself, not a wait for something
+    return tag
+
+
+@flowkit.flow
+async def one_slow_node(tag: str) -> str:
+    return await slow(tag)
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def test_a_node_longer_than_many_leases_runs_once() -> None:
+    """Without heartbeats the broker would redeliver it to the idle worker, and the
+    reconciler would republish its dispatch, every lease."""
+    executions.clear()
+    transport, store = MemoryTransport(visibility_timeout=LEASE), MemoryStore()
+    workers = [
+        flowkit.Worker([one_slow_node], transport, store, lease=LEASE, poll_interval=0.05)
+        for _ in range(2)
+    ]
+    client = flowkit.Client(transport, store, flows=[one_slow_node], lease=LEASE)
+    with anyio.fail_after(BOUND):
+        async with anyio.create_task_group() as tg:
+            for worker in workers:
+                await tg.start(worker.run)
+            result = await client.run(one_slow_node, tag="long")
+            tg.cancel_scope.cancel()
+    assert (RunStatus.COMPLETED, "long") == (result.status, result.output)
+    assert ["long"] == executions
+    assert 1 == sum(worker.processed for worker in workers)
+
+
+async def test_drain_waits_for_the_node_in_flight() -> None:
+    executions.clear()
+    transport, store = MemoryTransport(visibility_timeout=LEASE), MemoryStore()
+    worker = flowkit.Worker([one_slow_node], transport, store, lease=LEASE, poll_interval=0.05)
+    client = flowkit.Client(transport, store, flows=[one_slow_node], lease=LEASE)
+    started = anyio.Event()
+    worker.events.subscribe(lambda _: started.set(), types={"node:start"})
+    with anyio.fail_after(BOUND):
+        async with anyio.create_task_group() as tg:
+            await tg.start(worker.run)
+            handle = await client.start(one_slow_node, tag="drained")
+            await started.wait()
+            worker.stop()  # run() returns once the node finished, was committed and acked
+        result = await client.result(handle.run_id)
+    assert (RunStatus.COMPLETED, "drained", 1) == (result.status, result.output, worker.processed)
+    assert ["drained"] == executions
