@@ -23,6 +23,7 @@ from ._protocol import (
     RunInfo,
     StoreStats,
 )
+from ._urls import ConfigurationError, check_positive, redact, split_options
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -44,12 +45,28 @@ class MemoryStore:
     """Runs, timers and leases in memory (lost when the process ends)."""
 
     def __init__(self, *, snapshot_every: int = 64) -> None:
+        check_positive("MemoryStore", snapshot_every=snapshot_every)
         self.stats = StoreStats()
         self.snapshot_every = snapshot_every
         self._runs: dict[str, _Stored] = {}
         self._timers: dict[tuple[str, str], float] = {}
         self._leases: dict[tuple[str, str], float] = {}
         self._finished = Announcer()
+
+    @classmethod
+    def from_url(cls, url: str = "memory://", **options: Any) -> MemoryStore:
+        """Build from ``memory://``, optionally ``memory://?snapshot_every=8``.
+
+        Query options: ``snapshot_every`` (int); any other is refused. Keyword
+        ``options`` override the query.
+
+        >>> MemoryStore.from_url("memory://?snapshot_every=8").snapshot_every
+        8
+        """
+        if not url.lower().startswith("memory://"):
+            raise ConfigurationError(f"not a memory store URL: {redact(url)!r}; use memory://")
+        _, found = split_options(url, {"snapshot_every": int})
+        return cls(**(found | options))
 
     def watch_finished(self) -> AbstractAsyncContextManager[AsyncIterator[str]]:
         """While the block is open: the ids of runs that reach a final status."""

@@ -24,7 +24,7 @@ from .._errors import MissingDependency, StoreError
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
 from ._notices import finishes
 from ._protocol import NO_INDEX, DueTimer, ExpiredLease, IndexOps, RunInfo, StoreStats
-from ._urls import redact
+from ._urls import ConfigurationError, check_positive, redact, split_options
 
 try:
     import psycopg
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
     from ..engine._state import Delta, RunState
+    from ._urls import Converter
 
     Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 
@@ -57,6 +58,7 @@ _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
+_URL_OPTIONS: dict[str, Converter] = {"schema": str, "snapshot_every": int, "pool_size": int}
 _INFO_COLUMNS = frozenset({"status", "blueprint_id", "digest", "parent"})
 # NOTIFY channel of finished runs; the payload is JSON [schema, run_id]
 FINISHED_CHANNEL = "flowkit_finished"
@@ -167,13 +169,35 @@ class PostgresStore:
     ) -> None:
         if not _HAVE_PSYCOPG:
             raise MissingDependency("PostgresStore", "postgres")
+        check_positive("PostgresStore", snapshot_every=snapshot_every, pool_size=pool_size)
         self.dsn = dsn
         self.schema = schema
         self.snapshot_every = snapshot_every
+        self.pool_size = pool_size
         self.stats = StoreStats()
         self._pool = ConnectionPool(self._open, pool_size)
         self._migrated = False
         self._migrating = anyio.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> PostgresStore:
+        """Build from a libpq URL, ``postgresql://user:password@host:port/db?schema=flowkit``.
+
+        Query options: ``schema`` (str), ``snapshot_every`` (int), ``pool_size``
+        (int). Other parameters (``sslmode=``, ``connect_timeout=``,
+        ``application_name=``...) stay in the DSN for libpq. Keyword
+        ``options`` override the query.
+
+        Example::
+
+            store = PostgresStore.from_url("postgresql://app@db/shop?schema=flowkit&sslmode=require")
+        """
+        if not url.lower().startswith(("postgresql://", "postgres://")):
+            raise ConfigurationError(
+                f"not a PostgreSQL store URL: {redact(url)!r}; use postgresql://user@host/db"
+            )
+        dsn, found = split_options(url, _URL_OPTIONS, mode="pass-through")
+        return cls(dsn, **(found | options))
 
     def __repr__(self) -> str:
         return f"PostgresStore({redact_dsn(self.dsn)!r}, schema={self.schema!r})"

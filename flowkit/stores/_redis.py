@@ -33,7 +33,7 @@ from .._errors import MissingDependency, StoreError
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
 from ._notices import finishes
 from ._protocol import NO_INDEX, DueTimer, ExpiredLease, IndexOps, RunInfo, StoreStats
-from ._urls import redact
+from ._urls import ConfigurationError, check_positive, redact, split_options
 
 try:
     import redis.asyncio as aioredis
@@ -47,10 +47,17 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
     from ..engine._state import Delta, RunState
+    from ._urls import Converter
 
 _log = structlog.get_logger("flowkit.stores")
 _SEP = "\x00"
 POOL_TIMEOUT = 30.0  # seconds a command waits for a pooled connection before failing
+_URL_OPTIONS: dict[str, Converter] = {
+    "prefix": str,
+    "snapshot_every": int,
+    "lock_timeout": float,
+    "max_connections": int,
+}
 _HEADER = ("blueprint_id", "digest", "status", "version", "parent")
 _INFO_FIELDS = frozenset({"status", "blueprint_id", "digest", "parent"})
 
@@ -166,16 +173,45 @@ class RedisStore:
     ) -> None:
         if not _HAVE_REDIS:
             raise MissingDependency("RedisStore", "redis")
+        check_positive(
+            "RedisStore",
+            snapshot_every=snapshot_every,
+            lock_timeout=lock_timeout,
+            max_connections=max_connections,
+        )
         self.url = url
         self.prefix = prefix
         self.snapshot_every = snapshot_every
+        self.lock_timeout = lock_timeout
         self.lock_ms = max(1, round(lock_timeout * 1000))
+        self.max_connections = max_connections
         self.stats = StoreStats()
         self._client = redis_client(url, max_connections, decode_responses=True)
         self._create = self._client.register_script(_CREATE)
         self._commit = self._client.register_script(_COMMIT)
         self._acquire = self._client.register_script(_ACQUIRE)
         self._release = self._client.register_script(_RELEASE)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisStore:
+        """Build from ``redis://[:password@]host:port/db?prefix=shop&lock_timeout=10``
+        (or ``rediss://``).
+
+        Query options: ``prefix`` (str), ``snapshot_every`` (int),
+        ``lock_timeout`` (float, seconds), ``max_connections`` (int). Other
+        parameters (``socket_timeout=``, ``health_check_interval=``...) stay in
+        the URL for redis-py. Keyword ``options`` override the query.
+
+        Example::
+
+            store = RedisStore.from_url("redis://cache:6379/2?prefix=shop&socket_timeout=5")
+        """
+        if not url.lower().startswith(("redis://", "rediss://")):
+            raise ConfigurationError(
+                f"not a Redis store URL: {redact(url)!r}; use redis://host:port/db"
+            )
+        rest, found = split_options(url, _URL_OPTIONS, mode="pass-through")
+        return cls(rest, **(found | options))
 
     def __repr__(self) -> str:
         return f"RedisStore({redact(self.url)!r}, prefix={self.prefix!r})"

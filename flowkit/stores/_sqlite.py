@@ -18,6 +18,7 @@ import anyio.to_thread
 from .._errors import StoreError
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
 from ._protocol import NO_INDEX, DueTimer, ExpiredLease, IndexOps, RunInfo, StoreStats
+from ._urls import ConfigurationError, check_positive, redact, split_options, sqlite_path
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -55,11 +56,30 @@ class SQLiteStore:
     """Runs in a SQLite file (``SQLiteStore("runs.db")``); ``":memory:"`` for a private one."""
 
     def __init__(self, path: str | Path = "flowkit.db", *, snapshot_every: int = 64) -> None:
+        check_positive("SQLiteStore", snapshot_every=snapshot_every)
         self.path = str(path)
         self.snapshot_every = snapshot_every
         self.stats = StoreStats()
         self._conn: sqlite3.Connection | None = None
         self._lock = anyio.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> SQLiteStore:
+        """Build from ``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``sqlite://``
+        (in memory), optionally with ``?snapshot_every=8``.
+
+        Query options: ``snapshot_every`` (int); any other is refused (the path
+        is a file name, not a SQLite URI). Keyword ``options`` override the query.
+
+        >>> SQLiteStore.from_url("sqlite:///runs.db?snapshot_every=8").snapshot_every
+        8
+        """
+        if not url.lower().startswith("sqlite://"):
+            raise ConfigurationError(
+                f"not a SQLite store URL: {redact(url)!r}; use sqlite:///path/to/flowkit.db"
+            )
+        rest, found = split_options(url, {"snapshot_every": int})
+        return cls(sqlite_path(rest), **(found | options))
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"

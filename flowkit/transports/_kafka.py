@@ -61,12 +61,12 @@ import contextlib
 import re
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import structlog
 
 from .._errors import MissingDependency, TransportError
-from ..stores._urls import ConfigurationError, redact
+from ..stores._urls import ConfigurationError, redact, split_options
 from ._kafka_delay import _Forwarder
 from ._kafka_delivery import ATTEMPT as ATTEMPT
 from ._kafka_delivery import DUE
@@ -187,16 +187,8 @@ class KafkaTransport:
                 f"not a Kafka URL: {redact(url)!r}; use kafka://host:port (credentials are "
                 "not supported in the URL)"
             )
-        for name, text in parse_qsl(parts.query):
-            if name not in _URL_OPTIONS:
-                raise ConfigurationError(
-                    f"unknown option {name!r} in {redact(url)!r}: use {', '.join(_URL_OPTIONS)}"
-                )
-            try:
-                options.setdefault(name, _URL_OPTIONS[name](text))
-            except ValueError as exc:
-                raise ConfigurationError(f"bad {name}={text!r} in {redact(url)!r}") from exc
-        return cls(parts.netloc or "127.0.0.1:9092", **options)
+        _, found = split_options(url, _URL_OPTIONS)
+        return cls(parts.netloc or "127.0.0.1:9092", **(found | options))
 
     # -- clients ------------------------------------------------------------
     def _consumer(self, group: str, assignor: _StickyAssignor) -> Any:

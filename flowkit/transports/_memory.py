@@ -9,12 +9,13 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
 
 from .._errors import TransportError
+from ..stores._urls import ConfigurationError, redact, split_options
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -100,6 +101,21 @@ class MemoryTransport:
         self.dead_letters: list[DeadLetter] = []
         self._queues: dict[str, _Queue] = {}
         self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str = "memory://", **options: Any) -> MemoryTransport:
+        """Build from ``memory://``, optionally ``memory://?visibility_timeout=5``.
+
+        Query options: ``visibility_timeout`` (float seconds); any other is
+        refused. Keyword ``options`` override the query.
+
+        >>> MemoryTransport.from_url("memory://?visibility_timeout=5").visibility_timeout
+        5.0
+        """
+        if not url.lower().startswith("memory://"):
+            raise ConfigurationError(f"not a memory transport URL: {redact(url)!r}; use memory://")
+        _, found = split_options(url, {"visibility_timeout": float})
+        return cls(**(found | options))
 
     def _queue(self, name: str) -> _Queue:
         queue = self._queues.get(name)

@@ -67,13 +67,12 @@ import json
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 import structlog
 
 from .._errors import MissingDependency, TransportError
-from ..stores._urls import ConfigurationError, redact
+from ..stores._urls import redact, split_options
 from ._memory import DeadLetter
 from ._nats_delivery import NATSDelivery as NATSDelivery
 from ._nats_delivery import _Lease
@@ -173,17 +172,8 @@ class NATSTransport:
 
         Keyword ``options`` override the query string.
         """
-        parts = urlsplit(url)
-        for name, text in parse_qsl(parts.query):
-            if name not in _URL_OPTIONS:
-                raise ConfigurationError(
-                    f"unknown option {name!r} in {redact(url)!r}: use {', '.join(_URL_OPTIONS)}"
-                )
-            try:
-                options.setdefault(name, _URL_OPTIONS[name](text))
-            except ValueError as exc:
-                raise ConfigurationError(f"bad {name}={text!r} in {redact(url)!r}") from exc
-        return cls(parts._replace(query="").geturl(), **options)
+        rest, found = split_options(url, _URL_OPTIONS)
+        return cls(rest, **(found | options))
 
     def names(self, queue: str) -> tuple[str, str]:
         """The work stream and the dead-letter stream behind the flowkit queue ``queue``."""

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ..stores._urls import ConfigurationError, redact
 
+if TYPE_CHECKING:
+    from ..stores._urls import Converter
+
 _PREFIX = re.compile(r"^[A-Za-z0-9_-]+$")
-_URL_OPTIONS: dict[str, Any] = {
+_URL_OPTIONS: dict[str, Converter] = {
     "stream_prefix": str,
     "ack_wait": float,
     "max_deliver": int,

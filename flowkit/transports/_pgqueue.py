@@ -40,7 +40,7 @@ import anyio
 
 from .._errors import MissingDependency, TransportError
 from ..stores._postgres import ConnectionPool, redact_dsn
-from ..stores._urls import ConfigurationError, redact
+from ..stores._urls import ConfigurationError, check_positive, redact, split_options
 from ._memory import DeadLetter
 from ._protocol import DeliveryError
 
@@ -54,6 +54,8 @@ else:
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Mapping
+
+    from ..stores._urls import Converter
 
     Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 
@@ -72,6 +74,13 @@ _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
+_URL_OPTIONS: dict[str, Converter] = {
+    "schema": str,
+    "visibility_timeout": float,
+    "poll_interval": float,
+    "max_poll_interval": float,
+    "pool_size": int,
+}
 _SEND: LiteralString = (
     "WITH sent AS (INSERT INTO flowkit_queue (queue, body, headers, key, available_at)"
     " VALUES (%(queue)s, %(body)s, %(headers)s, %(key)s, " + _NOW + " + %(delay)s)"
@@ -220,12 +229,19 @@ class PostgresQueueTransport:
     ) -> None:
         if not _HAVE_PSYCOPG:
             raise MissingDependency("PostgresQueueTransport", "postgres")
+        check_positive(
+            "PostgresQueueTransport",
+            visibility_timeout=visibility_timeout,
+            poll_interval=poll_interval,
+            pool_size=pool_size,
+        )
         self.dsn = dsn
         self.schema = schema
         self.channel = channel_name(schema)
         self.visibility_timeout = visibility_timeout
         self.poll_interval = poll_interval
         self.max_poll_interval = max(poll_interval, max_poll_interval)
+        self.pool_size = pool_size
         self._pool = ConnectionPool(self._open, pool_size)
         self._migrated = False
         self._migrating = anyio.Lock()
@@ -235,12 +251,19 @@ class PostgresQueueTransport:
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgresQueueTransport:
-        """``postgresql://user:password@host:port/db`` (any libpq URL); options as keywords."""
+        """Build from a libpq URL, ``postgresql://user:password@host:port/db?schema=queues``.
+
+        Query options: ``schema`` (str), ``visibility_timeout``,
+        ``poll_interval``, ``max_poll_interval`` (float seconds), ``pool_size``
+        (int). Other parameters (``sslmode=``, ``connect_timeout=``...) stay in
+        the DSN for libpq. Keyword ``options`` override the query.
+        """
         if not url.lower().startswith(("postgresql://", "postgres://")):
             raise ConfigurationError(
                 f"not a PostgreSQL queue URL: {redact(url)!r}; use postgresql://user@host/db"
             )
-        return cls(url, **options)
+        dsn, found = split_options(url, _URL_OPTIONS, mode="pass-through")
+        return cls(dsn, **(found | options))
 
     def __repr__(self) -> str:
         return f"PostgresQueueTransport({redact_dsn(self.dsn)!r}, schema={self.schema!r})"

@@ -98,13 +98,13 @@ import threading
 import time
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import anyio
 import structlog
 
 from .._errors import MissingDependency, TransportError
-from ..stores._urls import ConfigurationError, redact
+from ..stores._urls import ConfigurationError, redact, split_options
 from ._pubsub_errors import sdk_errors as sdk_errors
 from ._pubsub_errors import translate_errors as translate_errors
 from ._pubsub_names import (
@@ -204,16 +204,8 @@ class PubSubTransport:
         parts = urlsplit(url)
         if parts.scheme.lower() != "pubsub" or not parts.hostname or "@" in parts.netloc:
             raise ConfigurationError(f"not a Pub/Sub URL: {redact(url)!r}; use pubsub://project-id")
-        for name, text in parse_qsl(parts.query, keep_blank_values=True):
-            if name not in _URL_OPTIONS:
-                raise ConfigurationError(
-                    f"unknown option {name!r} in {redact(url)!r}: use {', '.join(_URL_OPTIONS)}"
-                )
-            try:
-                options.setdefault(name, _URL_OPTIONS[name](text))
-            except ValueError as exc:
-                raise ConfigurationError(f"bad {name}={text!r} in {redact(url)!r}") from exc
-        return cls(parts.netloc, **options)
+        _, found = split_options(url, _URL_OPTIONS)
+        return cls(parts.netloc, **(found | options))
 
     # -- names ------------------------------------------------------------------
     def names(self, queue: str) -> _Names:

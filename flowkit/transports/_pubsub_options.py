@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from ..stores._urls import ConfigurationError
+from ..stores._urls import ConfigurationError, boolean
 from ._pubsub_names import _escape
 
 try:
@@ -16,24 +16,22 @@ else:
     _HAVE_PUBSUB = True
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from ..stores._urls import Converter
 
-_URL_OPTIONS: dict[str, Callable[[str], Any]] = {
+
+def _attempts(text: str) -> int | None:
+    """``max_delivery_attempts``: a count, or ``none``, ``0`` or nothing for no policy."""
+    return None if text.strip().lower() in ("", "none", "0") else int(text)
+
+
+_URL_OPTIONS: dict[str, Converter] = {
     "topic_prefix": str,
-    "create": lambda text: _boolean(text),
+    "create": boolean,
     "flow_control": int,
     "ack_deadline": float,
-    "max_delivery_attempts": lambda text: None if text.lower() in ("", "none", "0") else int(text),
-    "ordering": lambda text: _boolean(text),
+    "max_delivery_attempts": _attempts,
+    "ordering": boolean,
 }
-
-
-def _boolean(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(text)
 
 
 def _emulator_channel() -> Any:

@@ -64,7 +64,13 @@ import sniffio
 import structlog
 
 from .._errors import MissingDependency, TransportError
-from ..stores._urls import ConfigurationError, redact
+from ..stores._urls import (
+    ConfigurationError,
+    optional_float,
+    optional_int,
+    redact,
+    split_options,
+)
 from ._protocol import DeliveryError
 from ._rabbitmq_consumer import _Consumer
 from ._rabbitmq_delivery import KEY_HEADER, _as_str, _ms
@@ -85,10 +91,18 @@ if TYPE_CHECKING:
 
     from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
+    from ..stores._urls import Converter
+
 _log = structlog.get_logger("flowkit.transports")
 
 _HOLD_MARGIN_MS = 60_000  # a holding queue outlives its TTL by this before x-expires
 _CONNECT_TIMEOUT = 15.0
+_URL_OPTIONS: dict[str, Converter] = {
+    "prefetch": int,
+    "queue_prefix": str,
+    "max_deliveries": optional_int,
+    "visibility_timeout": optional_float,
+}
 
 
 def _message(body: bytes, headers: Mapping[str, Any]) -> aio_pika.Message:
@@ -145,8 +159,16 @@ class RabbitMQTransport:
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RabbitMQTransport:
-        """Build from an ``amqp://`` URL; ``options`` are the keyword arguments."""
-        return cls(url, **options)
+        """Build from ``amqp[s]://user:password@host:port/vhost?prefetch=16&queue_prefix=shop``.
+
+        Query options: ``prefetch`` (int), ``queue_prefix`` (str),
+        ``max_deliveries`` (int or ``none``), ``visibility_timeout`` (float
+        seconds or ``none``). Other parameters (``heartbeat=``, ``name=``,
+        ``cafile=``...) stay in the URL for aio-pika. Keyword ``options``
+        override the query.
+        """
+        rest, found = split_options(url, _URL_OPTIONS, mode="pass-through")
+        return cls(rest, **(found | options))
 
     def queue_name(self, queue: str) -> str:
         """The RabbitMQ queue behind the flowkit queue ``queue``."""

@@ -65,7 +65,7 @@ import structlog
 
 from .._errors import MissingDependency, TransportError
 from ..stores._redis import _HAVE_REDIS, redis_client  # without the extra: see __init__
-from ..stores._urls import ConfigurationError, redact
+from ..stores._urls import ConfigurationError, redact, split_options
 from ._redis_delivery import RedisDelivery as RedisDelivery
 from ._redis_delivery import _fields, _Keys, _ms, _pairs
 from ._redis_errors import sdk_errors as sdk_errors
@@ -75,7 +75,18 @@ from ._redis_scripts import _CLAIM, _CREATE_GROUP, _DELAY, _EXTEND, _PROMOTE, _R
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable, Mapping
 
+    from ..stores._urls import Converter
+
 _log = structlog.get_logger("flowkit.transports")
+_URL_OPTIONS: dict[str, Converter] = {
+    "group": str,
+    "consumer": str,
+    "prefix": str,
+    "visibility_timeout": float,
+    "block_ms": int,
+    "count": int,
+    "max_connections": int,
+}
 
 
 @attrs.define
@@ -123,7 +134,7 @@ class RedisTransport:
     ) -> None:
         if not _HAVE_REDIS:
             raise MissingDependency("RedisTransport", "redis")
-        _check_options(url, visibility_timeout, block_ms, count)
+        _check_options(url, visibility_timeout, block_ms, count, max_connections)
         self.url = url
         self.group = group
         self.consumer = consumer or _default_consumer()
@@ -131,6 +142,7 @@ class RedisTransport:
         self.block_ms = block_ms
         self.count = count
         self.prefix = prefix
+        self.max_connections = max_connections
         self._client = redis_client(url, max_connections)
         scripts = (_CREATE_GROUP, _DELAY, _PROMOTE, _CLAIM, _EXTEND, _SETTLE, _RELEASE)
         (
@@ -147,8 +159,17 @@ class RedisTransport:
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisTransport:
-        """Build from a ``redis://`` URL; ``options`` are the keyword arguments."""
-        return cls(url, **options)
+        """Build from ``redis://[:password@]host:port/db?group=shop&visibility_timeout=60``
+        (or ``rediss://``).
+
+        Query options: ``group``, ``consumer``, ``prefix`` (str),
+        ``visibility_timeout`` (float seconds), ``block_ms``, ``count``,
+        ``max_connections`` (int). Other parameters (``socket_timeout=``,
+        ``health_check_interval=``...) stay in the URL for redis-py. Keyword
+        ``options`` override the query.
+        """
+        rest, found = split_options(url, _URL_OPTIONS, mode="pass-through")
+        return cls(rest, **(found | options))
 
     def keys(self, queue: str) -> tuple[str, ...]:
         """Every Redis key ``queue`` uses: stream, delayed set and hash, leases, dead letters."""
@@ -296,7 +317,9 @@ def _default_consumer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-def _check_options(url: str, visibility_timeout: float, block_ms: int, count: int) -> None:
+def _check_options(
+    url: str, visibility_timeout: float, block_ms: int, count: int, max_connections: int
+) -> None:
     if urlsplit(url).scheme.lower() not in ("redis", "rediss", "unix"):
         raise ConfigurationError(f"RedisTransport needs a redis:// URL, got {redact(url)!r}")
     if visibility_timeout <= 0:
@@ -305,3 +328,5 @@ def _check_options(url: str, visibility_timeout: float, block_ms: int, count: in
         raise ConfigurationError(f"block_ms must be 1 or more, got {block_ms}")
     if count < 1:
         raise ConfigurationError(f"count must be 1 or more, got {count}")
+    if max_connections < 1:
+        raise ConfigurationError(f"max_connections must be 1 or more, got {max_connections}")

@@ -76,14 +76,14 @@ import datetime
 import re
 from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import unquote
 
 import anyio
 import sniffio
 import structlog
 
 from .._errors import MissingDependency, TransportError
-from ..stores._urls import ConfigurationError, redact
+from ..stores._urls import ConfigurationError, boolean, redact, split_options
 from ._memory import DeadLetter
 from ._protocol import DeliveryError
 
@@ -126,6 +126,8 @@ if TYPE_CHECKING:
 
     from azure.servicebus.aio import ServiceBusReceiver, ServiceBusSender
 
+    from ..stores._urls import Converter
+
 _log = structlog.get_logger("flowkit.transports")
 
 KEY_PROPERTY = "x-flowkit-key"
@@ -138,13 +140,12 @@ _WAIT = 5.0  # seconds one receive call waits for a message
 _SOCKET_TIMEOUT = 0.05
 _RELEASE_TIMEOUT = 5.0
 _SECRET = re.compile(r"(SharedAccess(?:Key|Signature)=|\bsig=)[^;&\s]*", re.IGNORECASE)
-_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
-_URL_OPTIONS: dict[str, Any] = {
+_URL_OPTIONS: dict[str, Converter] = {
     "prefetch": int,
-    "lock_renewal": lambda text: _BOOLEANS[text.lower()],
+    "lock_renewal": boolean,
     "max_lock_renewal": float,
     "lock_duration": float,
-    "create_queues": lambda text: _BOOLEANS[text.lower()],
+    "create_queues": boolean,
 }
 
 
@@ -462,26 +463,18 @@ class ServiceBusTransport:
         A query (``?prefetch=16&lock_duration=30``) may set options; keyword
         ``options`` override it. The namespace form needs ``credential=``.
         """
-        rest = url.split("://", 1)[1] if "://" in url else ""
-        where, _, query = rest.partition("?")
-        where = unquote(where)
-        if not url.lower().startswith("servicebus://") or not where:
+        where, found = "", dict[str, Any]()
+        if url.lower().startswith("servicebus://"):
+            rest, found = split_options(url, _URL_OPTIONS)
+            where = unquote(rest[len("servicebus://") :])
+        if not where:
             raise ConfigurationError(
                 f"not a Service Bus URL: {_redact(url)!r}; use servicebus://<connection string> "
                 "or servicebus://<namespace>.servicebus.windows.net"
             )
-        for name, text in parse_qsl(query, keep_blank_values=True):
-            if name not in _URL_OPTIONS:
-                raise ConfigurationError(
-                    f"unknown option {name!r} in {_redact(url)!r}: use {', '.join(_URL_OPTIONS)}"
-                )
-            try:
-                options.setdefault(name, _URL_OPTIONS[name](text))
-            except (KeyError, ValueError) as exc:
-                raise ConfigurationError(f"bad {name}={text!r} in {_redact(url)!r}") from exc
         if "endpoint=" in where.lower():
-            return cls(where, **options)
-        return cls(namespace=where, **options)
+            return cls(where, **(found | options))
+        return cls(namespace=where, **(found | options))
 
     def _errors(self, operation: str, *, settling: bool = False) -> Any:
         return translate_errors(operation, repr(self.namespace), settling=settling)

@@ -37,7 +37,7 @@ import anyio
 import anyio.to_thread
 
 from .._errors import TransportError
-from ..stores._urls import ConfigurationError, redact
+from ..stores._urls import ConfigurationError, check_positive, redact, split_options, sqlite_path
 from ._memory import DeadLetter
 from ._protocol import DeliveryError
 
@@ -45,7 +45,14 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Mapping
     from pathlib import Path
 
+    from ..stores._urls import Converter
+
 T = TypeVar("T")
+_URL_OPTIONS: dict[str, Converter] = {
+    "visibility_timeout": float,
+    "poll_interval": float,
+    "max_poll_interval": float,
+}
 _Row = tuple[int, bytes, str, "str | None", int]  # id, body, headers, key, attempts
 
 _SCHEMA = """
@@ -211,6 +218,11 @@ class SQLiteQueueTransport:
         poll_interval: float = 0.05,
         max_poll_interval: float = 0.5,
     ) -> None:
+        check_positive(
+            "SQLiteQueueTransport",
+            visibility_timeout=visibility_timeout,
+            poll_interval=poll_interval,
+        )
         self.path = str(path)
         self.visibility_timeout = visibility_timeout
         self.poll_interval = poll_interval
@@ -222,15 +234,22 @@ class SQLiteQueueTransport:
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SQLiteQueueTransport:
-        """``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``sqlite://`` (in memory)."""
+        """Build from ``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``sqlite://``
+        (in memory), optionally with ``?visibility_timeout=60``.
+
+        Query options: ``visibility_timeout``, ``poll_interval``,
+        ``max_poll_interval`` (float seconds); any other is refused (the path is
+        a file name, not a SQLite URI). Keyword ``options`` override the query.
+
+        >>> SQLiteQueueTransport.from_url("sqlite:///q.db?visibility_timeout=60").path
+        'q.db'
+        """
         if not url.lower().startswith("sqlite://"):
             raise ConfigurationError(
                 f"not a SQLite queue URL: {redact(url)!r}; use sqlite:///path/to/flowkit.db"
             )
-        path = url[len("sqlite://") :]
-        if path.startswith("/"):
-            path = path[1:]  # sqlite:///rel.db -> rel.db; sqlite:////abs.db -> /abs.db
-        return cls(path or ":memory:", **options)
+        rest, found = split_options(url, _URL_OPTIONS)
+        return cls(sqlite_path(rest), **(found | options))
 
     def __repr__(self) -> str:
         return f"SQLiteQueueTransport({self.path!r})"

@@ -67,13 +67,13 @@ import uuid
 from collections import deque
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import anyio
 import structlog
 
 from .._errors import MissingDependency, TransportError
-from ..stores._urls import ConfigurationError, redact
+from ..stores._urls import ConfigurationError, redact, split_options
 from ._sqs_delivery import SQSDelivery as SQSDelivery
 from ._sqs_delivery import _Lease
 from ._sqs_errors import _code
@@ -196,19 +196,12 @@ class SQSTransport:
                 f"not an SQS URL: {redact(url)!r}; use sqs://region/queue-prefix (credentials come "
                 "from the environment or keyword arguments, never the URL)"
             )
-        for name, text in parse_qsl(parts.query):
-            if name not in _URL_OPTIONS:
-                raise ConfigurationError(
-                    f"unknown option {name!r} in {redact(url)!r}: use {', '.join(_URL_OPTIONS)}"
-                )
-            try:
-                value = _URL_OPTIONS[name](text)
-            except (ValueError, KeyError) as exc:
-                raise ConfigurationError(f"bad {name}={text!r} in {redact(url)!r}") from exc
-            options.setdefault("endpoint_url" if name == "endpoint" else name, value)
+        _, found = split_options(url, _URL_OPTIONS)
+        if "endpoint" in found:
+            found["endpoint_url"] = found.pop("endpoint")
         if parts.path.strip("/"):
-            options.setdefault("queue_prefix", parts.path.strip("/"))
-        return cls(parts.netloc or "us-east-1", **options)
+            found["queue_prefix"] = parts.path.strip("/")
+        return cls(parts.netloc or "us-east-1", **(found | options))
 
     def queue_name(self, queue: str, *, dead: bool = False) -> str:
         """The SQS queue behind the flowkit queue ``queue`` (or its dead-letter queue)."""

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING
 
-from ..stores._urls import ConfigurationError
+from ..stores._urls import ConfigurationError, boolean
 from ._sqs_delivery import MAX_VISIBILITY
 
+if TYPE_CHECKING:
+    from ..stores._urls import Converter
+
 _PREFIX = re.compile(r"^[A-Za-z0-9_-]+$")
-_URL_OPTIONS: dict[str, Any] = {
+_URL_OPTIONS: dict[str, Converter] = {
     "endpoint": str,
     "visibility_timeout": int,
     "wait_time": int,
-    "fifo": lambda text: {"true": True, "1": True, "false": False, "0": False}[text.lower()],
+    "fifo": boolean,
     "max_receive_count": int,
     "batch": int,
 }

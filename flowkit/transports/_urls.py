@@ -31,7 +31,9 @@ def from_url(url: str, **options: Any) -> Any:
     ``postgresql://...``, ``amqp://...``, ``kafka://host:port``, ``redis://...``,
     ``pubsub://project``, ``servicebus://...``, ``sqs://region/prefix``, ``nats://host:port``.
 
-    Each implementation's class method ``from_url(url, **options)`` parses the rest.
+    Each implementation's class method ``from_url(url, **options)`` parses the
+    rest, including the ``?name=value`` options it lists; keyword ``options``
+    override them.
     """
     scheme = urlsplit(url).scheme.lower()
     entry = _SCHEMES.get(scheme)
@@ -49,7 +51,4 @@ def from_url(url: str, **options: Any) -> Any:
                 f"the {scheme}:// transport is not available in this flowkit version"
             ) from exc
         raise
-    cls = getattr(module, class_name)
-    if scheme == "memory":
-        return cls(**options)
-    return cls.from_url(url, **options)
+    return getattr(module, class_name).from_url(url, **options)

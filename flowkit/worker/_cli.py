@@ -31,6 +31,9 @@ def parser() -> argparse.ArgumentParser:
         description="Run a flowkit worker: execute the nodes of the given flows from a "
         "transport, with run state in a store. SIGTERM or SIGINT drains in-flight nodes "
         "and exits 0.",
+        epilog="A --transport or --store URL may set the implementation's options in its "
+        "query string, e.g. 'postgresql://db/app?schema=flowkit&sslmode=require' "
+        "(docs/workers.md, 'URL options', lists them).",
     )
     cli.add_argument(
         "--app",
