@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import anyio
 
+from ..engine._state import FINISHED_VALUES
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from contextlib import AbstractAsyncContextManager
 
     from anyio.streams.memory import MemoryObjectSendStream
-
-from ..engine._state import FINISHED_VALUES
 
 
 @runtime_checkable
