@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from .._errors import TransportError
 from ..stores._urls import redact
+from ._sdk import error_text
 
 try:
     from aiokafka import errors as kafka_errors  # type: ignore[import-untyped,unused-ignore]
@@ -39,13 +40,5 @@ def translate_errors(operation: str, where: str) -> Iterator[None]:
     except _sdk_errors() as exc:
         raise TransportError(
             f"Kafka {redact(where)!r}: {operation} failed ({type(exc).__name__}: "
-            f"{_text(exc)}); check that the broker is reachable and the topic exists"
+            f"{error_text(exc)}); check that the broker is reachable and the topic exists"
         ) from exc
-
-
-def _text(exc: Exception) -> str:
-    """``str(exc)``; aiokafka's BrokerResponseError base class cannot format itself."""
-    try:
-        return str(exc)
-    except AttributeError:
-        return ", ".join(map(str, exc.args))

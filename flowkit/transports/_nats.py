@@ -75,7 +75,6 @@ from .._errors import MissingDependency, TransportError
 from ..stores._urls import redact, split_options
 from ._memory import DeadLetter
 from ._nats_delivery import NATSDelivery as NATSDelivery
-from ._nats_delivery import _Lease
 from ._nats_errors import sdk_errors as sdk_errors
 from ._nats_errors import translate_errors as translate_errors
 from ._nats_names import (
@@ -89,6 +88,7 @@ from ._nats_names import (
 )
 from ._nats_options import _URL_OPTIONS, _check_options
 from ._protocol import DeliveryError
+from ._sdk import Lease as _Lease
 
 try:
     import nats.errors as nats_errors

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import TYPE_CHECKING, Any
 
 from ._nats_names import (
@@ -22,24 +21,7 @@ if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
     from ._nats import NATSTransport
-
-
-def _guard(seconds: float) -> float:
-    return min(0.05 * seconds, 0.5)
-
-
-class _Lease:
-    """This process's view of a delivery's ``ack_wait``: it ends no earlier than the server's."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.until = time.monotonic() + seconds
-
-    def renew(self) -> None:
-        self.until = time.monotonic() + self.seconds
-
-    def expired(self) -> bool:
-        return time.monotonic() > self.until - _guard(self.seconds)
+    from ._sdk import Lease as _Lease
 
 
 class NATSDelivery:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from .._errors import TransportError
 from ..stores._urls import redact
 from ._protocol import DeliveryError
+from ._sdk import error_text
 
 try:
     import nats.errors as nats_errors
@@ -56,16 +56,6 @@ def _hint(exc: BaseException) -> str:
     return "retry; if it keeps failing, check the server's log"
 
 
-def _text(exc: BaseException, url: str) -> str:
-    """``exc`` as text without the URL's password (some SDK classes cannot ``str()``)."""
-    try:
-        text = str(exc) or type(exc).__name__
-    except Exception:  # an SDK class whose __str__ needs attributes it was not given
-        text = repr(exc.args)
-    password = urlsplit(url).password
-    return text.replace(password, "***") if password else text
-
-
 @contextmanager
 def translate_errors(operation: str, url: str, *, settling: bool = False) -> Iterator[None]:
     """Re-raise any SDK error in the block as a TransportError (DeliveryError if ``settling``)."""
@@ -75,5 +65,5 @@ def translate_errors(operation: str, url: str, *, settling: bool = False) -> Ite
         error = DeliveryError if settling else TransportError
         raise error(
             f"NATS {redact(url)!r}: {operation} failed "
-            f"({type(exc).__name__}: {_text(exc, url)}); {_hint(exc)}"
+            f"({type(exc).__name__}: {error_text(exc, url)}); {_hint(exc)}"
         ) from exc

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from .._errors import TransportError
 from ._protocol import DeliveryError
+from ._sdk import error_text
 
 try:
     import google.api_core.exceptions as api_errors
@@ -67,12 +68,5 @@ def translate_errors(operation: str, where: str, *, settling: bool = False) -> I
         error = DeliveryError if settling else TransportError
         raise error(
             f"Pub/Sub {where}: {operation} failed "
-            f"({type(exc).__name__}: {_text(exc)}); {_hint(exc)}"
+            f"({type(exc).__name__}: {error_text(exc)}); {_hint(exc)}"
         ) from exc
-
-
-def _text(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception:  # an SDK class whose __str__ needs arguments it was not given
-        return repr(exc.args)

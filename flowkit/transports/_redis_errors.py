@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from .._errors import TransportError
 from ..stores._urls import redact
 from ._protocol import DeliveryError
+from ._sdk import error_text
 
 try:
     from redis import exceptions as redis_errors
@@ -60,15 +60,5 @@ def translate_errors(operation: str, url: str, *, settling: bool = False) -> Ite
         error = DeliveryError if settling else TransportError
         raise error(
             f"Redis transport {redact(url)!r}: {operation} failed "
-            f"({type(exc).__name__}: {_text(exc, url)}); {_hint(exc)}"
+            f"({type(exc).__name__}: {error_text(exc, url)}); {_hint(exc)}"
         ) from exc
-
-
-def _text(exc: BaseException, url: str) -> str:
-    """``exc`` as text without the URL's password (even if its ``__str__`` fails)."""
-    try:
-        text = str(exc)
-    except Exception:  # an SDK class whose __str__ needs attributes it was not given
-        text = repr(exc.args)
-    password = urlsplit(url).password
-    return text.replace(password, "***") if password else text

@@ -74,8 +74,8 @@ import structlog
 
 from .._errors import MissingDependency, TransportError
 from ..stores._urls import ConfigurationError, redact, split_options
+from ._sdk import Lease as _Lease
 from ._sqs_delivery import SQSDelivery as SQSDelivery
-from ._sqs_delivery import _Lease
 from ._sqs_errors import _code
 from ._sqs_errors import sdk_errors as sdk_errors
 from ._sqs_errors import translate_errors as translate_errors

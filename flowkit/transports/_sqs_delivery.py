@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from ._protocol import DeliveryError
@@ -20,29 +19,11 @@ from ._sqs_messages import (
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from ._sdk import Lease as _Lease
     from ._sqs import SQSTransport
     from ._sqs_messages import Message
 
 MAX_VISIBILITY = 43_200  # 12 hours
-
-
-def _guard(seconds: float) -> float:
-    return min(0.05 * seconds, 0.5)
-
-
-class _Lease:
-    """This process's view of a message's visibility: it ends no earlier than SQS's."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.until = time.monotonic() + seconds
-
-    def renew(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.until = time.monotonic() + seconds
-
-    def expired(self) -> bool:
-        return time.monotonic() > self.until - _guard(self.seconds)
 
 
 class SQSDelivery:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from .._errors import TransportError
 from ._protocol import DeliveryError
+from ._sdk import error_text
 
 try:
     import botocore.exceptions as boto_errors  # type: ignore[import-untyped,unused-ignore]
@@ -62,14 +63,6 @@ def _hint(exc: BaseException) -> str:
     return "retry; if it keeps failing, check the request against the SQS limits"
 
 
-def _text(exc: BaseException) -> str:
-    """``exc`` as text (some SDK classes cannot ``str()`` without their arguments)."""
-    try:
-        return str(exc) or type(exc).__name__
-    except Exception:  # an SDK class whose __str__ needs arguments it was not given
-        return repr(exc.args)
-
-
 @contextmanager
 def translate_errors(operation: str, where: str, *, settling: bool = False) -> Iterator[None]:
     """Re-raise any SDK error in the block as a TransportError (DeliveryError if ``settling``)."""
@@ -78,5 +71,6 @@ def translate_errors(operation: str, where: str, *, settling: bool = False) -> I
     except sdk_errors() as exc:
         error = DeliveryError if settling else TransportError
         raise error(
-            f"SQS {where}: {operation} failed ({type(exc).__name__}: {_text(exc)}); {_hint(exc)}"
+            f"SQS {where}: {operation} failed "
+            f"({type(exc).__name__}: {error_text(exc)}); {_hint(exc)}"
         ) from exc

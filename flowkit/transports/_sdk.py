@@ -1,0 +1,39 @@
+"""What the transports share about their SDKs: error text and client-side leases."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlsplit
+
+
+def error_text(exc: BaseException, url: str = "") -> str:
+    """``exc`` as text, without ``url``'s password; never raises (some SDK classes
+    cannot ``str()`` without the arguments or attributes they were not given)."""
+    try:
+        text = str(exc) or type(exc).__name__
+    except Exception:
+        text = repr(exc.args)
+    password = urlsplit(url).password if url else None
+    return text.replace(password, "***") if password else text
+
+
+def _guard(seconds: float) -> float:
+    return min(0.05 * seconds, 0.5)
+
+
+class Lease:
+    """This process's view of a delivery's visibility: it ends no later than the broker's
+    (a small guard before it), so a settle is never sent on a lease already gone."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.until = time.monotonic() + seconds
+
+    def renew(self, seconds: float | None = None) -> None:
+        """Start the lease again, for ``seconds`` if given, else for as long as before."""
+        if seconds is not None:
+            self.seconds = seconds
+        self.until = time.monotonic() + self.seconds
+
+    def expired(self) -> bool:
+        return time.monotonic() > self.until - _guard(self.seconds)
