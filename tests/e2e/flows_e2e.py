@@ -16,11 +16,14 @@ Every node records its side effect in PostgreSQL under
   — append-only, one row per execution, so re-executions (a redelivery, a
   worker killed mid-node) are visible but harmless. ``worker`` is the process
   id, or the name an in-process test set in :data:`WORKER` for a Worker's task;
-* ``{prefix}_traps(worker, hold, idempotency_key)`` — a test inserts a row to
-  *trap* that worker: the next node it runs records its side effect, claims the
-  trap (writing its key there) and then takes ``hold`` seconds, so the test can
-  kill or stop the worker while it is certainly inside a node whose effect
-  happened but whose completion did not.
+* ``{prefix}_traps(id, hold, worker, idempotency_key)`` — a test inserts a row
+  to set a *trap*: the next node any worker runs records its side effect, claims
+  the trap (writing its worker and key there) and then takes ``hold`` seconds,
+  so the test can kill or stop that worker while it is certainly inside a node
+  whose effect happened but whose completion did not. (Trapping whichever
+  worker comes first, not a chosen one: a chosen worker may get no work at all
+  for a while — its Kafka partitions went to the others, its SQLite poll lost
+  every race.)
 
 ``activation`` names the logical node activation from the node's own arguments
 (``step:2`` is the third loop iteration, ``square:1`` the second map item), so
@@ -90,8 +93,8 @@ def create_tables(dsn: str, prefix: str) -> None:
             "worker TEXT NOT NULL, at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp())"
         )
         conn.execute(
-            f"CREATE TABLE {names.traps} (worker TEXT PRIMARY KEY, "
-            "hold DOUBLE PRECISION NOT NULL, idempotency_key TEXT)"
+            f"CREATE TABLE {names.traps} (id BIGSERIAL PRIMARY KEY, "
+            "hold DOUBLE PRECISION NOT NULL, worker TEXT, idempotency_key TEXT)"
         )
 
 
@@ -147,8 +150,9 @@ def _record(
             (key, node_id, run_id, activation),
         )
         sprung = conn.execute(
-            f"UPDATE {names.traps} SET idempotency_key = %s "
-            "WHERE worker = %s AND idempotency_key IS NULL RETURNING hold",
+            f"UPDATE {names.traps} SET idempotency_key = %s, worker = %s "
+            f"WHERE id = (SELECT min(id) FROM {names.traps} WHERE idempotency_key IS NULL) "
+            "AND idempotency_key IS NULL RETURNING hold",
             (key, worker),
         ).fetchone()
     return None if sprung is None else float(sprung[0])

@@ -132,8 +132,6 @@ def test_an_app_that_cannot_be_loaded_exits_2(tmp_path: Path, app: str, expected
     assert_usage_error(result, expected)
 
 
-
-
 @pytest.mark.parametrize(
     ("source", "expected"),
     [("def broken(:\n", "SyntaxError"), ("raise RuntimeError('no config')\n", "no config")],
