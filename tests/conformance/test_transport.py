@@ -318,9 +318,11 @@ class TestLease:
         async with consuming(mine) as held_stream:
             held = await next_delivery(held_stream)
             async with consuming(theirs) as other_stream:  # started later: it cannot claim first
-                for _ in range(9):  # three visibility timeouts, extending every third of one
+                # three visibility timeouts, extending every third of one by two of them (a
+                # broker slowed by a loaded machine must not let the lease run out between)
+                for _ in range(9):
                     await anyio.sleep(seconds / 3)
-                    await held.extend(seconds)
+                    await held.extend(2 * seconds)
                 assert_idle(held_stream, other_stream)
                 await held.ack()
                 await assert_quiet(factory, producer, held_stream, other_stream)
