@@ -9,6 +9,7 @@ from ._errors import BlueprintError as BlueprintError
 from ._errors import Cancelled as Cancelled
 from ._errors import ChildFailed as ChildFailed
 from ._errors import CompileError as CompileError
+from ._errors import ConfigurationError as ConfigurationError
 from ._errors import DuplicateDelivery as DuplicateDelivery
 from ._errors import FlowkitError as FlowkitError
 from ._errors import MissingDependency as MissingDependency
@@ -56,6 +57,7 @@ __all__ = [
     "ChildFailed",
     "Client",
     "CompileError",
+    "ConfigurationError",
     "Context",
     "DuplicateDelivery",
     "EdgeSpec",

@@ -15,6 +15,7 @@ The tree::
     ├── TransportError        (a broker failed; each transport translates its SDK here)
     ├── StoreError            (a database failed; each store translates its driver here)
     ├── MissingDependency     (an optional extra is not installed; also an ImportError)
+    ├── ConfigurationError    (a transport/store URL or option is wrong; also a ValueError)
     └── WebhookRejected       (a webhook call was refused: status says why)
 
 Constructors take structured data and build the message, so every message says
@@ -176,6 +177,10 @@ class MissingDependency(FlowkitError, ImportError):
             f"{feature} needs an optional dependency; install it with: "
             f"pip install 'flowkit[{extra}]'"
         )
+
+
+class ConfigurationError(FlowkitError, ValueError):
+    """A URL or option names something flowkit cannot build."""
 
 
 class WebhookRejected(FlowkitError):

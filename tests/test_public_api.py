@@ -20,6 +20,7 @@ PUBLIC_NAMES = [
     "ChildFailed",
     "Client",
     "CompileError",
+    "ConfigurationError",
     "Context",
     "DuplicateDelivery",
     "EdgeSpec",

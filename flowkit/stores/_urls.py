@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote_plus, urlsplit
 
-from .._errors import FlowkitError
+from .._errors import ConfigurationError as ConfigurationError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -25,10 +25,6 @@ _SCHEMES: dict[str, tuple[str, str]] = {
     "redis": ("._redis", "RedisStore"),
     "rediss": ("._redis", "RedisStore"),
 }
-
-
-class ConfigurationError(FlowkitError, ValueError):
-    """A URL or option names something flowkit cannot build."""
 
 
 def from_url(url: str, **options: Any) -> Any:
