@@ -290,7 +290,7 @@ class TestRedisLock:
             await anyio.sleep(0.3)
             async with other.transaction("r") as fresh:
                 assert 2 == await fresh.commit([("context", "n", 1)])
-            with pytest.raises(StoreError, match="another holder changed it"):
+            with pytest.raises(StoreError, match="another transaction changed it"):
                 await stale.commit([("context", "n", 99)])
         loaded = await redis_store.load("r")
         assert loaded is not None
@@ -304,7 +304,7 @@ class TestRedisLock:
         async with redis_store.transaction("r") as stale:
             await anyio.sleep(0.3)
             async with other.transaction("r") as fresh:
-                with pytest.raises(StoreError, match="lock expired and another holder took"):
+                with pytest.raises(StoreError, match="another transaction holds it"):
                     await stale.commit([("context", "n", 99)])
                 assert 2 == await fresh.commit([("context", "n", 1)])
         loaded = await redis_store.load("r")

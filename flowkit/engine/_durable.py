@@ -6,12 +6,13 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _clock as clock
 from .._errors import ResumeError, StoreError
+from ..stores._protocol import CommitsOptimistically, Conflict
 from . import _protocol as p
 from ._core import handle_event
 from ._state import DELETED, Delta, RunState
 
 if TYPE_CHECKING:
-    from ..stores._protocol import IndexOps, Store
+    from ..stores._protocol import IndexOps, RunTransaction, Store
     from ._program import Program
 
 
@@ -62,28 +63,61 @@ class Replica:
     async def step(
         self, store: Store, event: p.Event, *, lease_seconds: float | None = None
     ) -> list[p.Command]:
-        """Apply ``event`` under the run's store transaction; commit only the delta."""
+        """Apply ``event`` and commit only the delta: in one round trip if the store
+        commits optimistically and this copy is current, else under the run's lock."""
         try:
-            async with store.transaction(self.run_id) as txn:
-                if txn.version == 0:
-                    raise StoreError(f"run {self.run_id!r} is not in the store {store!r}")
-                if txn.version != self.version:
-                    await self._catch_up(txn)
-                commands = handle_event(self.program, self.state, event)
-                delta = self.state.take_delta()
-                if delta:
-                    status = self.state.header.get("status")
-                    await txn.commit(
-                        delta,
-                        index=index_ops(delta, commands, lease_seconds=lease_seconds),
-                        info={"status": status} if status else None,
-                        state=self.state,
-                    )
-                    self.version = txn.version
-                return commands
+            if self.version > 0 and isinstance(store, CommitsOptimistically):
+                commands = await self._step_optimistically(store, event, lease_seconds)
+                if commands is not None:
+                    return commands
+            return await self._step_locked(store, event, lease_seconds)
         except BaseException:
             self.version = -1  # our copy may hold an uncommitted step: reload next time
             raise
+
+    async def _step_optimistically(
+        self, store: CommitsOptimistically, event: p.Event, lease_seconds: float | None
+    ) -> list[p.Command] | None:
+        """The step committed at this copy's version; None if it is to be done under the
+        lock: this copy was stale (a conflict), or the event changed nothing here (a
+        duplicate, or news to a stale copy)."""
+        attempt = store.attempt(self.run_id, self.version)
+        commands = handle_event(self.program, self.state, event)
+        try:
+            committed = await self._commit(attempt, commands, lease_seconds)
+        except Conflict:
+            self.version = -1  # this copy holds the step that did not commit: reload it
+            return None
+        return commands if committed else None
+
+    async def _step_locked(
+        self, store: Store, event: p.Event, lease_seconds: float | None
+    ) -> list[p.Command]:
+        async with store.transaction(self.run_id) as txn:
+            if txn.version == 0:
+                raise StoreError(f"run {self.run_id!r} is not in the store {store!r}")
+            if txn.version != self.version:
+                await self._catch_up(txn)
+            commands = handle_event(self.program, self.state, event)
+            await self._commit(txn, commands, lease_seconds)
+            return commands
+
+    async def _commit(
+        self, txn: RunTransaction, commands: list[p.Command], lease_seconds: float | None
+    ) -> bool:
+        """Commit the state's delta, if any; whether there was one."""
+        delta = self.state.take_delta()
+        if not delta:
+            return False
+        status = self.state.header.get("status")
+        await txn.commit(
+            delta,
+            index=index_ops(delta, commands, lease_seconds=lease_seconds),
+            info={"status": status} if status else None,
+            state=self.state,
+        )
+        self.version = txn.version
+        return True
 
     async def _catch_up(self, txn: Any) -> None:
         changes = await txn.changes_since(self.version) if self.version > 0 else None

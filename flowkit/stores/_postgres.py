@@ -2,9 +2,11 @@
 
 A :meth:`~PostgresStore.transaction` is a database transaction that holds the
 run's row (``SELECT ... FOR UPDATE``): transitions of one run queue on the row
-lock while other runs proceed in parallel, in this process or any other. The
-tables live in ``schema``; they are created or migrated on first use inside an
-advisory lock, so several processes may start at once. Every psycopg error is
+lock while other runs proceed in parallel, in this process or any other.
+:meth:`~PostgresStore.attempt` commits a transition at a known version in one
+statement instead (see ``_postgres_attempt``). The tables live in ``schema``;
+they are created or migrated on first use inside an advisory lock, so several
+processes may start at once. Every psycopg error is
 translated to :class:`~flowkit.StoreError` by :func:`translate_errors`.
 
 psycopg's async connections run on asyncio only (not trio).
@@ -23,6 +25,7 @@ import anyio
 from .._errors import MissingDependency, StoreError
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
 from ._notices import finishes
+from ._postgres_attempt import PostgresAttempt
 from ._protocol import NO_INDEX, DueTimer, ExpiredLease, IndexOps, RunInfo, StoreStats
 from ._urls import ConfigurationError, check_positive, redact, split_options
 
@@ -271,6 +274,11 @@ class PostgresStore:
                 with anyio.CancelScope(shield=True):
                     await txn.end()
 
+    def attempt(self, run_id: str, version: int) -> PostgresAttempt:
+        """A lock-free transaction at ``version``: its commit is one statement that writes
+        only if the run is still there and not held, else raises :class:`Conflict`."""
+        return PostgresAttempt(self, run_id, version)
+
     async def load(self, run_id: str) -> tuple[RunState, int] | None:
         """A consistent read (one statement) of the run's state and version."""
         rows = await self._query("load", _LOAD, (run_id,))
@@ -400,6 +408,14 @@ def _replay(row: Any) -> RunState:
     return replay(decode_state(row[1]), [decode_delta(delta) for delta in row[2]])
 
 
+def checked_info(info: dict[str, Any] | None) -> dict[str, Any]:
+    """A commit's ``info``, refused unless it names columns of the run's row."""
+    for key in info or {}:
+        if key not in _INFO_COLUMNS:
+            raise StoreError(f"cannot set {key!r} on a run: info takes {sorted(_INFO_COLUMNS)}")
+    return dict(info or {})
+
+
 def _update_run(
     run_id: str, version: int, snapshot: str | None, info: dict[str, Any] | None
 ) -> tuple[sql.Composed, list[Any]]:
@@ -407,11 +423,7 @@ def _update_run(
     fields: dict[str, Any] = {"version": version}
     if snapshot is not None:
         fields.update(snapshot_version=version, snapshot=snapshot)
-    for key, value in (info or {}).items():
-        if key not in _INFO_COLUMNS:
-            raise StoreError(f"cannot set {key!r} on a run: info takes {sorted(_INFO_COLUMNS)}")
-        if value is not None:
-            fields[key] = value
+    fields.update({key: value for key, value in checked_info(info).items() if value is not None})
     sets = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(name)) for name in fields)
     query = sql.SQL("UPDATE flowkit_runs SET {} WHERE run_id = %s").format(sets)
     return query, [*fields.values(), run_id]

@@ -12,6 +12,8 @@ checks that no other token holds the lock *and* the run is still at the
 transaction's version before it writes, and then releases the lock (a block
 that did not commit releases it by compare-and-delete), so a lock that expired
 mid-transaction can never commit stale work, and a step costs two round trips.
+:meth:`~RedisStore.attempt` runs the same script without taking the lock: a
+process whose copy of the run is current commits in one round trip.
 Every redis-py error is translated to :class:`~flowkit.StoreError` by
 :func:`translate_errors`.
 
@@ -32,7 +34,7 @@ import structlog
 from .._errors import MissingDependency, StoreError
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
 from ._notices import finishes
-from ._protocol import NO_INDEX, DueTimer, ExpiredLease, IndexOps, RunInfo, StoreStats
+from ._protocol import NO_INDEX, Conflict, DueTimer, ExpiredLease, IndexOps, RunInfo, StoreStats
 from ._urls import ConfigurationError, check_positive, redact, split_options
 
 try:
@@ -266,6 +268,16 @@ class RedisStore:
                 with anyio.CancelScope(shield=True):
                     await self._unlock(keys, token)
 
+    def attempt(self, run_id: str, version: int) -> _RedisTransaction:
+        """A lock-free transaction at ``version``: its commit script writes only if the
+        run is still there and unlocked (one round trip), else raises :class:`Conflict`."""
+        # the snapshot version is not read (that would cost the round trip saved):
+        # attempts snapshot at multiples of snapshot_every, which bounds the journal too
+        since = version - version % self.snapshot_every
+        txn = _RedisTransaction(self, run_id, secrets.token_hex(16), (version, since))
+        txn.holds_lock = False
+        return txn
+
     async def _lock(self, keys: list[str], token: str) -> tuple[int, int]:
         delay = 0.001
         while True:
@@ -476,7 +488,7 @@ class _RedisTransaction:
         with translate_errors("commit", self._store.url):
             outcome = await self._store._commit(keys=self._keys, args=args)
         if outcome != 1:
-            raise StoreError(self._lost_message(outcome))
+            raise Conflict(self._lost_message(outcome))
         self.holds_lock = False
         self._account(version, encoded, snapshot)
         if finishes(info):
@@ -485,9 +497,9 @@ class _RedisTransaction:
 
     def _lost_message(self, outcome: int) -> str:
         why = (
-            "its lock expired and another holder took it"
+            "another transaction holds it (its lock expired, or this one never held it)"
             if outcome == -1
-            else ("another holder changed it")
+            else "another transaction changed it"
         )
         return (
             f"cannot commit to run {self._run_id!r} in {self._store!r}: {why} during the "

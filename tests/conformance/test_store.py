@@ -25,7 +25,9 @@ from flowkit.engine._core import handle_event, start_run
 from flowkit.engine._program import Program
 from flowkit.engine._state import DELETED, RunState
 from flowkit.stores import IndexOps, MemoryStore, RunInfo, SQLiteStore
+from flowkit.engine._durable import Replica
 from flowkit.stores._notices import WatchesFinished
+from flowkit.stores._protocol import CommitsOptimistically, Conflict
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -327,6 +329,134 @@ class TestConcurrency:
                 tg.start_soon(claim, stores[i % 2])
         assert (1, 20) == (wins.count(True), len(wins))
         assert [] == await stores[1].due_timers(2.0)
+
+
+class TestOptimisticCommits:
+    """A store that offers ``attempt`` commits at a version without the lock, and refuses
+    (``Conflict``, nothing written) once the run moved on or is held; Replicas use it
+    when their copy is current, fall back to the lock when not, and lose no update."""
+
+    async def test_attempt_at_the_current_version(self, store: Store) -> None:
+        if not isinstance(store, CommitsOptimistically):
+            pytest.skip(f"{type(store).__name__} always takes the lock")
+        await create(store)
+        txn = store.attempt("run-1", 1)
+        assert 2 == await txn.commit([("context", "n", 1)], index=IndexOps(timers=[("t", 3.0)]))
+        assert ({"n": 1}, 2) == await stored(store)
+        assert ["t"] == [t.timer_id for t in await store.due_timers(9)]
+
+    async def test_attempt_behind_or_while_held_conflicts(self, store: Store) -> None:
+        if not isinstance(store, CommitsOptimistically):
+            pytest.skip(f"{type(store).__name__} always takes the lock")
+        await create(store)
+        await put(store, "run-1", "n", 1)
+        with pytest.raises(Conflict, match="another transaction changed it"):
+            await store.attempt("run-1", 1).commit([("context", "n", 99)])
+        async with store.transaction("run-1") as held:
+            with pytest.raises(Conflict, match="another transaction holds it"):
+                await store.attempt("run-1", 2).commit([("context", "n", 99)])
+            assert 3 == await held.commit([("context", "n", 2)])
+        assert ({"n": 2}, 3) == await stored(store)
+
+    async def test_attempts_snapshot_index_and_announce(self, db: Database) -> None:
+        store, reader = db.open(snapshot_every=3), db.open()
+        if not isinstance(store, CommitsOptimistically):
+            pytest.skip(f"{type(store).__name__} always takes the lock")
+        assert isinstance(reader, WatchesFinished)
+        await create(store, index=IndexOps(timers=[("t0", 0.0)]))
+        state = new_state("run-1", n=0)
+        async with reader.watch_finished() as notices:
+            for n in range(1, 6):
+                state.put("context", "n", n)
+                index = IndexOps(timers=[(f"t{n}", float(n)), ("gone", 1.0)])
+                index = attrs.evolve(index, timers_done=[f"t{n - 1}", "gone"])
+                info = {"status": "completed" if n == 5 else "running"}
+                txn = store.attempt("run-1", n)
+                assert n + 1 == await txn.commit(
+                    state.take_delta(), index=index, info=info, state=state
+                )
+            with anyio.fail_after(10):
+                assert "run-1" == await anext(notices)
+        assert ({"n": 5}, 6) == await stored(reader)
+        assert ["t5"] == [t.timer_id for t in await reader.due_timers(99)]
+        assert "completed" == getattr(await reader.info("run-1"), "status", None)
+        assert 0 < store.stats.snapshot_bytes  # versions 3 and 6 were snapshots
+        async with reader.transaction("run-1") as txn:
+            assert None is await txn.changes_since(2)
+
+    async def test_a_current_replica_takes_no_lock(self, db: Database) -> None:
+        store = db.open()
+        program, replica = await _fan(store, width=1)
+        locks = _count_transactions(store)
+        commands = await replica.step(store, _done(replica, "a"))
+        commands += await replica.step(store, _done(replica, "b0"))
+        assert ["b0", "z"] == [c.node_id for c in commands if isinstance(c, p.ExecuteNode)]
+        expected = 0 if isinstance(store, CommitsOptimistically) else 2
+        assert (expected, 3) == (locks.count, replica.version)
+
+    async def test_stale_replicas_of_a_fan_lose_nothing(self, db: Database) -> None:
+        """Two processes complete a 12-wide fan at once, each through its own (soon stale)
+        copy of the run: every completion counts, the join is dispatched exactly once."""
+        first, second = db.open(), db.open()
+        program, replica = await _fan(first, width=12)
+        fanned = await replica.step(first, _done(replica, "a"))
+        loaded = await second.load("run-1")
+        assert loaded is not None
+        other = Replica(program, *loaded)
+        dispatched: list[str] = []
+
+        async def complete(store: Store, copy: Replica, command: p.ExecuteNode) -> None:
+            done = p.NodeCompleted(command.dispatch_id, output=command.node_id)
+            commands = await copy.step(store, done)
+            dispatched.extend(c.node_id for c in commands if isinstance(c, p.ExecuteNode))
+
+        async with anyio.create_task_group() as tg:
+            for i, command in enumerate(c for c in fanned if isinstance(c, p.ExecuteNode)):
+                pair = (first, replica) if i % 2 else (second, other)
+                tg.start_soon(complete, *pair, command)
+        state, version = await second.load("run-1") or (None, 0)
+        assert state is not None
+        assert (["z"], 14) == (dispatched, version)
+        assert ["z"] == [d["node"] for d in state.sections["dispatches"].values()]
+
+
+def _done(replica: Replica, node_id: str) -> p.NodeCompleted:
+    (dispatch_id,) = [
+        key for key, d in replica.state.sections["dispatches"].items() if d["node"] == node_id
+    ]
+    return p.NodeCompleted(dispatch_id, output=node_id)
+
+
+async def _fan(store: Store, width: int) -> tuple[Program, Replica]:
+    """``a`` fans out to ``b0..b{width-1}``, joined by ``z``; the run stored, ``a`` dispatched."""
+    fan = [f"b{i}" for i in range(width)]
+    blueprint = Blueprint(
+        id="fan",
+        nodes=tuple(NodeSpec(n, "call", uses="work") for n in ("a", *fan, "z")),
+        edges=(*(EdgeSpec("a", b) for b in fan), *(EdgeSpec(b, "z") for b in fan)),
+    )
+    program = Program(blueprint, {"work": lambda value=None: value})
+    state = RunState("run-1")
+    start_run(program, state, {})
+    state.take_delta()
+    assert await store.create_run("run-1", state, blueprint_id="fan", digest=blueprint.digest)
+    return program, Replica(program, state, 1)
+
+
+class _Counter:
+    count = 0
+
+
+def _count_transactions(store: Store) -> _Counter:
+    """Count the store's locked transactions from now on."""
+    counter, transaction = _Counter(), store.transaction
+
+    def counted(run_id: str) -> Any:
+        counter.count += 1
+        return transaction(run_id)
+
+    store.transaction = counted  # type: ignore[method-assign]
+    return counter
 
 
 class TestIndexes:
