@@ -1302,7 +1302,9 @@ def _run(config: Config, workdir: Path, env: dict[str, str], flows: Any) -> list
         "distributed step latency (enqueue -> completion), ms, with `in_flight` chains "
         "(or raw tokens) at once"
     )
-    store_url = REDIS_URL
+    store_url = ONLY.get("store") or REDIS_URL
+    if store_url.startswith("postgres"):  # a schema of its own, dropped at the end
+        store_url += f"{'&' if '?' in store_url else '?'}schema={tag}"
     skipped: list[str] = []
     if not reachable(REDIS_URL):
         throughput.notes.append(f"no Redis at {REDIS_URL} for the store: section skipped")
@@ -1347,8 +1349,8 @@ def _run(config: Config, workdir: Path, env: dict[str, str], flows: Any) -> list
         f"type and publish guarantees as flowkit's transport, {MESSAGE_SIZE} B bodies, "
         f"{CONCURRENCY} in flight per process, each hop = consume + publish next + ack); "
         "x_celery = flowkit chain steps/s ÷ Celery chain steps/s",
-        f"flowkit: python -m flowkit.worker --concurrency {CONCURRENCY}; store RedisStore at "
-        f"{REDIS_URL}; Celery {_celery_version()}: celery worker --pool threads --concurrency "
+        f"flowkit: python -m flowkit.worker --concurrency {CONCURRENCY}; store at "
+        f"{store_url}; Celery {_celery_version()}: celery worker --pool threads --concurrency "
         f"{CELERY_THREADS} (one process, like a flowkit worker), Redis result backend, default "
         "settings otherwise (classic queue, no publisher confirms, ack before running)",
         f"Kafka: {f'the broker at {KAFKA}' if KAFKA else 'tansu, started here'}; consumers "
@@ -1399,7 +1401,19 @@ async def _run_broker(
             await broker.cleanup()
         with contextlib.suppress(Exception):
             await _delete_redis_keys(broker.tag)
+        if store_url.startswith("postgres"):
+            with contextlib.suppress(Exception):
+                await _drop_schema(store_url, broker.tag)
     return rows, failed
+
+
+async def _drop_schema(url: str, schema: str) -> None:
+    """The PostgresStore schema of this invocation."""
+    import psycopg
+
+    dsn = url.split("?", 1)[0]
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def _celery_version() -> str:
@@ -1433,8 +1447,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--broker", action="append", choices=BROKERS, help="only these brokers")
     parser.add_argument("--workers", action="append", type=int, help="only these pool sizes")
+    parser.add_argument("--store", help="flowkit's store URL (default: RedisStore at REDIS_URL)")
     args = parser.parse_args(argv)
-    ONLY.update(brokers=args.broker, workers=args.workers)
+    ONLY.update(brokers=args.broker, workers=args.workers, store=args.store)
     from ._util import print_tables
 
     with _timer("distributed"):

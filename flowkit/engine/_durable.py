@@ -49,24 +49,32 @@ def index_ops(
     return IndexOps(timers, timers_done, leases, leases_done)
 
 
+QUIET_STEPS = 8
+"""After a conflict, locked steps that must find no one else wrote before attempting again."""
+
+
 class Replica:
     """This process's copy of a stored run, kept in step with the store's versions."""
 
-    __slots__ = ("program", "run_id", "state", "version")
+    __slots__ = ("contended", "program", "run_id", "state", "version")
 
     def __init__(self, program: Program, state: RunState, version: int) -> None:
         self.program = program
         self.state = state
         self.run_id = state.run_id
         self.version = version
+        # steps to take under the lock before attempting again: another process
+        # changed the run under an attempt lately (each conflict costs a reload)
+        self.contended = 0
 
     async def step(
         self, store: Store, event: p.Event, *, lease_seconds: float | None = None
     ) -> list[p.Command]:
         """Apply ``event`` and commit only the delta: in one round trip if the store
-        commits optimistically and this copy is current, else under the run's lock."""
+        commits optimistically, this copy is current and no other process wrote the run
+        under an attempt lately; else under the run's lock."""
         try:
-            if self.version > 0 and isinstance(store, CommitsOptimistically):
+            if self.version > 0 and not self.contended and isinstance(store, CommitsOptimistically):
                 commands = await self._step_optimistically(store, event, lease_seconds)
                 if commands is not None:
                     return commands
@@ -87,6 +95,7 @@ class Replica:
             committed = await self._commit(attempt, commands, lease_seconds)
         except Conflict:
             self.version = -1  # this copy holds the step that did not commit: reload it
+            self.contended = QUIET_STEPS
             return None
         return commands if committed else None
 
@@ -98,6 +107,8 @@ class Replica:
                 raise StoreError(f"run {self.run_id!r} is not in the store {store!r}")
             if txn.version != self.version:
                 await self._catch_up(txn)
+            elif self.contended:
+                self.contended -= 1
             commands = handle_event(self.program, self.state, event)
             await self._commit(txn, commands, lease_seconds)
             return commands

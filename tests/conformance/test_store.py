@@ -22,10 +22,10 @@ from flowkit import StoreError
 from flowkit.blueprint import Blueprint, EdgeSpec, NodeSpec
 from flowkit.engine import _protocol as p
 from flowkit.engine._core import handle_event, start_run
+from flowkit.engine._durable import QUIET_STEPS, Replica
 from flowkit.engine._program import Program
 from flowkit.engine._state import DELETED, RunState
 from flowkit.stores import IndexOps, MemoryStore, RunInfo, SQLiteStore
-from flowkit.engine._durable import Replica
 from flowkit.stores._notices import WatchesFinished
 from flowkit.stores._protocol import CommitsOptimistically, Conflict
 
@@ -386,13 +386,33 @@ class TestOptimisticCommits:
 
     async def test_a_current_replica_takes_no_lock(self, db: Database) -> None:
         store = db.open()
-        program, replica = await _fan(store, width=1)
+        _, replica = await _fan(store, width=1)
         locks = _count_transactions(store)
         commands = await replica.step(store, _done(replica, "a"))
         commands += await replica.step(store, _done(replica, "b0"))
         assert ["b0", "z"] == [c.node_id for c in commands if isinstance(c, p.ExecuteNode)]
         expected = 0 if isinstance(store, CommitsOptimistically) else 2
         assert (expected, 3) == (locks.count, replica.version)
+
+    async def test_after_a_conflict_the_lock_for_a_while(self, db: Database) -> None:
+        """A conflict costs a reload: the replica then steps under the lock until
+        QUIET_STEPS locked steps found no one else wrote, and attempts again."""
+        first, second = db.open(), db.open()
+        if not isinstance(first, CommitsOptimistically):
+            pytest.skip(f"{type(first).__name__} always takes the lock")
+        program, replica = await _fan(first, width=QUIET_STEPS + 3)
+        await replica.step(first, _done(replica, "a"))
+        loaded = await second.load("run-1")
+        assert loaded is not None
+        other = Replica(program, *loaded)
+        await other.step(second, _done(other, "b0"))  # replica is stale now
+        locks = _count_transactions(first)
+        for i in range(1, QUIET_STEPS + 2):  # the conflict, then QUIET_STEPS quiet ones
+            await replica.step(first, _done(replica, f"b{i}"))
+        assert QUIET_STEPS + 1 == locks.count
+        last = await replica.step(first, _done(replica, f"b{QUIET_STEPS + 2}"))
+        assert (QUIET_STEPS + 1, 3 + QUIET_STEPS + 2) == (locks.count, replica.version)
+        assert ["z"] == [c.node_id for c in last if isinstance(c, p.ExecuteNode)]
 
     async def test_stale_replicas_of_a_fan_lose_nothing(self, db: Database) -> None:
         """Two processes complete a 12-wide fan at once, each through its own (soon stale)
