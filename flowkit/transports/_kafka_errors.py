@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from .._errors import TransportError
 from ..stores._urls import redact
-from ._sdk import error_text
+from ._sdk import translating
 
 try:
     from aiokafka import errors as kafka_errors  # type: ignore[import-untyped,unused-ignore]
@@ -17,7 +15,7 @@ else:
     _HAVE_KAFKA = True
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from contextlib import AbstractContextManager
 
 
 def _sdk_errors() -> tuple[type[Exception], ...]:
@@ -29,16 +27,13 @@ def _sdk_errors() -> tuple[type[Exception], ...]:
     )
 
 
-@contextmanager
-def translate_errors(operation: str, where: str) -> Iterator[None]:
+def translate_errors(operation: str, where: str) -> AbstractContextManager[None]:
     """Re-raise any aiokafka error in the block as a TransportError naming ``operation``.
 
     The one place where aiokafka exceptions become flowkit's.
     """
-    try:
-        yield
-    except _sdk_errors() as exc:
-        raise TransportError(
-            f"Kafka {redact(where)!r}: {operation} failed ({type(exc).__name__}: "
-            f"{error_text(exc)}); check that the broker is reachable and the topic exists"
-        ) from exc
+    return translating(f"Kafka {redact(where)!r}", operation, _sdk_errors(), _kafka_hint)
+
+
+def _kafka_hint(exc: BaseException) -> str:
+    return "check that the broker is reachable and the topic exists"

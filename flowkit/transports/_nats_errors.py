@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from .._errors import TransportError
 from ..stores._urls import redact
-from ._protocol import DeliveryError
-from ._sdk import error_text
+from ._sdk import translating
 
 try:
     import nats.errors as nats_errors
@@ -19,7 +16,7 @@ else:
     _HAVE_NATS = True
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from contextlib import AbstractContextManager
 
 
 def sdk_errors() -> tuple[type[BaseException], ...]:
@@ -56,14 +53,9 @@ def _hint(exc: BaseException) -> str:
     return "retry; if it keeps failing, check the server's log"
 
 
-@contextmanager
-def translate_errors(operation: str, url: str, *, settling: bool = False) -> Iterator[None]:
+def translate_errors(
+    operation: str, url: str, *, settling: bool = False
+) -> AbstractContextManager[None]:
     """Re-raise any SDK error in the block as a TransportError (DeliveryError if ``settling``)."""
-    try:
-        yield
-    except sdk_errors() as exc:
-        error = DeliveryError if settling else TransportError
-        raise error(
-            f"NATS {redact(url)!r}: {operation} failed "
-            f"({type(exc).__name__}: {error_text(exc, url)}); {_hint(exc)}"
-        ) from exc
+    where = f"NATS {redact(url)!r}"
+    return translating(where, operation, sdk_errors(), _hint, settling=settling, secret_url=url)

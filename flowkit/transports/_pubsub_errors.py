@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from .._errors import TransportError
-from ._protocol import DeliveryError
-from ._sdk import error_text
+from ._sdk import translating
 
 try:
     import google.api_core.exceptions as api_errors
@@ -22,7 +19,7 @@ else:
     _HAVE_PUBSUB = True
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from contextlib import AbstractContextManager
 
 
 def sdk_errors() -> tuple[type[BaseException], ...]:
@@ -59,14 +56,8 @@ def _hint(exc: BaseException) -> str:
     return "check that Pub/Sub (or PUBSUB_EMULATOR_HOST) is reachable, then retry"
 
 
-@contextmanager
-def translate_errors(operation: str, where: str, *, settling: bool = False) -> Iterator[None]:
+def translate_errors(
+    operation: str, where: str, *, settling: bool = False
+) -> AbstractContextManager[None]:
     """Re-raise any SDK error in the block as a TransportError (DeliveryError if ``settling``)."""
-    try:
-        yield
-    except sdk_errors() as exc:
-        error = DeliveryError if settling else TransportError
-        raise error(
-            f"Pub/Sub {where}: {operation} failed "
-            f"({type(exc).__name__}: {error_text(exc)}); {_hint(exc)}"
-        ) from exc
+    return translating(f"Pub/Sub {where}", operation, sdk_errors(), _hint, settling=settling)

@@ -5,13 +5,10 @@ See ``_rabbitmq.py``.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from .._errors import TransportError
 from ..stores._urls import redact
-from ._protocol import DeliveryError
-from ._sdk import error_text
+from ._sdk import translating
 
 try:
     import aiormq.exceptions as amqp_errors
@@ -22,7 +19,7 @@ else:
     _HAVE_AIO_PIKA = True
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from contextlib import AbstractContextManager
 
 
 def sdk_errors() -> tuple[type[BaseException], ...]:
@@ -58,14 +55,9 @@ def _hint(exc: BaseException) -> str:
     return "retry; if it keeps failing, check the broker's logs"
 
 
-@contextmanager
-def translate_errors(operation: str, url: str, *, settling: bool = False) -> Iterator[None]:
+def translate_errors(
+    operation: str, url: str, *, settling: bool = False
+) -> AbstractContextManager[None]:
     """Re-raise any SDK error in the block as a TransportError (DeliveryError if ``settling``)."""
-    try:
-        yield
-    except sdk_errors() as exc:
-        error = DeliveryError if settling else TransportError
-        raise error(
-            f"RabbitMQ {redact(url)!r}: {operation} failed "
-            f"({type(exc).__name__}: {error_text(exc, url)}); {_hint(exc)}"
-        ) from exc
+    where = f"RabbitMQ {redact(url)!r}"
+    return translating(where, operation, sdk_errors(), _hint, settling=settling, secret_url=url)

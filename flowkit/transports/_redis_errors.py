@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from .._errors import TransportError
 from ..stores._urls import redact
-from ._protocol import DeliveryError
-from ._sdk import error_text
+from ._sdk import translating
 
 try:
     from redis import exceptions as redis_errors
@@ -18,7 +15,7 @@ else:
     _HAVE_REDIS = True
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from contextlib import AbstractContextManager
 
 
 def sdk_errors() -> tuple[type[BaseException], ...]:
@@ -48,17 +45,10 @@ def _hint(exc: BaseException) -> str:
     return "retry; if it keeps failing, check the server's logs"
 
 
-@contextmanager
-def translate_errors(operation: str, url: str, *, settling: bool = False) -> Iterator[None]:
-    """Re-raise any redis-py error in the block as a TransportError.
-
-    It is a :class:`~flowkit.transports.DeliveryError` if ``settling``.
-    """
-    try:
-        yield
-    except sdk_errors() as exc:
-        error = DeliveryError if settling else TransportError
-        raise error(
-            f"Redis transport {redact(url)!r}: {operation} failed "
-            f"({type(exc).__name__}: {error_text(exc, url)}); {_hint(exc)}"
-        ) from exc
+def translate_errors(
+    operation: str, url: str, *, settling: bool = False
+) -> AbstractContextManager[None]:
+    """Re-raise any redis-py error in the block as a TransportError (DeliveryError if
+    ``settling``)."""
+    where = f"Redis transport {redact(url)!r}"
+    return translating(where, operation, sdk_errors(), _hint, settling=settling, secret_url=url)

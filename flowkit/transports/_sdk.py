@@ -1,9 +1,17 @@
-"""What the transports share about their SDKs: error text and client-side leases."""
+"""What the transports share about their SDKs: error translation and client-side leases."""
 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+from .._errors import TransportError
+from ._protocol import DeliveryError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 
 def error_text(exc: BaseException, url: str = "") -> str:
@@ -15,6 +23,32 @@ def error_text(exc: BaseException, url: str = "") -> str:
         text = repr(exc.args)
     password = urlsplit(url).password if url else None
     return text.replace(password, "***") if password else text
+
+
+@contextmanager
+def translating(
+    where: str,
+    operation: str,
+    catch: tuple[type[BaseException], ...],
+    hint: Callable[[BaseException], str],
+    *,
+    settling: bool = False,
+    secret_url: str = "",
+    text: Callable[[BaseException], str] | None = None,
+) -> Iterator[None]:
+    """Re-raise an SDK error of ``catch`` in the block as a TransportError (a DeliveryError
+    if ``settling``): "{where}: {operation} failed (Class: text); hint".
+
+    Each transport's ``translate_errors`` is this with its SDK's classes and hints.
+    """
+    try:
+        yield
+    except catch as exc:
+        error = DeliveryError if settling else TransportError
+        detail = error_text(exc, secret_url) if text is None else text(exc)
+        raise error(
+            f"{where}: {operation} failed ({type(exc).__name__}: {detail}); {hint(exc)}"
+        ) from exc
 
 
 def _guard(seconds: float) -> float:

@@ -74,7 +74,7 @@ from __future__ import annotations
 
 import datetime
 import re
-from contextlib import asynccontextmanager, contextmanager, suppress
+from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -86,6 +86,7 @@ from .._errors import MissingDependency, TransportError
 from ..stores._urls import ConfigurationError, boolean, redact, split_options
 from ._memory import DeadLetter
 from ._protocol import DeliveryError
+from ._sdk import translating
 
 try:
     from azure.core.exceptions import AzureError, DeserializationError, SerializationError
@@ -121,8 +122,8 @@ else:
     _AMQP_ERRORS = (AMQPException,)
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
-    from contextlib import AbstractAsyncContextManager
+    from collections.abc import AsyncIterator, Awaitable, Mapping
+    from contextlib import AbstractAsyncContextManager, AbstractContextManager
 
     from azure.servicebus.aio import ServiceBusReceiver, ServiceBusSender
 
@@ -190,17 +191,12 @@ def _text(exc: BaseException) -> str:
         return repr(exc.args)
 
 
-@contextmanager
-def translate_errors(operation: str, where: str, *, settling: bool = False) -> Iterator[None]:
+def translate_errors(
+    operation: str, where: str, *, settling: bool = False
+) -> AbstractContextManager[None]:
     """Re-raise any SDK error in the block as a TransportError (DeliveryError if ``settling``)."""
-    try:
-        yield
-    except sdk_errors() as exc:
-        error = DeliveryError if settling else TransportError
-        raise error(
-            f"Service Bus {where}: {operation} failed "
-            f"({type(exc).__name__}: {_text(exc)}); {_hint(exc)}"
-        ) from exc
+    where = f"Service Bus {where}"
+    return translating(where, operation, sdk_errors(), _hint, settling=settling, text=_text)
 
 
 # -- messages ----------------------------------------------------------------

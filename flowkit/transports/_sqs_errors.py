@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from .._errors import TransportError
-from ._protocol import DeliveryError
-from ._sdk import error_text
+from ._sdk import translating
 
 try:
     import botocore.exceptions as boto_errors  # type: ignore[import-untyped,unused-ignore]
@@ -17,7 +14,7 @@ else:
     _HAVE_AIOBOTOCORE = True
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from contextlib import AbstractContextManager
 
 _STALE_CODES = ("ReceiptHandleIsInvalid", "MessageNotInflight", "InvalidParameterValue")
 _AUTH_CODES = (
@@ -63,14 +60,8 @@ def _hint(exc: BaseException) -> str:
     return "retry; if it keeps failing, check the request against the SQS limits"
 
 
-@contextmanager
-def translate_errors(operation: str, where: str, *, settling: bool = False) -> Iterator[None]:
+def translate_errors(
+    operation: str, where: str, *, settling: bool = False
+) -> AbstractContextManager[None]:
     """Re-raise any SDK error in the block as a TransportError (DeliveryError if ``settling``)."""
-    try:
-        yield
-    except sdk_errors() as exc:
-        error = DeliveryError if settling else TransportError
-        raise error(
-            f"SQS {where}: {operation} failed "
-            f"({type(exc).__name__}: {error_text(exc)}); {_hint(exc)}"
-        ) from exc
+    return translating(f"SQS {where}", operation, sdk_errors(), _hint, settling=settling)
