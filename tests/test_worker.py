@@ -77,3 +77,56 @@ async def test_drain_waits_for_the_node_in_flight() -> None:
         result = await client.result(handle.run_id)
     assert (RunStatus.COMPLETED, "drained", 1) == (result.status, result.output, worker.processed)
     assert ["drained"] == executions
+
+
+# -- publishing a transition's nodes ------------------------------------------------------------
+
+WIDTH = 6
+
+
+@flowkit.node
+async def part(i: int) -> int:
+    return i
+
+
+@flowkit.flow
+async def fan_first(n: int) -> list[int]:
+    return list(await flowkit.flow.gather(part(0), part(1), part(2), part(3), part(4), part(5)))
+
+
+class GatedTransport(MemoryTransport):
+    """Holds every send until ``width`` are in flight at once (a barrier), or fails the
+    sends of ``failing`` bodies; records what was sent."""
+
+    def __init__(self, width: int, failing: str = "") -> None:
+        super().__init__()
+        self.width, self.failing = width, failing
+        self.in_flight, self.sent = 0, []
+        self.all_in = anyio.Event()
+
+    async def send(self, queue: str, body: bytes, **options: object) -> None:
+        self.in_flight += 1
+        if self.in_flight >= self.width:
+            self.all_in.set()
+        await self.all_in.wait()
+        self.sent.append(body)
+        if self.failing and self.failing.encode() in body:
+            raise flowkit.TransportError(f"refused {self.failing}")
+        await super().send(queue, body, **options)  # type: ignore[arg-type]
+
+
+async def test_a_fans_nodes_are_published_at_once() -> None:
+    """Sent one after another, the first send would wait at the barrier for ever."""
+    transport = GatedTransport(WIDTH)
+    client = flowkit.Client(transport, MemoryStore(), flows=[fan_first])
+    with anyio.fail_after(BOUND):
+        await client.start(fan_first, run_id="fan", n=1)
+    assert WIDTH == len(transport.sent)
+
+
+async def test_a_failed_publish_is_raised_after_the_others_were_sent() -> None:
+    transport = GatedTransport(WIDTH, failing='"node_id":"part#3"')
+    client = flowkit.Client(transport, MemoryStore(), flows=[fan_first])
+    with anyio.fail_after(BOUND), pytest.raises(flowkit.TransportError, match="refused"):
+        await client.start(fan_first, run_id="fan", n=1)
+    assert WIDTH == len(transport.sent)

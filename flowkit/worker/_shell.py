@@ -36,6 +36,10 @@ if TYPE_CHECKING:
     from ..transports._protocol import Transport
 
 
+PUBLISHES_AT_ONCE = 16
+"""Messages one transition publishes concurrently (the nodes of a fan)."""
+
+
 class Shell:
     """Starts runs, applies events and publishes what the core asks for."""
 
@@ -190,12 +194,14 @@ class Shell:
 
     # -- commands -------------------------------------------------------------
     async def carry_out(self, run_id: str, target: Target, commands: list[p.Command]) -> None:
+        nodes: list[p.ExecuteNode] = []  # consecutive ones go out concurrently
         for command in commands:
             if isinstance(command, p.ExecuteNode):
-                await self.publish(
-                    run_id, target, command.node_id, command.attempt, command.dispatch_id
-                )
-            elif isinstance(command, p.StartChild):
+                nodes.append(command)
+                continue
+            await self._publish_all(run_id, target, nodes)
+            nodes = []
+            if isinstance(command, p.StartChild):
                 await self._start_child(run_id, command)
             elif isinstance(command, p.CancelChild):
                 await self.step(command.child_run_id, p.CancelRequested("parent finished"))
@@ -203,6 +209,37 @@ class Shell:
                 await self._finished(run_id, command)
             elif isinstance(command, p.Note) and self.events.active:
                 self._emit(run_id, command.type, command.node_id, command.attempt, command.data)
+        await self._publish_all(run_id, target, nodes)
+
+    async def _publish_all(
+        self, run_id: str, target: Target, commands: Sequence[p.ExecuteNode]
+    ) -> None:
+        """Publish the nodes, up to :data:`PUBLISHES_AT_ONCE` at a time (a fan's source
+        would otherwise wait for a hundred confirmed publishes one after another); the
+        first failure is raised once all were tried."""
+        if len(commands) <= 1:
+            for command in commands:
+                await self.publish(
+                    run_id, target, command.node_id, command.attempt, command.dispatch_id
+                )
+            return
+        limiter = anyio.CapacityLimiter(PUBLISHES_AT_ONCE)
+        failures: list[Exception] = []
+
+        async def publish(command: p.ExecuteNode) -> None:
+            async with limiter:
+                try:
+                    await self.publish(
+                        run_id, target, command.node_id, command.attempt, command.dispatch_id
+                    )
+                except Exception as exc:  # raised below, once the others were tried
+                    failures.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for command in commands:
+                tg.start_soon(publish, command)
+        if failures:
+            raise failures[0]
 
     async def publish(
         self, run_id: str, target: Target, node_id: str, attempt: int, dispatch_id: str
