@@ -235,9 +235,12 @@ class Shell:
                 except Exception as exc:  # raised below, once the others were tried
                     failures.append(exc)
 
-        async with anyio.create_task_group() as tg:
-            for command in commands:
-                tg.start_soon(publish, command)
+        try:
+            async with anyio.create_task_group() as tg:
+                for command in commands:
+                    tg.start_soon(publish, command)
+        except BaseExceptionGroup as group:  # only what publish() lets through: a process
+            raise group.exceptions[0] from None  # death (KeyboardInterrupt, a simulated crash)
         if failures:
             raise failures[0]
 
