@@ -63,6 +63,7 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import anyio
 import structlog
 
 from .._errors import MissingDependency, TransportError
@@ -96,6 +97,7 @@ if TYPE_CHECKING:
     from ._kafka_group import _StickyAssignor
 
 log = structlog.get_logger("flowkit.transports.kafka")
+_STOP_UNUSED_TIMEOUT = 5.0
 
 _LEGAL = re.compile(r"[A-Za-z0-9._-]+")
 _URL_OPTIONS: dict[str, Callable[[str], Any]] = {
@@ -209,11 +211,32 @@ class KafkaTransport:
                 raise TransportError("KafkaTransport is closed")
             client = self._clients.get(kind)
             if client is None:
-                client = self._new_client(kind)
-                with translate_errors(f"connecting ({kind})", self.where):
-                    await client.start()
+                client = await self._started(kind)
+                if self._closed:  # close() ran meanwhile and could not see this client
+                    await self._stop_unused(kind, client)
+                    raise TransportError("KafkaTransport is closed")
                 self._clients[kind] = client
             return client
+
+    async def _started(self, kind: str) -> Any:
+        """A new started client; stopped again if starting fails or is cancelled halfway
+        (its connections and background tasks would outlive the transport)."""
+        client = self._new_client(kind)
+        try:
+            with translate_errors(f"connecting ({kind})", self.where):
+                await client.start()
+        except BaseException:
+            await self._stop_unused(kind, client)
+            raise
+        return client
+
+    async def _stop_unused(self, kind: str, client: Any) -> None:
+        """Stop a client that is not in use, even while being cancelled (bounded)."""
+        with anyio.move_on_after(_STOP_UNUSED_TIMEOUT, shield=True):
+            try:
+                await (client.close() if kind == "admin" else client.stop())
+            except Exception as exc:  # it never connected, or the broker went away: gone anyway
+                log.debug("stopping an unused client failed", kind=kind, error=repr(exc))
 
     def _new_client(self, kind: str) -> Any:
         if kind == "producer":

@@ -338,11 +338,19 @@ class NATSTransport:
             raise TransportError("NATSTransport is closed")
         async with self._lock:
             if self._nc is None:
-                self._nc = await self._connect()
+                nc = await self._connect()
+                if self._closed:  # close() ran meanwhile and could not see this client
+                    await _abandon(nc)
+                    raise TransportError("NATSTransport is closed")
+                self._nc = nc
             return self._nc
 
     async def _connect(self) -> NATSClient:
-        """A connected client; nats-py alone would retry a refused first connection for minutes."""
+        """A connected client; nats-py alone would retry a refused first connection for minutes.
+
+        A connect that fails or is cancelled halfway closes its client: its
+        reading and ping tasks would otherwise outlive the transport.
+        """
         nc = NATSClient()
         try:
             with anyio.fail_after(self.connect_timeout), self._errors("connect"):
@@ -352,12 +360,14 @@ class NATSTransport:
                     error_cb=_log_error,
                 )
         except TimeoutError as exc:
-            with anyio.CancelScope(shield=True), self._errors("give up connecting"):
-                await nc.close()
+            await _abandon(nc)
             raise TransportError(
                 f"NATS {redact(self.url)!r}: no connection within {self.connect_timeout:g}s; "
                 "check that nats-server is running (with -js) and reachable at that URL"
             ) from exc
+        except BaseException:
+            await _abandon(nc)
+            raise
         return nc
 
     async def _jetstream(self) -> JetStreamContext:
@@ -414,6 +424,15 @@ def _dlq_stream(names: _Names) -> StreamConfig:
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
     )
+
+
+async def _abandon(nc: NATSClient) -> None:
+    """Close a client that is not in use, even while being cancelled (bounded)."""
+    with anyio.move_on_after(_RELEASE_TIMEOUT, shield=True):
+        try:
+            await nc.close()
+        except Exception as exc:  # it never connected, or the server went away: gone anyway
+            _log.debug("closing an unused NATS client failed", error=repr(exc))
 
 
 async def _log_error(exc: Exception) -> None:

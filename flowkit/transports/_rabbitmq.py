@@ -81,6 +81,7 @@ from ._rabbitmq_errors import translate_errors as translate_errors
 
 try:
     import aio_pika
+    from aio_pika.connection import make_url
 except ImportError:  # the "rabbitmq" extra is not installed: RabbitMQTransport() says so
     _HAVE_AIO_PIKA = False
 else:
@@ -97,6 +98,7 @@ _log = structlog.get_logger("flowkit.transports")
 
 _HOLD_MARGIN_MS = 60_000  # a holding queue outlives its TTL by this before x-expires
 _CONNECT_TIMEOUT = 15.0
+_CLOSE_TIMEOUT = 5.0
 _URL_OPTIONS: dict[str, Converter] = {
     "prefetch": int,
     "queue_prefix": str,
@@ -303,11 +305,30 @@ class RabbitMQTransport:
         _require_asyncio()
         async with self._lock:
             if self._connection is None:
-                with self._errors("connect"):
-                    connection = await aio_pika.connect_robust(self.url, timeout=_CONNECT_TIMEOUT)
+                connection = await self._new_connection()
+                if self._closed:  # close() ran meanwhile and could not see this connection
+                    await _close_connection(connection)
+                    raise TransportError("RabbitMQTransport is closed")
                 self._server_version = _server_version(connection)
                 self._connection = connection
             return self._connection
+
+    async def _new_connection(self) -> AbstractRobustConnection:
+        """A connected robust connection, closed again if connecting fails or is cancelled.
+
+        A robust connection connects (and reconnects) in a task of its own. One
+        left behind by a cancelled connect would never be closed: that task
+        shrugs off the event loop's cancellation at exit, retries every few
+        seconds and keeps the process alive.
+        """
+        connection = aio_pika.RobustConnection(make_url(self.url))
+        try:
+            with self._errors("connect"):
+                await connection.connect(timeout=_CONNECT_TIMEOUT)
+        except BaseException:
+            await _close_connection(connection)
+            raise
+        return connection
 
     async def _open_channel(self, purpose: str, *, confirms: bool = False) -> AbstractChannel:
         connection = await self._connect()
@@ -346,6 +367,15 @@ class RabbitMQTransport:
 
     def __repr__(self) -> str:
         return f"RabbitMQTransport({redact(self.url)!r}, queue_prefix={self.queue_prefix!r})"
+
+
+async def _close_connection(connection: AbstractRobustConnection) -> None:
+    """Close a connection that is not in use, even while being cancelled (bounded)."""
+    with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):
+        try:
+            await connection.close()
+        except Exception as exc:  # it was not connected, or the broker went away: gone anyway
+            _log.debug("closing an unused connection failed", error=repr(exc))
 
 
 def _require_asyncio() -> None:

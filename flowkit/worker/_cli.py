@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
+import threading
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -18,6 +20,8 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
 DEFAULT_URL = "sqlite:///flowkit.db"
+CLOSE_TIMEOUT = 10.0  # seconds closing the transport, then the store, may take once drained
+SHUTDOWN_TIMEOUT = 30.0  # seconds from the end of the drain to the process's exit, at most
 log = structlog.get_logger("flowkit.worker")
 
 
@@ -153,23 +157,37 @@ def _host_port(value: str) -> tuple[str, int]:
 async def serve(args: argparse.Namespace) -> None:
     from ..stores import from_url as store_from_url
     from ..transports import from_url as transport_from_url
-    from ._client import Client
     from ._worker import Worker
 
     flows = load_flows(args.app)
     store = store_from_url(args.store)
     transport = transport_from_url(args.transport)
-    await store.info("flowkit-startup-check")  # fails fast on an unreachable store
     worker = Worker(
         flows, transport, store, concurrency=args.concurrency, queue=args.queue, lease=args.lease
     )
     worker.fail_fast = True  # an unreachable broker at start exits 2
+    failed = True
+    try:
+        await store.info("flowkit-startup-check")  # fails fast on an unreachable store
+        await _serve_until_stopped(args, flows, worker)
+        failed = False
+    finally:
+        _exit_within(SHUTDOWN_TIMEOUT, code=2 if failed else 0)
+        await _close_bounded("transport", transport)
+        await _close_bounded("store", store)
+    log.info("worker stopped", processed=worker.processed)
+
+
+async def _serve_until_stopped(args: argparse.Namespace, flows: list[Any], worker: Any) -> None:
+    """Run the worker (and the webhook server) until a signal has drained it."""
+    from ._client import Client
+
     stopping = anyio.Event()
     async with anyio.create_task_group() as tg:
         await tg.start(_stop_on_signal, worker, stopping)
         async with anyio.create_task_group() as serving:
             if args.webhooks:
-                client = Client(transport, store, queue=args.queue, flows=flows)
+                client = Client(worker.transport, worker.store, queue=args.queue, flows=flows)
                 host, port = _host_port(args.webhooks)
                 serving.start_soon(_serve_webhooks, client, host, port, stopping.wait)
             log.info(
@@ -181,9 +199,43 @@ async def serve(args: argparse.Namespace) -> None:
             await worker.run()
             stopping.set()  # the webhook server shuts down gracefully, then `serving` ends
         tg.cancel_scope.cancel()
-    await transport.close()
-    await store.close()
-    log.info("worker stopped", processed=worker.processed)
+
+
+async def _close_bounded(what: str, resource: Any) -> None:
+    """Close the transport or store, giving up (with a warning) after CLOSE_TIMEOUT."""
+    with anyio.move_on_after(CLOSE_TIMEOUT, shield=True) as scope:
+        try:
+            await resource.close()
+        except Exception as exc:  # the work is drained: a failed close loses nothing
+            log.warning(f"closing the {what} failed", error=f"{type(exc).__name__}: {exc}")
+    if scope.cancelled_caught:
+        log.warning(f"closing the {what} took over {CLOSE_TIMEOUT:g}s; left open", of=resource)
+
+
+def _exit_within(seconds: float, *, code: int) -> None:
+    """End the process ``seconds`` from now if it has not ended by then.
+
+    A drained worker has nothing left to do, but a broker library may leave a
+    task that ignores cancellation or a non-daemon thread behind, and either
+    keeps the interpreter from exiting: this is the bound on that.
+    """
+    timer = threading.Timer(seconds, _force_exit, args=(seconds, code))
+    timer.daemon = True
+    timer.start()
+
+
+def _force_exit(seconds: float, code: int) -> None:
+    this = (threading.current_thread(), threading.main_thread())
+    others = [t.name for t in threading.enumerate() if t not in this]
+    log.error(
+        "the worker stopped but the process did not exit; exiting now (a library left "
+        "a task that ignores cancellation or a thread running)",
+        waited=f"{seconds:g}s",
+        threads=others,
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _name(flow: Any) -> str:
