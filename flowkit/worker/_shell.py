@@ -26,10 +26,11 @@ from ..engine._middleware import Pipeline
 from ..engine._state import RunState
 from ..engine._target import Target, resolve
 from ..observability._propagation import current_traceparent
+from ..stores._notices import WatchesCancelledNodes
 from ._messages import ENQUEUED_AT_HEADER, NodeMessage
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable, Sequence
+    from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
     from ..engine._middleware import Middleware
     from ..stores._protocol import Store
@@ -66,6 +67,8 @@ class Shell:
         self._cache_size = cache_size
         self._pipeline = Pipeline(middleware)
         self._stepping: dict[str, _Turns] = {}  # run id -> its steps in this process
+        # told (run id, dispatch ids) when a transition here cancels dispatches
+        self.on_cancel_nodes: Callable[[str, list[str]], None] | None = None
         for flow in flows:
             self.register(flow)
 
@@ -194,6 +197,9 @@ class Shell:
 
     # -- commands -------------------------------------------------------------
     async def carry_out(self, run_id: str, target: Target, commands: list[p.Command]) -> None:
+        cancelled = [c.dispatch_id for c in commands if isinstance(c, p.CancelNode)]
+        if cancelled:
+            await self._cancel_nodes(run_id, cancelled)
         nodes: list[p.ExecuteNode] = []  # consecutive ones go out concurrently
         for command in commands:
             if isinstance(command, p.ExecuteNode):
@@ -210,6 +216,14 @@ class Shell:
             elif isinstance(command, p.Note) and self.events.active:
                 self._emit(run_id, command.type, command.node_id, command.attempt, command.data)
         await self._publish_all(run_id, target, nodes)
+
+    async def _cancel_nodes(self, run_id: str, dispatch_ids: list[str]) -> None:
+        """Reach the nodes of dispatches the core just took out of the run (durably):
+        a worker of this process cancels its own at once, the store tells the others."""
+        if self.on_cancel_nodes is not None:
+            self.on_cancel_nodes(run_id, dispatch_ids)
+        if isinstance(self.store, WatchesCancelledNodes):
+            await self.store.announce_cancelled_nodes(run_id)
 
     async def _publish_all(
         self, run_id: str, target: Target, commands: Sequence[p.ExecuteNode]
