@@ -26,7 +26,7 @@ from ._protocol import (
 from ._urls import ConfigurationError, check_positive, redact, split_options
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Collection
     from contextlib import AbstractAsyncContextManager
 
     from ..engine._state import Delta, RunState
@@ -52,6 +52,7 @@ class MemoryStore:
         self._timers: dict[tuple[str, str], float] = {}
         self._leases: dict[tuple[str, str], float] = {}
         self._finished = Announcer()
+        self._cancelled_nodes = Announcer()
 
     @classmethod
     def from_url(cls, url: str = "memory://", **options: Any) -> MemoryStore:
@@ -71,6 +72,13 @@ class MemoryStore:
     def watch_finished(self) -> AbstractAsyncContextManager[AsyncIterator[str]]:
         """While the block is open: the ids of runs that reach a final status."""
         return self._finished.watch()
+
+    def watch_cancelled_nodes(self) -> AbstractAsyncContextManager[AsyncIterator[str]]:
+        """While the block is open: the ids of runs some of whose dispatches were cancelled."""
+        return self._cancelled_nodes.watch()
+
+    async def announce_cancelled_nodes(self, run_id: str) -> None:
+        self._cancelled_nodes.announce(run_id)
 
     async def create_run(
         self,
@@ -126,6 +134,9 @@ class MemoryStore:
     async def extend_lease(self, run_id: str, dispatch_id: str, expires_at: float) -> None:
         if (run_id, dispatch_id) in self._leases:
             self._leases[(run_id, dispatch_id)] = expires_at
+
+    async def held_leases(self, leases: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
+        return {(run_id, key) for run_id, key in leases if (run_id, key) in self._leases}
 
     async def close(self) -> None:
         pass

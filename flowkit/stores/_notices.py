@@ -1,11 +1,18 @@
-"""Notices of finished runs: how a waiting client learns a run ended without polling.
+"""Notices a store pushes, so that readers need not poll.
 
-A store that can push offers ``watch_finished()`` (see :class:`WatchesFinished`):
-MemoryStore in this process, PostgresStore by ``LISTEN``/``NOTIFY`` (sent in the
-committing transaction, so delivered only once the final state is durable),
-RedisStore by pub/sub (published after the commit script). A notice is a hint
-that the reader confirms by reading the store; one can be missed (a listener
-reconnecting), so readers still re-read the store now and then.
+Finished runs: how a waiting client learns a run ended. A store that can push
+offers ``watch_finished()`` (see :class:`WatchesFinished`): MemoryStore in this
+process, PostgresStore by ``LISTEN``/``NOTIFY`` (sent in the committing
+transaction, so delivered only once the final state is durable), RedisStore by
+pub/sub (published after the commit script).
+
+Cancelled nodes: how a worker learns that a node it runs is no longer wanted
+(see :class:`WatchesCancelledNodes`). The process whose transition cancelled
+dispatches announces the run once the transition is durable; the same three
+stores carry the notice.
+
+A notice is a hint that the reader confirms by reading the store; one can be
+missed (a listener reconnecting), so readers still re-read the store now and then.
 """
 
 from __future__ import annotations
@@ -31,6 +38,19 @@ class WatchesFinished(Protocol):
 
     def watch_finished(self) -> AbstractAsyncContextManager[AsyncIterator[str]]:
         """While the block is open: the ids of runs whose final status was committed."""
+
+
+@runtime_checkable
+class WatchesCancelledNodes(Protocol):
+    """The optional store capability behind prompt cancellation of nodes on workers."""
+
+    def watch_cancelled_nodes(self) -> AbstractAsyncContextManager[AsyncIterator[str]]:
+        """While the block is open: the ids of runs some of whose dispatches were cancelled."""
+
+    async def announce_cancelled_nodes(self, run_id: str) -> None:
+        """Tell every watcher that dispatches of ``run_id`` were cancelled (call it after
+        the commit that took them out of the run). Best effort: it never raises, since
+        workers also poll."""
 
 
 def finishes(info: dict[str, Any] | None) -> bool:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, LiteralString
 from urllib.parse import urlsplit
 
 import anyio
+import structlog
 
 from .._errors import MissingDependency, StoreError
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
@@ -38,13 +39,15 @@ else:
     _HAVE_PSYCOPG = True
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+    from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
+    from contextlib import AbstractAsyncContextManager
 
     from ..engine._state import Delta, RunState
     from ._urls import Converter
 
     Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 
+_log = structlog.get_logger("flowkit.stores")
 _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
     (  # v1: the same tables as SQLiteStore
         "CREATE TABLE flowkit_runs (run_id TEXT PRIMARY KEY, blueprint_id TEXT NOT NULL,"
@@ -65,6 +68,8 @@ _URL_OPTIONS: dict[str, Converter] = {"schema": str, "snapshot_every": int, "poo
 _INFO_COLUMNS = frozenset({"status", "blueprint_id", "digest", "parent"})
 # NOTIFY channel of finished runs; the payload is JSON [schema, run_id]
 FINISHED_CHANNEL = "flowkit_finished"
+# NOTIFY channel of runs whose dispatches were cancelled; the same payload
+CANCELLED_NODES_CHANNEL = "flowkit_cancelled_nodes"
 _PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
 _LOAD: LiteralString = (
     "SELECT r.version, r.snapshot, ARRAY(SELECT j.delta FROM flowkit_journal j"
@@ -337,26 +342,60 @@ class PostgresStore:
         with translate_errors("close", self.dsn):
             await self._pool.close()
 
-    # -- notices of finished runs ----------------------------------------------
-    @asynccontextmanager
-    async def watch_finished(self) -> AsyncIterator[AsyncIterator[str]]:
+    async def held_leases(self, leases: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of ``leases`` still exist, in one statement."""
+        wanted = list(leases)
+        if not wanted:
+            return set()
+        rows = await self._query(
+            "held_leases",
+            "SELECT run_id, dispatch_id FROM flowkit_leases"
+            " JOIN unnest(%s::text[], %s::text[]) AS wanted(run_id, dispatch_id)"
+            " USING (run_id, dispatch_id)",
+            ([run_id for run_id, _ in wanted], [key for _, key in wanted]),
+        )
+        return {(str(run_id), str(key)) for run_id, key in rows}
+
+    # -- notices -----------------------------------------------------------------
+    def watch_finished(self) -> AbstractAsyncContextManager[AsyncIterator[str]]:
         """While the block is open: the ids of runs that reach a final status.
 
         A connection of its own ``LISTEN``s; the committing transaction sends
         the ``NOTIFY``, which PostgreSQL delivers only once it committed.
         """
-        with translate_errors("watch_finished", self.dsn):
+        return self._listen(FINISHED_CHANNEL, "watch_finished")
+
+    def watch_cancelled_nodes(self) -> AbstractAsyncContextManager[AsyncIterator[str]]:
+        """While the block is open: the ids of runs some of whose dispatches were cancelled
+        (a connection of its own ``LISTEN``s)."""
+        return self._listen(CANCELLED_NODES_CHANNEL, "watch_cancelled_nodes")
+
+    async def announce_cancelled_nodes(self, run_id: str) -> None:
+        """``NOTIFY`` the watchers; a failure only costs workers a check interval."""
+        notice = json.dumps([self.schema, run_id])
+        try:
+            await self._query(
+                "announce cancelled nodes",
+                "SELECT pg_notify(%s, %s)",
+                (CANCELLED_NODES_CHANNEL, notice),
+            )
+        except StoreError as exc:
+            _log.warning("could not announce cancelled nodes", run_id=run_id, error=str(exc))
+
+    @asynccontextmanager
+    async def _listen(self, channel: str, operation: str) -> AsyncIterator[AsyncIterator[str]]:
+        with translate_errors(operation, self.dsn):
             conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
         try:
-            with translate_errors("watch_finished", self.dsn):
-                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(FINISHED_CHANNEL)))
-            yield self._notices(conn)
+            with translate_errors(operation, self.dsn):
+                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            yield self._notices(conn, operation)
         finally:
             with anyio.CancelScope(shield=True):
                 await conn.close()
 
-    async def _notices(self, conn: Conn) -> AsyncIterator[str]:
-        with translate_errors("watch_finished", self.dsn):
+    async def _notices(self, conn: Conn, operation: str) -> AsyncIterator[str]:
+        with translate_errors(operation, self.dsn):
             async for notice in conn.notifies():
                 try:
                     schema, run_id = json.loads(notice.payload)

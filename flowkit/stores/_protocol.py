@@ -18,7 +18,7 @@ attempt per completion, never a chain of retries.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
@@ -131,6 +131,18 @@ class CommitsOptimistically(Protocol):
         """A transaction on ``run_id`` at ``version`` that holds nothing: its
         :meth:`~RunTransaction.commit` writes only if the run is still at ``version``
         and no other transaction holds it, and raises :class:`Conflict` otherwise."""
+
+
+@runtime_checkable
+class ChecksLeases(Protocol):
+    """The optional store capability behind a worker's checks of the nodes it runs."""
+
+    async def held_leases(self, leases: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which ``(run_id, dispatch_id)`` pairs of ``leases`` still hold a lease, in one read.
+
+        A dispatch's lease goes in the commit that takes the dispatch out of its run
+        (completed, failed, or cancelled): a node whose lease is gone is no longer wanted.
+        """
 
 
 class Store(Protocol):

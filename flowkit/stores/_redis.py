@@ -46,7 +46,8 @@ else:
     _HAVE_REDIS = True
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Collection, Iterator
+    from contextlib import AbstractAsyncContextManager
 
     from ..engine._state import Delta, RunState
     from ._urls import Converter
@@ -345,6 +346,16 @@ class RedisStore:
         with translate_errors("extend_lease", self.url):
             await self._client.zadd(f"{self.prefix}:leases", {member: expires_at}, xx=True)
 
+    async def held_leases(self, leases: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of ``leases`` still exist (one ``ZMSCORE``)."""
+        wanted = list(leases)
+        if not wanted:
+            return set()
+        members = [_member(run_id, key) for run_id, key in wanted]
+        with translate_errors("held_leases", self.url):
+            scores: list[Any] = await self._client.zmscore(f"{self.prefix}:leases", members)
+        return {pair for pair, score in zip(wanted, scores, strict=True) if score is not None}
+
     async def _due(
         self, operation: str, key: str, now: float, limit: int
     ) -> list[tuple[str, str, float]]:
@@ -359,37 +370,58 @@ class RedisStore:
         with translate_errors("close", self.url):
             await self._client.aclose()
 
-    # -- notices of finished runs ----------------------------------------------
+    # -- notices -----------------------------------------------------------------
     @property
     def finished_channel(self) -> str:
         """The pub/sub channel a commit that finishes a run publishes its id on."""
         return f"{self.prefix}:finished"
 
-    @asynccontextmanager
-    async def watch_finished(self) -> AsyncIterator[AsyncIterator[str]]:
+    @property
+    def cancelled_nodes_channel(self) -> str:
+        """The pub/sub channel of runs some of whose dispatches were cancelled."""
+        return f"{self.prefix}:cancelled-nodes"
+
+    def watch_finished(self) -> AbstractAsyncContextManager[AsyncIterator[str]]:
         """While the block is open: the ids of runs that reach a final status (pub/sub)."""
+        return self._subscribe(self.finished_channel, "watch_finished")
+
+    def watch_cancelled_nodes(self) -> AbstractAsyncContextManager[AsyncIterator[str]]:
+        """While the block is open: the ids of runs some of whose dispatches were cancelled."""
+        return self._subscribe(self.cancelled_nodes_channel, "watch_cancelled_nodes")
+
+    async def announce_cancelled_nodes(self, run_id: str) -> None:
+        """Publish ``run_id``; a failure only costs workers a check interval."""
+        await self._publish(self.cancelled_nodes_channel, run_id, "announce cancelled nodes")
+
+    @asynccontextmanager
+    async def _subscribe(self, channel: str, operation: str) -> AsyncIterator[AsyncIterator[str]]:
         pubsub: Any = self._client.pubsub(ignore_subscribe_messages=True)
         try:
-            with translate_errors("watch_finished", self.url):
-                await pubsub.subscribe(self.finished_channel)
-            yield self._notices(pubsub)
+            with translate_errors(operation, self.url):
+                await pubsub.subscribe(channel)
+            yield self._notices(pubsub, operation)
         finally:
             with anyio.CancelScope(shield=True):
                 await pubsub.aclose()
 
-    async def _notices(self, pubsub: Any) -> AsyncIterator[str]:
-        with translate_errors("watch_finished", self.url):
+    async def _notices(self, pubsub: Any, operation: str) -> AsyncIterator[str]:
+        with translate_errors(operation, self.url):
             async for message in pubsub.listen():
                 if message["type"] == "message":
                     yield str(message["data"])
 
     async def _announce_finished(self, run_id: str) -> None:
         """Publish ``run_id`` as finished; a failure only costs waiters a poll interval."""
+        await self._publish(self.finished_channel, run_id, "publish a finished run")
+
+    async def _publish(self, channel: str, run_id: str, operation: str) -> None:
         try:
-            with translate_errors("publish a finished run", self.url):
-                await self._client.publish(self.finished_channel, run_id)
+            with translate_errors(operation, self.url):
+                await self._client.publish(channel, run_id)
         except StoreError as exc:
-            _log.warning("could not announce a finished run", run_id=run_id, error=str(exc))
+            _log.warning(
+                "could not publish a notice", operation=operation, run_id=run_id, error=str(exc)
+            )
 
 
 def redis_client(url: str, max_connections: int, **options: Any) -> Any:

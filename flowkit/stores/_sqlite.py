@@ -21,13 +21,14 @@ from ._protocol import NO_INDEX, DueTimer, ExpiredLease, IndexOps, RunInfo, Stor
 from ._urls import ConfigurationError, check_positive, redact, split_options, sqlite_path
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Collection
     from pathlib import Path
 
     from ..engine._state import Delta, RunState
 
 T = TypeVar("T")
 SCHEMA_VERSION = 1
+_PAIRS_PER_READ = 500  # (two bound parameters each; SQLite allows 32 766 per statement)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS flowkit_schema (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS flowkit_runs (
@@ -238,6 +239,25 @@ class SQLiteStore:
                 (expires_at, run_id, dispatch_id),
             )
         )
+
+    async def held_leases(self, leases: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
+        wanted = list(leases)
+        if not wanted:
+            return set()
+
+        def read(conn: sqlite3.Connection) -> set[tuple[str, str]]:
+            held: set[tuple[str, str]] = set()
+            for start in range(0, len(wanted), _PAIRS_PER_READ):
+                pairs = wanted[start : start + _PAIRS_PER_READ]
+                rows = conn.execute(
+                    "SELECT run_id, dispatch_id FROM flowkit_leases WHERE (run_id, dispatch_id)"
+                    f" IN (VALUES {', '.join(['(?, ?)'] * len(pairs))})",
+                    [value for pair in pairs for value in pair],
+                ).fetchall()
+                held.update((str(run_id), str(key)) for run_id, key in rows)
+            return held
+
+        return await self._locked(read)
 
     async def close(self) -> None:
         async with self._lock:

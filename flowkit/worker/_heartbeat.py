@@ -1,25 +1,35 @@
-"""One heartbeat loop per worker: it keeps the leases of every node in flight.
+"""One heartbeat loop per worker: it keeps every node in flight leased, and stops
+the ones their run no longer wants.
 
-A node that runs longer than a third of its lease has its dispatch lease (in
-the store, which the reconciler reads) and its delivery's visibility (in the
-broker) pushed out, every third of a lease, until it finishes. One loop for
-all of a worker's deliveries costs less than a task per delivery.
+Leases: a node that runs longer than a third of its lease has its dispatch lease
+(in the store, which the reconciler reads) and its delivery's visibility (in the
+broker) pushed out, every third of a lease, until it finishes. One loop for all
+of a worker's deliveries costs less than a task per delivery.
+
+Cancellation: cancelling a run, deciding a race or ending a run takes dispatches
+out of the run's state while their nodes may still run here. Such a node's task
+is cancelled (its ``finally`` blocks run) as soon as this worker learns it: at
+once when the transition that withdrew it was this worker's own, or when the
+store announces the run (stores that push), and at the latest at the next check,
+every ``check_interval``: one store read for all the nodes in flight.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
 
 from .. import _clock as clock
 from .._errors import StoreError, TransportError
+from ..stores._notices import WatchesCancelledNodes
+from ..stores._protocol import ChecksLeases
 from ..transports._protocol import DeliveryError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Collection, Iterator
 
     from ..stores._protocol import Store
     from ..transports._protocol import Delivery
@@ -27,44 +37,84 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("flowkit.worker")
 
+MAX_RESUBSCRIBE_DELAY = 30.0
+"""Seconds at most between attempts to watch a store's notices again after it failed."""
 
-class _Beat:
-    """A node in flight: its delivery, its message, and when to extend them next."""
 
-    __slots__ = ("delivery", "due", "message")
+class Beat:
+    """A node in flight: its delivery, its message, when to extend them next, and the
+    cancel scope its execution runs in."""
+
+    __slots__ = ("delivery", "due", "message", "scope")
 
     def __init__(self, delivery: Delivery, message: NodeMessage, due: float) -> None:
         self.delivery = delivery
         self.message = message
         self.due = due
+        self.scope = anyio.CancelScope()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.message.run_id, self.message.dispatch_id
+
+    @property
+    def withdrawn(self) -> bool:
+        """Whether its run no longer wants this node (its execution is cancelled)."""
+        return self.scope.cancel_called
 
 
 class Heartbeats:
-    """The nodes a worker runs, kept leased by :meth:`run` while :meth:`beating`."""
+    """The nodes a worker runs, kept leased (and cancelled once withdrawn from their run)
+    by :meth:`run` while :meth:`beating`."""
 
-    def __init__(self, store: Store, *, lease: float, visibility: float) -> None:
+    def __init__(
+        self, store: Store, *, lease: float, visibility: float, check_interval: float
+    ) -> None:
         self.store = store
         self.lease = lease
         self.extension = max(lease, visibility)
         self.interval = min(lease, visibility) / 3
-        self._beating: set[_Beat] = set()
+        self.check_interval = check_interval
+        self._beating: set[Beat] = set()
+        self._suspects: set[str] = set()  # runs announced since the last check
+        self._announced: anyio.Event | None = None  # set by an announcement; made by run()
 
     @contextmanager
-    def beating(self, delivery: Delivery, message: NodeMessage) -> Iterator[None]:
-        """Keep ``delivery`` and its dispatch leased while the block runs."""
-        beat = _Beat(delivery, message, anyio.current_time() + self.interval)
+    def beating(self, delivery: Delivery, message: NodeMessage) -> Iterator[Beat]:
+        """Keep ``delivery`` and its dispatch leased while the block runs; run the node
+        in the beat's ``scope``, which is cancelled if the run withdraws the dispatch."""
+        beat = Beat(delivery, message, anyio.current_time() + self.interval)
         self._beating.add(beat)
         try:
-            yield
+            yield beat
         finally:
             self._beating.discard(beat)
 
-    async def run(self) -> None:
+    def withdraw(self, run_id: str, dispatch_ids: Collection[str]) -> None:
+        """Cancel the nodes of these dispatches running here (a transition made in this
+        process took them out of their run: no need to ask the store)."""
+        for beat in list(self._beating):
+            if beat.message.run_id == run_id and beat.message.dispatch_id in dispatch_ids:
+                beat.scope.cancel()
+
+    async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        """Extend leases and cancel withdrawn nodes until cancelled; started once the
+        store's announcements (if it makes any) are being watched."""
+        self._announced = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._keep_leased)
+            tg.start_soon(self._keep_checking)
+            if isinstance(self.store, WatchesCancelledNodes):
+                await tg.start(self._watch, self.store)
+            task_status.started()
+
+    # -- leases ---------------------------------------------------------------------
+    async def _keep_leased(self) -> None:
         """Extend whatever is due, every half interval (so at most 1.5 intervals apart)."""
         while True:
             await anyio.sleep(self.interval / 2)
             now = anyio.current_time()
-            due = [beat for beat in self._beating if beat.due <= now]
+            due = [beat for beat in self._beating if beat.due <= now and not beat.withdrawn]
             for beat in due:
                 beat.due = now + self.interval
             if len(due) == 1:
@@ -74,7 +124,7 @@ class Heartbeats:
                     for beat in due:
                         tg.start_soon(self._extend, beat)
 
-    async def _extend(self, beat: _Beat) -> None:
+    async def _extend(self, beat: Beat) -> None:
         message = beat.message
         try:
             await self.store.extend_lease(
@@ -96,3 +146,90 @@ class Heartbeats:
                 node_id=message.node_id,
                 error=str(exc),
             )
+
+    # -- withdrawn nodes ------------------------------------------------------------
+    async def _keep_checking(self) -> None:
+        """Check the announced runs when announced, and every node every ``check_interval``
+        (however many announcements come in between)."""
+        next_check = anyio.current_time() + self.check_interval
+        while True:
+            assert self._announced is not None
+            with anyio.move_on_after(max(0.0, next_check - anyio.current_time())):
+                await self._announced.wait()
+            self._announced = anyio.Event()
+            announced, self._suspects = self._suspects, set()
+            if anyio.current_time() >= next_check:
+                next_check = anyio.current_time() + self.check_interval
+                await self.check()
+            else:
+                await self.check(announced)
+
+    async def check(self, runs: Collection[str] | None = None) -> None:
+        """Cancel the nodes in flight (of ``runs``; default: all) whose dispatch left its run."""
+        beats = [
+            beat
+            for beat in self._beating
+            if not beat.withdrawn and (runs is None or beat.message.run_id in runs)
+        ]
+        if not beats:
+            return
+        try:
+            gone = await self._gone({beat.key for beat in beats})
+        except StoreError as exc:  # the next check tries again
+            log.warning("checking for cancelled nodes failed", error=str(exc))
+            return
+        for beat in beats:
+            if beat.key in gone:
+                beat.scope.cancel()
+
+    async def _gone(self, keys: set[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which ``(run_id, dispatch_id)`` of ``keys`` are no longer dispatches of their runs.
+
+        The lease index (one read for all, where the store offers it) clears the
+        dispatches still wanted; the runs' states decide the rest.
+        """
+        if isinstance(self.store, ChecksLeases):
+            keys = keys - await self.store.held_leases(keys)
+        gone: set[tuple[str, str]] = set()
+        for run_id in {run_id for run_id, _ in keys}:
+            loaded = await self.store.load(run_id)
+            dispatches = loaded[0].sections["dispatches"] if loaded is not None else {}
+            gone.update(key for key in keys if key[0] == run_id and key[1] not in dispatches)
+        return gone
+
+    async def _watch(self, store: WatchesCancelledNodes, *, task_status: Any) -> None:
+        """Turn the store's announcements into checks of the runs announced; subscribe
+        again (with backoff) if the subscription fails, checking what it may have missed."""
+        started = False
+        delay = 1.0
+        while True:
+            try:
+                async with store.watch_cancelled_nodes() as announcements:
+                    if started:
+                        self._suspect(*(beat.message.run_id for beat in list(self._beating)))
+                    else:
+                        task_status.started()
+                        started = True
+                    delay = 1.0
+                    async for run_id in announcements:
+                        self._suspect(run_id)
+            except StoreError as exc:
+                log.warning(
+                    "cannot watch the store for cancelled nodes; checking them every "
+                    f"{self.check_interval:g}s until it works again",
+                    error=str(exc),
+                    retry_in=delay,
+                )
+            if not started:
+                task_status.started()
+                started = True
+            await anyio.sleep(delay)
+            delay = min(MAX_RESUBSCRIBE_DELAY, delay * 2)
+
+    def _suspect(self, *run_ids: str) -> None:
+        """Have the runs checked now, if any of their nodes run here."""
+        running = {beat.message.run_id for beat in self._beating}
+        suspects = running.intersection(run_ids)
+        if suspects and self._announced is not None:
+            self._suspects |= suspects
+            self._announced.set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -13,12 +14,13 @@ from ..engine import _protocol as p
 from ..engine._durable import CHILD_LEASE, dispatch_command
 from ..engine._events import Event, EventBus
 from ..engine._execute import Executor
+from ..stores._urls import check_positive
 from ._heartbeat import Heartbeats
 from ._messages import ENQUEUED_AT_HEADER, MalformedMessage, NodeMessage
 from ._shell import Shell
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import AsyncIterator, Sequence
 
     from anyio.abc import TaskGroup
 
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from ..engine._middleware import Middleware
     from ..stores._protocol import Store
     from ..transports._protocol import Delivery, Transport
+    from ._heartbeat import Beat
 
 log = structlog.get_logger("flowkit.worker")
 
@@ -37,6 +40,13 @@ class Worker:
     completion is applied once (by ``dispatch_id``), joins fire once, due
     timers fire once, and a reconciler republishes dispatches whose lease ran
     out (a crashed worker, a lost message).
+
+    A node whose dispatch leaves its run while it runs here (the run was
+    cancelled or ended, a race was decided) is cancelled: its ``finally`` blocks
+    run and its delivery is acked, with no failure recorded. Stores that push
+    (MemoryStore, PostgresStore, RedisStore) announce it at once; every
+    ``cancel_check_interval`` seconds the worker also asks the store about all
+    the nodes it runs, which bounds the delay with SQLite or a missed notice.
 
     >>> import flowkit
     >>> from flowkit.stores import MemoryStore
@@ -55,9 +65,11 @@ class Worker:
         lease: float = 30.0,
         middleware: Sequence[Middleware] = (),
         poll_interval: float = 1.0,
+        cancel_check_interval: float = 2.0,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be 1 or more, got {concurrency}")
+        check_positive("Worker", cancel_check_interval=cancel_check_interval)
         self.events = EventBus()
         self.transport = transport
         self.store = store
@@ -75,8 +87,15 @@ class Worker:
         )
         self.executor = Executor(middleware=middleware, events=self.events, plain_data=True)
         visibility = getattr(transport, "visibility_timeout", None) or lease
-        self.heartbeats = Heartbeats(store, lease=lease, visibility=float(visibility))
+        self.heartbeats = Heartbeats(
+            store,
+            lease=lease,
+            visibility=float(visibility),
+            check_interval=cancel_check_interval,
+        )
+        self.shell.on_cancel_nodes = self.heartbeats.withdraw
         self.processed = 0
+        self.cancelled = 0  # nodes cancelled while running here: their run withdrew them
         self.dead_lettered = 0
         self._draining = False
         self._drained: anyio.Event | None = None  # set by stop(), or when receiving ends
@@ -88,7 +107,7 @@ class Worker:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._loop, self._fire_due_timers)
             tg.start_soon(self._loop, self._reconcile)
-            tg.start_soon(self.heartbeats.run)
+            await tg.start(self.heartbeats.run)
             task_status.started()
             await self._consume()
             tg.cancel_scope.cancel()
@@ -130,12 +149,13 @@ class Worker:
         try:
             while not self._draining:
                 try:
-                    async for delivery in self.transport.receive(self.shell.queue):
-                        backoff = self.poll_interval
-                        if not await self._free_slot(slots):
-                            await _settle(delivery.nack())  # draining: back to the broker now
-                            await anyio.sleep_forever()  # _consume cancels this when idle
-                        handlers.start_soon(self._handle, delivery, slots)
+                    async with _closing(self.transport.receive(self.shell.queue)) as deliveries:
+                        async for delivery in deliveries:
+                            backoff = self.poll_interval
+                            if not await self._free_slot(slots):
+                                await _settle(delivery.nack())  # draining: back to the broker
+                                await anyio.sleep_forever()  # _consume cancels this when idle
+                            handlers.start_soon(self._handle, delivery, slots)
                     return  # the transport was closed
                 except TransportError as exc:
                     if self.processed == 0 and self.fail_fast:
@@ -191,23 +211,52 @@ class Worker:
                 f"unknown blueprint digest {message.blueprint_digest[:12]} for run "
                 f"{message.run_id!r}: this worker does not have that flow version"
             )
-        replica = await self.shell.replica(message.run_id)
-        record = replica.state.sections["dispatches"].get(message.dispatch_id)
-        if record is None:
-            replica = await self.shell.replica(message.run_id, fresh=True)
+        # beating from the start: a cancellation announced while the run loads counts
+        with self.heartbeats.beating(delivery, message) as beat:
+            replica = await self.shell.replica(message.run_id)
             record = replica.state.sections["dispatches"].get(message.dispatch_id)
-        if record is None:  # already completed or cancelled: a duplicate delivery
-            await delivery.ack()
+            if record is None:
+                replica = await self.shell.replica(message.run_id, fresh=True)
+                record = replica.state.sections["dispatches"].get(message.dispatch_id)
+            if record is None:  # already completed or cancelled: a duplicate delivery
+                await delivery.ack()
+                return
+            event = await self._execute(beat, delivery, replica, record)
+        if event is None:
+            await self._withdrawn(delivery, message)
             return
-        command = dispatch_command(message.run_id, message.dispatch_id, record)
-        target = self.shell.target_of(replica.state)
-        with self.heartbeats.beating(delivery, message):
-            event = await self.executor.execute(
-                message.run_id, target, replica.state, command, enqueued_at=_enqueued_at(delivery)
-            )
         await self.shell.step(message.run_id, event)
         await delivery.ack()
         self.processed += 1
+
+    async def _execute(
+        self, beat: Beat, delivery: Delivery, replica: Replica, record: dict[str, Any]
+    ) -> p.Event | None:
+        """Run the node in the beat's cancel scope; None if its run withdrew it (then the
+        node was cancelled, or never started)."""
+        message = beat.message
+        command = dispatch_command(message.run_id, message.dispatch_id, record)
+        target = self.shell.target_of(replica.state)
+        if beat.withdrawn:
+            return None
+        event: p.Event | None = None
+        with beat.scope:
+            event = await self.executor.execute(
+                message.run_id, target, replica.state, command, enqueued_at=_enqueued_at(delivery)
+            )
+        return None if beat.withdrawn else event
+
+    async def _withdrawn(self, delivery: Delivery, message: NodeMessage) -> None:
+        """Settle a node cancelled because its run no longer wants it: nothing to record
+        (the dispatch is gone from the run), so nothing to retry; ack."""
+        log.info(
+            "node cancelled: its run no longer wants it",
+            run_id=message.run_id,
+            node_id=message.node_id,
+            dispatch_id=message.dispatch_id,
+        )
+        await delivery.ack()
+        self.cancelled += 1
 
     async def _dead_letter(self, delivery: Delivery, reason: str, *, run_id: str = "") -> None:
         log.error("message dead-lettered", reason=reason, run_id=run_id or None)
@@ -281,6 +330,18 @@ class Worker:
                 child_id, info.status, header.get("output"), header.get("error")
             )
             await self.shell.step(run_id, event)
+
+
+@asynccontextmanager
+async def _closing(deliveries: AsyncIterator[Delivery]) -> AsyncIterator[AsyncIterator[Delivery]]:
+    """Close the transport's receive loop on leaving it, rather than leave it to the garbage
+    collector (which trio refuses, and which would settle its deliveries late)."""
+    try:
+        yield deliveries
+    finally:
+        aclose = getattr(deliveries, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def _enqueued_at(delivery: Delivery) -> float | None:
