@@ -97,7 +97,7 @@ class Client:
         return await self.result(run_id)
 
     async def cancel(self, run_id: str) -> RunResult:
-        """Cancel a run; its nodes in flight finish but their results are dropped."""
+        """Cancel a run; the workers running its nodes cancel them (``finally`` blocks run)."""
         await self.shell.replica(run_id, fresh=True)
         await self.shell.step(run_id, p.CancelRequested())
         return await self.result(run_id)
