@@ -198,6 +198,58 @@ class TestJoins:
         assert ["a", "b", "c", "d"] == sorted(d.ran())
         assert p.FinishRun("completed", 5, None) == d.finish
 
+    def test_any_join_cancels_only_racers_no_other_path_needs(self) -> None:
+        first = call("first", config=config(join="any"))
+        d = Driver(
+            graph(
+                "src>slow",
+                "src>fast",
+                "slow>first",
+                "fast>first",
+                "src>both",
+                "slow>both",
+                "src>lone",
+                "lone>first",
+                nodes=(first,),
+            )
+        )
+        d.start()
+        d.complete("src", 1)
+        lone = d.dispatch_of("lone").dispatch_id
+        commands = d.complete("fast", 2)
+        assert [p.CancelNode(lone)] == of(p.CancelNode, commands)
+        assert ["first"] == execute_ids(commands)
+        assert "fast" == d.state.sections["nodes"]["first"][3]
+        assert ["both"] == execute_ids(d.complete("slow", 10))
+        assert ({"src": 1, "slow": 10},) == d.dispatch_of("both").args
+
+    def test_a_failed_racer_another_path_needs_fails_the_run(self) -> None:
+        first = call("first", config=config(join="any"))
+        d = Driver(
+            graph(
+                "src>slow",
+                "src>fast",
+                "slow>first",
+                "fast>first",
+                "src>both",
+                "slow>both",
+                nodes=(first,),
+            )
+        )
+        d.start()
+        d.complete("src", 1)
+        d.fail("slow", "needed by both")
+        assert d.finish is not None
+        assert ("failed", "slow") == (d.finish.status, d.finish.error["node"])
+
+    def test_a_failed_racer_only_the_race_needs_is_a_skip(self) -> None:
+        first = call("first", config=config(join="any"))
+        d = Driver(graph("src>slow", "src>fast", "slow>first", "fast>first", nodes=(first,)))
+        d.start()
+        d.complete("src", 1)
+        assert [] == execute_ids(d.fail("slow"))
+        assert ["first"] == execute_ids(d.complete("fast", 2))
+
     def test_any_join_skipped_when_no_predecessor_edge_is_taken(self) -> None:
         join = call("d", config=config(join="any"))
         routed = (EdgeSpec("a", "b", action="x"), EdgeSpec("a", "c", action="x"))
@@ -223,12 +275,26 @@ class TestJoins:
     def test_any_join_cancelling_a_batch_skips_it_once(self) -> None:
         batch = call("B", params={"map": True, "items": "$input.items"})
         join = call("d", config=config(join="any"))
+        d = Driver(graph("a>B", "a>c", "B>d", "c>d", "d>j", nodes=(batch, join)))
+        d.start(items=[1, 2])
+        d.complete("a", 0)
+        commands = d.complete("c", 3)  # d runs; both in-flight items of B are cancelled
+        assert 2 == len(of(p.CancelNode, commands))
+        assert ["d"] == execute_ids(commands)
+        assert ["j"] == execute_ids(d.complete("d", 4))
+        assert (4,) == d.dispatch_of("j").args
+
+    def test_any_join_leaves_a_batch_another_join_needs_running(self) -> None:
+        batch = call("B", params={"map": True, "items": "$input.items"})
+        join = call("d", config=config(join="any"))
         d = Driver(graph("a>B", "a>c", "a>k", "B>d", "c>d", "B>j", "k>j", nodes=(batch, join)))
         d.start(items=[1, 2])
         d.complete("a", 0)
-        d.complete("c", 3)  # d runs; both in-flight items of B are cancelled
-        assert ["j"] == execute_ids(d.complete("k", 4))
-        assert ({"k": 4},) == d.dispatch_of("j").args
+        assert [] == of(p.CancelNode, d.complete("c", 3))
+        d.complete("k", 4)
+        for command in [c for c in d.inflight.values() if c.node_id == "B"]:
+            d.send(p.NodeCompleted(command.dispatch_id, command.args[0] * 10))
+        assert ({"B": [10, 20], "k": 4},) == d.dispatch_of("j").args
 
 
 class TestSkips:

@@ -521,6 +521,42 @@ class TestAnyJoin:
         assert ("completed", "won by fast") == (result.status, result.output)
         assert gate.cancelled
 
+    async def test_a_racer_another_path_needs_runs_to_the_end(self) -> None:
+        fast_won = anyio.Event()
+
+        async def slow(_: Any) -> int:
+            await fast_won.wait()  # finishes only after the race was decided
+            return 10
+
+        async def fast(_: Any) -> int:
+            return 2
+
+        async def first(value: int) -> int:
+            fast_won.set()
+            return value
+
+        async def both(inputs: dict[str, int]) -> dict[str, int]:
+            return inputs
+
+        flow = (
+            Flow("race")
+            .node("src", one)
+            .node("slow", slow)
+            .node("fast", fast)
+            .node("first", first, join="any")
+            .node("both", both, join="all")
+            .edge("src", "slow")
+            .edge("src", "fast")
+            .edge("slow", "first")
+            .edge("fast", "first")
+            .edge("src", "both")
+            .edge("slow", "both")
+        )
+        result = await Runtime().run(flow)
+        assert RunStatus.COMPLETED == result.status
+        assert {"first": 2, "both": {"src": 1, "slow": 10}} == result.output
+        assert "fast" == result.snapshot()["sections"]["nodes"]["first"][3]
+
 
 class TestTimers:
     """A sleep pauses the run ``awaiting``; a scheduler (or an open runtime) fires it."""

@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import flowkit
@@ -220,7 +220,10 @@ pytestmark = pytest.mark.anyio
 
 
 class TestProperties:
-    """Generated blueprints keep every invariant under generated fault plans."""
+    """Generated blueprints keep every invariant under generated fault plans.
+
+    Example counts come from the hypothesis profile (see conftest.py).
+    """
 
     @staticmethod
     def _registry() -> dict[str, Any]:
@@ -231,7 +234,6 @@ class TestProperties:
 
         return {"inc": inc}
 
-    @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(
         bp=strategies.blueprints(max_nodes=8),
         plan=strategies.fault_plans(),
@@ -242,7 +244,6 @@ class TestProperties:
         sim = simulate(bp, registry=self._registry(), workers=workers, faults=plan, seed=seed)
         assert sim.status in (RunStatus.COMPLETED, RunStatus.FAILED)
 
-    @settings(max_examples=25, deadline=None)
     @given(bp=strategies.blueprints(max_nodes=8), seed=st.integers(0, 2**16))
     def test_same_seed_same_run(self, bp: Any, seed: int) -> None:
         plan = Faults(crash=0.3, duplicate=0.3, reorder=True)

@@ -8,8 +8,10 @@ retries, fallbacks and poison pills are decided once, here.
 Join semantics: a node with ``join="all"`` runs once every forward predecessor
 has settled (completed or been skipped) and at least one edge into it was
 taken; if none was, it is skipped and the skip flows on. ``join="any"`` runs on
-the first taken edge (once: later arrivals are ignored, in-flight predecessors
-are cancelled). ``join="pass"`` (compiled flows) runs on every taken arrival.
+the first taken edge (once: later arrivals are ignored, and in-flight
+predecessors that exist only for decided races are cancelled; a predecessor
+another node needs runs on). ``join="pass"`` (compiled flows) runs on every
+taken arrival.
 Back edges (into loops) always re-enter directly.
 """
 
@@ -29,7 +31,8 @@ CANCELLED = "flowkit._errors.Cancelled"
 _VALUES = {status: status.value for status in RunStatus}
 WORKFLOW_FAILED = "flowkit._errors.WorkflowFailed"
 
-# node record layout: [activation, arrived, taken, fired, status]
+# node record layout: [activation, arrived, taken, fired, status]; an ``any`` join's
+# ``fired`` holds the id of the predecessor that won its race (0 while undecided)
 _ACT, _ARRIVED, _TAKEN, _FIRED, _STATUS = range(5)
 
 
@@ -304,8 +307,8 @@ class Step(NodeSteps):
         self, target: str, record: list[Any], taken: bool, source: str, count: int
     ) -> None:
         if taken and not record[_FIRED]:
-            record[_FIRED] = 1
-            self.cancel_nodes(self.p.preds[target], skip=True)
+            record[_FIRED] = source  # the winner, for whoever inspects the run
+            self.cancel_nodes(self.racers_only(target), skip=True)
             self.fire(target, False, source)
         elif record[_ARRIVED] >= count and not record[_FIRED]:
             record[_FIRED] = 1
@@ -316,6 +319,25 @@ class Step(NodeSteps):
                 self.fail_node(lost["node"], lost)
             else:
                 self.skip(target)
+
+    def racers_only(self, join: str) -> tuple[str, ...]:
+        """The predecessors of a decided race that exist for races alone.
+
+        A racer may be cancelled only when every node it leads to is a race
+        that has been decided; work that another path still needs runs on.
+        """
+        return tuple(n for n in self.p.preds[join] if self.only_races(n, decided=True))
+
+    def only_races(self, node_id: str, *, decided: bool) -> bool:
+        """Whether every forward successor of ``node_id`` is an ``any`` join (decided)."""
+        targets = [e.target for e in self.p.out[node_id] if not e.back]
+        nodes = self.s.sections["nodes"]
+        return bool(targets) and all(
+            self.p.join[t] == "any"
+            and self.p.n_preds[t] > 1
+            and (not decided or (t in nodes and nodes[t][_FIRED]))
+            for t in targets
+        )
 
     def skip(self, node_id: str) -> None:
         record = self.record(node_id)
@@ -354,13 +376,9 @@ class Step(NodeSteps):
 
         The error is kept; if every racer fails, the join fails with the last one.
         """
-        joins = [
-            e.target
-            for e in self.p.out[node_id]
-            if not e.back and self.p.join[e.target] == "any" and self.p.n_preds[e.target] > 1
-        ]
-        if not joins:
-            return False
+        if not self.only_races(node_id, decided=False):
+            return False  # another path needs this node: its failure is the run's
+        joins = [e.target for e in self.p.out[node_id] if not e.back]
         open_races = [j for j in joins if not self.record(j)[_FIRED]]
         for join in open_races:
             if self.record(join)[_ARRIVED] + 1 >= self.p.n_preds[join]:
