@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -366,6 +367,43 @@ async def test_a_race_decided_on_the_same_worker_cancels_its_racer_at_once(
         await system.drop()
     assert (RunStatus.COMPLETED, "won by fast") == (result.status, result.output)
     assert (1, 3) == (worker.cancelled, worker.processed)
+
+
+class NoticesDownAtFirst(MemoryStore):
+    """Its notices of cancelled nodes fail at first; the next subscription waits for ``reopen``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.subscriptions = 0
+        self.reopen = anyio.Event()
+
+    @asynccontextmanager
+    async def watch_cancelled_nodes(self) -> AsyncIterator[AsyncIterator[str]]:
+        self.subscriptions += 1
+        if self.subscriptions == 1:
+            raise flowkit.StoreError("notices are down")
+        await self.reopen.wait()
+        async with super().watch_cancelled_nodes() as notices:
+            yield notices
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_a_worker_that_missed_notices_checks_its_nodes_once_it_watches_again() -> None:
+    """The cancel is announced while the worker cannot watch (and it polls once an hour):
+    when its subscription comes back, it checks the nodes it runs."""
+    transport, store = MemoryTransport(), NoticesDownAtFirst()
+    worker = RecordingWorker(FLOWS, transport, store, cancel_check_interval=HOUR)
+    client = flowkit.Client(transport, store, flows=FLOWS)
+    with anyio.fail_after(BOUND):
+        async with anyio.create_task_group() as tg:
+            await tg.start(worker.run)
+            handle = await client.start(hanging, tag="unheard")
+            await probe.started_event("unheard").wait()
+            await client.cancel(handle.run_id)
+            store.reopen.set()
+            await probe.cleaned_event("unheard").wait()
+            worker.stop()
+    assert (2, 1, 0) == (store.subscriptions, worker.cancelled, worker.processed)
 
 
 # -- the store read behind the poll ------------------------------------------------------------
