@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from ..blueprint._model import Blueprint
     from ..engine._result import RunResult
+    from ..engine._runtime import DefaultRuntime
     from ..testing import Simulation
     from ._compiler import CompiledFlow
     from ._evaluator import FlowEvaluator
@@ -89,20 +90,83 @@ class FlowDef(Generic[P, R]):
 
     # -- running --------------------------------------------------------------
     async def run(self, **inputs: Any) -> RunResult:
-        """Run in-memory on a fresh :class:`~flowkit.Runtime`; ``run_id=`` is reserved.
+        """Run in this process until the run completes, fails or pauses; ``run_id=`` is reserved.
 
-        >>> # result = await checkout.run(order_id="A1"); result.output
+        A run that pauses (``awaiting``: a wait, a webhook, a sleep) stays in
+        this process's memory until it finishes, on whichever event loop a later
+        call runs: resume it with :meth:`signal`, see it through its sleeps with
+        :meth:`wait` (its ``resume_hint`` says which). Runs that must survive
+        the process need ``flowkit.Runtime(store=...)``.
+
+        >>> # result = await checkout.run(order_id="A1")   # awaiting ('approval',)
+        >>> # result = await checkout.signal(result.run_id, "approval", {"approved": True})
+        >>> # result = await checkout.wait(result.run_id)  # through its ten-minute sleep
         """
-        from ..engine._runtime import Runtime
+        from ..engine._runtime import default_runtime
 
         self.check_inputs({k: v for k, v in inputs.items() if k != "run_id"})
-        return await Runtime().run(self, **inputs)
+        return await default_runtime().run(self, **inputs)
 
     def run_sync(
         self, *, backend: Literal["asyncio", "trio"] = "asyncio", **inputs: Any
     ) -> RunResult:
-        """:meth:`run` from synchronous code (starts an event loop on ``backend``)."""
+        """:meth:`run` from synchronous code (starts an event loop on ``backend``).
+
+        A run it leaves paused is resumed the same way, e.g.
+        ``anyio.run(checkout.signal, run_id, "approval", {"approved": True})``.
+        """
         return anyio.run(functools.partial(self.run, **inputs), backend=backend)
+
+    async def signal(
+        self, run_id: str, name: str, data: Any = None, *, action: str | None = None
+    ) -> RunResult:
+        """Deliver signal ``name`` to a run :meth:`run` left awaiting.
+
+        Returns the run's result once it has advanced as far as it can: it may
+        pause again, e.g. in a durable sleep (see :meth:`wait`). A signal for a
+        wait inside a subflow is routed there. Raises :class:`~flowkit.ResumeError`
+        for a run this process does not keep, a run of another flow, or a name
+        no wait of the flow uses.
+
+        >>> # result = await checkout.run(order_id="A1")
+        >>> # result = await checkout.signal(result.run_id, "approval", {"approved": True})
+        """
+        runtime = self._runtime_of(run_id)
+        return await runtime.signal(run_id, name, data, action=action)
+
+    async def wait(self, run_id: str, *, timeout: float | None = None) -> RunResult:
+        """Wait until a run of :meth:`run` is completed, failed or cancelled.
+
+        Its durable timers (sleeps, wait timeouts) fire while this waits, as
+        they fall due. Raises ``TimeoutError`` after ``timeout`` seconds.
+
+        >>> # result = await checkout.signal(run_id, "approval", {"approved": True})
+        >>> # result = await checkout.wait(run_id, timeout=3600)   # sleeps ten minutes
+        >>> # result.output
+        """
+        return await self._runtime_of(run_id).wait(run_id, timeout)
+
+    async def result(self, run_id: str) -> RunResult:
+        """The current result (any status) of a run of :meth:`run`.
+
+        >>> # (await checkout.result(run_id)).status
+        """
+        return await self._runtime_of(run_id).result(run_id)
+
+    async def cancel(self, run_id: str) -> RunResult:
+        """Cancel a run of :meth:`run`: it ends ``cancelled`` and leaves this process's memory.
+
+        >>> # result = await checkout.cancel(run_id)   # nobody will approve it
+        """
+        return await self._runtime_of(run_id).cancel(run_id)
+
+    def _runtime_of(self, run_id: str) -> DefaultRuntime:
+        """This event loop's default runtime, checked to keep ``run_id`` as a run of this flow."""
+        from ..engine._runtime import default_runtime
+
+        runtime = default_runtime()
+        runtime.check_run_of(run_id, self.id)
+        return runtime
 
     def simulate(self, **options: Any) -> Simulation:
         """Run on virtual time with mocks, scripted signals and faults: see

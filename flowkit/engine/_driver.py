@@ -81,7 +81,7 @@ class Driver:
         )
         self._runs: dict[str, Run] = {}
         self._timers: list[tuple[float, str, str]] = []
-        self._wakeup = anyio.Event()
+        self._wakeups: set[anyio.Event] = set()  # one per scheduler loop asleep
         self._tg: anyio.abc.TaskGroup | None = None
         self._finish_events: dict[str, anyio.Event] = {}
 
@@ -252,10 +252,14 @@ class Driver:
         if self.store is not None:  # the store indexes every timer: remember only the earliest
             if not self._timers or due < self._timers[0][0]:
                 heapq.heappush(self._timers, (due, "", ""))
-                self._wakeup.set()
+                self._wake_schedulers()
             return
         heapq.heappush(self._timers, (due, run.run_id, command.timer_id))
-        self._wakeup.set()
+        self._wake_schedulers()
+
+    def _wake_schedulers(self) -> None:
+        for wakeup in self._wakeups:
+            wakeup.set()
 
     async def _retry_timer(self, run: Run, command: p.StartTimer, scope: anyio.CancelScope) -> None:
         with scope:
@@ -273,12 +277,21 @@ class Driver:
         return due
 
     async def _sleep_until_next_timer(self) -> None:
-        self._wakeup = anyio.Event()
-        delay = self._timers[0][0] - clock.now() if self._timers else math.inf
-        if self.store is not None:
-            delay = min(delay, getattr(self, "poll_interval", 1.0))
-        with anyio.move_on_after(max(0.0, delay)):
-            await self._wakeup.wait()
+        """Sleep until the earliest timer is due, or a new timer may be earlier.
+
+        Several scheduler loops may sleep at once (each ``rt.scheduler()``
+        block runs one): a new timer wakes them all.
+        """
+        wakeup = anyio.Event()
+        self._wakeups.add(wakeup)
+        try:
+            delay = self._timers[0][0] - clock.now() if self._timers else math.inf
+            if self.store is not None:
+                delay = min(delay, getattr(self, "poll_interval", 1.0))
+            with anyio.move_on_after(max(0.0, delay)):
+                await wakeup.wait()
+        finally:
+            self._wakeups.discard(wakeup)
 
     def _emit(
         self,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import copy
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import attrs
@@ -17,12 +19,11 @@ from .._errors import (
 )
 from ..blueprint._graph import shape_of
 from ..blueprint._model import Blueprint
-from ._state import FINISHED_VALUES, RunState, RunStatus
+from ._state import FINISHED_VALUES, RunStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from ._runtime import Runtime
+    from ._state import RunState
 
 _STATUS = 4  # index of the status in a node record [activation, arrived, taken, fired, status]
 _HOLDING_TIMERS = frozenset({"sleep", "timeout"})  # a retry's backoff timer is not a pause
@@ -30,42 +31,77 @@ _ROUTES = frozenset({"true", "false"})  # the labels a branch node routes by
 _NEVER = "False"  # the condition of an edge routing never takes (a compiled flow's links)
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class RunResult:
-    """Where a run stands: ``status``, ``output``, ``error``, ``state`` and ``run_id``.
+    """Where a run stood when this result was taken: ``status``, ``output``,
+    ``error``, ``state`` and ``run_id``.
+
+    A result is a snapshot: it never changes after it was returned, whatever
+    the run does later, and changing what it hands out (``state``, ``output``,
+    ``snapshot()``) never changes the run. ``state`` is the run's flow
+    variables and context (what nodes read and write through
+    ``flowkit.context().state``) as of that moment. Values are deep-copied
+    when first read; one that cannot be copied (a lock, a socket) is shared.
 
     ``blueprint`` is the graph the run follows, when the shell that produced
     the result attached it; in Jupyter a result renders as that graph with the
-    path the run took styled on it (see :meth:`mermaid`).
+    path the run took styled on it (see :meth:`mermaid`). For an awaiting run,
+    :attr:`resume_hint` says how to carry it on.
     """
 
     run_id: str
     status: RunStatus
-    output: Any = None
     error: FlowkitError | None = None
-    state: dict[str, Any] = attrs.field(factory=dict)
     blueprint_id: str = ""
-    _snapshot: dict[str, Any] = attrs.field(factory=dict, repr=False, alias="_snapshot")
-    blueprint: Blueprint | None = attrs.field(default=None, repr=False, eq=False)
+    blueprint: Blueprint | None = attrs.field(default=None, eq=False)
+    resumed_by: str = attrs.field(default="", eq=False)
+    # The run's sections at that moment: nobody changes them (a finished run's own,
+    # which the core never touches again, or a private copy of a running one's).
+    _sections: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, alias="sections")
+    _copies: dict[str, Any] = attrs.field(factory=dict, init=False, eq=False)
 
     @classmethod
-    def of(cls, state: RunState, blueprint: Blueprint | None = None) -> RunResult:
+    def of(
+        cls, state: RunState, blueprint: Blueprint | None = None, *, resumed_by: str = ""
+    ) -> RunResult:
+        """The result of ``state`` as it is now (copied only as far as it may still change).
+
+        ``resumed_by`` names what resumes the run (``"checkout"`` for
+        ``checkout.signal(...)``), for :attr:`resume_hint`.
+        """
         header = state.header
-        status = state.status
         return cls(
             run_id=state.run_id,
-            status=status,
-            output=header.get("output") if status is RunStatus.COMPLETED else None,
+            status=state.status,
             error=error_from_info(state.run_id, header.get("error")),
-            state={k: v for k, v in state.context.items() if not k.startswith("__")},
             blueprint_id=str(header.get("blueprint", "")),
-            _snapshot=state.to_dict(),
             blueprint=blueprint,
+            resumed_by=resumed_by,
+            sections=state.sections if state.finished else detached(state.sections),
         )
 
+    @property
+    def state(self) -> dict[str, Any]:
+        """The run's flow variables and context when this result was taken."""
+        if "state" not in self._copies:
+            self._copies["state"] = detached(self._raw_state())
+        state: dict[str, Any] = self._copies["state"]
+        return state
+
+    @property
+    def output(self) -> Any:
+        """What a completed run returned; ``None`` for any other status."""
+        if "output" not in self._copies:
+            self._copies["output"] = detached(self._raw_output())
+        return self._copies["output"]
+
     def snapshot(self) -> dict[str, Any]:
-        """The run's serialised state, for :meth:`Runtime.resume` without a store."""
-        return self._snapshot
+        """The run's serialised state, for :meth:`Runtime.resume` without a store.
+
+        Each call returns a new copy.
+        """
+        sections = {name: values for name, values in self._sections.items() if values}
+        return {"run_id": self.run_id, "sections": detached(sections)}
 
     @property
     def waiting_for(self) -> tuple[str, ...]:
@@ -74,7 +110,29 @@ class RunResult:
         Waits inside a child run are the child's (a signal sent to the parent
         is routed to them all the same).
         """
-        return tuple(sorted(self._snapshot.get("sections", {}).get("waits", {})))
+        return tuple(sorted(self._sections.get("waits", {})))
+
+    @property
+    def resume_hint(self) -> str:
+        """For an awaiting run, how to carry it on; ``""`` for any other status.
+
+        >>> # (await checkout.run(order_id="A1")).resume_hint
+        >>> # "await checkout.signal('3f2a...', 'approval', data)"
+        """
+        if self.status is not RunStatus.AWAITING:
+            return ""
+        names = self.waiting_for
+        if self.resumed_by:
+            call = f"await {self.resumed_by}"
+            if names:
+                return f"{call}.signal({self.run_id!r}, {names[0]!r}, data)"
+            return f"{call}.wait({self.run_id!r})"
+        if names:
+            return (
+                f"deliver {', '.join(map(repr, names))}: await rt.signal({self.run_id!r}, "
+                f"{names[0]!r}, data) on the Runtime or Client that runs it"
+            )
+        return "a timer or a child run holds it: a running scheduler or worker carries it on"
 
     def path(self) -> dict[str, str]:
         """Node id -> what happened there in this run.
@@ -84,7 +142,7 @@ class RunResult:
         or ``cancelled`` (still open when the run ended); nodes the run never
         reached are left out.
         """
-        return node_statuses(self._snapshot, self.blueprint)
+        return node_statuses(self._as_snapshot(), self.blueprint)
 
     def mermaid(self, flow: Any = None) -> str:
         """The run's blueprint as a Mermaid flowchart, its path styled by node status.
@@ -95,8 +153,9 @@ class RunResult:
         """
         from ..blueprint._mermaid import run_mermaid
 
-        bp = checked_blueprint(flow, self.blueprint, self._snapshot, self.run_id)
-        return run_mermaid(bp, node_statuses(self._snapshot, bp))
+        snapshot = self._as_snapshot()
+        bp = checked_blueprint(flow, self.blueprint, snapshot, self.run_id)
+        return run_mermaid(bp, node_statuses(snapshot, bp))
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         if self.blueprint is None:
@@ -112,6 +171,66 @@ class RunResult:
         if self.error is not None:
             raise self.error
         raise WorkflowFailed(self.run_id, f"run is {self.status.value}, not completed")
+
+    def __repr__(self) -> str:
+        fields = [
+            f"run_id={self.run_id!r}",
+            f"status={self.status!r}",
+            f"output={self._raw_output()!r}",
+            f"error={self.error!r}",
+            f"state={self._raw_state()!r}",
+            f"blueprint_id={self.blueprint_id!r}",
+        ]
+        if self.status is RunStatus.AWAITING:
+            fields += [f"waiting_for={self.waiting_for!r}", f"resume_hint={self.resume_hint!r}"]
+        return f"RunResult({', '.join(fields)})"
+
+    def _raw_state(self) -> dict[str, Any]:
+        context = self._sections.get("context", {})
+        return {k: v for k, v in context.items() if not k.startswith("__")}
+
+    def _raw_output(self) -> Any:
+        if self.status is not RunStatus.COMPLETED:
+            return None
+        return self._sections.get("header", {}).get("output")
+
+    def _as_snapshot(self) -> dict[str, Any]:
+        """The sections in the shape of :meth:`snapshot`, uncopied: for reading only."""
+        return {"run_id": self.run_id, "sections": self._sections}
+
+
+_PLAIN_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
+
+
+def detached(value: Any) -> Any:
+    """A deep copy of ``value`` that shares nothing mutable with it.
+
+    Plain data (dicts, lists, scalars) is copied directly, the fast way; other
+    values with :func:`copy.deepcopy`. A value that cannot be copied (a lock,
+    a socket, a client) is shared: there is no other way to hand it out.
+    """
+    try:
+        return _detached_plain(value)
+    except RecursionError:  # a cycle, or nesting deeper than plain data goes
+        return _deep_copy(value)
+
+
+def _detached_plain(value: Any) -> Any:
+    kind = type(value)
+    if kind in _PLAIN_SCALARS:
+        return value
+    if kind is dict:
+        return {key: _detached_plain(item) for key, item in value.items()}
+    if kind is list:
+        return [_detached_plain(item) for item in value]
+    return _deep_copy(value)
+
+
+def _deep_copy(value: Any) -> Any:
+    try:
+        return copy.deepcopy(value)
+    except Exception:  # whatever stops a copy (no pickling support, a lock inside)
+        return value
 
 
 def node_statuses(
@@ -146,7 +265,7 @@ def node_statuses(
         status = record[_STATUS]
         if status == "done":
             statuses[node_id] = "visited"
-        elif status in ("failed", "skipped"):
+        elif status in ("failed", "skipped", "cancelled"):
             statuses[node_id] = status
         elif status == "running" and finished:
             statuses[node_id] = "visited" if node_id in ended else "cancelled"

@@ -7,12 +7,15 @@ and no memory, and any runtime with the flow's code can resume it.
 
 from __future__ import annotations
 
+import heapq
 import uuid
+from collections import OrderedDict
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
+from anyio.lowlevel import RunVar
 
 from .. import _clock as clock
 from .._errors import ResumeError
@@ -23,7 +26,7 @@ from ._core import start_run, wait_names
 from ._driver import Driver, Run
 from ._durable import index_ops, unknown_digest
 from ._program import wait_name
-from ._result import RunHandle, RunResult
+from ._result import RunHandle, RunResult, detached
 from ._state import NullJournal, RunState
 from ._target import Target, resolve
 
@@ -82,7 +85,7 @@ class Runtime(Driver):
             await self._drive(run, commands)
         else:  # an existing run: wait for whoever drives it to let go
             await run.idle.wait()
-        return RunResult.of(run.state, run.program.blueprint)
+        return self._result_of(run)
 
     async def start(
         self,
@@ -122,7 +125,7 @@ class Runtime(Driver):
         webhook node ``node_id``; the action routes like a node's would.
         """
         resolved = self._target(target, registry)
-        state = RunState.from_dict(dict(snapshot))
+        state = RunState.from_dict(detached(dict(snapshot)))  # the run must not alter the caller's
         self._check_digest(state, resolved)
         spec = resolved.program.specs.get(node_id)
         if spec is None or spec.kind not in ("wait", "webhook"):
@@ -132,7 +135,7 @@ class Runtime(Driver):
         run = Run(resolved.program, resolved, state, 0)
         self._runs[state.run_id] = run
         await self._advance(run, p.SignalReceived(wait_name(spec), data, action))
-        return RunResult.of(run.state, run.program.blueprint)
+        return self._result_of(run)
 
     # -- talking to runs ------------------------------------------------------
     async def signal(
@@ -155,13 +158,15 @@ class Runtime(Driver):
         run = await self._signal_target(top, name)
         await self._advance(run, p.SignalReceived(name, data, action, delivery_id))
         await top.idle.wait()
+        if self.store is None:
+            return self._result_of(top)
         return await self.result(run_id)
 
     async def result(self, run_id: str) -> RunResult:
         """The run's current result (any status)."""
         run = self._runs.get(run_id)
         if run is not None:
-            return RunResult.of(run.state, run.program.blueprint)
+            return self._result_of(run)
         if self.store is not None:
             loaded = await self.store.load(run_id)
             if loaded is not None:
@@ -173,7 +178,7 @@ class Runtime(Driver):
         """Cancel a run: in-flight nodes are cancelled and it ends ``cancelled``."""
         run = await self._get(run_id)
         await self._advance(run, p.CancelRequested())
-        return RunResult.of(run.state, run.program.blueprint)
+        return self._result_of(run)
 
     def known_blueprints(self) -> list[Any]:
         """Every blueprint this runtime can run (its webhook routes come from these)."""
@@ -323,16 +328,19 @@ class Runtime(Driver):
             f"its waits are {sorted(wait_names(run.program)) or 'none'}"
         )
 
+    def _result_of(self, run: Run) -> RunResult:
+        """The run's result as of now."""
+        return RunResult.of(run.state, run.program.blueprint)
+
     async def _wait_finished(self, run_id: str) -> RunResult:
+        if self.store is None:
+            return await self._wait_finished_here(await self._get(run_id))
         while True:
             run = await self._get(run_id)
             if run.state.finished:
                 await run.idle.wait()
                 return await self.result(run_id)
             event = self._finish_events.setdefault(run_id, anyio.Event())
-            if self.store is None:
-                await event.wait()
-                continue
             if run.tg is None:
                 self._evict(run)
             # Another process (or a copy evicted meanwhile) may finish the run: re-read
@@ -342,6 +350,16 @@ class Runtime(Driver):
             loaded = await self.store.load(run_id)
             if loaded is not None and loaded[0].finished:
                 return RunResult.of(loaded[0], blueprint=run.target.blueprint)
+
+    async def _wait_finished_here(self, run: Run) -> RunResult:
+        """Without a store only this runtime advances the run: its finish event says when."""
+        run_id = run.run_id
+        while True:
+            run = self._runs.get(run_id, run)
+            if run.state.finished:
+                await run.idle.wait()
+                return self._result_of(run)
+            await self._finish_events.setdefault(run_id, anyio.Event()).wait()
 
     # -- children -------------------------------------------------------------
     async def _start_child(self, parent: Run, command: p.StartChild) -> None:
@@ -398,3 +416,159 @@ class Runtime(Driver):
         if self.store is not None:
             due = [(t.run_id, t.timer_id) for t in await self.store.due_timers(now)]
         return due
+
+
+FINISHED_KEPT = 1000
+"""How many finished runs the default runtime remembers (those a caller saw paused)."""
+
+
+class ProcessRuns:
+    """What ``FlowDef.run()`` keeps between calls: plain data, no task, no event.
+
+    Each ``run()`` call runs on the event loop of the moment (``run_sync()``
+    starts its own), so all a later call needs to resume a run is kept here:
+    the states of the runs not finished, their timers, the flows they follow,
+    and the last finished runs a caller had seen paused.
+    """
+
+    def __init__(self) -> None:
+        self.states: dict[str, RunState] = {}
+        self.finished: OrderedDict[str, RunState] = OrderedDict()
+        self.seen_paused: set[str] = set()
+        self.timers: list[tuple[float, str, str]] = []  # (due, run id, timer id), a heap
+        self.targets: dict[int, tuple[Any, Target]] = {}
+        self.by_blueprint_id: dict[str, Any] = {}
+        self.by_digest: dict[str, Target] = {}
+
+    def state(self, run_id: str) -> RunState | None:
+        return self.states.get(run_id) or self.finished.get(run_id)
+
+    def finish(self, run_id: str) -> None:
+        """Forget a run that just finished, unless a caller saw it paused."""
+        state = self.states.pop(run_id, None)
+        if state is None:
+            return
+        if self.timers:
+            self.timers[:] = [timer for timer in self.timers if timer[1] != run_id]
+            heapq.heapify(self.timers)
+        if run_id in self.seen_paused:
+            self.seen_paused.discard(run_id)
+            self.finished[run_id] = state
+            while len(self.finished) > FINISHED_KEPT:
+                self.finished.popitem(last=False)
+
+
+class DefaultRuntime(Runtime):
+    """The runtime behind ``FlowDef.run()``: one per event loop, over the process's runs.
+
+    Runs live in :class:`ProcessRuns` while they are not finished, so a run
+    one call left paused can be resumed by a later call on another event loop
+    (``checkout.signal(...)``); this runtime only wraps them in what the loop
+    needs to drive them.
+    """
+
+    def __init__(self, process: ProcessRuns) -> None:
+        super().__init__()
+        self.process = process
+        self._targets = process.targets
+        self._by_blueprint_id = process.by_blueprint_id
+        self._by_digest = process.by_digest
+        self._timers = process.timers
+
+    async def wait(self, run_id: str, timeout: float | None = None) -> RunResult:
+        """Fire due timers until the run is completed, failed or cancelled."""
+        with anyio.fail_after(timeout):
+            async with self.scheduler():
+                return await self._wait_finished(run_id)
+
+    async def result(self, run_id: str) -> RunResult:
+        run = self._runs.get(run_id)
+        if run is not None:
+            return self._result_of(run)
+        return self._result_of(self._adopt(run_id))
+
+    def check_run_of(self, run_id: str, flow_id: str) -> None:
+        """Raise :class:`ResumeError` unless ``run_id`` is a run of flow ``flow_id`` kept here."""
+        run = self._runs.get(run_id)
+        state = run.state if run is not None else self.process.state(run_id)
+        if state is None:
+            raise _unknown_run(run_id)
+        started_by = state.header.get("blueprint")
+        if started_by != flow_id:
+            raise ResumeError(
+                f"run {run_id!r} is a run of flow {started_by!r}, not of {flow_id!r}: "
+                "resume it through the flow that started it"
+            )
+
+    def _result_of(self, run: Run) -> RunResult:
+        if not run.state.finished:
+            self.process.seen_paused.add(run.run_id)
+        flow = self._by_blueprint_id.get(run.target.blueprint.id)
+        resumed_by = getattr(flow, "__name__", "") if run.parent is None else ""
+        return RunResult.of(run.state, run.program.blueprint, resumed_by=resumed_by)
+
+    async def _create(
+        self,
+        target: Target,
+        run_id: str | None,
+        inputs: dict[str, Any],
+        parent: str | None = None,
+    ) -> tuple[Run, list[p.Command]]:
+        run, commands = await super()._create(target, run_id, inputs, parent)
+        if commands:
+            self.process.states[run.run_id] = run.state
+        return run, commands
+
+    async def _find(self, run_id: str) -> Run | None:
+        if run_id in self._runs or self.process.state(run_id) is not None:
+            return await self._get(run_id)
+        return None
+
+    async def _get(self, run_id: str) -> Run:
+        run = self._runs.get(run_id)
+        return run if run is not None else self._adopt(run_id)
+
+    def _adopt(self, run_id: str) -> Run:
+        """Wrap a run kept in the process for this event loop."""
+        state = self.process.state(run_id)
+        if state is None:
+            raise _unknown_run(run_id)
+        target = self._by_digest[str(state.header.get("digest", ""))]
+        run = Run(target.program, target, state, 0, state.header.get("parent"))
+        self._runs[run_id] = run
+        return run
+
+    def _evict(self, run: Run) -> None:
+        """A finished run leaves this loop's runtime and, unless seen paused, the process."""
+        if run.tg is not None or not run.state.finished:
+            return
+        if self._runs.get(run.run_id) is run:
+            del self._runs[run.run_id]
+        self.process.finish(run.run_id)
+
+    async def _fire(self, run_id: str, timer_id: str, firing: set[tuple[str, str]]) -> None:
+        if run_id not in self._runs and self.process.state(run_id) is None:
+            firing.discard((run_id, timer_id))  # the run finished since the timer came due
+            return
+        await super()._fire(run_id, timer_id, firing)
+
+
+def _unknown_run(run_id: str) -> ResumeError:
+    return ResumeError(
+        f"unknown run {run_id!r}: flow.run() keeps a run in this process until it finishes, "
+        f"and after that only if it was returned paused (the last {FINISHED_KEPT} such); "
+        "keep the RunResult, or use flowkit.Runtime(store=...) for runs that outlive the process"
+    )
+
+
+_PROCESS_RUNS = ProcessRuns()
+_LOOP_RUNTIME: RunVar[DefaultRuntime] = RunVar("flowkit_default_runtime")
+
+
+def default_runtime() -> DefaultRuntime:
+    """The runtime ``FlowDef.run()`` uses on the running event loop (made on first use)."""
+    runtime = _LOOP_RUNTIME.get(None)
+    if runtime is None:
+        runtime = DefaultRuntime(_PROCESS_RUNS)
+        _LOOP_RUNTIME.set(runtime)
+    return runtime
