@@ -79,7 +79,7 @@ class Probe:
         return self.cleaned.setdefault(tag, anyio.Event())
 
 
-probe = Probe.__new__(Probe)  # replaced by the ``fresh_probe`` fixture in every test
+probe: Probe  # a new one for every test (``fresh_probe``)
 
 
 @pytest.fixture(autouse=True)
