@@ -262,6 +262,23 @@ class TestFlowRunResumes:
         with pytest.raises(ResumeError, match=r"unknown run 'nope'.*Runtime\(store="):
             await checkout.signal("nope", "approval", {"approved": True})
 
+    async def test_timers_left_by_finished_runs_are_skipped(self) -> None:
+        parent = (await with_timed_subflow.run()).run_id  # its child sets a 2-day timeout
+        done = await with_timed_subflow.signal(parent, "approval", "yes")  # the child is gone
+        assert RunStatus.COMPLETED == done.status
+        other = (await approval_only.run(order_id="I9")).run_id
+        results: list[flowkit.RunResult] = []
+
+        async def wait() -> None:
+            with use_clock(days_later):  # the child's timeout is due: it must be skipped
+                results.append(await approval_only.wait(other, timeout=30))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            await approval_only.signal(other, "approval", "ok")
+        assert ["I9: ok"] == [r.output for r in results]
+
     async def test_a_run_that_finishes_in_its_first_call_is_not_kept(self) -> None:
         quick = await with_no_wait.run()
         assert RunStatus.COMPLETED == quick.status
@@ -272,6 +289,20 @@ class TestFlowRunResumes:
 @flow
 async def with_no_wait() -> int:
     return 1
+
+
+@flow
+async def timed_approval() -> str:
+    return str(await flow.wait("approval", timeout="2d"))
+
+
+@flow
+async def with_timed_subflow() -> str:
+    return await timed_approval()
+
+
+def days_later() -> float:
+    return time.time() + 3 * 24 * 3600
 
 
 @pytest.mark.parametrize(("first", "then"), [("asyncio", "trio"), ("trio", "asyncio")])

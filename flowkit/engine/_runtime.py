@@ -7,7 +7,6 @@ and no memory, and any runtime with the flow's code can resume it.
 
 from __future__ import annotations
 
-import heapq
 import uuid
 from collections import OrderedDict
 from contextlib import asynccontextmanager
@@ -435,7 +434,9 @@ class ProcessRuns:
         self.states: dict[str, RunState] = {}
         self.finished: OrderedDict[str, RunState] = OrderedDict()
         self.seen_paused: set[str] = set()
-        self.timers: list[tuple[float, str, str]] = []  # (due, run id, timer id), a heap
+        # (due, run id, timer id), a heap; entries of finished runs or cancelled
+        # timers stay until due, and are skipped then
+        self.timers: list[tuple[float, str, str]] = []
         self.targets: dict[int, tuple[Any, Target]] = {}
         self.by_blueprint_id: dict[str, Any] = {}
         self.by_digest: dict[str, Target] = {}
@@ -446,16 +447,12 @@ class ProcessRuns:
     def finish(self, run_id: str) -> None:
         """Forget a run that just finished, unless a caller saw it paused."""
         state = self.states.pop(run_id, None)
-        if state is None:
+        if state is None or run_id not in self.seen_paused:
             return
-        if self.timers:
-            self.timers[:] = [timer for timer in self.timers if timer[1] != run_id]
-            heapq.heapify(self.timers)
-        if run_id in self.seen_paused:
-            self.seen_paused.discard(run_id)
-            self.finished[run_id] = state
-            while len(self.finished) > FINISHED_KEPT:
-                self.finished.popitem(last=False)
+        self.seen_paused.discard(run_id)
+        self.finished[run_id] = state
+        while len(self.finished) > FINISHED_KEPT:
+            self.finished.popitem(last=False)
 
 
 class DefaultRuntime(Runtime):
@@ -464,7 +461,7 @@ class DefaultRuntime(Runtime):
     Runs live in :class:`ProcessRuns` while they are not finished, so a run
     one call left paused can be resumed by a later call on another event loop
     (``checkout.signal(...)``); this runtime only wraps them in what the loop
-    needs to drive them.
+    needs to drive them, and lets go of a wrapper once its run has finished.
     """
 
     def __init__(self, process: ProcessRuns) -> None:
@@ -479,18 +476,19 @@ class DefaultRuntime(Runtime):
         """Fire due timers until the run is completed, failed or cancelled."""
         with anyio.fail_after(timeout):
             async with self.scheduler():
-                return await self._wait_finished(run_id)
+                result = await self._wait_finished(run_id)
+        run = self._runs.get(run_id)
+        if run is not None:
+            self._evict(run)
+        return result
 
     async def result(self, run_id: str) -> RunResult:
         run = self._runs.get(run_id)
-        if run is not None:
-            return self._result_of(run)
-        return self._result_of(self._adopt(run_id))
+        return self._result_of(run if run is not None else self._wrap(run_id))
 
     def check_run_of(self, run_id: str, flow_id: str) -> None:
         """Raise :class:`ResumeError` unless ``run_id`` is a run of flow ``flow_id`` kept here."""
-        run = self._runs.get(run_id)
-        state = run.state if run is not None else self.process.state(run_id)
+        state = self._state(run_id)
         if state is None:
             raise _unknown_run(run_id)
         started_by = state.header.get("blueprint")
@@ -515,28 +513,30 @@ class DefaultRuntime(Runtime):
         parent: str | None = None,
     ) -> tuple[Run, list[p.Command]]:
         run, commands = await super()._create(target, run_id, inputs, parent)
-        if commands:
+        if commands:  # a new run, not one found under that id
             self.process.states[run.run_id] = run.state
         return run, commands
 
     async def _find(self, run_id: str) -> Run | None:
-        if run_id in self._runs or self.process.state(run_id) is not None:
-            return await self._get(run_id)
-        return None
+        return await self._get(run_id) if self._state(run_id) is not None else None
 
     async def _get(self, run_id: str) -> Run:
         run = self._runs.get(run_id)
-        return run if run is not None else self._adopt(run_id)
+        if run is None:
+            run = self._runs[run_id] = self._wrap(run_id)
+        return run
 
-    def _adopt(self, run_id: str) -> Run:
-        """Wrap a run kept in the process for this event loop."""
+    def _state(self, run_id: str) -> RunState | None:
+        run = self._runs.get(run_id)
+        return run.state if run is not None else self.process.state(run_id)
+
+    def _wrap(self, run_id: str) -> Run:
+        """A run kept in the process, wrapped for this event loop."""
         state = self.process.state(run_id)
         if state is None:
             raise _unknown_run(run_id)
         target = self._by_digest[str(state.header.get("digest", ""))]
-        run = Run(target.program, target, state, 0, state.header.get("parent"))
-        self._runs[run_id] = run
-        return run
+        return Run(target.program, target, state, 0, state.header.get("parent"))
 
     def _evict(self, run: Run) -> None:
         """A finished run leaves this loop's runtime and, unless seen paused, the process."""
@@ -547,8 +547,9 @@ class DefaultRuntime(Runtime):
         self.process.finish(run.run_id)
 
     async def _fire(self, run_id: str, timer_id: str, firing: set[tuple[str, str]]) -> None:
-        if run_id not in self._runs and self.process.state(run_id) is None:
-            firing.discard((run_id, timer_id))  # the run finished since the timer came due
+        state = self._state(run_id)
+        if state is None or state.finished or timer_id not in state.sections["timers"]:
+            firing.discard((run_id, timer_id))  # cancelled, or its run finished meanwhile
             return
         await super()._fire(run_id, timer_id, firing)
 
