@@ -105,6 +105,20 @@ async def hanging(tag: str) -> str:
 
 
 @flowkit.node
+async def tidy(tag: str) -> str:
+    probe.calls.append(f"tidy {tag}")
+    return tag
+
+
+@flowkit.flow
+async def hanging_with_cleanup(tag: str) -> str:
+    try:
+        return await hang(tag)
+    finally:
+        await tidy(tag)
+
+
+@flowkit.node
 async def double(x: int) -> int:
     return 2 * x
 
@@ -150,7 +164,7 @@ race = (
     .edge("slow", "first")
     .edge("fast", "first")
 )
-FLOWS = [hanging, doubling, race]
+FLOWS = [hanging, hanging_with_cleanup, doubling, race]
 
 
 # -- real stores and transports ----------------------------------------------------------------
@@ -313,6 +327,24 @@ async def test_cancel_reaches_the_node_running_on_a_worker(system: System) -> No
     assert [] == worker.errors  # nor reported as a failure
     assert ("hang", "ack") in worker.settled
     assert (1, 1) == (worker.cancelled, worker.processed)
+
+
+async def test_cancel_runs_the_flows_finally_on_a_worker(system: System) -> None:
+    """The node stops, then the flow's ``finally`` node runs on a worker; the run ends
+    ``cancelled`` with :class:`flowkit.Cancelled`."""
+    worker, client = system.worker(), system.client()
+    with anyio.fail_after(BOUND):
+        async with anyio.create_task_group() as tg:
+            await tg.start(worker.run)
+            handle = await client.start(hanging_with_cleanup, tag="tidied")
+            await probe.started_event("tidied").wait()
+            await client.cancel(handle.run_id)
+            final = await handle.result(timeout=BOUND)
+            await probe.cleaned_event("tidied").wait()
+            worker.stop()
+    assert RunStatus.CANCELLED == final.status
+    assert isinstance(final.error, flowkit.Cancelled)
+    assert ["tidied", "tidy tidied"] == probe.calls
 
 
 async def test_a_decided_race_cancels_the_racer_running_on_another_worker(system: System) -> None:

@@ -108,7 +108,44 @@ class Step(NodeSteps):
         elif isinstance(event, p.ChildFinished):
             self.on_child(event)
         elif isinstance(event, p.CancelRequested):
-            self.finish(RunStatus.CANCELLED, error=_error(CANCELLED, event.reason))
+            self.on_cancel(event.reason)
+
+    def on_cancel(self, reason: str) -> None:
+        """Cancel the run: unwind through the ``finally`` (and ``except``) blocks around it.
+
+        Cancellation reaches the flow as :class:`flowkit.Cancelled` raised where
+        the run stands, like ``asyncio.CancelledError``: not an ``Exception``, so
+        ``except Exception`` lets it through, while ``except flowkit.Cancelled``
+        and ``finally`` see it. With no handler around, or on a second cancel
+        while cleaning up, the run ends ``cancelled`` at once.
+        """
+        error = _error(CANCELLED, reason, mro=(CANCELLED, "builtins.BaseException"))
+        handlers = self.cleanup_handlers()
+        if not handlers or self.s.header.get("cancelling"):
+            self.finish(RunStatus.CANCELLED, error=error)
+            return
+        self.s.put("header", "cancelling", reason)
+        self.cancel_nodes(None, skip=False)
+        for node_id, handler in handlers.items():
+            self.record(node_id)[_STATUS] = "cancelled"
+            self.abandon_joins(node_id)
+            self.s.put("context", "__error__", dict(error, node=node_id))
+            self.queue.append((handler, True, True, node_id))
+
+    def cleanup_handlers(self) -> dict[str, str]:
+        """Where the run stands (node -> its error handler), one node per handler."""
+        sections = self.s.sections
+        standing = [
+            key if section == "batches" else value["node"]
+            for section in ("dispatches", "timers", "waits", "children", "batches")
+            for key, value in sections[section].items()
+        ]
+        handlers: dict[str, str] = {}
+        for node_id in dict.fromkeys(standing):
+            handler = self.p.specs[node_id].params.get("on_error")
+            if handler is not None and handler not in handlers.values():
+                handlers[node_id] = handler
+        return handlers
 
     def on_completed(self, event: p.NodeCompleted) -> None:
         dispatch = self.s.sections["dispatches"].get(event.dispatch_id)

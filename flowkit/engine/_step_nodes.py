@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ._state import RunState, RunStatus
 
 _ACT, _ARRIVED, _TAKEN, _FIRED, _STATUS = range(5)
+_CANCELLED = "flowkit._errors.Cancelled"
 
 
 class NodeSteps:
@@ -87,7 +88,8 @@ class NodeSteps:
 
         if params.get("raise"):
             error = dict(self.s.context.get("__error__") or {})
-            self.finish(RunStatus.FAILED, error=error or None)
+            cancelled = error.get("type") == _CANCELLED
+            self.finish(RunStatus.CANCELLED if cancelled else RunStatus.FAILED, error=error or None)
             return
         expr = params.get("expr")
         value = self.p.expr(expr)(self.s.context) if expr else None
