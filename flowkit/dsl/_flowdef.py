@@ -154,7 +154,7 @@ class FlowDef(Generic[P, R]):
         return await self._runtime_of(run_id).result(run_id)
 
     async def cancel(self, run_id: str) -> RunResult:
-        """Cancel a run of :meth:`run`: it ends ``cancelled`` and leaves this process's memory.
+        """Cancel a run of :meth:`run`: its nodes in flight are cancelled, it ends ``cancelled``.
 
         >>> # result = await checkout.cancel(run_id)   # nobody will approve it
         """
