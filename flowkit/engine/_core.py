@@ -175,7 +175,7 @@ class Step(NodeSteps):
         node_id = dispatch["node"]
         spec = self.p.specs[node_id]
         attempt = int(dispatch["attempt"])
-        self.note("node:error", node_id, attempt, data=event.error)
+        self.note("node:error", node_id, attempt, data=dict(event.error))
         if event.retryable and not dispatch.get("fallback") and attempt <= spec.config.retries:
             self.retry(dispatch, attempt)
         elif spec.config.fallback and not dispatch.get("fallback"):
