@@ -9,6 +9,8 @@ from typing import Any
 import attrs
 import structlog
 
+from .._detach import detached
+
 _MISSING: Any = object()
 
 
@@ -17,13 +19,17 @@ class Context(MutableMapping[str, Any]):
 
     Reads see the run's state plus this execution's own writes; writes are
     recorded and applied to the run atomically with the node's completion (so a
-    node that fails or is retried leaves no half-written state behind).
+    node that fails or is retried leaves no half-written state behind). A dict
+    or list read from the run's state is a copy: changing it in place
+    (``ctx.state["progress"]["step"] = 2``) is a write like any other, recorded
+    when the node completes.
     """
 
-    __slots__ = ("_base", "deletes", "writes")
+    __slots__ = ("_base", "_borrowed", "deletes", "writes")
 
     def __init__(self, base: Mapping[str, Any]) -> None:
         self._base = base
+        self._borrowed: dict[str, Any] = {}
         self.writes: dict[str, Any] = {}
         self.deletes: set[str] = set()
 
@@ -32,7 +38,20 @@ class Context(MutableMapping[str, Any]):
             return self.writes[key]
         if key in self.deletes:
             raise KeyError(key)
-        return self._base[key]
+        value = self._base[key]
+        if type(value) is dict or type(value) is list:
+            borrowed = self._borrowed.get(key, _MISSING)
+            if borrowed is _MISSING:
+                borrowed = self._borrowed[key] = detached(value)
+            return borrowed
+        return value
+
+    def settle(self) -> None:
+        """Record the values read from the run's state that the node changed in place."""
+        for key, value in self._borrowed.items():
+            if key not in self.writes and key not in self.deletes and value != self._base[key]:
+                self.writes[key] = value
+        self._borrowed.clear()
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.writes[key] = value

@@ -145,6 +145,7 @@ class Executor:
         action = None
         if type(output).__name__ == "Action" and hasattr(output, "name"):
             action, output = output.name, output.value
+        ctx.state.settle()
         writes: dict[str, Any] = ctx.state.writes
         if self.plain_data:
             output = to_data(output)
