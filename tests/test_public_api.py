@@ -9,6 +9,7 @@ import sys
 import pytest
 
 import flowkit
+import flowkit.testing
 
 PUBLIC_NAMES = [
     "Action",
@@ -55,6 +56,19 @@ PUBLIC_NAMES = [
     "node",
 ]
 
+TESTING_NAMES = [
+    "Call",
+    "Faults",
+    "Simulation",
+    "SimulationError",
+    "TraceEntry",
+    "at",
+    "capture_events",
+    "never",
+    "simulate",
+    "simulate_async",
+]
+
 OPTIONAL_SDKS = [
     "aiokafka",
     "aio_pika",
@@ -90,6 +104,17 @@ class TestAll:
         ]
         assert len(errors) >= 10
         assert all(issubclass(error, flowkit.FlowkitError) for error in errors)
+
+
+class TestTestingAll:
+    """``flowkit.testing.__all__`` changes only on purpose, and every name in it exists."""
+
+    def test_all_is_pinned(self) -> None:
+        assert TESTING_NAMES == sorted(flowkit.testing.__all__)
+
+    @pytest.mark.parametrize("name", TESTING_NAMES)
+    def test_name_is_importable(self, name: str) -> None:
+        assert hasattr(flowkit.testing, name)
 
 
 class TestImportCost:

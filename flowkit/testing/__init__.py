@@ -6,6 +6,8 @@ from ._model import Call as Call
 from ._model import Simulation as Simulation
 from ._model import SimulationError as SimulationError
 from ._model import TraceEntry as TraceEntry
+from ._model import at as at
+from ._model import never as never
 from ._simulate import simulate as simulate
 from ._simulate import simulate_async as simulate_async
 
@@ -15,7 +17,9 @@ __all__ = [
     "Simulation",
     "SimulationError",
     "TraceEntry",
+    "at",
     "capture_events",
+    "never",
     "simulate",
     "simulate_async",
 ]

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .. import _clock
+from .._errors import FlowkitError, ResumeError
 from .._serde import to_data
+from ..engine._core import wait_names
 from ..engine._invoke import make_invoker
 from ..engine._result import RunResult
 from ..engine._state import DELETED, FINISHED_VALUES, RunStatus
@@ -28,7 +30,7 @@ from ..stores._memory import MemoryStore
 from ..worker._client import Client
 from ..worker._worker import Worker
 from ._model import Call, Simulation, SimulationError, TraceEntry, registry_name
-from ._simulate import Script, VirtualClock
+from ._simulate import _MISSING, OpenWait, Signaller, VirtualClock, _targets, payload
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -177,11 +179,13 @@ async def simulate_distributed(
     run_id: str,
     inputs: dict[str, Any],
     store: Any = None,
+    cancel_at: float | None = None,
 ) -> Simulation:
     """Run the real Worker/Client protocol under faults, then check the invariants."""
     world = _World(
         resolved, flows, mocks, signals, webhooks, clock, workers, faults or Faults(), seed, store
     )
+    world.cancel_due = cancel_at
     with _clock.use_clock(clock):
         sim = await world.run(run_id, inputs, max_steps)
     if faults is not None and (faults != Faults() or workers > 1):
@@ -199,6 +203,7 @@ async def simulate_distributed(
             flows=flows,
             run_id=run_id,
             inputs=inputs,
+            cancel_at=cancel_at,
         )
         _check_same_outcome(sim, reference, seed)
     return sim
@@ -247,8 +252,10 @@ class _World:
         }
         self.workers = [self._worker() for _ in range(workers)]
         self.client = Client(self.transport, self.store, flows=self.flows, lease=30.0)
-        self.signals = Script(signals)
-        self.webhooks = Script(webhooks)
+        self.signaller = Signaller(signals, webhooks, _targets(target, flows), clock)
+        self.reached: list[OpenWait] = []  # waits in the order they were first seen open
+        self.cancel_due: float | None = None
+        self.failure: FlowkitError | None = None
         self.trace: list[TraceEntry] = []
         self.calls: list[Call] = []
         self.visited: list[str] = []
@@ -282,12 +289,12 @@ class _World:
         await self.client.start(self.flows[0], run_id=run_id, **inputs)
         for step in range(max_steps):
             self.ledger.step = step
-            if await self._finished(run_id):
+            if self.failure is not None or await self._finished(run_id):
                 return await self._result(run_id)
             if self.transport.queue:
                 await self._deliver_one()
-            elif not await self._answer_waits(run_id) and not await self._advance_time():
-                return await self._result(run_id)  # stalled: nothing can move
+            elif not await self._answer_waits(run_id) and not await self._advance_time(run_id):
+                return await self._result(run_id)  # nothing can move
         raise SimulationError(f"seed {self.seed}: no end within max_steps={max_steps}")
 
     async def _finished(self, run_id: str) -> bool:
@@ -319,21 +326,41 @@ class _World:
             queue.append(attrs.evolve(message, attempt=message.attempt + 1))
 
     async def _answer_waits(self, run_id: str) -> bool:
-        for candidate in await self._run_ids(run_id):
-            loaded = await self.store.load(candidate)
-            if loaded is None:
-                continue
-            state = loaded[0]
-            for name, wait in state.sections["waits"].items():
-                script = self.signals
-                target = self.client.shell.target_of(state)
-                if target.program.specs[wait["node"]].kind == "webhook":
-                    script = self.webhooks
-                if script.has(name):
-                    payload = script.take(name, RunResult.of(state).state)
-                    await self.client.signal(run_id, name, payload)
-                    return True
+        """Send the first open wait (in the order first seen) its scripted answer, if it has one."""
+        for wait in await self._open_waits(run_id):
+            state = await self._state(wait.run_id)
+            answer = self.signaller.answer(wait, self._spec(state, wait))
+            if answer is not _MISSING:
+                await self.client.signal(wait.run_id, wait.name, payload(answer, state))
+                return True
         return False
+
+    async def _open_waits(self, run_id: str) -> list[OpenWait]:
+        """The waits open in the run and its descendants, oldest first.
+
+        Waits first seen together are ordered as their nodes are in the
+        blueprint, the order in which one transition reaches them.
+        """
+        seen: list[OpenWait] = []
+        for candidate in await self._run_ids(run_id):
+            state = await self._state(candidate)
+            order = self.client.shell.target_of(state).program.blueprint_order
+            waits = state.sections["waits"].items()
+            found = [OpenWait(candidate, name, w["node"], w["act"]) for name, w in waits]
+            seen.extend(sorted(found, key=lambda w: order.index(w.node_id)))
+        still_open = set(seen)
+        self.reached = [w for w in self.reached if w in still_open]
+        self.reached.extend(w for w in seen if w not in self.reached)
+        return list(self.reached)
+
+    async def _state(self, run_id: str) -> Any:
+        loaded = await self.store.load(run_id)
+        if loaded is None:
+            raise SimulationError(f"run {run_id!r} vanished from the store")
+        return loaded[0]
+
+    def _spec(self, state: Any, wait: OpenWait) -> Any:
+        return self.client.shell.target_of(state).program.specs[wait.node_id]
 
     async def _run_ids(self, run_id: str) -> list[str]:
         found, todo = [], [run_id]
@@ -345,25 +372,67 @@ class _World:
                 todo.extend(loaded[0].sections["children"])
         return found
 
-    async def _advance_time(self) -> bool:
-        """Jump to the next due timer or expired lease, and let a worker act on it."""
+    async def _advance_time(self, run_id: str) -> bool:
+        """Jump to the next ``cancel_at``, due timer or expired lease, or signal arrival.
+
+        At one instant they go in that order, as in the single-process simulator.
+        """
         timers = await self.store.due_timers(float("inf"), limit=1)
         leases = await self.store.expired_leases(float("inf"), limit=1)
-        due = [t.due_at for t in timers] + [lease.expires_at for lease in leases]
-        if not due:
+        moves = [(t.due_at, 1) for t in timers] + [(lease.expires_at, 1) for lease in leases]
+        if self.cancel_due is not None:
+            moves.append((self.cancel_due, 0))
+        arrival = self.signaller.next_arrival()
+        if arrival is not None:
+            moves.append((arrival, 2))
+        if not moves:
             return False
-        self.clock.now = max(self.clock.now, min(due))
-        worker = self.workers[self.rng.randrange(len(self.workers))]
-        await worker._fire_due_timers()
-        await worker._reconcile()
+        due, move = min(moves)
+        self.clock.now = max(self.clock.now, due)
+        if move == 0:
+            self.cancel_due = None
+            await self.client.cancel(run_id)
+        elif move == 1:
+            worker = self.workers[self.rng.randrange(len(self.workers))]
+            await worker._fire_due_timers()
+            await worker._reconcile()
+        else:
+            await self._deliver_arrival(run_id)
         return True
+
+    async def _deliver_arrival(self, run_id: str) -> None:
+        """A scripted ``at()`` signal arrives: its wait gets it, or the run buffers it."""
+        name, arrival = self.signaller.pop_arrival()
+        try:
+            target = await self.client.shell.signal_target(run_id, name)
+        except ResumeError:
+            state = await self._state(run_id)
+            declared = wait_names(self.client.shell.target_of(state).program)
+            self.failure = self.signaller.nowhere_to_go(name, arrival, run_id, declared)
+            return
+        state = await self._state(target)
+        await self.client.signal(target, name, payload(arrival.value, state))
+
+    async def _unanswered(self, run_id: str) -> SimulationError | None:
+        """Why the run is stuck at a wait nobody will answer (None if it was told never())."""
+        for wait in await self._open_waits(run_id):
+            state = await self._state(wait.run_id)
+            error = self.signaller.unanswered(wait, self._spec(state, wait))
+            if error is not None:
+                return error
+        return None
 
     async def _result(self, run_id: str) -> Simulation:
         loaded = await self.store.load(run_id)
         if loaded is None:
             raise SimulationError(f"run {run_id!r} vanished from the store")
         outcome = RunResult.of(loaded[0])
-        if outcome.status not in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED):
+        status, error = outcome.status, outcome.error
+        if self.failure is None and not status.finished:
+            self.failure = await self._unanswered(run_id)
+        if self.failure is not None:
+            status, error = RunStatus.FAILED, self.failure
+        elif not status.finished and not await self._open_waits(run_id):
             raise AssertionError(
                 f"seed {self.seed}: the run stalled ({outcome.status.value}) with nothing "
                 "left to deliver, fire or signal"
@@ -376,9 +445,9 @@ class _World:
         visited = [t.node_id for t in self.trace if t.status == "completed"]
         return Simulation(
             run_id=run_id,
-            status=outcome.status,
+            status=status,
             output=outcome.output,
-            error=outcome.error,
+            error=error,
             elapsed=timedelta(seconds=self.clock.now - self.clock.start),
             visited=visited,
             trace=self.trace,

@@ -1,4 +1,4 @@
-"""What a simulation reports: ``Simulation``, its trace entries and recorded calls."""
+"""What a simulation is told and reports: scripted arrivals, ``Simulation``, its trace and calls."""
 
 from __future__ import annotations
 
@@ -7,11 +7,56 @@ from typing import Any
 
 import attrs
 
+from .._durations import Duration, to_seconds
 from .._errors import FlowkitError
 from ..blueprint._model import Blueprint
 from ..engine._events import Event
 from ..engine._result import checked_blueprint, node_statuses
 from ..engine._state import RunStatus
+
+
+@attrs.frozen(repr=False)
+class Arrival:
+    """A scripted signal that arrives on its own: ``delay`` seconds after the start, or never."""
+
+    delay: float | None
+    value: Any = None
+    written: str = ""
+
+    @property
+    def never(self) -> bool:
+        return self.delay is None
+
+    def __repr__(self) -> str:
+        return "never()" if self.delay is None else f"at({self.written}, {self.value!r})"
+
+
+def at(when: Duration, value: Any = None) -> Arrival:
+    """A signal that arrives ``when`` after the simulation's start (``"3d"``, seconds, timedelta).
+
+    A wait reached before then waits for it (its timeout or a racing sleep may
+    win first); a wait reached later finds it buffered and gets it at once.
+    ``value`` may be a callable of the run's state, called when it arrives.
+
+    >>> at("3d", {"approved": True})
+    at('3d', {'approved': True})
+    """
+    try:
+        delay = to_seconds(when)
+    except ValueError as exc:
+        raise SimulationError(
+            f"at({when!r}): {exc}; pass how long after the simulation's start the signal arrives"
+        ) from None
+    return Arrival(delay, value, repr(when))
+
+
+def never() -> Arrival:
+    """A signal that never arrives: the wait's timeout, or whatever it races, decides.
+
+    >>> never()
+    never()
+    """
+    return Arrival(None)
 
 
 @attrs.frozen

@@ -3,7 +3,8 @@
 The simulator is another shell around the same deterministic core: it
 executes ready nodes one at a time (real node code, or mocks), answers waits
 from the script, and when nothing is ready jumps the virtual clock to the next
-timer. A flow that sleeps for a year simulates in milliseconds.
+timer, scripted signal arrival or ``cancel_at``. A flow that sleeps for a year
+simulates in milliseconds.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import attrs
 
 from .. import _clock
+from .._durations import Duration, to_seconds
 from .._errors import FlowkitError
 from ..engine import _protocol as p
-from ..engine._core import handle_event, start_run
+from ..engine._core import handle_event, start_run, wait_names
 from ..engine._events import Event, EventBus
 from ..engine._execute import Executor
 from ..engine._invoke import make_invoker
@@ -27,10 +30,12 @@ from ..engine._program import wait_name
 from ..engine._result import RunResult
 from ..engine._state import RunState, RunStatus
 from ..engine._target import Target, resolve
-from ._model import Call, Simulation, SimulationError, TraceEntry, registry_name
+from ._model import Arrival, Call, Simulation, SimulationError, TraceEntry, registry_name
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
+
+    from ..blueprint._model import NodeSpec
 
 _VISIBLE = frozenset({"call", "sleep", "wait", "webhook", "subflow"})
 
@@ -61,29 +66,186 @@ def parse_start(start: str | datetime | None) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-class Script:
-    """Scripted answers for waits: a value, a callable of the run's state, or a list."""
-
-    def __init__(self, answers: Mapping[str, Any] | None) -> None:
-        self._answers = dict(answers or {})
-        self._used: dict[str, int] = {}
-
-    def has(self, name: str) -> bool:
-        answer = self._answers.get(name, _MISSING)
-        if isinstance(answer, list):
-            return self._used.get(name, 0) < len(answer)
-        return answer is not _MISSING
-
-    def take(self, name: str, state: dict[str, Any]) -> Any:
-        answer = self._answers[name]
-        if isinstance(answer, list):
-            index = self._used.get(name, 0)
-            self._used[name] = index + 1
-            answer = answer[index]
-        return answer(state) if callable(answer) else answer
+def parse_cancel_at(cancel_at: Duration | None, clock: VirtualClock) -> float | None:
+    """The virtual time at which ``cancel_at`` (a duration after the start) cancels the run."""
+    if cancel_at is None:
+        return None
+    try:
+        return clock.start + to_seconds(cancel_at)
+    except ValueError as exc:
+        raise SimulationError(
+            f"cancel_at={cancel_at!r}: {exc}; pass how long after the start to cancel the run"
+        ) from None
 
 
 _MISSING: Any = object()
+
+
+class Script:
+    """Scripted signals for one kind of wait, a cursor per key (wait name, node id or path).
+
+    A single value, callable or ``never()`` answers every wait under its key; a
+    single ``at()`` is one signal; a list is used up entry by entry.
+    """
+
+    def __init__(self, answers: Mapping[str, Any] | None) -> None:
+        self._entries: dict[str, list[Any]] = {}
+        self._repeated: set[str] = set()
+        self._cursor: dict[str, int] = {}
+        for key, answer in (answers or {}).items():
+            self._entries[key] = list(answer) if isinstance(answer, list) else [answer]
+            self._cursor[key] = 0
+            if not isinstance(answer, list) and not _timed(answer):
+                self._repeated.add(key)
+
+    def scripted_keys(self) -> list[str]:
+        return list(self._entries)
+
+    def current(self, key: str) -> Any:
+        """The entry next in line under ``key``, or ``_MISSING`` when none is left."""
+        entries = self._entries.get(key, ())
+        index = self._cursor.get(key, 0)
+        return entries[index] if index < len(entries) else _MISSING
+
+    def advance(self, key: str) -> None:
+        if key not in self._repeated:
+            self._cursor[key] += 1
+
+    def key_for(self, keys: Iterable[str]) -> str | None:
+        return next((k for k in keys if self.current(k) is not _MISSING), None)
+
+
+def _timed(entry: Any) -> bool:
+    return isinstance(entry, Arrival) and not entry.never
+
+
+@attrs.frozen
+class OpenWait:
+    """One activation of a wait, as the run's ``waits`` section records it."""
+
+    run_id: str
+    name: str
+    node_id: str
+    act: int
+
+    def is_open(self, state: RunState) -> bool:
+        wait = state.sections["waits"].get(self.name)
+        return (
+            wait is not None
+            and not state.finished
+            and (wait["node"], wait["act"]) == (self.node_id, self.act)
+        )
+
+
+class Signaller:
+    """Which scripted signal goes where, and when; shared by both simulate modes.
+
+    Plain answers and ``never()`` are taken by open waits one at a time, in the
+    order the waits were reached, so a race between waits is decided by one
+    signal, as when someone sends them one after the other. ``at()`` entries
+    arrive on their own at their time (before their wait, the run buffers them).
+    """
+
+    def __init__(
+        self,
+        signals: Mapping[str, Any] | None,
+        webhooks: Mapping[str, Any] | None,
+        targets: Iterable[Target],
+        clock: VirtualClock,
+    ) -> None:
+        self.clock = clock
+        self.scripts = {"signal": Script(signals), "webhook": Script(webhooks)}
+        self.names = _signal_names(targets)
+        self.silenced: set[OpenWait] = set()
+        self._arrivals: list[tuple[float, int, str, str]] = []  # (due, seq, kind, key)
+        self._seq = 0
+        for kind, script in self.scripts.items():
+            for key in script.scripted_keys():
+                self._schedule(kind, key)
+
+    def answer(self, wait: OpenWait, spec: NodeSpec) -> Any:
+        """What to send ``wait`` now (a value or a callable of the run's state), or _MISSING."""
+        kind = _kind(spec)
+        script = self.scripts[kind]
+        key = script.key_for(_keys(wait, spec))
+        if wait in self.silenced or key is None or _timed(script.current(key)):
+            return _MISSING  # told never(), unscripted, or its signal arrives at its own time
+        entry = script.current(key)
+        script.advance(key)
+        self._schedule(kind, key)
+        if isinstance(entry, Arrival):  # never(): this wait gets nothing
+            self.silenced.add(wait)
+            return _MISSING
+        return entry
+
+    def next_arrival(self) -> float | None:
+        return self._arrivals[0][0] if self._arrivals else None
+
+    def pop_arrival(self) -> tuple[str, Arrival]:
+        """The signal name and entry of the next arrival (its cursor moves on)."""
+        _, _, kind, key = heapq.heappop(self._arrivals)
+        script = self.scripts[kind]
+        entry = script.current(key)
+        script.advance(key)
+        self._schedule(kind, key)
+        return self.names[kind].get(key, key), entry
+
+    @staticmethod
+    def nowhere_to_go(
+        name: str, arrival: Arrival, run_id: str, declared: Iterable[str]
+    ) -> SimulationError:
+        """The error for an ``at()`` signal that no run waits for or declares."""
+        when = timedelta(seconds=arrival.delay or 0.0)
+        return SimulationError(
+            f"signal {name!r} scripted to arrive at {when} after the start has no wait to go "
+            f"to: run {run_id!r} has no wait named {name!r} and no child run of it is waiting "
+            f"for one (its waits are {sorted(declared) or 'none'}); check the name, or let it "
+            "arrive once the child run waits"
+        )
+
+    def unanswered(self, wait: OpenWait, spec: NodeSpec) -> SimulationError | None:
+        """The error for a wait still open when nothing else can move (None for ``never()``)."""
+        if wait in self.silenced:
+            return None
+        kind = _kind(spec)
+        return SimulationError(
+            f"no {kind} scripted for wait {wait.name!r} (node {wait.node_id!r}) and nothing "
+            f"else can move the run (the wait has no timeout, no timer is pending); pass "
+            f"{kind}s={{{wait.name!r}: ...}} to simulate(), or never() to leave it waiting"
+        )
+
+    def _schedule(self, kind: str, key: str) -> None:
+        entry = self.scripts[kind].current(key)
+        if _timed(entry):
+            due = max(self.clock.start + float(entry.delay), self.clock.now)
+            self._seq += 1
+            heapq.heappush(self._arrivals, (due, self._seq, kind, key))
+
+
+def payload(entry: Any, state: RunState) -> Any:
+    """A scripted value, or what a scripted callable makes of the receiving run's state."""
+    return entry(RunResult.of(state).state) if callable(entry) else entry
+
+
+def _kind(spec: NodeSpec) -> str:
+    return "webhook" if spec.kind == "webhook" else "signal"
+
+
+def _keys(wait: OpenWait, spec: NodeSpec) -> list[str]:
+    return [wait.name, wait.node_id, str(spec.params.get("path", ""))]
+
+
+def _signal_names(targets: Iterable[Target]) -> dict[str, dict[str, str]]:
+    """Per kind of script: a key naming a wait by node id or webhook path -> its signal name."""
+    names: dict[str, dict[str, str]] = {"signal": {}, "webhook": {}}
+    for target in targets:
+        for spec in target.blueprint.nodes:
+            if spec.kind in ("wait", "webhook"):
+                by_key = names[_kind(spec)]
+                by_key.setdefault(spec.id, wait_name(spec))
+                if spec.params.get("path"):
+                    by_key.setdefault(str(spec.params["path"]), wait_name(spec))
+    return names
 
 
 class _Run:
@@ -110,6 +272,7 @@ class Simulator:
         max_steps: int,
         flows: list[Any],
         reorder: bool = False,
+        cancel_at: float | None = None,
     ) -> None:
         self.target = target
         self.clock = clock
@@ -117,14 +280,16 @@ class Simulator:
         self.max_steps = max_steps
         self.random = random.Random(seed)
         self.reorder = reorder
-        self.signals = Script(signals)
-        self.webhooks = Script(webhooks)
         self.bus = EventBus()
         self.events: list[Event] = []
         self.bus.subscribe(self.events.append)
         self.executor = Executor(events=self.bus)
         self.executor.overrides = {_mock_key(k): make_invoker(v) for k, v in (mocks or {}).items()}
         self.by_blueprint_id = {t.blueprint.id: t for t in _targets(target, flows)}
+        self.signaller = Signaller(signals, webhooks, self.by_blueprint_id.values(), clock)
+        self.reached: list[OpenWait] = []  # waits in the order they were reached
+        self.cancel_due = cancel_at
+        self.top = ""
         self.runs: dict[str, _Run] = {}
         self.ready: deque[tuple[str, p.ExecuteNode]] = deque()
         self.pending: deque[tuple[str, p.Event]] = deque()
@@ -136,6 +301,7 @@ class Simulator:
         self._seq = 0
 
     async def run(self, run_id: str, inputs: dict[str, Any]) -> Simulation:
+        self.top = run_id
         with _clock.use_clock(self.clock):
             self.start(self.target, run_id, inputs, None)
             await self.loop()
@@ -157,9 +323,12 @@ class Simulator:
                 return
             if self.pending:
                 self.apply(*self.pending.popleft())
+            elif self.answer_open_wait():
+                continue
             elif self.ready:
                 await self.execute_next()
-            elif not self.fire_next_timer():
+            elif not self.advance_clock():
+                self.failure = self.failure or self.unanswered()
                 return
         raise SimulationError(
             f"simulation did not finish within max_steps={self.max_steps} (seed {self.seed}); "
@@ -185,14 +354,83 @@ class Simulator:
         )
         self.apply(run_id, event)
 
-    def fire_next_timer(self) -> bool:
-        while self.timers:
-            due, _, run_id, timer_id = heapq.heappop(self.timers)
-            if timer_id in self.runs[run_id].state.sections["timers"]:
-                self.clock.now = max(self.clock.now, due)
-                self.apply(run_id, p.TimerFired(timer_id))
+    def answer_open_wait(self) -> bool:
+        """Send the first open wait (in the order reached) its scripted answer, if it has one."""
+        if not self.reached:
+            return False
+        self.reached = [w for w in self.reached if w.is_open(self.runs[w.run_id].state)]
+        for wait in self.reached:
+            run = self.runs[wait.run_id]
+            answer = self.signaller.answer(wait, run.target.program.specs[wait.node_id])
+            if answer is not _MISSING:
+                event = p.SignalReceived(wait.name, payload(answer, run.state))
+                self.pending.append((wait.run_id, event))
                 return True
         return False
+
+    def advance_clock(self) -> bool:
+        """Jump to the next ``cancel_at``, timer or signal arrival (that order at one instant)."""
+        if self.runs[self.top].state.finished:
+            return False
+        while self.timers and not self.timer_is_set(self.timers[0]):
+            heapq.heappop(self.timers)
+        moves = []
+        if self.cancel_due is not None:
+            moves.append((self.cancel_due, 0))
+        if self.timers:
+            moves.append((self.timers[0][0], 1))
+        arrival = self.signaller.next_arrival()
+        if arrival is not None:
+            moves.append((arrival, 2))
+        if not moves:
+            return False
+        due, move = min(moves)
+        self.clock.now = max(self.clock.now, due)
+        if move == 0:
+            self.cancel_due = None
+            self.apply(self.top, p.CancelRequested())
+        elif move == 1:
+            _, _, run_id, timer_id = heapq.heappop(self.timers)
+            self.apply(run_id, p.TimerFired(timer_id))
+        else:
+            self.deliver_arrival()
+        return True
+
+    def timer_is_set(self, entry: tuple[float, int, str, str]) -> bool:
+        _, _, run_id, timer_id = entry
+        return timer_id in self.runs[run_id].state.sections["timers"]
+
+    def deliver_arrival(self) -> None:
+        """A scripted ``at()`` signal arrives: its wait gets it, or the run buffers it."""
+        name, arrival = self.signaller.pop_arrival()
+        run_id = self.signal_target(self.top, name)
+        if run_id is None:
+            declared = wait_names(self.runs[self.top].target.program)
+            self.failure = self.signaller.nowhere_to_go(name, arrival, self.top, declared)
+            return
+        state = self.runs[run_id].state
+        self.apply(run_id, p.SignalReceived(name, payload(arrival.value, state)))
+
+    def signal_target(self, run_id: str, name: str) -> str | None:
+        """The run a signal sent to ``run_id`` goes to, as the runtime routes it."""
+        run = self.runs[run_id]
+        if name in run.state.sections["waits"]:
+            return run_id
+        for child_id in run.state.sections["children"]:
+            found = self.signal_target(child_id, name) if child_id in self.runs else None
+            if found is not None and name in self.runs[found].state.sections["waits"]:
+                return found
+        return run_id if name in wait_names(run.target.program) else None
+
+    def unanswered(self) -> SimulationError | None:
+        """Why the run is stuck at a wait nobody will answer (None if it was told never())."""
+        for wait in self.reached:
+            run = self.runs[wait.run_id]
+            if wait.is_open(run.state):
+                error = self.signaller.unanswered(wait, run.target.program.specs[wait.node_id])
+                if error is not None:
+                    return error
+        return None
 
     def apply(self, run_id: str, event: p.Event) -> None:
         run = self.runs[run_id]
@@ -209,7 +447,7 @@ class Simulator:
                     (self.clock.now + command.delay, self._seq, run_id, command.timer_id),
                 )
             elif isinstance(command, p.AwaitSignal):
-                self.answer(run_id, command)
+                self.reached_wait(run_id, command)
             elif isinstance(command, p.StartChild):
                 self.start_child(run_id, command)
             elif isinstance(command, p.CancelChild):
@@ -227,21 +465,10 @@ class Simulator:
         if note.node_id is not None and specs[note.node_id].kind in _VISIBLE:
             self.visited.append(note.node_id)
 
-    def answer(self, run_id: str, command: p.AwaitSignal) -> None:
-        run = self.runs[run_id]
-        spec = run.target.program.specs[command.node_id]
-        script = self.webhooks if spec.kind == "webhook" else self.signals
-        keys = [command.name, command.node_id, str(spec.params.get("path", ""))]
-        key = next((k for k in keys if script.has(k)), None)
-        if key is not None:
-            payload = script.take(key, RunResult.of(run.state).state)
-            self.pending.append((run_id, p.SignalReceived(wait_name(spec), payload)))
-        elif spec.params.get("timeout") is None:
-            kind = "webhook" if spec.kind == "webhook" else "signal"
-            self.failure = SimulationError(
-                f"no {kind} scripted for wait {command.name!r} (node {command.node_id!r}) "
-                f"and it has no timeout; pass {kind}s={{{command.name!r}: ...}} to simulate()"
-            )
+    def reached_wait(self, run_id: str, command: p.AwaitSignal) -> None:
+        wait = self.runs[run_id].state.sections["waits"].get(command.name)
+        if wait is not None and wait["node"] == command.node_id:
+            self.reached.append(OpenWait(run_id, command.name, command.node_id, wait["act"]))
 
     def start_child(self, run_id: str, command: p.StartChild) -> None:
         child = self.by_blueprint_id.get(command.blueprint_id)
@@ -329,10 +556,12 @@ async def simulate_async(
     flows: list[Any] | None = None,
     run_id: str = "sim",
     store: Any = None,
+    cancel_at: Duration | None = None,
     **inputs: Any,
 ) -> Simulation:
     """:func:`simulate` for async tests."""
     clock = VirtualClock(parse_start(start))
+    cancel_due = parse_cancel_at(cancel_at, clock)
     resolved = resolve(target, registry)
     if workers is not None or faults is not None:
         from ._faults import simulate_distributed
@@ -352,6 +581,7 @@ async def simulate_async(
             run_id=run_id,
             inputs=inputs,
             store=store,
+            cancel_at=cancel_due,
         )
     simulator = Simulator(
         resolved,
@@ -362,12 +592,18 @@ async def simulate_async(
         seed=seed,
         max_steps=max_steps,
         flows=list(flows or ()),
+        cancel_at=cancel_due,
     )
     return await simulator.run(run_id, inputs)
 
 
 def simulate(target: Any, **options: Any) -> Simulation:
     """Run ``target`` (a ``@flow``, ``Flow`` or ``Blueprint``) on virtual time; synchronous.
+
+    ``signals={name: answer}`` scripts the waits: a value or callable of the
+    run's state (answered when the wait is reached), :func:`at` (arrives at a
+    virtual time), :func:`never`, or a list of these for successive waits.
+    ``cancel_at="2h"`` cancels the run that long after the start.
 
     >>> from flowkit import Flow
     >>> async def hello(name: str) -> str: return f"hi {name}"
