@@ -30,7 +30,17 @@ from ..stores._memory import MemoryStore
 from ..worker._client import Client
 from ..worker._worker import Worker
 from ._model import Call, Simulation, SimulationError, TraceEntry, registry_name
-from ._simulate import _MISSING, OpenWait, Signaller, VirtualClock, _targets, payload
+from ._simulate import (
+    ARRIVAL,
+    CANCEL,
+    NO_ANSWER,
+    TIMER,
+    OpenWait,
+    Signaller,
+    VirtualClock,
+    _targets,
+    payload,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -330,7 +340,7 @@ class _World:
         for wait in await self._open_waits(run_id):
             state = await self._state(wait.run_id)
             answer = self.signaller.answer(wait, self._spec(state, wait))
-            if answer is not _MISSING:
+            if answer is not NO_ANSWER:
                 await self.client.signal(wait.run_id, wait.name, payload(answer, state))
                 return True
         return False
@@ -379,20 +389,21 @@ class _World:
         """
         timers = await self.store.due_timers(float("inf"), limit=1)
         leases = await self.store.expired_leases(float("inf"), limit=1)
-        moves = [(t.due_at, 1) for t in timers] + [(lease.expires_at, 1) for lease in leases]
+        moves = [(t.due_at, TIMER) for t in timers]
+        moves += [(lease.expires_at, TIMER) for lease in leases]
         if self.cancel_due is not None:
-            moves.append((self.cancel_due, 0))
+            moves.append((self.cancel_due, CANCEL))
         arrival = self.signaller.next_arrival()
         if arrival is not None:
-            moves.append((arrival, 2))
+            moves.append((arrival, ARRIVAL))
         if not moves:
             return False
         due, move = min(moves)
         self.clock.now = max(self.clock.now, due)
-        if move == 0:
+        if move == CANCEL:
             self.cancel_due = None
             await self.client.cancel(run_id)
-        elif move == 1:
+        elif move == TIMER:
             worker = self.workers[self.rng.randrange(len(self.workers))]
             await worker._fire_due_timers()
             await worker._reconcile()

@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 _VISIBLE = frozenset({"call", "sleep", "wait", "webhook", "subflow"})
 
+# what moves the virtual clock, in the order they go when due at the same instant
+CANCEL, TIMER, ARRIVAL = range(3)
+
 
 class VirtualClock:
     """Seconds since the epoch, advanced only by the simulator."""
@@ -78,7 +81,7 @@ def parse_cancel_at(cancel_at: Duration | None, clock: VirtualClock) -> float | 
         ) from None
 
 
-_MISSING: Any = object()
+NO_ANSWER: Any = object()
 
 
 class Script:
@@ -102,17 +105,17 @@ class Script:
         return list(self._entries)
 
     def current(self, key: str) -> Any:
-        """The entry next in line under ``key``, or ``_MISSING`` when none is left."""
+        """The entry next in line under ``key``, or ``NO_ANSWER`` when none is left."""
         entries = self._entries.get(key, ())
         index = self._cursor.get(key, 0)
-        return entries[index] if index < len(entries) else _MISSING
+        return entries[index] if index < len(entries) else NO_ANSWER
 
     def advance(self, key: str) -> None:
         if key not in self._repeated:
             self._cursor[key] += 1
 
     def key_for(self, keys: Iterable[str]) -> str | None:
-        return next((k for k in keys if self.current(k) is not _MISSING), None)
+        return next((k for k in keys if self.current(k) is not NO_ANSWER), None)
 
 
 def _timed(entry: Any) -> bool:
@@ -164,18 +167,18 @@ class Signaller:
                 self._schedule(kind, key)
 
     def answer(self, wait: OpenWait, spec: NodeSpec) -> Any:
-        """What to send ``wait`` now (a value or a callable of the run's state), or _MISSING."""
+        """What to send ``wait`` now (a value or a callable of the run's state), or NO_ANSWER."""
         kind = _kind(spec)
         script = self.scripts[kind]
         key = script.key_for(_keys(wait, spec))
         if wait in self.silenced or key is None or _timed(script.current(key)):
-            return _MISSING  # told never(), unscripted, or its signal arrives at its own time
+            return NO_ANSWER  # told never(), unscripted, or its signal arrives at its own time
         entry = script.current(key)
         script.advance(key)
         self._schedule(kind, key)
         if isinstance(entry, Arrival):  # never(): this wait gets nothing
             self.silenced.add(wait)
-            return _MISSING
+            return NO_ANSWER
         return entry
 
     def next_arrival(self) -> float | None:
@@ -328,7 +331,7 @@ class Simulator:
             elif self.ready:
                 await self.execute_next()
             elif not self.advance_clock():
-                self.failure = self.failure or self.unanswered()
+                self.failure = self.unanswered()
                 return
         raise SimulationError(
             f"simulation did not finish within max_steps={self.max_steps} (seed {self.seed}); "
@@ -362,7 +365,7 @@ class Simulator:
         for wait in self.reached:
             run = self.runs[wait.run_id]
             answer = self.signaller.answer(wait, run.target.program.specs[wait.node_id])
-            if answer is not _MISSING:
+            if answer is not NO_ANSWER:
                 event = p.SignalReceived(wait.name, payload(answer, run.state))
                 self.pending.append((wait.run_id, event))
                 return True
@@ -376,20 +379,20 @@ class Simulator:
             heapq.heappop(self.timers)
         moves = []
         if self.cancel_due is not None:
-            moves.append((self.cancel_due, 0))
+            moves.append((self.cancel_due, CANCEL))
         if self.timers:
-            moves.append((self.timers[0][0], 1))
+            moves.append((self.timers[0][0], TIMER))
         arrival = self.signaller.next_arrival()
         if arrival is not None:
-            moves.append((arrival, 2))
+            moves.append((arrival, ARRIVAL))
         if not moves:
             return False
         due, move = min(moves)
         self.clock.now = max(self.clock.now, due)
-        if move == 0:
+        if move == CANCEL:
             self.cancel_due = None
             self.apply(self.top, p.CancelRequested())
-        elif move == 1:
+        elif move == TIMER:
             _, _, run_id, timer_id = heapq.heappop(self.timers)
             self.apply(run_id, p.TimerFired(timer_id))
         else:
