@@ -14,9 +14,11 @@ from ._errors import DuplicateDelivery as DuplicateDelivery
 from ._errors import FlowkitError as FlowkitError
 from ._errors import MissingDependency as MissingDependency
 from ._errors import NodeError as NodeError
+from ._errors import ResultTimeout as ResultTimeout
 from ._errors import ResumeError as ResumeError
 from ._errors import StoreError as StoreError
 from ._errors import TransportError as TransportError
+from ._errors import Undeliverable as Undeliverable
 from ._errors import WaitTimeout as WaitTimeout
 from ._errors import WebhookRejected as WebhookRejected
 from ._errors import WorkflowFailed as WorkflowFailed
@@ -73,6 +75,7 @@ __all__ = [
     "NodeContext",
     "NodeError",
     "NodeSpec",
+    "ResultTimeout",
     "ResumeError",
     "RunHandle",
     "RunResult",
@@ -80,6 +83,7 @@ __all__ = [
     "Runtime",
     "StoreError",
     "TransportError",
+    "Undeliverable",
     "WaitTimeout",
     "WebhookRejected",
     "Worker",

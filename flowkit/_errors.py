@@ -8,6 +8,8 @@ The tree::
     ├── NodeError             (wraps the user's exception: node_id, attempt)
     ├── WorkflowFailed        (a run ended FAILED and the caller asked for its output)
     ├── WaitTimeout           (also a TimeoutError: a flow.wait timed out)
+    ├── ResultTimeout         (also a TimeoutError: a run did not finish in the time waited)
+    ├── Undeliverable         (a node's message was dead-lettered: the node failed unrun)
     ├── ChildFailed           (a subflow's run failed)
     ├── ResumeError           (signal or resume for an unknown run or wait)
     │   └── DuplicateDelivery (a signal's delivery id was already received)
@@ -125,6 +127,27 @@ class WaitTimeout(FlowkitError, TimeoutError):
             + (f" (run {run_id!r})" if run_id else "")
             + "; catch flowkit.WaitTimeout in the flow to handle it"
         )
+
+
+class ResultTimeout(FlowkitError, TimeoutError):
+    """Waiting for a run's result took longer than the caller's ``timeout``.
+
+    ``run_id``, ``status`` (where the run stood when the wait gave up; ``None``
+    if that could not be read) and ``waited`` (seconds) say which run and how
+    long; the message says what to check.
+    """
+
+    def __init__(self, run_id: str, status: str | None, waited: float, detail: str) -> None:
+        self.run_id = run_id
+        self.status = status
+        self.waited = waited
+        super().__init__(f"run {run_id!r} did not finish within {waited:g}s: {detail}")
+
+
+class Undeliverable(FlowkitError):
+    """A worker dead-lettered a node's message (an unknown flow version, a message it
+    cannot read, ...): the node failed without running, and its run with it unless
+    the flow catches this error."""
 
 
 class ChildFailed(FlowkitError):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from .._durations import Backoff, Duration, to_seconds
-from ._builder import implementation_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -33,13 +35,14 @@ class NodeDef(Generic[P, R]):
         timeout: Duration | None = None,
         fallback: Callable[..., Any] | None = None,
     ) -> None:
+        if not callable(fn):
+            raise TypeError(f"{fn!r} is not callable")
         if retries < 0:
             raise ValueError(f"retries must be 0 or more, got {retries}")
         self.fn = fn
         self.name = name or getattr(fn, "__name__", type(fn).__name__)
-        self.registry_name = (
-            implementation_name(fn) if name is None else (f"{getattr(fn, '__module__', '')}.{name}")
-        )
+        qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+        self.registry_name = f"{module_name(fn)}.{qualname if name is None else name}"
         self.__flowkit_impl__ = fn
         self.__flowkit_options__: dict[str, Any] = {
             "retries": retries,
@@ -104,3 +107,47 @@ def node(
         )
 
     return wrap(fn) if fn is not None else wrap
+
+
+MAIN = "__main__"
+
+
+def module_name(obj: Any) -> str:
+    """The name ``obj``'s module is imported by, even when it runs as ``__main__``.
+
+    A script started with ``python shop.py`` or ``python -m shop`` defines its
+    functions in ``__main__``, while workers import the same file as ``shop``:
+    node names (and so blueprint digests) must not depend on which. Stays
+    ``"__main__"`` when no importable name exists (a REPL, a notebook, ``python -c``).
+    """
+    target = getattr(obj, "__flowkit_impl__", obj)
+    module = getattr(target, "__module__", None) or type(target).__module__
+    if module != MAIN:
+        return str(module)
+    return main_module_name() or MAIN
+
+
+def main_module_name() -> str | None:
+    """The importable name of the ``__main__`` module, if it has one."""
+    main = sys.modules.get(MAIN)
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name and spec.name != MAIN:
+        return str(spec.name)  # python -m package.module
+    path = getattr(main, "__file__", None)
+    return _module_at(Path(path)) if path else None
+
+
+def _module_at(path: Path) -> str | None:
+    """The dotted name ``path`` (a .py file) is importable by from ``sys.path``, if any."""
+    if path.suffix != ".py":
+        return None
+    file = path.resolve()
+    for entry in sys.path:
+        try:
+            relative = file.relative_to(Path(entry or os.getcwd()).resolve())
+        except (ValueError, OSError):
+            continue
+        parts = relative.with_suffix("").parts
+        if parts and all(part.isidentifier() for part in parts):
+            return ".".join(parts)
+    return None

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import structlog
 
-from .._errors import StoreError
+from .._errors import ResultTimeout, ResumeError, StoreError
 from ..engine import _protocol as p
 from ..engine._action import Action
 from ..engine._result import RunResult
-from ..engine._state import FINISHED_VALUES
+from ..engine._state import FINISHED_VALUES, RunStatus
 from ..stores._notices import WatchesFinished
 from ._shell import Shell
 
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from ..transports._protocol import Transport
 
 log = structlog.get_logger("flowkit.client")
+
+STATUS_READ_TIMEOUT = 5.0  # seconds a timed-out wait spends reading where the run stands
 
 # waits of one client that each hold a subscription to the store's notices of
 # finished runs (a connection each on PostgreSQL); further waits poll
@@ -110,6 +112,8 @@ class Client:
     async def wait(self, run_id: str, timeout: float | None = None) -> RunResult:
         """Wait until the run is completed, failed or cancelled.
 
+        Raises :class:`~flowkit.ResultTimeout` (a ``TimeoutError``), saying where
+        the run stands and what to check, if that takes over ``timeout`` seconds.
         With a store that announces finished runs (MemoryStore, PostgresStore,
         RedisStore) the wait wakes on the announcement, and reads the run only
         every ``max_poll_interval`` besides, in case one was missed. Other
@@ -117,7 +121,7 @@ class Client:
         ``max_poll_interval``.
         """
         announced = anyio.Event()
-        with anyio.fail_after(timeout):
+        with anyio.move_on_after(timeout):
             # subscribed before the first read, so no announcement falls in between
             async with self._finish_notices() as notices, anyio.create_task_group() as tg:
                 if notices is not None:
@@ -125,6 +129,27 @@ class Client:
                 await self._until_finished(run_id, announced, notified=notices is not None)
                 tg.cancel_scope.cancel()
             return await self.result(run_id)
+        assert timeout is not None  # only a timeout ends the wait without a result
+        raise await self._timed_out(run_id, timeout)
+
+    async def _timed_out(self, run_id: str, waited: float) -> ResultTimeout:
+        """The error for a wait that gave up: where the run stands, and what to check."""
+        status: str | None = None
+        detail = f"its status could not be read within {STATUS_READ_TIMEOUT:g}s"
+        with anyio.move_on_after(STATUS_READ_TIMEOUT):
+            try:
+                current = await self.result(run_id)
+            except ResumeError:
+                detail = (
+                    f"it is not in the store {self.store!r}; check the run id, and that this "
+                    "client uses the store the run was started on"
+                )
+            except StoreError as exc:
+                detail = f"its status could not be read: {exc}"
+            else:
+                status = current.status.value
+                detail = _still(current)
+        return ResultTimeout(run_id, status, waited, detail)
 
     async def _until_finished(self, run_id: str, announced: anyio.Event, *, notified: bool) -> None:
         """Read the run's status until it is final, between reads waiting for ``announced``."""
@@ -170,6 +195,7 @@ class ClientHandle:
         self.run_id = run_id
 
     async def result(self, timeout: float | None = None) -> RunResult:
+        """Wait for the run to finish; :class:`~flowkit.ResultTimeout` after ``timeout`` s."""
         return await self.client.wait(self.run_id, timeout)
 
     async def cancel(self) -> RunResult:
@@ -188,3 +214,18 @@ async def _announcement(notices: AsyncIterator[str], run_id: str, announced: any
                 return
     except StoreError as exc:  # the subscription broke: the waiter's re-reads go on
         log.warning("lost the store's notices of finished runs; polling", error=str(exc))
+
+
+def _still(current: RunResult) -> str:
+    """Where an unfinished run stands, and what would carry it on."""
+    if current.status is RunStatus.AWAITING:
+        waits = ", ".join(map(repr, current.waiting_for)) or "a timer or a child run"
+        return (
+            f"it is awaiting {waits}; signal it (client.signal) or, for timers, keep a "
+            "worker running on its store"
+        )
+    return (
+        f"it is still {current.status.value}; check that workers serving this flow, with "
+        "the same code as this client, run on the same transport, queue and store, and look "
+        "in their logs for errors (a message they dead-lettered fails its run)"
+    )

@@ -9,6 +9,7 @@ delivery is at least once, and the core applies each completion once.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import OrderedDict
 from contextlib import asynccontextmanager
@@ -17,13 +18,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .. import _clock as clock
-from .._errors import ResumeError
+from .._errors import BlueprintError, ResumeError, Undeliverable, describe
+from ..blueprint._lint import LintIssue
 from ..engine import _protocol as p
 from ..engine._core import start_run, wait_names
 from ..engine._durable import Replica, index_ops, unknown_digest
 from ..engine._events import EventBus
 from ..engine._middleware import Pipeline
-from ..engine._state import RunState
+from ..engine._state import RunState, RunStatus
 from ..engine._target import Target, resolve
 from ..observability._propagation import current_traceparent
 from ..stores._notices import WatchesCancelledNodes
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
     from ..engine._middleware import Middleware
+    from ..engine._protocol import ErrorInfo
     from ..stores._protocol import Store
     from ..transports._protocol import Transport
 
@@ -75,6 +78,8 @@ class Shell:
     def register(self, flow: Any) -> Target:
         """Make a flow (and the subflows it calls) runnable here."""
         target = flow if isinstance(flow, Target) else resolve(flow)
+        if not _in_process(self.transport):
+            _check_importable(target)
         self.by_digest[target.blueprint.digest] = target
         self.by_blueprint_id.setdefault(target.blueprint.id, target)
         for child in target.children:
@@ -117,7 +122,11 @@ class Shell:
         if created:
             self._remember(Replica(target.program, state, 1))
             self._emit(run_id, "workflow:start", data={"blueprint": target.blueprint.id})
-            await self.carry_out(run_id, target, commands)
+            try:
+                await self.carry_out(run_id, target, commands)
+            finally:
+                if state.finished:
+                    self._forget(run_id)
         return run_id
 
     def _traceparent(self, parent: str | None) -> str | None:
@@ -138,7 +147,10 @@ class Shell:
         state, version = loaded
         target = self.target_of(state)
         replica = Replica(target.program, state, version)
-        self._remember(replica)
+        if state.finished:
+            self._forget(run_id)  # and a stale copy: a finished run is not stepped again
+        else:
+            self._remember(replica)
         return replica
 
     def target_of(self, state: RunState) -> Target:
@@ -154,12 +166,19 @@ class Shell:
         while len(self._replicas) > self._cache_size:
             self._replicas.popitem(last=False)
 
+    def _forget(self, run_id: str) -> None:
+        self._replicas.pop(run_id, None)
+
     async def step(self, run_id: str, event: p.Event) -> Replica:
         """Apply ``event`` (one store transaction) and publish what follows."""
         async with self._one_step_at_a_time(run_id):
             replica = self._replicas.get(run_id) or await self.replica(run_id)
             commands = await replica.step(self.store, event, lease_seconds=self.lease)
-        await self.carry_out(run_id, self.target_of(replica.state), commands)
+        try:
+            await self.carry_out(run_id, self.target_of(replica.state), commands)
+        finally:
+            if replica.state.finished:  # its finish is carried out: keep no copy
+                self._forget(run_id)
         return replica
 
     @asynccontextmanager
@@ -194,6 +213,98 @@ class Shell:
             f"run {run_id!r} has no wait named {name!r}; "
             f"its waits are {sorted(wait_names(replica.program)) or 'none'}"
         )
+
+    # -- dead letters -----------------------------------------------------------
+    def unknown_digest_reason(self, run_id: str, digest: str) -> str:
+        """Why a message for ``digest`` cannot be processed here, and what to do."""
+        known = sorted(
+            {f"{t.blueprint.id} v{t.blueprint.version}" for t in self.by_digest.values()}
+        )
+        return (
+            f"unknown blueprint digest {digest[:12]} for run {run_id!r}: this worker does not "
+            f"have that flow version (it has: {', '.join(known) or 'no flows'}); deploy the "
+            "code that started the run to the workers (keep old versions registered with "
+            "@flow(version=...))"
+        )
+
+    async def fail_undeliverable(self, body: bytes, reason: str) -> bool:
+        """Fail the run of a dead-lettered message with ``reason``; whether one was failed.
+
+        The node fails with an :class:`~flowkit.Undeliverable` error through the core
+        when this process has the run's flow and the message names a dispatch of the
+        run; when it does not have the flow (or the dispatch cannot be read), the run
+        is finished FAILED in the store directly. Nothing happens for a message that
+        names no stored unfinished run, or a dispatch the run no longer waits for.
+        """
+        fields = _readable_fields(body)
+        run_id = fields.get("run_id")
+        if not isinstance(run_id, str) or not run_id:
+            return False
+        loaded = await self.store.load(run_id)
+        if loaded is None or loaded[0].finished:
+            return False
+        state = loaded[0]
+        dispatch_id = fields.get("dispatch_id")
+        record = (
+            state.sections["dispatches"].get(dispatch_id) if isinstance(dispatch_id, str) else None
+        )
+        error = _undeliverable(reason, record, fields)
+        if str(state.header.get("digest", "")) not in self.by_digest or not isinstance(
+            dispatch_id, str
+        ):
+            return await self._fail_in_store(run_id, dict(error))
+        if record is None:
+            return False  # a stale message: its dispatch is done or was cancelled
+        await self.step(run_id, p.NodeFailed(dispatch_id, error, retryable=False))
+        return True
+
+    async def _fail_in_store(self, run_id: str, error: dict[str, Any]) -> bool:
+        """Finish a run FAILED without its flow: drop what it has in progress (and their
+        leases and timers) as the core's own finish would; cancel its children, tell its
+        parent. False if it had finished meanwhile."""
+        async with self.store.transaction(run_id) as txn:
+            state = await txn.load()
+            if state is None or state.finished:
+                return False
+            state.journal.clear()
+            children = list(state.sections["children"])
+            for section in ("dispatches", "timers", "waits", "children", "batches"):
+                for key in list(state.sections[section]):
+                    state.drop(section, key)
+            state.put("header", "status", RunStatus.FAILED.value)
+            state.put("header", "output", None)
+            state.put("header", "error", error)
+            delta = state.take_delta()
+            index = index_ops(delta, [], lease_seconds=self.lease)
+            await txn.commit(
+                delta, index=index, info={"status": RunStatus.FAILED.value}, state=state
+            )
+        self._replicas.pop(run_id, None)
+        self._emit(run_id, "workflow:finish", data={"status": RunStatus.FAILED.value})
+        for child_id in children:
+            await self._stop_child(child_id)
+        parent = state.header.get("parent")
+        if parent:
+            await self._tell_parent(str(parent), run_id, error)
+        return True
+
+    async def _stop_child(self, child_id: str) -> None:
+        try:
+            await self.step(child_id, p.CancelRequested("parent failed"))
+        except ResumeError:  # its flow is unknown here too
+            await self._fail_in_store(child_id, _error(Undeliverable("its parent run failed")))
+
+    async def _tell_parent(self, parent: str, run_id: str, error: dict[str, Any]) -> None:
+        try:
+            await self.step(parent, p.ChildFinished(run_id, RunStatus.FAILED.value, None, error))
+        except ResumeError:  # its flow is unknown here too
+            failed = {
+                "type": "flowkit._errors.ChildFailed",
+                "mro": ["flowkit._errors.ChildFailed"],
+                "child_run_id": run_id,
+                "message": str(error.get("message", "")),
+            }
+            await self._fail_in_store(parent, failed)
 
     # -- commands -------------------------------------------------------------
     async def carry_out(self, run_id: str, target: Target, commands: list[p.Command]) -> None:
@@ -306,6 +417,58 @@ class Shell:
             replica = self._replicas.get(run_id)
             header = replica.state.header if replica is not None else None
             self.events.emit_for(run_id, type_, header, node_id, attempt, None, data)
+
+
+def _in_process(transport: Transport) -> bool:
+    """Whether every worker and client on ``transport`` shares this process."""
+    from ..testing._faults import SimTransport
+    from ..transports._memory import MemoryTransport
+
+    return isinstance(transport, MemoryTransport | SimTransport)
+
+
+def _check_importable(target: Target) -> None:
+    """Refuse a flow whose nodes only ``__main__`` can name: workers in other processes
+    name them by the module they import, so they would not know the flow."""
+    issues = [
+        LintIssue(
+            "node-in-main",
+            spec.id,
+            f"its implementation {spec.uses!r} is defined in __main__ with no importable "
+            "module name (a REPL, a notebook or python -c); move the flow and its nodes "
+            "into a module the workers import too (their --app) and import it here",
+        )
+        for spec in target.blueprint.nodes
+        if spec.uses and spec.uses.startswith("__main__.")
+    ]
+    if issues:
+        raise BlueprintError(target.blueprint.id, issues)
+
+
+def _readable_fields(body: bytes) -> dict[str, Any]:
+    """What can be read of a message that failed to decode or process: its JSON object."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _undeliverable(reason: str, record: dict[str, Any] | None, fields: dict[str, Any]) -> ErrorInfo:
+    """The error a dead-lettered dispatch fails with: the node (if known) and why."""
+    error: dict[str, Any] = _error(Undeliverable(f"its message was dead-lettered: {reason}"))
+    node = record["node"] if record is not None else fields.get("node_id")
+    attempt = record["attempt"] if record is not None else fields.get("attempt")
+    if isinstance(node, str) and node:
+        error["node"] = node
+        if isinstance(attempt, int) and not isinstance(attempt, bool):
+            error["attempt"] = attempt
+    return error
+
+
+def _error(exc: BaseException) -> dict[str, Any]:
+    type_, mro, message = describe(exc)
+    return {"type": type_, "mro": list(mro), "message": message}
 
 
 class _Turns:

@@ -16,7 +16,7 @@ from ..engine._events import Event, EventBus
 from ..engine._execute import Executor
 from ..stores._urls import check_positive
 from ._heartbeat import Heartbeats
-from ._messages import ENQUEUED_AT_HEADER, MalformedMessage, NodeMessage
+from ._messages import ENQUEUED_AT_HEADER, MalformedMessage, NodeMessage, names_a_run
 from ._shell import Shell
 
 if TYPE_CHECKING:
@@ -208,8 +208,7 @@ class Worker:
     async def _process(self, delivery: Delivery, message: NodeMessage) -> None:
         if message.blueprint_digest not in self.shell.by_digest:
             raise ResumeError(
-                f"unknown blueprint digest {message.blueprint_digest[:12]} for run "
-                f"{message.run_id!r}: this worker does not have that flow version"
+                self.shell.unknown_digest_reason(message.run_id, message.blueprint_digest)
             )
         # beating from the start: a cancellation announced while the run loads counts
         with self.heartbeats.beating(delivery, message) as beat:
@@ -259,7 +258,20 @@ class Worker:
         self.cancelled += 1
 
     async def _dead_letter(self, delivery: Delivery, reason: str, *, run_id: str = "") -> None:
-        log.error("message dead-lettered", reason=reason, run_id=run_id or None)
+        """Park the message with ``reason``, failing its run first (its client learns why)."""
+        try:  # a body that names no run (not JSON, nested too deeply, ...) fails none
+            run_failed = names_a_run(delivery.body) and await self.shell.fail_undeliverable(
+                delivery.body, reason
+            )
+        except (StoreError, TransportError) as exc:  # redelivered: failed then, or dead-lettered
+            log.warning(
+                "could not fail the run of an undeliverable message; requeued", error=str(exc)
+            )
+            await _settle(delivery.nack(requeue_after=1.0))
+            return
+        log.error(
+            "message dead-lettered", reason=reason, run_id=run_id or None, run_failed=run_failed
+        )
         self.dead_lettered += 1
         if self.events.active:
             self.events.emit(
