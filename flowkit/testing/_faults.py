@@ -28,6 +28,7 @@ from ..engine._result import RunResult
 from ..engine._state import DELETED, FINISHED_VALUES, RunStatus
 from ..stores._memory import MemoryStore
 from ..worker._client import Client
+from ..worker._messages import NodeMessage
 from ..worker._worker import Worker
 from ._model import Call, Simulation, SimulationError, TraceEntry, registry_name
 from ._simulate import (
@@ -127,17 +128,29 @@ class SimDelivery:
         self._transport.dead_letters.append((self.body, reason))
 
 
+Winners = dict[tuple[str, str, int], str]
+"""(run id, ``any`` join, activation) -> the predecessor that won that race."""
+
+
 class _Ledger:
-    """What the store committed: each dispatch must be created and settled at most once."""
+    """What the store committed: each dispatch must be created and settled at most once.
+
+    It also notes who won each race, so that the fault-free reference run can be
+    steered to the same winners: a race's outcome is an input of the run, like a
+    signal, and only runs with the same outcomes must agree.
+    """
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
         self.step = 0
         self.created: set[tuple[str, str]] = set()
         self.settled: set[tuple[str, str]] = set()
+        self.winners: Winners = {}
 
     def record(self, run_id: str, delta: Any) -> None:
         for section, key, value in delta:
+            if section == "nodes" and value is not DELETED and isinstance(value[3], str):
+                self.winners.setdefault((run_id, key, int(value[0])), value[3])
             if section != "dispatches":
                 continue
             seen = self.settled if value is DELETED else self.created
@@ -189,12 +202,18 @@ async def simulate_distributed(
     run_id: str,
     inputs: dict[str, Any],
     store: Any = None,
+    winners: Winners | None = None,
     cancel_at: float | None = None,
 ) -> Simulation:
-    """Run the real Worker/Client protocol under faults, then check the invariants."""
+    """Run the real Worker/Client protocol under faults, then check the invariants.
+
+    ``winners`` steers a fault-free run: a racer that did not win its race in
+    the run being checked is delivered only when nothing else can be.
+    """
     world = _World(
         resolved, flows, mocks, signals, webhooks, clock, workers, faults or Faults(), seed, store
     )
+    world.winners = winners or {}
     world.cancel_due = cancel_at
     with _clock.use_clock(clock):
         sim = await world.run(run_id, inputs, max_steps)
@@ -213,6 +232,7 @@ async def simulate_distributed(
             flows=flows,
             run_id=run_id,
             inputs=inputs,
+            winners=world.ledger.winners,
             cancel_at=cancel_at,
         )
         _check_same_outcome(sim, reference, seed)
@@ -269,6 +289,7 @@ class _World:
         self.trace: list[TraceEntry] = []
         self.calls: list[Call] = []
         self.visited: list[str] = []
+        self.winners: Winners = {}
 
     def _worker(self) -> Worker:
         worker = Worker(self.flows, self.transport, self.store, lease=30.0)
@@ -313,7 +334,7 @@ class _World:
 
     async def _deliver_one(self) -> None:
         queue = self.transport.queue
-        index = self.rng.randrange(len(queue)) if self.faults.reorder else 0
+        index = self.rng.randrange(len(queue)) if self.faults.reorder else await self._next_index()
         message = queue.pop(index)
         if self.rng.random() < self.faults.delay:
             queue.append(message)
@@ -334,6 +355,31 @@ class _World:
             self.transport.crash_on_send = False
         if delivery.settled == "ack" and self.rng.random() < self.faults.redeliver:
             queue.append(attrs.evolve(message, attempt=message.attempt + 1))
+
+    async def _next_index(self) -> int:
+        """The first message that is not a racer bound to lose (0 when all are)."""
+        if self.winners:
+            for index, message in enumerate(self.transport.queue):
+                if not await self._loses_race(message):
+                    return index
+        return 0
+
+    async def _loses_race(self, message: _Message) -> bool:
+        node = NodeMessage.decode(message.body)
+        loaded = await self.store.load(node.run_id)
+        target = self.client.shell.by_digest.get(node.blueprint_digest)
+        if loaded is None or target is None:
+            return False
+        program, records = target.program, loaded[0].sections["nodes"]
+        for edge in program.out[node.node_id]:
+            join = edge.target
+            if edge.back or program.join[join] != "any" or program.n_preds[join] < 2:
+                continue
+            record = records.get(join) or [0, 0, 0, 0, "pending"]
+            winner = self.winners.get((node.run_id, join, int(record[0]) + 1))
+            if not record[3] and winner not in (None, node.node_id):
+                return True
+        return False
 
     async def _answer_waits(self, run_id: str) -> bool:
         """Send the first open wait (in the order first seen) its scripted answer, if it has one."""
