@@ -9,7 +9,6 @@ delivery is at least once, and the core applies each completion once.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections import OrderedDict
 from contextlib import asynccontextmanager
@@ -29,7 +28,7 @@ from ..engine._state import RunState, RunStatus
 from ..engine._target import Target, resolve
 from ..observability._propagation import current_traceparent
 from ..stores._notices import WatchesCancelledNodes
-from ._messages import ENQUEUED_AT_HEADER, NodeMessage
+from ._messages import ENQUEUED_AT_HEADER, NodeMessage, readable_fields
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -236,7 +235,7 @@ class Shell:
         is finished FAILED in the store directly. Nothing happens for a message that
         names no stored unfinished run, or a dispatch the run no longer waits for.
         """
-        fields = _readable_fields(body)
+        fields = readable_fields(body)
         run_id = fields.get("run_id")
         if not isinstance(run_id, str) or not run_id:
             return False
@@ -443,15 +442,6 @@ def _check_importable(target: Target) -> None:
     ]
     if issues:
         raise BlueprintError(target.blueprint.id, issues)
-
-
-def _readable_fields(body: bytes) -> dict[str, Any]:
-    """What can be read of a message that failed to decode or process: its JSON object."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _undeliverable(reason: str, record: dict[str, Any] | None, fields: dict[str, Any]) -> ErrorInfo:
