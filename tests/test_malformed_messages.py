@@ -54,7 +54,7 @@ GARBAGE: dict[bytes, str] = {
         "attempt must be at most"
     ),
     b'{"run_id": "r", ' + FIELDS.replace(b'"attempt":1', b'"attempt":NaN') + b"}": (
-        "attempt must be a int"
+        "attempt must be an integer"
     ),
 }
 

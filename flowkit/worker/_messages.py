@@ -112,12 +112,12 @@ def _problems(data: dict[str, Any]) -> list[str]:
 
 def _field_problem(name: str, kind: type, value: Any) -> str | None:
     if not isinstance(value, kind) or isinstance(value, bool):
-        return f"{name} must be a {'string' if kind is str else kind.__name__}"
+        return f"{name} must be {'a string' if kind is str else 'an integer'}"
     if isinstance(value, str):
         return _text_problem(name, value)
-    if value < 1:
+    if isinstance(value, int) and value < 1:
         return f"{name} must be 1 or more"
-    if value > MAX_ATTEMPT:
+    if isinstance(value, int) and value > MAX_ATTEMPT:
         return f"{name} must be at most {MAX_ATTEMPT}, got a number of {len(str(value))} digits"
     return None
 
