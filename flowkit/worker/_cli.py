@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import signal
@@ -154,7 +155,9 @@ def _host_port(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def serve(args: argparse.Namespace) -> None:
+async def serve(args: argparse.Namespace, *, bounded_exit: bool = False) -> None:
+    """Serve until a signal drains the worker; with ``bounded_exit`` (the process is the
+    worker's alone) the process also ends at most SHUTDOWN_TIMEOUT after the drain."""
     from ..stores import from_url as store_from_url
     from ..transports import from_url as transport_from_url
     from ._worker import Worker
@@ -172,7 +175,8 @@ async def serve(args: argparse.Namespace) -> None:
         await _serve_until_stopped(args, flows, worker)
         failed = False
     finally:
-        _exit_within(SHUTDOWN_TIMEOUT, code=2 if failed else 0)
+        if bounded_exit:
+            _exit_within(SHUTDOWN_TIMEOUT, code=2 if failed else 0)
         await _close_bounded("transport", transport)
         await _close_bounded("store", store)
     log.info("worker stopped", processed=worker.processed)
@@ -280,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_logging(args.log_format, args.log_level)
     try:
-        anyio.run(serve, args)
+        anyio.run(functools.partial(serve, args, bounded_exit=True))
     except (FlowkitError, OSError, BaseExceptionGroup) as exc:
         reason = _first_reason(exc)
         if reason is None:
