@@ -13,10 +13,6 @@ from flowkit.testing import Simulation, SimulationError, at, never, simulate, si
 
 pytestmark = pytest.mark.anyio
 
-CORE_RACE_LOSES_BUFFERED_SIGNAL = (
-    "the core: the losing wait of a flow.first race takes its buffered signal (not in the core yet)"
-)
-
 
 @pytest.fixture(params=[None, 2], ids=["single", "workers=2"])
 def workers(request: pytest.FixtureRequest) -> int | None:
@@ -225,7 +221,6 @@ class TestRacesBetweenWaits:
         sim = await simulated(greetings_until_exit, workers, signals=script)
         assert (RunStatus.COMPLETED, ["Hello, user1"]) == (sim.status, sim.output)
 
-    @pytest.mark.xfail(strict=True, reason=CORE_RACE_LOSES_BUFFERED_SIGNAL)
     async def test_runtime_keeps_a_buffered_signal_the_race_did_not_use(self) -> None:
         async with flowkit.Runtime() as rt:
             await rt.start(greetings_after_begin, run_id="hello")
@@ -235,7 +230,6 @@ class TestRacesBetweenWaits:
             result = await rt.signal("hello", "begin")
         assert (RunStatus.COMPLETED, self.GREETED) == (result.status, result.output)
 
-    @pytest.mark.xfail(strict=True, reason=CORE_RACE_LOSES_BUFFERED_SIGNAL)
     async def test_simulate_keeps_a_buffered_signal_the_race_did_not_use(
         self, workers: Any
     ) -> None:

@@ -94,6 +94,8 @@ class Step(NodeSteps):
         self.commands: list[p.Command] = []
         # (node id, taken, via back edge, source node)
         self.queue: deque[tuple[str, bool, bool, str | None]] = deque()
+        # (signal name, wait record) of waits that found a signal buffered
+        self.buffered_waits: list[tuple[str, dict[str, Any]]] = []
 
     # -- events -------------------------------------------------------------
     def on_event(self, event: p.Event) -> None:
@@ -309,13 +311,41 @@ class Step(NodeSteps):
             return False
 
     def drain(self) -> None:
+        """Route until nothing moves; waits take buffered signals only once the rest has fired.
+
+        A buffered signal is taken last so that a race decided meanwhile (another
+        racer won) leaves it buffered for the next wait of that name, not lost.
+        """
         queue = self.queue
-        while queue:
-            target, taken, back, source = queue.popleft()
-            if self.s.finished:
-                queue.clear()
+        while True:
+            while queue:
+                target, taken, back, source = queue.popleft()
+                if self.s.finished:
+                    queue.clear()
+                    return
+                self.arrive(target, taken, back, source)
+            if not self.take_buffered_signal():
                 return
-            self.arrive(target, taken, back, source)
+
+    def take_buffered_signal(self) -> bool:
+        """Complete the first wait still open that found a signal buffered; False if none."""
+        while self.buffered_waits and not self.s.finished:
+            name, wait = self.buffered_waits.pop(0)
+            if self.s.sections["waits"].get(name) is not wait:
+                continue  # cancelled by a decided race: the signal stays buffered
+            self.s.drop("waits", name)
+            self.complete(wait["node"], *self.unbuffer(name))
+            return True
+        return False
+
+    def unbuffer(self, name: str) -> tuple[Any, str | None]:
+        """Remove and return the oldest buffered signal ``name``: (data, action)."""
+        first, *rest = self.s.sections["signals"][name]
+        if rest:
+            self.s.put("signals", name, rest)
+        else:
+            self.s.drop("signals", name)
+        return first["data"], first.get("action")
 
     def arrive(self, target: str, taken: bool, back: bool, source: str | None) -> None:
         mode = self.p.join[target]

@@ -26,6 +26,7 @@ class NodeSteps:
     s: RunState
     commands: list[proto.Command]
     queue: deque[tuple[str, bool, bool, str | None]]
+    buffered_waits: list[tuple[str, dict[str, Any]]]
 
     if TYPE_CHECKING:
 
@@ -108,16 +109,11 @@ class NodeSteps:
 
     def _fire_wait(self, node_id: str, params: dict[str, Any], back: bool, src: Any) -> None:
         name = wait_name(self.p.specs[node_id])
-        buffered = self.s.sections["signals"].get(name)
-        if buffered:
-            first, rest = buffered[0], buffered[1:]
-            if rest:
-                self.s.put("signals", name, rest)
-            else:
-                self.s.drop("signals", name)
-            self.complete(node_id, first["data"], first.get("action"))
-            return
         wait: dict[str, Any] = {"node": node_id, "act": self.record(node_id)[_ACT]}
+        if self.s.sections["signals"].get(name):
+            self.s.put("waits", name, wait)
+            self.buffered_waits.append((name, wait))  # taken once the rest has fired
+            return
         timeout = params.get("timeout")
         if timeout is not None:
             timer_id = f"timeout:{node_id}@{wait['act']}"

@@ -610,7 +610,8 @@ def simulate(target: Any, **options: Any) -> Simulation:
 
     >>> from flowkit import Flow
     >>> async def hello(name: str) -> str: return f"hi {name}"
-    >>> sim = simulate(Flow("hi").sleep("nap", duration="365d").node("hello", hello)
+    >>> sim = simulate(Flow("hi").sleep("nap", duration="365d")
+    ...                .node("hello", hello, inputs={"name": "$input.name"})
     ...                .edge("nap", "hello"), name="ada")
     >>> sim.output, sim.elapsed.days, sim.visited
     ('hi ada', 365, ['nap', 'hello'])
