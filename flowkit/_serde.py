@@ -12,6 +12,8 @@ import datetime as dt
 import decimal
 import enum
 import json
+import math
+import sys
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -41,11 +43,14 @@ converter.register_structure_hook(
 )
 
 _PLAIN = (str, int, float, bool, type(None))
+_BITS_PER_DIGIT = 3.32  # just under log2(10): fewer bits than this many digits' worth fit
 
 
 def to_data(value: Any) -> Any:
     """Plain JSON-able data for ``value`` (raises :class:`SerializationError`)."""
     if isinstance(value, _PLAIN):
+        if isinstance(value, int) and not fits_json(value):
+            raise SerializationError(too_long(value))
         return value
     if isinstance(value, dict):
         return {_key(k): to_data(v) for k, v in value.items()}
@@ -63,6 +68,28 @@ def to_data(value: Any) -> Any:
         f"cannot serialise a {type(value).__qualname__} ({value!r:.80}): node inputs, outputs "
         "and state must be JSON types, attrs classes, dataclasses, enums, datetime, UUID or "
         "Decimal"
+    )
+
+
+def fits_json(number: int) -> bool:
+    """Whether ``number`` can be written as JSON and read back: Python refuses to convert
+    an int of more digits than ``sys.get_int_max_str_digits()`` to or from text."""
+    limit = sys.get_int_max_str_digits()
+    if not limit or number.bit_length() < (limit - 1) * _BITS_PER_DIGIT:
+        return True
+    try:
+        str(number)
+    except ValueError:
+        return False
+    return True
+
+
+def too_long(number: int) -> str:
+    """Why ``number`` cannot be JSON, and what to do instead."""
+    return (
+        f"an int of about {int(number.bit_length() / math.log2(10)) + 1} digits cannot be "
+        f"written as JSON (Python reads and writes at most {sys.get_int_max_str_digits()} "
+        "digits): pass it as a string or a Decimal"
     )
 
 
@@ -95,5 +122,7 @@ def loads(data: bytes | str) -> Any:
     """Parse JSON bytes (raises :class:`SerializationError` on malformed input)."""
     try:
         return json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except RecursionError:
+        raise SerializationError("malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # UnicodeDecodeError and numbers of too many digits too
         raise SerializationError(f"malformed JSON: {exc}") from exc

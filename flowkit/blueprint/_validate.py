@@ -9,11 +9,14 @@ at once with its path (``nodes[3].config.retries``), nothing is coerced
 from __future__ import annotations
 
 import json
+import math
+import sys
 from collections.abc import Mapping
 from typing import Any, cast
 
 from .._durations import Backoff
 from .._errors import BlueprintError
+from .._serde import fits_json, too_long
 from ._lint import LintIssue, lint
 from ._model import (
     JOIN_MODES,
@@ -54,6 +57,12 @@ def parse_blueprint_json(text: str | bytes) -> Blueprint:
         raise _malformed(message) from None
     except RecursionError:
         raise _malformed("invalid JSON: nested too deeply") from None
+    except ValueError:  # a number of more digits than Python converts
+        message = (
+            f"invalid JSON: a number has more than {sys.get_int_max_str_digits()} digits, "
+            "more than Python reads; write it as a string"
+        )
+        raise _malformed(message) from None
     return structure_blueprint(data)
 
 
@@ -134,7 +143,16 @@ def validate(bp: Blueprint, registry: Mapping[str, object] | None = None) -> Blu
 
 
 def _child(path: str, key: object) -> str:
-    return f"{path}.{key}" if path else str(key)
+    name = key if isinstance(key, str) else _shown(key)
+    return f"{path}.{name}" if path else name
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, cut short: a value in bad input may be huge."""
+    if isinstance(value, int) and not fits_json(value):
+        return f"<an int of about {int(value.bit_length() / math.log2(10)) + 1} digits>"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _type_name(value: object) -> str:
@@ -294,7 +312,7 @@ class _Reader:
         if isinstance(value, str) and value in allowed:
             return value
         options = ", ".join(repr(a) for a in sorted(allowed))
-        self.fail(path, f"expected one of {options}, got {value!r}")
+        self.fail(path, f"expected one of {options}, got {_shown(value)}")
         return None
 
     def boolean(self, value: object, path: str) -> bool | None:
@@ -305,15 +323,27 @@ class _Reader:
 
     def integer(self, value: object, path: str) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        self.fail(path, f"expected an integer, got {_type_name(value)} {value!r}")
+            return value if self.fits(value, path) else None
+        self.fail(path, f"expected an integer, got {_type_name(value)} {_shown(value)}")
         return None
 
     def number(self, value: object, path: str) -> float | None:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return value
-        self.fail(path, f"expected a number, got {_type_name(value)} {value!r}")
+            return value if self.fits(value, path) else None
+        self.fail(path, f"expected a number, got {_type_name(value)} {_shown(value)}")
         return None
+
+    def fits(self, number: float, path: str) -> bool:
+        """Whether JSON can hold ``number``: a finite float, an int of few enough digits."""
+        if isinstance(number, float) and not math.isfinite(number):
+            self.fail(
+                path, f"expected a finite number, got {number!r}: JSON has no NaN or infinity"
+            )
+            return False
+        if isinstance(number, int) and not fits_json(number):
+            self.fail(path, too_long(number))
+            return False
+        return True
 
     def optional_number(self, value: object, path: str) -> float | None:
         return None if value is None else self.number(value, path)
@@ -324,7 +354,7 @@ class _Reader:
             return None
         for key, item in value.items():
             if not isinstance(key, str) or not isinstance(item, str):
-                self.fail(f"{path}.{key}", f"expected a string, got {_type_name(item)}")
+                self.fail(_child(path, key), f"expected a string, got {_type_name(item)}")
         return dict(value)
 
     def json_object(self, value: object, path: str) -> dict[str, Any] | None:
@@ -336,7 +366,10 @@ class _Reader:
         return dict(value) if len(self.issues) == before else None
 
     def json_value(self, value: object, path: str) -> None:
-        if value is None or isinstance(value, str | int | float | bool):
+        if value is None or isinstance(value, str | bool):
+            return
+        if isinstance(value, int | float):
+            self.fits(value, path)
             return
         if isinstance(value, list | tuple):
             for index, item in enumerate(value):
@@ -345,6 +378,6 @@ class _Reader:
             for key, item in value.items():
                 if not isinstance(key, str):
                     self.fail(path, f"object keys must be strings, got {_type_name(key)}")
-                self.json_value(item, f"{path}.{key}")
+                self.json_value(item, _child(path, key))
         else:
             self.fail(path, f"expected a JSON value, got {_type_name(value)}")

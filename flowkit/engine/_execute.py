@@ -148,8 +148,8 @@ class Executor:
         ctx.state.settle()
         writes: dict[str, Any] = ctx.state.writes
         if self.plain_data:
-            output = to_data(output)
-            writes = to_data(writes)
+            output = _plain(output, "its return value")
+            writes = _plain(writes, "what it wrote to the run's state")
         if writes or ctx.state.deletes:
             return p.NodeCompleted(
                 command.dispatch_id,
@@ -182,6 +182,14 @@ class Executor:
                 ctx.traceparent,
             )
         )
+
+
+def _plain(value: Any, what: str) -> Any:
+    """``value`` as plain data; a :class:`SerializationError` naming ``what`` if it cannot be."""
+    try:
+        return to_data(value)
+    except SerializationError as exc:
+        raise SerializationError(f"{what} cannot be stored: {exc}") from exc
 
 
 def _last_error(run_id: str, state: RunState, command: p.ExecuteNode) -> BaseException | None:

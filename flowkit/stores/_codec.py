@@ -24,9 +24,9 @@ def encode_delta(delta: Delta) -> str:
 def decode_delta(text: str | bytes) -> Delta:
     try:
         entries = json.loads(text)
-    except ValueError as exc:
+        return [(e[0], e[1], e[2] if len(e) == 3 else DELETED) for e in entries]
+    except (ValueError, TypeError, LookupError, RecursionError) as exc:
         raise StoreError(f"corrupt delta in store: {exc}") from exc
-    return [(e[0], e[1], e[2] if len(e) == 3 else DELETED) for e in entries]
 
 
 def encode_state(state: RunState) -> str:
@@ -36,7 +36,7 @@ def encode_state(state: RunState) -> str:
 def decode_state(text: str | bytes) -> RunState:
     try:
         return RunState.from_dict(json.loads(text))
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, LookupError, TypeError, RecursionError) as exc:
         raise StoreError(f"corrupt snapshot in store: {exc}") from exc
 
 
