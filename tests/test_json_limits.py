@@ -175,3 +175,29 @@ async def test_a_node_returning_a_huge_int_fails_its_run_on_a_worker(tmp_path: P
         await transport.close()
         await store.close()
     _assert_node_failed(result, "huge", "its return value")
+
+
+# -- foreign data a transport reads ------------------------------------------------------------
+
+NESTED = "[" * 100_000
+
+
+@pytest.mark.parametrize("text", [NESTED, DIGITS])
+def test_foreign_sqs_attributes_that_cannot_be_read_are_ignored(text: str) -> None:
+    from flowkit.transports._sqs_messages import HEADERS_ATTR, KEY_ATTR, _headers, _key
+
+    attributes = {name: {"StringValue": text} for name in (HEADERS_ATTR, KEY_ATTR)}
+    message = {"Body": "", "MessageAttributes": attributes}
+    assert {} == _headers(message)
+    assert text == _key(message)
+
+
+@pytest.mark.parametrize("data", [NESTED.encode(), DIGITS.encode()])
+def test_unreadable_kafka_member_data_and_snapshots_are_ignored(data: bytes) -> None:
+    from flowkit.transports._kafka_group import _claims
+    from flowkit.transports._kafka_offsets import _Offsets
+
+    assert {"topic": "", "owned": [], "busy": []} == _claims(data)
+    offsets = _Offsets(committed=3)
+    offsets.restore(data)
+    assert -1 == offsets.next

@@ -95,5 +95,5 @@ def _claims(user_data: bytes | None) -> dict[str, Any]:
         claims = json.loads(user_data or b"{}")
         owned, busy = ([int(p) for p in claims[name]] for name in ("owned", "busy"))
         return {"topic": str(claims["topic"]), "owned": owned, "busy": busy}
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):
         return {"topic": "", "owned": [], "busy": []}

@@ -63,7 +63,7 @@ class _Offsets:
             data = json.loads(snapshot)
             committed, next_, unsettled = int(data["c"]), int(data["n"]), data["u"]
             unsettled = {int(offset) for offset in unsettled}
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, RecursionError):
             log.warning("ignoring an unreadable settlement snapshot")
             return
         if committed == self.committed:

@@ -75,7 +75,7 @@ def _headers(message: Message) -> dict[str, str]:
     """The sender's headers ({} if the attribute is missing or malformed)."""
     try:
         decoded = json.loads(_attrs(message).get(HEADERS_ATTR, "{}"))
-    except ValueError:
+    except (ValueError, RecursionError):  # a foreign message's attribute
         return {}
     if not isinstance(decoded, dict):
         return {}
@@ -88,7 +88,7 @@ def _key(message: Message) -> str | None:
         return None
     try:
         key = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text  # a foreign message's plain attribute
     return key if isinstance(key, str) else text
 
