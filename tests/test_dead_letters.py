@@ -364,6 +364,10 @@ async def _plain(x: int) -> int:
     return x
 
 
+async def _other(x: int) -> int:
+    return x
+
+
 def test_a_node_of_a_module_keeps_its_module_name() -> None:
     assert f"{__name__}.hello" == hello.registry_name
 
@@ -384,6 +388,17 @@ def test_a_main_script_is_named_by_its_path_on_sys_path(
     monkeypatch.setitem(sys.modules, "__main__", main)
     monkeypatch.setattr(sys, "path", [str(tmp_path / "elsewhere"), str(tmp_path)])
     assert "shop.flows" == module_name(_in_main(_plain))
+
+
+def test_builder_flows_in_a_main_script_use_the_importable_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    main = types.ModuleType("__main__")
+    main.__spec__ = importlib.machinery.ModuleSpec("shop.flows", None)
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    plain, named = _in_main(_plain), flowkit.node(_in_main(_other))
+    bp = flowkit.Flow("f").node("a", plain).node("b", named).edge("a", "b").build()
+    assert ["shop.flows._plain", "shop.flows._other"] == [n.uses for n in bp.nodes]
 
 
 def test_a_main_without_a_file_stays_main(monkeypatch: pytest.MonkeyPatch) -> None:

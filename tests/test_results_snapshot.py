@@ -322,3 +322,17 @@ def test_a_subflow_run_sync_resumes_on_another_event_loop(first: str, then: str)
     assert RunStatus.AWAITING == result.status
     result = anyio.run(with_subflow.signal, result.run_id, "approval", "ok", backend=then)
     assert (RunStatus.COMPLETED, "H8: ok") == (result.status, result.output)
+
+
+@pytest.mark.anyio
+class TestHandleTimeout:
+    """``handle.result(timeout=...)`` says which run, where it stands and what to check."""
+
+    async def test_a_timeout_names_the_run_and_its_status(self) -> None:
+        waiting = flowkit.Flow("waits").wait("approval")
+        async with flowkit.Runtime() as rt:
+            handle = await rt.start(waiting, run_id="held")
+            with pytest.raises(flowkit.ResultTimeout, match="'held'.*awaiting") as caught:
+                await handle.result(timeout=0.01)
+        assert isinstance(caught.value, TimeoutError)
+        assert ("held", "awaiting") == (caught.value.run_id, caught.value.status)

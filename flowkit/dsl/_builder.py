@@ -8,6 +8,7 @@ from .._durations import Backoff, Duration, to_seconds
 from ..blueprint._model import Blueprint, EdgeSpec, JoinMode, NodeConfig, NodeKind, NodeSpec
 from ..blueprint._validate import validate
 from ..engine._invoke import ClassFallback, has_fallback
+from ._node import module_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -26,8 +27,7 @@ def implementation_name(fn: Any) -> str:
     if not isinstance(target, type) and not callable(target):
         raise TypeError(f"{fn!r} is not callable")
     name = getattr(target, "__qualname__", None) or type(target).__qualname__
-    module = getattr(target, "__module__", None) or type(target).__module__
-    return f"{module}.{name}"
+    return f"{module_name(target)}.{name}"
 
 
 class Flow:
@@ -175,7 +175,7 @@ class Flow:
         return self
 
     def _register(self, fn: Any, uses: str | None) -> str:
-        name = uses or implementation_name(fn)
+        name = uses or getattr(fn, "registry_name", None) or implementation_name(fn)
         existing = self.registry.get(name)
         if existing is not None and existing is not fn:
             suffix = 2

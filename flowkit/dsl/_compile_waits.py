@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from .._durations import to_seconds
 from ._compile_exprs import Expressions
 from ._compile_resolve import dotted
+from ._node import module_name
 
 if TYPE_CHECKING:
     from ._compile_base import Target
@@ -139,7 +140,7 @@ class Waits(Expressions):
     def type_name(self, node: ast.expr) -> str:
         obj = self.resolver.resolve(node)
         if isinstance(obj, type):
-            return f"{obj.__module__}.{obj.__qualname__}"
+            return f"{module_name(obj)}.{obj.__qualname__}"
         text = dotted(node)
         if text is None:
             raise self.error(node, "flow.wait's type must be a class", "pass the class: type=Order")

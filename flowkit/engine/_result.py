@@ -14,6 +14,7 @@ from .._errors import (
     ChildFailed,
     FlowkitError,
     NodeError,
+    ResultTimeout,
     WaitTimeout,
     WorkflowFailed,
 )
@@ -344,10 +345,17 @@ class RunHandle:
     async def result(self, timeout: float | None = None) -> RunResult:
         """Wait until the run is completed, failed or cancelled.
 
-        Raises ``TimeoutError`` if that takes longer than ``timeout`` seconds.
+        Raises :class:`flowkit.ResultTimeout` (a ``TimeoutError``) if that takes
+        longer than ``timeout`` seconds; the run goes on.
         """
-        with anyio.fail_after(timeout):
+        with anyio.move_on_after(timeout):
             return await self._runtime._wait_finished(self.run_id)
+        status = (await self._runtime.result(self.run_id)).status.value
+        detail = (
+            f"it is {status}; a sleep, wait or child run holds it (see result().waiting_for), "
+            "or its nodes are still running; wait longer or signal it"
+        )
+        raise ResultTimeout(self.run_id, status, float(timeout or 0), detail)
 
     async def status(self) -> RunStatus:
         return (await self._runtime.result(self.run_id)).status
