@@ -332,7 +332,7 @@ class TestHandleTimeout:
         waiting = flowkit.Flow("waits").wait("approval")
         async with flowkit.Runtime() as rt:
             handle = await rt.start(waiting, run_id="held")
-            with pytest.raises(flowkit.ResultTimeout, match="'held'.*awaiting") as caught:
+            with pytest.raises(flowkit.ResultTimeout, match=r"'held'.*awaiting") as caught:
                 await handle.result(timeout=0.01)
         assert isinstance(caught.value, TimeoutError)
         assert ("held", "awaiting") == (caught.value.run_id, caught.value.status)
