@@ -74,6 +74,8 @@ class _Message:
 class SimTransport:
     """A broker the simulator controls: sends append; deliveries are handed out by hand."""
 
+    in_process = True  # every worker and client on it shares this process
+
     def __init__(self, rng: random.Random, faults: Faults) -> None:
         self.queue: list[_Message] = []
         self.rng = rng

@@ -96,6 +96,8 @@ class MemoryDelivery:
 class MemoryTransport:
     """In-process queues with visibility timeouts, delays and a dead-letter list."""
 
+    in_process = True  # every worker and client on it shares this process
+
     def __init__(self, *, visibility_timeout: float = 30.0) -> None:
         self.visibility_timeout = visibility_timeout
         self.dead_letters: list[DeadLetter] = []

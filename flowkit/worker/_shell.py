@@ -420,10 +420,7 @@ class Shell:
 
 def _in_process(transport: Transport) -> bool:
     """Whether every worker and client on ``transport`` shares this process."""
-    from ..testing._faults import SimTransport
-    from ..transports._memory import MemoryTransport
-
-    return isinstance(transport, MemoryTransport | SimTransport)
+    return bool(getattr(transport, "in_process", False))
 
 
 def _check_importable(target: Target) -> None:
