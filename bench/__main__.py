@@ -2,7 +2,8 @@
 
 Sections: engine, compile, simulation, persistence, scale, distributed; ``--only
 smoke`` runs every section at tiny sizes in a few seconds (no Flowcraft, no npm,
-no broker).
+no broker). ``--only soak [--minutes N] [--rate R]`` (only on request) holds one
+worker process under R runs/s for N minutes and prints its memory per minute.
 Every figure is a ratio against a baseline measured in the same invocation
 (plain Python, Flowcraft, MemoryStore, Python's compile(), ...), each a median
 of repeated runs, so the comparison holds on a noisy machine.
@@ -19,7 +20,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from . import compile as compile_section
-from . import distributed, engine, persistence, scale, simulation
+from . import distributed, engine, persistence, scale, simulation, soak
 from ._util import Config, Table, print_tables
 
 if TYPE_CHECKING:
@@ -34,15 +35,16 @@ SECTIONS: dict[str, ModuleType] = {
     "scale": scale,
     "distributed": distributed,
 }
+ON_REQUEST: dict[str, ModuleType] = {"soak": soak}  # only with --only: it takes minutes
 
 
 def _only(value: str) -> list[str]:
     names = [v.strip() for v in value.split(",") if v.strip()]
-    unknown = [n for n in names if n not in (*SECTIONS, "smoke")]
+    unknown = [n for n in names if n not in (*SECTIONS, *ON_REQUEST, "smoke")]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
             f"unknown section(s) {', '.join(unknown) or value!r}; "
-            f"choose from {', '.join([*SECTIONS, 'smoke'])}"
+            f"choose from {', '.join([*SECTIONS, *ON_REQUEST, 'smoke'])}"
         )
     return names
 
@@ -170,7 +172,21 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         type=_only,
         metavar="SECTION[,SECTION]",
-        help=f"run some sections: {', '.join(SECTIONS)}, or smoke (all, tiny sizes)",
+        help=f"run some sections: {', '.join(SECTIONS)}, or smoke (all, tiny sizes), "
+        "or soak (only on request)",
+    )
+    soak_options = parser.add_argument_group("soak (--only soak)")
+    soak_options.add_argument(
+        "--minutes", type=float, help="how long to soak (default: 10, 1 with --quick)"
+    )
+    soak_options.add_argument(
+        "--rate", type=float, help=f"runs started per second (default: {soak.DEFAULT_RATE:g})"
+    )
+    soak_options.add_argument(
+        "--transport", metavar="URL", help="the worker's transport (default: SQLite, temp dir)"
+    )
+    soak_options.add_argument(
+        "--store", metavar="URL", help="the worker's store (default: SQLite, temp dir)"
     )
     parser.add_argument(
         "--no-flowcraft", action="store_true", help="skip the Flowcraft runs (no npm)"
@@ -179,10 +195,17 @@ def main(argv: list[str] | None = None) -> int:
         "--plain", action="store_true", help="plain-text tables even if rich is installed"
     )
     args = parser.parse_args(argv)
+    for value in (args.minutes, args.rate):
+        if value is not None and value <= 0:
+            parser.error("--minutes and --rate must be above 0")
+    soak.OPTIONS.update(
+        minutes=args.minutes, rate=args.rate, transport=args.transport, store=args.store
+    )
 
     only = args.only or list(SECTIONS)
     smoke = "smoke" in only
-    names = list(SECTIONS) if smoke else [n for n in SECTIONS if n in only]
+    sections = {**SECTIONS, **ON_REQUEST}
+    names = list(SECTIONS) if smoke else [n for n in sections if n in only]
     config = Config(quick=args.quick, smoke=smoke, flowcraft=not args.no_flowcraft and not smoke)
     mode = "smoke" if smoke else "quick" if args.quick else "full"
     print(
@@ -196,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     failed: list[str] = []
     for name in names:
         start = time.perf_counter()
-        run: Callable[[Config], list[Table]] = SECTIONS[name].run
+        run: Callable[[Config], list[Table]] = sections[name].run
         try:
             tables = run(config)
         except Exception:
