@@ -12,6 +12,7 @@ from ._errors import CompileError as CompileError
 from ._errors import ConfigurationError as ConfigurationError
 from ._errors import DuplicateDelivery as DuplicateDelivery
 from ._errors import FlowkitError as FlowkitError
+from ._errors import InvalidInputs as InvalidInputs
 from ._errors import MissingDependency as MissingDependency
 from ._errors import NodeError as NodeError
 from ._errors import ResultTimeout as ResultTimeout
@@ -67,6 +68,7 @@ __all__ = [
     "Flow",
     "FlowDef",
     "FlowkitError",
+    "InvalidInputs",
     "LintIssue",
     "Middleware",
     "MissingDependency",

@@ -5,6 +5,7 @@ The tree::
     FlowkitError
     ├── CompileError          (also a SyntaxError: filename, lineno, col_offset, hint)
     ├── BlueprintError        (validation; carries the lint issues)
+    ├── InvalidInputs         (also a TypeError: a run's inputs do not fit its flow)
     ├── NodeError             (wraps the user's exception: node_id, attempt)
     ├── WorkflowFailed        (a run ended FAILED and the caller asked for its output)
     ├── WaitTimeout           (also a TimeoutError: a flow.wait timed out)
@@ -29,7 +30,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from .blueprint._lint import LintIssue
 
@@ -79,6 +80,24 @@ class BlueprintError(FlowkitError):
         lines = "\n".join(f"  - [{i.code}] {i.node_id or '-'}: {i.message}" for i in self.issues)
         super().__init__(
             f"blueprint {blueprint_id!r} is invalid ({len(self.issues)} problem(s)):\n{lines}"
+        )
+
+
+class InvalidInputs(FlowkitError, TypeError):
+    """A run's inputs do not fit its flow; nothing was started.
+
+    ``flow_id`` names the flow and ``problems`` maps each bad argument (or a path
+    into one, like ``items[2]``) to what is wrong with it.
+    """
+
+    def __init__(self, flow_id: str, problems: Mapping[str, str]) -> None:
+        self.flow_id = flow_id
+        self.problems = dict(problems)
+        lines = "\n".join(f"  - {where}: {why}" for where, why in self.problems.items())
+        super().__init__(
+            f"flow {flow_id!r} cannot start with these inputs ({len(self.problems)} "
+            f"problem(s)):\n{lines}\ninputs are keyword arguments, one per parameter of the "
+            "flow, of its declared type and storable as JSON"
         )
 
 

@@ -14,6 +14,8 @@ import enum
 import json
 import math
 import sys
+import types
+import typing
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -99,6 +101,16 @@ def _key(key: Any) -> str:
     if isinstance(key, int | float | bool | enum.Enum | uuid.UUID):
         return str(to_data(key))
     raise SerializationError(f"dictionary keys must be strings, got {type(key).__qualname__}")
+
+
+def is_already(value: Any, hint: Any) -> bool:
+    """Whether ``value`` is of type ``hint`` already (or of a member of a union ``hint``),
+    so needs no structuring; False when that cannot be told by ``isinstance``."""
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(is_already(value, member) for member in typing.get_args(hint))
+    return False
 
 
 def from_data(data: Any, hint: Any) -> Any:

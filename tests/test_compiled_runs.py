@@ -127,11 +127,11 @@ class TestSequences:
         assert 44 == result.output
 
     async def test_missing_input_is_refused_at_start(self) -> None:
-        with pytest.raises(TypeError, match="missing a required argument: 'x'"):
+        with pytest.raises(flowkit.InvalidInputs, match="x: required but missing"):
             await run(arithmetic)
 
     async def test_flowdef_run_checks_inputs(self) -> None:
-        with pytest.raises(TypeError, match="unexpected keyword argument 'y'"):
+        with pytest.raises(flowkit.InvalidInputs, match="y: not a parameter of the flow"):
             await arithmetic.run(x=1, y=2)
         assert 38 == (await arithmetic.run(x=5)).output
 

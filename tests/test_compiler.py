@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import itertools
 import os
@@ -357,8 +358,9 @@ class TestResolution:
         assert "cannot access local variable 'SHADOWED'" in str(failed.error)
 
     def test_mutations_are_recorded(self) -> None:
-        class Box:
-            value = 0
+        @dataclasses.dataclass
+        class Box:  # inputs are data: an arbitrary object is refused
+            value: int = 0
 
         @flow
         async def mutate(box: Box) -> Any:

@@ -29,6 +29,7 @@ PUBLIC_NAMES = [
     "Flow",
     "FlowDef",
     "FlowkitError",
+    "InvalidInputs",
     "LintIssue",
     "Middleware",
     "MissingDependency",

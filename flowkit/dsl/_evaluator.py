@@ -73,9 +73,9 @@ class FlowEvaluator:
         hint = self.types.get(name)
         if hint is None or value is None or (isinstance(hint, type) and isinstance(value, hint)):
             return value
-        from .._serde import from_data
+        from .._serde import from_data, is_already
 
-        return from_data(value, hint)
+        return value if is_already(value, hint) else from_data(value, hint)
 
     def __call__(self, source: str) -> Compiled:
         code = compile(source, self.filename, "eval")

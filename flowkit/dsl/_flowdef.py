@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import functools
 import inspect
+import typing
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 
 import anyio
+
+from .._errors import InvalidInputs
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -49,6 +52,7 @@ class FlowDef(Generic[P, R]):
         version: int = 1,
     ) -> None:
         self.fn = fn
+        self._hints: dict[str, Any] | None = None
         self.id: str = id or fn.__name__
         self.version = version
         functools.update_wrapper(self, fn)
@@ -104,7 +108,6 @@ class FlowDef(Generic[P, R]):
         """
         from ..engine._runtime import default_runtime
 
-        self.check_inputs({k: v for k, v in inputs.items() if k != "run_id"})
         return await default_runtime().run(self, **inputs)
 
     def run_sync(
@@ -176,20 +179,35 @@ class FlowDef(Generic[P, R]):
         return simulate(self, **options)
 
     def check_inputs(self, inputs: dict[str, Any]) -> None:
-        """Raise ``TypeError`` when ``inputs`` do not fit the flow's parameters."""
-        self.bind_inputs(inputs)
+        """Raise :class:`~flowkit.InvalidInputs` (a ``TypeError``) naming every input that
+        is missing, unknown, not of its parameter's declared type, or not storable as JSON."""
+        from ..engine._inputs import check_flow_inputs
+
+        check_flow_inputs(self.id, self.fn, self._input_hints(), inputs)
 
     def bind_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """The flow's parameters bound from ``inputs``, defaults applied (like a call).
 
-        Raises ``TypeError`` naming the flow when an input is missing or unknown.
+        Raises :class:`~flowkit.InvalidInputs` naming each input that is missing or unknown.
         """
-        try:
-            bound = inspect.signature(self.fn).bind(**inputs)
-        except TypeError as exc:
-            raise TypeError(f"flow {self.id!r}: {exc}") from None
+        from ..engine._inputs import arity_problems
+
+        signature = inspect.signature(self.fn)
+        problems = arity_problems(signature, inputs)
+        if problems:
+            raise InvalidInputs(self.id, dict(problems))
+        bound = signature.bind(**inputs)
         bound.apply_defaults()
         return dict(bound.arguments)
+
+    def _input_hints(self) -> dict[str, Any]:
+        """The parameters' type hints; none if they cannot be resolved (then only JSON counts)."""
+        if self._hints is None:
+            try:
+                self._hints = typing.get_type_hints(self.fn)
+            except (NameError, TypeError, AttributeError):  # a name defined later, or a typo
+                return {}
+        return self._hints
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
         """Run the body as plain Python (``flow.gather/first/map`` work there too)."""

@@ -248,6 +248,8 @@ class Runtime(Driver):
             existing = await self._find(run_id)
             if existing is not None:
                 return existing, []
+        if parent is None:  # a child's inputs come from its parent run, not a caller
+            target.check(inputs)
         run_id = run_id or uuid.uuid4().hex
         state = RunState(run_id)
         traceparent = self._executor.run_traceparent(

@@ -21,7 +21,7 @@ from typing import Any
 
 import attrs
 
-from .._serde import from_data
+from .._serde import from_data, is_already
 
 _RICH = (dt.date, dt.time, dt.timedelta, uuid.UUID, decimal.Decimal, enum.Enum)
 Structurer = Callable[[tuple[Any, ...], dict[str, Any]], tuple[tuple[Any, ...], dict[str, Any]]]
@@ -35,7 +35,7 @@ def is_rich(hint: Any) -> bool:
 
 
 def _already(value: Any, hint: Any) -> bool:
-    return isinstance(hint, type) and isinstance(value, hint)
+    return is_already(value, hint)
 
 
 def structurer(fn: Any) -> Structurer | None:

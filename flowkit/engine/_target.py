@@ -9,6 +9,7 @@ import attrs
 from .._errors import BlueprintError, FlowkitError
 from ..blueprint._lint import LintIssue
 from ..blueprint._model import Blueprint
+from ._inputs import check_json_inputs
 from ._invoke import Invoker, make_invoker
 from ._program import Evaluator, Program
 
@@ -25,14 +26,24 @@ class Target:
     fallbacks: dict[str, Invoker]
     children: tuple[Any, ...] = ()
     binder: Any = None  # FlowDef.bind_inputs: inputs -> parameters, defaults applied
+    checker: Any = None  # FlowDef.check_inputs: raises InvalidInputs
 
     @property
     def blueprint(self) -> Blueprint:
         return self.program.blueprint
 
     def bind(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        """The run's inputs as the flow declares them (``TypeError`` if they do not fit)."""
+        """The run's inputs as the flow declares them (``InvalidInputs`` if some are
+        missing or unknown)."""
         return dict(self.binder(inputs)) if self.binder is not None else inputs
+
+    def check(self, inputs: dict[str, Any]) -> None:
+        """Raise :class:`~flowkit.InvalidInputs` unless ``inputs`` fit the flow: its
+        signature and declared types, or (without a signature) JSON alone."""
+        if self.checker is not None:
+            self.checker(inputs)
+        else:
+            check_json_inputs(self.blueprint.id, inputs)
 
 
 def resolve(target: Any, registry: Mapping[str, Any] | None = None) -> Target:
@@ -83,4 +94,11 @@ def resolve(target: Any, registry: Mapping[str, Any] | None = None) -> Target:
                 fallbacks[fallback] = make_invoker(reg[fallback])
         except TypeError as exc:
             raise FlowkitError(f"node {spec.id!r}: {exc}") from exc
-    return Target(program, invokers, fallbacks, children, getattr(target, "bind_inputs", None))
+    return Target(
+        program,
+        invokers,
+        fallbacks,
+        children,
+        getattr(target, "bind_inputs", None),
+        getattr(target, "check_inputs", None),
+    )

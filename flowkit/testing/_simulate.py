@@ -566,6 +566,7 @@ async def simulate_async(
     clock = VirtualClock(parse_start(start))
     cancel_due = parse_cancel_at(cancel_at, clock)
     resolved = resolve(target, registry)
+    resolved.check(inputs)
     if workers is not None or faults is not None:
         from ._faults import simulate_distributed
 

@@ -66,8 +66,13 @@ class Client:
         return self.shell.events
 
     async def start(self, flow: Any, *, run_id: str | None = None, **inputs: Any) -> ClientHandle:
-        """Create the run and publish its first nodes; idempotent per ``run_id``."""
-        run_id = await self.shell.start(self.shell.target_for(flow), run_id, inputs)
+        """Create the run and publish its first nodes; idempotent per ``run_id``.
+
+        Raises :class:`~flowkit.InvalidInputs` if ``inputs`` do not fit the flow.
+        """
+        target = self.shell.target_for(flow)
+        target.check(inputs)
+        run_id = await self.shell.start(target, run_id, inputs)
         return ClientHandle(self, run_id)
 
     async def run(
