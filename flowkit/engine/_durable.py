@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .. import _clock as clock
-from .._errors import ResumeError, StoreError
+from .._errors import DuplicateDelivery, ResumeError, StoreError
 from ..stores._protocol import CommitsOptimistically, Conflict
 from . import _protocol as p
 from ._core import handle_event
@@ -156,6 +156,20 @@ def dispatch_command(run_id: str, dispatch_id: str, record: dict[str, Any]) -> p
         tuple(record.get("args") or ()),
         dict(record.get("kwargs") or {}),
         bool(record.get("fallback")),
+    )
+
+
+def refuse_if_finished(state: RunState, name: str, delivery_id: str | None) -> None:
+    """Raise if the run has finished, so a signal would change nothing: a
+    :class:`DuplicateDelivery` for a delivery it already received, else a ResumeError."""
+    if not state.finished:
+        return
+    if delivery_id is not None and delivery_id in state.sections["deliveries"]:
+        raise DuplicateDelivery(state.run_id, delivery_id)
+    raise ResumeError(
+        f"run {state.run_id!r} has already finished ({state.status.value}): nothing waits "
+        f"for signal {name!r} any more, so it was not delivered; read the run's result "
+        "instead, or start a new run"
     )
 
 

@@ -23,7 +23,7 @@ from . import _protocol as p
 from ._action import Action
 from ._core import start_run, wait_names
 from ._driver import Driver, Run
-from ._durable import index_ops, unknown_digest
+from ._durable import index_ops, refuse_if_finished, unknown_digest
 from ._program import wait_name
 from ._result import RunHandle, RunResult, detached
 from ._state import NullJournal, RunState
@@ -150,10 +150,12 @@ class Runtime(Driver):
 
         A signal for a wait inside a child run (or grandchild) is routed there.
         A signal that arrives before its wait is buffered. Raises
-        :class:`ResumeError` for an unknown run or a name no wait uses, and
-        :class:`DuplicateDelivery` for a ``delivery_id`` the run already received.
+        :class:`ResumeError` for an unknown run, a run that has finished or a
+        name no wait uses, and :class:`DuplicateDelivery` for a ``delivery_id``
+        the run already received.
         """
         top = await self._get(run_id)
+        refuse_if_finished(top.state, name, delivery_id)
         run = await self._signal_target(top, name)
         await self._advance(run, p.SignalReceived(name, data, action, delivery_id))
         await top.idle.wait()

@@ -3,10 +3,12 @@
 ``POST {path}/{run_id}`` with the raw body signed by HMAC-SHA256 under the
 webhook node's ``secret`` in ``X-Flowkit-Signature: sha256=<hex>`` resumes the
 run's webhook wait with the body (JSON when it parses, text otherwise).
-Answers: 202 resumed; 401 bad or missing signature; 404 unknown path, run or
-wait; 405 not POST; 409 replayed ``X-Flowkit-Delivery`` id (remembered in the
-run's state, so it holds across processes); 413 body over the limit. Nothing
-is resumed unless the answer is 202.
+Answers: 202 resumed (or kept for a webhook the run has not reached yet); 401
+bad or missing signature; 404 unknown path, run or wait, a run that has
+finished, or a webhook the run has passed and does not wait at again; 405 not
+POST; 409 replayed ``X-Flowkit-Delivery`` id (remembered in the run's state, so
+it holds across processes, and after the run finished); 413 body over the
+limit. Nothing is resumed unless the answer is 202.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ DELIVERY_HEADER = "x-flowkit-delivery"
 
 
 class SignalTarget(Protocol):
+    async def result(self, run_id: str) -> Any: ...
+
     async def signal(
         self,
         run_id: str,
@@ -45,11 +49,12 @@ class SignalTarget(Protocol):
 
 @attrs.frozen
 class WebhookRoute:
-    """One webhook node: its path, the signal name it waits for, and its secret."""
+    """One webhook node: its path, the signal name it waits for, its secret and its id."""
 
     path: str
     name: str
     secret: str = attrs.field(repr=False)
+    node_id: str = ""
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -65,7 +70,8 @@ def routes_of(flows: Any) -> list[WebhookRoute]:
             if spec.kind == "webhook":
                 secret = _secret(str(spec.params.get("secret", "")))
                 name = str(spec.params.get("name") or spec.id)
-                routes.append(WebhookRoute(str(spec.params["path"]).rstrip("/"), name, secret))
+                path = str(spec.params["path"]).rstrip("/")
+                routes.append(WebhookRoute(path, name, secret, spec.id))
     return routes
 
 
@@ -106,6 +112,7 @@ class WebhookApp:
             raise WebhookRejected(401, "missing or invalid X-Flowkit-Signature")
         delivery = headers.get(DELIVERY_HEADER)
         try:
+            await self._check_not_passed(route, run_id, delivery)
             result = await self.target.signal(
                 run_id, route.name, _payload(body, headers), delivery_id=delivery
             )
@@ -114,6 +121,26 @@ class WebhookApp:
         except ResumeError as exc:
             raise WebhookRejected(404, str(exc)) from exc
         return 202, {"run_id": run_id, "status": str(getattr(result, "status", "accepted"))}
+
+    async def _check_not_passed(
+        self, route: WebhookRoute, run_id: str, delivery: str | None
+    ) -> None:
+        """Refuse a call for a webhook the run went past and does not wait at again: a
+        signal would only be kept for a wait that is over. (A finished run refuses
+        signals itself; a webhook not reached yet keeps the call until it is.)"""
+        current = await self.target.result(run_id)
+        if current.status.finished or route.name in current.waiting_for:
+            return
+        if current.path().get(route.node_id) != "visited":
+            return
+        if delivery is not None and delivery in current.snapshot()["sections"].get(
+            "deliveries", {}
+        ):
+            raise DuplicateDelivery(run_id, delivery)
+        raise ResumeError(
+            f"run {run_id!r} is past its webhook {route.name!r} ({route.path}) and does not "
+            "wait there any more, so the call was not delivered"
+        )
 
     def _route(self, path: str) -> tuple[WebhookRoute, str]:
         base, _, run_id = path.rstrip("/").rpartition("/")
@@ -155,7 +182,7 @@ def _payload(body: bytes, headers: dict[str, str]) -> Any:
     if "json" in headers.get("content-type", "json"):
         try:
             return json.loads(text) if text else None
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deeply to read
             return text
     return text
 

@@ -11,6 +11,7 @@ import structlog
 from .._errors import ResultTimeout, ResumeError, StoreError
 from ..engine import _protocol as p
 from ..engine._action import Action
+from ..engine._durable import refuse_if_finished
 from ..engine._result import RunResult
 from ..engine._state import FINISHED_VALUES, RunStatus
 from ..stores._notices import WatchesFinished
@@ -96,10 +97,16 @@ class Client:
         action: str | None = None,
         delivery_id: str | None = None,
     ) -> RunResult:
-        """Deliver a signal (routed to a waiting child if need be); returns the run's result."""
+        """Deliver a signal (routed to a waiting child if need be); returns the run's result.
+
+        Raises :class:`~flowkit.ResumeError` for an unknown run, a run that has finished
+        or a name no wait uses, and :class:`~flowkit.DuplicateDelivery` for a
+        ``delivery_id`` the run already received.
+        """
         if isinstance(data, Action):
             action, data = data.name, data.value
         target = await self.shell.signal_target(run_id, name)
+        refuse_if_finished((await self.shell.replica(run_id)).state, name, delivery_id)
         await self.shell.step(target, p.SignalReceived(name, data, action, delivery_id))
         return await self.result(run_id)
 
