@@ -174,11 +174,27 @@ def refuse_if_finished(state: RunState, name: str, delivery_id: str | None) -> N
 
 
 def unknown_digest(state: RunState, known: list[str]) -> ResumeError:
-    """The error for a run whose blueprint digest this process does not know."""
+    """The error for a run whose blueprint digest this process does not know: which flow
+    started it, and how to give this process that flow."""
     digest = str(state.header.get("digest", ""))
+    flow_id = str(state.header.get("blueprint", ""))
     return ResumeError(
-        f"run {state.run_id!r} was started by blueprint {state.header.get('blueprint')!r} "
-        f"with digest {digest[:12]}, which this process does not know (it knows: "
-        f"{', '.join(sorted(known)) or 'nothing'}); register the flow definition that started "
-        "it (keep old versions with @flow(version=...))"
+        f"run {state.run_id!r} was started by flow {flow_id!r} (blueprint digest "
+        f"{digest[:12]}), which this process does not know (it knows: "
+        f"{', '.join(sorted(known)) or 'nothing'}); {_how_to_register(flow_id, known)}"
+    )
+
+
+def _how_to_register(flow_id: str, known: list[str]) -> str:
+    if any(name.startswith(f"{flow_id} v") for name in known):
+        return (
+            f"this process has a different definition of {flow_id!r}: register the one that "
+            "started the run as well (keep old definitions, each with @flow(version=...), "
+            "until their runs finish)"
+        )
+    name = flow_id if flow_id.isidentifier() else "your_flow"
+    return (
+        f"register the flow definition that started it with this process: "
+        f"Runtime(store=..., flows=[{name}]), Client(transport, store, flows=[{name}]) or "
+        f"Worker([{name}], transport, store) (the CLI: --app with the module defining it)"
     )
