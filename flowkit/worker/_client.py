@@ -32,6 +32,10 @@ STATUS_READ_TIMEOUT = 5.0  # seconds a timed-out wait spends reading where the r
 # finished runs (a connection each on PostgreSQL); further waits poll
 MAX_WATCHES = 16
 
+# runs a client keeps a copy of: each call reads its run from the store, so a copy
+# only serves the calls in progress (a client that only starts runs kept thousands)
+CACHED_RUNS = 64
+
 
 class Client:
     """Talks to a fleet of workers through their transport and store.
@@ -55,7 +59,13 @@ class Client:
         middleware: Sequence[Middleware] = (),
     ) -> None:
         self.shell = Shell(
-            transport, store, queue=queue, lease=lease, flows=flows, middleware=middleware
+            transport,
+            store,
+            queue=queue,
+            lease=lease,
+            flows=flows,
+            middleware=middleware,
+            cache_size=CACHED_RUNS,
         )
         self.store = store
         self.poll_interval = poll_interval

@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 PUBLISHES_AT_ONCE = 16
 """Messages one transition publishes concurrently (the nodes of a fan)."""
 
+IDLE_REPLICA_SECONDS = 60.0
+"""A copy of a run unused here for that long is dropped: another process may have
+finished the run (only the process that finishes it drops its copy at once)."""
+
 
 class Shell:
     """Starts runs, applies events and publishes what the core asks for."""
@@ -67,6 +71,7 @@ class Shell:
         self.by_blueprint_id: dict[str, Target] = {}
         self._replicas: OrderedDict[str, Replica] = OrderedDict()
         self._cache_size = cache_size
+        self._used_at: dict[str, float] = {}  # run id -> when its copy was last used
         self._pipeline = Pipeline(middleware)
         self._stepping: dict[str, _Turns] = {}  # run id -> its steps in this process
         # told (run id, dispatch ids) when a transition here cancels dispatches
@@ -139,6 +144,7 @@ class Shell:
         replica = self._replicas.get(run_id)
         if replica is not None and not fresh:
             self._replicas.move_to_end(run_id)
+            self._used_at[run_id] = clock.now()
             return replica
         loaded = await self.store.load(run_id)
         if loaded is None:
@@ -162,16 +168,28 @@ class Shell:
     def _remember(self, replica: Replica) -> None:
         self._replicas[replica.run_id] = replica
         self._replicas.move_to_end(replica.run_id)
+        self._used_at[replica.run_id] = clock.now()
         while len(self._replicas) > self._cache_size:
-            self._replicas.popitem(last=False)
+            self._forget(next(iter(self._replicas)))
+        self.drop_idle()
 
     def _forget(self, run_id: str) -> None:
         self._replicas.pop(run_id, None)
+        self._used_at.pop(run_id, None)
+
+    def drop_idle(self) -> None:
+        """Drop the copies of runs unused here for :data:`IDLE_REPLICA_SECONDS`."""
+        cutoff = clock.now() - IDLE_REPLICA_SECONDS
+        while self._replicas:
+            oldest = next(iter(self._replicas))  # the least recently used comes first
+            if self._used_at.get(oldest, cutoff) > cutoff:
+                return
+            self._forget(oldest)
 
     async def step(self, run_id: str, event: p.Event) -> Replica:
         """Apply ``event`` (one store transaction) and publish what follows."""
         async with self._one_step_at_a_time(run_id):
-            replica = self._replicas.get(run_id) or await self.replica(run_id)
+            replica = await self.replica(run_id)
             commands = await replica.step(self.store, event, lease_seconds=self.lease)
         try:
             await self.carry_out(run_id, self.target_of(replica.state), commands)
@@ -278,7 +296,7 @@ class Shell:
             await txn.commit(
                 delta, index=index, info={"status": RunStatus.FAILED.value}, state=state
             )
-        self._replicas.pop(run_id, None)
+        self._forget(run_id)
         self._emit(run_id, "workflow:finish", data={"status": RunStatus.FAILED.value})
         for child_id in children:
             await self._stop_child(child_id)

@@ -296,6 +296,7 @@ class Worker:
                 log.error("timer of an unknown run or flow", run_id=timer.run_id, error=str(exc))
 
     async def _reconcile(self) -> None:
+        self.shell.drop_idle()  # also when idle: the copies of runs other workers finished
         now = clock.now()
         for lease in await self.store.expired_leases(now):
             try:
