@@ -260,6 +260,13 @@ def _table(plan: Plan, where: str, rows: list[dict[str, Any]], tally: Tally) -> 
         rows=rows,
     )
     loaded = [row for row in rows[1:] if row["worker_rss_mb"] is not None]
+    if len(loaded) == 1 and rows[0]["worker_rss_mb"] is not None:
+        table.notes.append(
+            f"worker RSS from the warm-up to the end: "
+            f"{round(loaded[0]['worker_rss_mb'] - rows[0]['worker_rss_mb'], 1)} MB (the first "
+            "minute fills caches and allocator pools; soak 2 minutes or more for the growth "
+            "after it)"
+        )
     if len(loaded) >= 2:
         growth = round(loaded[-1]["worker_rss_mb"] - loaded[0]["worker_rss_mb"], 1)
         met = "met" if growth < GOAL_MB else "NOT met"
