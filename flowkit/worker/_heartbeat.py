@@ -23,6 +23,7 @@ import anyio
 import structlog
 
 from .. import _clock as clock
+from .._durations import Backoff
 from .._errors import StoreError, TransportError
 from ..stores._notices import WatchesCancelledNodes
 from ..stores._protocol import ChecksLeases
@@ -34,11 +35,12 @@ if TYPE_CHECKING:
     from ..stores._protocol import Store
     from ..transports._protocol import Delivery
     from ._messages import NodeMessage
+    from ._outage import Dependency
 
 log = structlog.get_logger("flowkit.worker")
 
-MAX_RESUBSCRIBE_DELAY = 30.0
-"""Seconds at most between attempts to watch a store's notices again after it failed."""
+RESUBSCRIBE_BACKOFF = Backoff(initial=1.0, factor=2.0, max=30.0, jitter=True)
+"""Delay between attempts to watch a store's notices again after it failed."""
 
 
 class Beat:
@@ -78,6 +80,9 @@ class Heartbeats:
         self._beating: set[Beat] = set()
         self._suspects: set[str] = set()  # runs announced since the last check
         self._announced: anyio.Event | None = None  # set by an announcement; made by run()
+        # while it is down, leases in the store are not extended (nor nodes checked), but
+        # deliveries are: a node held until the store is back keeps its message
+        self.store_health: Dependency | None = None
 
     @contextmanager
     def beating(self, delivery: Delivery, message: NodeMessage) -> Iterator[Beat]:
@@ -127,10 +132,13 @@ class Heartbeats:
     async def _extend(self, beat: Beat) -> None:
         message = beat.message
         try:
-            await self.store.extend_lease(
-                message.run_id, message.dispatch_id, clock.now() + self.lease
-            )
-            await beat.delivery.extend(self.extension)
+            try:
+                if not self._store_down():
+                    await self.store.extend_lease(
+                        message.run_id, message.dispatch_id, clock.now() + self.lease
+                    )
+            finally:  # the delivery too, even if the store failed
+                await beat.delivery.extend(self.extension)
         except DeliveryError as exc:  # the broker gave the message to someone else
             self._beating.discard(beat)
             log.warning(
@@ -171,7 +179,7 @@ class Heartbeats:
             for beat in self._beating
             if not beat.withdrawn and (runs is None or beat.message.run_id in runs)
         ]
-        if not beats:
+        if not beats or self._store_down():
             return
         try:
             gone = await self._gone({beat.key for beat in beats})
@@ -201,7 +209,8 @@ class Heartbeats:
         """Turn the store's announcements into checks of the runs announced; subscribe
         again (with backoff) if the subscription fails, checking what it may have missed."""
         started = False
-        delay = 1.0
+        failures = 0
+        seed = str(id(self))  # spreads the resubscriptions of many workers apart
         while True:
             try:
                 async with store.watch_cancelled_nodes() as announcements:
@@ -210,21 +219,24 @@ class Heartbeats:
                     else:
                         task_status.started()
                         started = True
-                    delay = 1.0
+                    failures = 0
                     async for run_id in announcements:
                         self._suspect(run_id)
             except StoreError as exc:
-                log.warning(
-                    "cannot watch the store for cancelled nodes; checking them every "
-                    f"{self.check_interval:g}s until it works again",
-                    error=str(exc),
-                    retry_in=delay,
-                )
+                failures += 1
+                if failures == 1:  # once per outage: the store's own outage line says more
+                    log.warning(
+                        "cannot watch the store for cancelled nodes; checking them every "
+                        f"{self.check_interval:g}s until it works again",
+                        error=str(exc),
+                    )
             if not started:
                 task_status.started()
                 started = True
-            await anyio.sleep(delay)
-            delay = min(MAX_RESUBSCRIBE_DELAY, delay * 2)
+            await anyio.sleep(RESUBSCRIBE_BACKOFF.delay(max(1, failures), seed))
+
+    def _store_down(self) -> bool:
+        return self.store_health is not None and self.store_health.down
 
     def _suspect(self, *run_ids: str) -> None:
         """Have the runs checked now, if any of their nodes run here."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import structlog
@@ -14,13 +14,15 @@ from ..engine import _protocol as p
 from ..engine._durable import CHILD_LEASE, dispatch_command
 from ..engine._events import Event, EventBus
 from ..engine._execute import Executor
+from ..stores._protocol import Conflict
 from ..stores._urls import check_positive
 from ._heartbeat import Heartbeats
 from ._messages import ENQUEUED_AT_HEADER, MalformedMessage, NodeMessage, names_a_run
+from ._outage import Dependency, store_dependency
 from ._shell import Shell
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
     from anyio.abc import TaskGroup
 
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from ._heartbeat import Beat
 
 log = structlog.get_logger("flowkit.worker")
+T = TypeVar("T")
 
 
 class Worker:
@@ -47,6 +50,13 @@ class Worker:
     (MemoryStore, PostgresStore, RedisStore) announce it at once; every
     ``cancel_check_interval`` seconds the worker also asks the store about all
     the nodes it runs, which bounds the delay with SQLite or a missed notice.
+
+    When the store is unreachable (a failed call that a probe confirms) the
+    worker takes no new delivery and starts no node: the nodes in flight keep
+    their results and deliveries and commit once it is back; the timer and
+    lease loops wait too. It probes the store with a capped, jittered backoff
+    and resumes by itself, logging one line when the store goes and one when it
+    comes back. A broker it cannot receive from is retried the same way.
 
     >>> import flowkit
     >>> from flowkit.stores import MemoryStore
@@ -94,6 +104,13 @@ class Worker:
             check_interval=cancel_check_interval,
         )
         self.shell.on_cancel_nodes = self.heartbeats.withdraw
+        self.store_health = store_dependency(
+            store, pausing="pausing intake", resuming="resuming intake"
+        )
+        self.broker_health = Dependency(
+            "broker", None, pausing="retrying", resuming="receiving again"
+        )
+        self.heartbeats.store_health = self.store_health
         self.processed = 0
         self.cancelled = 0  # nodes cancelled while running here: their run withdrew them
         self.dead_lettered = 0
@@ -106,7 +123,9 @@ class Worker:
         """Consume, fire timers and reconcile until cancelled or :meth:`stop` drains it."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._loop, self._fire_due_timers)
-            tg.start_soon(self._loop, self._reconcile)
+            # the nodes held through a store outage extend their leases before the
+            # reconciler counts them as lost: republishing them would only run them twice
+            tg.start_soon(self._loop, self._reconcile, self.lease)
             await tg.start(self.heartbeats.run)
             task_status.started()
             await self._consume()
@@ -145,25 +164,24 @@ class Worker:
         """Start a handler per delivery while there is a free slot; retry a broker outage
         with backoff. Once draining, hand back what arrives and take nothing more."""
         assert self._drained is not None
-        backoff = self.poll_interval
         try:
             while not self._draining:
                 try:
                     async with _closing(self.transport.receive(self.shell.queue)) as deliveries:
                         async for delivery in deliveries:
-                            backoff = self.poll_interval
+                            self.broker_health.mark_up()
                             if not await self._free_slot(slots):
                                 await _settle(delivery.nack())  # draining: back to the broker
                                 await anyio.sleep_forever()  # _consume cancels this when idle
                             handlers.start_soon(self._handle, delivery, slots)
+                            await self._store_back()  # no next delivery while it is down
                     return  # the transport was closed
                 except TransportError as exc:
                     if self.processed == 0 and self.fail_fast:
                         raise
-                    log.warning("receiving failed; retrying", error=str(exc), retry_in=backoff)
-                    with anyio.move_on_after(backoff):
+                    self.broker_health.mark_down(str(exc))
+                    with anyio.move_on_after(self.broker_health.next_delay()):
                         await self._drained.wait()
-                    backoff = min(30.0, backoff * 2)
         finally:
             self._drained.set()
 
@@ -176,6 +194,36 @@ class Worker:
                     return True
                 slots.release()
         return False
+
+    async def _store_back(self) -> bool:
+        """Return once the store is reachable (at once if it is not known to be down);
+        False if the worker drains first."""
+        if not self.store_health.down:
+            return True
+        assert self._drained is not None
+        drained = self._drained
+        async with anyio.create_task_group() as tg:
+
+            async def until_up() -> None:
+                await self.store_health.until_up()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(until_up)
+            await drained.wait()
+            tg.cancel_scope.cancel()
+        return not self.store_health.down
+
+    async def _despite_store_outages(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """``operation()``, done again once the store is back whenever it fails because the
+        store is unreachable; any other error (or one while draining) is raised."""
+        while True:
+            try:
+                return await operation()
+            except Conflict:
+                raise
+            except StoreError as exc:
+                if not await self.store_health.outage(exc) or not await self._store_back():
+                    raise
 
     async def _handle(self, delivery: Delivery, slots: anyio.Semaphore) -> None:
         try:
@@ -212,21 +260,29 @@ class Worker:
             )
         # beating from the start: a cancellation announced while the run loads counts
         with self.heartbeats.beating(delivery, message) as beat:
-            replica = await self.shell.replica(message.run_id)
-            record = replica.state.sections["dispatches"].get(message.dispatch_id)
-            if record is None:
-                replica = await self.shell.replica(message.run_id, fresh=True)
-                record = replica.state.sections["dispatches"].get(message.dispatch_id)
+            replica, record = await self._despite_store_outages(lambda: self._dispatch(message))
             if record is None:  # already completed or cancelled: a duplicate delivery
                 await delivery.ack()
                 return
+            if not await self._store_back():  # never run a node its result cannot be told
+                raise StoreError("the store is unreachable and the worker drains")
             event = await self._execute(beat, delivery, replica, record)
+            if event is not None:  # kept (and the delivery held) until the store takes it
+                await self._despite_store_outages(lambda: self.shell.step(message.run_id, event))
         if event is None:
             await self._withdrawn(delivery, message)
             return
-        await self.shell.step(message.run_id, event)
         await delivery.ack()
         self.processed += 1
+
+    async def _dispatch(self, message: NodeMessage) -> tuple[Replica, dict[str, Any] | None]:
+        """The run and the record of the message's dispatch (None: no longer dispatched)."""
+        replica = await self.shell.replica(message.run_id)
+        record = replica.state.sections["dispatches"].get(message.dispatch_id)
+        if record is None:
+            replica = await self.shell.replica(message.run_id, fresh=True)
+            record = replica.state.sections["dispatches"].get(message.dispatch_id)
+        return replica, record
 
     async def _execute(
         self, beat: Beat, delivery: Delivery, replica: Replica, record: dict[str, Any]
@@ -280,12 +336,20 @@ class Worker:
         await _settle(delivery.dead_letter(reason))
 
     # -- timers and leases ----------------------------------------------------
-    async def _loop(self, step: Any) -> None:
+    async def _loop(self, step: Any, grace_after_outage: float = 0.0) -> None:
+        """``step()`` every ``poll_interval``; after a store outage, ``grace_after_outage``
+        seconds after the store is back."""
         while True:
             try:
                 await step()
+            except StoreError as exc:
+                if not await self.store_health.outage(exc):
+                    log.warning("background step failed", step=step.__name__, error=str(exc))
             except FlowkitError as exc:
                 log.warning("background step failed; retrying", step=step.__name__, error=str(exc))
+            if self.store_health.down:
+                await self.store_health.until_up()
+                await anyio.sleep(grace_after_outage)
             await anyio.sleep(self.poll_interval)
 
     async def _fire_due_timers(self) -> None:
