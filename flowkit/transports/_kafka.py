@@ -298,8 +298,14 @@ class KafkaTransport:
     ) -> None:
         producer = await self._client("producer")
         encoded = [(name, value.encode()) for name, value in headers.items()]
-        with translate_errors(f"producing to {topic!r}", self.where):
-            await producer.send_and_wait(topic, body, key=key, headers=encoded, partition=partition)
+        try:
+            with translate_errors(f"producing to {topic!r}", self.where):
+                await producer.send_and_wait(
+                    topic, body, key=key, headers=encoded, partition=partition
+                )
+        except TransportError:
+            self._topics.discard(topic)  # a broker that lost it: the next send makes it again
+            raise
 
     async def _put(
         self,
@@ -349,6 +355,7 @@ class KafkaTransport:
             }
         )
         member.forwarder = forwarder
+        await self._client("reader")  # started now, not in a rebalance callback's time
         self._members += [forwarder, member]
         joined = await asyncio.gather(forwarder.start(), member.start(), return_exceptions=True)
         for failure in joined:  # both joins ran (concurrently: joins take a while)

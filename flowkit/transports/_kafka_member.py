@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("flowkit.transports.kafka")
 
-_RETRY = 1.0  # seconds before retrying a failed redelivery or forward
+_RETRY = 1.0  # seconds before retrying a failed redelivery, forward or commit
 _HAND_BACK_TIMEOUT = 10.0  # close() gives up handing deliveries back after this
 _FETCH_WAIT_MS = 500
 
@@ -90,6 +90,10 @@ class _Member:
         self._finished = False
         self._changed = asyncio.Event()
         self._commit_lock = asyncio.Lock()
+        self._commits_asked = 0  # commit() calls so far
+        self._commits_covered = 0  # calls whose settlements a finished commit included
+        self._commit_due = math.inf  # when the watch loop retries a failed commit
+        self._callback_ends = 0.0  # when the rebalance callback under way must be done
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -145,8 +149,28 @@ class _Member:
 
     def _accept(self, tp: Any, record: Any) -> None:
         offsets = self.offsets.setdefault(tp, _Offsets())
+        if record.offset < offsets.fetched:
+            offsets = self._restarted(tp, offsets, record.offset)
         if offsets.receive(record.offset):
             self._take(KafkaDelivery(self, tp, offsets, record))
+
+    def _restarted(self, tp: Any, stale: _Offsets, offset: int) -> _Offsets:
+        """The partition's log went back (a broker that lost its data reset the fetch
+        position): its offsets now name other records, so start a new tracker. The
+        deliveries of the lost records are withdrawn; their work is done again when
+        what published them publishes it again (flowkit's reconciler)."""
+        log.warning(
+            "partition restarted below what was fetched; tracking it anew",
+            topic=self.topic,
+            partition=tp.partition,
+            fetched=stale.fetched,
+            offset=offset,
+        )
+        stale.revoked = True
+        self.ready = deque(d for d in self.ready if not d.offsets.revoked)
+        self.held = {d for d in self.held if not d.offsets.revoked}
+        fresh = self.offsets[tp] = _Offsets()
+        return fresh
 
     def _take(self, delivery: KafkaDelivery) -> None:
         self.ready.append(delivery)
@@ -163,8 +187,9 @@ class _Member:
     async def next(self) -> KafkaDelivery | None:
         """The next delivery (its visibility clock starts now), or None once stopped."""
         while True:
-            if self.failure is not None:
-                raise self.failure
+            failure = self.failure or (self.forwarder.failure if self.forwarder else None)
+            if failure is not None:
+                raise failure
             if self.retiring or self.stopped:
                 return None
             while self.ready:
@@ -182,8 +207,10 @@ class _Member:
             now = time.monotonic()
             for delivery in [d for d in self.held if d.state == _HELD and d.deadline <= now]:
                 await self._expire(delivery)
+            if self._commit_due <= now:
+                await self._commit_settled()
             deadlines = [d.deadline for d in self.held if d.state == _HELD]
-            await self._wait(min(deadlines, default=math.inf) - time.monotonic())
+            await self._wait(min([*deadlines, self._commit_due]) - time.monotonic())
         await self._finish()
 
     def _drained(self) -> bool:
@@ -240,7 +267,19 @@ class _Member:
         self.held.discard(delivery)
         delivery.offsets.pending.discard(delivery.offset)
         self.wake()
-        await self.commit()
+        await self._commit_settled()
+
+    async def _commit_settled(self) -> None:
+        """Commit; if that fails the settlements stand (a redelivery would be a duplicate,
+        never a loss) and the watch loop tries again shortly."""
+        try:
+            await self.commit()
+        except TransportError as exc:
+            log.warning("commit failed; retrying", topic=self.topic, error=str(exc))
+            self._commit_due = time.monotonic() + _RETRY
+            self.wake()
+        else:
+            self._commit_due = math.inf
 
     async def requeue(self, delivery: KafkaDelivery, after: float | None) -> None:
         headers = {**delivery.headers, ATTEMPT: str(delivery.attempt + 1)}
@@ -251,32 +290,77 @@ class _Member:
         await self.transport._produce(f"{self.topic}.dlq", delivery.body, delivery.raw_key, headers)
 
     async def commit(self) -> None:
-        """Commit every partition's lowest unsettled offset, snapshot first if needed."""
+        """Commit every partition's lowest unsettled offset, snapshot first if needed.
+
+        Calls made while a commit is under way share the next one: concurrent
+        settlements cost one round trip together, not one each in turn (which made
+        commits, not handlers, the limit, and a rebalance, holding commits up for
+        seconds, stalled every settlement queued behind). Bounded: a broker that
+        lost the topic or the group is retried by aiokafka forever.
+        """
+        self._commits_asked += 1
+        asked = self._commits_asked
         async with self._commit_lock:
-            plan = [
-                (tp, o, wanted)
-                for tp, o in list(self.offsets.items())
-                if tp not in self.restoring and (wanted := o.wanted()) is not None
-            ]
-            commits: dict[Any, int] = {}
-            for tp, offsets, (position, snapshot) in plan:
-                if snapshot is not None:
-                    await self.transport._produce(self.acks_topic, snapshot, None, {}, tp.partition)
-                if position != offsets.committed:
-                    commits[tp] = position
-            if commits:
-                with translate_errors(
-                    f"committing offsets of {self.topic!r}", self.transport.where
-                ):
-                    await self.kafka.commit(commits)
-            for _, offsets, wanted in plan:
-                offsets.wrote(*wanted)
+            if self._commits_covered >= asked:
+                return  # a commit planned after this call included its settlements
+            covering = self._commits_asked
+            await self._bounded(self._commit_now(), "committing offsets")
+            self._commits_covered = covering
+
+    async def _bounded(self, step: Awaitable[Any], what: str, timeout: float | None = None) -> Any:
+        """``step`` within ``timeout`` (default: the session timeout), else TransportError."""
+        timeout = self.transport.session_timeout if timeout is None else timeout
+        try:
+            async with asyncio.timeout(timeout):
+                return await step
+        except TimeoutError:
+            raise TransportError(
+                f"Kafka {self.transport.where!r}: {what} of {self.topic!r} took over "
+                f"{timeout:g}s; the broker may be restarting"
+            ) from None
+
+    async def _commit_now(self) -> None:
+        plan = [
+            (tp, o, wanted)
+            for tp, o in list(self.offsets.items())
+            if tp not in self.restoring and (wanted := o.wanted()) is not None
+        ]
+        commits: dict[Any, int] = {}
+        written: list[tuple[_Offsets, int, bytes | None]] = []
+        for tp, offsets, (position, snapshot) in plan:
+            if snapshot is not None and not await self._snapshot(tp.partition, snapshot):
+                snapshot = None  # committing without it is safe: more is redelivered
+            if position != offsets.committed:
+                commits[tp] = position
+            written.append((offsets, position, snapshot))
+        if commits:
+            with translate_errors(f"committing offsets of {self.topic!r}", self.transport.where):
+                await self.kafka.commit(commits)
+        for offsets, position, snapshot in written:
+            offsets.wrote(position, snapshot)
+
+    async def _snapshot(self, partition: int, snapshot: bytes) -> bool:
+        """Produce a settlement snapshot; False if the acks topic cannot take it (a broker
+        that lost its topics may have made it again with fewer partitions)."""
+        try:
+            if partition >= await self.transport._partition_count(self.acks_topic):
+                return False
+            await self.transport._produce(self.acks_topic, snapshot, None, {}, partition)
+        except TransportError as exc:
+            log.warning("could not write a settlement snapshot", topic=self.topic, error=str(exc))
+            return False
+        return True
 
     # -- rebalancing ---------------------------------------------------------
     async def on_revoked(self, revoked: set[Any]) -> None:
-        """Commit what can be committed; keep the trackers in case the partitions come back."""
+        """Commit what can be committed; keep the trackers in case the partitions come back.
+
+        Briefly: this member rejoins only once it returns, and a commit the broker holds
+        (or retries forever, for a topic it lost) would keep it out of the group.
+        """
         try:
-            await self.commit()
+            brief = self.transport.session_timeout / 4
+            await self._bounded(self.commit(), "committing before a rebalance", brief)
         except TransportError as exc:
             log.warning("commit before a rebalance failed", topic=self.topic, error=str(exc))
         for tp in revoked:
@@ -285,10 +369,14 @@ class _Member:
                 self.limbo[tp] = offsets
 
     async def on_assigned(self, assigned: set[Any]) -> None:
-        """Resume partitions that came back where they were; restore new ones from snapshots."""
+        """Resume partitions that came back where they were; restore new ones from snapshots.
+
+        Within half a session timeout in all: the member sends no heartbeats meanwhile.
+        """
         self.restoring |= assigned
         if assigned:
             self.kafka.pause(*assigned)  # no records before their tracker is ready
+        self._callback_ends = time.monotonic() + self.transport.session_timeout / 2
         try:
             for tp in assigned:
                 self.offsets[tp] = await self._resume(tp)
@@ -300,16 +388,19 @@ class _Member:
         self.ready = deque(d for d in self.ready if not d.offsets.revoked)
         self.held = {d for d in self.held if not d.offsets.revoked}
         self.wake()
-        try:
-            await self.commit()  # what was settled while the partitions were in limbo
-        except TransportError as exc:
-            log.warning("commit after a rebalance failed", topic=self.topic, error=str(exc))
+        await self._commit_settled()  # what was settled while the partitions were in limbo
+
+    def _brief(self) -> float:
+        """Seconds left for the broker calls of the rebalance callback under way."""
+        return max(0.0, self._callback_ends - time.monotonic())
 
     async def _resume(self, tp: Any) -> _Offsets:
         old = self.limbo.get(tp)
         try:
             with translate_errors(f"resuming {tp}", self.transport.where):
-                committed = await self.kafka.committed(tp)
+                committed = await self._bounded(
+                    self.kafka.committed(tp), "reading the committed offset", self._brief()
+                )
                 if old is not None and old.committed == committed:
                     if old.fetched >= 0:
                         self.kafka.seek(tp, old.fetched)  # hand out nothing twice
@@ -319,10 +410,24 @@ class _Member:
             return _Offsets()
         fresh = _Offsets(committed=committed)
         if committed is not None:
-            snapshot = await self.transport._last_record(self.acks_topic, tp.partition)
+            snapshot = await self._last_snapshot(tp.partition)
             if snapshot is not None:
                 fresh.restore(snapshot)
         return fresh
+
+    async def _last_snapshot(self, partition: int) -> bytes | None:
+        """The partition's last settlement snapshot, if it can be read in time (without
+        it, what the last owner settled above the committed offset comes again)."""
+        try:
+            snapshot: bytes | None = await self._bounded(
+                self.transport._last_record(self.acks_topic, partition),
+                "reading a settlement snapshot",
+                self._brief(),
+            )
+        except TransportError as exc:
+            log.warning("could not read a settlement snapshot", topic=self.topic, error=str(exc))
+            return None
+        return snapshot
 
     # -- stopping -------------------------------------------------------------
     def retire(self) -> None:
@@ -343,6 +448,7 @@ class _Member:
             await self.commit()
         except TransportError as exc:
             log.warning("final commit failed", topic=self.topic, error=str(exc))
+        self._commit_due = math.inf
         with contextlib.suppress(TransportError), translate_errors("leaving", self.transport.where):
             await self.kafka.stop()
 
