@@ -226,3 +226,34 @@ async def test_a_store_error_the_probe_does_not_confirm_is_not_an_outage() -> No
     store.down = True
     assert await worker.store_health.outage(StoreError("connection refused"))
     assert worker.store_health.down
+
+
+async def test_a_client_start_and_wait_ride_out_a_store_outage() -> None:
+    store, transport = UnreachableStore(MemoryStore()), CountingTransport()
+    client = Client(transport, store, flows=[twice])
+    client.store_health.backoff = FAST_PROBES
+    with capture_logs() as logs:
+        async with running(UnreachableStore(store.inner), transport):
+            store.down = True
+            async with anyio.create_task_group() as tg:
+                results: list[int] = []
+
+                async def run() -> None:
+                    results.append((await client.run(twice, x=5, timeout=BOUND)).output)
+
+                tg.start_soon(run)
+                await until(lambda: store.probes_refused >= 3, "the client retries meanwhile")
+                store.down = False
+    assert [11] == results
+    assert ["store unreachable, retrying: create_run failed (connection refused)"] == log_lines(
+        logs, "store unreachable"
+    )
+
+
+async def test_a_client_start_gives_up_after_its_outage_timeout_with_the_last_error() -> None:
+    store, transport = UnreachableStore(MemoryStore()), CountingTransport()
+    client = Client(transport, store, flows=[twice], outage_timeout=0.2)
+    client.store_health.backoff = FAST_PROBES
+    store.down = True
+    with pytest.raises(StoreError, match="connection refused"):
+        await client.start(twice, x=1)

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import uuid
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
 
-from .._errors import ResultTimeout, ResumeError, StoreError
+from .._errors import FlowkitError, ResultTimeout, ResumeError, StoreError, TransportError
 from ..engine import _protocol as p
 from ..engine._action import Action
 from ..engine._durable import refuse_if_finished
 from ..engine._result import RunResult
 from ..engine._state import FINISHED_VALUES, RunStatus
 from ..stores._notices import WatchesFinished
+from ._outage import Dependency, despite_store_outages, start_despite_outages, store_dependency
 from ._shell import Shell
 
 if TYPE_CHECKING:
@@ -44,6 +46,11 @@ class Client:
     >>> from flowkit.stores import MemoryStore
     >>> from flowkit.transports import MemoryTransport
     >>> client = flowkit.Client(transport=MemoryTransport(), store=MemoryStore())
+
+    While the store or the broker is unreachable, :meth:`start` (and :meth:`run`)
+    retry with a capped, jittered backoff for up to ``outage_timeout`` seconds (or
+    the run's ``timeout``) before raising the last error, and waits retry within
+    their own timeout; one log line when a dependency goes, one when it is back.
     """
 
     def __init__(
@@ -56,6 +63,7 @@ class Client:
         lease: float = 30.0,
         poll_interval: float = 0.05,
         max_poll_interval: float = 1.0,
+        outage_timeout: float = 30.0,
         middleware: Sequence[Middleware] = (),
     ) -> None:
         self.shell = Shell(
@@ -71,6 +79,13 @@ class Client:
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
         self._watching = 0  # waits holding a subscription to the store's notices
+        self.outage_timeout = outage_timeout
+        self.store_health = store_dependency(
+            store, pausing="retrying", resuming="carrying on", logger=log
+        )
+        self.broker_health = Dependency(
+            "broker", None, pausing="retrying", resuming="carrying on", logger=log
+        )
 
     @property
     def events(self) -> Any:
@@ -81,10 +96,41 @@ class Client:
 
         Raises :class:`~flowkit.InvalidInputs` if ``inputs`` do not fit the flow.
         """
+        return await self._start(flow, run_id, inputs, self.outage_timeout)
+
+    async def _start(
+        self, flow: Any, run_id: str | None, inputs: dict[str, Any], within: float
+    ) -> ClientHandle:
+        """Start the run, retrying with backoff for up to ``within`` seconds while the
+        store or the broker is unreachable; then the last error is raised."""
         target = self.shell.target_for(flow)
         target.check(inputs)
-        run_id = await self.shell.start(target, run_id, inputs)
-        return ClientHandle(self, run_id)
+        run_id = run_id or uuid.uuid4().hex  # the same one if the start is tried again
+        failure: FlowkitError | None = None
+        with anyio.move_on_after(within):
+            try:
+                await start_despite_outages(
+                    self.shell,
+                    self.store_health,
+                    self.broker_health,
+                    lambda: self.shell.start(target, run_id, inputs),
+                    run_id,
+                    target,
+                )
+                return ClientHandle(self, run_id)
+            except FlowkitError as exc:
+                failure = exc
+        if failure is not None:
+            raise failure
+        down, error = (
+            (self.store_health, StoreError)
+            if self.store_health.down
+            else (self.broker_health, TransportError)
+        )
+        raise error(
+            f"could not start run {run_id!r} within {within:g}s: the {down.name} stayed "
+            f"unreachable ({down.reason})"
+        )
 
     async def run(
         self,
@@ -95,8 +141,11 @@ class Client:
         **inputs: Any,
     ) -> RunResult:
         """Start a run and wait for it to complete, fail or be cancelled."""
-        handle = await self.start(flow, run_id=run_id, **inputs)
-        return await handle.result(timeout=timeout)
+        started = anyio.current_time()
+        within = self.outage_timeout if timeout is None else min(timeout, self.outage_timeout)
+        handle = await self._start(flow, run_id, inputs, within)
+        left = None if timeout is None else max(0.0, timeout - (anyio.current_time() - started))
+        return await handle.result(timeout=left)
 
     async def signal(
         self,
@@ -150,7 +199,7 @@ class Client:
                     tg.start_soon(_announcement, notices, run_id, announced)
                 await self._until_finished(run_id, announced, notified=notices is not None)
                 tg.cancel_scope.cancel()
-            return await self.result(run_id)
+            return await despite_store_outages(self.store_health, lambda: self.result(run_id))
         assert timeout is not None  # only a timeout ends the wait without a result
         raise await self._timed_out(run_id, timeout)
 
@@ -177,7 +226,7 @@ class Client:
         """Read the run's status until it is final, between reads waiting for ``announced``."""
         delay = self.max_poll_interval if notified else self.poll_interval
         while True:
-            info = await self.store.info(run_id)
+            info = await despite_store_outages(self.store_health, lambda: self.store.info(run_id))
             if info is not None and info.status in FINISHED_VALUES:
                 return
             with anyio.move_on_after(delay):

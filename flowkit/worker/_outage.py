@@ -15,18 +15,21 @@ any other error.
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import structlog
 
 from .._durations import Backoff
-from .._errors import StoreError
+from .._errors import StoreError, TransportError
+from ..stores._protocol import Conflict
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from ..engine._target import Target
     from ..stores._protocol import Store
+    from ._shell import Shell
 
 OUTAGE_BACKOFF = Backoff(initial=0.25, factor=2.0, max=5.0, jitter=True)
 """Delay before each probe of an unreachable dependency (and each reconnection to a broker)."""
@@ -36,6 +39,8 @@ PROBE_TIMEOUT = 5.0
 
 PROBE_RUN_ID = "flowkit-reachability-probe"
 """The run a store probe asks about: its answer (no such run) does not matter."""
+
+T = TypeVar("T")
 
 
 class Dependency:
@@ -61,6 +66,7 @@ class Dependency:
         self._log = logger or structlog.get_logger("flowkit.worker")
         self._seed = uuid.uuid4().hex  # spreads the probes of many processes apart
         self._down_since: float | None = None
+        self.reason = ""  # why it went down last
         self._retries = 0  # probes (or reconnections) in this outage so far
         self._up = anyio.Event()
         self._up.set()
@@ -75,6 +81,7 @@ class Dependency:
         if self._down_since is not None:
             return
         self._down_since = anyio.current_time()
+        self.reason = reason
         self._retries = 0
         self._up = anyio.Event()
         self.outages += 1
@@ -135,10 +142,59 @@ class Dependency:
         return False
 
 
-def store_dependency(store: Store, *, pausing: str, resuming: str) -> Dependency:
+def store_dependency(
+    store: Store, *, pausing: str, resuming: str, logger: Any = None
+) -> Dependency:
     """The store as a :class:`Dependency`, probed by asking it about a run."""
 
     async def probe() -> None:
         await store.info(PROBE_RUN_ID)
 
-    return Dependency("store", probe, pausing=pausing, resuming=resuming)
+    return Dependency("store", probe, pausing=pausing, resuming=resuming, logger=logger)
+
+
+async def despite_store_outages(store: Dependency, operation: Callable[[], Awaitable[T]]) -> T:
+    """``operation()``, done again once the store is back whenever it fails because the
+    store is unreachable (a probe confirms it); any other error is raised. Bound it with
+    the caller's timeout."""
+    while True:
+        try:
+            return await operation()
+        except Conflict:
+            raise
+        except StoreError as exc:
+            if not await store.outage(exc):
+                raise
+        await store.until_up()
+
+
+async def start_despite_outages(
+    shell: Shell,
+    store: Dependency,
+    broker: Dependency,
+    start: Callable[[], Awaitable[object]],
+    run_id: str,
+    target: Target,
+) -> None:
+    """Create the run (``start()``) despite store outages; if its first nodes cannot be
+    published, publish them again (with backoff) until the broker takes them."""
+    try:
+        await despite_store_outages(store, start)
+        return
+    except TransportError as exc:  # the run is stored: what is left is to publish it
+        broker.mark_down(str(exc))
+    while True:
+        await anyio.sleep(broker.next_delay())
+        try:
+            await despite_store_outages(store, lambda: _publish_dispatches(shell, run_id, target))
+        except TransportError:
+            continue
+        broker.mark_up()
+        return
+
+
+async def _publish_dispatches(shell: Shell, run_id: str, target: Target) -> None:
+    """Publish every node the run has dispatched (again: a duplicate is skipped by workers)."""
+    replica = await shell.replica(run_id, fresh=True)
+    for dispatch_id, record in list(replica.state.sections["dispatches"].items()):
+        await shell.publish(run_id, target, record["node"], int(record["attempt"]), dispatch_id)
