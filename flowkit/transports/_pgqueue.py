@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, LiteralString
 
 import anyio
 
+from .._durations import Backoff
 from .._errors import MissingDependency, TransportError
 from ..stores._postgres import ConnectionPool, redact_dsn
 from ..stores._urls import ConfigurationError, check_positive, redact, split_options
@@ -241,6 +242,7 @@ class PostgresQueueTransport:
         self.visibility_timeout = visibility_timeout
         self.poll_interval = poll_interval
         self.max_poll_interval = max(poll_interval, max_poll_interval)
+        self._idle_backoff = Backoff(initial=poll_interval, max=self.max_poll_interval)
         self.pool_size = pool_size
         self._pool = ConnectionPool(self._open, pool_size)
         self._migrated = False
@@ -319,19 +321,19 @@ class PostgresQueueTransport:
     async def receive(self, queue: str) -> AsyncIterator[PostgresDelivery]:
         """Claim messages one at a time; between claims, wait for a NOTIFY or the poll delay."""
         async with self._listener() as listener:
-            delay = self.poll_interval
+            empty = 0  # claims in a row that found nothing
             while not self._closed:
                 delivery = await self._claim(queue)
                 if delivery is not None:
-                    delay = self.poll_interval
+                    empty = 0
                     self._parked.add(listener)
                     try:
                         yield delivery
                     finally:
                         self._parked.discard(listener)
                     continue
-                await self._nap(listener, queue, delay)
-                delay = min(self.max_poll_interval, delay * 2)
+                empty += 1
+                await self._nap(listener, queue, self._idle_backoff.delay(empty))
 
     async def _claim(self, queue: str) -> PostgresDelivery | None:
         token = uuid.uuid4().hex

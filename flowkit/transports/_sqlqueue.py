@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import anyio.to_thread
 
+from .._durations import Backoff
 from .._errors import TransportError
 from ..stores._urls import ConfigurationError, check_positive, redact, split_options, sqlite_path
 from ._memory import DeadLetter
@@ -227,6 +228,7 @@ class SQLiteQueueTransport:
         self.visibility_timeout = visibility_timeout
         self.poll_interval = poll_interval
         self.max_poll_interval = max(poll_interval, max_poll_interval)
+        self._idle_backoff = Backoff(initial=poll_interval, max=self.max_poll_interval)
         self._conn: sqlite3.Connection | None = None
         self._lock = anyio.Lock()
         self._wake = anyio.Event()
@@ -297,17 +299,17 @@ class SQLiteQueueTransport:
 
     async def receive(self, queue: str) -> AsyncIterator[SQLiteDelivery]:
         """Claim messages one at a time, polling with backoff while the queue is empty."""
-        delay = self.poll_interval
+        empty = 0  # polls in a row that found nothing
         while not self._closed:
             delivery = await self._claim(queue)
             if delivery is not None:
-                delay = self.poll_interval
+                empty = 0
                 yield delivery
                 continue
             wake = self._wake
-            with anyio.move_on_after(delay):
+            empty += 1
+            with anyio.move_on_after(self._idle_backoff.delay(empty)):
                 await wake.wait()
-            delay = min(self.max_poll_interval, delay * 2)
 
     async def _claim(self, queue: str) -> SQLiteDelivery | None:
         token = uuid.uuid4().hex
