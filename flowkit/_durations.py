@@ -1,12 +1,20 @@
-"""Durations (``"250ms"``, ``30``, ``timedelta``) and retry backoff."""
+"""Durations (``"250ms"``, ``30``, ``timedelta``) and retry backoff.
+
+A duration or backoff that makes no sense is a :class:`~flowkit.ConfigurationError`
+(also a ``ValueError``) saying what was given and what to pass instead.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from datetime import timedelta
+from typing import NoReturn
 
 import attrs
+
+from ._errors import ConfigurationError
 
 Duration = timedelta | int | float | str
 
@@ -16,37 +24,75 @@ _ACCEPTED = "a timedelta, seconds as int/float, or a string like '250ms', '30s',
 
 
 def to_seconds(value: Duration) -> float:
-    """Convert a duration to seconds, or raise ``ValueError`` naming the accepted forms.
+    """Convert a duration to seconds, or raise ``ConfigurationError`` (a ``ValueError``)
+    naming the accepted forms.
 
     >>> to_seconds("250ms"), to_seconds(90), to_seconds(timedelta(minutes=1))
     (0.25, 90.0, 60.0)
     """
     if isinstance(value, bool):
-        raise ValueError(f"invalid duration {value!r}: expected {_ACCEPTED}")
+        raise ConfigurationError(f"invalid duration {value!r}: expected {_ACCEPTED}")
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, int | float):
-        seconds = float(value)
+        seconds = _float(value)
     elif isinstance(value, str):
         match = _PATTERN.match(value)
         if match is None:
-            raise ValueError(f"invalid duration {value!r}: expected {_ACCEPTED}")
+            raise ConfigurationError(f"invalid duration {value!r}: expected {_ACCEPTED}")
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
     else:
-        raise ValueError(f"invalid duration {value!r}: expected {_ACCEPTED}")
-    if seconds < 0 or seconds != seconds:
-        raise ValueError(f"invalid duration {value!r}: must be zero or positive")
+        raise ConfigurationError(f"invalid duration {shown(value)}: expected {_ACCEPTED}")
+    if not 0 <= seconds < math.inf:  # NaN too
+        raise ConfigurationError(
+            f"invalid duration {shown(value)}: expected zero or more seconds, and finite"
+        )
     return seconds
 
 
-def _seconds_field(value: Duration) -> float:
-    return to_seconds(value)
+def _float(number: float) -> float:
+    try:
+        return float(number)
+    except OverflowError:  # an int too large for a float: too long a duration anyway
+        return math.inf
+
+
+def shown(value: object) -> str:
+    """``value`` for an error message: its repr, cut short, with its type when the repr
+    alone does not tell it (``True (a bool)``, ``<object ...> (an object)``)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int over Python's digit limit
+        text = "<an int too long to print>"
+    if len(text) > 60:
+        text = f"{text[:57]}..."
+    if value is None or type(value) in (str, int, float):
+        return text
+    kind = type(value).__name__
+    return f"{text} ({'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind})"
+
+
+def _initial_seconds(value: Duration) -> float:
+    return _backoff_seconds("initial", value)
+
+
+def _max_seconds(value: Duration) -> float:
+    return _backoff_seconds("max", value)
+
+
+def _backoff_seconds(name: str, value: Duration) -> float:
+    try:
+        return to_seconds(value)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"Backoff: {name}: {exc}") from None
 
 
 @attrs.frozen
 class Backoff:
     """Delay between retry attempts: ``initial * factor ** (retry - 1)``, capped at ``max``.
 
+    ``initial`` is zero or more, ``factor`` 1 or more and ``max`` at least
+    ``initial``; anything else is a :class:`~flowkit.ConfigurationError`.
     With ``jitter`` the delay is scaled by a factor in [0.5, 1.0] derived from
     the run, node and attempt, so it is spread out yet reproducible (and the
     core stays deterministic).
@@ -55,10 +101,33 @@ class Backoff:
     4.0
     """
 
-    initial: float = attrs.field(default=1.0, converter=_seconds_field)
-    factor: float = 2.0
-    max: float = attrs.field(default=300.0, converter=_seconds_field)
-    jitter: bool = False
+    initial: float = attrs.field(default=1.0, converter=_initial_seconds)
+    factor: float = attrs.field(default=2.0)
+    max: float = attrs.field(default=300.0, converter=_max_seconds)
+    jitter: bool = attrs.field(default=False)
+
+    @factor.validator
+    def _check_factor(self, _: attrs.Attribute[float], value: object) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self._refuse("factor", value, "a number of 1 or more, e.g. factor=2.0")
+        if not 1 <= value < math.inf:  # NaN too
+            self._refuse("factor", value, "1 or more (1 keeps the delay, 2 doubles it)")
+
+    @max.validator
+    def _check_max(self, _: attrs.Attribute[float], value: float) -> None:
+        if value < self.initial:
+            self._refuse(
+                "max", value, f"at least initial ({self.initial:g}s), e.g. max={self.initial:g}"
+            )
+
+    @jitter.validator
+    def _check_jitter(self, _: attrs.Attribute[bool], value: object) -> None:
+        if not isinstance(value, bool):
+            self._refuse("jitter", value, "True or False")
+
+    @staticmethod
+    def _refuse(name: str, value: object, expected: str) -> NoReturn:
+        raise ConfigurationError(f"Backoff: {name} must be {expected}; got {shown(value)}")
 
     def delay(self, retry: int, seed: str = "") -> float:
         """Seconds to wait before retry number ``retry`` (1 for the first retry)."""

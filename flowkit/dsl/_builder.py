@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .._durations import Backoff, Duration, to_seconds
-from ..blueprint._model import Blueprint, EdgeSpec, JoinMode, NodeConfig, NodeKind, NodeSpec
+from ..blueprint._model import (
+    JOIN_MODES,
+    Blueprint,
+    EdgeSpec,
+    JoinMode,
+    NodeConfig,
+    NodeKind,
+    NodeSpec,
+)
 from ..blueprint._validate import validate
 from ..engine._invoke import ClassFallback, has_fallback
-from ._node import module_name
+from ._node import Arguments, module_name
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
+
+    from .._durations import Backoff, Duration
 
 _BUILTIN_KINDS: dict[str, NodeKind] = {
     "webhook": "webhook",
@@ -36,11 +46,18 @@ class Flow:
     >>> async def extract() -> int: return 1
     >>> async def load(x: int) -> int: return x
     >>> bp = Flow("etl").node("extract", extract).node("load", load).edge("extract", "load").build()
+
+    Each method checks its arguments at once: a bad one is a
+    :class:`~flowkit.ConfigurationError` naming the method, the argument and what to pass.
     """
 
     def __init__(
         self, id: str, *, version: int = 1, metadata: Mapping[str, Any] | None = None
     ) -> None:
+        Arguments("Flow()").text("id", id, example="Flow('checkout')")
+        check = Arguments(f"Flow({id!r})")
+        check.count("version", version, minimum=1, example="version=2")
+        check.optional_mapping("metadata", metadata, example="metadata={'team': 'payments'}")
         self.id = id
         self.version = version
         self.metadata = dict(metadata or {})
@@ -69,6 +86,17 @@ class Flow:
         ``uses="webhook" | "subflow" | "sleep" | "wait"`` adds a built-in node
         kind configured by ``params``; any other ``uses`` names a registry entry.
         """
+        check = self._check("node", id)
+        if fn is not None:
+            check.implementation("fn", fn)
+        check.optional_text("uses", uses, example="uses='webhook'")
+        check.optional_mapping("params", params, example="params={'path': '/hooks/pay'}")
+        _check_inputs(check, inputs)
+        if retries is not None:
+            check.count("retries", retries, minimum=0, example="retries=3")
+        check.optional_backoff("backoff", backoff)
+        check.optional_callable("fallback", fallback)
+        check.choice("join", join, JOIN_MODES)
         options = dict(getattr(fn, "__flowkit_options__", {}) or {})
         kind: NodeKind = "call"
         if fn is not None:
@@ -80,7 +108,9 @@ class Flow:
         config = NodeConfig(
             retries=retries if retries is not None else int(options.get("retries", 0)),
             backoff=backoff if backoff is not None else options.get("backoff"),
-            timeout=_seconds(timeout if timeout is not None else options.get("timeout")),
+            timeout=check.optional_duration("timeout", timeout)
+            if timeout is not None
+            else options.get("timeout"),
             fallback=self._fallback(uses, fallback or options.get("fallback"), fn),
             join=join,
         )
@@ -99,24 +129,30 @@ class Flow:
     ) -> Flow:
         """Run ``fn`` on each item (``items``: a source such as ``"$input.images"``);
         the output is the list of results in input order."""
+        check = self._check("batch", id)
+        check.implementation("fn", fn)
         params: dict[str, Any] = {"map": True}
         if items is not None:
-            params["items"] = items
+            params["items"] = check.text("items", items, example="items='$input.images'")
         if concurrency is not None:
-            params["concurrency"] = int(concurrency)
+            params["concurrency"] = check.count(
+                "concurrency", concurrency, minimum=1, example="concurrency=8"
+            )
         return self.node(id, fn, params=params, retries=retries, backoff=backoff, timeout=timeout)
 
     def sleep(self, id: str, *, duration: Duration) -> Flow:
         """A durable timer: the run pauses for ``duration`` without holding a task."""
-        return self._add(NodeSpec(id, "sleep", params={"duration": to_seconds(duration)}))
+        seconds = self._check("sleep", id).duration("duration", duration, zero=True)
+        return self._add(NodeSpec(id, "sleep", params={"duration": seconds}))
 
     def wait(self, id: str, *, name: str | None = None, timeout: Duration | None = None) -> Flow:
         """A durable wait resumed by ``signal(run_id, name or id, data)``."""
+        check = self._check("wait", id)
         params: dict[str, Any] = {}
         if name is not None:
-            params["name"] = name
+            params["name"] = check.text("name", name, example="name='approval'")
         if timeout is not None:
-            params["timeout"] = to_seconds(timeout)
+            params["timeout"] = check.duration("timeout", timeout)
         return self._add(NodeSpec(id, "wait", params=params))
 
     def loop(
@@ -132,7 +168,12 @@ class Flow:
 
         Edges added from the loop node are taken when the loop exits.
         """
-        params = {"start": start, "condition": condition, "max_iterations": int(max_iterations)}
+        check = self._check("loop", id)
+        check.text("start", start, example="start='fetch'")
+        check.text("end", end, example="end='check'")
+        check.text("condition", condition, example="condition=\"not result['ready']\"")
+        check.count("max_iterations", max_iterations, minimum=1, example="max_iterations=50")
+        params = {"start": start, "condition": condition, "max_iterations": max_iterations}
         self._add(NodeSpec(id, "loop", params=params))
         return self.edge(end, id).edge(id, start)
 
@@ -140,6 +181,11 @@ class Flow:
         self, source: str, target: str, *, action: str | None = None, when: str | None = None
     ) -> Flow:
         """Connect two nodes; taken when ``action`` matches the source's and ``when`` holds."""
+        check = Arguments(f"Flow({self.id!r}).edge()")
+        check.text("source", source, example="'extract'")
+        check.text("target", target, example="'load'")
+        check.optional_text("action", action, example="action='big'")
+        check.optional_text("when", when, example="when='result > 10'")
         self._edges.append(EdgeSpec(source, target, action, when))
         self._built = None
         return self
@@ -169,6 +215,11 @@ class Flow:
         return self.build()._repr_mimebundle_(include, exclude)
 
     # -- helpers --------------------------------------------------------------
+    def _check(self, method: str, node_id: object) -> Arguments:
+        """The checker of ``method``'s other arguments, once ``node_id`` is a good id."""
+        Arguments(f"Flow({self.id!r}).{method}()").text("id", node_id, example="'extract'")
+        return Arguments(f"Flow({self.id!r}).{method}({node_id!r})")
+
     def _add(self, spec: NodeSpec) -> Flow:
         self._nodes.append(spec)  # duplicates are reported by build()
         self._built = None
@@ -196,5 +247,10 @@ class Flow:
         return None
 
 
-def _seconds(value: Duration | None) -> float | None:
-    return None if value is None else to_seconds(value)
+def _check_inputs(check: Arguments, inputs: object) -> None:
+    """``inputs``: parameter name -> source (a node id, ``$input.<name>``, ``$state.<key>``)."""
+    example = "inputs={'a': 'extract', 'b': '$input.b'}"
+    check.optional_mapping("inputs", inputs, example=example)
+    for param, source in inputs.items() if isinstance(inputs, Mapping) else ():
+        check.text("each key of inputs", param, example=example)
+        check.text(f"inputs[{param!r}]", source, example="'extract' or '$input.b'")

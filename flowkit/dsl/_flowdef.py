@@ -51,6 +51,9 @@ class FlowDef(Generic[P, R]):
         id: str | None = None,
         version: int = 1,
     ) -> None:
+        from ._node import check_flow_arguments
+
+        check_flow_arguments(fn, id, version)
         self.fn = fn
         self._hints: dict[str, Any] | None = None
         self.id: str = id or fn.__name__

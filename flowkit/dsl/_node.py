@@ -6,13 +6,15 @@ import functools
 import inspect
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar, overload
 
-from .._durations import Backoff, Duration, to_seconds
+from .._durations import Backoff, Duration, shown, to_seconds
+from .._errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Collection
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -35,21 +37,16 @@ class NodeDef(Generic[P, R]):
         timeout: Duration | None = None,
         fallback: Callable[..., Any] | None = None,
     ) -> None:
-        if not callable(fn):
-            raise TypeError(f"{fn!r} is not callable")
-        if retries < 0:
-            raise ValueError(f"retries must be 0 or more, got {retries}")
+        check = Arguments.of_decorator("@node", fn)
+        check.implementation("the decorated object", fn)
         self.fn = fn
         self.name = name or getattr(fn, "__name__", type(fn).__name__)
         qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
         self.registry_name = f"{module_name(fn)}.{qualname if name is None else name}"
         self.__flowkit_impl__ = fn
-        self.__flowkit_options__: dict[str, Any] = {
-            "retries": retries,
-            "backoff": backoff,
-            "timeout": None if timeout is None else to_seconds(timeout),
-            "fallback": fallback,
-        }
+        self.__flowkit_options__: dict[str, Any] = check.node_options(
+            name=name, retries=retries, backoff=backoff, timeout=timeout, fallback=fallback
+        )
         self.is_async = inspect.iscoroutinefunction(fn)
         functools.update_wrapper(self, fn)
 
@@ -107,6 +104,118 @@ def node(
         )
 
     return wrap(fn) if fn is not None else wrap
+
+
+class Arguments:
+    """Checks the arguments of one definition (``@node``, ``@flow``, a ``Flow`` method):
+    each bad one is a :class:`~flowkit.ConfigurationError` naming the definition, the
+    argument, what was given and what to pass instead."""
+
+    def __init__(self, owner: str, *, located: bool = False) -> None:
+        self.owner = owner
+        self.located = located  # a decorator: say where the user wrote it
+
+    @classmethod
+    def of_decorator(cls, decorator: str, target: object) -> Arguments:
+        """For ``decorator`` applied to ``target``; its errors give the user's file and line."""
+        name = getattr(target, "__qualname__", None)
+        return cls(f"{decorator} on {name}" if isinstance(name, str) else decorator, located=True)
+
+    def refuse(self, name: str, value: object, expected: str) -> NoReturn:
+        raise ConfigurationError(f"{self._where()}: {name} must be {expected}; got {shown(value)}")
+
+    def _where(self) -> str:
+        return f"{self.owner} ({user_location()})" if self.located else self.owner
+
+    def count(self, name: str, value: object, *, minimum: int, example: str) -> int:
+        """A whole number (not a bool) of ``minimum`` or more."""
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            self.refuse(name, value, f"a whole number of {minimum} or more, e.g. {example}")
+        return value
+
+    def text(self, name: str, value: object, *, example: str) -> str:
+        """A string with something in it besides spaces."""
+        if not isinstance(value, str) or not value.strip():
+            self.refuse(name, value, f"a non-empty string, e.g. {example}")
+        return value
+
+    def optional_text(self, name: str, value: object, *, example: str) -> str | None:
+        return None if value is None else self.text(name, value, example=example)
+
+    def duration(self, name: str, value: object, *, zero: bool = False) -> float:
+        """Seconds above zero (or zero too, with ``zero``) from any duration form."""
+        try:
+            seconds = to_seconds(value)  # type: ignore[arg-type]  # checked there
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{self._where()}: {name}: {exc}") from None
+        if seconds == 0 and not zero:
+            self.refuse(name, value, "above zero, e.g. '30s'")
+        return seconds
+
+    def optional_duration(self, name: str, value: object) -> float | None:
+        return None if value is None else self.duration(name, value)
+
+    def implementation(self, name: str, value: object) -> None:
+        """A function, a ``@node`` or a ``flowkit.Node`` class."""
+        if not callable(value):
+            self.refuse(name, value, "a function, a @node or a flowkit.Node class")
+
+    def optional_callable(self, name: str, value: object) -> None:
+        if value is not None and not callable(value):
+            self.refuse(name, value, "a function or a @node, or None")
+
+    def optional_backoff(self, name: str, value: object) -> None:
+        if value is not None and not isinstance(value, Backoff):
+            self.refuse(name, value, "a flowkit.Backoff, e.g. Backoff(initial='1s'), or None")
+
+    def choice(self, name: str, value: object, choices: Collection[str]) -> None:
+        if value is not None and value not in choices:
+            listed = ", ".join(repr(c) for c in sorted(choices))
+            self.refuse(name, value, f"one of {listed}, or None")
+
+    def optional_mapping(self, name: str, value: object, *, example: str) -> None:
+        if value is not None and not isinstance(value, Mapping):
+            self.refuse(name, value, f"a dict, e.g. {example}, or None")
+
+    def node_options(
+        self, *, name: object, retries: object, backoff: object, timeout: object, fallback: object
+    ) -> dict[str, Any]:
+        """``@node``'s options, checked: its ``name``, and the options a flow uses."""
+        self.optional_text("name", name, example="name='charge-card'")
+        self.optional_backoff("backoff", backoff)
+        self.optional_callable("fallback", fallback)
+        return {
+            "retries": self.count("retries", retries, minimum=0, example="retries=3"),
+            "backoff": backoff,
+            "timeout": self.optional_duration("timeout", timeout),
+            "fallback": fallback,
+        }
+
+
+def check_flow_arguments(fn: object, id: object, version: object) -> None:
+    """Refuse a ``@flow`` target that is not a function, an empty ``id`` or a ``version``
+    that is not a whole number of 1 or more (the compiler checks the body itself)."""
+    check = Arguments.of_decorator("@flow", fn)
+    if not inspect.isfunction(fn):
+        check.refuse("the decorated object", fn, "an async def function")
+    check.optional_text("id", id, example="id='checkout'")
+    check.count("version", version, minimum=1, example="version=2")
+
+
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def user_location() -> str:
+    """``"<file>, line <n>"`` of the innermost caller outside flowkit: where the user's
+    code made the definition being checked."""
+    frame = sys._getframe(1)
+    while frame.f_back is not None and _inside_flowkit(frame.f_code.co_filename):
+        frame = frame.f_back
+    return f"{frame.f_code.co_filename}, line {frame.f_lineno}"
+
+
+def _inside_flowkit(filename: str) -> bool:
+    return Path(filename).resolve().is_relative_to(_PACKAGE)
 
 
 MAIN = "__main__"
