@@ -116,7 +116,8 @@ def translate_errors(operation: str, dsn: str) -> Iterator[None]:
 
 
 class ConnectionPool:
-    """At most ``size`` connections, reused; one left in doubt is closed, never reused."""
+    """At most ``size`` connections, reused; one left in doubt is closed, never reused,
+    and one found broken (the server went away) takes the idle ones with it."""
 
     def __init__(self, open_: Callable[[], Awaitable[Conn]], size: int) -> None:
         self._open = open_
@@ -146,8 +147,12 @@ class ConnectionPool:
         idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         if idle and not self._closed and not conn.closed:
             self._idle.append(conn)
-        else:
-            await conn.close()
+            return
+        await conn.close()
+        if conn.broken:  # the server went away: the idle ones, opened before, are dead too
+            stale, self._idle = self._idle, []
+            for other in stale:
+                await other.close()
 
     async def close(self) -> None:
         """Close the idle connections; busy ones close when given back."""

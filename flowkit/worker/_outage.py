@@ -153,19 +153,30 @@ def store_dependency(
     return Dependency("store", probe, pausing=pausing, resuming=resuming, logger=logger)
 
 
-async def despite_store_outages(store: Dependency, operation: Callable[[], Awaitable[T]]) -> T:
-    """``operation()``, done again once the store is back whenever it fails because the
-    store is unreachable (a probe confirms it); any other error is raised. Bound it with
-    the caller's timeout."""
+async def despite_store_outages(
+    store: Dependency,
+    operation: Callable[[], Awaitable[T]],
+    until_back: Callable[[], Awaitable[None]] | None = None,
+) -> T:
+    """``operation()``, done again once the store is back (``until_back()``, by default
+    :meth:`Dependency.until_up`) whenever it fails because the store is unreachable (a
+    probe confirms it); any other error is raised, the second time in a row (the first
+    may come from a connection broken by an outage the probe no longer sees). Bound it
+    with the caller's timeout."""
+    unconfirmed = 0
     while True:
         try:
             return await operation()
         except Conflict:
             raise
         except StoreError as exc:
-            if not await store.outage(exc):
-                raise
-        await store.until_up()
+            if await store.outage(exc):
+                unconfirmed = 0
+            else:
+                unconfirmed += 1
+                if unconfirmed > 1:
+                    raise
+        await (until_back or store.until_up)()
 
 
 async def start_despite_outages(

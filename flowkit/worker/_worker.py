@@ -14,11 +14,10 @@ from ..engine import _protocol as p
 from ..engine._durable import CHILD_LEASE, dispatch_command
 from ..engine._events import Event, EventBus
 from ..engine._execute import Executor
-from ..stores._protocol import Conflict
 from ..stores._urls import check_positive
 from ._heartbeat import Heartbeats
 from ._messages import ENQUEUED_AT_HEADER, MalformedMessage, NodeMessage, names_a_run
-from ._outage import Dependency, store_dependency
+from ._outage import Dependency, despite_store_outages, store_dependency
 from ._shell import Shell
 
 if TYPE_CHECKING:
@@ -214,16 +213,14 @@ class Worker:
         return not self.store_health.down
 
     async def _despite_store_outages(self, operation: Callable[[], Awaitable[T]]) -> T:
-        """``operation()``, done again once the store is back whenever it fails because the
-        store is unreachable; any other error (or one while draining) is raised."""
-        while True:
-            try:
-                return await operation()
-            except Conflict:
-                raise
-            except StoreError as exc:
-                if not await self.store_health.outage(exc) or not await self._store_back():
-                    raise
+        """``operation()``, as :func:`despite_store_outages` does it, but given up (the store's
+        error raised) if the worker drains while the store is down."""
+
+        async def until_back() -> None:
+            if not await self._store_back():
+                raise StoreError(f"the worker drains: {self.store_health.reason}")
+
+        return await despite_store_outages(self.store_health, operation, until_back)
 
     async def _handle(self, delivery: Delivery, slots: anyio.Semaphore) -> None:
         try:
