@@ -152,11 +152,10 @@ async def one_run(client: Client, order_id: str, tally: Tally) -> None:
 
 
 async def start_runs(
-    client: Client, plan: Plan, tally: Tally, runs: TaskGroup, until: float
+    client: Client, plan: Plan, tally: Tally, runs: TaskGroup, began: float
 ) -> None:
-    """Start ``plan.rate`` runs a second, on a fixed schedule, until ``until``."""
-    began = anyio.current_time()
-    for index in range(math.ceil((until - began) * plan.rate)):
+    """Start ``plan.rate`` runs a second from ``began``, on a fixed schedule, for the soak."""
+    for index in range(math.ceil(plan.minutes * 60 * plan.rate)):
         await _sleep_until(began + index / plan.rate)
         runs.start_soon(one_run, client, f"soak-{index}", tally)
 
@@ -210,12 +209,11 @@ async def soak(plan: Plan, workdir: Path, worker_pid: int) -> tuple[list[dict[st
         )
         print(_line(rows[0]), flush=True)
         began = anyio.current_time()
-        load_ends = began + plan.minutes * 60
         async with anyio.create_task_group() as sampling:
             sampling.start_soon(sample_minutes, plan, tally, worker_pid, began, rows)
             with anyio.move_on_after(plan.minutes * 60 + DRAIN_TIMEOUT):
                 async with anyio.create_task_group() as runs:  # left once every run ended
-                    await start_runs(client, plan, tally, runs, load_ends)
+                    await start_runs(client, plan, tally, runs, began)
     finally:
         await transport.close()
         await store.close()
