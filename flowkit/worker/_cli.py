@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
+import math
 import os
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import urlsplit
 
 import anyio
 import structlog
 
+from .._durations import shown
 from .._errors import FlowkitError
 from .._version import __version__
 
@@ -21,6 +24,8 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
 DEFAULT_URL = "sqlite:///flowkit.db"
+ERROR = "flowkit.worker: error: "  # how every bad flag and start-up failure begins
+MAX_LEASE = 7 * 86400.0  # seconds; heartbeats extend a lease, so a long node needs no more
 CLOSE_TIMEOUT = 10.0  # seconds closing the transport, then the store, may take once drained
 SHUTDOWN_TIMEOUT = 30.0  # seconds from the end of the drain to the process's exit, at most
 log = structlog.get_logger("flowkit.worker")
@@ -30,8 +35,15 @@ class UsageError(FlowkitError):
     """A flag is wrong; the message says which and how to fix it."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is reported in one line, without the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{ERROR}{message} (see --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    cli = argparse.ArgumentParser(
+    cli = _Parser(
         prog="python -m flowkit.worker",
         description="Run a flowkit worker: execute the nodes of the given flows from a "
         "transport, with run state in a store. SIGTERM or SIGINT drains in-flight nodes "
@@ -44,6 +56,7 @@ def parser() -> argparse.ArgumentParser:
         "--app",
         action="append",
         required=True,
+        type=_app_spec,
         metavar="MODULE[:ATTR]",
         help="module whose flows to serve, or module:attr naming a flow or a list "
         "of flows (repeatable)",
@@ -51,6 +64,7 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument(
         "--transport",
         default=DEFAULT_URL,
+        type=_url,
         metavar="URL",
         help="memory://, sqlite:///path.db, postgresql://..., amqp://..., "
         "kafka://host:port, redis://..., pubsub://project, servicebus://..., "
@@ -59,24 +73,29 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument(
         "--store",
         default=DEFAULT_URL,
+        type=_url,
         metavar="URL",
         help="memory://, sqlite:///path.db, postgresql://..., redis://... (default: %(default)s)",
     )
     cli.add_argument(
         "--concurrency",
-        type=_positive(int),
+        type=_concurrency,
         default=32,
-        help="node executions at once (default: %(default)s)",
+        help="node executions at once, 1 or more (default: %(default)s)",
     )
-    cli.add_argument("--queue", default="flowkit", help="queue name (default: %(default)s)")
+    cli.add_argument(
+        "--queue", type=_queue, default="flowkit", help="queue name (default: %(default)s)"
+    )
     cli.add_argument(
         "--lease",
-        type=_positive(float),
+        type=_lease,
         default=30.0,
-        help="seconds before an unfinished dispatch is republished (default: %(default)s)",
+        help="seconds before an unfinished dispatch is republished, above 0 and at most "
+        f"{MAX_LEASE:g} (a week) (default: %(default)s)",
     )
     cli.add_argument(
         "--webhooks",
+        type=_host_port,
         metavar="HOST:PORT",
         help="also serve the webhook endpoints on HOST:PORT (needs hypercorn)",
     )
@@ -97,19 +116,81 @@ def parser() -> argparse.ArgumentParser:
     return cli
 
 
-def _positive(kind: Any) -> Any:
-    """An argparse type accepting only numbers above zero."""
+# -- flag values: each raises ArgumentTypeError saying what to pass instead -------------------
 
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
-        return value
 
-    return parse
+def _concurrency(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of 1 or more, e.g. 32; got {text!r}"
+        )
+    return value
+
+
+def _lease(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= MAX_LEASE:  # NaN and infinity too
+        raise argparse.ArgumentTypeError(
+            f"expected seconds above 0 and at most {MAX_LEASE:g} (a week), e.g. 30; got {text!r}"
+        )
+    return value
+
+
+def _queue(text: str) -> str:
+    if not text.strip() or text != text.strip() or not text.isprintable():
+        raise argparse.ArgumentTypeError(
+            "expected a queue name, not empty, without spaces around it or control "
+            f"characters, e.g. flowkit; got {text!r}"
+        )
+    return text
+
+
+def _url(text: str) -> str:
+    """A URL that can be read; which transports or stores it names is checked later."""
+    example = f"e.g. {DEFAULT_URL} or redis://127.0.0.1:6379/0"
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a URL, {example}; got {text!r}")
+    try:
+        parts = urlsplit(text)
+        _ = parts.port  # reading it checks it
+    except ValueError as exc:  # the URL is not echoed: it may hold a password
+        raise argparse.ArgumentTypeError(
+            f"cannot read the URL ({exc}); pass one {example}"
+        ) from None
+    if not parts.scheme:
+        raise argparse.ArgumentTypeError(f"the URL has no scheme; pass one {example}")
+    return text
+
+
+def _app_spec(text: str) -> str:
+    module_name, colon, attr = text.partition(":")
+    names = [*module_name.split("."), *([attr] if colon else [])]
+    if not all(name.isidentifier() for name in names):
+        raise argparse.ArgumentTypeError(
+            "expected MODULE or MODULE:ATTR with Python names, e.g. myapp.flows or "
+            f"myapp.flows:checkout; got {text!r}"
+        )
+    return text
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not host.isprintable() or " " in host or not _is_port(port):
+        raise argparse.ArgumentTypeError(
+            f"expected HOST:PORT with a port from 1 to 65535, e.g. 127.0.0.1:8080; got {text!r}"
+        )
+    return host, int(port)
+
+
+def _is_port(text: str) -> bool:
+    return text.isascii() and text.isdigit() and 1 <= int(text) <= 65535
 
 
 def load_flows(specs: list[str]) -> list[Any]:
@@ -117,19 +198,9 @@ def load_flows(specs: list[str]) -> list[Any]:
     flows: list[Any] = []
     for spec in specs:
         module_name, _, attr = spec.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise UsageError(f"--app {spec}: cannot import {module_name!r}: {exc}") from exc
-        except Exception as exc:  # the module itself is broken: say so in one line
-            raise UsageError(
-                f"--app {spec}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+        module = _import(spec, module_name)
         if attr:
-            if not hasattr(module, attr):
-                raise UsageError(f"--app {spec}: module {module_name!r} has no {attr!r}")
-            found = getattr(module, attr)
-            flows.extend(found if isinstance(found, list | tuple) else [found])
+            flows.extend(_named_flows(spec, module, attr))
         else:
             flows.extend(v for v in vars(module).values() if _is_flow(v))
     if not flows:
@@ -137,22 +208,41 @@ def load_flows(specs: list[str]) -> list[Any]:
             f"--app {' '.join(specs)}: no flows found (define @flow functions "
             "or flowkit.Flow builders at module level)"
         )
-    return flows
+    return list({id(flow): flow for flow in flows}.values())  # --app given twice: once
+
+
+def _import(spec: str, module_name: str) -> Any:
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"--app {spec}: cannot import {module_name!r}: {exc}") from exc
+    except Exception as exc:  # the module itself is broken: say so in one line
+        raise UsageError(
+            f"--app {spec}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _named_flows(spec: str, module: Any, attr: str) -> list[Any]:
+    """The flow, or the list of flows, ``module.attr`` holds."""
+    if not hasattr(module, attr):
+        raise UsageError(f"--app {spec}: module {module.__name__!r} has no {attr!r}")
+    found = getattr(module, attr)
+    items = list(found) if isinstance(found, list | tuple) else [found]
+    for item in items:
+        if not _is_flow(item):
+            what = f"{attr!r} is" if item is found else f"{attr!r} holds"
+            raise UsageError(
+                f"--app {spec}: {what} {shown(item)}, not a flow; name a @flow function, "
+                "a flowkit.Flow builder or a list of them"
+            )
+    return items
 
 
 def _is_flow(value: Any) -> bool:
     from ..dsl._builder import Flow
+    from ..dsl._flowdef import FlowDef
 
-    return isinstance(value, Flow) or (
-        hasattr(value, "blueprint") and hasattr(value, "registry") and hasattr(value, "fn")
-    )
-
-
-def _host_port(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit():
-        raise UsageError(f"--webhooks {value!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
-    return host, int(port)
+    return isinstance(value, Flow | FlowDef)
 
 
 async def serve(args: argparse.Namespace, *, bounded_exit: bool = False) -> None:
@@ -163,8 +253,8 @@ async def serve(args: argparse.Namespace, *, bounded_exit: bool = False) -> None
     from ._worker import Worker
 
     flows = load_flows(args.app)
-    store = store_from_url(args.store)
-    transport = transport_from_url(args.transport)
+    store = _build("--store", store_from_url, args.store)
+    transport = _build("--transport", transport_from_url, args.transport)
     worker = Worker(
         flows, transport, store, concurrency=args.concurrency, queue=args.queue, lease=args.lease
     )
@@ -182,6 +272,17 @@ async def serve(args: argparse.Namespace, *, bounded_exit: bool = False) -> None
     log.info("worker stopped", processed=worker.processed)
 
 
+def _build(flag: str, from_url: Callable[[str], Any], url: str) -> Any:
+    """The transport or store ``url`` names. flowkit's own errors say which URL is wrong
+    (masking its password); anything else the URL's parsing raises is a UsageError."""
+    try:
+        return from_url(url)
+    except FlowkitError:
+        raise
+    except ValueError as exc:
+        raise UsageError(f"{flag}: cannot use the URL: {exc}") from exc
+
+
 async def _serve_until_stopped(args: argparse.Namespace, flows: list[Any], worker: Any) -> None:
     """Run the worker (and the webhook server) until a signal has drained it."""
     from ._client import Client
@@ -192,7 +293,7 @@ async def _serve_until_stopped(args: argparse.Namespace, flows: list[Any], worke
         async with anyio.create_task_group() as serving:
             if args.webhooks:
                 client = Client(worker.transport, worker.store, queue=args.queue, flows=flows)
-                host, port = _host_port(args.webhooks)
+                host, port = args.webhooks
                 serving.start_soon(_serve_webhooks, client, host, port, stopping.wait)
             log.info(
                 "worker started",
@@ -289,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         reason = _first_reason(exc)
         if reason is None:
             raise
-        print(f"flowkit.worker: error: {' '.join(str(reason).split())}", file=sys.stderr)
+        print(f"{ERROR}{' '.join(str(reason).split())}", file=sys.stderr)
         return 2
     return 0
 
