@@ -187,6 +187,7 @@ class RedisStore:
         self.snapshot_every = snapshot_every
         self.lock_timeout = lock_timeout
         self.lock_ms = max(1, round(lock_timeout * 1000))
+        self._unreleased: dict[str, str] = {}  # lock key -> our token, not yet released
         self.max_connections = max_connections
         self.stats = StoreStats()
         self._client = redis_client(url, max_connections, decode_responses=True)
@@ -280,6 +281,7 @@ class RedisStore:
         return txn
 
     async def _lock(self, keys: list[str], token: str) -> tuple[int, int]:
+        await self._release_unreleased()
         delay = 0.001
         while True:
             with translate_errors("transaction", self.url):
@@ -290,12 +292,24 @@ class RedisStore:
             delay = min(delay * 2, 0.05)
 
     async def _unlock(self, keys: list[str], token: str) -> None:
-        # Best effort: a lock we cannot release expires after lock_timeout anyway.
+        # A lock we cannot release (the server is away: a restart keeps the lock with an
+        # append-only file) is released before our next transaction, or expires after
+        # lock_timeout: the run would otherwise stand still that long after a restart.
         try:
             with translate_errors("release", self.url):
                 await self._release(keys=[keys[2]], args=[token])
         except StoreError as exc:
+            self._unreleased[keys[2]] = token
             _log.warning("store.release_failed", store=repr(self), error=str(exc))
+
+    async def _release_unreleased(self) -> None:
+        for key, token in list(self._unreleased.items()):
+            try:
+                with translate_errors("release", self.url):
+                    await self._release(keys=[key], args=[token])
+            except StoreError:
+                return  # still away: the next transaction tries again
+            self._unreleased.pop(key, None)
 
     async def load(self, run_id: str) -> tuple[RunState, int] | None:
         """A consistent read (MULTI/EXEC) of the run's state and version."""
