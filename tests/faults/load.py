@@ -50,7 +50,7 @@ EXECUTIONS_TO_RESUME = 10  # "throughput is back": this many more executions aft
 POLL = 0.2  # seconds between looks at the store or the executions table
 
 REQUEUED = "transient failure; message requeued"
-PAUSED = "unreachable, pausing intake"
+PAUSED = " unreachable, "  # the store (pausing intake) or the broker (retrying)
 RESUMED = "back after"
 
 Row = tuple[str, str, str, str]
