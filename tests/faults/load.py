@@ -68,6 +68,8 @@ class Load:
         schema: str,
         lease: float,
         tag: str,
+        runs_per_shape: int = RUNS_PER_SHAPE,
+        concurrency: int = CONCURRENCY,
     ) -> None:
         self.transport_url = transport_url
         self.store_url = store_url
@@ -78,7 +80,7 @@ class Load:
             "--transport", transport_url,
             "--store", store_url,
             "--queue", QUEUE,
-            "--concurrency", str(CONCURRENCY),
+            "--concurrency", str(concurrency),
             "--lease", str(lease),
             "--log-format", "json",
         ]  # fmt: skip
@@ -86,7 +88,7 @@ class Load:
         self.runs = {
             f"{tag}-{shape}-{i:02d}": (shape, i + 1)
             for shape in FLOWS
-            for i in range(RUNS_PER_SHAPE)
+            for i in range(runs_per_shape)
         }
         self.client: Client | None = None
         self.report: dict[str, Any] = {}
