@@ -118,10 +118,18 @@ class Load:
     async def kill_workers(self) -> None:
         """SIGKILL the busiest worker KILLS times, mid-load, a replacement after each."""
         await self.start_runs()
+        seen, killed = await self.kill_repeatedly(EXECUTIONS_BETWEEN_KILLS)
+        self.report["killed"] = killed
+        await self._recovered(seen)
+        assert killed, "the load finished before the first kill"
+
+    async def kill_repeatedly(self, between: int) -> tuple[int, list[int]]:
+        """Up to KILLS kills, ``between`` executions apart (none once every activation
+        ran); the executions seen at the last one, and the pids killed."""
         seen = 0
         killed: list[int] = []
         for _ in range(KILLS):
-            rows = await self.executions_at_least(seen + EXECUTIONS_BETWEEN_KILLS)
+            rows = await self.executions_at_least(seen + between)
             seen = len(rows)
             if await self._all_executed(seen):
                 break  # a fast store finished the load first: nothing is left in flight
@@ -129,22 +137,31 @@ class Load:
             victim.kill()
             killed.append(victim.pid)
             self.pool.start()  # its replacement boots while the load goes on
-        self.report["killed"] = killed
-        await self._recovered(seen)
-        assert killed, "the load finished before the first kill"
+        return seen, killed
 
     async def outage(
         self, take_down: Callable[[], None], bring_back: Callable[[], None], seconds: float
     ) -> None:
         """Take a server down mid-load for ``seconds``, then bring it back."""
         await self.start_runs()
-        await self.executions_at_least(EXECUTIONS_BEFORE_FAULT)
+        await self.down_and_back(take_down, bring_back, seconds, after=EXECUTIONS_BEFORE_FAULT)
+        await self._recovered(len(await self.executions()))
+
+    async def down_and_back(
+        self,
+        take_down: Callable[[], None],
+        bring_back: Callable[[], None],
+        seconds: float,
+        *,
+        after: int,
+    ) -> None:
+        """Once ``after`` nodes ran, take the server down for ``seconds``; bring it back."""
+        await self.executions_at_least(after)
         await anyio.to_thread.run_sync(take_down)
         down_at = time.monotonic()
         await anyio.sleep(seconds)  # the outage itself, not a wait for something
         await anyio.to_thread.run_sync(bring_back)
         self.report["down_for_s"] = round(time.monotonic() - down_at, 1)
-        await self._recovered(len(await self.executions()))
 
     async def _recovered(self, seen: int) -> None:
         """Node executions resume within RECOVERY_BOUND (unless all were done already),
