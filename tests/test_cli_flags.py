@@ -109,11 +109,6 @@ def test_a_bad_flag_is_one_line_and_exit_2(app_dir: Path, args: list[str], named
     assert named in lines[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="no transport can be connected before its first receive: the Transport protocol "
-    "has no connect step, so 'worker started' is logged before the broker is reached",
-)
 def test_an_unreachable_transport_exits_2_before_the_worker_starts(app_dir: Path) -> None:
     result = worker(app_dir, "--transport", "redis://127.0.0.1:1/0")
     lines = result.stderr.splitlines()

@@ -217,6 +217,11 @@ class NATSTransport:
         await nc.request(msg.reply, payload, timeout=self.request_timeout)
 
     # -- receiving -------------------------------------------------------------
+    async def connect(self, queue: str) -> None:
+        """Connect and create ``queue``'s streams and durable consumer (idempotent);
+        TransportError if the server cannot be reached."""
+        await self._declare(queue, consumer=True)
+
     async def receive(self, queue: str) -> AsyncIterator[NATSDelivery]:
         """Deliveries from ``queue`` through the shared durable pull consumer.
 

@@ -49,7 +49,19 @@ class Delivery(Protocol):
 
 @runtime_checkable
 class Transport(Protocol):
-    """A message broker seen as named queues."""
+    """A message broker seen as named queues.
+
+    A transport may also have an optional method, not part of this protocol (nor of its
+    ``isinstance`` check)::
+
+        async def connect(self, queue: str) -> None: ...
+
+    It makes sure the broker is reachable and ``queue`` exists (declaring it where the
+    transport declares queues), and raises TransportError otherwise; it is idempotent.
+
+    The worker CLI calls it, when the transport has it, before it logs "worker started",
+    so an unreachable broker fails the start instead of the first receive.
+    """
 
     async def send(
         self,

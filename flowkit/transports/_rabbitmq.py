@@ -218,6 +218,11 @@ class RabbitMQTransport:
             await channel.default_exchange.publish(message, routing_key, mandatory=True)
 
     # -- receiving -------------------------------------------------------------
+    async def connect(self, queue: str) -> None:
+        """Connect and declare ``queue`` and its dead-letter queue (idempotent);
+        TransportError if the broker cannot be reached."""
+        await self._declare(queue)
+
     async def receive(self, queue: str) -> AsyncIterator[RabbitMQDelivery]:
         """Deliveries from ``queue`` on a channel of its own, until the transport closes.
 

@@ -212,6 +212,12 @@ class RedisTransport:
                 await self._client.xadd(keys.stream, fields)
 
     # -- receiving -------------------------------------------------------------
+    async def connect(self, queue: str) -> None:
+        """Reach the server and create ``queue``'s stream and consumer group (idempotent);
+        TransportError if the server cannot be reached."""
+        self._check_open()
+        await self._join(_Keys.of(self.prefix, queue))
+
     async def receive(self, queue: str) -> AsyncIterator[RedisDelivery]:
         """New and timed-out deliveries from ``queue``, until the transport is closed."""
         self._check_open()

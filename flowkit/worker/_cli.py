@@ -295,15 +295,35 @@ async def _serve_until_stopped(args: argparse.Namespace, flows: list[Any], worke
                 client = Client(worker.transport, worker.store, queue=args.queue, flows=flows)
                 host, port = args.webhooks
                 serving.start_soon(_serve_webhooks, client, host, port, stopping.wait)
-            log.info(
-                "worker started",
-                flows=[_name(f) for f in flows],
-                queue=args.queue,
-                concurrency=args.concurrency,
-            )
-            await worker.run()
+            if await _connect(worker.transport, args.queue, stopping):
+                log.info(
+                    "worker started",
+                    flows=[_name(f) for f in flows],
+                    queue=args.queue,
+                    concurrency=args.concurrency,
+                )
+                await worker.run()
             stopping.set()  # the webhook server shuts down gracefully, then `serving` ends
         tg.cancel_scope.cancel()
+
+
+async def _connect(transport: Any, queue: str, stopping: anyio.Event) -> bool:
+    """Reach the broker and declare ``queue`` (the transport's optional ``connect``): an
+    unreachable broker raises its TransportError before the worker says it started. False
+    if a signal stops the worker first (the handshake is cancelled: nothing was taken)."""
+    connect = getattr(transport, "connect", None)
+    if connect is None:
+        return not stopping.is_set()
+    async with anyio.create_task_group() as tg:
+
+        async def cancel_when_stopping() -> None:
+            await stopping.wait()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(cancel_when_stopping)
+        await connect(queue)
+        tg.cancel_scope.cancel()
+    return not stopping.is_set()
 
 
 async def _close_bounded(what: str, resource: Any) -> None:
