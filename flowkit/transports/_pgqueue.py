@@ -318,6 +318,12 @@ class PostgresQueueTransport:
         }
         await self._query("send", _SEND, params)
 
+    async def connect(self, queue: str) -> None:
+        """Open a pooled connection, creating the schema's tables on first use
+        (idempotent); TransportError if the server cannot be reached. Queues are rows:
+        ``queue`` needs nothing more."""
+        await self._query("connect", "SELECT 1", None)
+
     async def receive(self, queue: str) -> AsyncIterator[PostgresDelivery]:
         """Claim messages one at a time; between claims, wait for a NOTIFY or the poll delay."""
         async with self._listener() as listener:

@@ -374,6 +374,11 @@ class PubSubTransport:
             topic, key = names.delay_topic, None
         await self._publish(topic, bytes(body), key, attributes)
 
+    async def connect(self, queue: str) -> None:
+        """Create ``queue``'s topics and subscriptions if ``create`` (idempotent);
+        TransportError if Pub/Sub cannot be reached. Without ``create`` it checks nothing."""
+        await self._ensure(queue)
+
     async def receive(self, queue: str) -> AsyncIterator[PubSubDelivery]:
         """Deliveries from ``queue`` until the transport is closed (or the loop is left)."""
         names = await self._ensure(queue)

@@ -577,6 +577,12 @@ class ServiceBusTransport:
             _log.warning("could not cancel a scheduled copy", queue=queue, error=str(exc))
 
     # -- receiving -----------------------------------------------------------------
+    async def connect(self, queue: str) -> None:
+        """Create ``queue`` if ``create_queues`` and it is missing (idempotent);
+        TransportError if the namespace cannot be reached. Without ``create_queues``
+        it checks nothing: the first receive does."""
+        await self._ensure_queue(queue)
+
     async def receive(self, queue: str) -> AsyncIterator[ServiceBusDelivery]:
         """Deliveries from ``queue`` (peek-lock), until the transport is closed."""
         receiver = await self._open_receiver(queue)

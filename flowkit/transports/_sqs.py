@@ -269,6 +269,11 @@ class SQSTransport:
             await client.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
 
     # -- receiving -------------------------------------------------------------
+    async def connect(self, queue: str) -> None:
+        """Create ``queue`` and its dead-letter queue (``create_queues``), else look its URL
+        up (idempotent); TransportError if SQS cannot be reached or the queue is missing."""
+        await self._queue_url(queue)
+
     async def receive(self, queue: str) -> AsyncIterator[SQSDelivery]:
         """Deliveries from ``queue`` by long polling, until the transport is closed.
 
