@@ -336,6 +336,11 @@ class KafkaTransport:
         await self._put(topic, bytes(body), raw_key, dict(headers or {}), delay)
 
     # -- consuming ----------------------------------------------------------
+    async def connect(self, queue: str) -> None:
+        """Create the queue's topics (work, ``.delay``, ``.dlq``) where missing (idempotent);
+        TransportError if the cluster cannot be reached."""
+        await self._queue_topics(queue)
+
     async def receive(self, queue: str) -> AsyncIterator[KafkaDelivery]:
         """Join the group on the queue's topic (and its delay forwarder); yield deliveries."""
         member = await self._join(await self._queue_topics(queue))
