@@ -16,6 +16,7 @@ import anyio
 import anyio.to_thread
 
 from .._errors import StoreError
+from .._sqlite_wal import enable_wal
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
 from ._protocol import NO_INDEX, DueTimer, ExpiredLease, IndexOps, RunInfo, StoreStats
 from ._urls import ConfigurationError, check_positive, redact, split_options, sqlite_path
@@ -92,9 +93,9 @@ class SQLiteStore:
                 conn = sqlite3.connect(
                     self.path, timeout=30.0, isolation_level=None, check_same_thread=False
                 )
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA busy_timeout=30000")
+                enable_wal(conn)
+                conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("BEGIN IMMEDIATE")
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     conn.execute(statement)

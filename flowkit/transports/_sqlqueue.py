@@ -38,6 +38,7 @@ import anyio.to_thread
 
 from .._durations import Backoff
 from .._errors import TransportError
+from .._sqlite_wal import enable_wal
 from ..stores._urls import ConfigurationError, check_positive, redact, split_options, sqlite_path
 from ._memory import DeadLetter
 from ._protocol import DeliveryError
@@ -125,7 +126,7 @@ def _open(path: str) -> sqlite3.Connection:
     ready = False
     try:
         conn.execute("PRAGMA busy_timeout=30000")
-        conn.execute("PRAGMA journal_mode=WAL")
+        enable_wal(conn)
         conn.execute("PRAGMA synchronous=NORMAL")
         with _immediate(conn):
             for statement in filter(str.strip, _SCHEMA.split(";")):
