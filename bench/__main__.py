@@ -50,8 +50,8 @@ def _only(value: str) -> list[str]:
 
 
 def budgets(results: dict[str, list[Table]]) -> Table:
-    """DESIGN §11 budgets against what this invocation measured."""
-    table = Table("budgets (DESIGN §11 and issue 7)")
+    """The performance budgets against what this invocation measured."""
+    table = Table("budgets")
 
     def add(budget: str, target: str, measured: Any, met: bool | None) -> None:
         table.rows.append({"budget": budget, "target": target, "measured": measured, "met": met})

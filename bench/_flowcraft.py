@@ -1,4 +1,4 @@
-"""Runs ../shared/bench/flowcraft_bench.mjs (Flowcraft, TypeScript) for side-by-side ratios."""
+"""Runs bench/flowcraft_bench.mjs (Flowcraft, TypeScript) for side-by-side ratios."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-SCRIPT = Path(__file__).resolve().parent.parent.parent / "shared" / "bench" / "flowcraft_bench.mjs"
+SCRIPT = Path(__file__).resolve().parent / "flowcraft_bench.mjs"
 PACKAGE = "flowcraft@2.10.1"
 
 

@@ -1,7 +1,7 @@
 """Scale: N sleeping runs of ``sleep 1d -> node`` on ``Runtime(store=SQLiteStore(tmp))``.
 
 A sleeping run must be a row in the store, not a task or memory in the
-process (DESIGN §11). Reported: process RSS growth per run (from
+process. Reported: process RSS growth per run (from
 ``/proc/self/statm``), store file size per run, live tasks before and after,
 and runs started per second. The baseline measured in the same invocation is
 the store's own bytes per run: RSS growth ÷ store bytes says how much of a

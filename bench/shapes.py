@@ -1,4 +1,4 @@
-"""The reference workload shapes of ../shared/bench (chain, fan, diamond) for flowkit."""
+"""The reference workload shapes of bench/flowcraft_bench.mjs (chain, fan, diamond) for flowkit."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 FOR_CAP = 1_000_000
 """Iteration cap of ``for`` loops (they are bounded by their iterable anyway)."""
 WHILE_CAP = 10_000
-"""Iteration cap of ``while`` loops (DESIGN §3.2)."""
+"""Iteration cap of ``while`` loops."""
 
 
 class Control(Statements):

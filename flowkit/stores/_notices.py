@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 @runtime_checkable
 class WatchesFinished(Protocol):
-    """The optional store capability behind push results (DESIGN §7, protocol item 6)."""
+    """The optional store capability behind push results (finished runs announced to clients)."""
 
     def watch_finished(self) -> AbstractAsyncContextManager[AsyncIterator[str]]:
         """While the block is open: the ids of runs whose final status was committed."""
