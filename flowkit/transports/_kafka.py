@@ -262,17 +262,32 @@ class KafkaTransport:
         return topic
 
     async def _ensure(self, topics: Mapping[str, int]) -> None:
-        missing = [name for name in topics if name not in self._topics]
-        if not missing:
-            return
+        missing = {name: n for name, n in topics.items() if name not in self._topics}
+        if missing:
+            await self._create(missing)
+
+    async def _create(self, topics: Mapping[str, int]) -> list[str]:
+        """Create whichever of ``topics`` the broker lacks; the names it had to create.
+
+        The producer's metadata is refreshed after a creation: a broker that lost its
+        data may take records for topics it no longer lists (tansu does), and a cached
+        layout would keep the producer writing where nothing can be committed.
+        """
         admin = await self._client("admin")
-        with translate_errors(f"creating topics {missing}", self.where):
-            new = [NewTopic(name, topics[name], self.replication_factor) for name in missing]
+        with translate_errors(f"creating topics {sorted(topics)}", self.where):
+            new = [NewTopic(name, n, self.replication_factor) for name, n in topics.items()]
             response = await admin.create_topics(new)
+            created = []
             for name, code, message in response.topic_errors:
-                if code not in (0, kafka_errors.TopicAlreadyExistsError.errno):
+                if code == 0:
+                    created.append(name)
+                elif code != kafka_errors.TopicAlreadyExistsError.errno:
                     raise kafka_errors.for_code(code)(f"topic {name!r}: {message}")
-        self._topics.update(missing)
+        self._topics.update(topics)
+        producer = self._clients.get("producer")
+        if created and producer is not None:
+            producer.client.force_metadata_update()
+        return created
 
     async def _queue_topics(self, queue: str) -> str:
         self._check_open()

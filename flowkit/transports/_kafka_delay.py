@@ -38,6 +38,9 @@ class _Forwarder(_Member):
     def _busy(self) -> set[int]:
         return set()  # held records are not work in progress: partitions may move
 
+    def _topics_needed(self) -> dict[str, int]:
+        return {}  # the reader's member checks the queue's topics, these included
+
     async def _hand_back(self) -> None:
         """Nothing: records not forwarded yet stay uncommitted for the next forwarder."""
 

@@ -94,12 +94,15 @@ class _Member:
         self._commits_covered = 0  # calls whose settlements a finished commit included
         self._commit_due = math.inf  # when the watch loop retries a failed commit
         self._callback_ends = 0.0  # when the rebalance callback under way must be done
+        self._topics_due = math.inf  # when to check that the broker still has the topics
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         with translate_errors(f"joining a consumer group on {self.topic!r}", self.transport.where):
             self.kafka.subscribe([self.topic], listener=_Rebalance(self))
             await self.kafka.start()
+        if self._topics_needed():
+            self._topics_due = time.monotonic() + self.transport.session_timeout
         self._tasks = [
             asyncio.create_task(self._guard(self._fetch_loop())),
             asyncio.create_task(self._guard(self._watch_loop())),
@@ -209,8 +212,11 @@ class _Member:
                 await self._expire(delivery)
             if self._commit_due <= now:
                 await self._commit_settled()
+            if self._topics_due <= now:
+                await self._check_topics()
             deadlines = [d.deadline for d in self.held if d.state == _HELD]
-            await self._wait(min([*deadlines, self._commit_due]) - time.monotonic())
+            due = min([*deadlines, self._commit_due, self._topics_due])
+            await self._wait(due - time.monotonic())
         await self._finish()
 
     def _drained(self) -> bool:
@@ -233,6 +239,33 @@ class _Member:
         except TransportError as exc:
             log.warning("could not move a record; retrying", topic=self.topic, error=str(exc))
             delivery.deadline = time.monotonic() + _RETRY
+
+    # -- a broker that lost its data -------------------------------------------
+    def _topics_needed(self) -> dict[str, int]:
+        """The topics of this member's queue, each with the partitions it is made with."""
+        acks = [self.acks_topic] + ([self.forwarder.acks_topic] if self.forwarder else [])
+        topics = [self.topic, f"{self.topic}.delay", f"{self.topic}.dlq", *acks]
+        return dict.fromkeys(topics, self.transport.partitions)
+
+    async def _check_topics(self) -> None:
+        """Every session timeout, make again any topic the broker lost (it restarted
+        empty). If it lost any, this member fails so that its reader joins anew: its
+        offsets, assignment and metadata describe what is gone."""
+        self._topics_due = time.monotonic() + self.transport.session_timeout
+        try:
+            created = await self._bounded(
+                self.transport._create(self._topics_needed()), "checking the topics"
+            )
+        except TransportError as exc:  # unreachable now: the next check tries again
+            log.debug("could not check the topics", topic=self.topic, error=str(exc))
+            return
+        if created:
+            log.warning("the broker had lost topics; made them again", topics=created)
+            self.failure = TransportError(
+                f"Kafka {self.transport.where!r}: the broker had lost topics {created} "
+                "(made again); receive again to join the group anew"
+            )
+            self.wake()
 
     # -- settling -----------------------------------------------------------
     def check(self, delivery: KafkaDelivery) -> None:
