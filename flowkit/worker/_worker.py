@@ -359,14 +359,19 @@ class Worker:
     async def _reconcile(self) -> None:
         self.shell.drop_idle()  # also when idle: the copies of runs other workers finished
         now = clock.now()
-        for lease in await self.store.expired_leases(now):
+        expired = await self.store.expired_leases(now)
+        # extended before any is republished, so that the other workers' reconcilers skip
+        # them: republishing first had every worker publish each again (after a broker
+        # stalled, a backlog of duplicates that kept its leases running out)
+        for lease in expired:
+            await self.store.extend_lease(lease.run_id, lease.dispatch_id, now + self.lease)
+        for lease in expired:
             try:
                 await self._redo(lease.run_id, lease.dispatch_id)
             except ResumeError as exc:
                 log.error(
                     "expired lease of an unknown run or flow", run_id=lease.run_id, error=str(exc)
                 )
-            await self.store.extend_lease(lease.run_id, lease.dispatch_id, now + self.lease)
 
     async def _redo(self, run_id: str, lease_id: str) -> None:
         replica = await self.shell.replica(run_id, fresh=True)
