@@ -90,8 +90,6 @@ class _Member:
         self._finished = False
         self._changed = asyncio.Event()
         self._commit_lock = asyncio.Lock()
-        self._commits_asked = 0  # commit() calls so far
-        self._commits_covered = 0  # calls whose settlements a finished commit included
         self._commit_due = math.inf  # when the watch loop retries a failed commit
         self._callback_ends = 0.0  # when the rebalance callback under way must be done
         self._topics_due = math.inf  # when to check that the broker still has the topics
@@ -325,20 +323,12 @@ class _Member:
     async def commit(self) -> None:
         """Commit every partition's lowest unsettled offset, snapshot first if needed.
 
-        Calls made while a commit is under way share the next one: concurrent
-        settlements cost one round trip together, not one each in turn (which made
-        commits, not handlers, the limit, and a rebalance, holding commits up for
-        seconds, stalled every settlement queued behind). Bounded: a broker that
-        lost the topic or the group is retried by aiokafka forever.
+        Bounded: aiokafka retries a commit for ever while the broker answers that it
+        does not know the topic (one that restarted empty), and every settlement of
+        this member waits behind it.
         """
-        self._commits_asked += 1
-        asked = self._commits_asked
         async with self._commit_lock:
-            if self._commits_covered >= asked:
-                return  # a commit planned after this call included its settlements
-            covering = self._commits_asked
             await self._bounded(self._commit_now(), "committing offsets")
-            self._commits_covered = covering
 
     async def _bounded(self, step: Awaitable[Any], what: str, timeout: float | None = None) -> Any:
         """``step`` within ``timeout`` (default: the session timeout), else TransportError."""
