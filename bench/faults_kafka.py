@@ -43,6 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the restartable broker of the fault tests
 
+from conformance.tansu import _die_with_parent  # noqa: E402
 from faults.broker import RestartableTansu  # noqa: E402
 
 from bench._faults_flows import SHAPES, WAIT_NAME, expected, inputs  # noqa: E402
@@ -69,6 +70,7 @@ class Workers:
             [sys.executable, "-m", "flowkit.worker", *self.args],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_die_with_parent,  # a killed bench leaves no worker behind
         )  # fmt: skip
         log.close()
         self.procs.append(proc)

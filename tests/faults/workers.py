@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import anyio
+from conformance.tansu import _die_with_parent  # a killed test run leaves no worker behind
 
 TESTS = Path(__file__).resolve().parent.parent
 KILL_TIMEOUT = 10.0
@@ -76,6 +77,7 @@ class WorkerPool:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         process = WorkerProcess(popen, log)
         self.started.append(process)
