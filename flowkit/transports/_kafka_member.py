@@ -90,6 +90,8 @@ class _Member:
         self._finished = False
         self._changed = asyncio.Event()
         self._commit_lock = asyncio.Lock()
+        self._commits_asked = 0  # commit() calls so far
+        self._commits_covered = 0  # calls whose settlements a finished commit included
         self._commit_due = math.inf  # when the watch loop retries a failed commit
         self._callback_ends = 0.0  # when the rebalance callback under way must be done
         self._topics_due = math.inf  # when to check that the broker still has the topics
@@ -323,12 +325,22 @@ class _Member:
     async def commit(self) -> None:
         """Commit every partition's lowest unsettled offset, snapshot first if needed.
 
+        Calls made while a commit is under way share the next one. Taking turns, each
+        would make a round trip of its own as long as settlements keep coming (each
+        finds new ones): commits, not handlers, set a worker's pace, and a rebalance,
+        holding commits up for seconds, stalled every settlement queued behind.
+
         Bounded: aiokafka retries a commit for ever while the broker answers that it
-        does not know the topic (one that restarted empty), and every settlement of
-        this member waits behind it.
+        does not know the topic (one that restarted empty).
         """
+        self._commits_asked += 1
+        asked = self._commits_asked
         async with self._commit_lock:
+            if self._commits_covered >= asked:
+                return  # a commit planned after this call included its settlements
+            covering = self._commits_asked
             await self._bounded(self._commit_now(), "committing offsets")
+            self._commits_covered = covering
 
     async def _bounded(self, step: Awaitable[Any], what: str, timeout: float | None = None) -> Any:
         """``step`` within ``timeout`` (default: the session timeout), else TransportError."""

@@ -20,6 +20,7 @@ one idempotency key (re-executions are printed, not asserted: a kill makes them)
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections import defaultdict
@@ -32,6 +33,7 @@ from conformance.tansu import SESSION_TIMEOUT
 
 from flowkit import Client, RunStatus
 from flowkit.stores import from_url as store_from_url
+from flowkit.transports import KafkaTransport
 from flowkit.transports import from_url as transport_from_url
 
 from .flows_faults import (
@@ -63,6 +65,8 @@ PROGRESS_TIMEOUT = 60.0  # the load makes progress (node executions) within this
 OUTAGE = 2.0  # seconds the broker stays dead before it is started again
 KILLS = 3
 EXECUTIONS_BETWEEN_KILLS = 25
+ACKS = 64  # acked by HANDLERS handlers in the commit test
+HANDLERS = 16
 POLL = 0.2  # seconds between looks at the store or the executions table
 STORE_POOL = 3  # connections per process: the shared PostgreSQL server has 100 in all
 
@@ -173,6 +177,49 @@ async def check(client: Client, schema: str, runs: dict[str, tuple[str, int]]) -
     for run_id, (shape, _) in runs.items():
         assert activations(shape) == {a for (r, a) in keys if r == run_id}, run_id
     return {"executions": len(rows), "re-executions": len(rows) - len(keys)}
+
+
+async def test_acks_in_flight_share_commits(running_tansu: RestartableTansu) -> None:
+    """Handlers acking one delivery after another, side by side, share commits: taking
+    turns, each ack found settlements newer than the last commit and made a round trip
+    of its own, so commits set the pace (and stalled behind a rebalance)."""
+    namespace = f"fk{uuid.uuid4().hex[:10]}"
+    options = {"group": namespace, "topic_prefix": namespace, "partitions": 1}
+    producer = KafkaTransport(running_tansu.address, **options)
+    receiver = KafkaTransport(running_tansu.address, **options, max_in_flight=ACKS)
+    try:
+        for n in range(ACKS):
+            await producer.send(QUEUE, str(n).encode())
+        with anyio.fail_after(COMPLETION_TIMEOUT):
+            async with contextlib.aclosing(receiver.receive(QUEUE)) as deliveries:
+                held = [await anext(deliveries) for _ in range(ACKS)]
+                commits = counting(held[0]._member.kafka)
+
+                async def handler(mine: list[Any]) -> None:
+                    for delivery in mine:
+                        await delivery.ack()
+
+                async with anyio.create_task_group() as tg:
+                    for first in range(HANDLERS):
+                        tg.start_soon(handler, held[first::HANDLERS])
+        print(f"\n{ACKS} acks from {HANDLERS} handlers: {commits[0]} commits")
+        assert commits[0] <= ACKS // 4
+    finally:
+        await producer.close()
+        await receiver.close()
+
+
+def counting(consumer: Any) -> list[int]:
+    """Count ``consumer.commit`` calls (in a one-item list)."""
+    calls = [0]
+    commit = consumer.commit
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return await commit(*args, **kwargs)
+
+    consumer.commit = counted
+    return calls
 
 
 @pytest.mark.timeout(240)
