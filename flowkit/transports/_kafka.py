@@ -202,7 +202,14 @@ class KafkaTransport:
             auto_offset_reset="earliest",
             session_timeout_ms=round(self.session_timeout * 1000),
             heartbeat_interval_ms=max(100, min(3000, round(self.session_timeout * 1000 / 6))),
+            metadata_max_age_ms=self._metadata_max_age_ms(),
         )
+
+    def _metadata_max_age_ms(self) -> int:
+        """How old clients let their view of the topics get: a broker that restarted empty
+        may have made a topic again with another partition count, and a stale view kept
+        consumers off partitions (aiokafka's default is 5 minutes)."""
+        return round(max(self.session_timeout, 5.0) * 1000)
 
     async def _client(self, kind: str) -> Any:
         """The started producer, admin client or snapshot reader, started on first use."""
@@ -240,7 +247,11 @@ class KafkaTransport:
 
     def _new_client(self, kind: str) -> Any:
         if kind == "producer":
-            return AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+            return AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap,
+                acks="all",
+                metadata_max_age_ms=self._metadata_max_age_ms(),
+            )
         if kind == "admin":
             return AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         return AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
@@ -284,10 +295,18 @@ class KafkaTransport:
                 elif code != kafka_errors.TopicAlreadyExistsError.errno:
                     raise kafka_errors.for_code(code)(f"topic {name!r}: {message}")
         self._topics.update(topics)
-        producer = self._clients.get("producer")
-        if created and producer is not None:
-            producer.client.force_metadata_update()
+        if created:
+            await self._refresh_layout()
         return created
+
+    async def _refresh_layout(self) -> None:
+        """Have the producer read its topics' partitions again (bounded): a broker that
+        restarted empty may have made them again with another count, and producing by a
+        stale layout fails for ever."""
+        producer = self._clients.get("producer")
+        if producer is not None:
+            with contextlib.suppress(Exception), anyio.move_on_after(_STOP_UNUSED_TIMEOUT):
+                await producer.client.force_metadata_update()
 
     async def _queue_topics(self, queue: str) -> str:
         self._check_open()
@@ -320,6 +339,7 @@ class KafkaTransport:
                 )
         except TransportError:
             self._topics.discard(topic)  # a broker that lost it: the next send makes it again
+            await self._refresh_layout()
             raise
 
     async def _put(
