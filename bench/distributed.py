@@ -881,7 +881,7 @@ MESSAGE_SIZE = 200  # replaced by the size of a real node message in run()
 
 def _node_message_size(flows: Any, tag: str) -> int:
     """Bytes of the message flowkit sends for a chain node (its header not counted)."""
-    from flowkit.engine._target import resolve
+    from flowkit.shell._target import resolve
     from flowkit.worker import NodeMessage
 
     digest = resolve(flows.chain).blueprint.digest

@@ -62,9 +62,9 @@ def profile(shape: str, n: int, runs: int, top: int) -> str:
 
 def _core_only(program: Any) -> float:
     """Seconds for one run of the pure core: events fed straight back, no executor, no anyio."""
-    from flowkit.engine import _protocol as p
-    from flowkit.engine._core import handle_event, start_run
-    from flowkit.engine._state import RunState
+    from flowkit.core import _protocol as p
+    from flowkit.core._machine import handle_event, start_run
+    from flowkit.core._state import RunState
 
     start = time.perf_counter()
     state = RunState("core-only")
@@ -82,10 +82,10 @@ def _core_only(program: Any) -> float:
 
 async def _executor_only(flow: Any, calls: int) -> float:
     """Seconds per ``Executor.execute`` of one node (context, invoke, NodeCompleted)."""
-    from flowkit.engine import _protocol as p
-    from flowkit.engine._execute import Executor
-    from flowkit.engine._state import RunState
-    from flowkit.engine._target import resolve
+    from flowkit.core import _protocol as p
+    from flowkit.core._state import RunState
+    from flowkit.shell._execute import Executor
+    from flowkit.shell._target import resolve
 
     target = resolve(flow)
     executor = Executor()
@@ -111,7 +111,7 @@ def layers(shape: str, n: int, runs: int) -> str:
     """Per-node µs of each layer, timed directly (no profiler): core, executor, the rest."""
     import statistics
 
-    from flowkit.engine._target import resolve
+    from flowkit.shell._target import resolve
 
     flow = build(shape, n)
     nodes = len(flow.build().nodes)

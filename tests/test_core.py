@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from flowkit import Action, Backoff
 from flowkit.blueprint import Blueprint, EdgeSpec, NodeConfig, NodeSpec
-from flowkit.engine import _protocol as p
-from flowkit.engine._core import handle_event, start_run
-from flowkit.engine._program import Program
-from flowkit.engine._state import DELETED, RunState, RunStatus
+from flowkit.core import _protocol as p
+from flowkit.core._machine import handle_event, start_run
+from flowkit.core._program import Program
+from flowkit.core._state import DELETED, RunState, RunStatus
 from flowkit.testing.strategies import blueprints
 
 

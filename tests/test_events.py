@@ -7,7 +7,7 @@ import pytest
 
 import flowkit
 from flowkit import Event, Flow, Runtime
-from flowkit.engine._events import EVENT_TYPES
+from flowkit.shell._events import EVENT_TYPES
 
 pytestmark = pytest.mark.anyio
 

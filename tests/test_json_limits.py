@@ -184,7 +184,7 @@ NESTED = "[" * 100_000
 
 @pytest.mark.parametrize("text", [NESTED, DIGITS])
 def test_foreign_sqs_attributes_that_cannot_be_read_are_ignored(text: str) -> None:
-    from flowkit.transports._sqs_messages import HEADERS_ATTR, KEY_ATTR, _headers, _key
+    from flowkit.transports.sqs._messages import HEADERS_ATTR, KEY_ATTR, _headers, _key
 
     attributes = {name: {"StringValue": text} for name in (HEADERS_ATTR, KEY_ATTR)}
     message = {"Body": "", "MessageAttributes": attributes}
@@ -194,8 +194,8 @@ def test_foreign_sqs_attributes_that_cannot_be_read_are_ignored(text: str) -> No
 
 @pytest.mark.parametrize("data", [NESTED.encode(), DIGITS.encode()])
 def test_unreadable_kafka_member_data_and_snapshots_are_ignored(data: bytes) -> None:
-    from flowkit.transports._kafka_group import _claims
-    from flowkit.transports._kafka_offsets import _Offsets
+    from flowkit.transports.kafka._group import _claims
+    from flowkit.transports.kafka._offsets import _Offsets
 
     assert {"topic": "", "owned": [], "busy": []} == _claims(data)
     offsets = _Offsets(committed=3)

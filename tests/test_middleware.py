@@ -10,7 +10,7 @@ import flowkit
 from flowkit import Flow, Middleware, Node, NodeContext, Runtime
 
 if TYPE_CHECKING:
-    from flowkit.engine._middleware import CallNext
+    from flowkit.shell._middleware import CallNext
 
 pytestmark = pytest.mark.anyio
 

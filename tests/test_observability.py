@@ -32,8 +32,8 @@ from opentelemetry.trace import StatusCode
 from structlog.testing import capture_logs
 
 import flowkit
-import flowkit.engine._execute
 import flowkit.observability
+import flowkit.shell._execute
 import flowkit.webhooks
 import flowkit.worker._messages
 from flowkit import Flow, RunStatus

@@ -18,7 +18,7 @@ import pytest
 import flowkit
 from flowkit import ResumeError, RunStatus, Runtime, flow, node
 from flowkit._clock import use_clock
-from flowkit.engine._result import detached
+from flowkit.shell._result import detached
 
 TEN_MINUTES_LATER = 601.0
 

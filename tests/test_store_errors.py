@@ -24,7 +24,7 @@ import redis.exceptions
 from psycopg import sql
 
 from flowkit import StoreError
-from flowkit.engine._state import RunState
+from flowkit.core._state import RunState
 from flowkit.stores._postgres import SCHEMA_VERSION, PostgresStore
 from flowkit.stores._postgres import translate_errors as translate_psycopg
 from flowkit.stores._redis import RedisStore

@@ -25,8 +25,8 @@ import pytest
 import flowkit
 from flowkit import MissingDependency, TransportError
 from flowkit.transports import DeliveryError
-from flowkit.transports import _nats as nats_module
-from flowkit.transports import _sqs as sqs_module
+from flowkit.transports.nats import _transport as nats_module
+from flowkit.transports.sqs import _transport as sqs_module
 
 if TYPE_CHECKING:
     from collections.abc import Callable

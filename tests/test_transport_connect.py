@@ -18,9 +18,9 @@ from conformance.factory_nats import delete_streams
 from test_transport_rabbitmq_redis import delete_keys, delete_queues
 
 from flowkit import TransportError
-from flowkit.transports._nats import NATSTransport
-from flowkit.transports._rabbitmq import RabbitMQTransport
-from flowkit.transports._redis import RedisTransport
+from flowkit.transports.nats._transport import NATSTransport
+from flowkit.transports.rabbitmq._transport import RabbitMQTransport
+from flowkit.transports.redis._transport import RedisTransport
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

@@ -27,7 +27,7 @@ from conformance.factory_kafka import read_all
 from flowkit import TransportError
 from flowkit.stores._urls import ConfigurationError
 from flowkit.transports import from_url
-from flowkit.transports._kafka import (
+from flowkit.transports.kafka._transport import (
     ATTEMPT,
     REASON,
     KafkaDelivery,
@@ -234,7 +234,7 @@ class TestRoundTrip:
 
 CRASHING_CONSUMER = """
 import asyncio, sys
-from flowkit.transports._kafka import KafkaTransport
+from flowkit.transports.kafka._transport import KafkaTransport
 
 async def main(bootstrap, namespace, session_timeout):
     transport = KafkaTransport(

@@ -1,6 +1,6 @@
 """aiokafka exceptions never leak: every class in ``aiokafka.errors`` becomes a TransportError.
 
-``flowkit.transports._kafka.translate_errors`` is the one place the translation
+``flowkit.transports.kafka._transport.translate_errors`` is the one place the translation
 happens; these tests enumerate ``aiokafka.errors`` and prove each class maps.
 Also a missing ``kafka`` extra, and real failures against a loopback port where
 no broker listens (no broker is started here). aiokafka is asyncio-only, so the
@@ -19,7 +19,7 @@ import anyio
 import pytest
 
 from flowkit import TransportError
-from flowkit.transports._kafka import KafkaTransport, translate_errors
+from flowkit.transports.kafka._transport import KafkaTransport, translate_errors
 
 SECRET = "kafka://app:pa55word@kafka.example:9092"
 

@@ -22,9 +22,9 @@ from conformance.factory_sqs import FACTORY as SQS
 from flowkit import TransportError
 from flowkit.stores._urls import ConfigurationError
 from flowkit.transports import DeliveryError, from_url
-from flowkit.transports import _sqs as sqs_module
-from flowkit.transports._nats import NATSTransport
-from flowkit.transports._sqs import SQSTransport
+from flowkit.transports.nats._transport import NATSTransport
+from flowkit.transports.sqs import _transport as sqs_module
+from flowkit.transports.sqs._transport import SQSTransport
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

@@ -31,7 +31,7 @@ from conformance.pubsub_emulator import shared_emulator
 
 from flowkit.stores._urls import ConfigurationError
 from flowkit.transports import DeliveryError, from_url
-from flowkit.transports._pubsub import REASON, PubSubTransport
+from flowkit.transports.pubsub._transport import REASON, PubSubTransport
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-    from flowkit.transports._pubsub import PubSubDelivery
+    from flowkit.transports.pubsub._transport import PubSubDelivery
 
     Make = Callable[..., PubSubTransport]
     Deliveries = ObjectReceiveStream[PubSubDelivery]
@@ -190,7 +190,7 @@ class TestFlowControl:
 
 _CRASHING_CONSUMER = """
 import sys, anyio
-from flowkit.transports._pubsub import PubSubTransport
+from flowkit.transports.pubsub._transport import PubSubTransport
 
 async def main() -> None:
     transport = PubSubTransport(sys.argv[1], topic_prefix=sys.argv[2], ack_deadline=2.0)

@@ -31,7 +31,7 @@ from conformance.pubsub_emulator import shared_emulator
 
 from flowkit import MissingDependency, TransportError
 from flowkit.transports import DeliveryError
-from flowkit.transports._pubsub import PubSubTransport, sdk_errors, translate_errors
+from flowkit.transports.pubsub._transport import PubSubTransport, sdk_errors, translate_errors
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -22,8 +22,8 @@ import redis.asyncio
 from flowkit import TransportError
 from flowkit.stores._urls import ConfigurationError
 from flowkit.transports import from_url
-from flowkit.transports._rabbitmq import REASON_HEADER, RabbitMQTransport
-from flowkit.transports._redis import RedisTransport
+from flowkit.transports.rabbitmq._transport import REASON_HEADER, RabbitMQTransport
+from flowkit.transports.redis._transport import RedisTransport
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable

@@ -28,10 +28,10 @@ import redis.exceptions
 
 from flowkit import TransportError
 from flowkit.transports import DeliveryError
-from flowkit.transports._rabbitmq import RabbitMQTransport
-from flowkit.transports._rabbitmq import translate_errors as translate_amqp
-from flowkit.transports._redis import RedisTransport
-from flowkit.transports._redis import translate_errors as translate_redis
+from flowkit.transports.rabbitmq._transport import RabbitMQTransport
+from flowkit.transports.rabbitmq._transport import translate_errors as translate_amqp
+from flowkit.transports.redis._transport import RedisTransport
+from flowkit.transports.redis._transport import translate_errors as translate_redis
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable

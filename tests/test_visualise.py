@@ -18,7 +18,7 @@ import flowkit
 from flowkit import Action, Flow, RunStatus, flow, node
 from flowkit.blueprint import Blueprint, EdgeSpec, NodeSpec
 from flowkit.blueprint._mermaid import RUN_STYLES, run_mermaid, to_mermaid
-from flowkit.engine._state import RunState
+from flowkit.core._state import RunState
 from flowkit.stores import MemoryStore
 from flowkit.testing import simulate
 from flowkit.transports import MemoryTransport

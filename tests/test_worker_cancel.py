@@ -27,7 +27,7 @@ import pytest
 
 import flowkit
 from flowkit import ConfigurationError, Flow, RunStatus
-from flowkit.engine._state import RunState
+from flowkit.core._state import RunState
 from flowkit.stores import MemoryStore, SQLiteStore
 from flowkit.stores._protocol import ChecksLeases, IndexOps
 from flowkit.transports import MemoryTransport
@@ -207,7 +207,7 @@ class System:
         if self.kind == "sqlite":
             transport: Any = SQLiteQueueTransport(self.path, poll_interval=0.02)
         else:
-            from flowkit.transports._redis import RedisTransport
+            from flowkit.transports.redis._transport import RedisTransport
 
             transport = RedisTransport(REDIS_URL, prefix=f"{self.name}q", block_ms=100)
         self.transports.append(transport)

@@ -15,7 +15,7 @@ from ..blueprint._model import (
     NodeSpec,
 )
 from ..blueprint._validate import validate
-from ..engine._invoke import ClassFallback, has_fallback
+from ..shell._invoke import ClassFallback, has_fallback
 from ._node import Arguments, module_name
 
 if TYPE_CHECKING:

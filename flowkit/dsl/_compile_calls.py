@@ -8,7 +8,7 @@ import typing
 from typing import TYPE_CHECKING, Any
 
 from ..blueprint._model import NodeConfig
-from ..engine._invoke import ClassFallback, has_fallback
+from ..shell._invoke import ClassFallback, has_fallback
 from ._compile_resolve import LOCAL, UNRESOLVED, callee_kind, dotted
 from ._compile_waits import Waits
 

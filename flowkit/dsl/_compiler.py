@@ -192,6 +192,6 @@ def _local_names(fn_node: ast.AsyncFunctionDef) -> frozenset[str]:
 
 def typed_variables(var_types: dict[str, Any]) -> dict[str, Any]:
     """Variables whose values should be structured back into rich types after a reload."""
-    from ..engine._structure import is_rich
+    from ..shell._structure import is_rich
 
     return {name: hint for name, hint in var_types.items() if hint is not None and is_rich(hint)}

@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
     from ..blueprint._model import Blueprint
-    from ..engine._result import RunResult
-    from ..engine._runtime import DefaultRuntime
+    from ..runtime._runtime import DefaultRuntime
+    from ..shell._result import RunResult
     from ..testing import Simulation
     from ._compiler import CompiledFlow
     from ._evaluator import FlowEvaluator
@@ -109,7 +109,7 @@ class FlowDef(Generic[P, R]):
         >>> # result = await checkout.signal(result.run_id, "approval", {"approved": True})
         >>> # result = await checkout.wait(result.run_id)  # through its ten-minute sleep
         """
-        from ..engine._runtime import default_runtime
+        from ..runtime._runtime import default_runtime
 
         return await default_runtime().run(self, **inputs)
 
@@ -168,7 +168,7 @@ class FlowDef(Generic[P, R]):
 
     def _runtime_of(self, run_id: str) -> DefaultRuntime:
         """This event loop's default runtime, checked to keep ``run_id`` as a run of this flow."""
-        from ..engine._runtime import default_runtime
+        from ..runtime._runtime import default_runtime
 
         runtime = default_runtime()
         runtime.check_run_of(run_id, self.id)
@@ -184,7 +184,7 @@ class FlowDef(Generic[P, R]):
     def check_inputs(self, inputs: dict[str, Any]) -> None:
         """Raise :class:`~flowkit.InvalidInputs` (a ``TypeError``) naming every input that
         is missing, unknown, not of its parameter's declared type, or not storable as JSON."""
-        from ..engine._inputs import check_flow_inputs
+        from ..shell._inputs import check_flow_inputs
 
         check_flow_inputs(self.id, self.fn, self._input_hints(), inputs)
 
@@ -193,7 +193,7 @@ class FlowDef(Generic[P, R]):
 
         Raises :class:`~flowkit.InvalidInputs` naming each input that is missing or unknown.
         """
-        from ..engine._inputs import arity_problems
+        from ..shell._inputs import arity_problems
 
         signature = inspect.signature(self.fn)
         problems = arity_problems(signature, inputs)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Final
 import structlog
 
 if TYPE_CHECKING:
-    from ..engine._events import Event
+    from ..shell._events import Event
 
 _LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 # Event fields written when set, besides run_id and type (always written).

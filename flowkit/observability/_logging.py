@@ -26,7 +26,7 @@ import structlog
 if TYPE_CHECKING:
     from structlog.typing import EventDict, Processor, WrappedLogger
 
-    from ..engine._context import NodeContext
+    from ..shell._context import NodeContext
 
 MASK: Final = "***"
 

@@ -42,7 +42,7 @@ import anyio
 from .. import _clock as clock
 from .._errors import MissingDependency
 from .._version import __version__
-from ..engine._middleware import Middleware
+from ..shell._middleware import Middleware
 from ._logging import redact
 from ._propagation import extract_context, format_traceparent
 
@@ -53,9 +53,9 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import Histogram, Meter, MeterProvider
     from opentelemetry.trace import Span, TracerProvider
 
-    from ..engine._context import NodeContext
-    from ..engine._events import Event, EventBus
-    from ..engine._middleware import CallNext
+    from ..shell._context import NodeContext
+    from ..shell._events import Event, EventBus
+    from ..shell._middleware import CallNext
 
 _SCOPE: Final = "flowkit"
 # Bucket boundaries (seconds) for the duration histograms: 5 ms to an hour.

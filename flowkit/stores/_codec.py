@@ -7,7 +7,7 @@ from typing import Any
 
 from .._errors import StoreError
 from .._serde import to_data
-from ..engine._state import DELETED, Delta, RunState
+from ..core._state import DELETED, Delta, RunState
 
 
 def encode_delta(delta: Delta) -> str:

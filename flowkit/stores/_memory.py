@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Collection
     from contextlib import AbstractAsyncContextManager
 
-    from ..engine._state import Delta, RunState
+    from ..core._state import Delta, RunState
 
 
 @attrs.define

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import anyio
 
-from ..engine._state import FINISHED_VALUES
+from ..core._state import FINISHED_VALUES
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
     from contextlib import AbstractAsyncContextManager
 
-    from ..engine._state import Delta, RunState
+    from ..core._state import Delta, RunState
     from ._urls import Converter
 
     Conn = psycopg.AsyncConnection[tuple[Any, ...]]

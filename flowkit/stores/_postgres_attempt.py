@@ -19,7 +19,7 @@ from ._notices import finishes
 from ._protocol import NO_INDEX, Conflict
 
 if TYPE_CHECKING:
-    from ..engine._state import Delta, RunState
+    from ..core._state import Delta, RunState
     from ._postgres import PostgresStore
     from ._protocol import IndexOps
 

@@ -28,7 +28,7 @@ from .._errors import StoreError
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
 
-    from ..engine._state import Delta, RunState
+    from ..core._state import Delta, RunState
 
 
 @attrs.frozen

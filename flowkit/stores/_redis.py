@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Collection, Iterator
     from contextlib import AbstractAsyncContextManager
 
-    from ..engine._state import Delta, RunState
+    from ..core._state import Delta, RunState
     from ._urls import Converter
 
 _log = structlog.get_logger("flowkit.stores")

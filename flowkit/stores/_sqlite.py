@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Collection
     from pathlib import Path
 
-    from ..engine._state import Delta, RunState
+    from ..core._state import Delta, RunState
 
 T = TypeVar("T")
 SCHEMA_VERSION = 1

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterator
 
-    from ..engine._events import Event
+    from ..shell._events import Event
 
 
 @contextmanager

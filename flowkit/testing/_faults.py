@@ -22,10 +22,10 @@ import attrs
 from .. import _clock
 from .._errors import FlowkitError, ResumeError
 from .._serde import to_data
-from ..engine._core import wait_names
-from ..engine._invoke import make_invoker
-from ..engine._result import RunResult
-from ..engine._state import DELETED, FINISHED_VALUES, RunStatus
+from ..core._machine import wait_names
+from ..core._state import DELETED, FINISHED_VALUES, RunStatus
+from ..shell._invoke import make_invoker
+from ..shell._result import RunResult
 from ..stores._memory import MemoryStore
 from ..worker._client import Client
 from ..worker._messages import NodeMessage
@@ -46,7 +46,7 @@ from ._simulate import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
-    from ..engine._target import Target
+    from ..shell._target import Target
 
 
 @attrs.frozen

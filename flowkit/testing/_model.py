@@ -10,9 +10,9 @@ import attrs
 from .._durations import Duration, to_seconds
 from .._errors import FlowkitError
 from ..blueprint._model import Blueprint
-from ..engine._events import Event
-from ..engine._result import checked_blueprint, node_statuses
-from ..engine._state import RunStatus
+from ..core._state import RunStatus
+from ..shell._events import Event
+from ..shell._result import checked_blueprint, node_statuses
 
 
 @attrs.frozen(repr=False)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..engine._runtime import Runtime
+from ..runtime._runtime import Runtime
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

@@ -21,15 +21,15 @@ import attrs
 from .. import _clock
 from .._durations import Duration, to_seconds
 from .._errors import FlowkitError
-from ..engine import _protocol as p
-from ..engine._core import handle_event, start_run, wait_names
-from ..engine._events import Event, EventBus
-from ..engine._execute import Executor
-from ..engine._invoke import make_invoker
-from ..engine._program import wait_name
-from ..engine._result import RunResult
-from ..engine._state import RunState, RunStatus
-from ..engine._target import Target, resolve
+from ..core import _protocol as p
+from ..core._machine import handle_event, start_run, wait_names
+from ..core._program import wait_name
+from ..core._state import RunState, RunStatus
+from ..shell._events import Event, EventBus
+from ..shell._execute import Executor
+from ..shell._invoke import make_invoker
+from ..shell._result import RunResult
+from ..shell._target import Target, resolve
 from ._model import Arrival, Call, Simulation, SimulationError, TraceEntry, registry_name
 
 if TYPE_CHECKING:

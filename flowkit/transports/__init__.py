@@ -29,13 +29,13 @@ def __getattr__(name: str) -> object:
     # Transports whose SDK is an optional extra load on first use.
     lazy = {
         "PostgresQueueTransport": ("._pgqueue", "PostgresQueueTransport"),
-        "RabbitMQTransport": ("._rabbitmq", "RabbitMQTransport"),
-        "KafkaTransport": ("._kafka", "KafkaTransport"),
-        "RedisTransport": ("._redis", "RedisTransport"),
-        "PubSubTransport": ("._pubsub", "PubSubTransport"),
+        "RabbitMQTransport": (".rabbitmq._transport", "RabbitMQTransport"),
+        "KafkaTransport": (".kafka._transport", "KafkaTransport"),
+        "RedisTransport": (".redis._transport", "RedisTransport"),
+        "PubSubTransport": (".pubsub._transport", "PubSubTransport"),
         "ServiceBusTransport": ("._servicebus", "ServiceBusTransport"),
-        "SQSTransport": ("._sqs", "SQSTransport"),
-        "NATSTransport": ("._nats", "NATSTransport"),
+        "SQSTransport": (".sqs._transport", "SQSTransport"),
+        "NATSTransport": (".nats._transport", "NATSTransport"),
     }
     if name in lazy:
         import importlib

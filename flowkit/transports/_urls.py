@@ -14,15 +14,15 @@ _SCHEMES: dict[str, tuple[str, str]] = {
     "sqlite": ("._sqlqueue", "SQLiteQueueTransport"),
     "postgres": ("._pgqueue", "PostgresQueueTransport"),
     "postgresql": ("._pgqueue", "PostgresQueueTransport"),
-    "amqp": ("._rabbitmq", "RabbitMQTransport"),
-    "amqps": ("._rabbitmq", "RabbitMQTransport"),
-    "kafka": ("._kafka", "KafkaTransport"),
-    "redis": ("._redis", "RedisTransport"),
-    "rediss": ("._redis", "RedisTransport"),
-    "pubsub": ("._pubsub", "PubSubTransport"),
+    "amqp": (".rabbitmq._transport", "RabbitMQTransport"),
+    "amqps": (".rabbitmq._transport", "RabbitMQTransport"),
+    "kafka": (".kafka._transport", "KafkaTransport"),
+    "redis": (".redis._transport", "RedisTransport"),
+    "rediss": (".redis._transport", "RedisTransport"),
+    "pubsub": (".pubsub._transport", "PubSubTransport"),
     "servicebus": ("._servicebus", "ServiceBusTransport"),
-    "sqs": ("._sqs", "SQSTransport"),
-    "nats": ("._nats", "NATSTransport"),
+    "sqs": (".sqs._transport", "SQSTransport"),
+    "nats": (".nats._transport", "NATSTransport"),
 }
 
 

@@ -10,11 +10,11 @@ import anyio
 import structlog
 
 from .._errors import FlowkitError, ResultTimeout, ResumeError, StoreError, TransportError
-from ..engine import _protocol as p
-from ..engine._action import Action
-from ..engine._durable import refuse_if_finished
-from ..engine._result import RunResult
-from ..engine._state import FINISHED_VALUES, RunStatus
+from ..core import _protocol as p
+from ..core._action import Action
+from ..core._state import FINISHED_VALUES, RunStatus
+from ..shell._durable import refuse_if_finished
+from ..shell._result import RunResult
 from ..stores._notices import WatchesFinished
 from ._outage import Dependency, despite_store_outages, start_despite_outages, store_dependency
 from ._shell import Shell
@@ -22,7 +22,7 @@ from ._shell import Shell
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
-    from ..engine._middleware import Middleware
+    from ..shell._middleware import Middleware
     from ..stores._protocol import Store
     from ..transports._protocol import Transport
 

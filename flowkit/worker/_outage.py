@@ -27,7 +27,7 @@ from ..stores._protocol import Conflict
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from ..engine._target import Target
+    from ..shell._target import Target
     from ..stores._protocol import Store
     from ._shell import Shell
 

@@ -19,22 +19,22 @@ import anyio
 from .. import _clock as clock
 from .._errors import BlueprintError, ResumeError, Undeliverable, describe
 from ..blueprint._lint import LintIssue
-from ..engine import _protocol as p
-from ..engine._core import start_run, wait_names
-from ..engine._durable import Replica, index_ops, unknown_digest
-from ..engine._events import EventBus
-from ..engine._middleware import Pipeline
-from ..engine._state import RunState, RunStatus
-from ..engine._target import Target, resolve
+from ..core import _protocol as p
+from ..core._machine import start_run, wait_names
+from ..core._state import RunState, RunStatus
 from ..observability._propagation import current_traceparent
+from ..shell._durable import Replica, index_ops, unknown_digest
+from ..shell._events import EventBus
+from ..shell._middleware import Pipeline
+from ..shell._target import Target, resolve
 from ..stores._notices import WatchesCancelledNodes
 from ._messages import ENQUEUED_AT_HEADER, NodeMessage, readable_fields
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
-    from ..engine._middleware import Middleware
-    from ..engine._protocol import ErrorInfo
+    from ..core._protocol import ErrorInfo
+    from ..shell._middleware import Middleware
     from ..stores._protocol import Store
     from ..transports._protocol import Transport
 

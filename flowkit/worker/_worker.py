@@ -10,10 +10,10 @@ import structlog
 
 from .. import _clock as clock
 from .._errors import FlowkitError, ResumeError, StoreError, TransportError
-from ..engine import _protocol as p
-from ..engine._durable import CHILD_LEASE, dispatch_command
-from ..engine._events import Event, EventBus
-from ..engine._execute import Executor
+from ..core import _protocol as p
+from ..shell._durable import CHILD_LEASE, dispatch_command
+from ..shell._events import Event, EventBus
+from ..shell._execute import Executor
 from ..stores._urls import check_positive
 from ._heartbeat import Heartbeats
 from ._messages import ENQUEUED_AT_HEADER, MalformedMessage, NodeMessage, names_a_run
@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskGroup
 
-    from ..engine._durable import Replica
-    from ..engine._middleware import Middleware
+    from ..shell._durable import Replica
+    from ..shell._middleware import Middleware
     from ..stores._protocol import Store
     from ..transports._protocol import Delivery, Transport
     from ._heartbeat import Beat

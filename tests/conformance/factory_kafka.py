@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from flowkit.transports._kafka import REASON, KafkaTransport
+from flowkit.transports.kafka._transport import REASON, KafkaTransport
 
 from .tansu import SESSION_TIMEOUT, shared_tansu
 

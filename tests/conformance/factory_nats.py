@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
     from pathlib import Path
 
-    from flowkit.transports._nats import NATSTransport
+    from flowkit.transports.nats._transport import NATSTransport
 
 NATS_URL = os.environ.get("FLOWKIT_TEST_NATS", "nats://127.0.0.1:4222")
 

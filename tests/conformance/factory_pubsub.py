@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from flowkit.transports._pubsub import REASON, PubSubTransport
+from flowkit.transports.pubsub._transport import REASON, PubSubTransport
 
 from .pubsub_emulator import shared_emulator
 

@@ -25,7 +25,7 @@ import uuid
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from flowkit.transports._rabbitmq import REASON_HEADER, RabbitMQTransport
+from flowkit.transports.rabbitmq._transport import REASON_HEADER, RabbitMQTransport
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable

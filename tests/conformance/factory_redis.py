@@ -23,7 +23,7 @@ import uuid
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from flowkit.transports._redis import RedisTransport
+from flowkit.transports.redis._transport import RedisTransport
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

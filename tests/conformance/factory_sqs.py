@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from anyio.abc import Process
 
-    from flowkit.transports._sqs import SQSTransport
+    from flowkit.transports.sqs._transport import SQSTransport
 
 DUMMY_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 _START_TIMEOUT = 30.0

@@ -20,11 +20,11 @@ import pytest
 
 from flowkit import StoreError
 from flowkit.blueprint import Blueprint, EdgeSpec, NodeSpec
-from flowkit.engine import _protocol as p
-from flowkit.engine._core import handle_event, start_run
-from flowkit.engine._durable import QUIET_STEPS, Replica
-from flowkit.engine._program import Program
-from flowkit.engine._state import DELETED, RunState
+from flowkit.core import _protocol as p
+from flowkit.core._machine import handle_event, start_run
+from flowkit.core._program import Program
+from flowkit.core._state import DELETED, RunState
+from flowkit.shell._durable import QUIET_STEPS, Replica
 from flowkit.stores import IndexOps, MemoryStore, RunInfo, SQLiteStore
 from flowkit.stores._notices import WatchesFinished
 from flowkit.stores._protocol import CommitsOptimistically, Conflict
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
-    from flowkit.engine._state import Delta
+    from flowkit.core._state import Delta
     from flowkit.stores import Store
 
 PG_DSN = os.environ.get("FLOWKIT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")

@@ -1,0 +1,1 @@
+"""The in-memory shell: runs blueprints as tasks in an anyio task group."""

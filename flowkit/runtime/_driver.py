@@ -1,0 +1,315 @@
+"""How the Runtime drives runs: task groups, eager node execution, timers, persistence."""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+
+from .. import _clock as clock
+from ..core import _protocol as p
+from ..core._machine import handle_event
+from ..core._state import RunState, RunStatus
+from ..shell._durable import Replica, dispatch_command
+from ..shell._events import EventBus
+from ..shell._execute import Executor
+from ._eager import NoticeBlocking, Resume
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ..core._program import Program
+    from ..shell._middleware import Middleware
+    from ..shell._target import Target
+
+
+class Run(Replica):
+    """A run known to this runtime, with the task group driving it (if any)."""
+
+    __slots__ = (
+        "active",
+        "finished",
+        "idle",
+        "parent",
+        "quiet",
+        "recover",
+        "scopes",
+        "target",
+        "tg",
+    )
+
+    def __init__(
+        self,
+        program: Program,
+        target: Target,
+        state: RunState,
+        version: int,
+        parent: str | None = None,
+    ) -> None:
+        super().__init__(program, state, version)
+        self.target = target
+        self.parent = parent
+        self.tg: anyio.abc.TaskGroup | None = None
+        self.active = 0  # tasks running in tg; the drive ends when it drops to zero
+        self.quiet = anyio.Event()
+        self.idle = anyio.Event()
+        self.idle.set()
+        self.finished = anyio.Event()
+        if state.finished:
+            self.finished.set()
+        self.scopes: dict[str, anyio.CancelScope] = {}
+        self.recover = False  # set for runs loaded with dispatches another process left
+
+
+class Driver:
+    """The machinery behind :class:`flowkit.Runtime`."""
+
+    def __init__(
+        self, *, middleware: Sequence[Middleware], store: Any, max_concurrency: int | None
+    ) -> None:
+        self.events = EventBus()
+        self.store = store
+        self._executor = Executor(
+            middleware=middleware,
+            max_concurrency=max_concurrency,
+            events=self.events,
+            plain_data=store is not None,
+        )
+        self._runs: dict[str, Run] = {}
+        self._timers: list[tuple[float, str, str]] = []
+        self._wakeups: set[anyio.Event] = set()  # one per scheduler loop asleep
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._finish_events: dict[str, anyio.Event] = {}
+
+    async def _start_child(self, parent: Run, command: p.StartChild) -> None:
+        raise NotImplementedError
+
+    async def _notify_parent(self, run: Run) -> None:
+        raise NotImplementedError
+
+    # -- stepping -------------------------------------------------------------
+    async def _step(self, run: Run, event: p.Event) -> list[p.Command]:
+        if self.store is None:
+            commands = handle_event(run.program, run.state, event)
+            run.state.journal.clear()
+            return commands
+        return await run.step(self.store, event)
+
+    async def _advance(self, run: Run, event: p.Event) -> None:
+        """Feed an event from outside the run's task group; wait until it settles."""
+        await self._drive(run, await self._step(run, event))
+
+    async def _deliver(self, run: Run, event: p.Event) -> None:
+        """Feed an event from anywhere, without waiting for the run to settle."""
+        commands = await self._step(run, event)
+        if run.tg is not None:
+            self._spawn(run, self._carry_out(run, commands))
+        else:
+            await self._drive(run, commands)
+
+    # -- driving --------------------------------------------------------------
+    async def _drive(self, run: Run, commands: list[p.Command]) -> None:
+        if run.recover:
+            run.recover = False
+            commands = _recovery(run) + commands
+        if run.tg is not None:
+            self._spawn(run, self._carry_out(run, commands))
+            await run.idle.wait()
+            return
+        if run.idle.is_set():
+            run.idle = anyio.Event()
+        idle = run.idle
+        run.quiet = anyio.Event()
+        group: anyio.abc.TaskGroup | None = None
+        try:
+            async with anyio.create_task_group() as group:
+                run.tg = group
+                self._spawn(run, self._carry_out(run, commands))
+                if run.active:
+                    # Keep the group open while tasks run: trio refuses new tasks once
+                    # the body has exited, and signals may add work until then.
+                    await run.quiet.wait()
+                run.tg = None  # closed to new work from here on
+        finally:
+            if run.tg is group:  # another drive may own the run by now
+                run.tg = None
+            idle.set()
+            self._evict(run)
+        await self._notify_parent(run)
+
+    def _evict(self, run: Run) -> None:
+        """With a store, a run that holds no task is dropped from memory (it costs nothing)."""
+        idle = run.tg is None and not run.state.sections["dispatches"]
+        if self.store is not None and idle and self._runs.get(run.run_id) is run:
+            del self._runs[run.run_id]
+
+    def _spawn(self, run: Run, ready: deque[p.ExecuteNode]) -> None:
+        if ready:
+            self._start_task(run, self._worker, run, ready)
+
+    def _start_task(self, run: Run, fn: Any, *args: Any) -> None:
+        """Start ``fn(*args)`` in the run's task group, counted so the drive waits for it."""
+        assert run.tg is not None
+        run.active += 1
+        run.tg.start_soon(self._counted, run, fn, args)
+
+    async def _counted(self, run: Run, fn: Any, args: tuple[Any, ...]) -> None:
+        try:
+            await fn(*args)
+        finally:
+            run.active -= 1
+            if not run.active:
+                run.quiet.set()
+
+    def _carry_out(self, run: Run, commands: list[p.Command]) -> deque[p.ExecuteNode]:
+        """Do what the core asked; returns the node executions to start."""
+        ready: deque[p.ExecuteNode] = deque()
+        tg = run.tg
+        assert tg is not None
+        for command in commands:
+            if type(command) is p.ExecuteNode:
+                ready.append(command)
+            else:
+                self._other_command(run, tg, command)
+        return ready
+
+    def _other_command(self, run: Run, tg: anyio.abc.TaskGroup, command: p.Command) -> None:
+        if isinstance(command, p.Note):
+            if self.events.active:
+                self._emit(
+                    run.run_id, command.type, command.node_id, command.attempt, data=command.data
+                )
+        elif isinstance(command, p.CancelNode | p.CancelTimer):
+            key = command.dispatch_id if isinstance(command, p.CancelNode) else command.timer_id
+            scope = run.scopes.pop(key, None)
+            if scope is not None:
+                scope.cancel()
+        elif isinstance(command, p.StartTimer):
+            self._start_timer(run, tg, command)
+        elif isinstance(command, p.StartChild):
+            self._start_task(run, self._start_child, run, command)
+        elif isinstance(command, p.CancelChild):
+            child = self._runs.get(command.child_run_id)
+            if child is not None:
+                self._start_task(run, self._advance, child, p.CancelRequested("parent finished"))
+        elif isinstance(command, p.FinishRun):
+            run.finished.set()
+            waiting = self._finish_events.pop(run.run_id, None)
+            if waiting is not None:
+                waiting.set()
+            if command.status == RunStatus.CANCELLED:
+                self._emit(run.run_id, "workflow:cancel")
+            self._emit(run.run_id, "workflow:finish", data={"status": command.status})
+
+    # -- nodes ----------------------------------------------------------------
+    async def _worker(self, run: Run, ready: deque[p.ExecuteNode]) -> None:
+        """Execute ready nodes one by one in this task (see ``_eager``).
+
+        When a node blocks, the nodes still waiting are handed to a new worker,
+        so at any cancellation point this worker holds nothing but that node.
+        ``CancelNode`` cancels the worker running the dispatch.
+        """
+
+        def hand_off() -> None:
+            if ready:
+                self._spawn(run, deque(ready))
+                ready.clear()
+
+        scopes = run.scopes
+        with anyio.CancelScope() as scope:
+            while ready:
+                command = ready.popleft()
+                if command.dispatch_id not in run.state.sections["dispatches"]:
+                    continue  # cancelled before it started
+                scopes[command.dispatch_id] = scope
+                coro = self._executor.execute(run.run_id, run.target, run.state, command)
+                try:  # most nodes finish without ever blocking: no wrapper for them
+                    yielded = coro.send(None)
+                except StopIteration as done:
+                    event = done.value
+                else:  # it blocked: hand the other ready nodes to a new worker
+                    event = await NoticeBlocking(Resume(coro, yielded), hand_off)
+                scopes.pop(command.dispatch_id, None)
+                if self.store is None:
+                    commands = handle_event(run.program, run.state, event)
+                    run.state.journal.clear()
+                else:
+                    commands = await NoticeBlocking(self._step(run, event), hand_off)
+                ready.extend(self._carry_out(run, commands))
+
+    # -- timers ---------------------------------------------------------------
+    def _start_timer(self, run: Run, tg: anyio.abc.TaskGroup, command: p.StartTimer) -> None:
+        if command.purpose == "retry":
+            scope = anyio.CancelScope()
+            run.scopes[command.timer_id] = scope
+            self._start_task(run, self._retry_timer, run, command, scope)
+            return
+        due = clock.now() + command.delay
+        if self.store is not None:  # the store indexes every timer: remember only the earliest
+            if not self._timers or due < self._timers[0][0]:
+                heapq.heappush(self._timers, (due, "", ""))
+                self._wake_schedulers()
+            return
+        heapq.heappush(self._timers, (due, run.run_id, command.timer_id))
+        self._wake_schedulers()
+
+    def _wake_schedulers(self) -> None:
+        for wakeup in self._wakeups:
+            wakeup.set()
+
+    async def _retry_timer(self, run: Run, command: p.StartTimer, scope: anyio.CancelScope) -> None:
+        with scope:
+            await anyio.sleep(command.delay)
+            run.scopes.pop(command.timer_id, None)
+            self._spawn(
+                run, self._carry_out(run, await self._step(run, p.TimerFired(command.timer_id)))
+            )
+
+    def _pop_due_local(self, now: float) -> list[tuple[str, str]]:
+        due = []
+        while self._timers and self._timers[0][0] <= now:
+            _, run_id, timer_id = heapq.heappop(self._timers)
+            due.append((run_id, timer_id))
+        return due
+
+    async def _sleep_until_next_timer(self) -> None:
+        """Sleep until the earliest timer is due, or a new timer may be earlier.
+
+        Several scheduler loops may sleep at once (each ``rt.scheduler()``
+        block runs one): a new timer wakes them all.
+        """
+        wakeup = anyio.Event()
+        self._wakeups.add(wakeup)
+        try:
+            delay = self._timers[0][0] - clock.now() if self._timers else math.inf
+            if self.store is not None:
+                delay = min(delay, getattr(self, "poll_interval", 1.0))
+            with anyio.move_on_after(max(0.0, delay)):
+                await wakeup.wait()
+        finally:
+            self._wakeups.discard(wakeup)
+
+    def _emit(
+        self,
+        run_id: str,
+        type_: str,
+        node_id: str | None = None,
+        attempt: int | None = None,
+        *,
+        duration: float | None = None,
+        data: Any = None,
+    ) -> None:
+        if self.events.active:
+            run = self._runs.get(run_id)
+            header = run.state.header if run is not None else None
+            self.events.emit_for(run_id, type_, header, node_id, attempt, duration, data)
+
+
+def _recovery(run: Run) -> list[p.Command]:
+    """ExecuteNode commands for dispatches a previous process left in flight."""
+    dispatches = run.state.sections["dispatches"]
+    return [dispatch_command(run.run_id, d, record) for d, record in dispatches.items()]

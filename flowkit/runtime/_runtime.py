@@ -1,0 +1,579 @@
+"""The in-memory shell: runs blueprints as tasks in an anyio task group.
+
+With ``store=`` every transition is also committed to the store (only its
+delta), so runs survive the process: a sleeping or waiting run holds no task
+and no memory, and any runtime with the flow's code can resume it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import OrderedDict
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+from anyio.lowlevel import RunVar
+
+from .. import _clock as clock
+from .._errors import ResumeError
+from ..core import _protocol as p
+from ..core._action import Action
+from ..core._machine import start_run, wait_names
+from ..core._program import wait_name
+from ..core._state import NullJournal, RunState
+from ..observability._propagation import current_traceparent
+from ..shell._durable import index_ops, refuse_if_finished, unknown_digest
+from ..shell._result import RunHandle, RunResult, detached
+from ..shell._target import Target, resolve
+from ._driver import Driver, Run
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping, Sequence
+
+    from ..shell._middleware import Middleware
+
+
+class Runtime(Driver):
+    """Runs flows in this process: ``await rt.run(flow, **inputs)``.
+
+    ``async with Runtime() as rt:`` owns a task group in which started runs and
+    the timer scheduler live; nothing outlives the block. ``store=`` makes runs
+    durable (``flowkit.stores.SQLiteStore("runs.db")``, ...).
+
+    >>> import flowkit
+    >>> rt = flowkit.Runtime(max_concurrency=8)
+    """
+
+    def __init__(
+        self,
+        *,
+        middleware: Sequence[Middleware] = (),
+        store: Any = None,
+        max_concurrency: int | None = None,
+        flows: Sequence[Any] = (),
+        poll_interval: float = 1.0,
+    ) -> None:
+        super().__init__(middleware=middleware, store=store, max_concurrency=max_concurrency)
+        self.poll_interval = poll_interval
+        self._targets: dict[int, tuple[Any, Target]] = {}  # id -> (object, target)
+        self._by_blueprint_id: dict[str, Any] = {}
+        self._by_digest: dict[str, Target] = {}
+        for flow in flows:
+            self._target(flow)
+
+    # -- starting -------------------------------------------------------------
+    async def run(
+        self,
+        target: Any,
+        /,
+        *,
+        run_id: str | None = None,
+        registry: Mapping[str, Any] | None = None,
+        **inputs: Any,
+    ) -> RunResult:
+        """Run until the run completes, fails, is cancelled or pauses (``awaiting``).
+
+        ``target`` is a ``@flow``, a ``Flow`` builder or a ``Blueprint`` (with
+        ``registry=``). An existing ``run_id`` returns that run's result instead.
+        """
+        resolved = self._target(target, registry)
+        run, commands = await self._create(resolved, run_id, inputs)
+        if commands:
+            await self._drive(run, commands)
+        else:  # an existing run: wait for whoever drives it to let go
+            await run.idle.wait()
+        return self._result_of(run)
+
+    async def start(
+        self,
+        target: Any,
+        /,
+        *,
+        run_id: str | None = None,
+        registry: Mapping[str, Any] | None = None,
+        **inputs: Any,
+    ) -> RunHandle:
+        """Start a run in the open runtime's background; idempotent per ``run_id``."""
+        if self._tg is None:
+            raise RuntimeError(
+                "Runtime.start() needs an open runtime to own the run: "
+                "use `async with flowkit.Runtime() as rt: handle = await rt.start(...)`"
+            )
+        run, commands = await self._create(self._target(target, registry), run_id, inputs)
+        if commands or run.recover:
+            if run.idle.is_set() and run.tg is None:
+                run.idle = anyio.Event()  # busy from now, not from when the task starts
+            self._tg.start_soon(self._drive, run, commands)
+        return RunHandle(self, run.run_id)
+
+    async def resume(
+        self,
+        target: Any,
+        snapshot: Mapping[str, Any],
+        node_id: str,
+        data: Any = None,
+        *,
+        action: str | None = None,
+        registry: Mapping[str, Any] | None = None,
+    ) -> RunResult:
+        """Resume a run from ``RunResult.snapshot()`` without a store (Flowcraft parity).
+
+        ``data`` (or an ``Action(name, value)``) is delivered to the wait or
+        webhook node ``node_id``; the action routes like a node's would.
+        """
+        resolved = self._target(target, registry)
+        state = RunState.from_dict(detached(dict(snapshot)))  # the run must not alter the caller's
+        self._check_digest(state, resolved)
+        spec = resolved.program.specs.get(node_id)
+        if spec is None or spec.kind not in ("wait", "webhook"):
+            raise ResumeError(f"node {node_id!r} is not a wait or webhook node of {state.run_id!r}")
+        if isinstance(data, Action):
+            action, data = data.name, data.value
+        run = Run(resolved.program, resolved, state, 0)
+        self._runs[state.run_id] = run
+        await self._advance(run, p.SignalReceived(wait_name(spec), data, action))
+        return self._result_of(run)
+
+    # -- talking to runs ------------------------------------------------------
+    async def signal(
+        self,
+        run_id: str,
+        name: str,
+        data: Any = None,
+        *,
+        action: str | None = None,
+        delivery_id: str | None = None,
+    ) -> RunResult:
+        """Deliver a signal; returns the run's result once it has advanced as far as it can.
+
+        A signal for a wait inside a child run (or grandchild) is routed there.
+        A signal that arrives before its wait is buffered. Raises
+        :class:`ResumeError` for an unknown run, a run that has finished or a
+        name no wait uses, and :class:`DuplicateDelivery` for a ``delivery_id``
+        the run already received.
+        """
+        top = await self._get(run_id)
+        refuse_if_finished(top.state, name, delivery_id)
+        run = await self._signal_target(top, name)
+        await self._advance(run, p.SignalReceived(name, data, action, delivery_id))
+        await top.idle.wait()
+        if self.store is None:
+            return self._result_of(top)
+        return await self.result(run_id)
+
+    async def result(self, run_id: str) -> RunResult:
+        """The run's current result (any status)."""
+        run = self._runs.get(run_id)
+        if run is not None:
+            return self._result_of(run)
+        if self.store is not None:
+            loaded = await self.store.load(run_id)
+            if loaded is not None:
+                target = self._by_digest.get(str(loaded[0].header.get("digest", "")))
+                return RunResult.of(loaded[0], target.blueprint if target else None)
+        raise ResumeError(f"unknown run {run_id!r}: it was never started here or in the store")
+
+    async def cancel(self, run_id: str) -> RunResult:
+        """Cancel a run: in-flight nodes are cancelled and it ends ``cancelled``."""
+        run = await self._get(run_id)
+        await self._advance(run, p.CancelRequested())
+        return self._result_of(run)
+
+    def known_blueprints(self) -> list[Any]:
+        """Every blueprint this runtime can run (its webhook routes come from these)."""
+        return [t.blueprint for t in self._by_digest.values()]
+
+    def handle(self, run_id: str) -> RunHandle:
+        """A handle on a run this runtime knows."""
+        return RunHandle(self, run_id)
+
+    def run_sync(
+        self, target: Any, *, backend: Literal["asyncio", "trio"] = "asyncio", **inputs: Any
+    ) -> RunResult:
+        """Run to a result from synchronous code (starts an event loop)."""
+        return anyio.run(partial(self.run, target, **inputs), backend=backend)
+
+    # -- lifetime -------------------------------------------------------------
+    async def __aenter__(self) -> Runtime:
+        self._cm = self._open()
+        await self._cm.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        return await self._cm.__aexit__(*exc)
+
+    @asynccontextmanager
+    async def _open(self) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            tg.start_soon(self._scheduler_loop)
+            try:
+                yield
+            finally:
+                self._tg = None
+                tg.cancel_scope.cancel()
+
+    @asynccontextmanager
+    async def scheduler(self) -> AsyncIterator[Runtime]:
+        """Fire due durable timers while the block runs."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._scheduler_loop)
+            try:
+                yield self
+            finally:
+                tg.cancel_scope.cancel()
+
+    # -- runs -----------------------------------------------------------------
+    def _target(self, target: Any, registry: Mapping[str, Any] | None = None) -> Target:
+        cached = self._targets.get(id(target)) if registry is None else None
+        resolved = cached[1] if cached is not None and cached[0] is target else None
+        if resolved is None:
+            resolved = resolve(target, registry)
+            self._targets[id(target)] = (target, resolved)  # holding target keeps its id
+            self._by_blueprint_id.setdefault(resolved.blueprint.id, target)
+            self._by_digest[resolved.blueprint.digest] = resolved
+            for child in resolved.children:
+                self._target(child)
+        return resolved
+
+    async def _create(
+        self,
+        target: Target,
+        run_id: str | None,
+        inputs: dict[str, Any],
+        parent: str | None = None,
+    ) -> tuple[Run, list[p.Command]]:
+        """A new run (or, for a ``run_id`` that exists, that run and no commands)."""
+        if run_id is not None:
+            existing = await self._find(run_id)
+            if existing is not None:
+                return existing, []
+        if parent is None:  # a child's inputs come from its parent run, not a caller
+            target.check(inputs)
+        run_id = run_id or uuid.uuid4().hex
+        state = RunState(run_id)
+        traceparent = self._executor.run_traceparent(
+            run_id, target.blueprint.id, self._traceparent(parent), parent
+        )
+        commands = start_run(
+            target.program, state, target.bind(inputs), parent=parent, traceparent=traceparent
+        )
+        delta = state.take_delta()
+        if self.store is None:
+            state.journal = NullJournal()
+        if self.store is not None:
+            created = await self.store.create_run(
+                run_id,
+                state,
+                blueprint_id=target.blueprint.id,
+                digest=target.blueprint.digest,
+                parent=parent,
+                index=index_ops(delta, commands),
+            )
+            if not created:  # another process won the race for this id
+                return await self._get(run_id), []
+        run = Run(target.program, target, state, 1, parent)
+        self._runs[run_id] = run
+        self._emit(run_id, "workflow:start", data={"blueprint": target.blueprint.id})
+        return run, commands
+
+    def _traceparent(self, parent: str | None) -> str | None:
+        """A child run continues its parent's trace; a new run joins the caller's span."""
+        if parent is not None and parent in self._runs:
+            inherited = self._runs[parent].state.header.get("traceparent")
+            if inherited:
+                return str(inherited)
+        return current_traceparent()
+
+    async def _find(self, run_id: str) -> Run | None:
+        run = self._runs.get(run_id)
+        if run is None and self.store is not None and await self.store.info(run_id):
+            run = await self._get(run_id)
+        return run
+
+    async def _get(self, run_id: str) -> Run:
+        run = self._runs.get(run_id)
+        if run is not None:
+            return run
+        loaded = await self.store.load(run_id) if self.store is not None else None
+        if loaded is None:
+            raise ResumeError(f"unknown run {run_id!r}: it was never started here or in the store")
+        state, version = loaded
+        target = self._by_digest.get(str(state.header.get("digest", "")))
+        if target is None:
+            self._check_digest(state, None)
+        assert target is not None
+        run = Run(target.program, target, state, version, state.header.get("parent"))
+        run.recover = bool(state.sections["dispatches"])
+        self._runs[run_id] = run
+        return run
+
+    def _check_digest(self, state: RunState, target: Target | None) -> None:
+        if target is not None and target.blueprint.digest == state.header.get("digest"):
+            return
+        known = [f"{t.blueprint.id} v{t.blueprint.version}" for t in self._by_digest.values()]
+        raise unknown_digest(state, known)
+
+    async def _signal_target(self, run: Run, name: str) -> Run:
+        """The run (this one or a descendant) that should receive signal ``name``."""
+        if name in run.state.sections["waits"]:
+            return run
+        for child_id in list(run.state.sections["children"]):
+            found = await self._signal_target(await self._get(child_id), name)
+            if name in found.state.sections["waits"]:
+                return found
+        if name in wait_names(run.program):
+            return run
+        raise ResumeError(
+            f"run {run.run_id!r} has no wait named {name!r}; "
+            f"its waits are {sorted(wait_names(run.program)) or 'none'}"
+        )
+
+    def _result_of(self, run: Run) -> RunResult:
+        """The run's result as of now."""
+        return RunResult.of(run.state, run.program.blueprint)
+
+    async def _wait_finished(self, run_id: str) -> RunResult:
+        if self.store is None:
+            return await self._wait_finished_here(await self._get(run_id))
+        while True:
+            run = await self._get(run_id)
+            if run.state.finished:
+                await run.idle.wait()
+                return await self.result(run_id)
+            event = self._finish_events.setdefault(run_id, anyio.Event())
+            if run.tg is None:
+                self._evict(run)
+            # Another process (or a copy evicted meanwhile) may finish the run: re-read
+            # the store every poll interval rather than rely on this process's event alone.
+            with anyio.move_on_after(self.poll_interval):
+                await event.wait()
+            loaded = await self.store.load(run_id)
+            if loaded is not None and loaded[0].finished:
+                return RunResult.of(loaded[0], blueprint=run.target.blueprint)
+
+    async def _wait_finished_here(self, run: Run) -> RunResult:
+        """Without a store only this runtime advances the run: its finish event says when."""
+        run_id = run.run_id
+        while True:
+            run = self._runs.get(run_id, run)
+            if run.state.finished:
+                await run.idle.wait()
+                return self._result_of(run)
+            await self._finish_events.setdefault(run_id, anyio.Event()).wait()
+
+    # -- children -------------------------------------------------------------
+    async def _start_child(self, parent: Run, command: p.StartChild) -> None:
+        flow = self._by_blueprint_id.get(command.blueprint_id)
+        if flow is None:
+            known = sorted(self._by_blueprint_id)
+            error = {
+                "type": "flowkit._errors.ResumeError",
+                "mro": ["flowkit._errors.ResumeError"],
+                "message": f"no flow with blueprint id {command.blueprint_id!r} is known "
+                f"to this runtime (known: {known}); pass it in Runtime(flows=[...])",
+            }
+            await self._deliver(
+                parent, p.ChildFinished(command.child_run_id, "failed", None, error)
+            )
+            return
+        child, commands = await self._create(
+            self._target(flow), command.child_run_id, command.inputs, parent=parent.run_id
+        )
+        await self._drive(child, commands)
+
+    async def _notify_parent(self, run: Run) -> None:
+        """When a child run has finished, tell its parent (idempotent in the core)."""
+        if run.parent is None or not run.state.finished:
+            return
+        parent = await self._get(run.parent)
+        header = run.state.header
+        event = p.ChildFinished(
+            run.run_id, str(header["status"]), header.get("output"), header.get("error")
+        )
+        await self._deliver(parent, event)
+
+    # -- timers ---------------------------------------------------------------
+    async def _scheduler_loop(self) -> None:
+        firing: set[tuple[str, str]] = set()
+        async with anyio.create_task_group() as tg:
+            while True:
+                for run_id, timer_id in await self._due(clock.now()):
+                    if (run_id, timer_id) not in firing:
+                        firing.add((run_id, timer_id))
+                        tg.start_soon(self._fire, run_id, timer_id, firing)
+                await self._sleep_until_next_timer()
+
+    async def _fire(self, run_id: str, timer_id: str, firing: set[tuple[str, str]]) -> None:
+        try:
+            run = await self._get(run_id)
+            if timer_id in run.state.sections["timers"] or self.store is not None:
+                await self._advance(run, p.TimerFired(timer_id))
+        finally:
+            firing.discard((run_id, timer_id))
+
+    async def _due(self, now: float) -> list[tuple[str, str]]:
+        due = self._pop_due_local(now)
+        if self.store is not None:
+            due = [(t.run_id, t.timer_id) for t in await self.store.due_timers(now)]
+        return due
+
+
+FINISHED_KEPT = 1000
+"""How many finished runs the default runtime remembers (those a caller saw paused)."""
+
+
+class ProcessRuns:
+    """What ``FlowDef.run()`` keeps between calls: plain data, no task, no event.
+
+    Each ``run()`` call runs on the event loop of the moment (``run_sync()``
+    starts its own), so all a later call needs to resume a run is kept here:
+    the states of the runs not finished, their timers, the flows they follow,
+    and the last finished runs a caller had seen paused.
+    """
+
+    def __init__(self) -> None:
+        self.states: dict[str, RunState] = {}
+        self.finished: OrderedDict[str, RunState] = OrderedDict()
+        self.seen_paused: set[str] = set()
+        # (due, run id, timer id), a heap; entries of finished runs or cancelled
+        # timers stay until due, and are skipped then
+        self.timers: list[tuple[float, str, str]] = []
+        self.targets: dict[int, tuple[Any, Target]] = {}
+        self.by_blueprint_id: dict[str, Any] = {}
+        self.by_digest: dict[str, Target] = {}
+
+    def state(self, run_id: str) -> RunState | None:
+        return self.states.get(run_id) or self.finished.get(run_id)
+
+    def finish(self, run_id: str) -> None:
+        """Forget a run that just finished, unless a caller saw it paused."""
+        state = self.states.pop(run_id, None)
+        if state is None or run_id not in self.seen_paused:
+            return
+        self.seen_paused.discard(run_id)
+        self.finished[run_id] = state
+        while len(self.finished) > FINISHED_KEPT:
+            self.finished.popitem(last=False)
+
+
+class DefaultRuntime(Runtime):
+    """The runtime behind ``FlowDef.run()``: one per event loop, over the process's runs.
+
+    Runs live in :class:`ProcessRuns` while they are not finished, so a run
+    one call left paused can be resumed by a later call on another event loop
+    (``checkout.signal(...)``); this runtime only wraps them in what the loop
+    needs to drive them, and lets go of a wrapper once its run has finished.
+    """
+
+    def __init__(self, process: ProcessRuns) -> None:
+        super().__init__()
+        self.process = process
+        self._targets = process.targets
+        self._by_blueprint_id = process.by_blueprint_id
+        self._by_digest = process.by_digest
+        self._timers = process.timers
+
+    async def wait(self, run_id: str, timeout: float | None = None) -> RunResult:
+        """Fire due timers until the run is completed, failed or cancelled."""
+        with anyio.fail_after(timeout):
+            async with self.scheduler():
+                result = await self._wait_finished(run_id)
+        run = self._runs.get(run_id)
+        if run is not None:
+            self._evict(run)
+        return result
+
+    async def result(self, run_id: str) -> RunResult:
+        run = self._runs.get(run_id)
+        return self._result_of(run if run is not None else self._wrap(run_id))
+
+    def check_run_of(self, run_id: str, flow_id: str) -> None:
+        """Raise :class:`ResumeError` unless ``run_id`` is a run of flow ``flow_id`` kept here."""
+        state = self._state(run_id)
+        if state is None:
+            raise _unknown_run(run_id)
+        started_by = state.header.get("blueprint")
+        if started_by != flow_id:
+            raise ResumeError(
+                f"run {run_id!r} is a run of flow {started_by!r}, not of {flow_id!r}: "
+                "resume it through the flow that started it"
+            )
+
+    def _result_of(self, run: Run) -> RunResult:
+        if not run.state.finished:
+            self.process.seen_paused.add(run.run_id)
+        flow = self._by_blueprint_id.get(run.target.blueprint.id)
+        resumed_by = getattr(flow, "__name__", "") if run.parent is None else ""
+        return RunResult.of(run.state, run.program.blueprint, resumed_by=resumed_by)
+
+    async def _create(
+        self,
+        target: Target,
+        run_id: str | None,
+        inputs: dict[str, Any],
+        parent: str | None = None,
+    ) -> tuple[Run, list[p.Command]]:
+        run, commands = await super()._create(target, run_id, inputs, parent)
+        if commands:  # a new run, not one found under that id
+            self.process.states[run.run_id] = run.state
+        return run, commands
+
+    async def _find(self, run_id: str) -> Run | None:
+        return await self._get(run_id) if self._state(run_id) is not None else None
+
+    async def _get(self, run_id: str) -> Run:
+        run = self._runs.get(run_id)
+        if run is None:
+            run = self._runs[run_id] = self._wrap(run_id)
+        return run
+
+    def _state(self, run_id: str) -> RunState | None:
+        run = self._runs.get(run_id)
+        return run.state if run is not None else self.process.state(run_id)
+
+    def _wrap(self, run_id: str) -> Run:
+        """A run kept in the process, wrapped for this event loop."""
+        state = self.process.state(run_id)
+        if state is None:
+            raise _unknown_run(run_id)
+        target = self._by_digest[str(state.header.get("digest", ""))]
+        return Run(target.program, target, state, 0, state.header.get("parent"))
+
+    def _evict(self, run: Run) -> None:
+        """A finished run leaves this loop's runtime and, unless seen paused, the process."""
+        if run.tg is not None or not run.state.finished:
+            return
+        if self._runs.get(run.run_id) is run:
+            del self._runs[run.run_id]
+        self.process.finish(run.run_id)
+
+    async def _fire(self, run_id: str, timer_id: str, firing: set[tuple[str, str]]) -> None:
+        state = self._state(run_id)
+        if state is None or state.finished or timer_id not in state.sections["timers"]:
+            firing.discard((run_id, timer_id))  # cancelled, or its run finished meanwhile
+            return
+        await super()._fire(run_id, timer_id, firing)
+
+
+def _unknown_run(run_id: str) -> ResumeError:
+    return ResumeError(
+        f"unknown run {run_id!r}: flow.run() keeps a run in this process until it finishes, "
+        f"and after that only if it was returned paused (the last {FINISHED_KEPT} such); "
+        "keep the RunResult, or use flowkit.Runtime(store=...) for runs that outlive the process"
+    )
+
+
+_PROCESS_RUNS = ProcessRuns()
+_LOOP_RUNTIME: RunVar[DefaultRuntime] = RunVar("flowkit_default_runtime")
+
+
+def default_runtime() -> DefaultRuntime:
+    """The runtime ``FlowDef.run()`` uses on the running event loop (made on first use)."""
+    runtime = _LOOP_RUNTIME.get(None)
+    if runtime is None:
+        runtime = DefaultRuntime(_PROCESS_RUNS)
+        _LOOP_RUNTIME.set(runtime)
+    return runtime

@@ -1,0 +1,200 @@
+"""Persisting core transitions in a store (shared by the Runtime and the Worker)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .. import _clock as clock
+from .._errors import DuplicateDelivery, ResumeError, StoreError
+from ..core import _protocol as p
+from ..core._machine import handle_event
+from ..core._state import DELETED, Delta, RunState
+from ..stores._protocol import CommitsOptimistically, Conflict
+
+if TYPE_CHECKING:
+    from ..core._program import Program
+    from ..stores._protocol import IndexOps, RunTransaction, Store
+
+
+CHILD_LEASE = "child:"
+"""Prefix of the lease ids that guard a child run's start and its report to the parent."""
+
+
+def index_ops(
+    delta: Delta,
+    commands: list[p.Command],
+    *,
+    now: float | None = None,
+    lease_seconds: float | None = None,
+) -> IndexOps:
+    """Timer and lease index changes implied by one transition."""
+    from ..stores._protocol import IndexOps
+
+    now = clock.now() if now is None else now
+    timers = [(c.timer_id, now + c.delay) for c in commands if isinstance(c, p.StartTimer)]
+    timers_done = [key for section, key, value in delta if section == "timers" and value is DELETED]
+    leases: list[tuple[str, float]] = []
+    leases_done: list[str] = []
+    if lease_seconds is not None:
+        # Dispatches and children both lease: if a process dies before publishing a
+        # node or starting a child, the lease runs out and a reconciler redoes it.
+        for section, key, value in delta:
+            if section not in ("dispatches", "children"):
+                continue
+            lease_id = key if section == "dispatches" else CHILD_LEASE + key
+            if value is DELETED:
+                leases_done.append(lease_id)
+            else:
+                leases.append((lease_id, now + lease_seconds))
+    return IndexOps(timers, timers_done, leases, leases_done)
+
+
+QUIET_STEPS = 8
+"""After a conflict, locked steps that must find no one else wrote before attempting again."""
+
+
+class Replica:
+    """This process's copy of a stored run, kept in step with the store's versions."""
+
+    __slots__ = ("contended", "program", "run_id", "state", "version")
+
+    def __init__(self, program: Program, state: RunState, version: int) -> None:
+        self.program = program
+        self.state = state
+        self.run_id = state.run_id
+        self.version = version
+        # steps to take under the lock before attempting again: another process
+        # changed the run under an attempt lately (each conflict costs a reload)
+        self.contended = 0
+
+    async def step(
+        self, store: Store, event: p.Event, *, lease_seconds: float | None = None
+    ) -> list[p.Command]:
+        """Apply ``event`` and commit only the delta: in one round trip if the store
+        commits optimistically, this copy is current and no other process wrote the run
+        under an attempt lately; else under the run's lock."""
+        try:
+            if self.version > 0 and not self.contended and isinstance(store, CommitsOptimistically):
+                commands = await self._step_optimistically(store, event, lease_seconds)
+                if commands is not None:
+                    return commands
+            return await self._step_locked(store, event, lease_seconds)
+        except BaseException:
+            self.version = -1  # our copy may hold an uncommitted step: reload next time
+            raise
+
+    async def _step_optimistically(
+        self, store: CommitsOptimistically, event: p.Event, lease_seconds: float | None
+    ) -> list[p.Command] | None:
+        """The step committed at this copy's version; None if it is to be done under the
+        lock: this copy was stale (a conflict), or the event changed nothing here (a
+        duplicate, or news to a stale copy)."""
+        attempt = store.attempt(self.run_id, self.version)
+        commands = handle_event(self.program, self.state, event)
+        try:
+            committed = await self._commit(attempt, commands, lease_seconds)
+        except Conflict:
+            self.version = -1  # this copy holds the step that did not commit: reload it
+            self.contended = QUIET_STEPS
+            return None
+        return commands if committed else None
+
+    async def _step_locked(
+        self, store: Store, event: p.Event, lease_seconds: float | None
+    ) -> list[p.Command]:
+        async with store.transaction(self.run_id) as txn:
+            if txn.version == 0:
+                raise StoreError(f"run {self.run_id!r} is not in the store {store!r}")
+            if txn.version != self.version:
+                await self._catch_up(txn)
+            elif self.contended:
+                self.contended -= 1
+            commands = handle_event(self.program, self.state, event)
+            await self._commit(txn, commands, lease_seconds)
+            return commands
+
+    async def _commit(
+        self, txn: RunTransaction, commands: list[p.Command], lease_seconds: float | None
+    ) -> bool:
+        """Commit the state's delta, if any; whether there was one."""
+        delta = self.state.take_delta()
+        if not delta:
+            return False
+        status = self.state.header.get("status")
+        await txn.commit(
+            delta,
+            index=index_ops(delta, commands, lease_seconds=lease_seconds),
+            info={"status": status} if status else None,
+            state=self.state,
+        )
+        self.version = txn.version
+        return True
+
+    async def _catch_up(self, txn: Any) -> None:
+        changes = await txn.changes_since(self.version) if self.version > 0 else None
+        if changes is None:
+            state = await txn.load()
+            if state is None:
+                raise StoreError(f"run {self.run_id!r} vanished from the store")
+            self.state = state
+        else:
+            for delta in changes:
+                self.state.apply_delta(delta)
+        self.state.journal.clear()
+        self.version = txn.version
+
+
+def dispatch_command(run_id: str, dispatch_id: str, record: dict[str, Any]) -> p.ExecuteNode:
+    """The ExecuteNode for a dispatch recorded in a run's state (to run or re-run it)."""
+    item = record.get("item")
+    suffix = f"@{record['act']}" if item is None else f"@{record['act']}[{item}]"
+    return p.ExecuteNode(
+        dispatch_id,
+        record["node"],
+        int(record["attempt"]),
+        f"{run_id}:{record['node']}{suffix}",
+        tuple(record.get("args") or ()),
+        dict(record.get("kwargs") or {}),
+        bool(record.get("fallback")),
+    )
+
+
+def refuse_if_finished(state: RunState, name: str, delivery_id: str | None) -> None:
+    """Raise if the run has finished, so a signal would change nothing: a
+    :class:`DuplicateDelivery` for a delivery it already received, else a ResumeError."""
+    if not state.finished:
+        return
+    if delivery_id is not None and delivery_id in state.sections["deliveries"]:
+        raise DuplicateDelivery(state.run_id, delivery_id)
+    raise ResumeError(
+        f"run {state.run_id!r} has already finished ({state.status.value}): nothing waits "
+        f"for signal {name!r} any more, so it was not delivered; read the run's result "
+        "instead, or start a new run"
+    )
+
+
+def unknown_digest(state: RunState, known: list[str]) -> ResumeError:
+    """The error for a run whose blueprint digest this process does not know: which flow
+    started it, and how to give this process that flow."""
+    digest = str(state.header.get("digest", ""))
+    flow_id = str(state.header.get("blueprint", ""))
+    return ResumeError(
+        f"run {state.run_id!r} was started by flow {flow_id!r} (blueprint digest "
+        f"{digest[:12]}), which this process does not know (it knows: "
+        f"{', '.join(sorted(known)) or 'nothing'}); {_how_to_register(flow_id, known)}"
+    )
+
+
+def _how_to_register(flow_id: str, known: list[str]) -> str:
+    if any(name.startswith(f"{flow_id} v") for name in known):
+        return (
+            f"this process has a different definition of {flow_id!r}: register the one that "
+            "started the run as well (keep old definitions, each with @flow(version=...), "
+            "until their runs finish)"
+        )
+    name = flow_id if flow_id.isidentifier() else "your_flow"
+    return (
+        f"register the flow definition that started it with this process: "
+        f"Runtime(store=..., flows=[{name}]), Client(transport, store, flows=[{name}]) or "
+        f"Worker([{name}], transport, store) (the CLI: --app with the module defining it)"
+    )

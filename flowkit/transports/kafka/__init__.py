@@ -1,0 +1,1 @@
+"""The kafka transport; its public name is re-exported by ``flowkit.transports``."""

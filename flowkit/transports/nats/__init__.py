@@ -1,0 +1,1 @@
+"""The nats transport; its public name is re-exported by ``flowkit.transports``."""

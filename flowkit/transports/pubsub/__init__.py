@@ -1,0 +1,1 @@
+"""The pubsub transport; its public name is re-exported by ``flowkit.transports``."""

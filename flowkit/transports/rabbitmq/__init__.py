@@ -1,0 +1,1 @@
+"""The rabbitmq transport; its public name is re-exported by ``flowkit.transports``."""

@@ -1,0 +1,1 @@
+"""The redis transport; its public name is re-exported by ``flowkit.transports``."""
