@@ -166,26 +166,44 @@ class _Ledger:
 
 
 class RecordingStore:
-    """Wraps a store; every committed delta goes through the ledger."""
+    """Wraps a store; every committed delta goes through the ledger.
+
+    A store that commits optimistically (``attempt``, see
+    :class:`~flowkit.stores._protocol.CommitsOptimistically`) commits through its
+    attempts too: they are recorded as well. A delta is recorded once its commit
+    returned, so a commit that raised (an attempt's :class:`Conflict`) wrote
+    nothing and records nothing.
+    """
 
     def __init__(self, inner: Any, ledger: _Ledger) -> None:
         self._inner = inner
         self._ledger = ledger
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+        found = getattr(self._inner, name)
+        if name == "attempt":  # only if the inner store has it: it stays optional
+            return self._attempt
+        return found
 
     @asynccontextmanager
     async def transaction(self, run_id: str) -> AsyncIterator[Any]:
         async with self._inner.transaction(run_id) as txn:
-            commit = txn.commit
+            yield self._recording(run_id, txn)
 
-            async def recorded(delta: Any, **options: Any) -> int:
-                self._ledger.record(run_id, delta)
-                return int(await commit(delta, **options))
+    def _attempt(self, run_id: str, version: int) -> Any:
+        return self._recording(run_id, self._inner.attempt(run_id, version))
 
-            txn.commit = recorded
-            yield txn
+    def _recording(self, run_id: str, txn: Any) -> Any:
+        """``txn``, its commits recorded in the ledger."""
+        commit = txn.commit
+
+        async def recorded(delta: Any, **options: Any) -> int:
+            version = int(await commit(delta, **options))
+            self._ledger.record(run_id, delta)
+            return version
+
+        txn.commit = recorded
+        return txn
 
 
 async def simulate_distributed(
