@@ -142,3 +142,41 @@ async def test_a_store_without_announcements_is_polled(tmp_path: Path) -> None:
     finally:
         await store.close()
     assert (RunStatus.COMPLETED, 0) == (result.status, result.output)
+
+
+@flowkit.flow
+async def gated() -> Any:
+    return await flowkit.flow.wait("go")
+
+
+class FinishesRightAfterARead(MemoryStore):
+    """The run finishes, and its announcement arrives, right after the client's first
+    read of it (on a loaded machine, the NOTIFY can beat the client to its wait)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.finisher: flowkit.Client | None = None
+        self._done = False
+
+    async def info(self, run_id: str) -> Any:
+        info = await super().info(run_id)
+        if self.finisher is not None and not self._done:
+            self._done = True
+            await self.finisher.signal(run_id, "go", 1)  # announced as it commits
+            await anyio.wait_all_tasks_blocked()  # the client has the announcement
+        return info
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_an_announcement_just_after_the_read_wakes_the_wait() -> None:
+    store = FinishesRightAfterARead()
+    transport = MemoryTransport()
+    client = flowkit.Client(
+        transport, store, flows=[gated], poll_interval=HOUR, max_poll_interval=HOUR
+    )
+    handle = await client.start(gated)
+    store.finisher = flowkit.Client(transport, store, flows=[gated])
+    with anyio.fail_after(BOUND):
+        result = await client.wait(handle.run_id)
+    await transport.close()
+    assert (RunStatus.COMPLETED, 1) == (result.status, result.output)

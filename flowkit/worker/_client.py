@@ -11,7 +11,7 @@ import structlog
 
 from .._errors import FlowkitError, ResultTimeout, ResumeError, StoreError, TransportError
 from ..core import _protocol as p
-from ..core._action import Action
+from ..core._action import split_action
 from ..core._state import FINISHED_VALUES, RunStatus
 from ..shell._durable import refuse_if_finished
 from ..shell._result import RunResult
@@ -162,8 +162,7 @@ class Client:
         or a name no wait uses, and :class:`~flowkit.DuplicateDelivery` for a
         ``delivery_id`` the run already received.
         """
-        if isinstance(data, Action):
-            action, data = data.name, data.value
+        data, action = split_action(data, action)
         target = await self.shell.signal_target(run_id, name)
         refuse_if_finished((await self.shell.replica(run_id)).state, name, delivery_id)
         await self.shell.step(target, p.SignalReceived(name, data, action, delivery_id))
@@ -226,11 +225,14 @@ class Client:
         """Read the run's status until it is final, between reads waiting for ``announced``."""
         delay = self.max_poll_interval if notified else self.poll_interval
         while True:
+            # an announcement before the read that finds the run unfinished is stale (then
+            # poll); one that comes after it (even before the wait below) is news
+            stale = announced.is_set()
             info = await despite_store_outages(self.store_health, lambda: self.store.info(run_id))
             if info is not None and info.status in FINISHED_VALUES:
                 return
             with anyio.move_on_after(delay):
-                if not notified or announced.is_set():  # (announced, yet not final: poll)
+                if not notified or stale:
                     await anyio.sleep_forever()
                 await announced.wait()
             delay = min(self.max_poll_interval, delay * 1.5)

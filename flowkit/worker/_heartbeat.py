@@ -138,8 +138,11 @@ class Heartbeats:
                         message.run_id, message.dispatch_id, clock.now() + self.lease
                     )
             finally:  # the delivery too, even if the store failed
-                await beat.delivery.extend(self.extension)
+                if beat in self._beating:  # else its node finished meanwhile: it is settled
+                    await beat.delivery.extend(self.extension)
         except DeliveryError as exc:  # the broker gave the message to someone else
+            if beat not in self._beating:
+                return  # not lost: its node finished and settled it while this extended
             self._beating.discard(beat)
             log.warning(
                 "lost a delivery while running its node",
