@@ -10,11 +10,14 @@ import hashlib
 import math
 import re
 from datetime import timedelta
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import attrs
 
 from ._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 Duration = timedelta | int | float | str
 
@@ -132,6 +135,29 @@ class Backoff:
     def delay(self, retry: int, seed: str = "") -> float:
         """Seconds to wait before retry number ``retry`` (1 for the first retry)."""
         base = min(self.max, self.initial * self.factor ** max(0, retry - 1))
+        return self._jittered(base, retry, seed)
+
+    def delays(self, seed: str = "") -> Iterator[float]:
+        """``delay(1, seed)``, ``delay(2, seed)``, ... without end, for a loop that waits
+        between tries: a fresh iterator starts again from ``initial`` (a poll back-off
+        resets when work arrives).
+
+        Once the delay reaches ``max`` it stays there without computing
+        ``factor ** retry`` any further, so a loop may draw from it for ever
+        (``delay(n)`` itself overflows for n in the thousands).
+
+        >>> from itertools import islice
+        >>> list(islice(Backoff(initial=0.05, max=0.5).delays(), 6))
+        [0.05, 0.1, 0.2, 0.4, 0.5, 0.5]
+        """
+        base, retry = self.initial, 1
+        while True:
+            yield self._jittered(min(self.max, base), retry, seed)
+            retry += 1
+            if base < self.max and self.initial > 0:  # else it can grow no more
+                base = self.initial * self.factor ** (retry - 1)
+
+    def _jittered(self, base: float, retry: int, seed: str) -> float:
         if not self.jitter:
             return base
         digest = hashlib.blake2b(f"{seed}:{retry}".encode(), digest_size=2).digest()

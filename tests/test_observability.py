@@ -37,6 +37,7 @@ import flowkit.shell._execute
 import flowkit.webhooks
 import flowkit.worker._messages
 from flowkit import Flow, RunStatus
+from flowkit.backends._options import redact as redact_url
 from flowkit.observability import (
     EventLogger,
     OpenTelemetryMiddleware,
@@ -45,7 +46,6 @@ from flowkit.observability import (
     redact,
 )
 from flowkit.stores import MemoryStore, SQLiteStore
-from flowkit.stores._urls import redact as redact_url
 from flowkit.transports import MemoryTransport
 
 if TYPE_CHECKING:

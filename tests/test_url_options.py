@@ -23,8 +23,9 @@ from psycopg.conninfo import conninfo_to_dict
 from redis.asyncio.connection import parse_url
 
 from flowkit import FlowkitError
+from flowkit.backends._options import boolean, split_options
 from flowkit.stores import from_url as store_from_url
-from flowkit.stores._urls import ConfigurationError, boolean, split_options
+from flowkit.stores._urls import ConfigurationError
 from flowkit.transports import from_url as transport_from_url
 
 if TYPE_CHECKING:

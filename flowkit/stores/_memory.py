@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import attrs
 
+from .._errors import ConfigurationError
+from ..backends._options import check_positive, redact, split_options
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
 from ._notices import Announcer, finishes
 from ._protocol import (
@@ -23,7 +25,6 @@ from ._protocol import (
     RunInfo,
     StoreStats,
 )
-from ._urls import ConfigurationError, check_positive, redact, split_options
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Collection

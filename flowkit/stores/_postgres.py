@@ -15,20 +15,19 @@ psycopg's async connections run on asyncio only (not trio).
 from __future__ import annotations
 
 import json
-import re
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, LiteralString
-from urllib.parse import urlsplit
 
 import anyio
 import structlog
 
 from .._errors import MissingDependency, StoreError
+from ..backends._options import check_positive
+from ..backends._postgres import SchemaClient, failure, migrate, redact_dsn, split_dsn
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
 from ._notices import finishes
 from ._postgres_attempt import PostgresAttempt
 from ._protocol import NO_INDEX, DueTimer, ExpiredLease, IndexOps, RunInfo, StoreStats
-from ._urls import ConfigurationError, check_positive, redact, split_options
 
 try:
     import psycopg
@@ -39,11 +38,11 @@ else:
     _HAVE_PSYCOPG = True
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
+    from collections.abc import AsyncIterator, Collection, Iterator
     from contextlib import AbstractAsyncContextManager
 
+    from ..backends._options import Converter
     from ..core._state import Delta, RunState
-    from ._urls import Converter
 
     Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 
@@ -70,7 +69,6 @@ _INFO_COLUMNS = frozenset({"status", "blueprint_id", "digest", "parent"})
 FINISHED_CHANNEL = "flowkit_finished"
 # NOTIFY channel of runs whose dispatches were cancelled; the same payload
 CANCELLED_NODES_CHANNEL = "flowkit_cancelled_nodes"
-_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
 _LOAD: LiteralString = (
     "SELECT r.version, r.snapshot, ARRAY(SELECT j.delta FROM flowkit_journal j"
     " WHERE j.run_id = r.run_id AND j.version > r.snapshot_version AND j.version <= r.version"
@@ -90,79 +88,16 @@ _DROP_LEASES: LiteralString = (
 )
 
 
-def redact_dsn(dsn: str, text: str | None = None) -> str:
-    """``text`` (default: the DSN) with the DSN's password replaced by ``***``.
-
-    Handles the URL form (``postgresql://user:pw@host``) and ``password=pw``.
-    """
-    text = redact(dsn) if text is None else text
-    secret = urlsplit(dsn).password
-    if secret:
-        text = text.replace(secret, "***")
-    return _PASSWORD.sub(r"\1***", text)
-
-
 @contextmanager
 def translate_errors(operation: str, dsn: str) -> Iterator[None]:
     """Re-raise any psycopg error in the block as a StoreError naming ``operation``."""
     try:
         yield
     except psycopg.Error as exc:
-        detail = redact_dsn(dsn, f"{type(exc).__name__}: {exc}".strip())
-        raise StoreError(
-            f"PostgreSQL store {redact_dsn(dsn)!r}: {operation} failed ({detail}); "
-            "check that the server is reachable and the user may use the schema"
-        ) from exc
+        raise StoreError(failure("PostgreSQL store", operation, dsn, exc)) from exc
 
 
-class ConnectionPool:
-    """At most ``size`` connections, reused; one left in doubt is closed, never reused,
-    and one found broken (the server went away) takes the idle ones with it."""
-
-    def __init__(self, open_: Callable[[], Awaitable[Conn]], size: int) -> None:
-        self._open = open_
-        self._slots = anyio.Semaphore(size)
-        self._idle: list[Conn] = []
-        self._closed = False
-
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[Conn]:
-        """A connection (in autocommit mode, outside any transaction) for the block."""
-        async with self._slots:
-            conn = await self._take()
-            try:
-                yield conn
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await self._give_back(conn)
-
-    async def _take(self) -> Conn:
-        while self._idle:
-            conn = self._idle.pop()
-            if not conn.closed:
-                return conn
-        return await self._open()
-
-    async def _give_back(self, conn: Conn) -> None:
-        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-        if idle and not self._closed and not conn.closed:
-            self._idle.append(conn)
-            return
-        await conn.close()
-        if conn.broken:  # the server went away: the idle ones, opened before, are dead too
-            stale, self._idle = self._idle, []
-            for other in stale:
-                await other.close()
-
-    async def close(self) -> None:
-        """Close the idle connections; busy ones close when given back."""
-        self._closed = True
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            await conn.close()
-
-
-class PostgresStore:
+class PostgresStore(SchemaClient):
     """Runs, timers and leases in PostgreSQL.
 
     Example::
@@ -183,14 +118,11 @@ class PostgresStore:
         if not _HAVE_PSYCOPG:
             raise MissingDependency("PostgresStore", "postgres")
         check_positive("PostgresStore", snapshot_every=snapshot_every, pool_size=pool_size)
-        self.dsn = dsn
-        self.schema = schema
+        super().__init__(
+            dsn, schema=schema, pool_size=pool_size, migrate=_migrate, translate=translate_errors
+        )
         self.snapshot_every = snapshot_every
-        self.pool_size = pool_size
         self.stats = StoreStats()
-        self._pool = ConnectionPool(self._open, pool_size)
-        self._migrated = False
-        self._migrating = anyio.Lock()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgresStore:
@@ -205,33 +137,13 @@ class PostgresStore:
 
             store = PostgresStore.from_url("postgresql://app@db/shop?schema=flowkit&sslmode=require")
         """
-        if not url.lower().startswith(("postgresql://", "postgres://")):
-            raise ConfigurationError(
-                f"not a PostgreSQL store URL: {redact(url)!r}; use postgresql://user@host/db"
-            )
-        dsn, found = split_options(url, _URL_OPTIONS, mode="pass-through")
+        dsn, found = split_dsn(url, "store", _URL_OPTIONS)
         return cls(dsn, **(found | options))
 
     def __repr__(self) -> str:
         return f"PostgresStore({redact_dsn(self.dsn)!r}, schema={self.schema!r})"
 
-    # -- plumbing -------------------------------------------------------------
-    async def _open(self) -> Conn:
-        conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
-        ready = False
-        try:
-            await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
-            async with self._migrating:
-                if not self._migrated:
-                    await _migrate(conn, self.schema)
-                    self._migrated = True
-            ready = True
-        finally:
-            if not ready:
-                with anyio.CancelScope(shield=True):
-                    await conn.close()
-        return conn
-
+    # -- plumbing (more in SchemaClient) ------------------------------------------
     @asynccontextmanager
     async def _connection(self, operation: str) -> AsyncIterator[Conn]:
         with translate_errors(operation, self.dsn):
@@ -389,15 +301,8 @@ class PostgresStore:
 
     @asynccontextmanager
     async def _listen(self, channel: str, operation: str) -> AsyncIterator[AsyncIterator[str]]:
-        with translate_errors(operation, self.dsn):
-            conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
-        try:
-            with translate_errors(operation, self.dsn):
-                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        async with self._listening(channel, operation) as conn:
             yield self._notices(conn, operation)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await conn.close()
 
     async def _notices(self, conn: Conn, operation: str) -> AsyncIterator[str]:
         with translate_errors(operation, self.dsn):
@@ -412,27 +317,14 @@ class PostgresStore:
 
 async def _migrate(conn: Conn, schema: str) -> None:
     """Create ``schema``'s tables or bring them up to :data:`SCHEMA_VERSION`."""
-    async with conn.transaction():
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"flowkit:{schema}",)
-        )
-        cur = await conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
-        if await cur.fetchone() is None:
-            await conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-        await conn.execute("CREATE TABLE IF NOT EXISTS flowkit_schema (version INTEGER NOT NULL)")
-        cur = await conn.execute("SELECT coalesce(max(version), 0) FROM flowkit_schema")
-        current = int((await cur.fetchone() or (0,))[0])
-        if current > SCHEMA_VERSION:
-            raise StoreError(
-                f"schema {schema!r} has flowkit tables v{current}, newer than this flowkit "
-                f"(v{SCHEMA_VERSION}); upgrade flowkit"
-            )
-        for statements in _MIGRATIONS[current:]:
-            for statement in statements:
-                await conn.execute(statement)
-        if current < SCHEMA_VERSION:
-            await conn.execute("DELETE FROM flowkit_schema")
-            await conn.execute("INSERT INTO flowkit_schema VALUES (%s)", (SCHEMA_VERSION,))
+    await migrate(
+        conn,
+        schema,
+        _MIGRATIONS,
+        version_table="flowkit_schema",
+        tables="flowkit tables",
+        error=StoreError,
+    )
 
 
 async def _write_index(conn: Conn, run_id: str, index: IndexOps) -> None:

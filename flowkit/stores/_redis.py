@@ -23,7 +23,6 @@ a commit touches the run's keys and the shared index keys in one script.
 
 from __future__ import annotations
 
-import random
 import secrets
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any
@@ -31,30 +30,24 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import structlog
 
-from .._errors import MissingDependency, StoreError
+from .._durations import Backoff
+from .._errors import ConfigurationError, MissingDependency, StoreError
+from ..backends._options import check_positive, redact, split_options
+from ..backends._redis import _HAVE_REDIS, error_roots, redis_client
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
 from ._notices import finishes
 from ._protocol import NO_INDEX, Conflict, DueTimer, ExpiredLease, IndexOps, RunInfo, StoreStats
-from ._urls import ConfigurationError, check_positive, redact, split_options
-
-try:
-    import redis.asyncio as aioredis
-    from redis import exceptions as redis_errors
-except ImportError:  # the "redis" extra is not installed: RedisStore() says so
-    _HAVE_REDIS = False
-else:
-    _HAVE_REDIS = True
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Collection, Iterator
     from contextlib import AbstractAsyncContextManager
 
+    from ..backends._options import Converter
     from ..core._state import Delta, RunState
-    from ._urls import Converter
 
 _log = structlog.get_logger("flowkit.stores")
 _SEP = "\x00"
-POOL_TIMEOUT = 30.0  # seconds a command waits for a pooled connection before failing
+_LOCK_BACKOFF = Backoff(initial=0.001, max=0.05, jitter=True)  # waiting for a run's lock
 _URL_OPTIONS: dict[str, Converter] = {
     "prefix": str,
     "snapshot_every": int,
@@ -130,22 +123,12 @@ return 0
 """
 
 
-def _sdk_errors() -> tuple[type[Exception], ...]:
-    """Every root exception class of ``redis.exceptions``."""
-    return (
-        redis_errors.RedisError,
-        redis_errors.RedisClusterException,
-        redis_errors.ChildDeadlockedError,
-        redis_errors.IncorrectPolicyType,
-    )
-
-
 @contextmanager
 def translate_errors(operation: str, url: str) -> Iterator[None]:
     """Re-raise any redis-py error in the block as a StoreError naming ``operation``."""
     try:
         yield
-    except _sdk_errors() as exc:
+    except error_roots() as exc:
         raise StoreError(
             f"Redis store {redact(url)!r}: {operation} failed ({type(exc).__name__}: {exc}); "
             "check that the server is reachable"
@@ -162,7 +145,7 @@ class RedisStore:
             ...
 
     ``max_connections`` bounds the connection pool; beyond it callers wait for a
-    connection (up to :data:`POOL_TIMEOUT` seconds) instead of failing.
+    connection (up to ``flowkit.backends._redis.POOL_TIMEOUT`` seconds) instead of failing.
     """
 
     def __init__(
@@ -282,14 +265,13 @@ class RedisStore:
 
     async def _lock(self, keys: list[str], token: str) -> tuple[int, int]:
         await self._release_unreleased()
-        delay = 0.001
+        pauses = _LOCK_BACKOFF.delays(token)  # jittered by the random token: contenders spread
         while True:
             with translate_errors("transaction", self.url):
                 got = await self._acquire(keys=[keys[2], keys[0]], args=[token, self.lock_ms])
             if got is not None:
                 return int(got[0]), int(got[1])
-            await anyio.sleep(delay * random.uniform(0.5, 1.5))
-            delay = min(delay * 2, 0.05)
+            await anyio.sleep(next(pauses))
 
     async def _unlock(self, keys: list[str], token: str) -> None:
         # A lock we cannot release (the server is away: a restart keeps the lock with an
@@ -436,15 +418,6 @@ class RedisStore:
             _log.warning(
                 "could not publish a notice", operation=operation, run_id=run_id, error=str(exc)
             )
-
-
-def redis_client(url: str, max_connections: int, **options: Any) -> Any:
-    """A redis-py client whose pool makes callers wait for a connection beyond
-    ``max_connections`` (redis-py's default pool raises "Too many connections")."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=POOL_TIMEOUT, **options
-    )
-    return aioredis.Redis.from_pool(pool)
 
 
 def _member(run_id: str, key: str) -> str:

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from .._errors import StoreError
-from .._sqlite_wal import enable_wal
+from .._errors import ConfigurationError, StoreError
+from ..backends._options import check_positive, redact, split_options, sqlite_path
+from ..backends._sqlite import connect
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
 from ._protocol import NO_INDEX, DueTimer, ExpiredLease, IndexOps, RunInfo, StoreStats
-from ._urls import ConfigurationError, check_positive, redact, split_options, sqlite_path
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Collection
@@ -90,12 +90,7 @@ class SQLiteStore:
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
             try:
-                conn = sqlite3.connect(
-                    self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-                )
-                conn.execute("PRAGMA busy_timeout=30000")
-                enable_wal(conn)
-                conn.execute("PRAGMA synchronous=NORMAL")
+                conn = connect(self.path)
                 conn.execute("BEGIN IMMEDIATE")
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     conn.execute(statement)

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import attrs
 
-from .._errors import TransportError
-from ..stores._urls import ConfigurationError, redact, split_options
+from .._errors import ConfigurationError, TransportError
+from ..backends._options import redact, split_options
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping

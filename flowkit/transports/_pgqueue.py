@@ -33,21 +33,20 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from contextlib import aclosing, asynccontextmanager, contextmanager
+from contextlib import aclosing, contextmanager
 from typing import TYPE_CHECKING, Any, LiteralString
 
 import anyio
 
 from .._durations import Backoff
 from .._errors import MissingDependency, TransportError
-from ..stores._postgres import ConnectionPool, redact_dsn
-from ..stores._urls import ConfigurationError, check_positive, redact, split_options
+from ..backends._options import check_positive
+from ..backends._postgres import SchemaClient, failure, migrate, redact_dsn, split_dsn
 from ._memory import DeadLetter
 from ._protocol import DeliveryError
 
 try:
     import psycopg
-    from psycopg import sql
 except ImportError:  # the "postgres" extra is not installed: the constructor says so
     _HAVE_PSYCOPG = False
 else:
@@ -56,7 +55,7 @@ else:
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Mapping
 
-    from ..stores._urls import Converter
+    from ..backends._options import Converter
 
     Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 
@@ -130,11 +129,7 @@ def translate_errors(operation: str, dsn: str) -> Iterator[None]:
     try:
         yield
     except (psycopg.Error, psycopg.Warning) as exc:
-        detail = redact_dsn(dsn, f"{type(exc).__name__}: {exc}".strip())
-        raise TransportError(
-            f"PostgreSQL queue {redact_dsn(dsn)!r}: {operation} failed ({detail});"
-            " check that the server is reachable and the user may use the schema"
-        ) from exc
+        raise TransportError(failure("PostgreSQL queue", operation, dsn, exc)) from exc
 
 
 def channel_name(schema: str) -> str:
@@ -143,29 +138,17 @@ def channel_name(schema: str) -> str:
 
 
 async def _migrate(conn: Conn, schema: str) -> None:
-    """Create the queue tables in ``schema``, or bring them up to :data:`SCHEMA_VERSION`."""
-    async with conn.transaction():
-        # the key PostgresStore migrates under: a store and a queue may create the schema at once
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"flowkit:{schema}",)
-        )
-        await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS flowkit_queue_schema (version INTEGER NOT NULL)"
-        )
-        cur = await conn.execute("SELECT coalesce(max(version), 0) FROM flowkit_queue_schema")
-        current = int((await cur.fetchone() or (0,))[0])
-        if current > SCHEMA_VERSION:
-            raise TransportError(
-                f"schema {schema!r} has flowkit queue tables v{current}, newer than this "
-                f"flowkit (v{SCHEMA_VERSION}); upgrade flowkit"
-            )
-        for statements in _MIGRATIONS[current:]:
-            for statement in statements:
-                await conn.execute(statement)
-        if current < SCHEMA_VERSION:
-            await conn.execute("DELETE FROM flowkit_queue_schema")
-            await conn.execute("INSERT INTO flowkit_queue_schema VALUES (%s)", (SCHEMA_VERSION,))
+    """Create the queue tables in ``schema``, or bring them up to :data:`SCHEMA_VERSION`
+    (under the advisory lock ``PostgresStore`` migrates under: a store and a queue may
+    create the schema at once)."""
+    await migrate(
+        conn,
+        schema,
+        _MIGRATIONS,
+        version_table="flowkit_queue_schema",
+        tables="flowkit queue tables",
+        error=TransportError,
+    )
 
 
 class PostgresDelivery:
@@ -212,7 +195,7 @@ class PostgresDelivery:
             )
 
 
-class PostgresQueueTransport:
+class PostgresQueueTransport(SchemaClient):
     """Queues in PostgreSQL, shared by every worker that reaches the database.
 
     >>> transport = PostgresQueueTransport("postgresql://app@db/flowkit", schema="flowkit")
@@ -236,17 +219,14 @@ class PostgresQueueTransport:
             poll_interval=poll_interval,
             pool_size=pool_size,
         )
-        self.dsn = dsn
-        self.schema = schema
+        super().__init__(
+            dsn, schema=schema, pool_size=pool_size, migrate=_migrate, translate=translate_errors
+        )
         self.channel = channel_name(schema)
         self.visibility_timeout = visibility_timeout
         self.poll_interval = poll_interval
         self.max_poll_interval = max(poll_interval, max_poll_interval)
         self._idle_backoff = Backoff(initial=poll_interval, max=self.max_poll_interval)
-        self.pool_size = pool_size
-        self._pool = ConnectionPool(self._open, pool_size)
-        self._migrated = False
-        self._migrating = anyio.Lock()
         self._naps: set[anyio.CancelScope] = set()  # receivers waiting for a NOTIFY
         self._parked: set[Conn] = set()  # listeners of receivers suspended at a yield
         self._closed = False
@@ -260,33 +240,13 @@ class PostgresQueueTransport:
         (int). Other parameters (``sslmode=``, ``connect_timeout=``...) stay in
         the DSN for libpq. Keyword ``options`` override the query.
         """
-        if not url.lower().startswith(("postgresql://", "postgres://")):
-            raise ConfigurationError(
-                f"not a PostgreSQL queue URL: {redact(url)!r}; use postgresql://user@host/db"
-            )
-        dsn, found = split_options(url, _URL_OPTIONS, mode="pass-through")
+        dsn, found = split_dsn(url, "queue", _URL_OPTIONS)
         return cls(dsn, **(found | options))
 
     def __repr__(self) -> str:
         return f"PostgresQueueTransport({redact_dsn(self.dsn)!r}, schema={self.schema!r})"
 
-    # -- plumbing -------------------------------------------------------------
-    async def _open(self) -> Conn:
-        conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
-        ready = False
-        try:
-            await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
-            async with self._migrating:
-                if not self._migrated:
-                    await _migrate(conn, self.schema)
-                    self._migrated = True
-            ready = True
-        finally:
-            if not ready:
-                with anyio.CancelScope(shield=True):
-                    await conn.close()
-        return conn
-
+    # -- plumbing (more in SchemaClient) ------------------------------------------
     async def _query(self, operation: str, query: LiteralString, params: Any) -> list[Any]:
         """Run one statement on a pooled connection; its rows (none for a plain command)."""
         if self._closed:
@@ -326,20 +286,19 @@ class PostgresQueueTransport:
 
     async def receive(self, queue: str) -> AsyncIterator[PostgresDelivery]:
         """Claim messages one at a time; between claims, wait for a NOTIFY or the poll delay."""
-        async with self._listener() as listener:
-            empty = 0  # claims in a row that found nothing
+        async with self._listening(self.channel, "receive") as listener:
+            naps = self._idle_backoff.delays()  # longer while claims in a row find nothing
             while not self._closed:
                 delivery = await self._claim(queue)
                 if delivery is not None:
-                    empty = 0
+                    naps = self._idle_backoff.delays()
                     self._parked.add(listener)
                     try:
                         yield delivery
                     finally:
                         self._parked.discard(listener)
                     continue
-                empty += 1
-                await self._nap(listener, queue, self._idle_backoff.delay(empty))
+                await self._nap(listener, queue, next(naps))
 
     async def _claim(self, queue: str) -> PostgresDelivery | None:
         token = uuid.uuid4().hex
@@ -351,19 +310,6 @@ class PostgresQueueTransport:
                 return None
             raise
         return PostgresDelivery(self, queue, rows[0], token) if rows else None
-
-    @asynccontextmanager
-    async def _listener(self) -> AsyncIterator[Conn]:
-        """A connection of its own that LISTENs on :attr:`channel`, closed after the block."""
-        with translate_errors("receive", self.dsn):
-            conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
-        try:
-            with translate_errors("receive", self.dsn):
-                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-            yield conn
-        finally:
-            with anyio.CancelScope(shield=True):
-                await conn.close()
 
     async def _nap(self, listener: Conn, queue: str, delay: float) -> None:
         """Return after ``delay`` seconds, or sooner on a NOTIFY for ``queue`` or :meth:`close`."""

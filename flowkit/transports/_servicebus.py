@@ -82,8 +82,8 @@ import anyio
 import sniffio
 import structlog
 
-from .._errors import MissingDependency, TransportError
-from ..stores._urls import ConfigurationError, boolean, redact, split_options
+from .._errors import ConfigurationError, MissingDependency, TransportError
+from ..backends._options import boolean, redact, split_options
 from ._memory import DeadLetter
 from ._protocol import DeliveryError
 from ._sdk import translating
@@ -127,7 +127,7 @@ if TYPE_CHECKING:
 
     from azure.servicebus.aio import ServiceBusReceiver, ServiceBusSender
 
-    from ..stores._urls import Converter
+    from ..backends._options import Converter
 
 _log = structlog.get_logger("flowkit.transports")
 

@@ -37,9 +37,9 @@ import anyio
 import anyio.to_thread
 
 from .._durations import Backoff
-from .._errors import TransportError
-from .._sqlite_wal import enable_wal
-from ..stores._urls import ConfigurationError, check_positive, redact, split_options, sqlite_path
+from .._errors import ConfigurationError, TransportError
+from ..backends._options import check_positive, redact, split_options, sqlite_path
+from ..backends._sqlite import connect
 from ._memory import DeadLetter
 from ._protocol import DeliveryError
 
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Mapping
     from pathlib import Path
 
-    from ..stores._urls import Converter
+    from ..backends._options import Converter
 
 T = TypeVar("T")
 _URL_OPTIONS: dict[str, Converter] = {
@@ -122,12 +122,9 @@ def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
 
 def _open(path: str) -> sqlite3.Connection:
     """Connect in WAL mode with a busy timeout, creating the tables if need be."""
-    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn = connect(path)
     ready = False
     try:
-        conn.execute("PRAGMA busy_timeout=30000")
-        enable_wal(conn)
-        conn.execute("PRAGMA synchronous=NORMAL")
         with _immediate(conn):
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 conn.execute(statement)
@@ -300,16 +297,15 @@ class SQLiteQueueTransport:
 
     async def receive(self, queue: str) -> AsyncIterator[SQLiteDelivery]:
         """Claim messages one at a time, polling with backoff while the queue is empty."""
-        empty = 0  # polls in a row that found nothing
+        naps = self._idle_backoff.delays()  # longer while polls in a row find nothing
         while not self._closed:
             delivery = await self._claim(queue)
             if delivery is not None:
-                empty = 0
+                naps = self._idle_backoff.delays()
                 yield delivery
                 continue
             wake = self._wake
-            empty += 1
-            with anyio.move_on_after(self._idle_backoff.delay(empty)):
+            with anyio.move_on_after(next(naps)):
                 await wake.wait()
 
     async def _claim(self, queue: str) -> SQLiteDelivery | None:

@@ -6,7 +6,8 @@ import importlib
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..stores._urls import ConfigurationError, redact
+from .._errors import ConfigurationError
+from ..backends._options import redact
 
 # scheme -> (module, class); the module (and its SDK) loads only when used
 _SCHEMES: dict[str, tuple[str, str]] = {

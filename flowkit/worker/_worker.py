@@ -10,11 +10,11 @@ import structlog
 
 from .. import _clock as clock
 from .._errors import FlowkitError, ResumeError, StoreError, TransportError
+from ..backends._options import check_positive
 from ..core import _protocol as p
 from ..shell._durable import CHILD_LEASE, dispatch_command
 from ..shell._events import Event, EventBus
 from ..shell._execute import Executor
-from ..stores._urls import check_positive
 from ._heartbeat import Heartbeats
 from ._messages import ENQUEUED_AT_HEADER, MalformedMessage, NodeMessage, names_a_run
 from ._outage import Dependency, despite_store_outages, store_dependency

@@ -66,8 +66,8 @@ from urllib.parse import urlsplit
 import anyio
 import structlog
 
-from ..._errors import MissingDependency, TransportError
-from ...stores._urls import ConfigurationError, redact, split_options
+from ..._errors import ConfigurationError, MissingDependency, TransportError
+from ...backends._options import redact, split_options
 from ._delay import _Forwarder
 from ._delivery import ATTEMPT as ATTEMPT
 from ._delivery import DUE

@@ -6,10 +6,11 @@ import re
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from ...stores._urls import ConfigurationError, redact
+from ..._errors import ConfigurationError
+from ...backends._options import redact
 
 if TYPE_CHECKING:
-    from ...stores._urls import Converter
+    from ...backends._options import Converter
 
 _PREFIX = re.compile(r"^[A-Za-z0-9_-]+$")
 _URL_OPTIONS: dict[str, Converter] = {

@@ -72,7 +72,7 @@ import anyio
 import structlog
 
 from ..._errors import MissingDependency, TransportError
-from ...stores._urls import redact, split_options
+from ...backends._options import redact, split_options
 from .._memory import DeadLetter
 from .._protocol import DeliveryError
 from .._sdk import Lease as _Lease

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from ...stores._urls import ConfigurationError, boolean
+from ..._errors import ConfigurationError
+from ...backends._options import boolean
 from ._names import _escape
 
 try:
@@ -16,7 +17,7 @@ else:
     _HAVE_PUBSUB = True
 
 if TYPE_CHECKING:
-    from ...stores._urls import Converter
+    from ...backends._options import Converter
 
 
 def _attempts(text: str) -> int | None:

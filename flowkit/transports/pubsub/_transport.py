@@ -103,8 +103,8 @@ from urllib.parse import urlsplit
 import anyio
 import structlog
 
-from ..._errors import MissingDependency, TransportError
-from ...stores._urls import ConfigurationError, redact, split_options
+from ..._errors import ConfigurationError, MissingDependency, TransportError
+from ...backends._options import redact, split_options
 from ._errors import sdk_errors as sdk_errors
 from ._errors import translate_errors as translate_errors
 from ._names import (

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ...stores._urls import redact
+from ...backends._options import redact
 from .._sdk import translating
 
 try:

@@ -63,14 +63,8 @@ import anyio
 import sniffio
 import structlog
 
-from ..._errors import MissingDependency, TransportError
-from ...stores._urls import (
-    ConfigurationError,
-    optional_float,
-    optional_int,
-    redact,
-    split_options,
-)
+from ..._errors import ConfigurationError, MissingDependency, TransportError
+from ...backends._options import optional_float, optional_int, redact, split_options
 from .._protocol import DeliveryError
 from ._consumer import _Consumer
 from ._delivery import KEY_HEADER, _as_str, _ms
@@ -92,7 +86,7 @@ if TYPE_CHECKING:
 
     from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
-    from ...stores._urls import Converter
+    from ...backends._options import Converter
 
 _log = structlog.get_logger("flowkit.transports")
 

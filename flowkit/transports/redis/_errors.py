@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ...stores._urls import redact
+from ...backends._options import redact
+from ...backends._redis import error_roots
 from .._sdk import translating
 
 try:
@@ -20,13 +21,7 @@ if TYPE_CHECKING:
 
 def sdk_errors() -> tuple[type[BaseException], ...]:
     """The roots of every exception redis-py raises (and socket errors)."""
-    return (
-        redis_errors.RedisError,
-        redis_errors.RedisClusterException,
-        redis_errors.ChildDeadlockedError,
-        redis_errors.IncorrectPolicyType,
-        OSError,
-    )
+    return (*error_roots(), OSError)
 
 
 def _hint(exc: BaseException) -> str:

@@ -63,9 +63,9 @@ import attrs
 import sniffio
 import structlog
 
-from ..._errors import MissingDependency, TransportError
-from ...stores._redis import _HAVE_REDIS, redis_client  # without the extra: see __init__
-from ...stores._urls import ConfigurationError, redact, split_options
+from ..._errors import ConfigurationError, MissingDependency, TransportError
+from ...backends._options import redact, split_options
+from ...backends._redis import _HAVE_REDIS, redis_client  # without the extra: see __init__
 from ._delivery import RedisDelivery as RedisDelivery
 from ._delivery import _fields, _Keys, _ms, _pairs
 from ._errors import sdk_errors as sdk_errors
@@ -75,7 +75,7 @@ from ._scripts import _CLAIM, _CREATE_GROUP, _DELAY, _EXTEND, _PROMOTE, _RELEASE
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable, Mapping
 
-    from ...stores._urls import Converter
+    from ...backends._options import Converter
 
 _log = structlog.get_logger("flowkit.transports")
 _URL_OPTIONS: dict[str, Converter] = {

@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from ...stores._urls import ConfigurationError, boolean
+from ..._errors import ConfigurationError
+from ...backends._options import boolean
 from ._delivery import MAX_VISIBILITY
 
 if TYPE_CHECKING:
-    from ...stores._urls import Converter
+    from ...backends._options import Converter
 
 _PREFIX = re.compile(r"^[A-Za-z0-9_-]+$")
 _URL_OPTIONS: dict[str, Converter] = {

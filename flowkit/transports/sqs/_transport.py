@@ -72,8 +72,8 @@ from urllib.parse import urlsplit
 import anyio
 import structlog
 
-from ..._errors import MissingDependency, TransportError
-from ...stores._urls import ConfigurationError, redact, split_options
+from ..._errors import ConfigurationError, MissingDependency, TransportError
+from ...backends._options import redact, split_options
 from .._sdk import Lease as _Lease
 from ._delivery import SQSDelivery as SQSDelivery
 from ._errors import _code
