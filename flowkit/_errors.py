@@ -27,12 +27,32 @@ what happened, where, and what to do next.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
+
+import attrs
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from .blueprint._lint import LintIssue
+Severity = Literal["error", "warning"]
+
+
+@attrs.frozen
+class LintIssue:
+    """One problem found in a blueprint.
+
+    ``code`` is stable and machine-readable (``"unknown-edge-target"``),
+    ``node_id`` the node it is about (``None`` for the blueprint as a whole) and
+    ``message`` says what is wrong and what to do about it.
+
+    >>> LintIssue("orphan", "x", "node 'x' has no edges", severity="warning").severity
+    'warning'
+    """
+
+    code: str
+    node_id: str | None
+    message: str
+    severity: Severity = "error"
 
 
 class FlowkitError(Exception):

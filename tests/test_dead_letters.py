@@ -37,7 +37,7 @@ import pytest
 
 import flowkit
 from flowkit import BlueprintError, NodeError, ResultTimeout, RunStatus
-from flowkit.dsl._node import module_name
+from flowkit._naming import module_name
 from flowkit.stores import MemoryStore
 from flowkit.stores import from_url as store_from_url
 from flowkit.transports import MemoryTransport

@@ -16,8 +16,8 @@ from structlog.testing import capture_logs
 
 from flowkit.stores import MemoryStore
 from flowkit.transports import SQLiteQueueTransport
-from flowkit.worker._heartbeat import Heartbeats
 from flowkit.worker import NodeMessage
+from flowkit.worker._heartbeat import Heartbeats
 
 pytestmark = pytest.mark.anyio
 

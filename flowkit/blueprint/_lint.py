@@ -9,10 +9,10 @@ O(nodes + edges) plus the cost of compiling edge conditions.
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-import attrs
-
+from .._errors import LintIssue as LintIssue
+from .._errors import Severity as Severity
 from ._graph import shape_of
 from ._model import JOIN_MODES
 
@@ -22,30 +22,10 @@ if TYPE_CHECKING:
     from ._graph import GraphShape
     from ._model import Blueprint, NodeSpec
 
-Severity = Literal["error", "warning"]
-
 CONDITION_NAMES = frozenset({"result", "state", "input"})
 """Names an edge ``when`` expression may use."""
 
 _INPUT_PREFIXES = ("$input.", "$state.")
-
-
-@attrs.frozen
-class LintIssue:
-    """One problem found in a blueprint.
-
-    ``code`` is stable and machine-readable (``"unknown-edge-target"``),
-    ``node_id`` the node it is about (``None`` for the blueprint as a whole) and
-    ``message`` says what is wrong and what to do about it.
-
-    >>> LintIssue("orphan", "x", "node 'x' has no edges", severity="warning").severity
-    'warning'
-    """
-
-    code: str
-    node_id: str | None
-    message: str
-    severity: Severity = "error"
 
 
 def lint(bp: Blueprint, registry: Mapping[str, object] | None = None) -> list[LintIssue]:

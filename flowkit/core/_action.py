@@ -17,3 +17,10 @@ class Action:
 
     name: str
     value: Any = None
+
+
+def split_action(value: Any, action: str | None = None) -> tuple[Any, str | None]:
+    """``(value, action)`` with an :class:`Action` taken apart; anything else as given."""
+    if isinstance(value, Action):
+        return value.value, value.name
+    return value, action

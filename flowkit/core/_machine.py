@@ -22,7 +22,7 @@ from typing import Any
 
 from .._errors import ChildFailed, DuplicateDelivery, FlowkitError, WaitTimeout, describe
 from . import _protocol as p
-from ._action import Action
+from ._action import split_action
 from ._program import Program, wait_name
 from ._state import RunState, RunStatus
 from ._step_nodes import NodeSteps
@@ -43,11 +43,13 @@ def start_run(
     *,
     parent: str | None = None,
     traceparent: str | None = None,
+    note_completions: bool = False,
 ) -> list[p.Command]:
     """Initialise ``state`` for a new run and return the first commands.
 
     ``traceparent`` (W3C trace context, supplied by the shell) is kept in the
-    run's header so every node, on any worker, continues the same trace.
+    run's header so every node, on any worker, continues the same trace. With
+    ``note_completions`` every completed node is noted (``node:complete``).
     """
     header = state.header
     state.put("header", "status", RunStatus.RUNNING.value)
@@ -61,7 +63,7 @@ def start_run(
     if program.blueprint.metadata.get("compiled"):
         for name, value in inputs.items():  # a compiled flow's parameters are its variables
             state.put("context", name, value)
-    step = Step(program, state)
+    step = Step(program, state, note_completions)
     for root in program.roots:
         step.queue.append((root, True, False, None))
     step.drain()
@@ -70,7 +72,9 @@ def start_run(
     return step.commands
 
 
-def handle_event(program: Program, state: RunState, event: p.Event) -> list[p.Command]:
+def handle_event(
+    program: Program, state: RunState, event: p.Event, *, note_completions: bool = False
+) -> list[p.Command]:
     """Apply one event to ``state`` and return the commands it calls for.
 
     Stale or duplicate events (a dispatch already recorded, a timer already
@@ -78,7 +82,7 @@ def handle_event(program: Program, state: RunState, event: p.Event) -> list[p.Co
     """
     if state.finished:
         return []
-    step = Step(program, state)
+    step = Step(program, state, note_completions)
     step.on_event(event)
     step.drain()
     step.settle()
@@ -88,9 +92,10 @@ def handle_event(program: Program, state: RunState, event: p.Event) -> list[p.Co
 class Step(NodeSteps):
     """One transition of one run."""
 
-    def __init__(self, program: Program, state: RunState) -> None:
+    def __init__(self, program: Program, state: RunState, note_completions: bool = False) -> None:
         self.p = program
         self.s = state
+        self.note_completions = note_completions
         self.commands: list[p.Command] = []
         # (node id, taken, via back edge, source node)
         self.queue: deque[tuple[str, bool, bool, str | None]] = deque()
@@ -267,12 +272,11 @@ class Step(NodeSteps):
     # -- routing ------------------------------------------------------------
     def complete(self, node_id: str, value: Any, action: str | None) -> None:
         """Record a node's result and route along its outgoing edges."""
-        if isinstance(value, Action):
-            action, value = value.name, value.value
+        value, action = split_action(value, action)
         record = self.record(node_id)
         record[_STATUS] = "done"
         spec = self.p.specs[node_id]
-        if self.p.note_completions:
+        if self.note_completions:
             self.note("node:complete", node_id, record[_ACT])
         target = spec.params.get("assign")
         if target is not None:

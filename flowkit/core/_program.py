@@ -14,7 +14,6 @@ import attrs
 
 from .._safe_eval import compile_safe
 from ..blueprint._graph import shape_of
-from ..shell._invoke import Node
 
 if TYPE_CHECKING:
     from ..blueprint._model import Blueprint, NodeSpec
@@ -49,7 +48,6 @@ class Program:
         evaluator: Evaluator | None = None,
     ) -> None:
         self.blueprint = blueprint
-        self.note_completions = False  # the simulator turns this on to see every completion
         self.registry: Mapping[str, Any] = registry or {}
         self._evaluator = evaluator
         self._compiled: dict[str, Compiled] = {}
@@ -137,8 +135,8 @@ def _parameters(fn: Any) -> tuple[str, ...] | None:
         return ()
     target = getattr(fn, "__flowkit_impl__", fn)
     skip = 0
-    node_class = target if isinstance(target, type) else type(target)
-    if isinstance(node_class, type) and issubclass(node_class, Node):
+    node_class: Any = target if isinstance(target, type) else type(target)
+    if getattr(node_class, "__flowkit_node__", False):  # a flowkit.Node subclass
         target, skip = node_class.prep, 2  # prep(self, ctx, *args, **kwargs)
     try:
         signature = inspect.signature(target)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from .._naming import implementation_name as implementation_name
 from ..blueprint._model import (
     JOIN_MODES,
     Blueprint,
@@ -16,7 +17,7 @@ from ..blueprint._model import (
 )
 from ..blueprint._validate import validate
 from ..shell._invoke import ClassFallback, has_fallback
-from ._node import Arguments, module_name
+from ._node import Arguments
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -29,15 +30,6 @@ _BUILTIN_KINDS: dict[str, NodeKind] = {
     "sleep": "sleep",
     "wait": "wait",
 }
-
-
-def implementation_name(fn: Any) -> str:
-    """A readable registry name for a callable: ``module.qualname``."""
-    target = getattr(fn, "__flowkit_impl__", fn)
-    if not isinstance(target, type) and not callable(target):
-        raise TypeError(f"{fn!r} is not callable")
-    name = getattr(target, "__qualname__", None) or type(target).__qualname__
-    return f"{module_name(target)}.{name}"
 
 
 class Flow:

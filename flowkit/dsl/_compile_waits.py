@@ -7,9 +7,9 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from .._durations import to_seconds
+from .._naming import module_name
 from ._compile_exprs import Expressions
 from ._compile_resolve import dotted
-from ._node import module_name
 
 if TYPE_CHECKING:
     from ._compile_base import Target

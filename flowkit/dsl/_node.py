@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar, ov
 
 from .._durations import Backoff, Duration, shown, to_seconds
 from .._errors import ConfigurationError
+from .._naming import module_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection
@@ -216,47 +216,3 @@ def user_location() -> str:
 
 def _inside_flowkit(filename: str) -> bool:
     return Path(filename).resolve().is_relative_to(_PACKAGE)
-
-
-MAIN = "__main__"
-
-
-def module_name(obj: Any) -> str:
-    """The name ``obj``'s module is imported by, even when it runs as ``__main__``.
-
-    A script started with ``python shop.py`` or ``python -m shop`` defines its
-    functions in ``__main__``, while workers import the same file as ``shop``:
-    node names (and so blueprint digests) must not depend on which. Stays
-    ``"__main__"`` when no importable name exists (a REPL, a notebook, ``python -c``).
-    """
-    target = getattr(obj, "__flowkit_impl__", obj)
-    module = getattr(target, "__module__", None) or type(target).__module__
-    if module != MAIN:
-        return str(module)
-    return main_module_name() or MAIN
-
-
-def main_module_name() -> str | None:
-    """The importable name of the ``__main__`` module, if it has one."""
-    main = sys.modules.get(MAIN)
-    spec = getattr(main, "__spec__", None)
-    if spec is not None and spec.name and spec.name != MAIN:
-        return str(spec.name)  # python -m package.module
-    path = getattr(main, "__file__", None)
-    return _module_at(Path(path)) if path else None
-
-
-def _module_at(path: Path) -> str | None:
-    """The dotted name ``path`` (a .py file) is importable by from ``sys.path``, if any."""
-    if path.suffix != ".py":
-        return None
-    file = path.resolve()
-    for entry in sys.path:
-        try:
-            relative = file.relative_to(Path(entry or os.getcwd()).resolve())
-        except (ValueError, OSError):
-            continue
-        parts = relative.with_suffix("").parts
-        if parts and all(part.isidentifier() for part in parts):
-            return ".".join(parts)
-    return None

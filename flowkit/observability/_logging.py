@@ -1,23 +1,23 @@
 """Logging for applications: flowkit logs through structlog and never configures it.
 
-Three pieces:
+Two pieces:
 
 * :func:`configure_logging` — the set-up an application (or ``python -m
   flowkit.worker --log-format``) opts into: JSON or console lines, structlog
   and stdlib records alike, with secrets redacted.
 * :func:`redact` — masks passwords in URLs and connection strings, and the
   values of secret-looking keys, in text or in structured data.
-* :func:`bind_node_context` / :func:`unbind_node_context` — what the executor
-  calls around each node so every log line written during it (by flowkit or by
-  the node's own code) carries ``run_id``, ``node_id``, ``attempt`` and ``flow``.
+
+Around each node the executor binds ``run_id``, ``node_id``, ``attempt`` and
+``flow`` in structlog's context variables (``flowkit.shell._context``), so every
+log line written meanwhile, by flowkit or by the node's own code, names the node.
 """
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import sys
-from typing import TYPE_CHECKING, Any, Final, Literal, TextIO
+from typing import TYPE_CHECKING, Literal, TextIO
 
 import structlog
 
@@ -26,8 +26,6 @@ from .._redact import redact_field
 
 if TYPE_CHECKING:
     from structlog.typing import EventDict, Processor, WrappedLogger
-
-    from ..shell._context import NodeContext
 
 
 # -- redaction (what a secret looks like is flowkit._redact's) --------------------
@@ -41,48 +39,6 @@ def redact_processor(logger: WrappedLogger, method_name: str, event_dict: EventD
         if key != "exc_info":
             event_dict[key] = redact_field(key, value)
     return event_dict
-
-
-# -- binding a node's identity ----------------------------------------------------
-_NODE_KEYS: Final = ("run_id", "node_id", "attempt", "flow")
-
-
-def _structlog_vars() -> tuple[contextvars.ContextVar[Any], ...]:
-    """structlog's own context variables for the node keys (through its public API)."""
-    tokens = structlog.contextvars.bind_contextvars(**dict.fromkeys(_NODE_KEYS, ...))
-    structlog.contextvars.reset_contextvars(**tokens)
-    return tuple(token.var for token in tokens.values())
-
-
-_RUN_ID, _NODE_ID, _ATTEMPT, _FLOW = _structlog_vars()
-NodeBinding = tuple[contextvars.Token[Any], ...]
-
-
-def bind_node_context(ctx: NodeContext) -> NodeBinding:
-    """Bind ``run_id``, ``node_id``, ``attempt`` and ``flow`` in structlog's contextvars.
-
-    Exactly what ``structlog.contextvars.bind_contextvars(run_id=..., ...)``
-    does, at a fraction of the cost (it runs for every node). The executor
-    calls it and :func:`unbind_node_context` around each node execution, so
-    every log line written meanwhile in that task (with
-    ``structlog.contextvars.merge_contextvars`` in the chain, as
-    :func:`configure_logging` sets up) names the node.
-    """
-    return (
-        _RUN_ID.set(ctx.run_id),
-        _NODE_ID.set(ctx.node_id),
-        _ATTEMPT.set(ctx.attempt),
-        _FLOW.set(getattr(ctx, "flow", None)),  # NodeContext.flow: the run's blueprint id
-    )
-
-
-def unbind_node_context(tokens: NodeBinding) -> None:
-    """Restore the contextvars :func:`bind_node_context` set."""
-    run_id, node_id, attempt, flow = tokens
-    _FLOW.reset(flow)
-    _ATTEMPT.reset(attempt)
-    _NODE_ID.reset(node_id)
-    _RUN_ID.reset(run_id)
 
 
 # -- configuration ----------------------------------------------------------------

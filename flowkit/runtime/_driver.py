@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from abc import abstractmethod
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ from .. import _clock as clock
 from ..core import _protocol as p
 from ..core._machine import handle_event
 from ..core._state import RunState, RunStatus
+from ..shell._commands import Interpreter
 from ..shell._durable import Replica, dispatch_command
 from ..shell._events import EventBus
 from ..shell._execute import Executor
@@ -65,12 +67,21 @@ class Run(Replica):
         self.recover = False  # set for runs loaded with dispatches another process left
 
 
-class Driver:
-    """The machinery behind :class:`flowkit.Runtime`."""
+class Driver(Interpreter[Run]):
+    """The machinery behind :class:`flowkit.Runtime`: drives runs in task groups and
+    carries out the core's commands; the Runtime says how child runs start and how a
+    parent hears of its child's finish."""
 
     def __init__(
-        self, *, middleware: Sequence[Middleware], store: Any, max_concurrency: int | None
+        self,
+        *,
+        middleware: Sequence[Middleware],
+        store: Any,
+        max_concurrency: int | None,
+        poll_interval: float,
     ) -> None:
+        super().__init__()
+        self.poll_interval = poll_interval
         self.events = EventBus()
         self.store = store
         self._executor = Executor(
@@ -85,11 +96,13 @@ class Driver:
         self._tg: anyio.abc.TaskGroup | None = None
         self._finish_events: dict[str, anyio.Event] = {}
 
+    @abstractmethod
     async def _start_child(self, parent: Run, command: p.StartChild) -> None:
-        raise NotImplementedError
+        """Create and drive the child run ``command`` asks for."""
 
+    @abstractmethod
     async def _notify_parent(self, run: Run) -> None:
-        raise NotImplementedError
+        """If ``run`` is a child that finished, tell its parent."""
 
     # -- stepping -------------------------------------------------------------
     async def _step(self, run: Run, event: p.Event) -> list[p.Command]:
@@ -147,9 +160,9 @@ class Driver:
         if self.store is not None and idle and self._runs.get(run.run_id) is run:
             del self._runs[run.run_id]
 
-    def _spawn(self, run: Run, ready: deque[p.ExecuteNode]) -> None:
+    def _spawn(self, run: Run, ready: list[p.ExecuteNode]) -> None:
         if ready:
-            self._start_task(run, self._worker, run, ready)
+            self._start_task(run, self._worker, run, deque(ready))
 
     def _start_task(self, run: Run, fn: Any, *args: Any) -> None:
         """Start ``fn(*args)`` in the run's task group, counted so the drive waits for it."""
@@ -165,45 +178,45 @@ class Driver:
             if not run.active:
                 run.quiet.set()
 
-    def _carry_out(self, run: Run, commands: list[p.Command]) -> deque[p.ExecuteNode]:
+    def _carry_out(self, run: Run, commands: list[p.Command]) -> list[p.ExecuteNode]:
         """Do what the core asked; returns the node executions to start."""
-        ready: deque[p.ExecuteNode] = deque()
-        tg = run.tg
-        assert tg is not None
-        for command in commands:
-            if type(command) is p.ExecuteNode:
-                ready.append(command)
-            else:
-                self._other_command(run, tg, command)
-        return ready
+        assert run.tg is not None
+        return self.interpret(run, commands)
 
-    def _other_command(self, run: Run, tg: anyio.abc.TaskGroup, command: p.Command) -> None:
-        if isinstance(command, p.Note):
-            if self.events.active:
-                self._emit(
-                    run.run_id, command.type, command.node_id, command.attempt, data=command.data
-                )
-        elif isinstance(command, p.CancelNode | p.CancelTimer):
-            key = command.dispatch_id if isinstance(command, p.CancelNode) else command.timer_id
-            scope = run.scopes.pop(key, None)
-            if scope is not None:
-                scope.cancel()
-        elif isinstance(command, p.StartTimer):
-            self._start_timer(run, tg, command)
-        elif isinstance(command, p.StartChild):
-            self._start_task(run, self._start_child, run, command)
-        elif isinstance(command, p.CancelChild):
-            child = self._runs.get(command.child_run_id)
-            if child is not None:
-                self._start_task(run, self._advance, child, p.CancelRequested("parent finished"))
-        elif isinstance(command, p.FinishRun):
-            run.finished.set()
-            waiting = self._finish_events.pop(run.run_id, None)
-            if waiting is not None:
-                waiting.set()
-            if command.status == RunStatus.CANCELLED:
-                self._emit(run.run_id, "workflow:cancel")
-            self._emit(run.run_id, "workflow:finish", data={"status": command.status})
+    # -- primitives -------------------------------------------------------------
+    def cancel_node(self, run: Run, command: p.CancelNode) -> None:
+        self._cancel_scope(run, command.dispatch_id)
+
+    def cancel_timer(self, run: Run, command: p.CancelTimer) -> None:
+        self._cancel_scope(run, command.timer_id)
+
+    def _cancel_scope(self, run: Run, key: str) -> None:
+        scope = run.scopes.pop(key, None)
+        if scope is not None:
+            scope.cancel()
+
+    def start_child(self, run: Run, command: p.StartChild) -> None:
+        self._start_task(run, self._start_child, run, command)
+
+    def cancel_child(self, run: Run, command: p.CancelChild) -> None:
+        child = self._runs.get(command.child_run_id)
+        if child is not None:
+            self._start_task(run, self._advance, child, p.CancelRequested("parent finished"))
+
+    def finish_run(self, run: Run, command: p.FinishRun) -> None:
+        run.finished.set()
+        waiting = self._finish_events.pop(run.run_id, None)
+        if waiting is not None:
+            waiting.set()
+        if command.status == RunStatus.CANCELLED:
+            self._emit(run.run_id, "workflow:cancel")
+        self._emit(run.run_id, "workflow:finish", data={"status": command.status})
+
+    def note(self, run: Run, command: p.Note) -> None:
+        if self.events.active:
+            self._emit(
+                run.run_id, command.type, command.node_id, command.attempt, data=command.data
+            )
 
     # -- nodes ----------------------------------------------------------------
     async def _worker(self, run: Run, ready: deque[p.ExecuteNode]) -> None:
@@ -216,7 +229,7 @@ class Driver:
 
         def hand_off() -> None:
             if ready:
-                self._spawn(run, deque(ready))
+                self._spawn(run, list(ready))
                 ready.clear()
 
         scopes = run.scopes
@@ -242,7 +255,7 @@ class Driver:
                 ready.extend(self._carry_out(run, commands))
 
     # -- timers ---------------------------------------------------------------
-    def _start_timer(self, run: Run, tg: anyio.abc.TaskGroup, command: p.StartTimer) -> None:
+    def start_timer(self, run: Run, command: p.StartTimer) -> None:
         if command.purpose == "retry":
             scope = anyio.CancelScope()
             run.scopes[command.timer_id] = scope
@@ -287,7 +300,7 @@ class Driver:
         try:
             delay = self._timers[0][0] - clock.now() if self._timers else math.inf
             if self.store is not None:
-                delay = min(delay, getattr(self, "poll_interval", 1.0))
+                delay = min(delay, self.poll_interval)
             with anyio.move_on_after(max(0.0, delay)):
                 await wakeup.wait()
         finally:

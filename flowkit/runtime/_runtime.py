@@ -19,20 +19,22 @@ from anyio.lowlevel import RunVar
 from .. import _clock as clock
 from .._errors import ResumeError
 from ..core import _protocol as p
-from ..core._action import Action
-from ..core._machine import start_run, wait_names
+from ..core._action import split_action
+from ..core._machine import start_run
 from ..core._program import wait_name
 from ..core._state import NullJournal, RunState
 from ..observability._propagation import current_traceparent
+from ..shell._commands import for_parent
 from ..shell._durable import index_ops, refuse_if_finished, unknown_digest
+from ..shell._flows import Flows, route_signal
 from ..shell._result import RunHandle, RunResult, detached
-from ..shell._target import Target, resolve
 from ._driver import Driver, Run
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
 
     from ..shell._middleware import Middleware
+    from ..shell._target import Target
 
 
 class Runtime(Driver):
@@ -55,13 +57,13 @@ class Runtime(Driver):
         flows: Sequence[Any] = (),
         poll_interval: float = 1.0,
     ) -> None:
-        super().__init__(middleware=middleware, store=store, max_concurrency=max_concurrency)
-        self.poll_interval = poll_interval
-        self._targets: dict[int, tuple[Any, Target]] = {}  # id -> (object, target)
-        self._by_blueprint_id: dict[str, Any] = {}
-        self._by_digest: dict[str, Target] = {}
-        for flow in flows:
-            self._target(flow)
+        super().__init__(
+            middleware=middleware,
+            store=store,
+            max_concurrency=max_concurrency,
+            poll_interval=poll_interval,
+        )
+        self.flows = Flows(flows)
 
     # -- starting -------------------------------------------------------------
     async def run(
@@ -129,8 +131,7 @@ class Runtime(Driver):
         spec = resolved.program.specs.get(node_id)
         if spec is None or spec.kind not in ("wait", "webhook"):
             raise ResumeError(f"node {node_id!r} is not a wait or webhook node of {state.run_id!r}")
-        if isinstance(data, Action):
-            action, data = data.name, data.value
+        data, action = split_action(data, action)
         run = Run(resolved.program, resolved, state, 0)
         self._runs[state.run_id] = run
         await self._advance(run, p.SignalReceived(wait_name(spec), data, action))
@@ -171,7 +172,7 @@ class Runtime(Driver):
         if self.store is not None:
             loaded = await self.store.load(run_id)
             if loaded is not None:
-                target = self._by_digest.get(str(loaded[0].header.get("digest", "")))
+                target = self.flows.by_digest.get(str(loaded[0].header.get("digest", "")))
                 return RunResult.of(loaded[0], target.blueprint if target else None)
         raise ResumeError(f"unknown run {run_id!r}: it was never started here or in the store")
 
@@ -183,7 +184,7 @@ class Runtime(Driver):
 
     def known_blueprints(self) -> list[Any]:
         """Every blueprint this runtime can run (its webhook routes come from these)."""
-        return [t.blueprint for t in self._by_digest.values()]
+        return [t.blueprint for t in self.flows.by_digest.values()]
 
     def handle(self, run_id: str) -> RunHandle:
         """A handle on a run this runtime knows."""
@@ -227,16 +228,7 @@ class Runtime(Driver):
 
     # -- runs -----------------------------------------------------------------
     def _target(self, target: Any, registry: Mapping[str, Any] | None = None) -> Target:
-        cached = self._targets.get(id(target)) if registry is None else None
-        resolved = cached[1] if cached is not None and cached[0] is target else None
-        if resolved is None:
-            resolved = resolve(target, registry)
-            self._targets[id(target)] = (target, resolved)  # holding target keeps its id
-            self._by_blueprint_id.setdefault(resolved.blueprint.id, target)
-            self._by_digest[resolved.blueprint.digest] = resolved
-            for child in resolved.children:
-                self._target(child)
-        return resolved
+        return self.flows.add(target, registry)
 
     async def _create(
         self,
@@ -301,41 +293,31 @@ class Runtime(Driver):
         if loaded is None:
             raise ResumeError(f"unknown run {run_id!r}: it was never started here or in the store")
         state, version = loaded
-        target = self._by_digest.get(str(state.header.get("digest", "")))
-        if target is None:
-            self._check_digest(state, None)
-        assert target is not None
+        target = self.flows.of_state(state)
         run = Run(target.program, target, state, version, state.header.get("parent"))
         run.recover = bool(state.sections["dispatches"])
         self._runs[run_id] = run
         return run
 
-    def _check_digest(self, state: RunState, target: Target | None) -> None:
-        if target is not None and target.blueprint.digest == state.header.get("digest"):
-            return
-        known = [f"{t.blueprint.id} v{t.blueprint.version}" for t in self._by_digest.values()]
-        raise unknown_digest(state, known)
+    def _check_digest(self, state: RunState, target: Target) -> None:
+        if target.blueprint.digest != state.header.get("digest"):
+            raise unknown_digest(state, self.flows.known())
 
     async def _signal_target(self, run: Run, name: str) -> Run:
         """The run (this one or a descendant) that should receive signal ``name``."""
-        if name in run.state.sections["waits"]:
-            return run
-        for child_id in list(run.state.sections["children"]):
-            found = await self._signal_target(await self._get(child_id), name)
-            if name in found.state.sections["waits"]:
-                return found
-        if name in wait_names(run.program):
-            return run
-        raise ResumeError(
-            f"run {run.run_id!r} has no wait named {name!r}; "
-            f"its waits are {sorted(wait_names(run.program)) or 'none'}"
-        )
+
+        async def state_of(run_id: str) -> tuple[RunState, Target]:
+            found = await self._get(run_id)
+            return found.state, found.target
+
+        return await self._get(await route_signal(run.run_id, name, state_of))
 
     def _result_of(self, run: Run) -> RunResult:
         """The run's result as of now."""
         return RunResult.of(run.state, run.program.blueprint)
 
-    async def _wait_finished(self, run_id: str) -> RunResult:
+    async def finished(self, run_id: str) -> RunResult:
+        """Wait until the run has completed, failed or been cancelled; its result."""
         if self.store is None:
             return await self._wait_finished_here(await self._get(run_id))
         while True:
@@ -366,34 +348,20 @@ class Runtime(Driver):
 
     # -- children -------------------------------------------------------------
     async def _start_child(self, parent: Run, command: p.StartChild) -> None:
-        flow = self._by_blueprint_id.get(command.blueprint_id)
-        if flow is None:
-            known = sorted(self._by_blueprint_id)
-            error = {
-                "type": "flowkit._errors.ResumeError",
-                "mro": ["flowkit._errors.ResumeError"],
-                "message": f"no flow with blueprint id {command.blueprint_id!r} is known "
-                f"to this runtime (known: {known}); pass it in Runtime(flows=[...])",
-            }
-            await self._deliver(
-                parent, p.ChildFinished(command.child_run_id, "failed", None, error)
-            )
+        child = self.flows.child(command, "pass it in Runtime(flows=[...])")
+        if isinstance(child, p.ChildFinished):
+            await self._deliver(parent, child)
             return
-        child, commands = await self._create(
-            self._target(flow), command.child_run_id, command.inputs, parent=parent.run_id
+        run, commands = await self._create(
+            child, command.child_run_id, command.inputs, parent=parent.run_id
         )
-        await self._drive(child, commands)
+        await self._drive(run, commands)
 
     async def _notify_parent(self, run: Run) -> None:
         """When a child run has finished, tell its parent (idempotent in the core)."""
         if run.parent is None or not run.state.finished:
             return
-        parent = await self._get(run.parent)
-        header = run.state.header
-        event = p.ChildFinished(
-            run.run_id, str(header["status"]), header.get("output"), header.get("error")
-        )
-        await self._deliver(parent, event)
+        await self._deliver(await self._get(run.parent), for_parent(run.run_id, run.state.header))
 
     # -- timers ---------------------------------------------------------------
     async def _scheduler_loop(self) -> None:
@@ -441,9 +409,7 @@ class ProcessRuns:
         # (due, run id, timer id), a heap; entries of finished runs or cancelled
         # timers stay until due, and are skipped then
         self.timers: list[tuple[float, str, str]] = []
-        self.targets: dict[int, tuple[Any, Target]] = {}
-        self.by_blueprint_id: dict[str, Any] = {}
-        self.by_digest: dict[str, Target] = {}
+        self.flows = Flows()
 
     def state(self, run_id: str) -> RunState | None:
         return self.states.get(run_id) or self.finished.get(run_id)
@@ -471,16 +437,14 @@ class DefaultRuntime(Runtime):
     def __init__(self, process: ProcessRuns) -> None:
         super().__init__()
         self.process = process
-        self._targets = process.targets
-        self._by_blueprint_id = process.by_blueprint_id
-        self._by_digest = process.by_digest
+        self.flows = process.flows
         self._timers = process.timers
 
     async def wait(self, run_id: str, timeout: float | None = None) -> RunResult:
         """Fire due timers until the run is completed, failed or cancelled."""
         with anyio.fail_after(timeout):
             async with self.scheduler():
-                result = await self._wait_finished(run_id)
+                result = await self.finished(run_id)
         run = self._runs.get(run_id)
         if run is not None:
             self._evict(run)
@@ -505,7 +469,7 @@ class DefaultRuntime(Runtime):
     def _result_of(self, run: Run) -> RunResult:
         if not run.state.finished:
             self.process.seen_paused.add(run.run_id)
-        flow = self._by_blueprint_id.get(run.target.blueprint.id)
+        flow = self.flows.source(run.target.blueprint.id)
         resumed_by = getattr(flow, "__name__", "") if run.parent is None else ""
         return RunResult.of(run.state, run.program.blueprint, resumed_by=resumed_by)
 
@@ -539,7 +503,7 @@ class DefaultRuntime(Runtime):
         state = self.process.state(run_id)
         if state is None:
             raise _unknown_run(run_id)
-        target = self._by_digest[str(state.header.get("digest", ""))]
+        target = self.flows.of_state(state)
         return Run(target.program, target, state, 0, state.header.get("parent"))
 
     def _evict(self, run: Run) -> None:

@@ -15,8 +15,15 @@ from .. import _clock as clock
 from .._errors import describe
 from .._serde import SerializationError, to_data
 from ..core import _protocol as p
-from ..observability._logging import bind_node_context, unbind_node_context
-from ._context import Context, NodeContext, reset_current, set_current
+from ..core._action import split_action
+from ._context import (
+    Context,
+    NodeContext,
+    bind_node_context,
+    reset_current,
+    set_current,
+    unbind_node_context,
+)
 from ._events import Event, EventBus
 from ._middleware import Middleware, Pipeline
 
@@ -142,9 +149,7 @@ class Executor:
     ) -> p.NodeCompleted:
         if started is not None:
             self._emit(ctx, "node:finish", command, time.perf_counter() - started)
-        action = None
-        if type(output).__name__ == "Action" and hasattr(output, "name"):
-            action, output = output.name, output.value
+        output, action = split_action(output)
         ctx.state.settle()
         writes: dict[str, Any] = ctx.state.writes
         if self.plain_data:

@@ -28,6 +28,8 @@ class Node:
     ...         return prepared * 2
     """
 
+    __flowkit_node__ = True  # how the core recognises class nodes without importing this
+
     def prep(self, ctx: NodeContext, *args: Any, **kwargs: Any) -> Any:
         """Gather what ``exec`` needs; by default the single argument (or all kwargs)."""
         if len(args) == 1 and not kwargs:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import attrs
@@ -24,7 +24,6 @@ from ..core._state import FINISHED_VALUES, RunStatus
 
 if TYPE_CHECKING:
     from ..core._state import RunState
-    from ..runtime._runtime import Runtime
 
 _STATUS = 4  # index of the status in a node record [activation, arrived, taken, fired, status]
 _HOLDING_TIMERS = frozenset({"sleep", "timeout"})  # a retry's backoff timer is not a pause
@@ -335,10 +334,20 @@ def error_from_info(run_id: str, info: dict[str, Any] | None) -> FlowkitError | 
     )
 
 
+class Runs(Protocol):
+    """What a :class:`RunHandle` needs from whoever runs the run."""
+
+    async def finished(self, run_id: str) -> RunResult: ...
+
+    async def result(self, run_id: str) -> RunResult: ...
+
+    async def cancel(self, run_id: str) -> RunResult: ...
+
+
 class RunHandle:
     """A started run: ``await handle.result()`` waits; ``await handle.cancel()`` stops it."""
 
-    def __init__(self, runtime: Runtime, run_id: str) -> None:
+    def __init__(self, runtime: Runs, run_id: str) -> None:
         self._runtime = runtime
         self.run_id = run_id
 
@@ -349,7 +358,7 @@ class RunHandle:
         longer than ``timeout`` seconds; the run goes on.
         """
         with anyio.move_on_after(timeout):
-            return await self._runtime._wait_finished(self.run_id)
+            return await self._runtime.finished(self.run_id)
         status = (await self._runtime.result(self.run_id)).status.value
         detail = (
             f"it is {status}; a sleep, wait or child run holds it (see result().waiting_for), "

@@ -46,6 +46,12 @@ class Target:
             check_json_inputs(self.blueprint.id, inputs)
 
 
+def runnable(value: Any) -> bool:
+    """Whether ``value`` is a @flow function or a ``Flow`` builder (what :func:`resolve`
+    takes without a registry)."""
+    return hasattr(value, "registry") and (hasattr(value, "blueprint") or hasattr(value, "build"))
+
+
 def resolve(target: Any, registry: Mapping[str, Any] | None = None) -> Target:
     """Build a :class:`Target` for a FlowDef, a ``Flow`` builder or a ``Blueprint``."""
     evaluator: Evaluator | None = getattr(target, "evaluator", None)
@@ -53,11 +59,8 @@ def resolve(target: Any, registry: Mapping[str, Any] | None = None) -> Target:
     if isinstance(target, Blueprint):
         bp = target
         reg: Mapping[str, Any] = registry or {}
-    elif hasattr(target, "blueprint") and hasattr(target, "registry"):
-        bp = target.blueprint
-        reg = {**target.registry, **(registry or {})}
-    elif hasattr(target, "build") and hasattr(target, "registry"):
-        bp = target.build()
+    elif runnable(target):
+        bp = target.blueprint if hasattr(target, "blueprint") else target.build()
         reg = {**target.registry, **(registry or {})}
     else:
         raise TypeError(

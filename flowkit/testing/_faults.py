@@ -27,9 +27,7 @@ from ..core._state import DELETED, FINISHED_VALUES, RunStatus
 from ..shell._invoke import make_invoker
 from ..shell._result import RunResult
 from ..stores._memory import MemoryStore
-from ..worker._client import Client
-from ..worker._messages import NodeMessage
-from ..worker._worker import Worker
+from ..worker import Client, NodeMessage, Worker
 from ._model import Call, Simulation, SimulationError, TraceEntry, registry_name
 from ._simulate import (
     ARRIVAL,
@@ -39,7 +37,6 @@ from ._simulate import (
     OpenWait,
     Signaller,
     VirtualClock,
-    _targets,
     payload,
 )
 
@@ -302,7 +299,8 @@ class _World:
         }
         self.workers = [self._worker() for _ in range(workers)]
         self.client = Client(self.transport, self.store, flows=self.flows, lease=30.0)
-        self.signaller = Signaller(signals, webhooks, _targets(target, flows), clock)
+        known = self.client.shell.flows.by_blueprint_id.values()
+        self.signaller = Signaller(signals, webhooks, known, clock)
         self.reached: list[OpenWait] = []  # waits in the order they were first seen open
         self.cancel_due: float | None = None
         self.failure: FlowkitError | None = None
@@ -387,7 +385,7 @@ class _World:
     async def _loses_race(self, message: _Message) -> bool:
         node = NodeMessage.decode(message.body)
         loaded = await self.store.load(node.run_id)
-        target = self.client.shell.by_digest.get(node.blueprint_digest)
+        target = self.client.shell.flows.by_digest.get(node.blueprint_digest)
         if loaded is None or target is None:
             return False
         program, records = target.program, loaded[0].sections["nodes"]
@@ -471,8 +469,7 @@ class _World:
             await self.client.cancel(run_id)
         elif move == TIMER:
             worker = self.workers[self.rng.randrange(len(self.workers))]
-            await worker._fire_due_timers()
-            await worker._reconcile()
+            await worker.tick()
         else:
             await self._deliver_arrival(run_id)
         return True
@@ -516,7 +513,7 @@ class _World:
             )
         uses = {
             n.id: n.uses or ""
-            for f in self.client.shell.by_digest.values()
+            for f in self.client.shell.flows.by_digest.values()
             for n in f.blueprint.nodes
         }
         visited = [t.node_id for t in self.trace if t.status == "completed"]

@@ -137,7 +137,7 @@ class Simulation:
 
 def registry_name(node: Any) -> str:
     """The registry name flows use for a node function, ``@node`` or class node."""
-    from ..dsl._builder import implementation_name
+    from .._naming import implementation_name
 
     return str(getattr(node, "registry_name", None) or implementation_name(node))
 

@@ -20,13 +20,15 @@ import attrs
 
 from .. import _clock
 from .._durations import Duration, to_seconds
-from .._errors import FlowkitError
+from .._errors import FlowkitError, ResumeError
 from ..core import _protocol as p
 from ..core._machine import handle_event, start_run, wait_names
 from ..core._program import wait_name
 from ..core._state import RunState, RunStatus
+from ..shell._commands import Interpreter, for_parent
 from ..shell._events import Event, EventBus
 from ..shell._execute import Executor
+from ..shell._flows import Flows, route_signal
 from ..shell._invoke import make_invoker
 from ..shell._result import RunResult
 from ..shell._target import Target, resolve
@@ -260,7 +262,7 @@ class _Run:
         self.parent = parent
 
 
-class Simulator:
+class Simulator(Interpreter[str]):
     """Drives one simulated run (and its child runs) to the end."""
 
     def __init__(
@@ -277,6 +279,7 @@ class Simulator:
         reorder: bool = False,
         cancel_at: float | None = None,
     ) -> None:
+        super().__init__()
         self.target = target
         self.clock = clock
         self.seed = seed
@@ -288,8 +291,8 @@ class Simulator:
         self.bus.subscribe(self.events.append)
         self.executor = Executor(events=self.bus)
         self.executor.overrides = {_mock_key(k): make_invoker(v) for k, v in (mocks or {}).items()}
-        self.by_blueprint_id = {t.blueprint.id: t for t in _targets(target, flows)}
-        self.signaller = Signaller(signals, webhooks, self.by_blueprint_id.values(), clock)
+        self.flows = Flows([target, *flows])
+        self.signaller = Signaller(signals, webhooks, self.flows.by_blueprint_id.values(), clock)
         self.reached: list[OpenWait] = []  # waits in the order they were reached
         self.cancel_due = cancel_at
         self.top = ""
@@ -314,10 +317,10 @@ class Simulator:
         self, target: Target, run_id: str, inputs: dict[str, Any], parent: str | None
     ) -> None:
         state = RunState(run_id)
-        target.program.note_completions = True
         self.runs[run_id] = _Run(target, state, parent)
         self.emit(run_id, "workflow:start")
-        commands = start_run(target.program, state, target.bind(inputs), parent=parent)
+        inputs = target.bind(inputs)
+        commands = start_run(target.program, state, inputs, parent=parent, note_completions=True)
         self.process(run_id, commands)
 
     async def loop(self) -> None:
@@ -330,7 +333,7 @@ class Simulator:
                 continue
             elif self.ready:
                 await self.execute_next()
-            elif not self.advance_clock():
+            elif not await self.advance_clock():
                 self.failure = self.unanswered()
                 return
         raise SimulationError(
@@ -371,7 +374,7 @@ class Simulator:
                 return True
         return False
 
-    def advance_clock(self) -> bool:
+    async def advance_clock(self) -> bool:
         """Jump to the next ``cancel_at``, timer or signal arrival (that order at one instant)."""
         if self.runs[self.top].state.finished:
             return False
@@ -396,17 +399,17 @@ class Simulator:
             _, _, run_id, timer_id = heapq.heappop(self.timers)
             self.apply(run_id, p.TimerFired(timer_id))
         else:
-            self.deliver_arrival()
+            await self.deliver_arrival()
         return True
 
     def timer_is_set(self, entry: tuple[float, int, str, str]) -> bool:
         _, _, run_id, timer_id = entry
         return timer_id in self.runs[run_id].state.sections["timers"]
 
-    def deliver_arrival(self) -> None:
+    async def deliver_arrival(self) -> None:
         """A scripted ``at()`` signal arrives: its wait gets it, or the run buffers it."""
         name, arrival = self.signaller.pop_arrival()
-        run_id = self.signal_target(self.top, name)
+        run_id = await self.signal_target(self.top, name)
         if run_id is None:
             declared = wait_names(self.runs[self.top].target.program)
             self.failure = self.signaller.nowhere_to_go(name, arrival, self.top, declared)
@@ -414,16 +417,19 @@ class Simulator:
         state = self.runs[run_id].state
         self.apply(run_id, p.SignalReceived(name, payload(arrival.value, state)))
 
-    def signal_target(self, run_id: str, name: str) -> str | None:
-        """The run a signal sent to ``run_id`` goes to, as the runtime routes it."""
-        run = self.runs[run_id]
-        if name in run.state.sections["waits"]:
-            return run_id
-        for child_id in run.state.sections["children"]:
-            found = self.signal_target(child_id, name) if child_id in self.runs else None
-            if found is not None and name in self.runs[found].state.sections["waits"]:
-                return found
-        return run_id if name in wait_names(run.target.program) else None
+    async def signal_target(self, run_id: str, name: str) -> str | None:
+        """The run a signal sent to ``run_id`` goes to, as every shell routes it."""
+
+        async def state_of(run_id: str) -> tuple[RunState, Target]:
+            run = self.runs.get(run_id)
+            if run is None:
+                raise ResumeError(f"child run {run_id!r} was never started")
+            return run.state, run.target
+
+        try:
+            return await route_signal(run_id, name, state_of)
+        except ResumeError:
+            return None
 
     def unanswered(self) -> SimulationError | None:
         """Why the run is stuck at a wait nobody will answer (None if it was told never())."""
@@ -437,28 +443,29 @@ class Simulator:
 
     def apply(self, run_id: str, event: p.Event) -> None:
         run = self.runs[run_id]
-        self.process(run_id, handle_event(run.target.program, run.state, event))
+        commands = handle_event(run.target.program, run.state, event, note_completions=True)
+        self.process(run_id, commands)
 
     def process(self, run_id: str, commands: list[p.Command]) -> None:
-        for command in commands:
-            if isinstance(command, p.ExecuteNode):
-                self.ready.append((run_id, command))
-            elif isinstance(command, p.StartTimer):
-                self._seq += 1
-                heapq.heappush(
-                    self.timers,
-                    (self.clock.now + command.delay, self._seq, run_id, command.timer_id),
-                )
-            elif isinstance(command, p.AwaitSignal):
-                self.reached_wait(run_id, command)
-            elif isinstance(command, p.StartChild):
-                self.start_child(run_id, command)
-            elif isinstance(command, p.CancelChild):
-                self.pending.append((command.child_run_id, p.CancelRequested("parent finished")))
-            elif isinstance(command, p.FinishRun):
-                self.finished(run_id, command)
-            elif isinstance(command, p.Note):
-                self.note(run_id, command)
+        self.ready.extend((run_id, command) for command in self.interpret(run_id, commands))
+
+    # -- primitives -------------------------------------------------------------
+    def cancel_node(self, run_id: str, command: p.CancelNode) -> None:
+        """Nothing to stop: a node runs only when picked, and one withdrawn is skipped."""
+
+    def start_timer(self, run_id: str, command: p.StartTimer) -> None:
+        self._seq += 1
+        due = self.clock.now + command.delay
+        heapq.heappush(self.timers, (due, self._seq, run_id, command.timer_id))
+
+    def await_signal(self, run_id: str, command: p.AwaitSignal) -> None:
+        self.reached_wait(run_id, command)
+
+    def cancel_child(self, run_id: str, command: p.CancelChild) -> None:
+        self.pending.append((command.child_run_id, p.CancelRequested("parent finished")))
+
+    def finish_run(self, run_id: str, command: p.FinishRun) -> None:
+        self.finished(run_id, command)
 
     def note(self, run_id: str, note: p.Note) -> None:
         if note.type != "node:complete":
@@ -474,17 +481,9 @@ class Simulator:
             self.reached.append(OpenWait(run_id, command.name, command.node_id, wait["act"]))
 
     def start_child(self, run_id: str, command: p.StartChild) -> None:
-        child = self.by_blueprint_id.get(command.blueprint_id)
-        if child is None:
-            error = {
-                "type": "flowkit._errors.ResumeError",
-                "mro": [],
-                "message": f"no flow with blueprint id {command.blueprint_id!r}; "
-                "pass it in flows=[...]",
-            }
-            self.pending.append(
-                (run_id, p.ChildFinished(command.child_run_id, "failed", None, error))
-            )
+        child = self.flows.child(command, "pass it in flows=[...]")
+        if isinstance(child, p.ChildFinished):
+            self.pending.append((run_id, child))
             return
         self.start(child, command.child_run_id, dict(command.inputs), run_id)
 
@@ -492,8 +491,7 @@ class Simulator:
         self.emit(run_id, "workflow:finish", data={"status": command.status})
         parent = self.runs[run_id].parent
         if parent is not None:
-            event = p.ChildFinished(run_id, command.status, command.output, command.error)
-            self.pending.append((parent, event))
+            self.pending.append((parent, for_parent(run_id, command)))
 
     def emit(
         self,
@@ -532,16 +530,6 @@ class Simulator:
 
 def _mock_key(node: Any) -> str:
     return node if isinstance(node, str) else registry_name(node)
-
-
-def _targets(target: Target, flows: list[Any]) -> list[Target]:
-    found = [target]
-    todo = [*target.children, *flows]
-    while todo:
-        resolved = resolve(todo.pop())
-        found.append(resolved)
-        todo.extend(resolved.children)
-    return found
 
 
 async def simulate_async(

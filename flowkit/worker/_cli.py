@@ -19,6 +19,7 @@ import structlog
 from .._durations import shown
 from .._errors import FlowkitError
 from .._version import __version__
+from ..shell._target import runnable
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -202,7 +203,7 @@ def load_flows(specs: list[str]) -> list[Any]:
         if attr:
             flows.extend(_named_flows(spec, module, attr))
         else:
-            flows.extend(v for v in vars(module).values() if _is_flow(v))
+            flows.extend(v for v in vars(module).values() if runnable(v))
     if not flows:
         raise UsageError(
             f"--app {' '.join(specs)}: no flows found (define @flow functions "
@@ -229,20 +230,13 @@ def _named_flows(spec: str, module: Any, attr: str) -> list[Any]:
     found = getattr(module, attr)
     items = list(found) if isinstance(found, list | tuple) else [found]
     for item in items:
-        if not _is_flow(item):
+        if not runnable(item):
             what = f"{attr!r} is" if item is found else f"{attr!r} holds"
             raise UsageError(
                 f"--app {spec}: {what} {shown(item)}, not a flow; name a @flow function, "
                 "a flowkit.Flow builder or a list of them"
             )
     return items
-
-
-def _is_flow(value: Any) -> bool:
-    from ..dsl._builder import Flow
-    from ..dsl._flowdef import FlowDef
-
-    return isinstance(value, Flow | FlowDef)
 
 
 async def serve(args: argparse.Namespace, *, bounded_exit: bool = False) -> None:

@@ -257,7 +257,7 @@ class Client:
 
     def known_blueprints(self) -> list[Any]:
         """Blueprints this client knows (the webhook app routes from these)."""
-        return [t.blueprint for t in self.shell.by_digest.values()]
+        return [t.blueprint for t in self.shell.flows.by_digest.values()]
 
 
 class ClientHandle:

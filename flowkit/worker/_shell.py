@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections import OrderedDict
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -20,21 +21,23 @@ from .. import _clock as clock
 from .._errors import BlueprintError, ResumeError, Undeliverable, describe
 from ..blueprint._lint import LintIssue
 from ..core import _protocol as p
-from ..core._machine import start_run, wait_names
+from ..core._machine import start_run
 from ..core._state import RunState, RunStatus
 from ..observability._propagation import current_traceparent
-from ..shell._durable import Replica, index_ops, unknown_digest
+from ..shell._commands import Interpreter, for_parent
+from ..shell._durable import Replica, index_ops
 from ..shell._events import EventBus
+from ..shell._flows import Flows, route_signal
 from ..shell._middleware import Pipeline
-from ..shell._target import Target, resolve
 from ..stores._notices import WatchesCancelledNodes
 from ._messages import ENQUEUED_AT_HEADER, NodeMessage, readable_fields
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 
     from ..core._protocol import ErrorInfo
     from ..shell._middleware import Middleware
+    from ..shell._target import Target
     from ..stores._protocol import Store
     from ..transports._protocol import Transport
 
@@ -47,7 +50,19 @@ IDLE_REPLICA_SECONDS = 60.0
 finished the run (only the process that finishes it drops its copy at once)."""
 
 
-class Shell:
+class _Turn:
+    """One transition's commands being carried out: what is left to do once they are
+    interpreted, in order (cancelled nodes are reached before any of it)."""
+
+    __slots__ = ("cancelled", "later", "run_id")
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.cancelled: list[str] = []
+        self.later: list[Callable[[], Awaitable[Any]]] = []
+
+
+class Shell(Interpreter[_Turn]):
     """Starts runs, applies events and publishes what the core asks for."""
 
     def __init__(
@@ -62,13 +77,13 @@ class Shell:
         cache_size: int = 10_000,
         middleware: Sequence[Middleware] = (),
     ) -> None:
+        super().__init__()
         self.transport = transport
         self.store = store
         self.queue = queue
         self.lease = lease
         self.events = events or EventBus()
-        self.by_digest: dict[str, Target] = {}
-        self.by_blueprint_id: dict[str, Target] = {}
+        self.flows = Flows(on_add=None if _in_process(transport) else _check_importable)
         self._replicas: OrderedDict[str, Replica] = OrderedDict()
         self._cache_size = cache_size
         self._used_at: dict[str, float] = {}  # run id -> when its copy was last used
@@ -77,25 +92,14 @@ class Shell:
         # told (run id, dispatch ids) when a transition here cancels dispatches
         self.on_cancel_nodes: Callable[[str, list[str]], None] | None = None
         for flow in flows:
-            self.register(flow)
-
-    def register(self, flow: Any) -> Target:
-        """Make a flow (and the subflows it calls) runnable here."""
-        target = flow if isinstance(flow, Target) else resolve(flow)
-        if not _in_process(self.transport):
-            _check_importable(target)
-        self.by_digest[target.blueprint.digest] = target
-        self.by_blueprint_id.setdefault(target.blueprint.id, target)
-        for child in target.children:
-            self.register(child)
-        return target
+            self.flows.add(flow)
 
     def target_for(self, flow: Any) -> Target:
         digest = getattr(getattr(flow, "blueprint", None), "digest", None)
         if digest is None and hasattr(flow, "digest"):
             digest = flow.digest
-        known = self.by_digest.get(digest) if digest else None
-        return known or self.register(flow)
+        known = self.flows.by_digest.get(digest) if digest else None
+        return known or self.flows.add(flow)
 
     # -- runs -----------------------------------------------------------------
     async def start(
@@ -159,11 +163,7 @@ class Shell:
         return replica
 
     def target_of(self, state: RunState) -> Target:
-        target = self.by_digest.get(str(state.header.get("digest", "")))
-        if target is None:
-            known = [f"{t.blueprint.id} v{t.blueprint.version}" for t in self.by_digest.values()]
-            raise unknown_digest(state, known)
-        return target
+        return self.flows.of_state(state)
 
     def _remember(self, replica: Replica) -> None:
         self._replicas[replica.run_id] = replica
@@ -216,27 +216,17 @@ class Shell:
 
     async def signal_target(self, run_id: str, name: str) -> str:
         """The run (this one or a descendant) whose wait ``name`` should get a signal."""
-        replica = await self.replica(run_id, fresh=True)
-        state = replica.state
-        if name in state.sections["waits"]:
-            return run_id
-        for child_id in list(state.sections["children"]):
-            found = await self.signal_target(child_id, name)
-            if name in (await self.replica(found)).state.sections["waits"]:
-                return found
-        if name in wait_names(replica.program):
-            return run_id
-        raise ResumeError(
-            f"run {run_id!r} has no wait named {name!r}; "
-            f"its waits are {sorted(wait_names(replica.program)) or 'none'}"
-        )
+
+        async def state_of(run_id: str) -> tuple[RunState, Target]:
+            replica = await self.replica(run_id, fresh=True)
+            return replica.state, self.target_of(replica.state)
+
+        return await route_signal(run_id, name, state_of)
 
     # -- dead letters -----------------------------------------------------------
     def unknown_digest_reason(self, run_id: str, digest: str) -> str:
         """Why a message for ``digest`` cannot be processed here, and what to do."""
-        known = sorted(
-            {f"{t.blueprint.id} v{t.blueprint.version}" for t in self.by_digest.values()}
-        )
+        known = self.flows.known()
         return (
             f"unknown blueprint digest {digest[:12]} for run {run_id!r}: this worker does not "
             f"have that flow version (it has: {', '.join(known) or 'no flows'}); deploy the "
@@ -266,7 +256,7 @@ class Shell:
             state.sections["dispatches"].get(dispatch_id) if isinstance(dispatch_id, str) else None
         )
         error = _undeliverable(reason, record, fields)
-        if str(state.header.get("digest", "")) not in self.by_digest or not isinstance(
+        if str(state.header.get("digest", "")) not in self.flows.by_digest or not isinstance(
             dispatch_id, str
         ):
             return await self._fail_in_store(run_id, dict(error))
@@ -325,25 +315,32 @@ class Shell:
 
     # -- commands -------------------------------------------------------------
     async def carry_out(self, run_id: str, target: Target, commands: list[p.Command]) -> None:
-        cancelled = [c.dispatch_id for c in commands if isinstance(c, p.CancelNode)]
-        if cancelled:
-            await self._cancel_nodes(run_id, cancelled)
-        nodes: list[p.ExecuteNode] = []  # consecutive ones go out concurrently
-        for command in commands:
-            if isinstance(command, p.ExecuteNode):
-                nodes.append(command)
-                continue
-            await self._publish_all(run_id, target, nodes)
-            nodes = []
-            if isinstance(command, p.StartChild):
-                await self._start_child(run_id, command)
-            elif isinstance(command, p.CancelChild):
-                await self.step(command.child_run_id, p.CancelRequested("parent finished"))
-            elif isinstance(command, p.FinishRun):
-                await self._finished(run_id, command)
-            elif isinstance(command, p.Note) and self.events.active:
-                self._emit(run_id, command.type, command.node_id, command.attempt, command.data)
+        """Reach the nodes the transition cancelled, publish the nodes it dispatched (at
+        once), then start or cancel child runs and report a finish, in order."""
+        turn = _Turn(run_id)
+        nodes = self.interpret(turn, commands)
+        if turn.cancelled:
+            await self._cancel_nodes(run_id, turn.cancelled)
         await self._publish_all(run_id, target, nodes)
+        for then in turn.later:
+            await then()
+
+    def cancel_node(self, run: _Turn, command: p.CancelNode) -> None:
+        run.cancelled.append(command.dispatch_id)
+
+    def start_child(self, run: _Turn, command: p.StartChild) -> None:
+        run.later.append(partial(self._start_child, run.run_id, command))
+
+    def cancel_child(self, run: _Turn, command: p.CancelChild) -> None:
+        cancel = p.CancelRequested("parent finished")
+        run.later.append(partial(self.step, command.child_run_id, cancel))
+
+    def finish_run(self, run: _Turn, command: p.FinishRun) -> None:
+        run.later.append(partial(self._finished, run.run_id, command))
+
+    def note(self, run: _Turn, command: p.Note) -> None:
+        if self.events.active:
+            self._emit(run.run_id, command.type, command.node_id, command.attempt, command.data)
 
     async def _cancel_nodes(self, run_id: str, dispatch_ids: list[str]) -> None:
         """Reach the nodes of dispatches the core just took out of the run (durably):
@@ -402,15 +399,9 @@ class Shell:
         )
 
     async def _start_child(self, run_id: str, command: p.StartChild) -> None:
-        child = self.by_blueprint_id.get(command.blueprint_id)
-        if child is None:
-            error = {
-                "type": "flowkit._errors.ResumeError",
-                "mro": ["flowkit._errors.ResumeError"],
-                "message": f"no flow with blueprint id {command.blueprint_id!r} is registered "
-                f"here (known: {sorted(self.by_blueprint_id)})",
-            }
-            await self.step(run_id, p.ChildFinished(command.child_run_id, "failed", None, error))
+        child = self.flows.child(command, "register it with the workers (--app) and clients")
+        if isinstance(child, p.ChildFinished):
+            await self.step(run_id, child)
             return
         await self.start(child, command.child_run_id, dict(command.inputs), parent=run_id)
 
@@ -419,8 +410,7 @@ class Shell:
         replica = self._replicas.get(run_id)
         parent = replica.state.header.get("parent") if replica else None
         if parent:
-            event = p.ChildFinished(run_id, command.status, command.output, command.error)
-            await self.step(str(parent), event)
+            await self.step(str(parent), for_parent(run_id, command))
 
     def _emit(
         self,

@@ -251,7 +251,7 @@ class Worker:
             await _settle(delivery.nack(requeue_after=1.0))
 
     async def _process(self, delivery: Delivery, message: NodeMessage) -> None:
-        if message.blueprint_digest not in self.shell.by_digest:
+        if message.blueprint_digest not in self.shell.flows.by_digest:
             raise ResumeError(
                 self.shell.unknown_digest_reason(message.run_id, message.blueprint_digest)
             )
@@ -348,6 +348,12 @@ class Worker:
                 await self.store_health.until_up()
                 await anyio.sleep(grace_after_outage)
             await anyio.sleep(self.poll_interval)
+
+    async def tick(self) -> None:
+        """Once, what the scheduler does every ``poll_interval``: fire the timers that are
+        due and publish again the dispatches whose leases ran out."""
+        await self._fire_due_timers()
+        await self._reconcile()
 
     async def _fire_due_timers(self) -> None:
         for timer in await self.store.due_timers(clock.now()):
