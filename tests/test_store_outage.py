@@ -15,7 +15,7 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
-from flowkit import Backoff, Client, StoreError, Worker, flow, node
+from flowkit import Backoff, Client, RunStatus, StoreError, Worker, flow, node
 from flowkit.stores import MemoryStore
 from flowkit.transports import MemoryTransport
 from flowkit.worker._outage import PROBE_RUN_ID
@@ -257,3 +257,88 @@ async def test_a_client_start_gives_up_after_its_outage_timeout_with_the_last_er
     store.down = True
     with pytest.raises(StoreError, match="connection refused"):
         await client.start(twice, x=1)
+
+
+@flow
+async def approval() -> int:
+    return int(await flow.wait("go"))
+
+
+class AnswerLost(UnreachableStore):
+    """With ``lose_next_answer``, the next transaction commits and then the connection
+    breaks (the store goes down): the commit went through, its caller never hears so."""
+
+    lose_next_answer = False
+
+    @asynccontextmanager
+    async def transaction(self, run_id: str) -> AsyncIterator[Any]:
+        self._check("transaction")
+        async with self.inner.transaction(run_id) as txn:
+            yield txn
+        if self.lose_next_answer:
+            self.lose_next_answer, self.down = False, True
+            raise StoreError("commit: connection reset by peer")
+
+
+async def test_a_client_signal_rides_out_a_store_outage() -> None:
+    store = UnreachableStore(MemoryStore())
+    client = Client(MemoryTransport(), store, flows=[approval])
+    client.store_health.backoff = FAST_PROBES
+    handle = await client.start(approval)
+    store.down = True
+    async with anyio.create_task_group() as tg:
+        results: list[Any] = []
+
+        async def signal() -> None:
+            results.append(await client.signal(handle.run_id, "go", 7))
+
+        tg.start_soon(signal)
+        await until(lambda: store.probes_refused >= 3, "the client retries meanwhile")
+        store.down = False
+    assert [(RunStatus.COMPLETED, 7)] == [(r.status, r.output) for r in results]
+
+
+async def test_a_signal_committed_before_its_answer_was_lost_is_delivered_once() -> None:
+    store = AnswerLost(MemoryStore())
+    client = Client(MemoryTransport(), store, flows=[approval])
+    client.store_health.backoff = FAST_PROBES
+    handle = await client.start(approval)
+    store.lose_next_answer = True
+    async with anyio.create_task_group() as tg:
+        results: list[Any] = []
+
+        async def signal() -> None:
+            results.append(await client.signal(handle.run_id, "go", 7))
+
+        tg.start_soon(signal)
+        await until(lambda: store.probes_refused >= 2, "the store is down after the commit")
+        store.down = False
+    assert [(RunStatus.COMPLETED, 7)] == [(r.status, r.output) for r in results]
+
+
+async def test_a_client_cancel_rides_out_a_store_outage() -> None:
+    store = UnreachableStore(MemoryStore())
+    client = Client(MemoryTransport(), store, flows=[approval])
+    client.store_health.backoff = FAST_PROBES
+    handle = await client.start(approval)
+    store.down = True
+    async with anyio.create_task_group() as tg:
+        results: list[Any] = []
+
+        async def cancel() -> None:
+            results.append(await client.cancel(handle.run_id))
+
+        tg.start_soon(cancel)
+        await until(lambda: store.probes_refused >= 3, "the client retries meanwhile")
+        store.down = False
+    assert [RunStatus.CANCELLED] == [r.status for r in results]
+
+
+async def test_a_client_signal_gives_up_after_its_outage_timeout() -> None:
+    store = UnreachableStore(MemoryStore())
+    client = Client(MemoryTransport(), store, flows=[approval], outage_timeout=0.2)
+    client.store_health.backoff = FAST_PROBES
+    handle = await client.start(approval)
+    store.down = True
+    with pytest.raises(StoreError, match="could not signal run .* the store stayed unreachable"):
+        await client.signal(handle.run_id, "go", 7)

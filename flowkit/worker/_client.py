@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import structlog
 
-from .._errors import FlowkitError, ResultTimeout, ResumeError, StoreError, TransportError
+from .._errors import (
+    DuplicateDelivery,
+    FlowkitError,
+    ResultTimeout,
+    ResumeError,
+    StoreError,
+    TransportError,
+)
 from ..core import _protocol as p
 from ..core._action import split_action
 from ..core._state import FINISHED_VALUES, RunStatus
@@ -20,7 +27,7 @@ from ._outage import Dependency, despite_store_outages, start_despite_outages, s
 from ._shell import Shell
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
     from ..shell._middleware import Middleware
     from ..stores._protocol import Store
@@ -160,19 +167,53 @@ class Client:
 
         Raises :class:`~flowkit.ResumeError` for an unknown run, a run that has finished
         or a name no wait uses, and :class:`~flowkit.DuplicateDelivery` for a
-        ``delivery_id`` the run already received.
+        ``delivery_id`` the run already received. While the store is unreachable the
+        signal is tried again once it is back (for up to ``outage_timeout``); a signal
+        without a ``delivery_id`` gets one, so a try whose commit went through before the
+        outage hid the answer is not delivered twice.
         """
         data, action = split_action(data, action)
-        target = await self.shell.signal_target(run_id, name)
-        refuse_if_finished((await self.shell.replica(run_id)).state, name, delivery_id)
-        await self.shell.step(target, p.SignalReceived(name, data, action, delivery_id))
+        event = p.SignalReceived(name, data, action, delivery_id or f"client:{uuid.uuid4().hex}")
+        tries = 0
+
+        async def deliver() -> None:
+            nonlocal tries
+            tries += 1
+            try:
+                target = await self.shell.signal_target(run_id, name)
+                refuse_if_finished(
+                    (await self.shell.replica(run_id)).state, name, event.delivery_id
+                )
+                await self.shell.step(target, event)
+            except DuplicateDelivery:
+                if tries == 1:
+                    raise  # (a later try finds what an earlier one committed: delivered)
+
+        await self._despite_outage(f"signal run {run_id!r}", deliver)
         return await self.result(run_id)
 
     async def cancel(self, run_id: str) -> RunResult:
-        """Cancel a run; the workers running its nodes cancel them (``finally`` blocks run)."""
-        await self.shell.replica(run_id, fresh=True)
-        await self.shell.step(run_id, p.CancelRequested())
+        """Cancel a run; the workers running its nodes cancel them (``finally`` blocks run).
+        While the store is unreachable it is tried again once the store is back (for up to
+        ``outage_timeout``; cancelling twice is cancelling once)."""
+
+        async def cancel() -> None:
+            await self.shell.replica(run_id, fresh=True)
+            await self.shell.step(run_id, p.CancelRequested())
+
+        await self._despite_outage(f"cancel run {run_id!r}", cancel)
         return await self.result(run_id)
+
+    async def _despite_outage(self, what: str, operation: Callable[[], Awaitable[None]]) -> None:
+        """``operation()``, tried again while the store is unreachable, for up to
+        ``outage_timeout``; then a :class:`~flowkit.StoreError` says so."""
+        with anyio.move_on_after(self.outage_timeout):
+            await despite_store_outages(self.store_health, operation)
+            return
+        raise StoreError(
+            f"could not {what} within {self.outage_timeout:g}s: the store stayed unreachable "
+            f"({self.store_health.reason})"
+        )
 
     async def result(self, run_id: str) -> RunResult:
         """The run's current result, read from the store."""
