@@ -29,7 +29,7 @@ from ..shell._result import RunResult
 from ..stores._memory import MemoryStore
 from ..worker import Client, NodeMessage, Worker
 from ._model import Call, Simulation, SimulationError, TraceEntry, registry_name
-from ._simulate import (
+from ._script import (
     ARRIVAL,
     CANCEL,
     NO_ANSWER,
