@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import structlog
 
+from .._durations import Backoff
 from .._errors import (
     DuplicateDelivery,
     FlowkitError,
@@ -264,7 +265,8 @@ class Client:
 
     async def _until_finished(self, run_id: str, announced: anyio.Event, *, notified: bool) -> None:
         """Read the run's status until it is final, between reads waiting for ``announced``."""
-        delay = self.max_poll_interval if notified else self.poll_interval
+        first = self.max_poll_interval if notified else self.poll_interval
+        delays = Backoff(first, factor=1.5, max=max(first, self.max_poll_interval)).delays()
         while True:
             # an announcement before the read that finds the run unfinished is stale (then
             # poll); one that comes after it (even before the wait below) is news
@@ -272,11 +274,10 @@ class Client:
             info = await despite_store_outages(self.store_health, lambda: self.store.info(run_id))
             if info is not None and info.status in FINISHED_VALUES:
                 return
-            with anyio.move_on_after(delay):
+            with anyio.move_on_after(next(delays)):
                 if not notified or stale:
                     await anyio.sleep_forever()
                 await announced.wait()
-            delay = min(self.max_poll_interval, delay * 1.5)
 
     @asynccontextmanager
     async def _finish_notices(self) -> AsyncIterator[AsyncIterator[str] | None]:
