@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib
 import math
 import os
 import signal
@@ -16,15 +15,16 @@ from urllib.parse import urlsplit
 import anyio
 import structlog
 
-from .._durations import shown
 from .._errors import FlowkitError
 from .._version import __version__
-from ..shell._target import runnable
+from ..shell._apps import UsageError as UsageError
+from ..shell._apps import app_spec, load_flows
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
 DEFAULT_URL = "sqlite:///flowkit.db"
+PROG = "python -m flowkit.worker"
 ERROR = "flowkit.worker: error: "  # how every bad flag and start-up failure begins
 MAX_LEASE = 7 * 86400.0  # seconds; heartbeats extend a lease, so a long node needs no more
 CLOSE_TIMEOUT = 10.0  # seconds closing the transport, then the store, may take once drained
@@ -32,32 +32,55 @@ SHUTDOWN_TIMEOUT = 30.0  # seconds from the end of the drain to the process's ex
 log = structlog.get_logger("flowkit.worker")
 
 
-class UsageError(FlowkitError):
-    """A flag is wrong; the message says which and how to fix it."""
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad flag is reported in one line, without the usage block."""
 
+    error_prefix = ERROR
+
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{ERROR}{message} (see --help)\n")
+        self.exit(2, f"{self.error_prefix}{message} (see --help)\n")
 
 
-def parser() -> argparse.ArgumentParser:
+EPILOG = (
+    "A --transport or --store URL may set the implementation's options in its query "
+    "string, e.g. 'postgresql://db/app?schema=flowkit&sslmode=require' (docs/workers.md, "
+    "'URL options', lists them)."
+)
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help, with each paragraph of a description or epilog filled on its own
+    and an ``example:`` line printed as it is."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = []
+        for paragraph in text.split("\n\n"):
+            if paragraph.startswith("example: "):
+                paragraphs.append(indent + paragraph)
+            else:
+                paragraphs.append(super()._fill_text(paragraph, width, indent))
+        return "\n\n".join(paragraphs)
+
+
+def parser(
+    prog: str = PROG, error: str = ERROR, example: str | None = None
+) -> argparse.ArgumentParser:
+    """The worker's flags. ``prog``, ``error`` (how an error line begins) and ``example``
+    (a command line shown first in the epilog) let another command line (``flowkit
+    worker``) offer them under its own name."""
     cli = _Parser(
-        prog="python -m flowkit.worker",
+        prog=prog,
         description="Run a flowkit worker: execute the nodes of the given flows from a "
         "transport, with run state in a store. SIGTERM or SIGINT drains in-flight nodes "
         "and exits 0.",
-        epilog="A --transport or --store URL may set the implementation's options in its "
-        "query string, e.g. 'postgresql://db/app?schema=flowkit&sslmode=require' "
-        "(docs/workers.md, 'URL options', lists them).",
+        epilog=EPILOG if example is None else f"example: {example}\n\n{EPILOG}",
+        formatter_class=_Formatter,
     )
     cli.add_argument(
         "--app",
         action="append",
         required=True,
-        type=_app_spec,
+        type=app_spec,
         metavar="MODULE[:ATTR]",
         help="module whose flows to serve, or module:attr naming a flow or a list "
         "of flows (repeatable)",
@@ -114,6 +137,7 @@ def parser() -> argparse.ArgumentParser:
         help="log level (default: %(default)s)",
     )
     cli.add_argument("--version", action="version", version=f"flowkit {__version__}")
+    cli.error_prefix = error
     return cli
 
 
@@ -170,17 +194,6 @@ def _url(text: str) -> str:
     return text
 
 
-def _app_spec(text: str) -> str:
-    module_name, colon, attr = text.partition(":")
-    names = [*module_name.split("."), *([attr] if colon else [])]
-    if not all(name.isidentifier() for name in names):
-        raise argparse.ArgumentTypeError(
-            "expected MODULE or MODULE:ATTR with Python names, e.g. myapp.flows or "
-            f"myapp.flows:checkout; got {text!r}"
-        )
-    return text
-
-
 def _host_port(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not host.isprintable() or " " in host or not _is_port(port):
@@ -192,51 +205,6 @@ def _host_port(text: str) -> tuple[str, int]:
 
 def _is_port(text: str) -> bool:
     return text.isascii() and text.isdigit() and 1 <= int(text) <= 65535
-
-
-def load_flows(specs: list[str]) -> list[Any]:
-    """Import ``module`` or ``module:attr`` and collect the flows they define."""
-    flows: list[Any] = []
-    for spec in specs:
-        module_name, _, attr = spec.partition(":")
-        module = _import(spec, module_name)
-        if attr:
-            flows.extend(_named_flows(spec, module, attr))
-        else:
-            flows.extend(v for v in vars(module).values() if runnable(v))
-    if not flows:
-        raise UsageError(
-            f"--app {' '.join(specs)}: no flows found (define @flow functions "
-            "or flowkit.Flow builders at module level)"
-        )
-    return list({id(flow): flow for flow in flows}.values())  # --app given twice: once
-
-
-def _import(spec: str, module_name: str) -> Any:
-    try:
-        return importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UsageError(f"--app {spec}: cannot import {module_name!r}: {exc}") from exc
-    except Exception as exc:  # the module itself is broken: say so in one line
-        raise UsageError(
-            f"--app {spec}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
-        ) from exc
-
-
-def _named_flows(spec: str, module: Any, attr: str) -> list[Any]:
-    """The flow, or the list of flows, ``module.attr`` holds."""
-    if not hasattr(module, attr):
-        raise UsageError(f"--app {spec}: module {module.__name__!r} has no {attr!r}")
-    found = getattr(module, attr)
-    items = list(found) if isinstance(found, list | tuple) else [found]
-    for item in items:
-        if not runnable(item):
-            what = f"{attr!r} is" if item is found else f"{attr!r} holds"
-            raise UsageError(
-                f"--app {spec}: {what} {shown(item)}, not a flow; name a @flow function, "
-                "a flowkit.Flow builder or a list of them"
-            )
-    return items
 
 
 async def serve(args: argparse.Namespace, *, bounded_exit: bool = False) -> None:
@@ -393,8 +361,16 @@ async def _serve_webhooks(
     await hypercorn_serve(app(client), config, shutdown_trigger=shutdown)  # type: ignore[arg-type]
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(
+    argv: list[str] | None = None,
+    *,
+    prog: str = PROG,
+    error: str = ERROR,
+    example: str | None = None,
+) -> int:
+    """Run the worker command line; ``prog``, ``error`` and ``example`` as for
+    :func:`parser`."""
+    args = parser(prog, error, example).parse_args(argv)
     from ..observability import configure_logging
 
     configure_logging(args.log_format, args.log_level)
@@ -404,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         reason = _first_reason(exc)
         if reason is None:
             raise
-        print(f"{ERROR}{' '.join(str(reason).split())}", file=sys.stderr)
+        print(f"{error}{' '.join(str(reason).split())}", file=sys.stderr)
         return 2
     return 0
 
