@@ -340,5 +340,5 @@ async def test_a_client_signal_gives_up_after_its_outage_timeout() -> None:
     client.store_health.backoff = FAST_PROBES
     handle = await client.start(approval)
     store.down = True
-    with pytest.raises(StoreError, match="could not signal run .* the store stayed unreachable"):
+    with pytest.raises(StoreError, match=r"could not signal run .* the store stayed unreachable"):
         await client.signal(handle.run_id, "go", 7)
