@@ -280,57 +280,55 @@ class AnswerLost(UnreachableStore):
             raise StoreError("commit: connection reset by peer")
 
 
-async def test_a_client_signal_rides_out_a_store_outage() -> None:
-    store = UnreachableStore(MemoryStore())
+async def ride_out(store: UnreachableStore, act: Any, *, probes: int) -> list[Any]:
+    """Start an ``approval`` run, then ``act(client, run_id)`` while the store goes down
+    (if it is not down yet, ``act`` brings it down); the store is back after ``probes``
+    refused probes. What ``act`` returned."""
     client = Client(MemoryTransport(), store, flows=[approval])
     client.store_health.backoff = FAST_PROBES
     handle = await client.start(approval)
-    store.down = True
+    results: list[Any] = []
+
+    async def acting() -> None:
+        results.append(await act(client, handle.run_id))
+
     async with anyio.create_task_group() as tg:
-        results: list[Any] = []
-
-        async def signal() -> None:
-            results.append(await client.signal(handle.run_id, "go", 7))
-
-        tg.start_soon(signal)
-        await until(lambda: store.probes_refused >= 3, "the client retries meanwhile")
+        tg.start_soon(acting)
+        await until(lambda: store.probes_refused >= probes, "the client retries meanwhile")
         store.down = False
+    return results
+
+
+async def test_a_client_signal_rides_out_a_store_outage() -> None:
+    store = UnreachableStore(MemoryStore())
+
+    async def signal(client: Client, run_id: str) -> Any:
+        store.down = True
+        return await client.signal(run_id, "go", 7)
+
+    results = await ride_out(store, signal, probes=3)
     assert [(RunStatus.COMPLETED, 7)] == [(r.status, r.output) for r in results]
 
 
 async def test_a_signal_committed_before_its_answer_was_lost_is_delivered_once() -> None:
     store = AnswerLost(MemoryStore())
-    client = Client(MemoryTransport(), store, flows=[approval])
-    client.store_health.backoff = FAST_PROBES
-    handle = await client.start(approval)
-    store.lose_next_answer = True
-    async with anyio.create_task_group() as tg:
-        results: list[Any] = []
 
-        async def signal() -> None:
-            results.append(await client.signal(handle.run_id, "go", 7))
+    async def signal(client: Client, run_id: str) -> Any:
+        store.lose_next_answer = True
+        return await client.signal(run_id, "go", 7)
 
-        tg.start_soon(signal)
-        await until(lambda: store.probes_refused >= 2, "the store is down after the commit")
-        store.down = False
+    results = await ride_out(store, signal, probes=2)
     assert [(RunStatus.COMPLETED, 7)] == [(r.status, r.output) for r in results]
 
 
 async def test_a_client_cancel_rides_out_a_store_outage() -> None:
     store = UnreachableStore(MemoryStore())
-    client = Client(MemoryTransport(), store, flows=[approval])
-    client.store_health.backoff = FAST_PROBES
-    handle = await client.start(approval)
-    store.down = True
-    async with anyio.create_task_group() as tg:
-        results: list[Any] = []
 
-        async def cancel() -> None:
-            results.append(await client.cancel(handle.run_id))
+    async def cancel(client: Client, run_id: str) -> Any:
+        store.down = True
+        return await client.cancel(run_id)
 
-        tg.start_soon(cancel)
-        await until(lambda: store.probes_refused >= 3, "the client retries meanwhile")
-        store.down = False
+    results = await ride_out(store, cancel, probes=3)
     assert [RunStatus.CANCELLED] == [r.status for r in results]
 
 
