@@ -17,7 +17,7 @@ import anyio
 from anyio.lowlevel import RunVar
 
 from .. import _clock as clock
-from .._errors import ResumeError
+from .._errors import ConfigurationError, ResumeError
 from ..core import _protocol as p
 from ..core._action import split_action
 from ..core._machine import start_run
@@ -25,16 +25,17 @@ from ..core._program import wait_name
 from ..core._state import NullJournal, RunState
 from ..observability._propagation import current_traceparent
 from ..shell._commands import for_parent
-from ..shell._durable import index_ops, refuse_if_finished, unknown_digest
+from ..shell._durable import index_ops, refuse_if_finished, split_tags, unknown_digest
 from ..shell._flows import Flows, route_signal
 from ..shell._result import RunHandle, RunResult, detached
 from ._driver import Driver, Run
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping, Sequence
+    from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 
     from ..shell._middleware import Middleware
     from ..shell._target import Target
+    from ..stores._protocol import RunPage
 
 
 class Runtime(Driver):
@@ -73,15 +74,24 @@ class Runtime(Driver):
         *,
         run_id: str | None = None,
         registry: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
         **inputs: Any,
     ) -> RunResult:
         """Run until the run completes, fails, is cancelled or pauses (``awaiting``).
 
         ``target`` is a ``@flow``, a ``Flow`` builder or a ``Blueprint`` (with
         ``registry=``). An existing ``run_id`` returns that run's result instead.
+        ``tags`` (str keys and values, at most 64, each up to 256 characters) are
+        stored with the run in the store's index, for :meth:`list_runs` (without a
+        store they are checked, then kept nowhere); a child run inherits none. The
+        flow's inputs are the other keyword arguments:
+        ``run_id=``, ``registry=`` and ``tags=`` are this method's, so a builder or
+        blueprint input of those names cannot be passed (a ``@flow`` parameter named
+        ``tags`` still receives ``tags=``, and its runs are not tagged).
         """
         resolved = self._target(target, registry)
-        run, commands = await self._create(resolved, run_id, inputs)
+        run_tags, inputs = split_tags(target, tags, inputs)
+        run, commands = await self._create(resolved, run_id, inputs, tags=run_tags)
         if commands:
             await self._drive(run, commands)
         else:  # an existing run: wait for whoever drives it to let go
@@ -95,15 +105,21 @@ class Runtime(Driver):
         *,
         run_id: str | None = None,
         registry: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
         **inputs: Any,
     ) -> RunHandle:
-        """Start a run in the open runtime's background; idempotent per ``run_id``."""
+        """Start a run in the open runtime's background; idempotent per ``run_id``.
+
+        ``tags`` and the inputs as for :meth:`run`.
+        """
         if self._tg is None:
             raise RuntimeError(
                 "Runtime.start() needs an open runtime to own the run: "
                 "use `async with flowkit.Runtime() as rt: handle = await rt.start(...)`"
             )
-        run, commands = await self._create(self._target(target, registry), run_id, inputs)
+        resolved = self._target(target, registry)
+        run_tags, inputs = split_tags(target, tags, inputs)
+        run, commands = await self._create(resolved, run_id, inputs, tags=run_tags)
         if commands or run.recover:
             if run.idle.is_set() and run.tg is None:
                 run.idle = anyio.Event()  # busy from now, not from when the task starts
@@ -182,6 +198,52 @@ class Runtime(Driver):
         await self._advance(run, p.CancelRequested())
         return self._result_of(run)
 
+    async def list_runs(
+        self,
+        *,
+        flow: str | None = None,
+        status: str | Collection[str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        parent: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        """The runs in this runtime's store, newest first, filtered; a page at a time.
+
+        Filters combine with AND: ``flow`` (the flow's id), ``status`` (a
+        :class:`~flowkit.RunStatus` value, or several: any of them), ``tags`` (every
+        key given has the value given), ``created_after <= created_at <
+        created_before`` (unix seconds), ``parent`` (the children of that run). At most
+        ``limit`` runs (1 to 1000); pass the page's ``cursor`` back for the next page
+        (None when there is none). Raises :class:`~flowkit.ConfigurationError` naming a
+        bad argument, or when the runtime has no store.
+
+        >>> # page = await rt.list_runs(flow="checkout", status="failed", created_after=t)
+        >>> # more = await rt.list_runs(flow="checkout", status="failed",
+        >>> #                           created_after=t, cursor=page.cursor)
+        """
+        store = self.store
+        lister = getattr(store, "list_runs", None)
+        if store is None or lister is None:
+            raise ConfigurationError(
+                "list_runs needs Runtime(store=...): runs are listed from the store's index"
+                if store is None
+                else f"list_runs: the store {store!r} keeps no run index (no list_runs method)"
+            )
+        page: RunPage = await lister(
+            flow=flow,
+            status=status,
+            tags=tags,
+            created_after=created_after,
+            created_before=created_before,
+            parent=parent,
+            limit=limit,
+            cursor=cursor,
+        )
+        return page
+
     def known_blueprints(self) -> list[Any]:
         """Every blueprint this runtime can run (its webhook routes come from these)."""
         return [t.blueprint for t in self.flows.by_digest.values()]
@@ -236,6 +298,8 @@ class Runtime(Driver):
         run_id: str | None,
         inputs: dict[str, Any],
         parent: str | None = None,
+        *,
+        tags: Mapping[str, str] | None = None,
     ) -> tuple[Run, list[p.Command]]:
         """A new run (or, for a ``run_id`` that exists, that run and no commands)."""
         if run_id is not None:
@@ -253,6 +317,7 @@ class Runtime(Driver):
             target.program, state, target.bind(inputs), parent=parent, traceparent=traceparent
         )
         delta = state.take_delta()
+        now = clock.now()
         if self.store is None:
             state.journal = NullJournal()
         if self.store is not None:
@@ -262,7 +327,9 @@ class Runtime(Driver):
                 blueprint_id=target.blueprint.id,
                 digest=target.blueprint.digest,
                 parent=parent,
-                index=index_ops(delta, commands),
+                index=index_ops(delta, commands, now=now),
+                tags=tags,
+                created_at=now,
             )
             if not created:  # another process won the race for this id
                 return await self._get(run_id), []
@@ -479,8 +546,10 @@ class DefaultRuntime(Runtime):
         run_id: str | None,
         inputs: dict[str, Any],
         parent: str | None = None,
+        *,
+        tags: Mapping[str, str] | None = None,
     ) -> tuple[Run, list[p.Command]]:
-        run, commands = await super()._create(target, run_id, inputs, parent)
+        run, commands = await super()._create(target, run_id, inputs, parent, tags=tags)
         if commands:  # a new run, not one found under that id
             self.process.states[run.run_id] = run.state
         return run, commands

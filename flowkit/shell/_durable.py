@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any
 
 from .. import _clock as clock
 from .._errors import DuplicateDelivery, ResumeError, StoreError
 from ..core import _protocol as p
 from ..core._machine import handle_event
-from ..core._state import DELETED, Delta, RunState
+from ..core._state import DELETED, Delta, RunState, RunStatus
+from ..stores._index import check_tags, error_of
 from ..stores._protocol import CommitsOptimistically, Conflict
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from ..core._program import Program
     from ..stores._protocol import IndexOps, RunTransaction, Store
 
@@ -47,6 +51,50 @@ def index_ops(
             else:
                 leases.append((lease_id, now + lease_seconds))
     return IndexOps(timers, timers_done, leases, leases_done)
+
+
+def commit_info(state: RunState, now: float) -> dict[str, Any]:
+    """The ``info`` of a commit of ``state``: its status, the commit's time ``now`` and,
+    for a failed run, its error's type and message (the run index's fields)."""
+    info: dict[str, Any] = {"at": now}
+    status = state.header.get("status")
+    if status:
+        info["status"] = status
+    if status == RunStatus.FAILED.value:
+        error = error_of(state.header)
+        if error is not None:
+            info["error"] = error
+    return info
+
+
+def split_tags(
+    flow: Any, tags: Mapping[str, str] | None, inputs: dict[str, Any]
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """The run's tags and the flow's inputs, from a start's ``tags=`` and ``**inputs``.
+
+    ``tags=`` is the keyword of the run's tags (checked: a
+    :class:`~flowkit.ConfigurationError` names a bad tag), so a flow input of that
+    name cannot be passed next to it, as with ``run_id=`` and ``registry=``; but a
+    ``@flow`` whose signature has a parameter named ``tags`` keeps receiving ``tags=``
+    as that input, as before runs had tags (its runs are started untagged).
+    """
+    if tags is not None and _takes_parameter(flow, "tags"):
+        return {}, {**inputs, "tags": tags}
+    return check_tags(tags), inputs
+
+
+def _takes_parameter(flow: Any, name: str) -> bool:
+    fn = getattr(flow, "fn", None)
+    if not callable(fn):
+        return False
+    try:
+        parameter = inspect.signature(fn).parameters.get(name)
+    except (TypeError, ValueError):
+        return False
+    return parameter is not None and parameter.kind not in (
+        inspect.Parameter.VAR_POSITIONAL,
+        inspect.Parameter.VAR_KEYWORD,
+    )
 
 
 QUIET_STEPS = 8
@@ -120,11 +168,11 @@ class Replica:
         delta = self.state.take_delta()
         if not delta:
             return False
-        status = self.state.header.get("status")
+        now = clock.now()
         await txn.commit(
             delta,
-            index=index_ops(delta, commands, lease_seconds=lease_seconds),
-            info={"status": status} if status else None,
+            index=index_ops(delta, commands, now=now, lease_seconds=lease_seconds),
+            info=commit_info(self.state, now),
             state=self.state,
         )
         self.version = txn.version

@@ -7,6 +7,8 @@ from ._protocol import DueTimer as DueTimer
 from ._protocol import ExpiredLease as ExpiredLease
 from ._protocol import IndexOps as IndexOps
 from ._protocol import RunInfo as RunInfo
+from ._protocol import RunPage as RunPage
+from ._protocol import RunSummary as RunSummary
 from ._protocol import RunTransaction as RunTransaction
 from ._protocol import Store as Store
 from ._protocol import StoreStats as StoreStats
@@ -25,6 +27,8 @@ __all__ = [
     "PostgresStore",
     "RedisStore",
     "RunInfo",
+    "RunPage",
+    "RunSummary",
     "RunTransaction",
     "SQLiteStore",
     "Store",

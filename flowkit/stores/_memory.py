@@ -6,6 +6,7 @@ plain data exactly as they would from SQLite or PostgreSQL.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ import attrs
 from .._errors import ConfigurationError
 from ..backends._options import check_positive, redact, split_options
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
+from ._index import created_fields, run_query, split_info
 from ._notices import Announcer, finishes
 from ._protocol import (
     NO_INDEX,
@@ -23,11 +25,13 @@ from ._protocol import (
     ExpiredLease,
     IndexOps,
     RunInfo,
+    RunPage,
+    RunSummary,
     StoreStats,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Collection
+    from collections.abc import AsyncIterator, Collection, Mapping
     from contextlib import AbstractAsyncContextManager
 
     from ..core._state import Delta, RunState
@@ -38,8 +42,21 @@ class _Stored:
     info: RunInfo
     snapshot: str
     snapshot_version: int
+    summary: RunSummary
     journal: dict[int, str] = attrs.field(factory=dict)
     lock: anyio.Lock = attrs.field(factory=anyio.Lock)
+
+    def index(self, info: RunInfo, **changes: Any) -> None:
+        """Set the run's header to ``info`` and its summary to match, with ``changes``."""
+        self.info = info
+        self.summary = attrs.evolve(
+            self.summary,
+            flow=info.blueprint_id,
+            digest=info.digest,
+            status=info.status,
+            parent=info.parent,
+            **changes,
+        )
 
 
 class MemoryStore:
@@ -52,6 +69,7 @@ class MemoryStore:
         self._runs: dict[str, _Stored] = {}
         self._timers: dict[tuple[str, str], float] = {}
         self._leases: dict[tuple[str, str], float] = {}
+        self._by_creation: list[tuple[float, str]] = []  # (created_at, run_id), sorted
         self._finished = Announcer()
         self._cancelled_nodes = Announcer()
 
@@ -90,13 +108,30 @@ class MemoryStore:
         digest: str,
         parent: str | None = None,
         index: IndexOps = NO_INDEX,
+        tags: Mapping[str, str] | None = None,
+        created_at: float | None = None,
     ) -> bool:
+        new = created_fields(state, created_at, tags)
         if run_id in self._runs:
             return False
         snapshot = encode_state(state)
-        status = str(state.header.get("status", "running"))
-        info = RunInfo(run_id, blueprint_id, digest, status, 1, parent)
-        self._runs[run_id] = _Stored(info, snapshot, 1)
+        info = RunInfo(run_id, blueprint_id, digest, new.status, 1, parent)
+        error_type, error_message = new.error or (None, None)
+        summary = RunSummary(
+            run_id,
+            blueprint_id,
+            digest,
+            new.status,
+            parent,
+            new.created_at,
+            new.created_at,
+            new.finished_at,
+            error_type,
+            error_message,
+            new.tags,
+        )
+        self._runs[run_id] = _Stored(info, snapshot, 1, summary)
+        bisect.insort(self._by_creation, (new.created_at, run_id))
         self.stats.commits += 1
         self.stats.snapshot_bytes += len(snapshot)
         self._apply_index(run_id, index)
@@ -120,6 +155,48 @@ class MemoryStore:
     async def info(self, run_id: str) -> RunInfo | None:
         stored = self._runs.get(run_id)
         return stored.info if stored else None
+
+    async def list_runs(
+        self,
+        *,
+        flow: str | None = None,
+        status: str | Collection[str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        parent: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        """Runs newest first (see :meth:`flowkit.stores.Store.list_runs`): a walk down
+        the runs sorted by creation, from the cursor or ``created_before``."""
+        query = run_query(
+            flow=flow,
+            status=status,
+            tags=tags,
+            created_after=created_after,
+            created_before=created_before,
+            parent=parent,
+            limit=limit,
+            cursor=cursor,
+        )
+        order = self._by_creation
+        end = len(order)
+        if query.after is not None:
+            end = bisect.bisect_left(order, query.after)
+        if query.created_before is not None:
+            end = min(end, bisect.bisect_left(order, (query.created_before,)))
+        rows: list[RunSummary] = []
+        for position in range(end - 1, -1, -1):
+            created_at, run_id = order[position]
+            if query.created_after is not None and created_at < query.created_after:
+                break
+            summary = self._runs[run_id].summary
+            if query.matches(summary):
+                rows.append(attrs.evolve(summary, tags=dict(summary.tags)))
+                if len(rows) > query.limit:
+                    break
+        return query.page(rows)
 
     async def due_timers(self, now: float, limit: int = 100) -> list[DueTimer]:
         due = [(at, key) for key, at in self._timers.items() if at <= now]
@@ -197,11 +274,17 @@ class _MemoryTransaction:
             from .._errors import StoreError
 
             raise StoreError(f"cannot commit to run {self._run_id!r}: it does not exist")
+        columns, stamp = split_info(info)
         encoded = encode_delta(delta)
         take_snapshot = state is not None and self.wants_snapshot
         self.version += 1
         stored.journal[self.version] = encoded
-        stored.info = attrs.evolve(stored.info, version=self.version, **(info or {}))
+        changes: dict[str, Any] = {"updated_at": stamp.at}
+        if stamp.finishing and stored.summary.finished_at is None:
+            changes["finished_at"] = stamp.at
+        if stamp.error is not None:
+            changes["error_type"], changes["error_message"] = stamp.error
+        stored.index(attrs.evolve(stored.info, version=self.version, **columns), **changes)
         if take_snapshot:
             assert state is not None
             stored.snapshot = encode_state(state)

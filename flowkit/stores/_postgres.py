@@ -25,9 +25,18 @@ from .._errors import MissingDependency, StoreError
 from ..backends._options import check_positive
 from ..backends._postgres import SchemaClient, failure, migrate, redact_dsn, split_dsn
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
+from ._index import created_fields, run_query, split_info, summary
 from ._notices import finishes
 from ._postgres_attempt import PostgresAttempt
-from ._protocol import NO_INDEX, DueTimer, ExpiredLease, IndexOps, RunInfo, StoreStats
+from ._protocol import (
+    NO_INDEX,
+    DueTimer,
+    ExpiredLease,
+    IndexOps,
+    RunInfo,
+    RunPage,
+    StoreStats,
+)
 
 try:
     import psycopg
@@ -38,15 +47,17 @@ else:
     _HAVE_PSYCOPG = True
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Collection, Iterator
+    from collections.abc import AsyncIterator, Collection, Iterator, Mapping
     from contextlib import AbstractAsyncContextManager
 
     from ..backends._options import Converter
     from ..core._state import Delta, RunState
+    from ._index import RunQuery
 
     Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 
 _log = structlog.get_logger("flowkit.stores")
+_NOW: LiteralString = "extract(epoch FROM statement_timestamp())::double precision"
 _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
     (  # v1: the same tables as SQLiteStore
         "CREATE TABLE flowkit_runs (run_id TEXT PRIMARY KEY, blueprint_id TEXT NOT NULL,"
@@ -61,10 +72,51 @@ _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
         " expires_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (run_id, dispatch_id))",
         "CREATE INDEX flowkit_leases_expiry ON flowkit_leases (expires_at)",
     ),
+    (  # v2: the run index (list_runs). Runs stored before it get the migration's time
+        # (a stable default, evaluated once: no table rewrite), finished ones finish then
+        # too, and a failed run's error is read from its journal, or else its snapshot.
+        # The defaults stay for the rows of processes still running the previous version
+        # (this version always writes the times).
+        "ALTER TABLE flowkit_runs"
+        " ADD COLUMN created_at DOUBLE PRECISION NOT NULL DEFAULT " + _NOW + ","
+        " ADD COLUMN updated_at DOUBLE PRECISION NOT NULL DEFAULT " + _NOW + ","
+        " ADD COLUMN finished_at DOUBLE PRECISION,"
+        " ADD COLUMN error_type TEXT,"
+        " ADD COLUMN error_message TEXT,"
+        " ADD COLUMN tags TEXT NOT NULL DEFAULT '{}'",
+        "UPDATE flowkit_runs SET finished_at = updated_at"
+        " WHERE status IN ('completed', 'failed', 'cancelled')",
+        "UPDATE flowkit_runs AS r SET error_type = e.error ->> 'type',"
+        " error_message = e.error ->> 'message'"
+        " FROM (SELECT f.run_id, coalesce("
+        "   (SELECT entry -> 2 FROM flowkit_journal AS j,"
+        "      jsonb_array_elements(j.delta::jsonb) AS entry"
+        "    WHERE j.run_id = f.run_id AND j.version > f.snapshot_version"
+        "      AND j.version <= f.version AND jsonb_array_length(entry) = 3"
+        "      AND entry ->> 0 = 'header' AND entry ->> 1 = 'error'"
+        "    ORDER BY j.version DESC LIMIT 1),"
+        "   f.snapshot::jsonb #> '{sections,header,error}') AS error"
+        "  FROM flowkit_runs AS f WHERE f.status = 'failed') AS e"
+        " WHERE r.run_id = e.run_id AND jsonb_typeof(e.error) = 'object'",
+        "CREATE TABLE flowkit_run_tags (run_id TEXT NOT NULL, key TEXT NOT NULL,"
+        " value TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (run_id, key))",
+        # run ids order bytewise (COLLATE "C"), as in the other stores, whatever the
+        # database's collation
+        'CREATE INDEX flowkit_runs_created ON flowkit_runs (created_at, run_id COLLATE "C")',
+        'CREATE INDEX flowkit_runs_status ON flowkit_runs (status, created_at, run_id COLLATE "C")',
+        "CREATE INDEX flowkit_runs_flow ON flowkit_runs"
+        ' (blueprint_id, created_at, run_id COLLATE "C")',
+        'CREATE INDEX flowkit_runs_parent ON flowkit_runs (parent, created_at, run_id COLLATE "C")',
+        "CREATE INDEX flowkit_run_tags_match ON flowkit_run_tags"
+        ' (key, value, created_at, run_id COLLATE "C")',
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _URL_OPTIONS: dict[str, Converter] = {"schema": str, "snapshot_every": int, "pool_size": int}
-_INFO_COLUMNS = frozenset({"status", "blueprint_id", "digest", "parent"})
+_SUMMARY: LiteralString = (
+    "SELECT run_id, blueprint_id, digest, status, parent, created_at, updated_at,"
+    " finished_at, error_type, error_message, tags FROM flowkit_runs"
+)
 # NOTIFY channel of finished runs; the payload is JSON [schema, run_id]
 FINISHED_CHANNEL = "flowkit_finished"
 # NOTIFY channel of runs whose dispatches were cancelled; the same payload
@@ -165,23 +217,49 @@ class PostgresStore(SchemaClient):
         digest: str,
         parent: str | None = None,
         index: IndexOps = NO_INDEX,
+        tags: Mapping[str, str] | None = None,
+        created_at: float | None = None,
     ) -> bool:
         """Store a new run at version 1; False (and nothing written) if it exists."""
+        new = created_fields(state, created_at, tags)
         snapshot = encode_state(state)
-        status = str(state.header.get("status", "running"))
+        error_type, error_message = new.error or (None, None)
         async with self._connection("create_run") as conn, conn.transaction():
             cur = await conn.execute(
-                "INSERT INTO flowkit_runs VALUES (%s, %s, %s, %s, %s, 1, 1, %s)"
+                "INSERT INTO flowkit_runs (run_id, blueprint_id, digest, parent, status,"
+                " version, snapshot_version, snapshot, created_at, updated_at, finished_at,"
+                " error_type, error_message, tags)"
+                " VALUES (%s, %s, %s, %s, %s, 1, 1, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (run_id) DO NOTHING",
-                (run_id, blueprint_id, digest, parent, status, snapshot),
+                (
+                    run_id,
+                    blueprint_id,
+                    digest,
+                    parent,
+                    new.status,
+                    snapshot,
+                    new.created_at,
+                    new.created_at,
+                    new.finished_at,
+                    error_type,
+                    error_message,
+                    new.tags_json,
+                ),
             )
-            created = cur.rowcount == 1
-            if created:
+            created_now = cur.rowcount == 1
+            if created_now:
                 await _write_index(conn, run_id, index)
-        if created:
+                if new.tags:
+                    await conn.execute(
+                        "INSERT INTO flowkit_run_tags"
+                        " SELECT %s, key, value, %s FROM unnest(%s::text[], %s::text[])"
+                        " AS tag(key, value)",
+                        (run_id, new.created_at, list(new.tags), list(new.tags.values())),
+                    )
+        if created_now:
             self.stats.commits += 1
             self.stats.snapshot_bytes += len(snapshot)
-        return created
+        return created_now
 
     @asynccontextmanager
     async def transaction(self, run_id: str) -> AsyncIterator[_PostgresTransaction]:
@@ -215,6 +293,37 @@ class PostgresStore(SchemaClient):
             (run_id,),
         )
         return RunInfo(*rows[0]) if rows else None
+
+    async def list_runs(
+        self,
+        *,
+        flow: str | None = None,
+        status: str | Collection[str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        parent: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        """Runs newest first (see :meth:`flowkit.stores.Store.list_runs`), in one indexed
+        query: by ``(created_at, run_id)``, or by status, flow or parent first, with tags
+        matched in ``flowkit_run_tags``."""
+        query = run_query(
+            flow=flow,
+            status=status,
+            tags=tags,
+            created_after=created_after,
+            created_before=created_before,
+            parent=parent,
+            limit=limit,
+            cursor=cursor,
+        )
+        statement, params = _list_query(query)
+        async with self._connection("list_runs") as conn:
+            cur = await conn.execute(statement, params)
+            rows = await cur.fetchall()
+        return query.page([summary(row) for row in rows])
 
     # -- timers and leases ----------------------------------------------------
     async def due_timers(self, now: float, limit: int = 100) -> list[DueTimer]:
@@ -344,25 +453,62 @@ def _replay(row: Any) -> RunState:
     return replay(decode_state(row[1]), [decode_delta(delta) for delta in row[2]])
 
 
-def checked_info(info: dict[str, Any] | None) -> dict[str, Any]:
-    """A commit's ``info``, refused unless it names columns of the run's row."""
-    for key in info or {}:
-        if key not in _INFO_COLUMNS:
-            raise StoreError(f"cannot set {key!r} on a run: info takes {sorted(_INFO_COLUMNS)}")
-    return dict(info or {})
+def _list_query(query: RunQuery) -> tuple[sql.Composed, list[Any]]:
+    """The SELECT of a ``list_runs`` page (one run more than the page, if there is one)."""
+    where: list[sql.SQL] = []
+    params: list[Any] = []
+
+    def add(condition: LiteralString, *values: Any) -> None:
+        where.append(sql.SQL(condition))
+        params.extend(values)
+
+    if query.flow is not None:
+        add("blueprint_id = %s", query.flow)
+    if query.statuses is not None:
+        add("status = ANY(%s::text[])", list(query.statuses))
+    if query.parent is not None:
+        add("parent = %s", query.parent)
+    if query.created_after is not None:
+        add("created_at >= %s::float8", query.created_after)
+    if query.created_before is not None:
+        add("created_at < %s::float8", query.created_before)
+    if query.after is not None:
+        add('(created_at, run_id COLLATE "C") < (%s::float8, %s::text)', *query.after)
+    for key, value in query.tags.items():
+        add(
+            "run_id IN (SELECT run_id FROM flowkit_run_tags WHERE key = %s AND value = %s)",
+            key,
+            value,
+        )
+    conditions = sql.SQL(" WHERE {}").format(sql.SQL(" AND ").join(where)) if where else sql.SQL("")
+    statement = sql.SQL('{} {} ORDER BY created_at DESC, run_id COLLATE "C" DESC LIMIT %s').format(
+        sql.SQL(_SUMMARY), conditions
+    )
+    return statement, [*params, query.limit + 1]
 
 
 def _update_run(
     run_id: str, version: int, snapshot: str | None, info: dict[str, Any] | None
 ) -> tuple[sql.Composed, list[Any]]:
-    """The UPDATE of the run's row for one commit (None values in ``info`` change nothing)."""
+    """The UPDATE of the run's row for one commit (None values in ``info`` change nothing),
+    its index fields included."""
+    columns, stamp = split_info(info)
     fields: dict[str, Any] = {"version": version}
     if snapshot is not None:
         fields.update(snapshot_version=version, snapshot=snapshot)
-    fields.update({key: value for key, value in checked_info(info).items() if value is not None})
-    sets = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(name)) for name in fields)
-    query = sql.SQL("UPDATE flowkit_runs SET {} WHERE run_id = %s").format(sets)
-    return query, [*fields.values(), run_id]
+    fields.update({key: value for key, value in columns.items() if value is not None})
+    fields["updated_at"] = stamp.at
+    if stamp.error is not None:
+        fields["error_type"], fields["error_message"] = stamp.error
+    sets: list[sql.Composable] = [
+        sql.SQL("{} = %s").format(sql.Identifier(name)) for name in fields
+    ]
+    values = list(fields.values())
+    if stamp.finishing:
+        sets.append(sql.SQL("finished_at = coalesce(finished_at, %s::float8)"))
+        values.append(stamp.at)
+    query = sql.SQL("UPDATE flowkit_runs SET {} WHERE run_id = %s").format(sql.SQL(", ").join(sets))
+    return query, [*values, run_id]
 
 
 class _PostgresTransaction:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, LiteralString
 
 from .._errors import StoreError
 from ._codec import encode_delta, encode_state
+from ._index import split_info
 from ._notices import finishes
 from ._protocol import NO_INDEX, Conflict
 
@@ -36,7 +37,12 @@ WITH locked AS (
     status = coalesce(%(status)s::text, r.status),
     blueprint_id = coalesce(%(blueprint_id)s::text, r.blueprint_id),
     digest = coalesce(%(digest)s::text, r.digest),
-    parent = coalesce(%(parent)s::text, r.parent)
+    parent = coalesce(%(parent)s::text, r.parent),
+    updated_at = %(at)s::float8,
+    finished_at = CASE WHEN %(finishing)s::boolean THEN coalesce(r.finished_at, %(at)s::float8)
+                       ELSE r.finished_at END,
+    error_type = coalesce(%(error_type)s::text, r.error_type),
+    error_message = coalesce(%(error_message)s::text, r.error_message)
   FROM locked WHERE r.run_id = locked.run_id
   RETURNING r.run_id
 ), journal AS (
@@ -107,8 +113,10 @@ class PostgresAttempt:
         """Write ``delta`` as the next version if the run is still at :attr:`version` and
         no one holds it, in one statement; else raise :class:`Conflict`, having written
         nothing."""
-        from ._postgres import FINISHED_CHANNEL, checked_info
+        from ._postgres import FINISHED_CHANNEL
 
+        columns, stamp = split_info(info)
+        error_type, error_message = stamp.error or (None, None)
         encoded = encode_delta(delta)
         version = self.version + 1
         snapshot = encode_state(state) if state is not None and self.wants_snapshot else None
@@ -119,7 +127,11 @@ class PostgresAttempt:
             "delta": encoded,
             "snapshot": snapshot,
             **dict.fromkeys(("status", "blueprint_id", "digest", "parent")),
-            **checked_info(info),
+            **columns,
+            "at": stamp.at,
+            "finishing": stamp.finishing,
+            "error_type": error_type,
+            "error_message": error_message,
             **_index_params("timers", index.timers, index.timers_done),
             **_index_params("leases", index.leases, index.leases_done),
             "channel": FINISHED_CHANNEL,

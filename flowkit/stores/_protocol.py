@@ -18,7 +18,7 @@ attempt per completion, never a chain of retries.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
@@ -57,6 +57,44 @@ class RunInfo:
     status: str
     version: int
     parent: str | None = None
+
+
+@attrs.frozen
+class RunSummary:
+    """One run as :meth:`Store.list_runs` lists it: its header and index fields.
+
+    Timestamps are unix seconds on the clock of the process that wrote them
+    (``flowkit._clock.now()``: virtual time under the simulator).
+    """
+
+    run_id: str
+    flow: str
+    """The blueprint id of the flow that started the run."""
+    digest: str
+    status: str
+    """A :class:`~flowkit.RunStatus` value: running, awaiting, completed, failed, cancelled."""
+    parent: str | None
+    created_at: float
+    updated_at: float
+    """When the run's last transition was committed (its creation, if none)."""
+    finished_at: float | None
+    """When the commit that gave the run its final status was made; None until then."""
+    error_type: str | None
+    """Of a failed run: its error's type, as the run records it (e.g.
+    ``"flowkit._errors.NodeError"``); None otherwise."""
+    error_message: str | None
+    tags: dict[str, str]
+
+
+@attrs.frozen
+class RunPage:
+    """A page of :meth:`Store.list_runs`: runs newest first, and where the next page starts."""
+
+    runs: list[RunSummary]
+    """Newest first: by ``created_at`` descending, then ``run_id`` descending."""
+    cursor: str | None
+    """Pass it back as ``list_runs(cursor=...)`` (with the same filters) for the next
+    page; None when there is no next page. Opaque."""
 
 
 @attrs.frozen
@@ -108,9 +146,13 @@ class RunTransaction(Protocol):
         Durable once the transaction block exits (some stores sooner): publish
         messages that depend on it after the block.
 
-        ``info`` updates the run's ``status`` column (the only key every store
-        accepts). ``state``, the run's full state after the delta, lets the store
-        write a snapshot when it wants one (see :attr:`wants_snapshot`).
+        ``info`` updates the run's header and index in the same commit. Every store
+        accepts ``"status"`` (the run's status), ``"at"`` (the commit's wall-clock
+        time: the run's ``updated_at``, and its ``finished_at`` if ``status`` is final
+        and the run had none; the store's clock if missing) and ``"error"`` (a
+        ``(type, message)`` pair: a failed run's error). ``state``, the run's full
+        state after the delta, lets the store write a snapshot when it wants one (see
+        :attr:`wants_snapshot`).
         """
 
     @property
@@ -159,8 +201,15 @@ class Store(Protocol):
         digest: str,
         parent: str | None = None,
         index: IndexOps = NO_INDEX,
+        tags: Mapping[str, str] | None = None,
+        created_at: float | None = None,
     ) -> bool:
-        """Store a new run at version 1; False (and nothing written) if it exists."""
+        """Store a new run at version 1; False (and nothing written) if it exists.
+
+        ``tags`` go into the run index with it (see :meth:`list_runs`), not into its
+        state; ``created_at`` is the wall-clock time of the start (the store's clock
+        if None).
+        """
 
     def transaction(self, run_id: str) -> AbstractAsyncContextManager[RunTransaction]:
         """Hold ``run_id`` exclusively until the block ends; uncommitted work is discarded."""
@@ -182,6 +231,28 @@ class Store(Protocol):
 
     async def extend_lease(self, run_id: str, dispatch_id: str, expires_at: float) -> None:
         """Push a dispatch's lease out (heartbeat of a long node)."""
+
+    async def list_runs(
+        self,
+        *,
+        flow: str | None = None,
+        status: str | Collection[str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        parent: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        """Runs newest first, at most ``limit`` (1 to 1000), from an index.
+
+        Filters combine with AND: ``flow`` (blueprint id), ``status`` (one status or
+        any of several), ``tags`` (every given key has the given value),
+        ``created_after <= created_at < created_before``, ``parent`` (the children of a
+        run). ``cursor``, from the previous page, continues after its last run
+        (keyset pagination: runs created meanwhile never shift a page). Raises
+        :class:`~flowkit.ConfigurationError` naming a bad argument.
+        """
 
     async def close(self) -> None:
         """Release connections."""

@@ -1,10 +1,22 @@
 """``RedisStore``: runs in Redis, on redis-py's asyncio client.
 
 Keys, under ``prefix``: ``{prefix}:run:{id}`` (a hash: header, ``version``,
-``snapshot_version``, ``snapshot``), ``{prefix}:journal:{id}`` (a hash, version
--> delta), ``{prefix}:lock:{id}`` (the transaction lock) and the sorted sets
-``{prefix}:timers`` and ``{prefix}:leases`` (score: due or expiry time; member:
-``run_id + "\\0" + key``).
+``snapshot_version``, ``snapshot``, and the index fields ``created_at``,
+``updated_at``, ``finished_at``, ``error_type``, ``error_message``, ``tags``),
+``{prefix}:journal:{id}`` (a hash, version -> delta), ``{prefix}:lock:{id}`` (the
+transaction lock) and the sorted sets ``{prefix}:timers`` and ``{prefix}:leases``
+(score: due or expiry time; member: ``run_id + "\\0" + key``).
+
+The run index (``list_runs``) is sorted sets of run ids scored by ``created_at``:
+``{prefix}:runs`` (every run), ``{prefix}:runs:status:{status}``,
+``{prefix}:runs:flow:{blueprint id}``, ``{prefix}:runs:parent:{run id}`` and
+``{prefix}:runs:tag:{json [key, value]}``. The create script adds a run to them,
+and every commit script moves it between the status sets as it changes its
+status, so a run is in the set of the status its hash holds at every instant. A
+listing is one script too: it walks the smallest set that a filter names, from the
+cursor down, checks the run's membership in the others and reads the runs' hashes.
+Runs stored by a flowkit without the index are indexed by their next commit (as
+created then); until then ``list_runs`` does not list them.
 
 A :meth:`~RedisStore.transaction` holds the run's lock key (``SET NX PX`` with a
 random token, waited for with backoff). Every commit is one Lua script that
@@ -23,6 +35,7 @@ a commit touches the run's keys and the shared index keys in one script.
 
 from __future__ import annotations
 
+import json
 import secrets
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any
@@ -35,11 +48,21 @@ from .._errors import ConfigurationError, MissingDependency, StoreError
 from ..backends._options import check_positive, redact, split_options
 from ..backends._redis import _HAVE_REDIS, error_roots, redis_client
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
+from ._index import SUMMARY_FIELDS, created_fields, run_query, split_info, summary
 from ._notices import finishes
-from ._protocol import NO_INDEX, Conflict, DueTimer, ExpiredLease, IndexOps, RunInfo, StoreStats
+from ._protocol import (
+    NO_INDEX,
+    Conflict,
+    DueTimer,
+    ExpiredLease,
+    IndexOps,
+    RunInfo,
+    RunPage,
+    StoreStats,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Collection, Iterator
+    from collections.abc import AsyncIterator, Collection, Iterator, Mapping
     from contextlib import AbstractAsyncContextManager
 
     from ..backends._options import Converter
@@ -55,7 +78,6 @@ _URL_OPTIONS: dict[str, Converter] = {
     "max_connections": int,
 }
 _HEADER = ("blueprint_id", "digest", "status", "version", "parent")
-_INFO_FIELDS = frozenset({"status", "blueprint_id", "digest", "parent"})
 
 # Shared by the write scripts: KEYS = run, journal, lock, timers, leases; ARGV is
 # read in order: counted (field, value) pairs for the run hash, then the index ops.
@@ -76,16 +98,40 @@ end
 local function apply_index()
   zadd_pairs(KEYS[4]); zrem_all(KEYS[4]); zadd_pairs(KEYS[5]); zrem_all(KEYS[5])
 end
+local kinds = {'status', 'flow', 'parent'}
+-- Move run_id between the run index's sets of status, flow and parent: out of those of
+-- `old` (hmget of status, blueprint_id, parent; nil: in none yet), into those of the
+-- values its hash holds now, scored by its creation time.
+local function reindex(prefix, run_id, score, old)
+  local new = redis.call('hmget', KEYS[1], 'status', 'blueprint_id', 'parent')
+  for i = 1, 3 do
+    local before = false
+    if old then before = old[i] end
+    if before ~= new[i] then
+      if before then redis.call('zrem', prefix .. ':runs:' .. kinds[i] .. ':' .. before, run_id) end
+      if new[i] then
+        redis.call('zadd', prefix .. ':runs:' .. kinds[i] .. ':' .. new[i], score, run_id)
+      end
+    end
+  end
+end
 """
+# ... then ARGV: prefix, run id, created_at, the count of the run's tag sets and their keys
 _CREATE = (
     _LUA_ARGS
     + """
 if redis.call('exists', KEYS[1]) == 1 then return 0 end
 hset_pairs(KEYS[1]); apply_index()
+local prefix = arg(); local run_id = arg(); local created = arg()
+redis.call('zadd', prefix .. ':runs', created, run_id)
+reindex(prefix, run_id, created, nil)
+for _ = 1, tonumber(arg()) do redis.call('zadd', arg(), created, run_id) end
 return 1
 """
 )
-# ARGV: token, expected version, new version, delta, snapshot ('' for none), ...
+# ARGV: token, expected version, new version, delta, snapshot ('' for none), the header
+# pairs, the index ops, then the stamp: prefix, run id, at, finishing ('1' or '0'), and
+# '1' with the error's type and message, or '0'.
 # The commit releases the lock (saving the release's round trip). A later commit of the
 # same block needs no lock back: the version check fails if anyone wrote in between,
 # and the holder check if anyone holds the lock now.
@@ -97,6 +143,7 @@ local delta = arg(); local snapshot = arg()
 local holder = redis.call('get', KEYS[3])
 if holder and holder ~= token then return -1 end
 if redis.call('hget', KEYS[1], 'version') ~= expected then return -2 end
+local old = redis.call('hmget', KEYS[1], 'status', 'blueprint_id', 'parent', 'created_at')
 if snapshot == '' then
   redis.call('hset', KEYS[2], new, delta)
   redis.call('hset', KEYS[1], 'version', new)
@@ -105,10 +152,118 @@ else
   redis.call('hset', KEYS[1], 'version', new, 'snapshot_version', new, 'snapshot', snapshot)
 end
 hset_pairs(KEYS[1]); apply_index()
+local prefix = arg(); local run_id = arg(); local at = arg(); local finishing = arg()
+redis.call('hset', KEYS[1], 'updated_at', at)
+if finishing == '1' then redis.call('hsetnx', KEYS[1], 'finished_at', at) end
+if arg() == '1' then
+  local error_type = arg(); local error_message = arg()
+  redis.call('hset', KEYS[1], 'error_type', error_type, 'error_message', error_message)
+end
+if old[4] then
+  reindex(prefix, run_id, old[4], old)
+else  -- stored before the run index: indexed from now on, as created now
+  redis.call('hset', KEYS[1], 'created_at', at)
+  redis.call('zadd', prefix .. ':runs', at, run_id)
+  reindex(prefix, run_id, at, nil)
+end
 redis.call('del', KEYS[3])
 return 1
 """
 )
+# KEYS: the index sets a listing's filters name, in groups (a run must be in one set of
+# every group), then a scratch key. ARGV: prefix, runs wanted, the number of groups,
+# each group's size, created_before ('' for none, exclusive), created_after ('' for
+# none, inclusive), the cursor's created_at ('' for none) and run id, and the hash fields
+# to read. Returns each run's id and those fields, newest first. The walk goes down the
+# smallest group (a group of several sets, the statuses of one filter, is merged into
+# the scratch key first) from the cursor's rank, or where created_before puts it.
+_LIST = """
+local prefix = ARGV[1]; local want = tonumber(ARGV[2]); local count = tonumber(ARGV[3])
+local groups = {}; local next_key = 1
+for g = 1, count do
+  local keys = {}
+  for _ = 1, tonumber(ARGV[3 + g]) do keys[#keys + 1] = KEYS[next_key]; next_key = next_key + 1 end
+  groups[g] = keys
+end
+local scratch = KEYS[next_key]
+local hi = ARGV[4 + count]; local lo = ARGV[5 + count]
+local cursor_at = ARGV[6 + count]; local cursor_id = ARGV[7 + count]
+local best, fewest = 1, nil
+for g = 1, count do
+  local size = 0
+  for _, key in ipairs(groups[g]) do size = size + redis.call('zcard', key) end
+  if fewest == nil or size < fewest then best, fewest = g, size end
+end
+local driver = groups[best][1]
+if #groups[best] > 1 then
+  local union = {scratch, #groups[best]}
+  for _, key in ipairs(groups[best]) do union[#union + 1] = key end
+  union[#union + 1] = 'AGGREGATE'; union[#union + 1] = 'MAX'
+  redis.call('zunionstore', unpack(union))
+  driver = scratch
+end
+local function bytewise_before(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+local function in_other_groups(run_id)
+  for g = 1, count do
+    if g ~= best then
+      local inside = false
+      for _, key in ipairs(groups[g]) do
+        if redis.call('zscore', key, run_id) then inside = true; break end
+      end
+      if not inside then return false end
+    end
+  end
+  return true
+end
+local start = 0
+if hi ~= '' then start = redis.call('zcount', driver, hi, '+inf') end
+local cursor_score = nil
+if cursor_at ~= '' then
+  cursor_score = tonumber(cursor_at)
+  local score = redis.call('zscore', driver, cursor_id)
+  local after
+  if score and tonumber(score) == cursor_score then
+    after = redis.call('zrevrank', driver, cursor_id) + 1
+  else  -- the cursor's run left this set: start at its time, skip the ties it precedes
+    after = redis.call('zcount', driver, '(' .. cursor_at, '+inf')
+  end
+  if after > start then start = after end
+end
+local low = nil
+if lo ~= '' then low = tonumber(lo) end
+local found = {}
+local done = false
+local chunk = math.max(100, want)
+while not done and #found < want do
+  local batch = redis.call('zrevrange', driver, start, start + chunk - 1, 'WITHSCORES')
+  if #batch == 0 then break end
+  for i = 1, #batch, 2 do
+    local run_id = batch[i]; local score = tonumber(batch[i + 1])
+    if low and score < low then done = true; break end
+    local skip = cursor_score ~= nil and score == cursor_score
+      and not bytewise_before(run_id, cursor_id)
+    if not skip and in_other_groups(run_id) then
+      found[#found + 1] = run_id
+      if #found >= want then done = true; break end
+    end
+  end
+  start = start + chunk
+end
+if driver == scratch then redis.call('del', scratch) end
+local out = {}
+for _, run_id in ipairs(found) do
+  local fields = redis.call('hmget', prefix .. ':run:' .. run_id, unpack(ARGV, 8 + count))
+  out[#out + 1] = run_id
+  for i = 1, #fields do out[#out + 1] = fields[i] end
+end
+return out
+"""
 # KEYS = lock, run; ARGV = token, lock ms. The run's versions if acquired, else nil.
 _ACQUIRE = """
 if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
@@ -178,6 +333,7 @@ class RedisStore:
         self._commit = self._client.register_script(_COMMIT)
         self._acquire = self._client.register_script(_ACQUIRE)
         self._release = self._client.register_script(_RELEASE)
+        self._list = self._client.register_script(_LIST)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
@@ -209,6 +365,13 @@ class RedisStore:
         run_keys = [f"{p}:{kind}:{run_id}" for kind in ("run", "journal", "lock")]
         return [*run_keys, f"{p}:timers", f"{p}:leases"]
 
+    def _index_key(self, kind: str, value: str) -> str:
+        """A set of the run index: the runs of one status, flow, parent or tag."""
+        return f"{self.prefix}:runs:{kind}:{value}"
+
+    def _tag_key(self, key: str, value: str) -> str:
+        return self._index_key("tag", json.dumps([key, value], ensure_ascii=False))
+
     # -- runs -----------------------------------------------------------------
     async def create_run(
         self,
@@ -219,19 +382,32 @@ class RedisStore:
         digest: str,
         parent: str | None = None,
         index: IndexOps = NO_INDEX,
+        tags: Mapping[str, str] | None = None,
+        created_at: float | None = None,
     ) -> bool:
-        """Store a new run at version 1; False (and nothing written) if it exists."""
+        """Store a new run at version 1 and index it; False (and nothing written) if it
+        exists."""
+        new = created_fields(state, created_at, tags)
         snapshot = encode_state(state)
+        error_type, error_message = new.error or (None, None)
         fields = {
             "blueprint_id": blueprint_id,
             "digest": digest,
             "parent": parent,
-            "status": str(state.header.get("status", "running")),
+            "status": new.status,
             "version": "1",
             "snapshot_version": "1",
             "snapshot": snapshot,
+            "created_at": repr(new.created_at),
+            "updated_at": repr(new.created_at),
+            "finished_at": None if new.finished_at is None else repr(new.finished_at),
+            "error_type": error_type,
+            "error_message": error_message,
+            "tags": new.tags_json,
         }
+        tag_keys = [self._tag_key(key, value) for key, value in new.tags.items()]
         args = [*_pairs(fields), *_index_args(run_id, index)]
+        args += [self.prefix, run_id, repr(new.created_at), len(tag_keys), *tag_keys]
         with translate_errors("create_run", self.url):
             created = bool(await self._create(keys=self._keys(run_id), args=args))
         if created:
@@ -318,6 +494,52 @@ class RedisStore:
         if version is None:
             return None
         return RunInfo(run_id, blueprint_id, digest, status, int(version), parent)
+
+    async def list_runs(
+        self,
+        *,
+        flow: str | None = None,
+        status: str | Collection[str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        parent: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        """Runs newest first (see :meth:`flowkit.stores.Store.list_runs`), in one script
+        over the run index's sorted sets (see the module docstring). Runs stored by a
+        flowkit without the index are listed once a commit indexed them."""
+        query = run_query(
+            flow=flow,
+            status=status,
+            tags=tags,
+            created_after=created_after,
+            created_before=created_before,
+            parent=parent,
+            limit=limit,
+            cursor=cursor,
+        )
+        groups: list[list[str]] = []
+        if query.flow is not None:
+            groups.append([self._index_key("flow", query.flow)])
+        if query.statuses is not None:
+            groups.append([self._index_key("status", s) for s in query.statuses])
+        if query.parent is not None:
+            groups.append([self._index_key("parent", query.parent)])
+        groups += [[self._tag_key(key, value)] for key, value in query.tags.items()]
+        if not groups:
+            groups.append([f"{self.prefix}:runs"])
+        keys = [key for group in groups for key in group] + [f"{self.prefix}:runs-scratch"]
+        after_at, after_id = query.after or (None, "")
+        args: list[str | int] = [self.prefix, query.limit + 1, len(groups)]
+        args += [len(group) for group in groups]
+        args += [_score(query.created_before), _score(query.created_after), _score(after_at)]
+        args += [after_id, *SUMMARY_FIELDS[1:]]
+        with translate_errors("list_runs", self.url):
+            found: list[Any] = await self._list(keys=keys, args=args)
+        width = len(SUMMARY_FIELDS)
+        return query.page([summary(found[i : i + width]) for i in range(0, len(found), width)])
 
     # -- timers and leases ----------------------------------------------------
     async def due_timers(self, now: float, limit: int = 100) -> list[DueTimer]:
@@ -420,6 +642,11 @@ class RedisStore:
             )
 
 
+def _score(value: float | None) -> str:
+    """A time as the scripts take it: ``repr`` keeps every bit; '' for none."""
+    return "" if value is None else repr(float(value))
+
+
 def _member(run_id: str, key: str) -> str:
     return f"{run_id}{_SEP}{key}"
 
@@ -502,8 +729,11 @@ class _RedisTransaction:
         encoded = encode_delta(delta)
         version = self.version + 1
         snapshot = encode_state(state) if state is not None and self.wants_snapshot else None
+        columns, stamp = split_info(info)
         args: list[str | int] = [self._token, self.version, version, encoded, snapshot or ""]
-        args += [*_pairs(_info_fields(info)), *_index_args(self._run_id, index)]
+        args += [*_pairs(columns), *_index_args(self._run_id, index)]
+        args += [self._store.prefix, self._run_id, repr(stamp.at), int(stamp.finishing)]
+        args += [0] if stamp.error is None else [1, *stamp.error]
         with translate_errors("commit", self._store.url):
             outcome = await self._store._commit(keys=self._keys, args=args)
         if outcome != 1:
@@ -533,10 +763,3 @@ class _RedisTransaction:
             stats.snapshot_bytes += len(snapshot)
         stats.commits += 1
         stats.bytes_written += len(encoded)
-
-
-def _info_fields(info: dict[str, Any] | None) -> dict[str, Any]:
-    for key in info or {}:
-        if key not in _INFO_FIELDS:
-            raise StoreError(f"cannot set {key!r} on a run: info takes {sorted(_INFO_FIELDS)}")
-    return dict(info or {})

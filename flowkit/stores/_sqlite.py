@@ -15,23 +15,33 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import anyio.to_thread
 
+from .. import _clock as clock
 from .._errors import ConfigurationError, StoreError
 from ..backends._options import check_positive, redact, split_options, sqlite_path
 from ..backends._sqlite import connect
+from ..core._state import FINISHED_VALUES
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
-from ._protocol import NO_INDEX, DueTimer, ExpiredLease, IndexOps, RunInfo, StoreStats
+from ._index import SUMMARY_FIELDS, created_fields, error_of, run_query, split_info, summary
+from ._protocol import (
+    NO_INDEX,
+    DueTimer,
+    ExpiredLease,
+    IndexOps,
+    RunInfo,
+    RunPage,
+    StoreStats,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Collection
+    from collections.abc import AsyncIterator, Callable, Collection, Mapping
     from pathlib import Path
 
     from ..core._state import Delta, RunState
+    from ._index import RunQuery
 
 T = TypeVar("T")
-SCHEMA_VERSION = 1
 _PAIRS_PER_READ = 500  # (two bound parameters each; SQLite allows 32 766 per statement)
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS flowkit_schema (version INTEGER NOT NULL);
+_V1 = """
 CREATE TABLE IF NOT EXISTS flowkit_runs (
     run_id TEXT PRIMARY KEY, blueprint_id TEXT NOT NULL, digest TEXT NOT NULL,
     parent TEXT, status TEXT NOT NULL, version INTEGER NOT NULL,
@@ -52,6 +62,67 @@ CREATE TABLE IF NOT EXISTS flowkit_leases (
 );
 CREATE INDEX IF NOT EXISTS flowkit_leases_expiry ON flowkit_leases (expires_at);
 """
+_V2 = """
+ALTER TABLE flowkit_runs ADD COLUMN created_at REAL;
+ALTER TABLE flowkit_runs ADD COLUMN updated_at REAL;
+ALTER TABLE flowkit_runs ADD COLUMN finished_at REAL;
+ALTER TABLE flowkit_runs ADD COLUMN error_type TEXT;
+ALTER TABLE flowkit_runs ADD COLUMN error_message TEXT;
+ALTER TABLE flowkit_runs ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';
+CREATE TABLE flowkit_run_tags (
+    run_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, created_at REAL NOT NULL,
+    PRIMARY KEY (run_id, key)
+);
+CREATE INDEX flowkit_runs_created ON flowkit_runs (created_at, run_id);
+CREATE INDEX flowkit_runs_status ON flowkit_runs (status, created_at, run_id);
+CREATE INDEX flowkit_runs_flow ON flowkit_runs (blueprint_id, created_at, run_id);
+CREATE INDEX flowkit_runs_parent ON flowkit_runs (parent, created_at, run_id);
+CREATE INDEX flowkit_run_tags_match ON flowkit_run_tags (key, value, created_at, run_id);
+"""
+# the header and index columns a commit sets (None: left as they are)
+_HEADER = (
+    "status=COALESCE(?, status), blueprint_id=COALESCE(?, blueprint_id),"
+    " digest=COALESCE(?, digest), parent=COALESCE(?, parent), updated_at=?,"
+    " finished_at=CASE WHEN ? THEN COALESCE(finished_at, ?) ELSE finished_at END,"
+    " error_type=COALESCE(?, error_type), error_message=COALESCE(?, error_message)"
+)
+_SUMMARY = ", ".join(SUMMARY_FIELDS)
+
+
+def _statements(script: str) -> Callable[[sqlite3.Connection], None]:
+    def run(conn: sqlite3.Connection) -> None:
+        for statement in filter(str.strip, script.split(";")):
+            conn.execute(statement)
+
+    return run
+
+
+def _backfill_index(conn: sqlite3.Connection) -> None:
+    """Index fields of the runs stored before the index: their times are unknown, so the
+    migration's (finished runs finished then too); a failed run's error from its state."""
+    now = clock.now()
+    conn.execute(
+        "UPDATE flowkit_runs SET created_at = ?, updated_at = ?, finished_at = CASE"
+        f" WHEN status IN ({', '.join('?' * len(FINISHED_VALUES))}) THEN ? END",
+        (now, now, *sorted(FINISHED_VALUES), now),
+    )
+    failed = conn.execute(
+        "SELECT run_id, snapshot, snapshot_version FROM flowkit_runs WHERE status = 'failed'"
+    ).fetchall()
+    for run_id, snapshot, since in failed:
+        error = error_of(_materialise(conn, run_id, snapshot, since).header)
+        if error is not None:
+            conn.execute(
+                "UPDATE flowkit_runs SET error_type = ?, error_message = ? WHERE run_id = ?",
+                (*error, run_id),
+            )
+
+
+_MIGRATIONS: tuple[tuple[Callable[[sqlite3.Connection], None], ...], ...] = (
+    (_statements(_V1),),  # v1: runs, journal, timers, leases
+    (_statements(_V2), _backfill_index),  # v2: the run index (list_runs)
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
 
 
 class SQLiteStore:
@@ -91,19 +162,11 @@ class SQLiteStore:
         if self._conn is None:
             try:
                 conn = connect(self.path)
-                conn.execute("BEGIN IMMEDIATE")
-                for statement in filter(str.strip, _SCHEMA.split(";")):
-                    conn.execute(statement)
-                row = conn.execute("SELECT version FROM flowkit_schema").fetchone()
-                if row is None:
-                    conn.execute("INSERT INTO flowkit_schema VALUES (?)", (SCHEMA_VERSION,))
-                elif row[0] > SCHEMA_VERSION:
-                    conn.execute("ROLLBACK")
-                    raise StoreError(
-                        f"{self.path} has flowkit schema v{row[0]}, newer than this flowkit "
-                        f"(v{SCHEMA_VERSION}); upgrade flowkit"
-                    )
-                conn.execute("COMMIT")
+                try:
+                    _migrate(conn, self.path)
+                except BaseException:
+                    conn.close()
+                    raise
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open SQLite store {self.path!r}: {exc}") from exc
             self._conn = conn
@@ -132,20 +195,43 @@ class SQLiteStore:
         digest: str,
         parent: str | None = None,
         index: IndexOps = NO_INDEX,
+        tags: Mapping[str, str] | None = None,
+        created_at: float | None = None,
     ) -> bool:
+        new = created_fields(state, created_at, tags)
         snapshot = encode_state(state)
-        status = str(state.header.get("status", "running"))
+        error_type, error_message = new.error or (None, None)
 
         def create(conn: sqlite3.Connection) -> bool:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 cur = conn.execute(
-                    "INSERT OR IGNORE INTO flowkit_runs VALUES (?, ?, ?, ?, ?, 1, 1, ?)",
-                    (run_id, blueprint_id, digest, parent, status, snapshot),
+                    "INSERT OR IGNORE INTO flowkit_runs (run_id, blueprint_id, digest, parent,"
+                    " status, version, snapshot_version, snapshot, created_at, updated_at,"
+                    " finished_at, error_type, error_message, tags)"
+                    " VALUES (?, ?, ?, ?, ?, 1, 1, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        run_id,
+                        blueprint_id,
+                        digest,
+                        parent,
+                        new.status,
+                        snapshot,
+                        new.created_at,
+                        new.created_at,
+                        new.finished_at,
+                        error_type,
+                        error_message,
+                        new.tags_json,
+                    ),
                 )
                 created = cur.rowcount == 1
                 if created:
                     _write_index(conn, run_id, index)
+                    conn.executemany(
+                        "INSERT INTO flowkit_run_tags VALUES (?, ?, ?, ?)",
+                        [(run_id, k, v, new.created_at) for k, v in new.tags.items()],
+                    )
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -195,6 +281,43 @@ class SQLiteStore:
             return None if row is None else RunInfo(*row)
 
         return await self._locked(read)
+
+    async def list_runs(
+        self,
+        *,
+        flow: str | None = None,
+        status: str | Collection[str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        parent: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        """Runs newest first (see :meth:`flowkit.stores.Store.list_runs`), in one indexed
+        query: by ``(created_at, run_id)``, or by status, flow or parent first, with tags
+        matched in ``flowkit_run_tags``."""
+        query = run_query(
+            flow=flow,
+            status=status,
+            tags=tags,
+            created_after=created_after,
+            created_before=created_before,
+            parent=parent,
+            limit=limit,
+            cursor=cursor,
+        )
+        where, params = _filters(query)
+        statement = (
+            f"SELECT {_SUMMARY} FROM flowkit_runs{where}"
+            " ORDER BY created_at DESC, run_id DESC LIMIT ?"
+        )
+
+        def read(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(statement, (*params, query.limit + 1)).fetchall()
+
+        rows = await self._locked(read)
+        return query.page([summary(row) for row in rows])
 
     # -- timers and leases ----------------------------------------------------
     async def due_timers(self, now: float, limit: int = 100) -> list[DueTimer]:
@@ -260,6 +383,61 @@ class SQLiteStore:
             if self._conn is not None:
                 conn, self._conn = self._conn, None
                 await anyio.to_thread.run_sync(conn.close)
+
+
+def _migrate(conn: sqlite3.Connection, path: str) -> None:
+    """Create the tables, or bring them up to :data:`SCHEMA_VERSION`, in one transaction
+    (which the write lock serialises with other processes opening the file)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS flowkit_schema (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT version FROM flowkit_schema").fetchone()
+        current = 0 if row is None else int(row[0])
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"{path} has flowkit schema v{current}, newer than this flowkit "
+                f"(v{SCHEMA_VERSION}); upgrade flowkit"
+            )
+        for steps in _MIGRATIONS[current:]:
+            for step in steps:
+                step(conn)
+        if row is None:
+            conn.execute("INSERT INTO flowkit_schema VALUES (?)", (SCHEMA_VERSION,))
+        elif current < SCHEMA_VERSION:
+            conn.execute("UPDATE flowkit_schema SET version = ?", (SCHEMA_VERSION,))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _filters(query: RunQuery) -> tuple[str, list[Any]]:
+    """The WHERE clause of a ``list_runs`` query, and its parameters."""
+    where: list[str] = []
+    params: list[Any] = []
+    if query.flow is not None:
+        where.append("blueprint_id = ?")
+        params.append(query.flow)
+    if query.statuses is not None:
+        where.append(f"status IN ({', '.join('?' * len(query.statuses))})")
+        params.extend(query.statuses)
+    if query.parent is not None:
+        where.append("parent = ?")
+        params.append(query.parent)
+    if query.created_after is not None:
+        where.append("created_at >= ?")
+        params.append(query.created_after)
+    if query.created_before is not None:
+        where.append("created_at < ?")
+        params.append(query.created_before)
+    if query.after is not None:
+        where.append("(created_at, run_id) < (?, ?)")
+        params.extend(query.after)
+    for key, value in query.tags.items():
+        where.append("run_id IN (SELECT run_id FROM flowkit_run_tags WHERE key = ? AND value = ?)")
+        params += [key, value]
+    return (" WHERE " + " AND ".join(where) if where else ""), params
 
 
 def _begin(run_id: str, conn: sqlite3.Connection) -> tuple[int, int, str] | None:
@@ -346,7 +524,19 @@ class _SQLiteTransaction:
         encoded = encode_delta(delta)
         version = self.version + 1
         snapshot = encode_state(state) if state is not None and self.wants_snapshot else None
-        status = (info or {}).get("status")
+        columns, stamp = split_info(info)
+        error_type, error_message = stamp.error or (None, None)
+        header = (
+            columns.get("status"),
+            columns.get("blueprint_id"),
+            columns.get("digest"),
+            columns.get("parent"),
+            stamp.at,
+            int(stamp.finishing),
+            stamp.at,
+            error_type,
+            error_message,
+        )
 
         def write(conn: sqlite3.Connection) -> None:
             conn.execute(
@@ -354,9 +544,9 @@ class _SQLiteTransaction:
             )
             if snapshot is not None:
                 conn.execute(
-                    "UPDATE flowkit_runs SET version=?, snapshot_version=?, snapshot=?, "
-                    "status=COALESCE(?, status) WHERE run_id=?",
-                    (version, version, snapshot, status, self._run_id),
+                    f"UPDATE flowkit_runs SET version=?, snapshot_version=?, snapshot=?, {_HEADER}"
+                    " WHERE run_id=?",
+                    (version, version, snapshot, *header, self._run_id),
                 )
                 conn.execute(
                     "DELETE FROM flowkit_journal WHERE run_id=? AND version<=?",
@@ -364,8 +554,8 @@ class _SQLiteTransaction:
                 )
             else:
                 conn.execute(
-                    "UPDATE flowkit_runs SET version=?, status=COALESCE(?, status) WHERE run_id=?",
-                    (version, status, self._run_id),
+                    f"UPDATE flowkit_runs SET version=?, {_HEADER} WHERE run_id=?",
+                    (version, *header, self._run_id),
                 )
             _write_index(conn, self._run_id, index)
 

@@ -11,6 +11,7 @@ import structlog
 
 from .._durations import Backoff
 from .._errors import (
+    ConfigurationError,
     DuplicateDelivery,
     FlowkitError,
     ResultTimeout,
@@ -21,17 +22,17 @@ from .._errors import (
 from ..core import _protocol as p
 from ..core._action import split_action
 from ..core._state import FINISHED_VALUES, RunStatus
-from ..shell._durable import refuse_if_finished
+from ..shell._durable import refuse_if_finished, split_tags
 from ..shell._result import RunResult
 from ..stores._notices import WatchesFinished
 from ._outage import Dependency, despite_store_outages, start_despite_outages, store_dependency
 from ._shell import Shell
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 
     from ..shell._middleware import Middleware
-    from ..stores._protocol import Store
+    from ..stores._protocol import RunPage, Store
     from ..transports._protocol import Transport
 
 log = structlog.get_logger("flowkit.client")
@@ -99,19 +100,40 @@ class Client:
     def events(self) -> Any:
         return self.shell.events
 
-    async def start(self, flow: Any, *, run_id: str | None = None, **inputs: Any) -> ClientHandle:
+    async def start(
+        self,
+        flow: Any,
+        *,
+        run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        **inputs: Any,
+    ) -> ClientHandle:
         """Create the run and publish its first nodes; idempotent per ``run_id``.
 
-        Raises :class:`~flowkit.InvalidInputs` if ``inputs`` do not fit the flow.
+        ``tags`` (str keys and values, at most 64, each up to 256 characters) are
+        stored with the run in the store's index, for :meth:`list_runs`; a child run
+        inherits none. The flow's inputs are the other keyword arguments: ``run_id=``
+        and ``tags=`` are this method's, so a builder or blueprint input of those names
+        cannot be passed (a ``@flow`` parameter named ``tags`` still receives ``tags=``,
+        and its runs are not tagged).
+
+        Raises :class:`~flowkit.InvalidInputs` if ``inputs`` do not fit the flow, and
+        :class:`~flowkit.ConfigurationError` naming a bad tag.
         """
-        return await self._start(flow, run_id, inputs, self.outage_timeout)
+        return await self._start(flow, run_id, inputs, self.outage_timeout, tags)
 
     async def _start(
-        self, flow: Any, run_id: str | None, inputs: dict[str, Any], within: float
+        self,
+        flow: Any,
+        run_id: str | None,
+        inputs: dict[str, Any],
+        within: float,
+        tags: Mapping[str, str] | None = None,
     ) -> ClientHandle:
         """Start the run, retrying with backoff for up to ``within`` seconds while the
         store or the broker is unreachable; then the last error is raised."""
         target = self.shell.target_for(flow)
+        run_tags, inputs = split_tags(flow, tags, inputs)
         target.check(inputs)
         run_id = run_id or uuid.uuid4().hex  # the same one if the start is tried again
         failure: FlowkitError | None = None
@@ -121,7 +143,7 @@ class Client:
                     self.shell,
                     self.store_health,
                     self.broker_health,
-                    lambda: self.shell.start(target, run_id, inputs),
+                    lambda: self.shell.start(target, run_id, inputs, tags=run_tags),
                     run_id,
                     target,
                 )
@@ -146,12 +168,16 @@ class Client:
         *,
         run_id: str | None = None,
         timeout: float | None = None,
+        tags: Mapping[str, str] | None = None,
         **inputs: Any,
     ) -> RunResult:
-        """Start a run and wait for it to complete, fail or be cancelled."""
+        """Start a run and wait for it to complete, fail or be cancelled.
+
+        ``tags`` and the inputs as for :meth:`start` (``timeout=`` is this method's too).
+        """
         started = anyio.current_time()
         within = self.outage_timeout if timeout is None else min(timeout, self.outage_timeout)
-        handle = await self._start(flow, run_id, inputs, within)
+        handle = await self._start(flow, run_id, inputs, within, tags)
         left = None if timeout is None else max(0.0, timeout - (anyio.current_time() - started))
         return await handle.result(timeout=left)
 
@@ -296,6 +322,45 @@ class Client:
                 yield notices
         finally:
             self._watching -= 1
+
+    async def list_runs(
+        self,
+        *,
+        flow: str | None = None,
+        status: str | Collection[str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        parent: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        """The runs in the store, newest first, filtered; a page at a time.
+
+        Filters combine with AND: ``flow`` (the flow's id), ``status`` (a
+        :class:`~flowkit.RunStatus` value, or several: any of them), ``tags`` (every
+        key given has the value given), ``created_after <= created_at <
+        created_before`` (unix seconds), ``parent`` (the children of that run). At most
+        ``limit`` runs (1 to 1000); pass the page's ``cursor`` back for the next page
+        (None when there is none). Raises :class:`~flowkit.ConfigurationError` naming a
+        bad argument.
+        """
+        lister = getattr(self.store, "list_runs", None)
+        if lister is None:
+            raise ConfigurationError(
+                f"list_runs: the store {self.store!r} keeps no run index (no list_runs method)"
+            )
+        page: RunPage = await lister(
+            flow=flow,
+            status=status,
+            tags=tags,
+            created_after=created_after,
+            created_before=created_before,
+            parent=parent,
+            limit=limit,
+            cursor=cursor,
+        )
+        return page
 
     def known_blueprints(self) -> list[Any]:
         """Blueprints this client knows (the webhook app routes from these)."""

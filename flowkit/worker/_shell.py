@@ -25,7 +25,7 @@ from ..core._machine import start_run
 from ..core._state import RunState, RunStatus
 from ..observability._propagation import current_traceparent
 from ..shell._commands import Interpreter, for_parent
-from ..shell._durable import Replica, index_ops
+from ..shell._durable import Replica, commit_info, index_ops
 from ..shell._events import EventBus
 from ..shell._flows import Flows, route_signal
 from ..shell._middleware import Pipeline
@@ -33,7 +33,7 @@ from ..stores._notices import WatchesCancelledNodes
 from ._messages import ENQUEUED_AT_HEADER, NodeMessage, readable_fields
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 
     from ..core._protocol import ErrorInfo
     from ..shell._middleware import Middleware
@@ -108,8 +108,11 @@ class Shell(Interpreter[_Turn]):
         run_id: str | None,
         inputs: dict[str, Any],
         parent: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> str:
-        """Create the run and publish its first nodes; an existing ``run_id`` is left alone."""
+        """Create the run and publish its first nodes; an existing ``run_id`` is left alone.
+
+        ``tags`` go into the store's run index with it."""
         run_id = run_id or uuid.uuid4().hex
         state = RunState(run_id)
         traceparent = self._pipeline.run_traceparent(
@@ -119,13 +122,16 @@ class Shell(Interpreter[_Turn]):
             target.program, state, target.bind(inputs), parent=parent, traceparent=traceparent
         )
         delta = state.take_delta()
+        now = clock.now()
         created = await self.store.create_run(
             run_id,
             state,
             blueprint_id=target.blueprint.id,
             digest=target.blueprint.digest,
             parent=parent,
-            index=index_ops(delta, commands, lease_seconds=self.lease),
+            index=index_ops(delta, commands, now=now, lease_seconds=self.lease),
+            tags=tags,
+            created_at=now,
         )
         if created:
             self._remember(Replica(target.program, state, 1))
@@ -282,10 +288,9 @@ class Shell(Interpreter[_Turn]):
             state.put("header", "output", None)
             state.put("header", "error", error)
             delta = state.take_delta()
-            index = index_ops(delta, [], lease_seconds=self.lease)
-            await txn.commit(
-                delta, index=index, info={"status": RunStatus.FAILED.value}, state=state
-            )
+            now = clock.now()
+            index = index_ops(delta, [], now=now, lease_seconds=self.lease)
+            await txn.commit(delta, index=index, info=commit_info(state, now), state=state)
         self._forget(run_id)
         self._emit(run_id, "workflow:finish", data={"status": RunStatus.FAILED.value})
         for child_id in children:
