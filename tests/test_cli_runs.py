@@ -1,0 +1,160 @@
+"""``flowkit runs list | cancel | signal``, driven as a subprocess against a SQLite store
+that holds runs in every status (made here, in-process, with the same store)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pytest
+
+import flowkit
+from flowkit import RunStatus
+from flowkit.stores import SQLiteStore
+from flowkit.transports import MemoryTransport
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+APP = """
+    from flowkit import flow, node
+
+    @node
+    async def echo(x: int) -> int:
+        return x
+
+    @node
+    async def explode(x: int) -> int:
+        raise ValueError(f"no {x}")
+
+    @flow
+    async def good(x: int) -> int:
+        return await echo(x)
+
+    @flow
+    async def bad(x: int) -> int:
+        return await explode(x)
+
+    @flow
+    async def gated() -> int:
+        return int(await flow.wait("go"))
+"""
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A store with a completed, failed, awaiting, cancelled and running run."""
+    folder = tmp_path_factory.mktemp("runs_cli")
+    (folder / "runs_app.py").write_text(textwrap.dedent(APP))
+    sys.path.insert(0, str(folder))
+    try:
+        import runs_app
+    finally:
+        sys.path.remove(str(folder))
+    ids = anyio.run(_make_runs, folder / "runs.db", runs_app)
+    return {"folder": folder, "app": runs_app, "store": f"sqlite:///{folder / 'runs.db'}", **ids}
+
+
+async def _make_runs(path: Path, app: Any) -> dict[str, str]:
+    store = SQLiteStore(path)
+    try:
+        async with flowkit.Runtime(store=store) as rt:
+            done = await rt.run(app.good, x=1, tags={"customer": "c1"})
+            failed = await rt.run(app.bad, x=2, tags={"customer": "c2"})
+            waiting = await rt.run(app.gated)
+            cancelled = await rt.run(app.gated)
+            await rt.cancel(cancelled.run_id)
+        client = flowkit.Client(MemoryTransport(), store, flows=[app.good])
+        running = await client.start(app.good, x=3)  # no worker: it stays running
+    finally:
+        await store.close()
+    return {
+        "completed": done.run_id,
+        "failed": failed.run_id,
+        "awaiting": waiting.run_id,
+        "cancelled": cancelled.run_id,
+        "running": running.run_id,
+    }
+
+
+def flowkit_cli(runs: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(runs["folder"]), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "flowkit", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=runs["folder"],
+        timeout=120,
+    )
+
+
+def listed(runs: dict[str, Any], *flags: str) -> list[dict[str, Any]]:
+    done = flowkit_cli(runs, "runs", "list", "--store", runs["store"], "--json", *flags)
+    assert done.returncode == 0, done.stderr
+    return list(json.loads(done.stdout))
+
+
+def test_list_shows_runs_in_every_status(runs: dict[str, Any]) -> None:
+    by_id = {row["run_id"]: row for row in listed(runs)}
+    statuses = {status.value for status in RunStatus}
+    assert {by_id[runs[status]]["status"] for status in statuses} == statuses
+    failed = by_id[runs["failed"]]
+    assert (failed["flow"], failed["tags"]) == ("bad", {"customer": "c2"})
+    assert "no 2" in failed["error_message"]
+    assert by_id[runs["completed"]]["finished_at"] is not None
+    assert by_id[runs["running"]]["finished_at"] is None
+
+
+def test_list_filters_combine(runs: dict[str, Any]) -> None:
+    assert [runs["failed"]] == [r["run_id"] for r in listed(runs, "--status", "failed")]
+    tagged = listed(runs, "--tag", "customer=c1")
+    assert [runs["completed"]] == [r["run_id"] for r in tagged]
+    gated = {r["run_id"] for r in listed(runs, "--flow", "gated")}
+    assert gated == {runs["awaiting"], runs["cancelled"]}
+    assert len(listed(runs, "--limit", "2")) == 2
+
+
+def test_list_prints_a_table_for_people(runs: dict[str, Any]) -> None:
+    done = flowkit_cli(runs, "runs", "list", "--store", runs["store"], "--status", "failed")
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stdout.splitlines() if runs["failed"] in line)
+    assert ["bad", "failed", "customer=c2"] == [
+        cell for cell in row.split() if cell in ("bad", "failed", "customer=c2")
+    ]
+
+
+def test_signal_and_cancel_act_on_stored_runs(runs: dict[str, Any], tmp_path: Path) -> None:
+    own = anyio.run(_make_runs, tmp_path / "own.db", runs["app"])  # the others stay as they are
+    queue = f"sqlite:///{tmp_path / 'queue.db'}"
+    store = f"sqlite:///{tmp_path / 'own.db'}"
+    common = ("--app", "runs_app", "--store", store, "--transport", queue, "--json")
+    signalled = flowkit_cli(runs, "runs", "signal", own["awaiting"], "go", "--data", "5", *common)
+    assert signalled.returncode == 0, signalled.stderr
+    assert json.loads(signalled.stdout)["status"] == "completed"
+    cancelled = flowkit_cli(runs, "runs", "cancel", own["running"], *common)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert json.loads(cancelled.stdout)["status"] == "cancelled"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("runs", "list", "--status", "lost"),
+        ("runs", "list", "--since", "soon"),
+        ("runs", "list", "--limit", "0"),
+        ("runs", "list", "--tag", "customer"),
+        ("runs", "signal", "x", "go", "--data", "{", "--app", "runs_app"),
+        ("runs", "cancel", "x"),
+        ("runs", "list", "--store", "nosuch://x"),
+    ],
+)
+def test_bad_usage_is_one_line_and_exit_2(runs: dict[str, Any], args: tuple[str, ...]) -> None:
+    done = flowkit_cli(runs, *args)
+    assert (done.returncode, len(done.stderr.strip().splitlines())) == (2, 1), done.stderr
+    assert "Traceback" not in done.stderr
