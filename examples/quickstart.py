@@ -1,9 +1,9 @@
 """The README demo: a durable checkout on the embedded defaults (SQLite store).
 
 It waits for a human approval, sleeps durably, fans out and joins, and maps a
-node over a list; every step is committed to a SQLite file (in the temp
-directory), so the run would survive a restart. Run it with
-``python examples/quickstart.py``.
+node over a list; every step is committed to a SQLite file (in a temporary
+directory of its own, removed at the end), so the run would survive a restart.
+Run it with ``python examples/quickstart.py``.
 """
 
 from __future__ import annotations
@@ -81,4 +81,7 @@ async def main(db: Path) -> None:
 
 
 if __name__ == "__main__":
-    anyio.run(main, Path(tempfile.gettempdir()) / "flowkit-demo.db")
+    # a directory of its own: demos run side by side (or by another flowkit version,
+    # whose schema may differ) never share a file
+    with tempfile.TemporaryDirectory(prefix="flowkit-demo-") as folder:
+        anyio.run(main, Path(folder) / "runs.db")
