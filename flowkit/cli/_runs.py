@@ -162,9 +162,10 @@ def list_runs(args: argparse.Namespace) -> int:
     if args.json:
         print_json([_summary(run) for run in page])
         return 0
-    from rich.table import Table
+    from rich.table import Column, Table
 
-    table = Table("run", "flow", "status", "started (UTC)", "ran", "error", "tags")
+    run_column = Column("run", no_wrap=True, min_width=32)  # whole: people copy it
+    table = Table(run_column, "flow", "status", "started (UTC)", "ran", "error", "tags")
     for run in page:
         table.add_row(
             run.run_id,
