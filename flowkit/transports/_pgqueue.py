@@ -42,6 +42,7 @@ from .._durations import Backoff
 from .._errors import MissingDependency, TransportError
 from ..backends._options import check_positive
 from ..backends._postgres import SchemaClient, failure, migrate, redact_dsn, split_dsn
+from ._claims import claim_or_hand_back
 from ._memory import DeadLetter
 from ._protocol import DeliveryError
 
@@ -289,7 +290,7 @@ class PostgresQueueTransport(SchemaClient):
         async with self._listening(self.channel, "receive") as listener:
             naps = self._idle_backoff.delays()  # longer while claims in a row find nothing
             while not self._closed:
-                delivery = await self._claim(queue)
+                delivery = await claim_or_hand_back(lambda: self._claim(queue))
                 if delivery is not None:
                     naps = self._idle_backoff.delays()
                     self._parked.add(listener)

@@ -40,6 +40,7 @@ from .._durations import Backoff
 from .._errors import ConfigurationError, TransportError
 from ..backends._options import check_positive, redact, split_options, sqlite_path
 from ..backends._sqlite import connect
+from ._claims import claim_or_hand_back
 from ._memory import DeadLetter
 from ._protocol import DeliveryError
 
@@ -299,7 +300,7 @@ class SQLiteQueueTransport:
         """Claim messages one at a time, polling with backoff while the queue is empty."""
         naps = self._idle_backoff.delays()  # longer while polls in a row find nothing
         while not self._closed:
-            delivery = await self._claim(queue)
+            delivery = await claim_or_hand_back(lambda: self._claim(queue))
             if delivery is not None:
                 naps = self._idle_backoff.delays()
                 yield delivery
