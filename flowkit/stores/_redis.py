@@ -451,8 +451,9 @@ class RedisStore:
 
     async def _unlock(self, keys: list[str], token: str) -> None:
         # A lock we cannot release (the server is away: a restart keeps the lock with an
-        # append-only file) is released before our next transaction, or expires after
-        # lock_timeout: the run would otherwise stand still that long after a restart.
+        # append-only file) is released by our next call that reaches the server (a
+        # worker's scheduler reads timers and leases every poll interval), else it would
+        # expire only after lock_timeout and every other process wait that long for the run.
         try:
             with translate_errors("release", self.url):
                 await self._release(keys=[keys[2]], args=[token])
@@ -471,6 +472,8 @@ class RedisStore:
 
     async def load(self, run_id: str) -> tuple[RunState, int] | None:
         """A consistent read (MULTI/EXEC) of the run's state and version."""
+        if self._unreleased:
+            await self._release_unreleased()
         with translate_errors("load", self.url):
             return await self._read(self._keys(run_id))
 
@@ -488,6 +491,8 @@ class RedisStore:
 
     async def info(self, run_id: str) -> RunInfo | None:
         """The run's header, or None."""
+        if self._unreleased:
+            await self._release_unreleased()
         with translate_errors("info", self.url):
             values: list[Any] = await self._client.hmget(self._keys(run_id)[0], list(_HEADER))
         blueprint_id, digest, status, version, parent = values
@@ -577,6 +582,8 @@ class RedisStore:
     async def _due(
         self, operation: str, key: str, now: float, limit: int
     ) -> list[tuple[str, str, float]]:
+        if self._unreleased:
+            await self._release_unreleased()
         with translate_errors(operation, self.url):
             rows: list[Any] = await self._client.zrangebyscore(
                 key, "-inf", now, start=0, num=limit, withscores=True
