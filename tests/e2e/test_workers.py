@@ -27,14 +27,17 @@ worker's task group.
 The kill always lands inside a node: the test sets a *trap* (see ``flows_e2e``),
 so the next node any worker runs records its side effect and then hangs, and
 that worker is killed once that happened; that node must run again elsewhere
-under the same key. A second scenario SIGTERMs a worker inside a (1 s) node instead: it
-must finish that node — once, there — and exit 0, while the other worker
-completes every run.
+under the same key. One run's signal is held back until the trap is set, so
+some node certainly runs after that (on a slow machine every other run may have
+run its last node before the test set the trap). A second scenario SIGTERMs a
+worker inside a (1 s) node instead: it must finish that node — once, there — and
+exit 0, while the other worker completes every run.
 """
 
 from __future__ import annotations
 
 import signal
+import threading
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -106,14 +109,18 @@ class Outcome:
 
 async def drive(
     client: Client,
-    crash: Callable[[], Awaitable[str]],
+    crash: Callable[[threading.Event], Awaitable[str]],
     tag: str,
     *,
     runs: int = RUNS,
     crash_after: int = KILL_AFTER,
 ) -> Outcome:
     """Submit the runs (a steady stream), signal each once it waits, crash a worker after
-    ``crash_after`` completed (with others in flight), and wait until every run completed."""
+    ``crash_after`` completed (with others in flight), and wait until every run completed.
+
+    ``crash(armed)`` sets ``armed`` once its trap is set; the last run's signal waits for
+    that, so that run's later nodes spring the trap if no other run has nodes left.
+    """
     started = time.monotonic()
     run_ids = [f"{tag}-{i:02d}" for i in range(runs)]
     outcome = Outcome(
@@ -126,9 +133,11 @@ async def drive(
     submitted = 0
     crashed = anyio.Event()
     crashing = False
+    armed = threading.Event()  # set by the crash's thread once its trap is set
+    reserve = run_ids[-1]
 
     async def crash_now() -> None:
-        outcome.interrupted = await crash()
+        outcome.interrupted = await crash(armed)
         crashed.set()
 
     try:
@@ -149,7 +158,8 @@ async def drive(
                         pending.add(run_id)
                     submitted = max(submitted, due)
                     for run_id in sorted(pending):
-                        if not await _advance(client, run_id, outcome, signalled):
+                        held = run_id == reserve and not armed.is_set()
+                        if not await _advance(client, run_id, outcome, signalled, held=held):
                             continue
                         pending.discard(run_id)
                         done = submitted - len(pending)
@@ -176,8 +186,10 @@ async def drive(
     return outcome
 
 
-async def _advance(client: Client, run_id: str, outcome: Outcome, signalled: set[str]) -> bool:
-    """Signal the run if it waits for its signal; whether it completed."""
+async def _advance(
+    client: Client, run_id: str, outcome: Outcome, signalled: set[str], *, held: bool = False
+) -> bool:
+    """Signal the run if it waits for its signal (unless ``held``); whether it completed."""
     info = await client.store.info(run_id)
     assert info is not None, f"run {run_id} vanished from the store"
     if info.status == RunStatus.COMPLETED:
@@ -185,7 +197,7 @@ async def _advance(client: Client, run_id: str, outcome: Outcome, signalled: set
     if info.status in (RunStatus.FAILED, RunStatus.CANCELLED):
         result = await client.result(run_id)
         raise AssertionError(f"run {run_id} {info.status}: {result.error!r}")
-    if info.status == RunStatus.AWAITING and run_id not in signalled:
+    if info.status == RunStatus.AWAITING and run_id not in signalled and not held:
         loaded = await client.store.load(run_id)
         assert loaded is not None
         if WAIT_NAME in loaded[0].sections["waits"]:
@@ -258,10 +270,14 @@ def _read_tables(prefix: str) -> tuple[list[tuple[str, str, str]], list[tuple[st
 
 
 def crash_inside_a_node(
-    prefix: str, crash: Callable[[str], Any], hold: float = HANG, timeout: float = 60.0
+    prefix: str,
+    crash: Callable[[str], Any],
+    armed: threading.Event,
+    hold: float = HANG,
+    timeout: float = 60.0,
 ) -> tuple[str, str]:
-    """Set a trap, and call ``crash(worker)`` once a node of some worker sprang it; that
-    worker and the node's key.
+    """Set a trap (then set ``armed``), and call ``crash(worker)`` once a node of some
+    worker sprang it; that worker and the node's key.
 
     The trapped node has recorded its side effect and takes ``hold`` seconds (see
     ``flows_e2e``): the crash certainly lands inside it, before its completion.
@@ -276,6 +292,7 @@ def crash_inside_a_node(
         (trap,) = conn.execute(
             f"INSERT INTO {traps} (hold) VALUES (%s) RETURNING id", (hold,)
         ).fetchone() or (None,)
+        armed.set()
         while time.monotonic() < deadline:
             row = conn.execute(
                 f"SELECT worker, idempotency_key FROM {traps} WHERE id = %s", (trap,)
@@ -327,8 +344,10 @@ async def test_worker_processes_survive_a_kill(
             killed.append(by_pid[pid])
             by_pid[pid].kill()
 
-        async def crash() -> str:
-            _, interrupted = await anyio.to_thread.run_sync(crash_inside_a_node, effects, kill)
+        async def crash(armed: threading.Event) -> str:
+            _, interrupted = await anyio.to_thread.run_sync(
+                crash_inside_a_node, effects, kill, armed
+            )
             replacement = worker_processes.start(*args, env=env)
             await replacement.wait_for_line("worker started", START_TIMEOUT)
             return interrupted
@@ -380,9 +399,9 @@ async def test_sigterm_drains_a_busy_worker(
             told.append(by_pid[pid])
             by_pid[pid].popen.send_signal(signal.SIGTERM)
 
-        async def sigterm() -> str:
+        async def sigterm(armed: threading.Event) -> str:
             _, interrupted = await anyio.to_thread.run_sync(
-                crash_inside_a_node, effects, drain, DRAIN_HOLD
+                crash_inside_a_node, effects, drain, armed, DRAIN_HOLD
             )
             return interrupted
 
@@ -447,10 +466,10 @@ async def test_in_process_workers_survive_a_cancelled_worker(
                 cancelled.append(by_name[name])
                 anyio.from_thread.run_sync(scopes[by_name[name]].cancel)
 
-            async def crash() -> str:
+            async def crash(armed: threading.Event) -> str:
                 """Cancel the worker's task group while it is inside a node (unacked)."""
                 _, interrupted = await anyio.to_thread.run_sync(
-                    crash_inside_a_node, effects, cancel
+                    crash_inside_a_node, effects, cancel, armed
                 )
                 replacement = new_worker()
                 workers.append(replacement)
