@@ -1,0 +1,93 @@
+"""What the console can do to a run, through the operations API (``Client`` or ``Runtime``).
+
+An action is offered when the operations object has its method: ``cancel`` and
+``signal`` today; ``retry`` appears by itself on a client that has
+``retry(run_id)``. Each action is a POST that asks for confirmation first
+(see ``_routes``); :func:`perform` carries it out.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+
+class ActionRefused(Exception):
+    """The form cannot be carried out as it is; the message says why (shown on the page)."""
+
+
+@attrs.frozen
+class Action:
+    name: str  # the operations API's method, and the URL's last part
+    label: str
+    question: str  # the confirmation step asks it; {run_id} is filled in
+    for_finished: bool | None  # True: finished runs only, False: unfinished only, None: any
+    danger: bool = False
+
+
+CANCEL = Action(
+    "cancel",
+    "Cancel run",
+    "Cancel run {run_id}? Its running nodes are cancelled (their finally blocks run) "
+    "and it ends cancelled.",
+    for_finished=False,
+    danger=True,
+)
+SIGNAL = Action(
+    "signal",
+    "Send signal",
+    "Send this signal to run {run_id}?",
+    for_finished=False,
+)
+RETRY = Action(
+    "retry",
+    "Retry run",
+    "Retry run {run_id}? It starts again from where it failed.",
+    for_finished=True,
+)
+ACTIONS = {action.name: action for action in (CANCEL, SIGNAL, RETRY)}
+
+
+def offered(operations: Any, *, finished: bool) -> list[Action]:
+    """The actions ``operations`` supports that fit a run that is (not) ``finished``."""
+    if operations is None:
+        return []
+    return [
+        action
+        for action in ACTIONS.values()
+        if callable(getattr(operations, action.name, None))
+        and action.for_finished in (None, finished)
+    ]
+
+
+def signal_arguments(form: Mapping[str, str]) -> tuple[str, Any]:
+    """The signal's name and payload from the form (``name``, ``data`` as JSON)."""
+    name = form.get("name", "").strip()
+    if not name:
+        raise ActionRefused("a signal needs a name: the wait's name the run listens for")
+    text = form.get("data", "").strip()
+    try:
+        return name, json.loads(text) if text else None
+    except ValueError as exc:
+        raise ActionRefused(f'the payload is not JSON ({exc}); e.g. {{"ok": true}}') from None
+
+
+async def perform(operations: Any, action: Action, run_id: str, form: Mapping[str, str]) -> str:
+    """Carry ``action`` out on ``run_id``; returns what to tell the user."""
+    method = getattr(operations, action.name)
+    if action is SIGNAL:
+        name, data = signal_arguments(form)
+        result = await method(run_id, name, data)
+        return f"signal {name!r} delivered; the run is {_status(result)}"
+    result = await method(run_id)
+    return f"{action.label.lower()}: done; the run is {_status(result)}"
+
+
+def _status(result: Any) -> str:
+    status = getattr(result, "status", None)
+    return str(getattr(status, "value", status) or "changed")
