@@ -24,6 +24,7 @@ from .._errors import ChildFailed, DuplicateDelivery, FlowkitError, WaitTimeout,
 from . import _protocol as p
 from ._action import split_action
 from ._program import Program, wait_name
+from ._retry import RetrySteps
 from ._state import RunState, RunStatus
 from ._step_nodes import NodeSteps
 
@@ -78,9 +79,9 @@ def handle_event(
     """Apply one event to ``state`` and return the commands it calls for.
 
     Stale or duplicate events (a dispatch already recorded, a timer already
-    fired, anything after the run finished) change nothing.
+    fired, anything after the run finished but a retry) change nothing.
     """
-    if state.finished:
+    if state.finished and type(event) is not p.RetryRequested:
         return []
     step = Step(program, state, note_completions)
     step.on_event(event)
@@ -89,7 +90,7 @@ def handle_event(
     return step.commands
 
 
-class Step(NodeSteps):
+class Step(NodeSteps, RetrySteps):
     """One transition of one run."""
 
     def __init__(self, program: Program, state: RunState, note_completions: bool = False) -> None:
@@ -101,6 +102,7 @@ class Step(NodeSteps):
         self.queue: deque[tuple[str, bool, bool, str | None]] = deque()
         # (signal name, wait record) of waits that found a signal buffered
         self.buffered_waits: list[tuple[str, dict[str, Any]]] = []
+        self.failing: list[tuple[str, str, Any]] = []
 
     # -- events -------------------------------------------------------------
     def on_event(self, event: p.Event) -> None:
@@ -116,6 +118,8 @@ class Step(NodeSteps):
             self.on_child(event)
         elif isinstance(event, p.CancelRequested):
             self.on_cancel(event.reason)
+        elif isinstance(event, p.RetryRequested):
+            self.on_retry()
 
     def on_cancel(self, reason: str) -> None:
         """Cancel the run: unwind through the ``finally`` (and ``except``) blocks around it.
@@ -179,6 +183,7 @@ class Step(NodeSteps):
         if dispatch is None:
             return
         self.s.drop("dispatches", event.dispatch_id)
+        self.failing.append(("dispatches", event.dispatch_id, dispatch))
         node_id = dispatch["node"]
         spec = self.p.specs[node_id]
         attempt = int(dispatch["attempt"])
@@ -204,6 +209,8 @@ class Step(NodeSteps):
         timer_id = f"retry:{node_id}@{dispatch['act']}:{attempt + 1}"
         if dispatch.get("item") is not None:
             timer_id += f"[{dispatch['item']}]"
+        if dispatch.get("round"):
+            timer_id += f"~{dispatch['round']}"
         record = {
             "node": node_id,
             "purpose": "retry",
@@ -229,9 +236,11 @@ class Step(NodeSteps):
 
     def wait_timed_out(self, timer: dict[str, Any]) -> None:
         name = timer["wait"]
-        if name not in self.s.sections["waits"]:
+        wait = self.s.sections["waits"].get(name)
+        if wait is None:
             return
         self.s.drop("waits", name)
+        self.failing.append(("waits", name, wait))
         info = _from_exception(WaitTimeout(name, self.s.run_id))
         info["wait"] = name
         self.fail_node(timer["node"], info)
@@ -261,6 +270,7 @@ class Step(NodeSteps):
         if child is None:
             return
         self.s.drop("children", event.child_run_id)
+        self.failing.append(("children", event.child_run_id, child))
         if event.status == RunStatus.COMPLETED:
             self.complete(child["node"], event.output, None)
             return
@@ -481,6 +491,8 @@ class Step(NodeSteps):
                     record[_STATUS] = "poisoned"
 
     def finish(self, status: RunStatus, *, output: Any = None, error: Any = None) -> None:
+        if status is RunStatus.FAILED:
+            self.suspend()
         self.cancel_nodes(None, skip=False)
         self.s.put("header", "status", status.value)
         self.s.put("header", "output", output)

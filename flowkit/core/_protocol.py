@@ -64,7 +64,20 @@ class CancelRequested:
     reason: str = "cancelled"
 
 
-Event = NodeCompleted | NodeFailed | TimerFired | SignalReceived | ChildFinished | CancelRequested
+@attrs.frozen
+class RetryRequested:
+    """Resume a failed run: what stood when it failed starts again, with fresh attempts."""
+
+
+Event = (
+    NodeCompleted
+    | NodeFailed
+    | TimerFired
+    | SignalReceived
+    | ChildFinished
+    | CancelRequested
+    | RetryRequested
+)
 
 
 # -- commands (core -> shell) ---------------------------------------------------

@@ -27,6 +27,7 @@ class NodeSteps:
     commands: list[proto.Command]
     queue: deque[tuple[str, bool, bool, str | None]]
     buffered_waits: list[tuple[str, dict[str, Any]]]
+    failing: list[tuple[str, str, Any]]
 
     if TYPE_CHECKING:
 
@@ -98,25 +99,31 @@ class NodeSteps:
         self.finish(RunStatus.COMPLETED, output=value)
 
     def _fire_sleep(self, node_id: str, params: dict[str, Any], back: bool, src: Any) -> None:
-        if "duration_expr" in params:
-            delay = to_seconds(self.p.expr(params["duration_expr"])(self.s.context))
-        else:
-            delay = to_seconds(params.get("duration", 0))
+        delay = self.sleep_delay(params)
         timer_id = f"sleep:{node_id}@{self.record(node_id)[_ACT]}"
         self.s.put("timers", timer_id, {"node": node_id, "purpose": "sleep"})
         self.note("timer:set", node_id, data={"timer_id": timer_id, "delay": delay})
         self.commands.append(proto.StartTimer(timer_id, node_id, delay, "sleep"))
 
+    def sleep_delay(self, params: dict[str, Any]) -> float:
+        if "duration_expr" in params:
+            return to_seconds(self.p.expr(params["duration_expr"])(self.s.context))
+        return to_seconds(params.get("duration", 0))
+
     def _fire_wait(self, node_id: str, params: dict[str, Any], back: bool, src: Any) -> None:
+        self.enter_wait(node_id, self.record(node_id)[_ACT])
+
+    def enter_wait(self, node_id: str, act: int, suffix: str = "") -> None:
+        """Wait for the node's signal (taking a buffered one); ``suffix`` marks its timer."""
         name = wait_name(self.p.specs[node_id])
-        wait: dict[str, Any] = {"node": node_id, "act": self.record(node_id)[_ACT]}
+        wait: dict[str, Any] = {"node": node_id, "act": act}
         if self.s.sections["signals"].get(name):
             self.s.put("waits", name, wait)
             self.buffered_waits.append((name, wait))  # taken once the rest has fired
             return
-        timeout = params.get("timeout")
+        timeout = self.p.specs[node_id].params.get("timeout")
         if timeout is not None:
-            timer_id = f"timeout:{node_id}@{wait['act']}"
+            timer_id = f"timeout:{node_id}@{act}{suffix}"
             wait["timer"] = timer_id
             record = {"node": node_id, "purpose": "timeout", "wait": name}
             self.s.put("timers", timer_id, record)
@@ -255,6 +262,11 @@ class NodeSteps:
 
     def batch_failed(self, dispatch: dict[str, Any], error: dict[str, Any]) -> None:
         node_id = dispatch["node"]
+        sections = self.s.sections
+        if node_id in sections["batches"]:
+            self.failing.append(("batches", node_id, sections["batches"][node_id]))
+        dispatches = sections["dispatches"].items()
+        self.failing.extend(("dispatches", k, d) for k, d in dispatches if d["node"] == node_id)
         self.s.drop("batches", node_id)
         self.cancel_nodes((node_id,), skip=False)
         self.fail_node(node_id, dict(error, item=dispatch["item"]))
@@ -271,7 +283,9 @@ class NodeSteps:
         act: int | None = None,
         fallback: bool = False,
         error: dict[str, Any] | None = None,
+        round_: int = 0,
     ) -> None:
+        """Execute the node; ``round_`` counts the run's retries (see ``_retry``)."""
         if act is None:
             act = self.record(node_id)[_ACT]
         suffix = f"@{act}" if item is None else f"@{act}[{item}]"
@@ -285,6 +299,9 @@ class NodeSteps:
             "item": item,
             "fallback": fallback,
         }
+        if round_:
+            dispatch_id += f"~{round_}"
+            record["round"] = round_
         if error is not None:
             record["error"] = error
         self.s.put("dispatches", dispatch_id, record)
@@ -310,6 +327,7 @@ class NodeSteps:
             act=dispatch["act"],
             fallback=fallback,
             error=error,
+            round_=dispatch.get("round", 0),
         )
 
     # -- arguments ------------------------------------------------------------

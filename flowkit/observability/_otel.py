@@ -65,6 +65,7 @@ _MARKERS: Final = {
     "workflow:pause": "flowkit.run.pause",
     "workflow:resume": "flowkit.run.resume",
     "workflow:cancel": "flowkit.run.cancel",
+    "workflow:retry": "flowkit.run.retry",
     "workflow:stall": "flowkit.run.stall",
     "workflow:finish": "flowkit.run.finish",
     "timer:set": "flowkit.timer.set",

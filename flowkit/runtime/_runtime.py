@@ -25,7 +25,13 @@ from ..core._program import wait_name
 from ..core._state import NullJournal, RunState
 from ..observability._propagation import current_traceparent
 from ..shell._commands import for_parent
-from ..shell._durable import index_ops, refuse_if_finished, split_tags, unknown_digest
+from ..shell._durable import (
+    index_ops,
+    refuse_if_finished,
+    refuse_retry,
+    split_tags,
+    unknown_digest,
+)
 from ..shell._flows import Flows, route_signal
 from ..shell._result import RunHandle, RunResult, detached
 from ._driver import Driver, Run
@@ -196,6 +202,23 @@ class Runtime(Driver):
         """Cancel a run: in-flight nodes are cancelled and it ends ``cancelled``."""
         run = await self._get(run_id)
         await self._advance(run, p.CancelRequested())
+        return self._result_of(run)
+
+    async def retry(self, run_id: str) -> RunResult:
+        """Resume a failed run where it failed; its result once it has advanced as far as
+        it can (like :meth:`signal`).
+
+        The failed node runs again with fresh attempts (and a full retry budget) under
+        its idempotency key; so does whatever else was under way when the run failed
+        (sleeps and wait timeouts start again from their full duration, a child run
+        starts again as a new child run). Completed nodes are not run again. Raises
+        :class:`ResumeError` for a run that did not fail, or failed in a way a retry
+        cannot change (a stalled join), and for a child run (retry its parent).
+        """
+        run = await self._get(run_id)
+        refuse_retry(run.state)
+        await self._advance(run, p.RetryRequested())
+        await run.idle.wait()
         return self._result_of(run)
 
     async def list_runs(

@@ -9,6 +9,7 @@ from .. import _clock as clock
 from .._errors import DuplicateDelivery, ResumeError, StoreError
 from ..core import _protocol as p
 from ..core._machine import handle_event
+from ..core._retry import retry_refusal
 from ..core._state import DELETED, Delta, RunState, RunStatus
 from ..stores._index import check_tags, error_of
 from ..stores._protocol import CommitsOptimistically, Conflict
@@ -219,6 +220,13 @@ def refuse_if_finished(state: RunState, name: str, delivery_id: str | None) -> N
         f"for signal {name!r} any more, so it was not delivered; read the run's result "
         "instead, or start a new run"
     )
+
+
+def refuse_retry(state: RunState) -> None:
+    """Raise a ResumeError saying why, unless ``state`` is a run a retry can resume."""
+    reason = retry_refusal(state)
+    if reason is not None:
+        raise ResumeError(f"cannot retry run {state.run_id!r}: {reason}")
 
 
 def unknown_digest(state: RunState, known: list[str]) -> ResumeError:

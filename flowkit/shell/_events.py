@@ -20,6 +20,7 @@ EVENT_TYPES: Final = frozenset(
         "workflow:pause",
         "workflow:resume",
         "workflow:cancel",
+        "workflow:retry",
         "node:start",
         "node:finish",
         "node:error",

@@ -22,7 +22,7 @@ from .._errors import (
 from ..core import _protocol as p
 from ..core._action import split_action
 from ..core._state import FINISHED_VALUES, RunStatus
-from ..shell._durable import refuse_if_finished, split_tags
+from ..shell._durable import refuse_if_finished, refuse_retry, split_tags
 from ..shell._result import RunResult
 from ..stores._notices import WatchesFinished
 from ._outage import Dependency, despite_store_outages, start_despite_outages, store_dependency
@@ -229,6 +229,29 @@ class Client:
             await self.shell.step(run_id, p.CancelRequested())
 
         await self._despite_outage(f"cancel run {run_id!r}", cancel)
+        return await self.result(run_id)
+
+    async def retry(self, run_id: str) -> RunResult:
+        """Resume a failed run where it failed (see :meth:`flowkit.Runtime.retry`); its
+        result as of now. The workers run the failed node again with fresh attempts.
+
+        Raises :class:`~flowkit.ResumeError` for a run a retry cannot resume, saying why.
+        While the store is unreachable it is tried again once the store is back (for up
+        to ``outage_timeout``); a try that went through before the outage hid the answer
+        is not repeated.
+        """
+        rounds: list[int] = []  # the run's retry count when the first try read it
+
+        async def retry() -> None:
+            state = (await self.shell.replica(run_id, fresh=True)).state
+            done = int(state.header.get("retried", 0))
+            if rounds and done > rounds[0]:
+                return  # an earlier try's commit went through
+            rounds[:] = rounds or [done]
+            refuse_retry(state)
+            await self.shell.step(run_id, p.RetryRequested())
+
+        await self._despite_outage(f"retry run {run_id!r}", retry)
         return await self.result(run_id)
 
     async def _despite_outage(self, what: str, operation: Callable[[], Awaitable[None]]) -> None:
