@@ -21,12 +21,15 @@ class ActionRefused(Exception):
     """The form cannot be carried out as it is; the message says why (shown on the page)."""
 
 
+UNFINISHED = frozenset({"running", "awaiting"})
+
+
 @attrs.frozen
 class Action:
     name: str  # the operations API's method, and the URL's last part
     label: str
     question: str  # the confirmation step asks it; {run_id} is filled in
-    for_finished: bool | None  # True: finished runs only, False: unfinished only, None: any
+    statuses: frozenset[str]  # the run statuses the page offers it in
     danger: bool = False
 
 
@@ -35,34 +38,35 @@ CANCEL = Action(
     "Cancel run",
     "Cancel run {run_id}? Its running nodes are cancelled (their finally blocks run) "
     "and it ends cancelled.",
-    for_finished=False,
+    statuses=UNFINISHED,
     danger=True,
 )
 SIGNAL = Action(
     "signal",
     "Send signal",
     "Send this signal to run {run_id}?",
-    for_finished=False,
+    statuses=UNFINISHED,
 )
 RETRY = Action(
     "retry",
     "Retry run",
-    "Retry run {run_id}? It starts again from where it failed.",
-    for_finished=True,
+    "Retry run {run_id}? The work that stood when it failed starts again (the failed "
+    "node with fresh attempts); nodes that completed are not run again.",
+    statuses=frozenset({"failed"}),
 )
 ACTIONS = {action.name: action for action in (CANCEL, SIGNAL, RETRY)}
 
 
-def offered(operations: Any, *, finished: bool) -> list[Action]:
-    """The actions ``operations`` supports that fit a run that is (not) ``finished``."""
+def supported(operations: Any) -> list[Action]:
+    """The actions ``operations`` has a method for (none without operations)."""
     if operations is None:
         return []
-    return [
-        action
-        for action in ACTIONS.values()
-        if callable(getattr(operations, action.name, None))
-        and action.for_finished in (None, finished)
-    ]
+    return [a for a in ACTIONS.values() if callable(getattr(operations, a.name, None))]
+
+
+def offered(operations: Any, status: str) -> list[Action]:
+    """The actions ``operations`` supports that fit a run in ``status``."""
+    return [action for action in supported(operations) if status in action.statuses]
 
 
 def signal_arguments(form: Mapping[str, str]) -> tuple[str, Any]:

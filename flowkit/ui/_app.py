@@ -105,8 +105,9 @@ def _routes(pages: Any) -> list[Any]:
     return [
         Route("/", pages.home),
         Route("/runs", pages.runs),
-        Route("/runs/{run_id}", pages.run),
-        Route("/runs/{run_id}/{action}", pages.action, methods=["POST"]),
+        # a child's run id has slashes ("parent/node@1"): GET is the run, POST an action
+        Route("/runs/{run_id:path}", pages.run, methods=["GET"]),
+        Route("/runs/{run_id:path}/{action}", pages.action, methods=["POST"]),
         Route("/flows", pages.flows),
         Route("/flows/{flow_id}", pages.flow),
         Route("/login", pages.login, methods=["GET", "POST"]),

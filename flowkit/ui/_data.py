@@ -19,12 +19,13 @@ import anyio
 import attrs
 from markupsafe import Markup
 
+from .._durations import to_seconds
 from .._errors import ConfigurationError
 from ..core._state import FINISHED_VALUES, RunStatus
 from ..shell._result import node_statuses
 from ..stores._protocol import RunSummary
 from . import _graph
-from ._payload import Payload, payload, short
+from ._payload import Payload, payload, short, span
 from ._query import STATUSES
 
 if TYPE_CHECKING:
@@ -302,9 +303,16 @@ def _waits(sections: dict[str, dict[str, Any]], bp: Blueprint | None) -> list[Wa
         node_id = str(wait.get("node", ""))
         spec = specs.get(node_id)
         timeout = spec.params.get("timeout") if spec else None
-        shown = "" if timeout is None else str(timeout)
+        shown = "" if timeout is None else _declared(timeout)
         rows.append(WaitRow(name, node_id, shown, str(wait.get("timer") or "")))
     return rows
+
+
+def _declared(timeout: Any) -> str:
+    try:
+        return span(to_seconds(timeout))
+    except (ConfigurationError, TypeError, ValueError):  # computed as the flow runs
+        return str(timeout)
 
 
 async def _children(

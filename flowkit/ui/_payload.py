@@ -66,3 +66,11 @@ def duration(seconds: float | None) -> str:
         if seconds < limit:
             return f"{seconds / size:.1f}{unit}"
     return f"{seconds / 86_400:.1f}d"
+
+
+def span(seconds: float) -> str:
+    """A declared duration in its largest whole unit: ``1h``, ``90m``, ``2.5s``."""
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"

@@ -106,7 +106,7 @@ class Pages:
         context = {
             "run": view,
             "timeline": _data.timeline(view),
-            "actions": _actions.offered(self.operations, finished=view.finished),
+            "actions": _actions.offered(self.operations, view.status),
             "message": request.query_params.get("message", ""),
             "failed": request.query_params.get("failed", ""),
             "waits_for": [wait.name for wait in view.waits],
@@ -135,9 +135,7 @@ class Pages:
         action = _actions.ACTIONS.get(name)
         if self.read_only:
             return PlainTextResponse("the console is read-only: actions are off", 403)
-        if action is None or action not in _actions.offered(self.operations, finished=False) + (
-            _actions.offered(self.operations, finished=True)
-        ):
+        if action is None or action not in _actions.supported(self.operations):
             return PlainTextResponse(f"no action {name!r} here", 404)
         try:
             if form.get("confirmed") != "1":
@@ -176,7 +174,9 @@ class Pages:
         if isinstance(form, Response):
             return form
         if not same(form.get("token", ""), self.token):
-            return self.login_page(request, problem="that is not the token", status=401)
+            return self.login_page(
+                request, problem="that is not the token", status=401, target=form.get("next", "")
+            )
         target = form.get("next", "")
         if not target.startswith("/") or target.startswith("//"):
             target = _base(request) + "/runs"
@@ -199,10 +199,14 @@ class Pages:
         response.delete_cookie(SESSION_COOKIE, path=_base(request) or "/")
         return response
 
-    def login_page(self, request: Request, *, problem: str = "", status: int = 200) -> Response:
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        if request.url.path.endswith("/login"):
+    def login_page(
+        self, request: Request, *, problem: str = "", status: int = 200, target: str | None = None
+    ) -> Response:
+        """The login form; it goes on to ``target`` (by default the page asked for)."""
+        if target is None and request.url.path.endswith("/login"):
             target = request.query_params.get("next", "")
+        elif target is None:
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         context = {"problem": problem, "next": target}
         return self.render(request, "login.html", context, status)
 
