@@ -137,9 +137,11 @@ def serve() -> Iterator[Callable[..., Served]]:
         server.__exit__(None, None, None)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's chromium, headless, driven by Playwright."""
+    """Debian's chromium, headless, driven by Playwright; for one module at a time, as
+    Playwright's sync API keeps an event loop running in the thread until it stops (the
+    async tests that follow need the thread without one)."""
     if CHROMIUM is None:
         pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
     from playwright.sync_api import sync_playwright
