@@ -11,7 +11,6 @@ import sys
 from typing import Any
 
 import httpx
-import pytest
 
 
 def flowkit(*args: str) -> subprocess.CompletedProcess[str]:
