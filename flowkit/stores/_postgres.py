@@ -113,9 +113,9 @@ _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _URL_OPTIONS: dict[str, Converter] = {"schema": str, "snapshot_every": int, "pool_size": int}
-_SUMMARY: LiteralString = (
-    "SELECT run_id, blueprint_id, digest, status, parent, created_at, updated_at,"
-    " finished_at, error_type, error_message, tags FROM flowkit_runs"
+_SUMMARY: LiteralString = (  # of flowkit_runs r
+    "SELECT r.run_id, r.blueprint_id, r.digest, r.status, r.parent, r.created_at,"
+    " r.updated_at, r.finished_at, r.error_type, r.error_message, r.tags FROM"
 )
 # NOTIFY channel of finished runs; the payload is JSON [schema, run_id]
 FINISHED_CHANNEL = "flowkit_finished"
@@ -321,7 +321,9 @@ class PostgresStore(SchemaClient):
         )
         statement, params = _list_query(query)
         async with self._connection("list_runs") as conn:
-            cur = await conn.execute(statement, params)
+            # never prepared: a plan cached for some values (a rare tag) can be a disaster
+            # for others (a common one), so each page is planned for its own
+            cur = await conn.execute(statement, params, prepare=False)
             rows = await cur.fetchall()
         return query.page([summary(row) for row in rows])
 
@@ -454,36 +456,62 @@ def _replay(row: Any) -> RunState:
 
 
 def _list_query(query: RunQuery) -> tuple[sql.Composed, list[Any]]:
-    """The SELECT of a ``list_runs`` page (one run more than the page, if there is one)."""
-    where: list[sql.SQL] = []
+    """The SELECT of a ``list_runs`` page (one run more than the page, if there is one).
+
+    Shaped as SQLiteStore's (see its ``_list_query``): under a parent filter the runs
+    are read by parent; otherwise the first tag drives, read newest first from
+    ``flowkit_run_tags_match`` (a tag's ``created_at`` is its run's); further tags are
+    looked up per run. One status is an equality, so that ``flowkit_runs_status``
+    gives the page's order (``= ANY`` of an array does not, before PostgreSQL 17).
+    """
+    where: list[sql.Composable] = []
     params: list[Any] = []
 
-    def add(condition: LiteralString, *values: Any) -> None:
-        where.append(sql.SQL(condition))
+    def add(condition: sql.Composable, *values: Any) -> None:
+        where.append(condition)
         params.extend(values)
 
+    tagged = list(query.tags.items())
+    driving = tagged.pop(0) if tagged and query.parent is None else None
+    if driving is not None:
+        source = sql.SQL("flowkit_run_tags t JOIN flowkit_runs r ON r.run_id = t.run_id")
+        add(sql.SQL("t.key = %s AND t.value = %s"), *driving)
+        key = sql.Identifier("t")  # the page's order and the cursor on the tag's index
+    else:
+        source = sql.SQL("flowkit_runs r")
+        key = sql.Identifier("r")
     if query.flow is not None:
-        add("blueprint_id = %s", query.flow)
+        add(sql.SQL("r.blueprint_id = %s"), query.flow)
     if query.statuses is not None:
-        add("status = ANY(%s::text[])", list(query.statuses))
+        if len(query.statuses) == 1:
+            add(sql.SQL("r.status = %s"), query.statuses[0])
+        else:
+            add(sql.SQL("r.status = ANY(%s::text[])"), list(query.statuses))
     if query.parent is not None:
-        add("parent = %s", query.parent)
+        add(sql.SQL("r.parent = %s"), query.parent)
     if query.created_after is not None:
-        add("created_at >= %s::float8", query.created_after)
+        add(sql.SQL("{}.created_at >= %s::float8").format(key), query.created_after)
     if query.created_before is not None:
-        add("created_at < %s::float8", query.created_before)
+        add(sql.SQL("{}.created_at < %s::float8").format(key), query.created_before)
     if query.after is not None:
-        add('(created_at, run_id COLLATE "C") < (%s::float8, %s::text)', *query.after)
-    for key, value in query.tags.items():
         add(
-            "run_id IN (SELECT run_id FROM flowkit_run_tags WHERE key = %s AND value = %s)",
-            key,
-            value,
+            sql.SQL('({0}.created_at, {0}.run_id COLLATE "C") < (%s::float8, %s::text)').format(
+                key
+            ),
+            *query.after,
+        )
+    for tag in tagged:
+        add(
+            sql.SQL(
+                "EXISTS (SELECT 1 FROM flowkit_run_tags x"
+                " WHERE x.run_id = r.run_id AND x.key = %s AND x.value = %s)"
+            ),
+            *tag,
         )
     conditions = sql.SQL(" WHERE {}").format(sql.SQL(" AND ").join(where)) if where else sql.SQL("")
-    statement = sql.SQL('{} {} ORDER BY created_at DESC, run_id COLLATE "C" DESC LIMIT %s').format(
-        sql.SQL(_SUMMARY), conditions
-    )
+    statement = sql.SQL(
+        '{} {}{} ORDER BY {key}.created_at DESC, {key}.run_id COLLATE "C" DESC LIMIT %s'
+    ).format(sql.SQL(_SUMMARY), source, conditions, key=key)
     return statement, [*params, query.limit + 1]
 
 

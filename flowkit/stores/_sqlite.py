@@ -86,7 +86,7 @@ _HEADER = (
     " finished_at=CASE WHEN ? THEN COALESCE(finished_at, ?) ELSE finished_at END,"
     " error_type=COALESCE(?, error_type), error_message=COALESCE(?, error_message)"
 )
-_SUMMARY = ", ".join(SUMMARY_FIELDS)
+_SUMMARY_R = ", ".join(f"r.{field}" for field in SUMMARY_FIELDS)  # of flowkit_runs r
 
 
 def _statements(script: str) -> Callable[[sqlite3.Connection], None]:
@@ -307,14 +307,10 @@ class SQLiteStore:
             limit=limit,
             cursor=cursor,
         )
-        where, params = _filters(query)
-        statement = (
-            f"SELECT {_SUMMARY} FROM flowkit_runs{where}"
-            " ORDER BY created_at DESC, run_id DESC LIMIT ?"
-        )
+        statement, params = _list_query(query)
 
         def read(conn: sqlite3.Connection) -> list[Any]:
-            return conn.execute(statement, (*params, query.limit + 1)).fetchall()
+            return conn.execute(statement, params).fetchall()
 
         rows = await self._locked(read)
         return query.page([summary(row) for row in rows])
@@ -412,32 +408,60 @@ def _migrate(conn: sqlite3.Connection, path: str) -> None:
         raise
 
 
-def _filters(query: RunQuery) -> tuple[str, list[Any]]:
-    """The WHERE clause of a ``list_runs`` query, and its parameters."""
+def _list_query(query: RunQuery) -> tuple[str, list[Any]]:
+    """The SELECT of a ``list_runs`` page (one run more than the page, if there is one),
+    and its parameters.
+
+    SQLite keeps no statistics here (nothing runs ``ANALYZE``), so the statement's shape
+    picks the index. A parent filter (the children of one run: few) reads them by
+    ``flowkit_runs_parent``. Otherwise the first tag drives: its ``flowkit_run_tags_match``
+    entries are in the page's order (a tag's ``created_at`` is its run's), so the page
+    is read newest first and stops at the limit however common or rare the tag (an
+    ``IN (SELECT ...)`` made SQLite collect and sort every run with the tag). Further
+    tags, and every tag under a parent filter, are looked up per run by primary key.
+    """
+    tagged = list(query.tags.items())
+    driving = tagged.pop(0) if tagged and query.parent is None else None
     where: list[str] = []
     params: list[Any] = []
+    if driving is not None:
+        source = "flowkit_run_tags t JOIN flowkit_runs r ON r.run_id = t.run_id"
+        where.append("t.key = ? AND t.value = ?")
+        params += driving
+        key = "t"  # the page's order and the cursor on the tag's index
+    else:
+        source = "flowkit_runs r"
+        key = "r"
     if query.flow is not None:
-        where.append("blueprint_id = ?")
+        where.append("r.blueprint_id = ?")
         params.append(query.flow)
     if query.statuses is not None:
-        where.append(f"status IN ({', '.join('?' * len(query.statuses))})")
+        where.append(f"r.status IN ({', '.join('?' * len(query.statuses))})")
         params.extend(query.statuses)
     if query.parent is not None:
-        where.append("parent = ?")
+        where.append("r.parent = ?")
         params.append(query.parent)
     if query.created_after is not None:
-        where.append("created_at >= ?")
+        where.append(f"{key}.created_at >= ?")
         params.append(query.created_after)
     if query.created_before is not None:
-        where.append("created_at < ?")
+        where.append(f"{key}.created_at < ?")
         params.append(query.created_before)
     if query.after is not None:
-        where.append("(created_at, run_id) < (?, ?)")
+        where.append(f"({key}.created_at, {key}.run_id) < (?, ?)")
         params.extend(query.after)
-    for key, value in query.tags.items():
-        where.append("run_id IN (SELECT run_id FROM flowkit_run_tags WHERE key = ? AND value = ?)")
-        params += [key, value]
-    return (" WHERE " + " AND ".join(where) if where else ""), params
+    for tag in tagged:
+        where.append(
+            "EXISTS (SELECT 1 FROM flowkit_run_tags x"
+            " WHERE x.run_id = r.run_id AND x.key = ? AND x.value = ?)"
+        )
+        params += tag
+    conditions = " WHERE " + " AND ".join(where) if where else ""
+    statement = (
+        f"SELECT {_SUMMARY_R} FROM {source}{conditions}"
+        f" ORDER BY {key}.created_at DESC, {key}.run_id DESC LIMIT ?"
+    )
+    return statement, [*params, query.limit + 1]
 
 
 def _begin(run_id: str, conn: sqlite3.Connection) -> tuple[int, int, str] | None:
