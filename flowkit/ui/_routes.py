@@ -89,6 +89,7 @@ class Pages:
             "not_found": query.q,
             "now": clock.now(),
             "took": time.perf_counter() - started,
+            "sample": _data.COUNT_SAMPLE,
         }
         partial = request.query_params.get(PARTIAL) == "1"
         return self.render(request, "runs_live.html" if partial else "runs.html", context)
