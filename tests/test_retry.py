@@ -149,9 +149,7 @@ class TestOnTheRuntime:
         assert (RunStatus.COMPLETED, 102) == (retried.status, retried.output)
         assert [1, 2, 1, 2] == [attempt for attempt, _ in RAN["stubborn"]]
 
-    async def test_a_failed_map_item_runs_again_and_finished_items_do_not(
-        self, store: Any
-    ) -> None:
+    async def test_a_failed_map_item_runs_again_and_finished_items_do_not(self, store: Any) -> None:
         FAILURES["square:2"] = 1
         async with Runtime(store=store, flows=[mapped]) as rt:
             failed = await rt.run(mapped, n=4)
@@ -198,6 +196,7 @@ class TestOnTheRuntime:
                 await rt.retry(cancelled.run_id)
             with pytest.raises(ResumeError, match="unknown run"):
                 await rt.retry("no-such-run")
+
 
 def _child_of(result: Any) -> str:
     """The id of the (first) child run the parent started."""

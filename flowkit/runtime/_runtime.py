@@ -33,12 +33,14 @@ from ..shell._durable import (
     unknown_digest,
 )
 from ..shell._flows import Flows, route_signal
+from ..shell._purge import purge_runs
 from ..shell._result import RunHandle, RunResult, detached
 from ._driver import Driver, Run
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 
+    from .._durations import Duration
     from ..shell._middleware import Middleware
     from ..shell._target import Target
     from ..stores._protocol import RunPage
@@ -220,6 +222,23 @@ class Runtime(Driver):
         await self._advance(run, p.RetryRequested())
         await run.idle.wait()
         return self._result_of(run)
+
+    async def purge(
+        self,
+        older_than: Duration,
+        *,
+        status: str | Collection[str] | None = None,
+        batch: int = 500,
+    ) -> int:
+        """Delete the runs that finished more than ``older_than`` ago (``"30d"``, seconds or
+        a ``timedelta``), with everything the store keeps for them; how many.
+
+        ``status`` narrows it to some final statuses (``"completed"``, ``"failed"``,
+        ``"cancelled"``; all by default). Runs that have not finished are never deleted.
+        Deletes ``batch`` runs per store call. Raises
+        :class:`~flowkit.ConfigurationError` for a bad argument or when the runtime has no store.
+        """
+        return await purge_runs(self.store, older_than, status=status, batch=batch)
 
     async def list_runs(
         self,

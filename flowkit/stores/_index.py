@@ -124,10 +124,6 @@ def run_query(
             raise ConfigurationError(
                 f"list_runs: {name} must be a str or None, got {type(value).__name__}"
             )
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-        raise ConfigurationError(
-            f"list_runs: limit must be an int from 1 to {MAX_LIMIT}, got {limit!r}"
-        )
     return RunQuery(
         flow,
         _statuses(status),
@@ -135,43 +131,85 @@ def run_query(
         _time("created_after", created_after),
         _time("created_before", created_before),
         parent,
-        limit,
+        _limit(limit, "list_runs"),
         None if cursor is None else decode_cursor(cursor),
     )
 
 
-def _statuses(status: str | Collection[str] | None) -> tuple[str, ...] | None:
+def _statuses(
+    status: str | Collection[str] | None, where: str = "list_runs"
+) -> tuple[str, ...] | None:
     if status is None:
         return None
     wanted = [status] if isinstance(status, str) else status
     if not isinstance(wanted, Collection) or isinstance(wanted, Mapping):
         raise ConfigurationError(
-            f"list_runs: status must be a run status or a collection of them, got {status!r}"
+            f"{where}: status must be a run status or a collection of them, got {status!r}"
         )
     found = set()
     for value in wanted:
         if value not in STATUSES:
             raise ConfigurationError(
-                f"list_runs: status {value!r} is not a run status "
+                f"{where}: status {value!r} is not a run status "
                 f"(one of: {', '.join(sorted(STATUSES))})"
             )
         found.add(str(value))
     if not found:
         raise ConfigurationError(
-            "list_runs: status is an empty collection, which no run matches; "
+            f"{where}: status is an empty collection, which no run matches; "
             "pass None for runs of any status"
         )
     return tuple(sorted(found))
 
 
-def _time(name: str, value: float | None) -> float | None:
+def _limit(limit: int, where: str) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise ConfigurationError(
+            f"{where}: limit must be an int from 1 to {MAX_LIMIT}, got {limit!r}"
+        )
+    return limit
+
+
+def _time(name: str, value: float | None, where: str = "list_runs") -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ConfigurationError(
-            f"list_runs: {name} must be unix seconds (a finite number) or None, got {value!r}"
+            f"{where}: {name} must be unix seconds (a finite number) or None, got {value!r}"
         )
     return float(value)
+
+
+# -- purging ------------------------------------------------------------------------------
+@attrs.frozen
+class PurgeQuery:
+    """Checked arguments of a store's ``purge``."""
+
+    before: float  # runs that finished before this (unix seconds)
+    statuses: tuple[str, ...]  # final statuses only (sorted)
+    limit: int
+
+    def matches(self, run: RunSummary) -> bool:
+        ended = run.finished_at if run.finished_at is not None else run.updated_at
+        return run.status in self.statuses and run.created_at < self.before and ended < self.before
+
+
+def purge_query(
+    *, finished_before: float, status: str | Collection[str] | None, limit: int
+) -> PurgeQuery:
+    """Check ``purge``'s arguments; a :class:`~flowkit.ConfigurationError` names a bad one.
+    Only finished runs are ever purged: a status that is not final is refused."""
+    before = _time("finished_before", finished_before, "purge")
+    if before is None:
+        raise ConfigurationError("purge: finished_before is required (unix seconds)")
+    statuses = _statuses(status, "purge") or tuple(sorted(FINISHED_VALUES))
+    unfinished = sorted(set(statuses) - FINISHED_VALUES)
+    if unfinished:
+        raise ConfigurationError(
+            f"purge: status {unfinished[0]!r} is not final; purge deletes finished runs only "
+            f"(status one of: {', '.join(sorted(FINISHED_VALUES))})"
+        )
+    return PurgeQuery(before, statuses, _limit(limit, "purge"))
 
 
 # -- the cursor ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import attrs
 from .._errors import ConfigurationError
 from ..backends._options import check_positive, redact, split_options
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
-from ._index import created_fields, run_query, split_info
+from ._index import created_fields, purge_query, run_query, split_info
 from ._notices import Announcer, finishes
 from ._protocol import (
     NO_INDEX,
@@ -197,6 +197,32 @@ class MemoryStore:
                 if len(rows) > query.limit:
                     break
         return query.page(rows)
+
+    async def purge(
+        self,
+        *,
+        finished_before: float,
+        status: str | Collection[str] | None = None,
+        limit: int = 500,
+    ) -> list[str]:
+        """Delete finished runs (see :meth:`flowkit.stores.Store.purge`), oldest first."""
+        query = purge_query(finished_before=finished_before, status=status, limit=limit)
+        doomed: list[str] = []
+        for created_at, run_id in self._by_creation:
+            if created_at >= query.before or len(doomed) == query.limit:
+                break
+            stored = self._runs[run_id]
+            if query.matches(stored.summary) and not stored.lock.locked():
+                doomed.append(run_id)
+        for run_id in doomed:
+            stored = self._runs.pop(run_id)
+            key = (stored.summary.created_at, run_id)
+            del self._by_creation[bisect.bisect_left(self._by_creation, key)]
+        gone = set(doomed)
+        for held in (self._timers, self._leases):
+            for stale in [key for key in held if key[0] in gone]:
+                del held[stale]
+        return doomed
 
     async def due_timers(self, now: float, limit: int = 100) -> list[DueTimer]:
         due = [(at, key) for key, at in self._timers.items() if at <= now]

@@ -25,7 +25,7 @@ from .._errors import MissingDependency, StoreError
 from ..backends._options import check_positive
 from ..backends._postgres import SchemaClient, failure, migrate, redact_dsn, split_dsn
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
-from ._index import created_fields, run_query, split_info, summary
+from ._index import created_fields, purge_query, run_query, split_info, summary
 from ._notices import finishes
 from ._postgres_attempt import PostgresAttempt
 from ._protocol import (
@@ -58,6 +58,17 @@ if TYPE_CHECKING:
 
 _log = structlog.get_logger("flowkit.stores")
 _NOW: LiteralString = "extract(epoch FROM statement_timestamp())::double precision"
+# finished runs and every row of theirs (see purge); each table is keyed by run_id
+_PURGE: LiteralString = (
+    "WITH doomed AS (SELECT run_id FROM flowkit_runs WHERE status = ANY(%s)"
+    " AND created_at < %s AND coalesce(finished_at, updated_at) < %s LIMIT %s"
+    " FOR UPDATE SKIP LOCKED),"
+    " journal AS (DELETE FROM flowkit_journal WHERE run_id IN (SELECT run_id FROM doomed)),"
+    " timers AS (DELETE FROM flowkit_timers WHERE run_id IN (SELECT run_id FROM doomed)),"
+    " leases AS (DELETE FROM flowkit_leases WHERE run_id IN (SELECT run_id FROM doomed)),"
+    " tags AS (DELETE FROM flowkit_run_tags WHERE run_id IN (SELECT run_id FROM doomed))"
+    " DELETE FROM flowkit_runs WHERE run_id IN (SELECT run_id FROM doomed) RETURNING run_id"
+)
 _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
     (  # v1: the same tables as SQLiteStore
         "CREATE TABLE flowkit_runs (run_id TEXT PRIMARY KEY, blueprint_id TEXT NOT NULL,"
@@ -326,6 +337,21 @@ class PostgresStore(SchemaClient):
             cur = await conn.execute(statement, params, prepare=False)
             rows = await cur.fetchall()
         return query.page([summary(row) for row in rows])
+
+    async def purge(
+        self,
+        *,
+        finished_before: float,
+        status: str | Collection[str] | None = None,
+        limit: int = 500,
+    ) -> list[str]:
+        """Delete finished runs (see :meth:`flowkit.stores.Store.purge`) in one statement,
+        found through the status index; rows a transaction holds are skipped."""
+        query = purge_query(finished_before=finished_before, status=status, limit=limit)
+        rows = await self._query(
+            "purge", _PURGE, (list(query.statuses), query.before, query.before, query.limit)
+        )
+        return [row[0] for row in rows]
 
     # -- timers and leases ----------------------------------------------------
     async def due_timers(self, now: float, limit: int = 100) -> list[DueTimer]:

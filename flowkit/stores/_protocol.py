@@ -254,5 +254,21 @@ class Store(Protocol):
         :class:`~flowkit.ConfigurationError` naming a bad argument.
         """
 
+    async def purge(
+        self,
+        *,
+        finished_before: float,
+        status: str | Collection[str] | None = None,
+        limit: int = 500,
+    ) -> list[str]:
+        """Delete up to ``limit`` (1 to 1000) runs that finished before ``finished_before``
+        (unix seconds), with everything stored for them; the ids of those deleted.
+
+        ``status`` narrows the final statuses purged (completed, failed, cancelled; all
+        by default). A run that has not finished is never deleted (a status that is not
+        final raises :class:`~flowkit.ConfigurationError`), nor one whose transaction is
+        under way. Call again until it returns fewer than ``limit`` ids.
+        """
+
     async def close(self) -> None:
         """Release connections."""

@@ -48,7 +48,15 @@ from .._errors import ConfigurationError, MissingDependency, StoreError
 from ..backends._options import check_positive, redact, split_options
 from ..backends._redis import _HAVE_REDIS, error_roots, redis_client
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
-from ._index import SUMMARY_FIELDS, created_fields, run_query, split_info, summary
+from ._index import (
+    SUMMARY_FIELDS,
+    created_fields,
+    decode_tags,
+    purge_query,
+    run_query,
+    split_info,
+    summary,
+)
 from ._notices import finishes
 from ._protocol import (
     NO_INDEX,
@@ -272,6 +280,19 @@ if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
 end
 return false
 """
+# KEYS: run, journal, lock, then the index sets the run is in (every run, status, flow,
+# parent?, tags...); ARGV: run id, the status it was found in, finished_before
+_PURGE_ONE = """
+if redis.call('exists', KEYS[3]) == 1 then return 0 end
+local run = redis.call('hmget', KEYS[1], 'status', 'finished_at', 'updated_at')
+local ended = tonumber(run[2] or run[3] or '')
+if run[1] ~= ARGV[2] or not ended or ended >= tonumber(ARGV[3]) then return 0 end
+redis.call('del', KEYS[1], KEYS[2])
+for i = 4, #KEYS do redis.call('zrem', KEYS[i], ARGV[1]) end
+return 1
+"""
+_PURGE_CHUNK = 200  # candidates read per round trip
+
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
@@ -334,6 +355,7 @@ class RedisStore:
         self._acquire = self._client.register_script(_ACQUIRE)
         self._release = self._client.register_script(_RELEASE)
         self._list = self._client.register_script(_LIST)
+        self._purge_one = self._client.register_script(_PURGE_ONE)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
@@ -545,6 +567,57 @@ class RedisStore:
             found: list[Any] = await self._list(keys=keys, args=args)
         width = len(SUMMARY_FIELDS)
         return query.page([summary(found[i : i + width]) for i in range(0, len(found), width)])
+
+    async def purge(
+        self,
+        *,
+        finished_before: float,
+        status: str | Collection[str] | None = None,
+        limit: int = 500,
+    ) -> list[str]:
+        """Delete finished runs (see :meth:`flowkit.stores.Store.purge`): candidates from
+        the status sets (scored by ``created_at``), each deleted by a script that checks
+        it is still that status, finished before the cutoff and not locked. A finished
+        run has no timers or leases left to delete."""
+        query = purge_query(finished_before=finished_before, status=status, limit=limit)
+        doomed: list[str] = []
+        with translate_errors("purge", self.url):
+            for wanted in query.statuses:
+                await self._purge_status(wanted, query.before, query.limit, doomed)
+        return doomed
+
+    async def _purge_status(
+        self, status: str, before: float, limit: int, doomed: list[str]
+    ) -> None:
+        skipped = 0  # candidates left in the set (not finished before the cutoff, locked)
+        while len(doomed) < limit:
+            ids: list[str] = await self._client.zrangebyscore(
+                self._index_key("status", status),
+                "-inf",
+                f"({before!r}",
+                start=skipped,
+                num=min(_PURGE_CHUNK, limit - len(doomed)),
+            )
+            if not ids:
+                return
+            async with self._client.pipeline(transaction=False) as pipe:
+                for run_id in ids:
+                    pipe.hmget(self._keys(run_id)[0], ["blueprint_id", "parent", "tags"])
+                found: list[Any] = await pipe.execute()
+            async with self._client.pipeline(transaction=False) as pipe:
+                for run_id, (flow, parent, tags) in zip(ids, found, strict=True):
+                    keys = [*self._keys(run_id)[:3], f"{self.prefix}:runs"]
+                    keys += [self._index_key("status", status), self._index_key("flow", flow or "")]
+                    keys += [self._index_key("parent", parent)] if parent else []
+                    keys += [self._tag_key(k, v) for k, v in decode_tags(tags).items()]
+                    args = [run_id, status, repr(before)]
+                    await self._purge_one(keys=keys, args=args, client=pipe)
+                deleted: list[Any] = await pipe.execute()
+            for run_id, gone in zip(ids, deleted, strict=True):
+                if gone:
+                    doomed.append(run_id)
+                else:
+                    skipped += 1
 
     # -- timers and leases ----------------------------------------------------
     async def due_timers(self, now: float, limit: int = 100) -> list[DueTimer]:

@@ -21,7 +21,15 @@ from ..backends._options import check_positive, redact, split_options, sqlite_pa
 from ..backends._sqlite import connect
 from ..core._state import FINISHED_VALUES
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
-from ._index import SUMMARY_FIELDS, created_fields, error_of, run_query, split_info, summary
+from ._index import (
+    SUMMARY_FIELDS,
+    created_fields,
+    error_of,
+    purge_query,
+    run_query,
+    split_info,
+    summary,
+)
 from ._protocol import (
     NO_INDEX,
     DueTimer,
@@ -87,6 +95,14 @@ _HEADER = (
     " error_type=COALESCE(?, error_type), error_message=COALESCE(?, error_message)"
 )
 _SUMMARY_R = ", ".join(f"r.{field}" for field in SUMMARY_FIELDS)  # of flowkit_runs r
+# every table with rows of a run (keyed by run_id), flowkit_runs last
+_RUN_TABLES = (
+    "flowkit_journal",
+    "flowkit_timers",
+    "flowkit_leases",
+    "flowkit_run_tags",
+    "flowkit_runs",
+)
 
 
 def _statements(script: str) -> Callable[[sqlite3.Connection], None]:
@@ -314,6 +330,38 @@ class SQLiteStore:
 
         rows = await self._locked(read)
         return query.page([summary(row) for row in rows])
+
+    async def purge(
+        self,
+        *,
+        finished_before: float,
+        status: str | Collection[str] | None = None,
+        limit: int = 500,
+    ) -> list[str]:
+        """Delete finished runs (see :meth:`flowkit.stores.Store.purge`) in one write
+        transaction, found through the status index."""
+        query = purge_query(finished_before=finished_before, status=status, limit=limit)
+        marks = ", ".join("?" * len(query.statuses))
+        select = (
+            f"SELECT run_id FROM flowkit_runs WHERE status IN ({marks}) AND created_at < ?"
+            " AND COALESCE(finished_at, updated_at) < ? LIMIT ?"
+        )
+
+        def delete(conn: sqlite3.Connection) -> list[str]:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = conn.execute(
+                    select, (*query.statuses, query.before, query.before, query.limit)
+                ).fetchall()
+                for table in _RUN_TABLES:
+                    conn.executemany(f"DELETE FROM {table} WHERE run_id = ?", rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return [row[0] for row in rows]
+
+        return await self._locked(delete)
 
     # -- timers and leases ----------------------------------------------------
     async def due_timers(self, now: float, limit: int = 100) -> list[DueTimer]:

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 import anyio
 import structlog
 
-from .._errors import FlowkitError
+from .._durations import to_seconds
+from .._errors import ConfigurationError, FlowkitError
 from .._version import __version__
 from ..shell._apps import UsageError as UsageError
 from ..shell._apps import app_spec, load_flows
@@ -118,6 +119,13 @@ def parser(
         f"{MAX_LEASE:g} (a week) (default: %(default)s)",
     )
     cli.add_argument(
+        "--retention",
+        type=_retention,
+        metavar="AGE",
+        help="delete runs that finished longer ago than AGE (e.g. 30d, 12h), in the "
+        "background in small batches (default: keep every run)",
+    )
+    cli.add_argument(
         "--webhooks",
         type=_host_port,
         metavar="HOST:PORT",
@@ -164,6 +172,18 @@ def _lease(text: str) -> float:
     if not 0 < value <= MAX_LEASE:  # NaN and infinity too
         raise argparse.ArgumentTypeError(
             f"expected seconds above 0 and at most {MAX_LEASE:g} (a week), e.g. 30; got {text!r}"
+        )
+    return value
+
+
+def _retention(text: str) -> float:
+    try:
+        value = to_seconds(text)
+    except ConfigurationError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(
+            f"expected an age above 0 such as 30d, 12h or 3600 (seconds); got {text!r}"
         )
     return value
 
@@ -218,7 +238,13 @@ async def serve(args: argparse.Namespace, *, bounded_exit: bool = False) -> None
     store = _build("--store", store_from_url, args.store)
     transport = _build("--transport", transport_from_url, args.transport)
     worker = Worker(
-        flows, transport, store, concurrency=args.concurrency, queue=args.queue, lease=args.lease
+        flows,
+        transport,
+        store,
+        concurrency=args.concurrency,
+        queue=args.queue,
+        lease=args.lease,
+        retention=args.retention,
     )
     worker.fail_fast = True  # an unreachable broker at start exits 2
     failed = True

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import structlog
 
-from .._durations import Backoff
+from .._durations import Backoff, Duration
 from .._errors import (
     ConfigurationError,
     DuplicateDelivery,
@@ -23,6 +23,7 @@ from ..core import _protocol as p
 from ..core._action import split_action
 from ..core._state import FINISHED_VALUES, RunStatus
 from ..shell._durable import refuse_if_finished, refuse_retry, split_tags
+from ..shell._purge import purge_runs
 from ..shell._result import RunResult
 from ..stores._notices import WatchesFinished
 from ._outage import Dependency, despite_store_outages, start_despite_outages, store_dependency
@@ -345,6 +346,23 @@ class Client:
                 yield notices
         finally:
             self._watching -= 1
+
+    async def purge(
+        self,
+        older_than: Duration,
+        *,
+        status: str | Collection[str] | None = None,
+        batch: int = 500,
+    ) -> int:
+        """Delete the runs that finished more than ``older_than`` ago (``"30d"``, seconds or
+        a ``timedelta``), with everything the store keeps for them; how many.
+
+        ``status`` narrows it to some final statuses (``"completed"``, ``"failed"``,
+        ``"cancelled"``; all by default). Runs that have not finished are never deleted.
+        Deletes ``batch`` runs per store call. Raises
+        :class:`~flowkit.ConfigurationError` for a bad argument.
+        """
+        return await purge_runs(self.store, older_than, status=status, batch=batch)
 
     async def list_runs(
         self,

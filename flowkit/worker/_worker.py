@@ -9,12 +9,14 @@ import anyio
 import structlog
 
 from .. import _clock as clock
+from .._durations import to_seconds
 from .._errors import FlowkitError, ResumeError, StoreError, TransportError
 from ..backends._options import check_positive
 from ..core import _protocol as p
 from ..shell._durable import CHILD_LEASE, dispatch_command
 from ..shell._events import Event, EventBus
 from ..shell._execute import Executor
+from ..shell._purge import cutoff, purger
 from ._heartbeat import Heartbeats
 from ._messages import ENQUEUED_AT_HEADER, MalformedMessage, NodeMessage, names_a_run
 from ._outage import Dependency, despite_store_outages, store_dependency
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskGroup
 
+    from .._durations import Duration
     from ..shell._durable import Replica
     from ..shell._middleware import Middleware
     from ..stores._protocol import Store
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
     from ._heartbeat import Beat
 
 log = structlog.get_logger("flowkit.worker")
+RETENTION_BATCH = 100  # runs one store call of the retention deletes
 T = TypeVar("T")
 
 
@@ -57,6 +61,10 @@ class Worker:
     and resumes by itself, logging one line when the store goes and one when it
     comes back. A broker it cannot receive from is retried the same way.
 
+    With ``retention`` (``"30d"``, seconds or a ``timedelta``) the worker also deletes
+    the runs that finished longer ago than that, every ``retention_interval`` seconds,
+    in small batches (any number of workers may do it at once).
+
     >>> import flowkit
     >>> from flowkit.stores import MemoryStore
     >>> from flowkit.transports import MemoryTransport
@@ -75,10 +83,20 @@ class Worker:
         middleware: Sequence[Middleware] = (),
         poll_interval: float = 1.0,
         cancel_check_interval: float = 2.0,
+        retention: Duration | None = None,
+        retention_interval: float = 60.0,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be 1 or more, got {concurrency}")
-        check_positive("Worker", cancel_check_interval=cancel_check_interval)
+        check_positive(
+            "Worker",
+            cancel_check_interval=cancel_check_interval,
+            retention_interval=retention_interval,
+        )
+        self.retention = None if retention is None else to_seconds(retention)
+        if retention is not None:
+            purger(store, "Worker(retention=...)")  # a store that cannot purge: say so now
+        self.retention_interval = retention_interval
         self.events = EventBus()
         self.transport = transport
         self.store = store
@@ -125,6 +143,8 @@ class Worker:
             # the nodes held through a store outage extend their leases before the
             # reconciler counts them as lost: republishing them would only run them twice
             tg.start_soon(self._loop, self._reconcile, self.lease)
+            if self.retention is not None:
+                tg.start_soon(self._loop, self._purge_old_runs, 0.0, self.retention_interval)
             await tg.start(self.heartbeats.run)
             task_status.started()
             await self._consume()
@@ -333,9 +353,11 @@ class Worker:
         await _settle(delivery.dead_letter(reason))
 
     # -- timers and leases ----------------------------------------------------
-    async def _loop(self, step: Any, grace_after_outage: float = 0.0) -> None:
-        """``step()`` every ``poll_interval``; after a store outage, ``grace_after_outage``
-        seconds after the store is back."""
+    async def _loop(
+        self, step: Any, grace_after_outage: float = 0.0, interval: float | None = None
+    ) -> None:
+        """``step()`` every ``interval`` (default ``poll_interval``); after a store outage,
+        ``grace_after_outage`` seconds after the store is back."""
         while True:
             try:
                 await step()
@@ -347,13 +369,26 @@ class Worker:
             if self.store_health.down:
                 await self.store_health.until_up()
                 await anyio.sleep(grace_after_outage)
-            await anyio.sleep(self.poll_interval)
+            await anyio.sleep(self.poll_interval if interval is None else interval)
 
     async def tick(self) -> None:
         """Once, what the scheduler does every ``poll_interval``: fire the timers that are
         due and publish again the dispatches whose leases ran out."""
         await self._fire_due_timers()
         await self._reconcile()
+
+    async def _purge_old_runs(self) -> None:
+        """The retention: delete the runs that finished over ``retention`` ago, a small
+        batch per store call (each a short transaction), until none is left."""
+        assert self.retention is not None
+        before = cutoff(self.retention)
+        purge = purger(self.store, "Worker(retention=...)")
+        while not self._draining:
+            purged = await purge(finished_before=before, limit=RETENTION_BATCH)
+            if purged:
+                log.info("purged finished runs", count=len(purged), retention=self.retention)
+            if len(purged) < RETENTION_BATCH:
+                return
 
     async def _fire_due_timers(self) -> None:
         for timer in await self.store.due_timers(clock.now()):
