@@ -1,8 +1,9 @@
 """The web console's server time: ``python -m bench.ui [--runs 100000] [--nodes 1000]``.
 
-Not part of ``python -m bench``'s default sections (it takes a minute to fill the store).
-It fills a private SQLite store with ``--runs`` runs straight into the store's tables
-(``bench.runs_index.fill_sqlite``: six flows, every status, tags), then times
+Not part of ``python -m bench``'s default sections (filling the store takes a minute or
+two). It fills a private SQLite store with ``--runs`` runs through ``store.create_run``
+(four flows, every status, a failed run's error, an ``env`` tag on every run and a
+``customer`` tag on one in ten, spread over 30 days), then times
 ``flowkit.ui.app`` answering pages of the runs list (no filter, a status, a flow and
 a tag, the second page by its cursor) and the page of one completed run of a
 ``--nodes``-node flow (a chain of builder nodes run by a Runtime over the same
@@ -28,15 +29,46 @@ import anyio
 
 import flowkit
 from flowkit import Flow
+from flowkit.core._state import RunState
 from flowkit.stores import SQLiteStore
 from flowkit.ui import app
-
-from .runs_index import fill_sqlite
 
 REPEATS = 20
 WARM_UP = 3
 RUNS_BUDGET_MS = 100.0
 RUN_BUDGET_MS = 300.0
+
+
+FLOWS = ("orders", "billing", "emails", "reports")
+STATUSES = ("completed",) * 17 + ("failed", "running", "awaiting", "cancelled")
+DAYS = 30
+
+
+async def fill(path: str, runs: int, now: float) -> None:
+    """``runs`` runs of every status, the newest ``now``, through the public Store API."""
+    store = SQLiteStore(path)
+    try:
+        for index in range(runs):
+            run_id = f"{index:08d}-{(index * 2654435761) % 2**32:08x}"
+            status = STATUSES[(index * 7) % len(STATUSES)]
+            state = RunState(run_id)
+            state.put("header", "status", status)
+            state.put("header", "inputs", {"order_id": f"A-{index}"})
+            if status == "failed":
+                state.put("header", "error", {"type": "builtins.ValueError", "message": "declined"})
+            tags = {"env": "prod" if index % 5 else "staging"}
+            if index % 10 == 0:
+                tags["customer"] = f"c-{index % 2000:04d}"
+            await store.create_run(
+                run_id,
+                state,
+                blueprint_id=FLOWS[index % len(FLOWS)],
+                digest="0" * 64,
+                tags=tags,
+                created_at=now - DAYS * 86_400 * (1 - index / runs),
+            )
+    finally:
+        await store.close()
 
 
 async def request(asgi: Any, path: str) -> tuple[int, float]:
@@ -129,7 +161,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="flowkit-bench-ui-") as tmp:
         path = str(Path(tmp) / "runs.db")
         started = time.perf_counter()
-        fill_sqlite(path, args.runs, time.time())
+        anyio.run(fill, path, args.runs, time.time())
         print(f"ui: filled {args.runs:,} runs in {time.perf_counter() - started:.1f}s", flush=True)
         rows = anyio.run(measure, path, args.runs, args.nodes, backend="asyncio")
     print(f"{'page':36} {'median ms':>10} {'max ms':>8} {'budget':>7}")
