@@ -246,6 +246,7 @@ class Stamp:
     at: float
     finishing: bool  # the commit gives the run a final status: finished_at, if not yet set
     error: tuple[str, str] | None  # (type, message) of a failed run's error
+    reopening: bool = False  # a status not final (a retried run): no finished_at, no error
 
 
 def split_info(info: dict[str, Any] | None) -> tuple[dict[str, Any], Stamp]:
@@ -264,10 +265,12 @@ def split_info(info: dict[str, Any] | None) -> tuple[dict[str, Any], Stamp]:
         if not isinstance(error, tuple | list) or len(error) != 2:
             raise StoreError(f"a commit's info['error'] is a (type, message) pair, got {error!r}")
         error = (str(error[0]), str(error[1]))
+    status = info.get("status")
     return columns, Stamp(
         clock.now() if at is None else float(at),
-        info.get("status") in FINISHED_VALUES,
+        status in FINISHED_VALUES,
         error,
+        status is not None and status not in FINISHED_VALUES,
     )
 
 

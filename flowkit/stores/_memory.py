@@ -308,6 +308,8 @@ class _MemoryTransaction:
         changes: dict[str, Any] = {"updated_at": stamp.at}
         if stamp.finishing and stored.summary.finished_at is None:
             changes["finished_at"] = stamp.at
+        if stamp.reopening:
+            changes.update(finished_at=None, error_type=None, error_message=None)
         if stamp.error is not None:
             changes["error_type"], changes["error_message"] = stamp.error
         stored.index(attrs.evolve(stored.info, version=self.version, **columns), **changes)

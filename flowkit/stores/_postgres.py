@@ -554,6 +554,8 @@ def _update_run(
     fields["updated_at"] = stamp.at
     if stamp.error is not None:
         fields["error_type"], fields["error_message"] = stamp.error
+    if stamp.reopening:
+        fields.update(finished_at=None, error_type=None, error_message=None)
     sets: list[sql.Composable] = [
         sql.SQL("{} = %s").format(sql.Identifier(name)) for name in fields
     ]

@@ -40,9 +40,11 @@ WITH locked AS (
     parent = coalesce(%(parent)s::text, r.parent),
     updated_at = %(at)s::float8,
     finished_at = CASE WHEN %(finishing)s::boolean THEN coalesce(r.finished_at, %(at)s::float8)
-                       ELSE r.finished_at END,
-    error_type = coalesce(%(error_type)s::text, r.error_type),
-    error_message = coalesce(%(error_message)s::text, r.error_message)
+                       WHEN %(reopening)s::boolean THEN NULL ELSE r.finished_at END,
+    error_type = CASE WHEN %(reopening)s::boolean THEN NULL
+                      ELSE coalesce(%(error_type)s::text, r.error_type) END,
+    error_message = CASE WHEN %(reopening)s::boolean THEN NULL
+                         ELSE coalesce(%(error_message)s::text, r.error_message) END
   FROM locked WHERE r.run_id = locked.run_id
   RETURNING r.run_id
 ), journal AS (
@@ -130,6 +132,7 @@ class PostgresAttempt:
             **columns,
             "at": stamp.at,
             "finishing": stamp.finishing,
+            "reopening": stamp.reopening,
             "error_type": error_type,
             "error_message": error_message,
             **_index_params("timers", index.timers, index.timers_done),

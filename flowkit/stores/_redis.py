@@ -138,8 +138,8 @@ return 1
 """
 )
 # ARGV: token, expected version, new version, delta, snapshot ('' for none), the header
-# pairs, the index ops, then the stamp: prefix, run id, at, finishing ('1' or '0'), and
-# '1' with the error's type and message, or '0'.
+# pairs, the index ops, then the stamp: prefix, run id, at, finishing ('1'; '-1' for a
+# retried run; '0'), and '1' with the error's type and message, or '0'.
 # The commit releases the lock (saving the release's round trip). A later commit of the
 # same block needs no lock back: the version check fails if anyone wrote in between,
 # and the holder check if anyone holds the lock now.
@@ -162,7 +162,10 @@ end
 hset_pairs(KEYS[1]); apply_index()
 local prefix = arg(); local run_id = arg(); local at = arg(); local finishing = arg()
 redis.call('hset', KEYS[1], 'updated_at', at)
-if finishing == '1' then redis.call('hsetnx', KEYS[1], 'finished_at', at) end
+if finishing == '1' then redis.call('hsetnx', KEYS[1], 'finished_at', at)
+elseif finishing == '-1' then  -- a retried run: neither finished nor failed any more
+  redis.call('hdel', KEYS[1], 'finished_at', 'error_type', 'error_message')
+end
 if arg() == '1' then
   local error_type = arg(); local error_message = arg()
   redis.call('hset', KEYS[1], 'error_type', error_type, 'error_message', error_message)
@@ -812,7 +815,8 @@ class _RedisTransaction:
         columns, stamp = split_info(info)
         args: list[str | int] = [self._token, self.version, version, encoded, snapshot or ""]
         args += [*_pairs(columns), *_index_args(self._run_id, index)]
-        args += [self._store.prefix, self._run_id, repr(stamp.at), int(stamp.finishing)]
+        finishing = 1 if stamp.finishing else -1 if stamp.reopening else 0
+        args += [self._store.prefix, self._run_id, repr(stamp.at), finishing]
         args += [0] if stamp.error is None else [1, *stamp.error]
         with translate_errors("commit", self._store.url):
             outcome = await self._store._commit(keys=self._keys, args=args)

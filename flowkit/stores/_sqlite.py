@@ -91,8 +91,10 @@ CREATE INDEX flowkit_run_tags_match ON flowkit_run_tags (key, value, created_at,
 _HEADER = (
     "status=COALESCE(?, status), blueprint_id=COALESCE(?, blueprint_id),"
     " digest=COALESCE(?, digest), parent=COALESCE(?, parent), updated_at=?,"
-    " finished_at=CASE WHEN ? THEN COALESCE(finished_at, ?) ELSE finished_at END,"
-    " error_type=COALESCE(?, error_type), error_message=COALESCE(?, error_message)"
+    " finished_at=CASE WHEN ? THEN COALESCE(finished_at, ?) WHEN ? THEN NULL"
+    " ELSE finished_at END,"
+    " error_type=CASE WHEN ? THEN NULL ELSE COALESCE(?, error_type) END,"
+    " error_message=CASE WHEN ? THEN NULL ELSE COALESCE(?, error_message) END"
 )
 _SUMMARY_R = ", ".join(f"r.{field}" for field in SUMMARY_FIELDS)  # of flowkit_runs r
 # every table with rows of a run (keyed by run_id), flowkit_runs last
@@ -606,7 +608,10 @@ class _SQLiteTransaction:
             stamp.at,
             int(stamp.finishing),
             stamp.at,
+            int(stamp.reopening),
+            int(stamp.reopening),
             error_type,
+            int(stamp.reopening),
             error_message,
         )
 

@@ -239,6 +239,32 @@ class TestIndexFields:
             run.error_message,
         )
 
+    async def test_a_retried_run_is_neither_finished_nor_failed_again(self, store: Store) -> None:
+        await make(store, "r", 1.0)
+        await commit(store, "r", 2.0, "failed", error=("E", "m"))
+        await commit(store, "r", 3.0, "running")  # a retry
+        run = await only(store, status="running")
+        assert (3.0, None, None, None) == (
+            run.updated_at,
+            run.finished_at,
+            run.error_type,
+            run.error_message,
+        )
+        await commit(store, "r", 4.0, "completed")
+        assert 4.0 == (await only(store, status="completed")).finished_at
+
+    async def test_an_attempt_reopens_a_retried_run_too(self, store: Store) -> None:
+        if not isinstance(store, CommitsOptimistically):
+            pytest.skip(f"{type(store).__name__} always takes the lock")
+        await make(store, "r", 1.0)
+        await commit(store, "r", 2.0, "failed", error=("E", "m"))
+        state = new_state("r")
+        state.put("header", "status", "running")
+        info = {"status": "running", "at": 3.0}
+        assert 3 == await store.attempt("r", 2).commit(state.take_delta(), info=info, state=state)
+        run = await only(store, status="running")
+        assert (None, None, None) == (run.finished_at, run.error_type, run.error_message)
+
     async def test_a_refused_create_indexes_nothing(self, store: Store) -> None:
         await make(store, "r", 1.0, tags={"first": "yes"})
         again = new_state("r")
