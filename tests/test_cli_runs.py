@@ -1,5 +1,5 @@
-"""``flowkit runs list | cancel | signal``, driven as a subprocess against a SQLite store
-that holds runs in every status (made here, in-process, with the same store)."""
+"""``flowkit runs list | cancel | signal | retry | purge``, driven as a subprocess against a
+SQLite store that holds runs in every status (made here, in-process, with the same store)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -15,6 +16,7 @@ import pytest
 
 import flowkit
 from flowkit import RunStatus
+from flowkit._clock import use_clock
 from flowkit.stores import SQLiteStore
 from flowkit.transports import MemoryTransport
 
@@ -142,9 +144,47 @@ def test_signal_and_cancel_act_on_stored_runs(runs: dict[str, Any], tmp_path: Pa
     assert json.loads(cancelled.stdout)["status"] == "cancelled"
 
 
+def test_retry_resumes_a_failed_run_and_refuses_others(
+    runs: dict[str, Any], tmp_path: Path
+) -> None:
+    own = anyio.run(_make_runs, tmp_path / "own.db", runs["app"])
+    queue = f"sqlite:///{tmp_path / 'queue.db'}"
+    store = f"sqlite:///{tmp_path / 'own.db'}"
+    common = ("--app", "runs_app", "--store", store, "--transport", queue, "--json")
+    retried = flowkit_cli(runs, "runs", "retry", own["failed"], *common)
+    assert retried.returncode == 0, retried.stderr
+    assert "running" == json.loads(retried.stdout)["status"]  # its node waits for a worker
+    again = flowkit_cli(runs, "runs", "retry", own["completed"], *common)
+    assert (2, 1) == (again.returncode, len(again.stderr.strip().splitlines())), again.stderr
+    assert "only a failed run can be retried" in again.stderr
+
+
+def test_purge_deletes_old_finished_runs_only(runs: dict[str, Any], tmp_path: Path) -> None:
+    with use_clock(lambda: time.time() - 10 * 86400):  # made ten days ago
+        own = anyio.run(_make_runs, tmp_path / "old.db", runs["app"])
+    store = ("--store", f"sqlite:///{tmp_path / 'old.db'}")
+    unasked = flowkit_cli(runs, "runs", "purge", "--older-than", "7d", *store)
+    assert (2, 1) == (unasked.returncode, len(unasked.stderr.strip().splitlines()))
+    assert "pass --yes" in unasked.stderr
+    failed = flowkit_cli(
+        runs, "runs", "purge", "--older-than", "7d", "--status", "failed", "--yes", "--json", *store
+    )
+    assert failed.returncode == 0, failed.stderr
+    assert {"purged": 1} == json.loads(failed.stdout)
+    rest = flowkit_cli(runs, "runs", "purge", "--older-than", "7d", "--yes", *store)
+    assert rest.returncode == 0, rest.stderr
+    assert "purged 2 runs" in rest.stdout
+    left = {row["run_id"] for row in listed({**runs, "store": store[1]})}
+    assert {own["awaiting"], own["running"]} == left
+
+
 @pytest.mark.parametrize(
     "args",
     [
+        ("runs", "purge", "--older-than", "soon", "--yes"),
+        ("runs", "purge", "--older-than", "1d", "--status", "running", "--yes"),
+        ("runs", "purge", "--yes"),
+        ("runs", "retry", "x"),
         ("runs", "list", "--status", "lost"),
         ("runs", "list", "--since", "soon"),
         ("runs", "list", "--limit", "0"),

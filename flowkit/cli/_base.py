@@ -64,3 +64,16 @@ def console() -> Console:
 def print_json(data: Any) -> None:
     """``data`` as indented JSON on stdout, without rich."""
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def open_url(from_url: Any, url: str) -> Any:
+    """``from_url(url)`` (a store or a transport); a URL it cannot use is bad usage."""
+    from .._errors import FlowkitError
+    from ..shell._apps import UsageError
+
+    try:
+        return from_url(url)
+    except FlowkitError:
+        raise
+    except ValueError as exc:
+        raise UsageError(f"cannot use the URL: {exc}") from exc

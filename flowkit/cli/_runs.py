@@ -1,4 +1,5 @@
-"""``flowkit runs list | cancel | signal``: the runs a store holds."""
+"""``flowkit runs list | cancel | signal | retry``: the runs a store holds (``purge`` is in
+``_purge``)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,17 @@ import anyio
 
 from .. import _clock as clock
 from .._durations import to_seconds
-from .._errors import ConfigurationError, FlowkitError
+from .._errors import ConfigurationError
 from ..core._state import RunStatus
-from ..shell._apps import UsageError, app_spec, load_flows
-from ._base import console, example, print_json
+from ..shell._apps import app_spec, load_flows
+from . import _purge as purge
+from ._base import console, example, open_url, print_json
 
 if TYPE_CHECKING:
     from ..stores._protocol import RunSummary
     from ._base import Commands
 
+_open = open_url  # the name other commands import
 DEFAULT_URL = "sqlite:///flowkit.db"  # what `flowkit worker` uses when given no --store
 STATUSES = [status.value for status in RunStatus]
 
@@ -28,9 +31,9 @@ def register(commands: Commands) -> None:
     """Add ``runs`` and its subcommands to the ``flowkit`` parser."""
     runs = commands.add_parser(
         "runs",
-        help="list the runs a store holds; cancel or signal one",
+        help="list the runs a store holds; cancel, signal or retry one; purge old ones",
         description="The runs a store holds: list them (newest first, filtered), cancel "
-        "one, or send one a signal.",
+        "one, send one a signal, retry a failed one, or purge the old ones.",
         **example("flowkit runs list --status failed --since 12h --store postgresql://db/app"),
     )
     subcommands = runs.add_subparsers(
@@ -90,6 +93,20 @@ def register(commands: Commands) -> None:
     )
     _client_flags(signal)
     signal.set_defaults(run=signal_run)
+
+    retry = subcommands.add_parser(
+        "retry",
+        help="resume a failed run where it failed",
+        description="Resume a failed run: the failed node, and whatever else was under way "
+        "when the run failed, runs again with fresh attempts; completed nodes do not run "
+        "again. Needs the flow's code (--app) and the workers' --transport.",
+        **example("flowkit runs retry 5f2c... --app myapp.flows --store sqlite:///flowkit.db"),
+    )
+    retry.add_argument("run_id", metavar="RUN_ID")
+    _client_flags(retry)
+    retry.set_defaults(run=retry_run)
+
+    purge.register(subcommands, store=_store, age=_age)
 
 
 def _store(parser: argparse.ArgumentParser) -> None:
@@ -183,7 +200,7 @@ def list_runs(args: argparse.Namespace) -> int:
 async def _list(args: argparse.Namespace) -> list[RunSummary]:
     from ..stores import from_url
 
-    store = _open(from_url, args.store)
+    store = open_url(from_url, args.store)
     try:
         since = clock.now() - args.since if args.since is not None else None
         page = await store.list_runs(
@@ -239,6 +256,10 @@ def signal_run(args: argparse.Namespace) -> int:
     return _with_client(args, lambda client: client.signal(args.run_id, args.name, args.data))
 
 
+def retry_run(args: argparse.Namespace) -> int:
+    return _with_client(args, lambda client: client.retry(args.run_id))
+
+
 def _with_client(args: argparse.Namespace, act: Any) -> int:
     async def main() -> Any:
         from ..stores import from_url as store_from_url
@@ -246,8 +267,8 @@ def _with_client(args: argparse.Namespace, act: Any) -> int:
         from ..worker import Client
 
         flows = load_flows(args.app)
-        store = _open(store_from_url, args.store)
-        transport = _open(transport_from_url, args.transport)
+        store = open_url(store_from_url, args.store)
+        transport = open_url(transport_from_url, args.transport)
         try:
             return await act(Client(transport, store, flows=flows))
         finally:
@@ -262,12 +283,3 @@ def _with_client(args: argparse.Namespace, act: Any) -> int:
     else:
         console().print(f"{result.run_id}: {result.status.value}")
     return 0
-
-
-def _open(from_url: Any, url: str) -> Any:
-    try:
-        return from_url(url)
-    except FlowkitError:
-        raise
-    except ValueError as exc:
-        raise UsageError(f"cannot use the URL: {exc}") from exc
