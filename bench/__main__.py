@@ -4,6 +4,9 @@ Sections: engine, compile, simulation, persistence, scale, distributed; ``--only
 smoke`` runs every section at tiny sizes in a few seconds (no Flowcraft, no npm,
 no broker). ``--only soak [--minutes N] [--rate R]`` (only on request) holds one
 worker process under R runs/s for N minutes and prints its memory per minute.
+``--only runs_index [--runs 100000,1000000] [--stores sqlite,postgres]`` (only on
+request) times ``list_runs`` pages over that many stored runs against 20 ms.
+A section may also be named without ``--only``: ``python -m bench runs_index``.
 Every figure is a ratio against a baseline measured in the same invocation
 (plain Python, Flowcraft, MemoryStore, Python's compile(), ...), each a median
 of repeated runs, so the comparison holds on a noisy machine.
@@ -20,7 +23,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from . import compile as compile_section
-from . import distributed, engine, persistence, scale, simulation, soak
+from . import distributed, engine, persistence, runs_index, scale, simulation, soak
 from ._util import Config, Table, print_tables
 
 if TYPE_CHECKING:
@@ -35,7 +38,8 @@ SECTIONS: dict[str, ModuleType] = {
     "scale": scale,
     "distributed": distributed,
 }
-ON_REQUEST: dict[str, ModuleType] = {"soak": soak}  # only with --only: it takes minutes
+# only when named: they take minutes
+ON_REQUEST: dict[str, ModuleType] = {"soak": soak, "runs_index": runs_index}
 
 
 def _only(value: str) -> list[str]:
@@ -139,6 +143,18 @@ def budgets(results: dict[str, list[Table]]) -> Table:
             f"{blocks} blocks, {s['rss_B_run']} B RSS",
             blocks < 0.5,
         )
+    if "runs_index" in results:
+        worst: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for row in runs_index.summary(results["runs_index"]):
+            worst.setdefault((row["store"], row["runs"]), []).append(row)
+        for (store, runs), rows in worst.items():
+            slowest = max(rows, key=lambda r: r["p95_ms"])
+            add(
+                f"list_runs page over {runs} runs ({store})",
+                f"<= {runs_index.BUDGET_MS:g} ms p95, by index",
+                f"{slowest['p95_ms']} ms ({slowest['query']}, the slowest of {len(rows)})",
+                all(r["met"] for r in rows),
+            )
     if "distributed" in results:
         for (broker, workers), row in distributed.summary(results["distributed"]).items():
             x = row.get("x_raw_chain")
@@ -169,11 +185,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument(
+        "sections",
+        nargs="?",
+        type=_only,
+        metavar="SECTION[,SECTION]",
+        help="the same as --only",
+    )
+    parser.add_argument(
         "--only",
         type=_only,
         metavar="SECTION[,SECTION]",
         help=f"run some sections: {', '.join(SECTIONS)}, or smoke (all, tiny sizes), "
-        "or soak (only on request)",
+        "or soak or runs_index (only on request)",
     )
     soak_options = parser.add_argument_group("soak (--only soak)")
     soak_options.add_argument(
@@ -187,6 +210,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     soak_options.add_argument(
         "--store", metavar="URL", help="the worker's store (default: SQLite, temp dir)"
+    )
+    index_options = parser.add_argument_group("runs index (--only runs_index)")
+    index_options.add_argument(
+        "--runs",
+        type=runs_index.parse_runs,
+        metavar="N[,N]",
+        help="stored runs to list (default: 100000,1000000; 100000 with --quick)",
+    )
+    index_options.add_argument(
+        "--stores",
+        type=runs_index.parse_stores,
+        metavar="STORE[,STORE]",
+        help=f"stores to fill and list (default: {','.join(runs_index.STORES)})",
     )
     parser.add_argument(
         "--no-flowcraft", action="store_true", help="skip the Flowcraft runs (no npm)"
@@ -202,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         minutes=args.minutes, rate=args.rate, transport=args.transport, store=args.store
     )
 
-    only = args.only or list(SECTIONS)
+    runs_index.OPTIONS.update(runs=args.runs, stores=args.stores)
+
+    only = [*(args.only or []), *(args.sections or [])] or list(SECTIONS)
     smoke = "smoke" in only
     sections = {**SECTIONS, **ON_REQUEST}
     names = list(SECTIONS) if smoke else [n for n in sections if n in only]
