@@ -45,12 +45,15 @@ def start_run(
     parent: str | None = None,
     traceparent: str | None = None,
     note_completions: bool = False,
+    signal: p.SignalReceived | None = None,
 ) -> list[p.Command]:
     """Initialise ``state`` for a new run and return the first commands.
 
     ``traceparent`` (W3C trace context, supplied by the shell) is kept in the
     run's header so every node, on any worker, continues the same trace. With
     ``note_completions`` every completed node is noted (``node:complete``).
+    ``signal`` is received before the first node fires (signal-with-start): it is
+    buffered, with its delivery id, so the first wait of its name takes it.
     """
     header = state.header
     state.put("header", "status", RunStatus.RUNNING.value)
@@ -65,6 +68,8 @@ def start_run(
         for name, value in inputs.items():  # a compiled flow's parameters are its variables
             state.put("context", name, value)
     step = Step(program, state, note_completions)
+    if signal is not None:
+        step.on_signal(signal)  # no wait exists yet: buffered
     for root in program.roots:
         step.queue.append((root, True, False, None))
     step.drain()

@@ -32,7 +32,7 @@ from ..shell._durable import (
     split_tags,
     unknown_digest,
 )
-from ..shell._flows import Flows, route_signal
+from ..shell._flows import Flows, refuse_unknown_wait, route_signal
 from ..shell._purge import purge_runs
 from ..shell._result import RunHandle, RunResult, detached
 from ._driver import Driver, Run
@@ -44,6 +44,9 @@ if TYPE_CHECKING:
     from ..shell._middleware import Middleware
     from ..shell._target import Target
     from ..stores._protocol import RunPage
+
+REGISTER_HINT = "pass the flow itself, or register it: flowkit.Runtime(flows=[...])"
+"""What to do about a flow name a runtime does not know."""
 
 
 class Runtime(Driver):
@@ -73,6 +76,8 @@ class Runtime(Driver):
             poll_interval=poll_interval,
         )
         self.flows = Flows(flows)
+        # run id -> (lock, users): signal_with_start of one run id, one at a time here
+        self._starting: dict[str, tuple[anyio.Lock, list[int]]] = {}
 
     # -- starting -------------------------------------------------------------
     async def run(
@@ -88,7 +93,10 @@ class Runtime(Driver):
         """Run until the run completes, fails, is cancelled or pauses (``awaiting``).
 
         ``target`` is a ``@flow``, a ``Flow`` builder or a ``Blueprint`` (with
-        ``registry=``). An existing ``run_id`` returns that run's result instead.
+        ``registry=``), or the id of a flow this runtime knows (passed in
+        ``Runtime(flows=[...])`` or run here before; its newest version): an unknown
+        name raises :class:`~flowkit.ConfigurationError` listing the known flows. An
+        existing ``run_id`` returns that run's result instead.
         ``tags`` (str keys and values, at most 64, each up to 256 characters) are
         stored with the run in the store's index, for :meth:`list_runs` (without a
         store they are checked, then kept nowhere); a child run inherits none. The
@@ -97,6 +105,7 @@ class Runtime(Driver):
         blueprint input of those names cannot be passed (a ``@flow`` parameter named
         ``tags`` still receives ``tags=``, and its runs are not tagged).
         """
+        target = self.flows.registered(target, hint=REGISTER_HINT)
         resolved = self._target(target, registry)
         run_tags, inputs = split_tags(target, tags, inputs)
         run, commands = await self._create(resolved, run_id, inputs, tags=run_tags)
@@ -118,21 +127,94 @@ class Runtime(Driver):
     ) -> RunHandle:
         """Start a run in the open runtime's background; idempotent per ``run_id``.
 
-        ``tags`` and the inputs as for :meth:`run`.
+        ``target`` (a flow, or its id), ``tags`` and the inputs as for :meth:`run`.
         """
-        if self._tg is None:
-            raise RuntimeError(
-                "Runtime.start() needs an open runtime to own the run: "
-                "use `async with flowkit.Runtime() as rt: handle = await rt.start(...)`"
-            )
+        self._owner("start")
+        target = self.flows.registered(target, hint=REGISTER_HINT)
         resolved = self._target(target, registry)
         run_tags, inputs = split_tags(target, tags, inputs)
         run, commands = await self._create(resolved, run_id, inputs, tags=run_tags)
         if commands or run.recover:
-            if run.idle.is_set() and run.tg is None:
-                run.idle = anyio.Event()  # busy from now, not from when the task starts
-            self._tg.start_soon(self._drive, run, commands)
+            self._drive_soon(run, commands)
         return RunHandle(self, run.run_id)
+
+    async def signal_with_start(
+        self,
+        target: Any,
+        /,
+        *,
+        run_id: str,
+        signal: str,
+        data: Any = None,
+        delivery_id: str | None = None,
+        registry: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        **inputs: Any,
+    ) -> RunHandle:
+        """Deliver signal ``signal`` to run ``run_id``, starting the run first if it does
+        not exist; returns its handle at once, as :meth:`start` does.
+
+        Atomic: a new run is created with the signal already received (buffered for its
+        wait ``signal``), so however many callers race, one run is started and each
+        signal is delivered once. For a run that exists the signal is delivered as
+        :meth:`signal` delivers it (a child waiting under that name gets it). ``data``
+        may be an ``Action(name, value)``. ``target`` (a flow, or its id), ``tags`` and
+        the inputs as for :meth:`run`; they are used only if the run is started.
+
+        Raises :class:`ResumeError` if the flow has no wait named ``signal`` or the run
+        has already finished, and :class:`DuplicateDelivery` for a ``delivery_id`` the
+        run already received (a retried call is not delivered twice).
+
+        >>> # async with flowkit.Runtime(store=store) as rt:
+        >>> #     handle = await rt.signal_with_start(
+        >>> #         cart, run_id="cart-c1", signal="add", data="lamp", customer="c1")
+        """
+        self._owner("signal_with_start")
+        target = self.flows.registered(target, hint=REGISTER_HINT)
+        resolved = self._target(target, registry)
+        refuse_unknown_wait(resolved, signal)
+        run_tags, inputs = split_tags(target, tags, inputs)
+        data, action = split_action(data, None)
+        event = p.SignalReceived(signal, data, action, delivery_id)
+        async with self._one_start(run_id):
+            run, commands = await self._create(
+                resolved, run_id, inputs, tags=run_tags, signal=event
+            )
+            if not commands:  # the run exists: signal it
+                refuse_if_finished(run.state, signal, delivery_id)
+                run = await self._signal_target(run, signal)
+                commands = await self._step(run, event)
+        self._drive_soon(run, commands)
+        return RunHandle(self, run_id)
+
+    def _owner(self, method: str) -> None:
+        """Raise unless the runtime is open (it owns the runs that go on in the background)."""
+        if self._tg is None:
+            raise RuntimeError(
+                f"Runtime.{method}() needs an open runtime to own the run: "
+                f"use `async with flowkit.Runtime() as rt: handle = await rt.{method}(...)`"
+            )
+
+    @asynccontextmanager
+    async def _one_start(self, run_id: str) -> AsyncIterator[None]:
+        """One signal-with-start of ``run_id`` at a time here: the next finds the run the
+        first created (and signals it), rather than a copy of its own loaded meanwhile."""
+        lock, users = self._starting.setdefault(run_id, (anyio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._starting[run_id]
+
+    def _drive_soon(self, run: Run, commands: list[p.Command]) -> None:
+        """Carry ``commands`` out in the open runtime's background."""
+        assert self._tg is not None
+        if run.idle.is_set() and run.tg is None:
+            run.idle = anyio.Event()  # busy from now, not from when the task starts
+        self._tg.start_soon(self._drive, run, commands)
 
     async def resume(
         self,
@@ -342,8 +424,10 @@ class Runtime(Driver):
         parent: str | None = None,
         *,
         tags: Mapping[str, str] | None = None,
+        signal: p.SignalReceived | None = None,
     ) -> tuple[Run, list[p.Command]]:
-        """A new run (or, for a ``run_id`` that exists, that run and no commands)."""
+        """A new run (or, for a ``run_id`` that exists, that run and no commands); a new
+        one has ``signal`` (if given) received, buffered for its wait."""
         if run_id is not None:
             existing = await self._find(run_id)
             if existing is not None:
@@ -356,7 +440,12 @@ class Runtime(Driver):
             run_id, target.blueprint.id, self._traceparent(parent), parent
         )
         commands = start_run(
-            target.program, state, target.bind(inputs), parent=parent, traceparent=traceparent
+            target.program,
+            state,
+            target.bind(inputs),
+            parent=parent,
+            traceparent=traceparent,
+            signal=signal,
         )
         delta = state.take_delta()
         now = clock.now()
@@ -590,8 +679,11 @@ class DefaultRuntime(Runtime):
         parent: str | None = None,
         *,
         tags: Mapping[str, str] | None = None,
+        signal: p.SignalReceived | None = None,
     ) -> tuple[Run, list[p.Command]]:
-        run, commands = await super()._create(target, run_id, inputs, parent, tags=tags)
+        run, commands = await super()._create(
+            target, run_id, inputs, parent, tags=tags, signal=signal
+        )
         if commands:  # a new run, not one found under that id
             self.process.states[run.run_id] = run.state
         return run, commands

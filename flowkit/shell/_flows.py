@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .._errors import ResumeError
+from .._errors import ConfigurationError, ResumeError
 from ..core import _protocol as p
 from ..core._machine import wait_names
 from ._durable import unknown_digest
@@ -28,6 +28,7 @@ class Flows:
         self.by_blueprint_id: dict[str, Target] = {}
         self._sources: dict[str, Any] = {}  # blueprint id -> what the user registered
         self._resolved: dict[int, tuple[Any, Target]] = {}  # id(flow) -> (flow, target)
+        self._newest: dict[str, tuple[int, Any]] = {}  # blueprint id -> (version, flow)
         self._on_add = on_add
         for flow in flows:
             self.add(flow)
@@ -47,6 +48,9 @@ class Flows:
         self.by_digest[target.blueprint.digest] = target
         self.by_blueprint_id.setdefault(target.blueprint.id, target)
         self._sources.setdefault(target.blueprint.id, flow)
+        newest = self._newest.get(target.blueprint.id)
+        if newest is None or target.blueprint.version > newest[0]:
+            self._newest[target.blueprint.id] = (target.blueprint.version, flow)
         for child in target.children:
             self.add(child)
         return target
@@ -54,6 +58,22 @@ class Flows:
     def source(self, blueprint_id: str) -> Any:
         """What the user registered for ``blueprint_id`` (a @flow function, a builder)."""
         return self._sources.get(blueprint_id)
+
+    def registered(self, flow: Any, *, hint: str) -> Any:
+        """``flow`` itself, or for a name (a flow's id, as ``flowkit flows list`` shows it)
+        the flow registered under it, its newest version; a
+        :class:`~flowkit.ConfigurationError` lists the known flows, and ``hint`` says
+        where to register one, if none is."""
+        if not isinstance(flow, str):
+            return flow
+        newest = self._newest.get(flow)
+        if newest is None:
+            known = ", ".join(self.known()) or "none"
+            raise ConfigurationError(
+                f"no flow named {flow!r} is known here (known flows: {known}); check the "
+                f"name, or {hint}"
+            )
+        return newest[1]
 
     def known(self) -> list[str]:
         return sorted({f"{t.blueprint.id} v{t.blueprint.version}" for t in self.by_digest.values()})
@@ -105,3 +125,15 @@ async def route_signal(
     raise ResumeError(
         f"run {run_id!r} has no wait named {name!r}; its waits are {sorted(declared) or 'none'}"
     )
+
+
+def refuse_unknown_wait(target: Target, name: str) -> None:
+    """Raise a :class:`~flowkit.ResumeError` unless the flow itself waits for ``name``
+    somewhere (signal-with-start buffers the signal in the new run, for that wait)."""
+    declared = wait_names(target.program)
+    if name not in declared:
+        raise ResumeError(
+            f"flow {target.blueprint.id!r} has no wait named {name!r}; its waits are "
+            f"{sorted(declared) or 'none'} (signal_with_start signals a wait of the flow "
+            "itself, not one of its subflows)"
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -23,6 +24,7 @@ from ..core import _protocol as p
 from ..core._action import split_action
 from ..core._state import FINISHED_VALUES, RunStatus
 from ..shell._durable import refuse_if_finished, refuse_retry, split_tags
+from ..shell._flows import refuse_unknown_wait
 from ..shell._purge import purge_runs
 from ..shell._result import RunResult
 from ..stores._notices import WatchesFinished
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 
     from ..shell._middleware import Middleware
+    from ..shell._target import Target
     from ..stores._protocol import RunPage, Store
     from ..transports._protocol import Transport
 
@@ -43,6 +46,12 @@ STATUS_READ_TIMEOUT = 5.0  # seconds a timed-out wait spends reading where the r
 # waits of one client that each hold a subscription to the store's notices of
 # finished runs (a connection each on PostgreSQL); further waits poll
 MAX_WATCHES = 16
+
+REGISTER_HINT = (
+    "pass the flow itself, or register it: flowkit.Client(transport, store, flows=[...]) "
+    "(the flowkit command: --app with the module defining it)"
+)
+"""What to do about a flow name a client does not know."""
 
 # runs a client keeps a copy of: each call reads its run from the store, so a copy
 # only serves the calls in progress (a client that only starts runs kept thousands)
@@ -111,6 +120,9 @@ class Client:
     ) -> ClientHandle:
         """Create the run and publish its first nodes; idempotent per ``run_id``.
 
+        ``flow`` is a flow, or the id of one this client knows (``flows=[...]``; the
+        newest version registered), for code that does not import the flow; an unknown
+        name raises :class:`~flowkit.ConfigurationError` listing the known flows.
         ``tags`` (str keys and values, at most 64, each up to 256 characters) are
         stored with the run in the store's index, for :meth:`list_runs`; a child run
         inherits none. The flow's inputs are the other keyword arguments: ``run_id=``
@@ -133,22 +145,29 @@ class Client:
     ) -> ClientHandle:
         """Start the run, retrying with backoff for up to ``within`` seconds while the
         store or the broker is unreachable; then the last error is raised."""
+        flow = self.shell.flows.registered(flow, hint=REGISTER_HINT)
         target = self.shell.target_for(flow)
         run_tags, inputs = split_tags(flow, tags, inputs)
         target.check(inputs)
         run_id = run_id or uuid.uuid4().hex  # the same one if the start is tried again
+        await self._create(
+            run_id, target, lambda: self.shell.start(target, run_id, inputs, tags=run_tags), within
+        )
+        return ClientHandle(self, run_id)
+
+    async def _create(
+        self, run_id: str, target: Target, create: Callable[[], Awaitable[object]], within: float
+    ) -> None:
+        """``create()`` the run and publish its first nodes, retrying with backoff for up to
+        ``within`` seconds while the store or the broker is unreachable; then the last
+        error is raised."""
         failure: FlowkitError | None = None
         with anyio.move_on_after(within):
             try:
                 await start_despite_outages(
-                    self.shell,
-                    self.store_health,
-                    self.broker_health,
-                    lambda: self.shell.start(target, run_id, inputs, tags=run_tags),
-                    run_id,
-                    target,
+                    self.shell, self.store_health, self.broker_health, create, run_id, target
                 )
-                return ClientHandle(self, run_id)
+                return
             except FlowkitError as exc:
                 failure = exc
         if failure is not None:
@@ -202,15 +221,21 @@ class Client:
         """
         data, action = split_action(data, action)
         event = p.SignalReceived(name, data, action, delivery_id or f"client:{uuid.uuid4().hex}")
-        tries = 0
+        await self._deliver(run_id, event)
+        return await self.result(run_id)
+
+    async def _deliver(self, run_id: str, event: p.SignalReceived, *, tried: bool = False) -> None:
+        """Deliver ``event`` to the run (or the child waiting for it), tried again while the
+        store is unreachable. ``tried``: an earlier try may have delivered it already."""
+        tries = int(tried)
 
         async def deliver() -> None:
             nonlocal tries
             tries += 1
             try:
-                target = await self.shell.signal_target(run_id, name)
+                target = await self.shell.signal_target(run_id, event.name)
                 refuse_if_finished(
-                    (await self.shell.replica(run_id)).state, name, event.delivery_id
+                    (await self.shell.replica(run_id)).state, event.name, event.delivery_id
                 )
                 await self.shell.step(target, event)
             except DuplicateDelivery:
@@ -218,7 +243,57 @@ class Client:
                     raise  # (a later try finds what an earlier one committed: delivered)
 
         await self._despite_outage(f"signal run {run_id!r}", deliver)
-        return await self.result(run_id)
+
+    async def signal_with_start(
+        self,
+        flow: Any,
+        *,
+        run_id: str,
+        signal: str,
+        data: Any = None,
+        delivery_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        **inputs: Any,
+    ) -> ClientHandle:
+        """Deliver signal ``signal`` to run ``run_id``, starting the run first if it does
+        not exist; returns its handle, as :meth:`start` does.
+
+        Atomic: a new run is created with the signal already received (buffered for its
+        wait ``signal``), in the one store transaction that creates it, so however many
+        clients race, one run is started and each signal is delivered once. For a run
+        that exists the signal is delivered as :meth:`signal` delivers it (a child
+        waiting under that name gets it). ``data`` may be an ``Action(name, value)``.
+        ``flow`` (a flow, or its id), ``tags`` and the inputs as for :meth:`start`; they
+        are used only if the run is started.
+
+        Raises :class:`~flowkit.ResumeError` if the flow has no wait named ``signal`` or
+        the run has already finished, :class:`~flowkit.DuplicateDelivery` for a
+        ``delivery_id`` the run already received (a retried call is not delivered
+        twice), and :class:`~flowkit.InvalidInputs` if ``inputs`` do not fit the flow.
+        Store and broker outages are ridden out as :meth:`start` and :meth:`signal` do.
+
+        >>> # handle = await client.signal_with_start(
+        >>> #     cart, run_id="cart-c1", signal="add", data="lamp", customer="c1")
+        """
+        flow = self.shell.flows.registered(flow, hint=REGISTER_HINT)
+        target = self.shell.target_for(flow)
+        refuse_unknown_wait(target, signal)
+        run_tags, inputs = split_tags(flow, tags, inputs)
+        target.check(inputs)
+        data, action = split_action(data, None)
+        own_id = delivery_id or f"client:{uuid.uuid4().hex}"
+        event = p.SignalReceived(signal, data, action, own_id)
+        tries: list[str] = []  # "created" once a try to create the run made it
+        start = partial(self.shell.start, target, run_id, inputs, tags=run_tags, signal=event)
+
+        async def create() -> None:
+            tries.append("tried")
+            await start(on_created=lambda: tries.append("created"))
+
+        await self._create(run_id, target, create, self.outage_timeout)
+        if "created" not in tries:  # it existed (or a try the store's outage hid made it)
+            await self._deliver(run_id, event, tried=len(tries) > 1)
+        return ClientHandle(self, run_id)
 
     async def cancel(self, run_id: str) -> RunResult:
         """Cancel a run; the workers running its nodes cancel them (``finally`` blocks run).

@@ -109,17 +109,27 @@ class Shell(Interpreter[_Turn]):
         inputs: dict[str, Any],
         parent: str | None = None,
         tags: Mapping[str, str] | None = None,
+        signal: p.SignalReceived | None = None,
+        on_created: Callable[[], None] | None = None,
     ) -> str:
         """Create the run and publish its first nodes; an existing ``run_id`` is left alone.
 
-        ``tags`` go into the store's run index with it."""
+        ``tags`` go into the store's run index with it. ``signal`` is received in its
+        first state, buffered for its wait (signal-with-start): it comes with the run or
+        not at all. ``on_created()`` is called when this call has created the run, before
+        its first nodes are published."""
         run_id = run_id or uuid.uuid4().hex
         state = RunState(run_id)
         traceparent = self._pipeline.run_traceparent(
             run_id, target.blueprint.id, self._traceparent(parent), parent
         )
         commands = start_run(
-            target.program, state, target.bind(inputs), parent=parent, traceparent=traceparent
+            target.program,
+            state,
+            target.bind(inputs),
+            parent=parent,
+            traceparent=traceparent,
+            signal=signal,
         )
         delta = state.take_delta()
         now = clock.now()
@@ -134,6 +144,8 @@ class Shell(Interpreter[_Turn]):
             created_at=now,
         )
         if created:
+            if on_created is not None:
+                on_created()
             self._remember(Replica(target.program, state, 1))
             self._emit(run_id, "workflow:start", data={"blueprint": target.blueprint.id})
             try:
