@@ -1,5 +1,5 @@
-"""``flowkit runs list | cancel | signal | retry``: the runs a store holds (``purge`` is in
-``_purge``)."""
+"""``flowkit runs list | start | cancel | signal | retry``: the runs a store holds (``purge``
+is in ``_purge``)."""
 
 from __future__ import annotations
 
@@ -31,9 +31,9 @@ def register(commands: Commands) -> None:
     """Add ``runs`` and its subcommands to the ``flowkit`` parser."""
     runs = commands.add_parser(
         "runs",
-        help="list the runs a store holds; cancel, signal or retry one; purge old ones",
-        description="The runs a store holds: list them (newest first, filtered), cancel "
-        "one, send one a signal, retry a failed one, or purge the old ones.",
+        help="list the runs a store holds; start, cancel, signal or retry one; purge old ones",
+        description="The runs a store holds: list them (newest first, filtered), start "
+        "one, cancel one, send one a signal, retry a failed one, or purge the old ones.",
         **example("flowkit runs list --status failed --since 12h --store postgresql://db/app"),
     )
     subcommands = runs.add_subparsers(
@@ -68,6 +68,34 @@ def register(commands: Commands) -> None:
     )
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     listing.set_defaults(run=list_runs)
+
+    start = subcommands.add_parser(
+        "start",
+        help="start a run of a flow, by its id; print the run id",
+        description="Start a run of flow FLOW (its id, as flowkit flows list shows it) with "
+        "the inputs --input gives, and print the run id; the workers on --transport run it. "
+        "An existing --run-id is left as it is (a start is idempotent per run id).",
+        **example('flowkit runs start checkout --input \'{"order_id": "A1"}\' --app myapp.flows'),
+    )
+    start.add_argument("flow", metavar="FLOW", help="the flow's id (flowkit flows list)")
+    start.add_argument(
+        "--input",
+        type=_inputs,
+        default={},
+        metavar="JSON",
+        help="the flow's inputs, a JSON object (default {})",
+    )
+    start.add_argument("--run-id", metavar="ID", help="the run's id (default: a new one)")
+    start.add_argument(
+        "--tag",
+        action="append",
+        type=_tag,
+        default=[],
+        metavar="KEY=VALUE",
+        help="tag the run so, for runs list --tag (repeatable)",
+    )
+    _client_flags(start, json_help="print the run id, flow and status as JSON")
+    start.set_defaults(run=start_run)
 
     cancel = subcommands.add_parser(
         "cancel",
@@ -118,7 +146,9 @@ def _store(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _client_flags(parser: argparse.ArgumentParser) -> None:
+def _client_flags(
+    parser: argparse.ArgumentParser, *, json_help: str = "print the run's result as JSON"
+) -> None:
     _store(parser)
     parser.add_argument(
         "--transport",
@@ -134,7 +164,7 @@ def _client_flags(parser: argparse.ArgumentParser) -> None:
         metavar="MODULE[:ATTR]",
         help="module defining the run's flow (repeatable)",
     )
-    parser.add_argument("--json", action="store_true", help="print the run's result as JSON")
+    parser.add_argument("--json", action="store_true", help=json_help)
 
 
 def _tag(text: str) -> tuple[str, str]:
@@ -169,6 +199,16 @@ def _json(text: str) -> Any:
         raise argparse.ArgumentTypeError(
             f"not JSON ({exc}); quote it, e.g. --data '{{\"ok\": true}}'"
         ) from None
+
+
+def _inputs(text: str) -> dict[str, Any]:
+    value = _json(text)
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f'expected a JSON object of the flow\'s inputs, e.g. \'{{"order_id": "A1"}}\'; '
+            f"got {text!r}"
+        )
+    return value
 
 
 # -- runs list ------------------------------------------------------------------------------
@@ -245,7 +285,22 @@ def _ran(run: RunSummary) -> str:
     return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
 
 
-# -- runs cancel / signal ----------------------------------------------------------------
+# -- runs start / cancel / signal / retry --------------------------------------------------
+
+
+def start_run(args: argparse.Namespace) -> int:
+    async def start(client: Any) -> Any:
+        handle = await client.start(
+            args.flow, run_id=args.run_id, tags=dict(args.tag) or None, **args.input
+        )
+        return await client.result(handle.run_id)
+
+    result = _client_call(args, start)
+    if args.json:
+        print_json({"run_id": result.run_id, "flow": args.flow, "status": result.status.value})
+    else:
+        console().print(result.run_id)  # alone, for RUN=$(flowkit runs start ...)
+    return 0
 
 
 def cancel_run(args: argparse.Namespace) -> int:
@@ -261,6 +316,19 @@ def retry_run(args: argparse.Namespace) -> int:
 
 
 def _with_client(args: argparse.Namespace, act: Any) -> int:
+    result = _client_call(args, act)
+    if args.json:
+        print_json(
+            {"run_id": result.run_id, "status": result.status.value, "output": result.output}
+        )
+    else:
+        console().print(f"{result.run_id}: {result.status.value}")
+    return 0
+
+
+def _client_call(args: argparse.Namespace, act: Any) -> Any:
+    """``act(client)`` with a client on the flags' store, transport and flows."""
+
     async def main() -> Any:
         from ..stores import from_url as store_from_url
         from ..transports import from_url as transport_from_url
@@ -275,11 +343,4 @@ def _with_client(args: argparse.Namespace, act: Any) -> int:
             await transport.close()
             await store.close()
 
-    result = anyio.run(main)
-    if args.json:
-        print_json(
-            {"run_id": result.run_id, "status": result.status.value, "output": result.output}
-        )
-    else:
-        console().print(f"{result.run_id}: {result.status.value}")
-    return 0
+    return anyio.run(main)
