@@ -22,9 +22,11 @@ import anyio
 import structlog
 
 from .._errors import MissingDependency, StoreError
-from ..backends._options import check_positive
+from ..backends._options import HISTORY_URL_OPTIONS, check_positive
 from ..backends._postgres import SchemaClient, failure, migrate, redact_dsn, split_dsn
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
+from ._history import DEFAULT_PAYLOAD, HistoryEntry, HistoryEvent, check_read, columns, event
+from ._history import history_options as checked_history
 from ._index import created_fields, run_query, split_info, summary
 from ._notices import finishes
 from ._postgres_attempt import PostgresAttempt
@@ -35,6 +37,7 @@ from ._protocol import (
     IndexOps,
     RunInfo,
     RunPage,
+    RunSummary,
     StoreStats,
 )
 
@@ -47,7 +50,7 @@ else:
     _HAVE_PSYCOPG = True
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Collection, Iterator, Mapping
+    from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
     from contextlib import AbstractAsyncContextManager
 
     from ..backends._options import Converter
@@ -110,9 +113,21 @@ _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
         "CREATE INDEX flowkit_run_tags_match ON flowkit_run_tags"
         ' (key, value, created_at, run_id COLLATE "C")',
     ),
+    (  # v3: run history; next_seq numbers a run's events (the default serves the rows
+        # of processes still running the previous version, which write no history)
+        "ALTER TABLE flowkit_runs ADD COLUMN next_seq BIGINT NOT NULL DEFAULT 1",
+        "CREATE TABLE flowkit_history (run_id TEXT NOT NULL, seq BIGINT NOT NULL,"
+        " at DOUBLE PRECISION NOT NULL, kind TEXT NOT NULL, node_id TEXT, attempt INTEGER,"
+        " worker TEXT, data TEXT NOT NULL, PRIMARY KEY (run_id, seq))",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
-_URL_OPTIONS: dict[str, Converter] = {"schema": str, "snapshot_every": int, "pool_size": int}
+_URL_OPTIONS: dict[str, Converter] = {
+    "schema": str,
+    "snapshot_every": int,
+    "pool_size": int,
+    **HISTORY_URL_OPTIONS,
+}
 _SUMMARY: LiteralString = (
     "SELECT run_id, blueprint_id, digest, status, parent, created_at, updated_at,"
     " finished_at, error_type, error_message, tags FROM flowkit_runs"
@@ -125,6 +140,13 @@ _LOAD: LiteralString = (
     "SELECT r.version, r.snapshot, ARRAY(SELECT j.delta FROM flowkit_journal j"
     " WHERE j.run_id = r.run_id AND j.version > r.snapshot_version AND j.version <= r.version"
     " ORDER BY j.version) FROM flowkit_runs r WHERE r.run_id = %s"
+)
+# a commit's history events, numbered from the second parameter on
+INSERT_HISTORY: LiteralString = (
+    "INSERT INTO flowkit_history SELECT %s, %s::bigint + u.n - 1, u.at, u.kind, u.node_id,"
+    " u.attempt, u.worker, u.data FROM unnest(%s::float8[], %s::text[], %s::text[],"
+    " %s::int[], %s::text[], %s::text[]) WITH ORDINALITY AS u(at, kind, node_id, attempt,"
+    " worker, data, n)"
 )
 _UPSERT_TIMER: LiteralString = (
     "INSERT INTO flowkit_timers VALUES (%s, %s, %s)"
@@ -166,10 +188,13 @@ class PostgresStore(SchemaClient):
         snapshot_every: int = 64,
         schema: str = "public",
         pool_size: int = 8,
+        history: bool = True,
+        history_payload: int = DEFAULT_PAYLOAD,
     ) -> None:
         if not _HAVE_PSYCOPG:
             raise MissingDependency("PostgresStore", "postgres")
         check_positive("PostgresStore", snapshot_every=snapshot_every, pool_size=pool_size)
+        self.history_options = checked_history("PostgresStore", history, history_payload)
         super().__init__(
             dsn, schema=schema, pool_size=pool_size, migrate=_migrate, translate=translate_errors
         )
@@ -181,9 +206,9 @@ class PostgresStore(SchemaClient):
         """Build from a libpq URL, ``postgresql://user:password@host:port/db?schema=flowkit``.
 
         Query options: ``schema`` (str), ``snapshot_every`` (int), ``pool_size``
-        (int). Other parameters (``sslmode=``, ``connect_timeout=``,
-        ``application_name=``...) stay in the DSN for libpq. Keyword
-        ``options`` override the query.
+        (int), ``history`` (true/false), ``history_payload`` (int). Other parameters
+        (``sslmode=``, ``connect_timeout=``, ``application_name=``...) stay in the DSN
+        for libpq. Keyword ``options`` override the query.
 
         Example::
 
@@ -219,8 +244,11 @@ class PostgresStore(SchemaClient):
         index: IndexOps = NO_INDEX,
         tags: Mapping[str, str] | None = None,
         created_at: float | None = None,
+        history: Sequence[HistoryEntry] = (),
     ) -> bool:
         """Store a new run at version 1; False (and nothing written) if it exists."""
+        if not self.history_options.enabled:
+            history = ()
         new = created_fields(state, created_at, tags)
         snapshot = encode_state(state)
         error_type, error_message = new.error or (None, None)
@@ -228,8 +256,8 @@ class PostgresStore(SchemaClient):
             cur = await conn.execute(
                 "INSERT INTO flowkit_runs (run_id, blueprint_id, digest, parent, status,"
                 " version, snapshot_version, snapshot, created_at, updated_at, finished_at,"
-                " error_type, error_message, tags)"
-                " VALUES (%s, %s, %s, %s, %s, 1, 1, %s, %s, %s, %s, %s, %s, %s)"
+                " error_type, error_message, tags, next_seq)"
+                " VALUES (%s, %s, %s, %s, %s, 1, 1, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (run_id) DO NOTHING",
                 (
                     run_id,
@@ -244,11 +272,14 @@ class PostgresStore(SchemaClient):
                     error_type,
                     error_message,
                     new.tags_json,
+                    1 + len(history),
                 ),
             )
             created_now = cur.rowcount == 1
             if created_now:
                 await _write_index(conn, run_id, index)
+                if history:
+                    await conn.execute(INSERT_HISTORY, (run_id, 1, *columns(history)))
                 if new.tags:
                     await conn.execute(
                         "INSERT INTO flowkit_run_tags"
@@ -293,6 +324,24 @@ class PostgresStore(SchemaClient):
             (run_id,),
         )
         return RunInfo(*rows[0]) if rows else None
+
+    async def run_summary(self, run_id: str) -> RunSummary | None:
+        """The run as ``list_runs`` lists it, or None."""
+        rows = await self._query("run_summary", _SUMMARY + " WHERE run_id = %s", (run_id,))
+        return summary(rows[0]) if rows else None
+
+    async def history(
+        self, run_id: str, *, after: int = 0, limit: int | None = None
+    ) -> list[HistoryEvent]:
+        """The run's history events after ``after``, in order (one indexed query)."""
+        after, limit = check_read(after, limit)
+        rows = await self._query(
+            "history",
+            "SELECT seq, at, kind, node_id, attempt, worker, data FROM flowkit_history"
+            " WHERE run_id = %s AND seq > %s ORDER BY seq LIMIT %s",
+            (run_id, after, limit),
+        )
+        return [event(row[0], row[1:]) for row in rows]
 
     async def list_runs(
         self,
@@ -488,15 +537,15 @@ def _list_query(query: RunQuery) -> tuple[sql.Composed, list[Any]]:
 
 
 def _update_run(
-    run_id: str, version: int, snapshot: str | None, info: dict[str, Any] | None
+    run_id: str, version: int, snapshot: str | None, info: dict[str, Any] | None, next_seq: int
 ) -> tuple[sql.Composed, list[Any]]:
     """The UPDATE of the run's row for one commit (None values in ``info`` change nothing),
-    its index fields included."""
-    columns, stamp = split_info(info)
-    fields: dict[str, Any] = {"version": version}
+    its index fields and history counter included."""
+    header, stamp = split_info(info)
+    fields: dict[str, Any] = {"version": version, "next_seq": next_seq}
     if snapshot is not None:
         fields.update(snapshot_version=version, snapshot=snapshot)
-    fields.update({key: value for key, value in columns.items() if value is not None})
+    fields.update({key: value for key, value in header.items() if value is not None})
     fields["updated_at"] = stamp.at
     if stamp.error is not None:
         fields["error_type"], fields["error_message"] = stamp.error
@@ -520,19 +569,22 @@ class _PostgresTransaction:
         self._run_id = run_id
         self._exists = False
         self._snapshot_version = 0
+        self._next_seq = 1
         self._committed = False  # a commit() finished: the block's end makes it durable
         self._clean = True  # no commit() failed half-way (which rolls back the whole block)
         self.version = 0
 
     async def begin(self) -> None:
         cur = await self._conn.execute(
-            "SELECT version, snapshot_version FROM flowkit_runs WHERE run_id = %s FOR UPDATE",
+            "SELECT version, snapshot_version, next_seq FROM flowkit_runs WHERE run_id = %s"
+            " FOR UPDATE",
             (self._run_id,),
         )
         row = await cur.fetchone()
         if row is not None:
             self._exists = True
             self.version, self._snapshot_version = int(row[0]), int(row[1])
+            self._next_seq = int(row[2])
 
     async def end(self) -> None:
         """COMMIT if a commit() finished and none was left half-written, else ROLLBACK."""
@@ -581,6 +633,7 @@ class _PostgresTransaction:
         index: IndexOps = NO_INDEX,
         info: dict[str, Any] | None = None,
         state: RunState | None = None,
+        history: Sequence[HistoryEntry] = (),
     ) -> int:
         """Write ``delta`` as the next version, durable when the block ends.
 
@@ -589,12 +642,22 @@ class _PostgresTransaction:
         """
         if not self._exists:
             raise StoreError(f"cannot commit to run {self._run_id!r}: it does not exist")
+        if not self._store.history_options.enabled:
+            history = ()
         encoded = encode_delta(delta)
         version = self.version + 1
         snapshot = encode_state(state) if state is not None and self.wants_snapshot else None
-        update = _update_run(self._run_id, version, snapshot, info)
+        next_seq = self._next_seq + len(history)
+        update = _update_run(self._run_id, version, snapshot, info, next_seq)
         with translate_errors("commit", self._store.dsn):
             await self._write(version, encoded, snapshot, update, index, info)
+            if history:
+                self._clean = False
+                await self._conn.execute(
+                    INSERT_HISTORY, (self._run_id, self._next_seq, *columns(history))
+                )
+                self._clean = True
+        self._next_seq = next_seq
         self._account(version, encoded, snapshot)
         return version
 

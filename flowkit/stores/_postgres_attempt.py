@@ -3,7 +3,8 @@
 The statement locks the run's row only if it is still at the expected version
 (``FOR UPDATE NOWAIT``: a row another transaction holds is a conflict, not a
 wait), then writes the version, the delta or snapshot, the index changes and
-the finished-run notice in the same implicit transaction: one round trip where
+the run's history events (numbered from the ``next_seq`` the same UPDATE moves
+on) and the finished-run notice in the same implicit transaction: one round trip where
 a locked transaction makes about seven (BEGIN, SELECT ... FOR UPDATE, journal,
 row, index, COMMIT).
 """
@@ -15,12 +16,16 @@ from typing import TYPE_CHECKING, Any, LiteralString
 
 from .._errors import StoreError
 from ._codec import encode_delta, encode_state
+from ._history import columns
 from ._index import split_info
 from ._notices import finishes
 from ._protocol import NO_INDEX, Conflict
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ..core._state import Delta, RunState
+    from ._history import HistoryEntry
     from ._postgres import PostgresStore
     from ._protocol import IndexOps
 
@@ -42,9 +47,16 @@ WITH locked AS (
     finished_at = CASE WHEN %(finishing)s::boolean THEN coalesce(r.finished_at, %(at)s::float8)
                        ELSE r.finished_at END,
     error_type = coalesce(%(error_type)s::text, r.error_type),
-    error_message = coalesce(%(error_message)s::text, r.error_message)
+    error_message = coalesce(%(error_message)s::text, r.error_message),
+    next_seq = r.next_seq + %(events)s::int
   FROM locked WHERE r.run_id = locked.run_id
-  RETURNING r.run_id
+  RETURNING r.run_id, r.next_seq - %(events)s::int AS first_seq
+), history AS (
+  INSERT INTO flowkit_history
+  SELECT b.run_id, b.first_seq + u.n - 1, u.at, u.kind, u.node_id, u.attempt, u.worker, u.data
+  FROM bumped AS b, unnest(%(h_at)s::float8[], %(h_kind)s::text[], %(h_node)s::text[],
+    %(h_attempt)s::int[], %(h_worker)s::text[], %(h_data)s::text[])
+    WITH ORDINALITY AS u(at, kind, node_id, attempt, worker, data, n)
 ), journal AS (
   INSERT INTO flowkit_journal
   SELECT run_id, %(version)s, %(delta)s FROM bumped WHERE %(snapshot)s::text IS NULL
@@ -109,14 +121,18 @@ class PostgresAttempt:
         index: IndexOps = NO_INDEX,
         info: dict[str, Any] | None = None,
         state: RunState | None = None,
+        history: Sequence[HistoryEntry] = (),
     ) -> int:
         """Write ``delta`` as the next version if the run is still at :attr:`version` and
         no one holds it, in one statement; else raise :class:`Conflict`, having written
         nothing."""
         from ._postgres import FINISHED_CHANNEL
 
-        columns, stamp = split_info(info)
+        header, stamp = split_info(info)
         error_type, error_message = stamp.error or (None, None)
+        if not self._store.history_options.enabled:
+            history = ()
+        h_at, h_kind, h_node, h_attempt, h_worker, h_data = columns(history)
         encoded = encode_delta(delta)
         version = self.version + 1
         snapshot = encode_state(state) if state is not None and self.wants_snapshot else None
@@ -127,13 +143,20 @@ class PostgresAttempt:
             "delta": encoded,
             "snapshot": snapshot,
             **dict.fromkeys(("status", "blueprint_id", "digest", "parent")),
-            **columns,
+            **header,
             "at": stamp.at,
             "finishing": stamp.finishing,
             "error_type": error_type,
             "error_message": error_message,
             **_index_params("timers", index.timers, index.timers_done),
             **_index_params("leases", index.leases, index.leases_done),
+            "events": len(history),
+            "h_at": h_at,
+            "h_kind": h_kind,
+            "h_node": h_node,
+            "h_attempt": h_attempt,
+            "h_worker": h_worker,
+            "h_data": h_data,
             "channel": FINISHED_CHANNEL,
             "notice": json.dumps([self._store.schema, self._run_id]) if finishes(info) else None,
         }
