@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 _SIGNAL_SOURCE: ContextVar[str] = ContextVar("flowkit_signal_source", default="api")
 _FINISHED = {"completed": "run.completed", "failed": "run.failed", "cancelled": "run.cancelled"}
-_PREVIEW_SLACK = 96  # room the truncation marker's own fields take
+_MARKER_ROOM = 64  # what a truncation marker takes besides its preview
 
 
 @attrs.frozen
@@ -298,12 +298,25 @@ def _entry(
         return HistoryEntry(at, kind, node_id, attempt, worker, _dumps(fields))
     payload = _payload_json(value)
     if len(payload) > max_payload:
-        preview = payload[: max(0, max_payload - _PREVIEW_SLACK)]
-        fields = {**fields, key: {"truncated": True, "size": len(payload), "preview": preview}}
+        marker = {
+            "truncated": True,
+            "size": len(payload),
+            "preview": _preview(payload, max_payload),
+        }
+        fields = {**fields, key: marker}
         return HistoryEntry(at, kind, node_id, attempt, worker, _dumps(fields))
     text = _dumps(fields)
     joined = f"{text[:-1]}{',' if fields else ''}{_dumps(key)}:{payload}}}"
     return HistoryEntry(at, kind, node_id, attempt, worker, joined)
+
+
+def _preview(payload: str, max_payload: int) -> str:
+    """The start of ``payload`` whose JSON string (quotes escaped) fits the bound."""
+    budget = max(16, max_payload - _MARKER_ROOM)
+    preview = payload[:budget]
+    while len(_dumps(preview)) > budget and preview:
+        preview = preview[: len(preview) * budget // len(_dumps(preview)) - 1]
+    return preview
 
 
 def _dumps(value: Any) -> str:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 DEFAULT_PAYLOAD = 2048
 """How many characters of JSON a history event's payload (inputs, signal data,
 output, error) keeps by default; a longer one is cut and marked ``truncated``."""
-MIN_PAYLOAD = 64
+MIN_PAYLOAD = 128
 """The smallest payload bound a store accepts."""
 
 
