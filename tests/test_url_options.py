@@ -395,7 +395,7 @@ class TestHistoryOptions:
     def test_bad_values(self, url: str) -> None:
         with pytest.raises(ConfigurationError, match="bad history='maybe'"):
             store_from_url(f"{url}?history=maybe")
-        with pytest.raises(ConfigurationError, match="history_payload must be .* at least 128"):
+        with pytest.raises(ConfigurationError, match=r"history_payload must be .* at least 128"):
             store_from_url(f"{url}?history_payload=10")
 
 

@@ -4,13 +4,13 @@ from ..core._action import Action as Action
 from ..core._state import RunStatus as RunStatus
 from ..runtime._runtime import Runtime as Runtime
 from ..shell._context import Context as Context
+from ..shell._context import NodeContext as NodeContext
+from ..shell._context import context as context
 from ..shell._describe import ChildRow as ChildRow
 from ..shell._describe import NodeRow as NodeRow
 from ..shell._describe import RunDescription as RunDescription
 from ..shell._describe import TimerRow as TimerRow
 from ..shell._describe import WaitRow as WaitRow
-from ..shell._context import NodeContext as NodeContext
-from ..shell._context import context as context
 from ..shell._events import Event as Event
 from ..shell._events import EventBus as EventBus
 from ..shell._invoke import Node as Node
