@@ -25,6 +25,7 @@ from flowkit.shell._describe import describe_stored
 from flowkit.shell._durable import Replica
 from flowkit.shell._flows import Flows
 from flowkit.shell._history import Origin, start_history
+from flowkit.stores._codec import encode_state
 from flowkit.stores._history import HistoryEntry
 from flowkit.stores._protocol import CommitsOptimistically, Conflict
 
@@ -454,3 +455,120 @@ class TestDescribe:
     async def test_an_unknown_run(self, store: Store) -> None:
         with pytest.raises(flowkit.ResumeError, match="unknown run 'nope'"):
             await describe_stored(store, "nope")
+
+
+class TestUpgradeFromV2:
+    """A SQL store made by the flowkit before history (schema v2: the run index, no
+    history), opened by this one: the first use migrates it to v3; its runs have no
+    history and are described; their next commits number their events from 1."""
+
+    @pytest.fixture(
+        params=[
+            pytest.param(("sqlite", "asyncio"), id="sqlite-asyncio"),
+            pytest.param(("sqlite", "trio"), id="sqlite-trio"),
+            pytest.param(
+                ("postgres", "asyncio"), id="postgres-asyncio", marks=pytest.mark.asyncio_only
+            ),
+        ]
+    )
+    def case(self, request: pytest.FixtureRequest) -> tuple[str, str]:
+        return request.param  # type: ignore[no-any-return]
+
+    async def test_runs_of_v2_gain_history(self, db: Database, clock: FakeClock) -> None:
+        program = target(story).program
+        state = RunState("old")
+        start_run(program, state, {"x": 1})
+        state.take_delta()
+        row = (
+            "old", "story", story.blueprint.digest, None, "running", 1, 1,
+            encode_state(state), 500.0, 500.0, None, None, None, "{}",
+        )  # fmt: skip
+        if db.kind == "sqlite":
+            _write_sqlite_v2(db, row)
+        else:
+            await _write_postgres_v2(db, row)
+        store = db.open()
+        assert [] == await store.history("old")  # the first use migrates
+        assert 3 == await _schema_version(db)
+        described = await describe_stored(store, "old")
+        assert ("running", 500.0, ["fetch"]) == (
+            described.run.status,
+            described.run.created_at,
+            [n.node_id for n in described.nodes],
+        )
+        loaded = await store.load("old")
+        assert loaded is not None
+        old = Replica(program, *loaded)
+        clock.now = 600.0
+        await old.step(store, p.NodeCompleted(only_key(old, "dispatches"), 2))
+        assert [(1, "node.completed", 600.0), (2, "timer.set", 600.0)] == [
+            (e.seq, e.kind, e.at) for e in await store.history("old")
+        ]
+        await begin(store, story, "new", 700.0, x=1)
+        assert [1, 2] == [e.seq for e in await store.history("new")]
+
+
+async def _schema_version(db: Database) -> int:
+    if db.kind == "sqlite":
+        import sqlite3
+
+        conn = sqlite3.connect(db.tmp_path / "runs.db")
+        try:
+            return int(conn.execute("SELECT version FROM flowkit_schema").fetchone()[0])
+        finally:
+            conn.close()
+    import psycopg
+    from psycopg import sql
+
+    async with await psycopg.AsyncConnection.connect(PG_DSN, autocommit=True) as conn:
+        await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(db.name)))
+        cur = await conn.execute("SELECT version FROM flowkit_schema")
+        found = await cur.fetchone()
+        assert found is not None
+        return int(found[0])
+
+
+def _write_sqlite_v2(db: Database, row: tuple[Any, ...]) -> None:
+    """The tables of schema v2, made by that version's migrations (v1 and v2, unchanged
+    since), and one run row as that version's create_run wrote it."""
+    import sqlite3
+
+    from flowkit.stores._sqlite import _MIGRATIONS
+
+    conn = sqlite3.connect(db.tmp_path / "runs.db", isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        conn.execute("CREATE TABLE flowkit_schema (version INTEGER NOT NULL)")
+        for steps in _MIGRATIONS[:2]:
+            for step in steps:
+                step(conn)
+        conn.execute("INSERT INTO flowkit_schema VALUES (2)")
+        conn.execute(f"INSERT INTO flowkit_runs VALUES ({', '.join('?' * len(row))})", row)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+async def _write_postgres_v2(db: Database, row: tuple[Any, ...]) -> None:
+    """The same in PostgreSQL: the schema migrated to v2 only, then one v2 run row."""
+    import psycopg
+    from psycopg import sql
+
+    from flowkit.backends._postgres import migrate
+    from flowkit.stores._postgres import _MIGRATIONS
+
+    async with await psycopg.AsyncConnection.connect(PG_DSN, autocommit=True) as conn:
+        await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(db.name)))
+        await migrate(
+            conn,
+            db.name,
+            _MIGRATIONS[:2],
+            version_table="flowkit_schema",
+            tables="flowkit tables",
+            error=StoreError,
+        )
+        await conn.execute(
+            "INSERT INTO flowkit_runs VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+            " %s, %s)",
+            row,
+        )
