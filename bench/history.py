@@ -1,0 +1,161 @@
+"""Run history: what writing it costs in node throughput, on SQLite and PostgreSQL.
+
+A chain of N trivial builder nodes runs on ``Runtime(store=...)`` with history on
+and with history off (``history=False``), the two timed in turns in one event loop
+(on, off, on, off, ...; medians), so a slow phase of a noisy machine hits both
+alike. Every node is one commit; with history on that commit also writes its
+events (node started and completed, the next node scheduled: about three rows,
+one multi-row insert). The budget: history costs at most 10 % of node throughput,
+i.e. ``cost = seconds with history / seconds without <= 1.10``.
+
+PostgreSQL runs the runtime's optimistic one-statement commit (``attempt``), the
+path a worker's commits take too; SQLite its locked transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+import flowkit
+from flowkit.stores import SQLiteStore
+
+from ._util import Config, Table, interleaved_stats, ratio, reachable
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+POSTGRES_URL = os.environ.get("FLOWKIT_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+PG_SCHEMA = f"flowkit_bench_history_{os.getpid()}"  # own schema, dropped afterwards
+BUDGET = 1.10
+
+
+async def step(previous: Any = 0) -> int:
+    return int(previous or 0) + 1
+
+
+def build(n: int) -> flowkit.Flow:
+    flow = flowkit.Flow(f"history-chain-{n}")
+    for i in range(n):
+        flow.node(f"s{i}", step)
+        if i:
+            flow.edge(f"s{i - 1}", f"s{i}")
+    return flow
+
+
+def factories(tmp: str) -> list[tuple[str, Callable[[bool], Any] | None, str]]:
+    """(store kind, factory taking ``history``, or None with why it is skipped)."""
+    out: list[tuple[str, Callable[[bool], Any] | None, str]] = [
+        (
+            "sqlite",
+            lambda history: SQLiteStore(
+                os.path.join(tmp, f"{uuid.uuid4().hex}.db"), history=history
+            ),
+            "",
+        )
+    ]
+    if not reachable(POSTGRES_URL):
+        out.append(("postgres", None, f"not reachable at {POSTGRES_URL}"))
+        return out
+    try:
+        from flowkit.stores import PostgresStore
+    except flowkit.MissingDependency as exc:  # pragma: no cover - the extra is missing
+        out.append(("postgres", None, str(exc)))
+        return out
+    out.append(
+        (
+            "postgres",
+            lambda history: PostgresStore(POSTGRES_URL, schema=PG_SCHEMA, history=history),
+            "",
+        )
+    )
+    return out
+
+
+async def measure(factory: Callable[[bool], Any], n: int, runs: int) -> dict[str, Any]:
+    """History on and off, each on a store of its own, timed in turns; medians and bests,
+    and the events one run writes."""
+    flow = build(n)
+    stores = {"on": factory(True), "off": factory(False)}
+    try:
+        runtimes = {name: flowkit.Runtime(store=store) for name, store in stores.items()}
+        for runtime in runtimes.values():  # warm-up: connections, tables, caches
+            result = await runtime.run(flow)
+            if result.status != "completed":
+                raise RuntimeError(f"run ended {result.status}: {result.error}")
+        probe = await runtimes["on"].run(flow)
+        events = len(await runtimes["on"].history(probe.run_id))
+
+        def timed(runtime: flowkit.Runtime) -> Callable[[], Any]:
+            async def once() -> None:
+                result = await runtime.run(flow)
+                if result.status != "completed":
+                    raise RuntimeError(f"run ended {result.status}: {result.error}")
+
+            return once
+
+        stats = await interleaved_stats({name: timed(rt) for name, rt in runtimes.items()}, runs)
+        return {"stats": stats, "events": events}
+    finally:
+        for store in stores.values():
+            with anyio.CancelScope(shield=True), suppress(Exception):
+                await store.close()
+
+
+async def _drop_schema() -> None:
+    with suppress(Exception):
+        import psycopg
+
+        conn = await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True)
+        async with conn:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE")
+
+
+def run(config: Config) -> list[Table]:
+    n = config.pick(500, 200, 10)
+    runs = config.pick(9, 5, 1)
+    table = Table(f"history: chain of {n} trivial nodes on Runtime(store=...), history on vs off")
+    tmp = tempfile.mkdtemp(prefix="flowkit-bench-history-")
+    try:
+        for kind, factory, note in factories(tmp):
+            if factory is None:
+                table.notes.append(f"{kind}: skipped ({note})")
+                continue
+            try:
+                result = anyio.run(measure, factory, n, runs)
+            except Exception as exc:
+                table.notes.append(f"{kind}: failed: {type(exc).__name__}: {exc}"[:300])
+                continue
+            finally:
+                if kind == "postgres":
+                    anyio.run(_drop_schema)
+            on, off = result["stats"]["on"], result["stats"]["off"]
+            cost = ratio(on["median"], off["median"], 3)
+            table.rows.append(
+                {
+                    "store": kind,
+                    "nodes_s_history": round(n / on["median"]),
+                    "nodes_s_no_history": round(n / off["median"]),
+                    "cost": cost,
+                    "cost_best": ratio(on["best"], off["best"], 3),
+                    "events_node": round(result["events"] / n, 2),
+                    "within_budget": None if cost is None else cost <= BUDGET,
+                }
+            )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    table.notes.append(
+        f"cost = seconds per run with history ÷ without (medians of {runs}, timed in turns); "
+        f"budget <= {BUDGET:.2f}; cost_best compares the fastest runs"
+    )
+    return [table]
+
+
+def summary(tables: list[Table]) -> dict[str, Any]:
+    return {r["store"]: r for r in tables[0].rows}
