@@ -197,9 +197,9 @@ async def test_runtime_child_history_and_unknown_runs(store: Any) -> None:
 
 async def test_runtime_without_a_store_says_so() -> None:
     rt = flowkit.Runtime()
-    with pytest.raises(ConfigurationError, match="history needs Runtime\\(store=...\\)"):
+    with pytest.raises(ConfigurationError, match=r"history needs Runtime\(store=\.\.\.\)"):
         await rt.history("any")
-    with pytest.raises(ConfigurationError, match="describe needs Runtime\\(store=...\\)"):
+    with pytest.raises(ConfigurationError, match=r"describe needs Runtime\(store=\.\.\.\)"):
         await rt.describe("any")
 
 
