@@ -319,8 +319,33 @@ def _preview(payload: str, max_payload: int) -> str:
     return preview
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_STRING: Callable[[str], str] = getattr(json.encoder, "c_encode_basestring", None) or (
+    json.encoder.py_encode_basestring
+)
+_LITERALS = {True: "true", False: "false"}
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """JSON text of ``value``: a flat dict of strings and numbers (every event's small
+    fields) by hand, as this runs for every event of every commit; the rest by json."""
+    if type(value) is not dict:
+        return _ENCODER.encode(value)
+    parts = []
+    for key, item in value.items():
+        kind = type(item)
+        if kind is str:
+            text = _STRING(item)
+        elif kind is int or (kind is float and item - item == 0):  # finite
+            text = repr(item)
+        elif kind is bool:
+            text = _LITERALS[item]
+        elif item is None:
+            text = "null"
+        else:
+            text = _ENCODER.encode(item)
+        parts.append(f"{_STRING(key)}:{text}")
+    return "{" + ",".join(parts) + "}"
 
 
 def _payload_json(value: Any) -> str:
