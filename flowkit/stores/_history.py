@@ -122,8 +122,19 @@ def check_read(after: int, limit: int | None) -> tuple[int, int | None]:
     return after, limit
 
 
-def columns(entries: Sequence[HistoryEntry]) -> tuple[list[Any], ...]:
-    """The entries as six column lists (for PostgreSQL's ``unnest``)."""
-    if not entries:
-        return [], [], [], [], [], []
-    return tuple(list(column) for column in zip(*entries, strict=True))
+_STRING = getattr(json.encoder, "c_encode_basestring", None) or json.encoder.py_encode_basestring
+
+
+def as_json(entries: Sequence[HistoryEntry]) -> str:
+    """The entries as one JSON array of ``[at, kind, node_id, attempt, worker, data]``
+    (data embedded as it is), which PostgreSQL unpacks with ``json_array_elements``:
+    one text parameter costs the client far less than six arrays."""
+    return "[" + ",".join(map(_as_json, entries)) + "]"
+
+
+def _as_json(entry: HistoryEntry) -> str:
+    at, kind, node_id, attempt, worker, data = entry
+    node = "null" if node_id is None else _STRING(node_id)
+    number = "null" if attempt is None else str(int(attempt))
+    who = "null" if worker is None else _STRING(worker)
+    return f"[{float(at)!r},{_STRING(kind)},{node},{number},{who},{data}]"

@@ -25,7 +25,7 @@ from .._errors import MissingDependency, StoreError
 from ..backends._options import HISTORY_URL_OPTIONS, check_positive
 from ..backends._postgres import SchemaClient, failure, migrate, redact_dsn, split_dsn
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
-from ._history import DEFAULT_PAYLOAD, HistoryEntry, HistoryEvent, check_read, columns, event
+from ._history import DEFAULT_PAYLOAD, HistoryEntry, HistoryEvent, as_json, check_read, event
 from ._history import history_options as checked_history
 from ._index import created_fields, run_query, split_info, summary
 from ._notices import finishes
@@ -141,12 +141,16 @@ _LOAD: LiteralString = (
     " WHERE j.run_id = r.run_id AND j.version > r.snapshot_version AND j.version <= r.version"
     " ORDER BY j.version) FROM flowkit_runs r WHERE r.run_id = %s"
 )
-# a commit's history events, numbered from the second parameter on
+# the columns of a history event from an element ``u.e`` of stores._history.as_json (a
+# json value, not jsonb: its data's text is kept exactly)
+HISTORY_COLUMNS: LiteralString = (
+    "(u.e->>0)::float8, u.e->>1, u.e->>2, (u.e->>3)::int, u.e->>4, (u.e->5)::text"
+)
+# a commit's history events (as_json), numbered from the second parameter on
 INSERT_HISTORY: LiteralString = (
-    "INSERT INTO flowkit_history SELECT %s, %s::bigint + u.n - 1, u.at, u.kind, u.node_id,"
-    " u.attempt, u.worker, u.data FROM unnest(%s::float8[], %s::text[], %s::text[],"
-    " %s::int[], %s::text[], %s::text[]) WITH ORDINALITY AS u(at, kind, node_id, attempt,"
-    " worker, data, n)"
+    "INSERT INTO flowkit_history SELECT %s, %s::bigint + u.n - 1, "
+    + HISTORY_COLUMNS
+    + " FROM json_array_elements(%s::json) WITH ORDINALITY AS u(e, n)"
 )
 _UPSERT_TIMER: LiteralString = (
     "INSERT INTO flowkit_timers VALUES (%s, %s, %s)"
@@ -279,7 +283,7 @@ class PostgresStore(SchemaClient):
             if created_now:
                 await _write_index(conn, run_id, index)
                 if history:
-                    await conn.execute(INSERT_HISTORY, (run_id, 1, *columns(history)))
+                    await conn.execute(INSERT_HISTORY, (run_id, 1, as_json(history)))
                 if new.tags:
                     await conn.execute(
                         "INSERT INTO flowkit_run_tags"
@@ -654,7 +658,7 @@ class _PostgresTransaction:
             if history:
                 self._clean = False
                 await self._conn.execute(
-                    INSERT_HISTORY, (self._run_id, self._next_seq, *columns(history))
+                    INSERT_HISTORY, (self._run_id, self._next_seq, as_json(history))
                 )
                 self._clean = True
         self._next_seq = next_seq

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, LiteralString
 
 from .._errors import StoreError
 from ._codec import encode_delta, encode_state
-from ._history import columns
+from ._history import as_json
 from ._index import split_info
 from ._notices import finishes
 from ._protocol import NO_INDEX, Conflict
@@ -53,10 +53,10 @@ WITH locked AS (
   RETURNING r.run_id, r.next_seq - %(events)s::int AS first_seq
 ), history AS (
   INSERT INTO flowkit_history
-  SELECT b.run_id, b.first_seq + u.n - 1, u.at, u.kind, u.node_id, u.attempt, u.worker, u.data
-  FROM bumped AS b, unnest(%(h_at)s::float8[], %(h_kind)s::text[], %(h_node)s::text[],
-    %(h_attempt)s::int[], %(h_worker)s::text[], %(h_data)s::text[])
-    WITH ORDINALITY AS u(at, kind, node_id, attempt, worker, data, n)
+  SELECT b.run_id, b.first_seq + u.n - 1, (u.e->>0)::float8, u.e->>1, u.e->>2, (u.e->>3)::int,
+    u.e->>4, (u.e->5)::text
+  FROM bumped AS b, json_array_elements(%(history)s::json) WITH ORDINALITY AS u(e, n)
+  WHERE %(events)s::int > 0
 ), journal AS (
   INSERT INTO flowkit_journal
   SELECT run_id, %(version)s, %(delta)s FROM bumped WHERE %(snapshot)s::text IS NULL
@@ -132,7 +132,6 @@ class PostgresAttempt:
         error_type, error_message = stamp.error or (None, None)
         if not self._store.history_options.enabled:
             history = ()
-        h_at, h_kind, h_node, h_attempt, h_worker, h_data = columns(history)
         encoded = encode_delta(delta)
         version = self.version + 1
         snapshot = encode_state(state) if state is not None and self.wants_snapshot else None
@@ -151,12 +150,7 @@ class PostgresAttempt:
             **_index_params("timers", index.timers, index.timers_done),
             **_index_params("leases", index.leases, index.leases_done),
             "events": len(history),
-            "h_at": h_at,
-            "h_kind": h_kind,
-            "h_node": h_node,
-            "h_attempt": h_attempt,
-            "h_worker": h_worker,
-            "h_data": h_data,
+            "history": as_json(history),
             "channel": FINISHED_CHANNEL,
             "notice": json.dumps([self._store.schema, self._run_id]) if finishes(info) else None,
         }
