@@ -1,6 +1,6 @@
 """``python -m bench [--quick] [--json FILE] [--only SECTION[,SECTION]] [--no-flowcraft]``.
 
-Sections: engine, compile, simulation, persistence, scale, distributed; ``--only
+Sections: engine, compile, simulation, persistence, history, scale, distributed; ``--only
 smoke`` runs every section at tiny sizes in a few seconds (no Flowcraft, no npm,
 no broker). ``--only soak [--minutes N] [--rate R]`` (only on request) holds one
 worker process under R runs/s for N minutes and prints its memory per minute.
@@ -23,7 +23,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from . import compile as compile_section
-from . import distributed, engine, persistence, runs_index, scale, simulation, soak
+from . import distributed, engine, history, persistence, runs_index, scale, simulation, soak
 from ._util import Config, Table, print_tables
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ SECTIONS: dict[str, ModuleType] = {
     "compile": compile_section,
     "simulation": simulation,
     "persistence": persistence,
+    "history": history,
     "scale": scale,
     "distributed": distributed,
 }
@@ -127,6 +128,14 @@ def budgets(results: dict[str, list[Table]]) -> Table:
                 "1",
                 r["commits_node"],
                 r["commits_node"] <= 1.01,
+            )
+    if "history" in results:
+        for store, r in history.summary(results["history"]).items():
+            add(
+                f"history cost in node throughput ({store})",
+                f"<= {history.BUDGET:.2f}x history off",
+                r["cost"],
+                r["within_budget"],
             )
     if "scale" in results:
         s = scale.summary(results["scale"])

@@ -37,15 +37,22 @@ from .dsl import FlowDef as FlowDef
 from .dsl import flow as flow
 from .dsl import node as node
 from .engine import Action as Action
+from .engine import ChildRow as ChildRow
 from .engine import Context as Context
 from .engine import Event as Event
+from .engine import HistoryEvent as HistoryEvent
 from .engine import Middleware as Middleware
 from .engine import Node as Node
 from .engine import NodeContext as NodeContext
+from .engine import NodeRow as NodeRow
+from .engine import RunDescription as RunDescription
 from .engine import RunHandle as RunHandle
 from .engine import RunResult as RunResult
 from .engine import RunStatus as RunStatus
+from .engine import RunSummary as RunSummary
 from .engine import Runtime as Runtime
+from .engine import TimerRow as TimerRow
+from .engine import WaitRow as WaitRow
 from .engine import context as context
 from .worker import Client as Client
 from .worker import Worker as Worker
@@ -58,6 +65,7 @@ __all__ = [
     "BlueprintError",
     "Cancelled",
     "ChildFailed",
+    "ChildRow",
     "Client",
     "CompileError",
     "ConfigurationError",
@@ -68,6 +76,7 @@ __all__ = [
     "Flow",
     "FlowDef",
     "FlowkitError",
+    "HistoryEvent",
     "InvalidInputs",
     "LintIssue",
     "Middleware",
@@ -76,16 +85,21 @@ __all__ = [
     "NodeConfig",
     "NodeContext",
     "NodeError",
+    "NodeRow",
     "NodeSpec",
     "ResultTimeout",
     "ResumeError",
+    "RunDescription",
     "RunHandle",
     "RunResult",
     "RunStatus",
+    "RunSummary",
     "Runtime",
     "StoreError",
+    "TimerRow",
     "TransportError",
     "Undeliverable",
+    "WaitRow",
     "WaitTimeout",
     "WebhookRejected",
     "Worker",

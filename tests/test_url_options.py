@@ -25,6 +25,7 @@ from redis.asyncio.connection import parse_url
 from flowkit import FlowkitError
 from flowkit.backends._options import boolean, split_options
 from flowkit.stores import from_url as store_from_url
+from flowkit.stores._history import HistoryOptions
 from flowkit.stores._urls import ConfigurationError
 from flowkit.transports import from_url as transport_from_url
 
@@ -370,6 +371,34 @@ OUT_OF_RANGE = [
 ]
 
 
+HISTORY_URLS = [
+    "memory://",
+    "sqlite:///r.db",
+    "postgresql://u@127.0.0.1:1/app",
+    "redis://127.0.0.1:1/2",
+]
+
+
+class TestHistoryOptions:
+    """Every store's URL takes ``history`` and ``history_payload``; nothing connects."""
+
+    @pytest.mark.parametrize("url", HISTORY_URLS, ids=scheme)
+    def test_history_off_and_its_bound(self, url: str) -> None:
+        store = store_from_url(f"{url}?history=false&history_payload=512")
+        assert HistoryOptions(enabled=False, max_payload=512) == store.history_options
+
+    @pytest.mark.parametrize("url", HISTORY_URLS, ids=scheme)
+    def test_defaults(self, url: str) -> None:
+        assert HistoryOptions(enabled=True, max_payload=2048) == store_from_url(url).history_options
+
+    @pytest.mark.parametrize("url", HISTORY_URLS, ids=scheme)
+    def test_bad_values(self, url: str) -> None:
+        with pytest.raises(ConfigurationError, match="bad history='maybe'"):
+            store_from_url(f"{url}?history=maybe")
+        with pytest.raises(ConfigurationError, match=r"history_payload must be .* at least 128"):
+            store_from_url(f"{url}?history_payload=10")
+
+
 class TestRefused:
     """Unknown options on strict URLs, bad values anywhere: a ConfigurationError, no password."""
 
@@ -429,7 +458,7 @@ class TestWorkerCommandLine:
             (
                 ["--store", "sqlite:///x.db?snapshot_every=8&snapshot_evry=8"],
                 "unknown option 'snapshot_evry' in 'sqlite:///x.db?snapshot_every=8&snapshot_evry=8'"
-                ": use snapshot_every",
+                ": use snapshot_every, history, history_payload",
             ),
             (
                 [

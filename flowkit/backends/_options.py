@@ -131,6 +131,12 @@ def sqlite_path(url: str) -> str:
     return path or ":memory:"
 
 
+HISTORY_URL_OPTIONS: dict[str, Converter] = {
+    "history": boolean,
+    "history_payload": int,
+}
+"""The run-history options every store's URL takes (``?history=false&history_payload=4096``)."""
+
 _BOOLEANS = {
     **dict.fromkeys(("1", "true", "yes", "on"), True),
     **dict.fromkeys(("0", "false", "no", "off"), False),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import heapq
 import math
+import os
+import socket
 from abc import abstractmethod
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -19,6 +21,7 @@ from ..shell._commands import Interpreter
 from ..shell._durable import Replica, dispatch_command
 from ..shell._events import EventBus
 from ..shell._execute import Executor
+from ..shell._history import Origin
 from ._eager import NoticeBlocking, Resume
 
 if TYPE_CHECKING:
@@ -82,6 +85,8 @@ class Driver(Interpreter[Run]):
     ) -> None:
         super().__init__()
         self.poll_interval = poll_interval
+        self.worker_id = f"runtime@{socket.gethostname()}:{os.getpid()}"
+        """Who runs nodes here, as run history records it."""
         self.events = EventBus()
         self.store = store
         self._executor = Executor(
@@ -105,12 +110,14 @@ class Driver(Interpreter[Run]):
         """If ``run`` is a child that finished, tell its parent."""
 
     # -- stepping -------------------------------------------------------------
-    async def _step(self, run: Run, event: p.Event) -> list[p.Command]:
+    async def _step(
+        self, run: Run, event: p.Event, origin: Origin | None = None
+    ) -> list[p.Command]:
         if self.store is None:
             commands = handle_event(run.program, run.state, event)
             run.state.journal.clear()
             return commands
-        return await run.step(self.store, event)
+        return await run.step(self.store, event, origin=origin)
 
     async def _advance(self, run: Run, event: p.Event) -> None:
         """Feed an event from outside the run's task group; wait until it settles."""
@@ -239,6 +246,7 @@ class Driver(Interpreter[Run]):
                 if command.dispatch_id not in run.state.sections["dispatches"]:
                     continue  # cancelled before it started
                 scopes[command.dispatch_id] = scope
+                started = clock.now()
                 coro = self._executor.execute(run.run_id, run.target, run.state, command)
                 try:  # most nodes finish without ever blocking: no wrapper for them
                     yielded = coro.send(None)
@@ -251,7 +259,8 @@ class Driver(Interpreter[Run]):
                     commands = handle_event(run.program, run.state, event)
                     run.state.journal.clear()
                 else:
-                    commands = await NoticeBlocking(self._step(run, event), hand_off)
+                    origin = Origin(self.worker_id, started, clock.now())
+                    commands = await NoticeBlocking(self._step(run, event, origin), hand_off)
                 ready.extend(self._carry_out(run, commands))
 
     # -- timers ---------------------------------------------------------------

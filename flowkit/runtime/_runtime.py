@@ -25,6 +25,7 @@ from ..core._program import wait_name
 from ..core._state import NullJournal, RunState
 from ..observability._propagation import current_traceparent
 from ..shell._commands import for_parent
+from ..shell._describe import describe_stored, read_history
 from ..shell._durable import (
     index_ops,
     refuse_if_finished,
@@ -33,6 +34,7 @@ from ..shell._durable import (
     unknown_digest,
 )
 from ..shell._flows import Flows, refuse_unknown_wait, route_signal
+from ..shell._history import start_history
 from ..shell._purge import purge_runs
 from ..shell._result import RunHandle, RunResult, detached
 from ._driver import Driver, Run
@@ -41,8 +43,10 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 
     from .._durations import Duration
+    from ..shell._describe import RunDescription
     from ..shell._middleware import Middleware
     from ..shell._target import Target
+    from ..stores._history import HistoryEvent
     from ..stores._protocol import RunPage
 
 REGISTER_HINT = "pass the flow itself, or register it: flowkit.Runtime(flows=[...])"
@@ -368,6 +372,32 @@ class Runtime(Driver):
         )
         return page
 
+    async def history(self, run_id: str) -> list[HistoryEvent]:
+        """The run's history: its events in order (``seq`` from 1), read from the store.
+
+        Raises :class:`~flowkit.ResumeError` for a run not in the store, and
+        :class:`~flowkit.ConfigurationError` when the runtime has no store. A store made
+        with ``history=False`` keeps none: the list is empty.
+        """
+        return await read_history(self._store_for("history"), run_id)
+
+    async def describe(self, run_id: str) -> RunDescription:
+        """The run's header (as :meth:`list_runs` lists it), a table of its nodes
+        (status, attempts, first start, last end, time spent, last error) and what it
+        waits for (waits with their timeout, timers with their due time, children).
+
+        Raises :class:`~flowkit.ResumeError` for a run not in the store, and
+        :class:`~flowkit.ConfigurationError` when the runtime has no store.
+        """
+        return await describe_stored(self._store_for("describe"), run_id)
+
+    def _store_for(self, operation: str) -> Any:
+        if self.store is None:
+            raise ConfigurationError(
+                f"{operation} needs Runtime(store=...): run history is kept in the store"
+            )
+        return self.store
+
     def known_blueprints(self) -> list[Any]:
         """Every blueprint this runtime can run (its webhook routes come from these)."""
         return [t.blueprint for t in self.flows.by_digest.values()]
@@ -461,6 +491,7 @@ class Runtime(Driver):
                 index=index_ops(delta, commands, now=now),
                 tags=tags,
                 created_at=now,
+                **start_history(self.store, state, commands, now),
             )
             if not created:  # another process won the race for this id
                 return await self._get(run_id), []

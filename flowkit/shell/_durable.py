@@ -13,11 +13,13 @@ from ..core._retry import retry_refusal
 from ..core._state import DELETED, Delta, RunState, RunStatus
 from ..stores._index import check_tags, error_of
 from ..stores._protocol import CommitsOptimistically, Conflict
+from ._history import Origin, options_of, transition_events
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from ..core._program import Program
+    from ..stores._history import HistoryOptions
     from ..stores._protocol import IndexOps, RunTransaction, Store
 
 
@@ -117,40 +119,45 @@ class Replica:
         self.contended = 0
 
     async def step(
-        self, store: Store, event: p.Event, *, lease_seconds: float | None = None
+        self,
+        store: Store,
+        event: p.Event,
+        *,
+        lease_seconds: float | None = None,
+        origin: Origin | None = None,
     ) -> list[p.Command]:
         """Apply ``event`` and commit only the delta: in one round trip if the store
         commits optimistically, this copy is current and no other process wrote the run
-        under an attempt lately; else under the run's lock."""
+        under an attempt lately; else under the run's lock. The commit carries the
+        transition's history events (``origin``: who ran the node the event settles)."""
+        turn = _Turn(event, origin, lease_seconds, options_of(store))
         try:
             if self.version > 0 and not self.contended and isinstance(store, CommitsOptimistically):
-                commands = await self._step_optimistically(store, event, lease_seconds)
+                commands = await self._step_optimistically(store, turn)
                 if commands is not None:
                     return commands
-            return await self._step_locked(store, event, lease_seconds)
+            return await self._step_locked(store, turn)
         except BaseException:
             self.version = -1  # our copy may hold an uncommitted step: reload next time
             raise
 
     async def _step_optimistically(
-        self, store: CommitsOptimistically, event: p.Event, lease_seconds: float | None
+        self, store: CommitsOptimistically, turn: _Turn
     ) -> list[p.Command] | None:
         """The step committed at this copy's version; None if it is to be done under the
         lock: this copy was stale (a conflict), or the event changed nothing here (a
         duplicate, or news to a stale copy)."""
         attempt = store.attempt(self.run_id, self.version)
-        commands = handle_event(self.program, self.state, event)
+        commands = handle_event(self.program, self.state, turn.event)
         try:
-            committed = await self._commit(attempt, commands, lease_seconds)
+            committed = await self._commit(attempt, commands, turn)
         except Conflict:
             self.version = -1  # this copy holds the step that did not commit: reload it
             self.contended = QUIET_STEPS
             return None
         return commands if committed else None
 
-    async def _step_locked(
-        self, store: Store, event: p.Event, lease_seconds: float | None
-    ) -> list[p.Command]:
+    async def _step_locked(self, store: Store, turn: _Turn) -> list[p.Command]:
         async with store.transaction(self.run_id) as txn:
             if txn.version == 0:
                 raise StoreError(f"run {self.run_id!r} is not in the store {store!r}")
@@ -158,24 +165,25 @@ class Replica:
                 await self._catch_up(txn)
             elif self.contended:
                 self.contended -= 1
-            commands = handle_event(self.program, self.state, event)
-            await self._commit(txn, commands, lease_seconds)
+            commands = handle_event(self.program, self.state, turn.event)
+            await self._commit(txn, commands, turn)
             return commands
 
-    async def _commit(
-        self, txn: RunTransaction, commands: list[p.Command], lease_seconds: float | None
-    ) -> bool:
-        """Commit the state's delta, if any; whether there was one."""
+    async def _commit(self, txn: RunTransaction, commands: list[p.Command], turn: _Turn) -> bool:
+        """Commit the state's delta, if any, with its history; whether there was one."""
         delta = self.state.take_delta()
         if not delta:
             return False
         now = clock.now()
-        await txn.commit(
-            delta,
-            index=index_ops(delta, commands, now=now, lease_seconds=lease_seconds),
-            info=commit_info(self.state, now),
-            state=self.state,
-        )
+        index = index_ops(delta, commands, now=now, lease_seconds=turn.lease_seconds)
+        info = commit_info(self.state, now)
+        if turn.history is None:
+            await txn.commit(delta, index=index, info=info, state=self.state)
+        else:
+            events = transition_events(
+                turn.event, commands, self.state, now, turn.origin, turn.history.max_payload
+            )
+            await txn.commit(delta, index=index, info=info, state=self.state, history=events)
         self.version = txn.version
         return True
 
@@ -191,6 +199,24 @@ class Replica:
                 self.state.apply_delta(delta)
         self.state.journal.clear()
         self.version = txn.version
+
+
+class _Turn:
+    """One step's event and what its commit needs besides the state."""
+
+    __slots__ = ("event", "history", "lease_seconds", "origin")
+
+    def __init__(
+        self,
+        event: p.Event,
+        origin: Origin | None,
+        lease_seconds: float | None,
+        history: HistoryOptions | None,
+    ) -> None:
+        self.event = event
+        self.origin = origin
+        self.lease_seconds = lease_seconds
+        self.history = history  # None: the store keeps no history
 
 
 def dispatch_command(run_id: str, dispatch_id: str, record: dict[str, Any]) -> p.ExecuteNode:

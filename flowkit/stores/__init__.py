@@ -2,6 +2,7 @@
 
 from typing import TYPE_CHECKING
 
+from ._history import HistoryEvent as HistoryEvent
 from ._memory import MemoryStore as MemoryStore
 from ._protocol import DueTimer as DueTimer
 from ._protocol import ExpiredLease as ExpiredLease
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DueTimer",
     "ExpiredLease",
+    "HistoryEvent",
     "IndexOps",
     "MemoryStore",
     "PostgresStore",

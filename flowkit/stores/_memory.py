@@ -15,8 +15,10 @@ import anyio
 import attrs
 
 from .._errors import ConfigurationError
-from ..backends._options import check_positive, redact, split_options
+from ..backends._options import HISTORY_URL_OPTIONS, check_positive, redact, split_options
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
+from ._history import DEFAULT_PAYLOAD, HistoryEntry, HistoryEvent, check_read, event
+from ._history import history_options as checked_history
 from ._index import created_fields, purge_query, run_query, split_info
 from ._notices import Announcer, finishes
 from ._protocol import (
@@ -31,7 +33,7 @@ from ._protocol import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Collection, Mapping
+    from collections.abc import AsyncIterator, Collection, Mapping, Sequence
     from contextlib import AbstractAsyncContextManager
 
     from ..core._state import Delta, RunState
@@ -44,6 +46,7 @@ class _Stored:
     snapshot_version: int
     summary: RunSummary
     journal: dict[int, str] = attrs.field(factory=dict)
+    history: list[HistoryEntry] = attrs.field(factory=list)  # seq n is history[n - 1]
     lock: anyio.Lock = attrs.field(factory=anyio.Lock)
 
     def index(self, info: RunInfo, **changes: Any) -> None:
@@ -62,8 +65,15 @@ class _Stored:
 class MemoryStore:
     """Runs, timers and leases in memory (lost when the process ends)."""
 
-    def __init__(self, *, snapshot_every: int = 64) -> None:
+    def __init__(
+        self,
+        *,
+        snapshot_every: int = 64,
+        history: bool = True,
+        history_payload: int = DEFAULT_PAYLOAD,
+    ) -> None:
         check_positive("MemoryStore", snapshot_every=snapshot_every)
+        self.history_options = checked_history("MemoryStore", history, history_payload)
         self.stats = StoreStats()
         self.snapshot_every = snapshot_every
         self._runs: dict[str, _Stored] = {}
@@ -77,15 +87,16 @@ class MemoryStore:
     def from_url(cls, url: str = "memory://", **options: Any) -> MemoryStore:
         """Build from ``memory://``, optionally ``memory://?snapshot_every=8``.
 
-        Query options: ``snapshot_every`` (int); any other is refused. Keyword
-        ``options`` override the query.
+        Query options: ``snapshot_every`` (int), ``history`` (true/false) and
+        ``history_payload`` (int); any other is refused. Keyword ``options`` override
+        the query.
 
         >>> MemoryStore.from_url("memory://?snapshot_every=8").snapshot_every
         8
         """
         if not url.lower().startswith("memory://"):
             raise ConfigurationError(f"not a memory store URL: {redact(url)!r}; use memory://")
-        _, found = split_options(url, {"snapshot_every": int})
+        _, found = split_options(url, {"snapshot_every": int, **HISTORY_URL_OPTIONS})
         return cls(**(found | options))
 
     def watch_finished(self) -> AbstractAsyncContextManager[AsyncIterator[str]]:
@@ -110,6 +121,7 @@ class MemoryStore:
         index: IndexOps = NO_INDEX,
         tags: Mapping[str, str] | None = None,
         created_at: float | None = None,
+        history: Sequence[HistoryEntry] = (),
     ) -> bool:
         new = created_fields(state, created_at, tags)
         if run_id in self._runs:
@@ -130,7 +142,9 @@ class MemoryStore:
             error_message,
             new.tags,
         )
-        self._runs[run_id] = _Stored(info, snapshot, 1, summary)
+        stored = self._runs[run_id] = _Stored(info, snapshot, 1, summary)
+        if self.history_options.enabled:
+            stored.history.extend(history)
         bisect.insort(self._by_creation, (new.created_at, run_id))
         self.stats.commits += 1
         self.stats.snapshot_bytes += len(snapshot)
@@ -155,6 +169,22 @@ class MemoryStore:
     async def info(self, run_id: str) -> RunInfo | None:
         stored = self._runs.get(run_id)
         return stored.info if stored else None
+
+    async def run_summary(self, run_id: str) -> RunSummary | None:
+        stored = self._runs.get(run_id)
+        if stored is None:
+            return None
+        return attrs.evolve(stored.summary, tags=dict(stored.summary.tags))
+
+    async def history(
+        self, run_id: str, *, after: int = 0, limit: int | None = None
+    ) -> list[HistoryEvent]:
+        after, limit = check_read(after, limit)
+        stored = self._runs.get(run_id)
+        if stored is None:
+            return []
+        entries = stored.history[after : None if limit is None else after + limit]
+        return [event(after + i, entry) for i, entry in enumerate(entries, 1)]
 
     async def list_runs(
         self,
@@ -294,6 +324,7 @@ class _MemoryTransaction:
         index: IndexOps = NO_INDEX,
         info: dict[str, Any] | None = None,
         state: RunState | None = None,
+        history: Sequence[HistoryEntry] = (),
     ) -> int:
         stored = self._stored
         if stored is None:
@@ -323,6 +354,8 @@ class _MemoryTransaction:
         self._store.stats.commits += 1
         self._store.stats.bytes_written += len(encoded)
         self._store._apply_index(self._run_id, index)
+        if history and self._store.history_options.enabled:
+            stored.history.extend(history)
         if finishes(info):
             self._store._finished.announce(self._run_id)
         return self.version

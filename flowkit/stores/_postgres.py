@@ -22,9 +22,11 @@ import anyio
 import structlog
 
 from .._errors import MissingDependency, StoreError
-from ..backends._options import check_positive
+from ..backends._options import HISTORY_URL_OPTIONS, check_positive
 from ..backends._postgres import SchemaClient, failure, migrate, redact_dsn, split_dsn
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
+from ._history import DEFAULT_PAYLOAD, HistoryEntry, HistoryEvent, as_json, check_read, event
+from ._history import history_options as checked_history
 from ._index import created_fields, purge_query, run_query, split_info, summary
 from ._notices import finishes
 from ._postgres_attempt import PostgresAttempt
@@ -35,6 +37,7 @@ from ._protocol import (
     IndexOps,
     RunInfo,
     RunPage,
+    RunSummary,
     StoreStats,
 )
 
@@ -47,7 +50,7 @@ else:
     _HAVE_PSYCOPG = True
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Collection, Iterator, Mapping
+    from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
     from contextlib import AbstractAsyncContextManager
 
     from ..backends._options import Converter
@@ -66,7 +69,8 @@ _PURGE: LiteralString = (
     " journal AS (DELETE FROM flowkit_journal WHERE run_id IN (SELECT run_id FROM doomed)),"
     " timers AS (DELETE FROM flowkit_timers WHERE run_id IN (SELECT run_id FROM doomed)),"
     " leases AS (DELETE FROM flowkit_leases WHERE run_id IN (SELECT run_id FROM doomed)),"
-    " tags AS (DELETE FROM flowkit_run_tags WHERE run_id IN (SELECT run_id FROM doomed))"
+    " tags AS (DELETE FROM flowkit_run_tags WHERE run_id IN (SELECT run_id FROM doomed)),"
+    " history AS (DELETE FROM flowkit_history WHERE run_id IN (SELECT run_id FROM doomed))"
     " DELETE FROM flowkit_runs WHERE run_id IN (SELECT run_id FROM doomed) RETURNING run_id"
 )
 _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
@@ -121,9 +125,21 @@ _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
         "CREATE INDEX flowkit_run_tags_match ON flowkit_run_tags"
         ' (key, value, created_at, run_id COLLATE "C")',
     ),
+    (  # v3: run history; next_seq numbers a run's events (the default serves the rows
+        # of processes still running the previous version, which write no history)
+        "ALTER TABLE flowkit_runs ADD COLUMN next_seq BIGINT NOT NULL DEFAULT 1",
+        "CREATE TABLE flowkit_history (run_id TEXT NOT NULL, seq BIGINT NOT NULL,"
+        " at DOUBLE PRECISION NOT NULL, kind TEXT NOT NULL, node_id TEXT, attempt INTEGER,"
+        " worker TEXT, data TEXT NOT NULL, PRIMARY KEY (run_id, seq))",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
-_URL_OPTIONS: dict[str, Converter] = {"schema": str, "snapshot_every": int, "pool_size": int}
+_URL_OPTIONS: dict[str, Converter] = {
+    "schema": str,
+    "snapshot_every": int,
+    "pool_size": int,
+    **HISTORY_URL_OPTIONS,
+}
 _SUMMARY: LiteralString = (  # of flowkit_runs r
     "SELECT r.run_id, r.blueprint_id, r.digest, r.status, r.parent, r.created_at,"
     " r.updated_at, r.finished_at, r.error_type, r.error_message, r.tags FROM"
@@ -136,6 +152,17 @@ _LOAD: LiteralString = (
     "SELECT r.version, r.snapshot, ARRAY(SELECT j.delta FROM flowkit_journal j"
     " WHERE j.run_id = r.run_id AND j.version > r.snapshot_version AND j.version <= r.version"
     " ORDER BY j.version) FROM flowkit_runs r WHERE r.run_id = %s"
+)
+# the columns of a history event from an element ``u.e`` of stores._history.as_json (a
+# json value, not jsonb: its data's text is kept exactly)
+HISTORY_COLUMNS: LiteralString = (
+    "(u.e->>0)::float8, u.e->>1, u.e->>2, (u.e->>3)::int, u.e->>4, (u.e->5)::text"
+)
+# a commit's history events (as_json), numbered from the second parameter on
+INSERT_HISTORY: LiteralString = (
+    "INSERT INTO flowkit_history SELECT %s, %s::bigint + u.n - 1, "
+    + HISTORY_COLUMNS
+    + " FROM json_array_elements(%s::json) WITH ORDINALITY AS u(e, n)"
 )
 _UPSERT_TIMER: LiteralString = (
     "INSERT INTO flowkit_timers VALUES (%s, %s, %s)"
@@ -177,10 +204,13 @@ class PostgresStore(SchemaClient):
         snapshot_every: int = 64,
         schema: str = "public",
         pool_size: int = 8,
+        history: bool = True,
+        history_payload: int = DEFAULT_PAYLOAD,
     ) -> None:
         if not _HAVE_PSYCOPG:
             raise MissingDependency("PostgresStore", "postgres")
         check_positive("PostgresStore", snapshot_every=snapshot_every, pool_size=pool_size)
+        self.history_options = checked_history("PostgresStore", history, history_payload)
         super().__init__(
             dsn, schema=schema, pool_size=pool_size, migrate=_migrate, translate=translate_errors
         )
@@ -192,9 +222,9 @@ class PostgresStore(SchemaClient):
         """Build from a libpq URL, ``postgresql://user:password@host:port/db?schema=flowkit``.
 
         Query options: ``schema`` (str), ``snapshot_every`` (int), ``pool_size``
-        (int). Other parameters (``sslmode=``, ``connect_timeout=``,
-        ``application_name=``...) stay in the DSN for libpq. Keyword
-        ``options`` override the query.
+        (int), ``history`` (true/false), ``history_payload`` (int). Other parameters
+        (``sslmode=``, ``connect_timeout=``, ``application_name=``...) stay in the DSN
+        for libpq. Keyword ``options`` override the query.
 
         Example::
 
@@ -230,8 +260,11 @@ class PostgresStore(SchemaClient):
         index: IndexOps = NO_INDEX,
         tags: Mapping[str, str] | None = None,
         created_at: float | None = None,
+        history: Sequence[HistoryEntry] = (),
     ) -> bool:
         """Store a new run at version 1; False (and nothing written) if it exists."""
+        if not self.history_options.enabled:
+            history = ()
         new = created_fields(state, created_at, tags)
         snapshot = encode_state(state)
         error_type, error_message = new.error or (None, None)
@@ -239,8 +272,8 @@ class PostgresStore(SchemaClient):
             cur = await conn.execute(
                 "INSERT INTO flowkit_runs (run_id, blueprint_id, digest, parent, status,"
                 " version, snapshot_version, snapshot, created_at, updated_at, finished_at,"
-                " error_type, error_message, tags)"
-                " VALUES (%s, %s, %s, %s, %s, 1, 1, %s, %s, %s, %s, %s, %s, %s)"
+                " error_type, error_message, tags, next_seq)"
+                " VALUES (%s, %s, %s, %s, %s, 1, 1, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (run_id) DO NOTHING",
                 (
                     run_id,
@@ -255,11 +288,14 @@ class PostgresStore(SchemaClient):
                     error_type,
                     error_message,
                     new.tags_json,
+                    1 + len(history),
                 ),
             )
             created_now = cur.rowcount == 1
             if created_now:
                 await _write_index(conn, run_id, index)
+                if history:
+                    await conn.execute(INSERT_HISTORY, (run_id, 1, as_json(history)))
                 if new.tags:
                     await conn.execute(
                         "INSERT INTO flowkit_run_tags"
@@ -304,6 +340,26 @@ class PostgresStore(SchemaClient):
             (run_id,),
         )
         return RunInfo(*rows[0]) if rows else None
+
+    async def run_summary(self, run_id: str) -> RunSummary | None:
+        """The run as ``list_runs`` lists it, or None."""
+        rows = await self._query(
+            "run_summary", _SUMMARY + " flowkit_runs r WHERE r.run_id = %s", (run_id,)
+        )
+        return summary(rows[0]) if rows else None
+
+    async def history(
+        self, run_id: str, *, after: int = 0, limit: int | None = None
+    ) -> list[HistoryEvent]:
+        """The run's history events after ``after``, in order (one indexed query)."""
+        after, limit = check_read(after, limit)
+        rows = await self._query(
+            "history",
+            "SELECT seq, at, kind, node_id, attempt, worker, data FROM flowkit_history"
+            " WHERE run_id = %s AND seq > %s ORDER BY seq LIMIT %s",
+            (run_id, after, limit),
+        )
+        return [event(row[0], row[1:]) for row in rows]
 
     async def list_runs(
         self,
@@ -542,15 +598,15 @@ def _list_query(query: RunQuery) -> tuple[sql.Composed, list[Any]]:
 
 
 def _update_run(
-    run_id: str, version: int, snapshot: str | None, info: dict[str, Any] | None
+    run_id: str, version: int, snapshot: str | None, info: dict[str, Any] | None, next_seq: int
 ) -> tuple[sql.Composed, list[Any]]:
     """The UPDATE of the run's row for one commit (None values in ``info`` change nothing),
-    its index fields included."""
-    columns, stamp = split_info(info)
-    fields: dict[str, Any] = {"version": version}
+    its index fields and history counter included."""
+    header, stamp = split_info(info)
+    fields: dict[str, Any] = {"version": version, "next_seq": next_seq}
     if snapshot is not None:
         fields.update(snapshot_version=version, snapshot=snapshot)
-    fields.update({key: value for key, value in columns.items() if value is not None})
+    fields.update({key: value for key, value in header.items() if value is not None})
     fields["updated_at"] = stamp.at
     if stamp.error is not None:
         fields["error_type"], fields["error_message"] = stamp.error
@@ -576,19 +632,22 @@ class _PostgresTransaction:
         self._run_id = run_id
         self._exists = False
         self._snapshot_version = 0
+        self._next_seq = 1
         self._committed = False  # a commit() finished: the block's end makes it durable
         self._clean = True  # no commit() failed half-way (which rolls back the whole block)
         self.version = 0
 
     async def begin(self) -> None:
         cur = await self._conn.execute(
-            "SELECT version, snapshot_version FROM flowkit_runs WHERE run_id = %s FOR UPDATE",
+            "SELECT version, snapshot_version, next_seq FROM flowkit_runs WHERE run_id = %s"
+            " FOR UPDATE",
             (self._run_id,),
         )
         row = await cur.fetchone()
         if row is not None:
             self._exists = True
             self.version, self._snapshot_version = int(row[0]), int(row[1])
+            self._next_seq = int(row[2])
 
     async def end(self) -> None:
         """COMMIT if a commit() finished and none was left half-written, else ROLLBACK."""
@@ -637,6 +696,7 @@ class _PostgresTransaction:
         index: IndexOps = NO_INDEX,
         info: dict[str, Any] | None = None,
         state: RunState | None = None,
+        history: Sequence[HistoryEntry] = (),
     ) -> int:
         """Write ``delta`` as the next version, durable when the block ends.
 
@@ -645,12 +705,22 @@ class _PostgresTransaction:
         """
         if not self._exists:
             raise StoreError(f"cannot commit to run {self._run_id!r}: it does not exist")
+        if not self._store.history_options.enabled:
+            history = ()
         encoded = encode_delta(delta)
         version = self.version + 1
         snapshot = encode_state(state) if state is not None and self.wants_snapshot else None
-        update = _update_run(self._run_id, version, snapshot, info)
+        next_seq = self._next_seq + len(history)
+        update = _update_run(self._run_id, version, snapshot, info, next_seq)
         with translate_errors("commit", self._store.dsn):
             await self._write(version, encoded, snapshot, update, index, info)
+            if history:
+                self._clean = False
+                await self._conn.execute(
+                    INSERT_HISTORY, (self._run_id, self._next_seq, as_json(history))
+                )
+                self._clean = True
+        self._next_seq = next_seq
         self._account(version, encoded, snapshot)
         return version
 

@@ -3,7 +3,8 @@
 The statement locks the run's row only if it is still at the expected version
 (``FOR UPDATE NOWAIT``: a row another transaction holds is a conflict, not a
 wait), then writes the version, the delta or snapshot, the index changes and
-the finished-run notice in the same implicit transaction: one round trip where
+the run's history events (numbered from the ``next_seq`` the same UPDATE moves
+on) and the finished-run notice in the same implicit transaction: one round trip where
 a locked transaction makes about seven (BEGIN, SELECT ... FOR UPDATE, journal,
 row, index, COMMIT).
 """
@@ -15,12 +16,16 @@ from typing import TYPE_CHECKING, Any, LiteralString
 
 from .._errors import StoreError
 from ._codec import encode_delta, encode_state
+from ._history import as_json
 from ._index import split_info
 from ._notices import finishes
 from ._protocol import NO_INDEX, Conflict
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ..core._state import Delta, RunState
+    from ._history import HistoryEntry
     from ._postgres import PostgresStore
     from ._protocol import IndexOps
 
@@ -44,9 +49,16 @@ WITH locked AS (
     error_type = CASE WHEN %(reopening)s::boolean THEN NULL
                       ELSE coalesce(%(error_type)s::text, r.error_type) END,
     error_message = CASE WHEN %(reopening)s::boolean THEN NULL
-                         ELSE coalesce(%(error_message)s::text, r.error_message) END
+                         ELSE coalesce(%(error_message)s::text, r.error_message) END,
+    next_seq = r.next_seq + %(events)s::int
   FROM locked WHERE r.run_id = locked.run_id
-  RETURNING r.run_id
+  RETURNING r.run_id, r.next_seq - %(events)s::int AS first_seq
+), history AS (
+  INSERT INTO flowkit_history
+  SELECT b.run_id, b.first_seq + u.n - 1, (u.e->>0)::float8, u.e->>1, u.e->>2, (u.e->>3)::int,
+    u.e->>4, (u.e->5)::text
+  FROM bumped AS b, json_array_elements(%(history)s::json) WITH ORDINALITY AS u(e, n)
+  WHERE %(events)s::int > 0
 ), journal AS (
   INSERT INTO flowkit_journal
   SELECT run_id, %(version)s, %(delta)s FROM bumped WHERE %(snapshot)s::text IS NULL
@@ -111,14 +123,17 @@ class PostgresAttempt:
         index: IndexOps = NO_INDEX,
         info: dict[str, Any] | None = None,
         state: RunState | None = None,
+        history: Sequence[HistoryEntry] = (),
     ) -> int:
         """Write ``delta`` as the next version if the run is still at :attr:`version` and
         no one holds it, in one statement; else raise :class:`Conflict`, having written
         nothing."""
         from ._postgres import FINISHED_CHANNEL
 
-        columns, stamp = split_info(info)
+        header, stamp = split_info(info)
         error_type, error_message = stamp.error or (None, None)
+        if not self._store.history_options.enabled:
+            history = ()
         encoded = encode_delta(delta)
         version = self.version + 1
         snapshot = encode_state(state) if state is not None and self.wants_snapshot else None
@@ -129,7 +144,7 @@ class PostgresAttempt:
             "delta": encoded,
             "snapshot": snapshot,
             **dict.fromkeys(("status", "blueprint_id", "digest", "parent")),
-            **columns,
+            **header,
             "at": stamp.at,
             "finishing": stamp.finishing,
             "reopening": stamp.reopening,
@@ -137,6 +152,8 @@ class PostgresAttempt:
             "error_message": error_message,
             **_index_params("timers", index.timers, index.timers_done),
             **_index_params("leases", index.leases, index.leases_done),
+            "events": len(history),
+            "history": as_json(history),
             "channel": FINISHED_CHANNEL,
             "notice": json.dumps([self._store.schema, self._run_id]) if finishes(info) else None,
         }

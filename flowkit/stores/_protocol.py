@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
 
     from ..core._state import Delta, RunState
+    from ._history import HistoryEntry, HistoryEvent, HistoryOptions
 
 
 @attrs.frozen
@@ -140,6 +141,7 @@ class RunTransaction(Protocol):
         index: IndexOps = NO_INDEX,
         info: dict[str, Any] | None = None,
         state: RunState | None = None,
+        history: Sequence[HistoryEntry] = (),
     ) -> int:
         """Append ``delta`` as the next version and apply ``index``; returns the new version.
 
@@ -153,6 +155,10 @@ class RunTransaction(Protocol):
         ``(type, message)`` pair: a failed run's error). ``state``, the run's full
         state after the delta, lets the store write a snapshot when it wants one (see
         :attr:`wants_snapshot`).
+
+        ``history`` are the run-history events the transition makes, appended to the
+        run's history (numbered on from its last) in the same commit, unless the store
+        keeps no history (``history_options.enabled`` false).
         """
 
     @property
@@ -191,6 +197,8 @@ class Store(Protocol):
     """Persistence for runs, timers and leases. See the module docstring."""
 
     stats: StoreStats
+    history_options: HistoryOptions
+    """Whether the store keeps run history, and the bound of an event's payload."""
 
     async def create_run(
         self,
@@ -203,12 +211,13 @@ class Store(Protocol):
         index: IndexOps = NO_INDEX,
         tags: Mapping[str, str] | None = None,
         created_at: float | None = None,
+        history: Sequence[HistoryEntry] = (),
     ) -> bool:
         """Store a new run at version 1; False (and nothing written) if it exists.
 
         ``tags`` go into the run index with it (see :meth:`list_runs`), not into its
         state; ``created_at`` is the wall-clock time of the start (the store's clock
-        if None).
+        if None); ``history`` its first history events (numbered from 1).
         """
 
     def transaction(self, run_id: str) -> AbstractAsyncContextManager[RunTransaction]:
@@ -269,6 +278,15 @@ class Store(Protocol):
         final raises :class:`~flowkit.ConfigurationError`), nor one whose transaction is
         under way. Call again until it returns fewer than ``limit`` ids.
         """
+
+    async def run_summary(self, run_id: str) -> RunSummary | None:
+        """The run as :meth:`list_runs` lists it, or None if there is no such run."""
+
+    async def history(
+        self, run_id: str, *, after: int = 0, limit: int | None = None
+    ) -> list[HistoryEvent]:
+        """The run's history events with ``seq > after``, in order, at most ``limit``
+        (all if None); empty for a run with none, or no such run."""
 
     async def close(self) -> None:
         """Release connections."""

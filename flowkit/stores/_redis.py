@@ -3,8 +3,10 @@
 Keys, under ``prefix``: ``{prefix}:run:{id}`` (a hash: header, ``version``,
 ``snapshot_version``, ``snapshot``, and the index fields ``created_at``,
 ``updated_at``, ``finished_at``, ``error_type``, ``error_message``, ``tags``),
-``{prefix}:journal:{id}`` (a hash, version -> delta), ``{prefix}:lock:{id}`` (the
-transaction lock) and the sorted sets ``{prefix}:timers`` and ``{prefix}:leases``
+``{prefix}:journal:{id}`` (a hash, version -> delta), ``{prefix}:history:{id}`` (a
+hash, seq -> history event; the run hash's ``next_seq`` numbers the next one),
+``{prefix}:lock:{id}`` (the transaction lock) and the sorted sets ``{prefix}:timers``
+and ``{prefix}:leases``
 (score: due or expiry time; member: ``run_id + "\\0" + key``).
 
 The run index (``list_runs``) is sorted sets of run ids scored by ``created_at``:
@@ -45,9 +47,11 @@ import structlog
 
 from .._durations import Backoff
 from .._errors import ConfigurationError, MissingDependency, StoreError
-from ..backends._options import check_positive, redact, split_options
+from ..backends._options import HISTORY_URL_OPTIONS, check_positive, redact, split_options
 from ..backends._redis import _HAVE_REDIS, error_roots, redis_client
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
+from ._history import DEFAULT_PAYLOAD, HistoryEntry, HistoryEvent, check_read, event
+from ._history import history_options as checked_history
 from ._index import (
     SUMMARY_FIELDS,
     created_fields,
@@ -66,11 +70,12 @@ from ._protocol import (
     IndexOps,
     RunInfo,
     RunPage,
+    RunSummary,
     StoreStats,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Collection, Iterator, Mapping
+    from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
     from contextlib import AbstractAsyncContextManager
 
     from ..backends._options import Converter
@@ -84,6 +89,7 @@ _URL_OPTIONS: dict[str, Converter] = {
     "snapshot_every": int,
     "lock_timeout": float,
     "max_connections": int,
+    **HISTORY_URL_OPTIONS,
 }
 _HEADER = ("blueprint_id", "digest", "status", "version", "parent")
 
@@ -124,7 +130,8 @@ local function reindex(prefix, run_id, score, old)
   end
 end
 """
-# ... then ARGV: prefix, run id, created_at, the count of the run's tag sets and their keys
+# ... then ARGV: prefix, run id, created_at, the count of the run's tag sets and their
+# keys, the count of history events and each (numbered from 1)
 _CREATE = (
     _LUA_ARGS
     + """
@@ -134,12 +141,16 @@ local prefix = arg(); local run_id = arg(); local created = arg()
 redis.call('zadd', prefix .. ':runs', created, run_id)
 reindex(prefix, run_id, created, nil)
 for _ = 1, tonumber(arg()) do redis.call('zadd', arg(), created, run_id) end
+local events = tonumber(arg())
+for seq = 1, events do redis.call('hset', KEYS[6], seq, arg()) end
+redis.call('hset', KEYS[1], 'next_seq', events + 1)
 return 1
 """
 )
 # ARGV: token, expected version, new version, delta, snapshot ('' for none), the header
 # pairs, the index ops, then the stamp: prefix, run id, at, finishing ('1'; '-1' for a
-# retried run; '0'), and '1' with the error's type and message, or '0'.
+# retried run; '0'), and '1' with the error's type and message, or '0'; then the count of
+# history events and each (numbered on from the run's next_seq, which moves past them).
 # The commit releases the lock (saving the release's round trip). A later commit of the
 # same block needs no lock back: the version check fails if anyone wrote in between,
 # and the holder check if anyone holds the lock now.
@@ -176,6 +187,12 @@ else  -- stored before the run index: indexed from now on, as created now
   redis.call('hset', KEYS[1], 'created_at', at)
   redis.call('zadd', prefix .. ':runs', at, run_id)
   reindex(prefix, run_id, at, nil)
+end
+local events = tonumber(arg())
+if events > 0 then
+  local first = tonumber(redis.call('hget', KEYS[1], 'next_seq') or '1')
+  for i = 0, events - 1 do redis.call('hset', KEYS[6], first + i, arg()) end
+  redis.call('hset', KEYS[1], 'next_seq', first + events)
 end
 redis.call('del', KEYS[3])
 return 1
@@ -283,15 +300,15 @@ if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
 end
 return false
 """
-# KEYS: run, journal, lock, then the index sets the run is in (every run, status, flow,
-# parent?, tags...); ARGV: run id, the status it was found in, finished_before
+# KEYS: run, journal, lock, history, then the index sets the run is in (every run, status,
+# flow, parent?, tags...); ARGV: run id, the status it was found in, finished_before
 _PURGE_ONE = """
 if redis.call('exists', KEYS[3]) == 1 then return 0 end
 local run = redis.call('hmget', KEYS[1], 'status', 'finished_at', 'updated_at')
 local ended = tonumber(run[2] or run[3] or '')
 if run[1] ~= ARGV[2] or not ended or ended >= tonumber(ARGV[3]) then return 0 end
-redis.call('del', KEYS[1], KEYS[2])
-for i = 4, #KEYS do redis.call('zrem', KEYS[i], ARGV[1]) end
+redis.call('del', KEYS[1], KEYS[2], KEYS[4])
+for i = 5, #KEYS do redis.call('zrem', KEYS[i], ARGV[1]) end
 return 1
 """
 _PURGE_CHUNK = 200  # candidates read per round trip
@@ -335,9 +352,12 @@ class RedisStore:
         prefix: str = "flowkit",
         lock_timeout: float = 30.0,
         max_connections: int = 64,
+        history: bool = True,
+        history_payload: int = DEFAULT_PAYLOAD,
     ) -> None:
         if not _HAVE_REDIS:
             raise MissingDependency("RedisStore", "redis")
+        self.history_options = checked_history("RedisStore", history, history_payload)
         check_positive(
             "RedisStore",
             snapshot_every=snapshot_every,
@@ -366,7 +386,8 @@ class RedisStore:
         (or ``rediss://``).
 
         Query options: ``prefix`` (str), ``snapshot_every`` (int),
-        ``lock_timeout`` (float, seconds), ``max_connections`` (int). Other
+        ``lock_timeout`` (float, seconds), ``max_connections`` (int), ``history``
+        (true/false), ``history_payload`` (int). Other
         parameters (``socket_timeout=``, ``health_check_interval=``...) stay in
         the URL for redis-py. Keyword ``options`` override the query.
 
@@ -385,10 +406,16 @@ class RedisStore:
         return f"RedisStore({redact(self.url)!r}, prefix={self.prefix!r})"
 
     def _keys(self, run_id: str) -> list[str]:
-        """The keys a run's scripts touch: run, journal, lock, timers, leases."""
+        """The keys a run's scripts touch: run, journal, lock, timers, leases, history."""
         p = self.prefix
         run_keys = [f"{p}:{kind}:{run_id}" for kind in ("run", "journal", "lock")]
-        return [*run_keys, f"{p}:timers", f"{p}:leases"]
+        return [*run_keys, f"{p}:timers", f"{p}:leases", f"{p}:history:{run_id}"]
+
+    def _events(self, history: Sequence[HistoryEntry]) -> list[str | int]:
+        """The scripts' history arguments: the count, then each event as one string."""
+        if not history or not self.history_options.enabled:
+            return [0]
+        return [len(history), *(_entry(entry) for entry in history)]
 
     def _index_key(self, kind: str, value: str) -> str:
         """A set of the run index: the runs of one status, flow, parent or tag."""
@@ -409,6 +436,7 @@ class RedisStore:
         index: IndexOps = NO_INDEX,
         tags: Mapping[str, str] | None = None,
         created_at: float | None = None,
+        history: Sequence[HistoryEntry] = (),
     ) -> bool:
         """Store a new run at version 1 and index it; False (and nothing written) if it
         exists."""
@@ -433,6 +461,7 @@ class RedisStore:
         tag_keys = [self._tag_key(key, value) for key, value in new.tags.items()]
         args = [*_pairs(fields), *_index_args(run_id, index)]
         args += [self.prefix, run_id, repr(new.created_at), len(tag_keys), *tag_keys]
+        args += self._events(history)
         with translate_errors("create_run", self.url):
             created = bool(await self._create(keys=self._keys(run_id), args=args))
         if created:
@@ -525,6 +554,30 @@ class RedisStore:
             return None
         return RunInfo(run_id, blueprint_id, digest, status, int(version), parent)
 
+    async def run_summary(self, run_id: str) -> RunSummary | None:
+        """The run as ``list_runs`` lists it, or None."""
+        with translate_errors("run_summary", self.url):
+            values: list[Any] = await self._client.hmget(
+                self._keys(run_id)[0], list(SUMMARY_FIELDS[1:])
+            )
+        if values[0] is None:
+            return None
+        if values[4] is None:  # stored before the run index, and not committed since
+            values[4] = values[5] = "0"
+        return summary([run_id, *values])
+
+    async def history(
+        self, run_id: str, *, after: int = 0, limit: int | None = None
+    ) -> list[HistoryEvent]:
+        """The run's history events after ``after``, in order (one ``HGETALL``)."""
+        after, limit = check_read(after, limit)
+        with translate_errors("history", self.url):
+            stored: dict[str, str] = await self._client.hgetall(self._keys(run_id)[5])
+        wanted = sorted(seq for seq in map(int, stored) if seq > after)
+        if limit is not None:
+            wanted = wanted[:limit]
+        return [event(seq, _unentry(stored[str(seq)])) for seq in wanted]
+
     async def list_runs(
         self,
         *,
@@ -609,7 +662,8 @@ class RedisStore:
                 found: list[Any] = await pipe.execute()
             async with self._client.pipeline(transaction=False) as pipe:
                 for run_id, (flow, parent, tags) in zip(ids, found, strict=True):
-                    keys = [*self._keys(run_id)[:3], f"{self.prefix}:runs"]
+                    run, journal, lock, _, _, history = self._keys(run_id)
+                    keys = [run, journal, lock, history, f"{self.prefix}:runs"]
                     keys += [self._index_key("status", status), self._index_key("flow", flow or "")]
                     keys += [self._index_key("parent", parent)] if parent else []
                     keys += [self._tag_key(k, v) for k, v in decode_tags(tags).items()]
@@ -730,6 +784,20 @@ def _score(value: float | None) -> str:
     return "" if value is None else repr(float(value))
 
 
+def _entry(entry: HistoryEntry) -> str:
+    """A history event as the history hash keeps it: its fields joined by NUL ('' for
+    None), the data (JSON, which escapes NUL) last."""
+    at, kind, node_id, attempt, worker, data = entry
+    fields = (repr(at), kind, node_id or "", "" if attempt is None else str(attempt), worker or "")
+    return _SEP.join((*fields, data))
+
+
+def _unentry(text: str) -> list[str | None]:
+    """The fields of an event :func:`_entry` joined ('' back to None)."""
+    at, kind, node_id, attempt, worker, data = text.split(_SEP, 5)
+    return [at, kind, node_id or None, attempt or None, worker or None, data]
+
+
 def _member(run_id: str, key: str) -> str:
     return f"{run_id}{_SEP}{key}"
 
@@ -805,6 +873,7 @@ class _RedisTransaction:
         index: IndexOps = NO_INDEX,
         info: dict[str, Any] | None = None,
         state: RunState | None = None,
+        history: Sequence[HistoryEntry] = (),
     ) -> int:
         """Append ``delta`` atomically (one Lua script), if we still hold the run."""
         if self.version == 0:
@@ -818,6 +887,7 @@ class _RedisTransaction:
         finishing = 1 if stamp.finishing else -1 if stamp.reopening else 0
         args += [self._store.prefix, self._run_id, repr(stamp.at), finishing]
         args += [0] if stamp.error is None else [1, *stamp.error]
+        args += self._store._events(history)
         with translate_errors("commit", self._store.url):
             outcome = await self._store._commit(keys=self._keys, args=args)
         if outcome != 1:

@@ -17,10 +17,18 @@ import anyio.to_thread
 
 from .. import _clock as clock
 from .._errors import ConfigurationError, StoreError
-from ..backends._options import check_positive, redact, split_options, sqlite_path
+from ..backends._options import (
+    HISTORY_URL_OPTIONS,
+    check_positive,
+    redact,
+    split_options,
+    sqlite_path,
+)
 from ..backends._sqlite import connect
 from ..core._state import FINISHED_VALUES
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
+from ._history import DEFAULT_PAYLOAD, HistoryEntry, HistoryEvent, check_read, event
+from ._history import history_options as checked_history
 from ._index import (
     SUMMARY_FIELDS,
     created_fields,
@@ -37,11 +45,12 @@ from ._protocol import (
     IndexOps,
     RunInfo,
     RunPage,
+    RunSummary,
     StoreStats,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Collection, Mapping
+    from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
     from pathlib import Path
 
     from ..core._state import Delta, RunState
@@ -87,6 +96,15 @@ CREATE INDEX flowkit_runs_flow ON flowkit_runs (blueprint_id, created_at, run_id
 CREATE INDEX flowkit_runs_parent ON flowkit_runs (parent, created_at, run_id);
 CREATE INDEX flowkit_run_tags_match ON flowkit_run_tags (key, value, created_at, run_id);
 """
+_V3 = """
+ALTER TABLE flowkit_runs ADD COLUMN next_seq INTEGER NOT NULL DEFAULT 1;
+CREATE TABLE flowkit_history (
+    run_id TEXT NOT NULL, seq INTEGER NOT NULL, at REAL NOT NULL, kind TEXT NOT NULL,
+    node_id TEXT, attempt INTEGER, worker TEXT, data TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+"""
+_INSERT_HISTORY = "INSERT INTO flowkit_history VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 # the header and index columns a commit sets (None: left as they are)
 _HEADER = (
     "status=COALESCE(?, status), blueprint_id=COALESCE(?, blueprint_id),"
@@ -103,6 +121,7 @@ _RUN_TABLES = (
     "flowkit_timers",
     "flowkit_leases",
     "flowkit_run_tags",
+    "flowkit_history",
     "flowkit_runs",
 )
 
@@ -139,6 +158,7 @@ def _backfill_index(conn: sqlite3.Connection) -> None:
 _MIGRATIONS: tuple[tuple[Callable[[sqlite3.Connection], None], ...], ...] = (
     (_statements(_V1),),  # v1: runs, journal, timers, leases
     (_statements(_V2), _backfill_index),  # v2: the run index (list_runs)
+    (_statements(_V3),),  # v3: run history (next_seq numbers a run's events)
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -146,8 +166,16 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 class SQLiteStore:
     """Runs in a SQLite file (``SQLiteStore("runs.db")``); ``":memory:"`` for a private one."""
 
-    def __init__(self, path: str | Path = "flowkit.db", *, snapshot_every: int = 64) -> None:
+    def __init__(
+        self,
+        path: str | Path = "flowkit.db",
+        *,
+        snapshot_every: int = 64,
+        history: bool = True,
+        history_payload: int = DEFAULT_PAYLOAD,
+    ) -> None:
         check_positive("SQLiteStore", snapshot_every=snapshot_every)
+        self.history_options = checked_history("SQLiteStore", history, history_payload)
         self.path = str(path)
         self.snapshot_every = snapshot_every
         self.stats = StoreStats()
@@ -159,8 +187,9 @@ class SQLiteStore:
         """Build from ``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``sqlite://``
         (in memory), optionally with ``?snapshot_every=8``.
 
-        Query options: ``snapshot_every`` (int); any other is refused (the path
-        is a file name, not a SQLite URI). Keyword ``options`` override the query.
+        Query options: ``snapshot_every`` (int), ``history`` (true/false) and
+        ``history_payload`` (int); any other is refused (the path is a file name, not
+        a SQLite URI). Keyword ``options`` override the query.
 
         >>> SQLiteStore.from_url("sqlite:///runs.db?snapshot_every=8").snapshot_every
         8
@@ -169,7 +198,7 @@ class SQLiteStore:
             raise ConfigurationError(
                 f"not a SQLite store URL: {redact(url)!r}; use sqlite:///path/to/flowkit.db"
             )
-        rest, found = split_options(url, {"snapshot_every": int})
+        rest, found = split_options(url, {"snapshot_every": int, **HISTORY_URL_OPTIONS})
         return cls(sqlite_path(rest), **(found | options))
 
     def __repr__(self) -> str:
@@ -215,10 +244,12 @@ class SQLiteStore:
         index: IndexOps = NO_INDEX,
         tags: Mapping[str, str] | None = None,
         created_at: float | None = None,
+        history: Sequence[HistoryEntry] = (),
     ) -> bool:
         new = created_fields(state, created_at, tags)
         snapshot = encode_state(state)
         error_type, error_message = new.error or (None, None)
+        events = _rows(run_id, 1, history) if self.history_options.enabled else []
 
         def create(conn: sqlite3.Connection) -> bool:
             conn.execute("BEGIN IMMEDIATE")
@@ -226,8 +257,8 @@ class SQLiteStore:
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO flowkit_runs (run_id, blueprint_id, digest, parent,"
                     " status, version, snapshot_version, snapshot, created_at, updated_at,"
-                    " finished_at, error_type, error_message, tags)"
-                    " VALUES (?, ?, ?, ?, ?, 1, 1, ?, ?, ?, ?, ?, ?, ?)",
+                    " finished_at, error_type, error_message, tags, next_seq)"
+                    " VALUES (?, ?, ?, ?, ?, 1, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         run_id,
                         blueprint_id,
@@ -241,11 +272,13 @@ class SQLiteStore:
                         error_type,
                         error_message,
                         new.tags_json,
+                        1 + len(events),
                     ),
                 )
                 created = cur.rowcount == 1
                 if created:
                     _write_index(conn, run_id, index)
+                    conn.executemany(_INSERT_HISTORY, events)
                     conn.executemany(
                         "INSERT INTO flowkit_run_tags VALUES (?, ?, ?, ?)",
                         [(run_id, k, v, new.created_at) for k, v in new.tags.items()],
@@ -299,6 +332,29 @@ class SQLiteStore:
             return None if row is None else RunInfo(*row)
 
         return await self._locked(read)
+
+    async def run_summary(self, run_id: str) -> RunSummary | None:
+        def read(conn: sqlite3.Connection) -> Any:
+            return conn.execute(
+                f"SELECT {_SUMMARY_R} FROM flowkit_runs r WHERE r.run_id = ?", (run_id,)
+            ).fetchone()
+
+        row = await self._locked(read)
+        return None if row is None else summary(row)
+
+    async def history(
+        self, run_id: str, *, after: int = 0, limit: int | None = None
+    ) -> list[HistoryEvent]:
+        after, limit = check_read(after, limit)
+
+        def read(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(
+                "SELECT seq, at, kind, node_id, attempt, worker, data FROM flowkit_history"
+                " WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (run_id, after, -1 if limit is None else limit),
+            ).fetchall()
+
+        return [event(row[0], row[1:]) for row in await self._locked(read)]
 
     async def list_runs(
         self,
@@ -514,12 +570,21 @@ def _list_query(query: RunQuery) -> tuple[str, list[Any]]:
     return statement, [*params, query.limit + 1]
 
 
-def _begin(run_id: str, conn: sqlite3.Connection) -> tuple[int, int, str] | None:
+_Row = tuple[int, int, str, int]  # version, snapshot_version, snapshot, next_seq
+
+
+def _begin(run_id: str, conn: sqlite3.Connection) -> _Row | None:
     conn.execute("BEGIN IMMEDIATE")
     row = conn.execute(
-        "SELECT version, snapshot_version, snapshot FROM flowkit_runs WHERE run_id=?", (run_id,)
+        "SELECT version, snapshot_version, snapshot, next_seq FROM flowkit_runs WHERE run_id=?",
+        (run_id,),
     ).fetchone()
-    return None if row is None else (int(row[0]), int(row[1]), str(row[2]))
+    return None if row is None else (int(row[0]), int(row[1]), str(row[2]), int(row[3]))
+
+
+def _rows(run_id: str, first: int, entries: Sequence[HistoryEntry]) -> list[tuple[Any, ...]]:
+    """The ``flowkit_history`` rows of ``entries``, numbered from ``first``."""
+    return [(run_id, seq, *entry) for seq, entry in enumerate(entries, first)]
 
 
 def _materialise(
@@ -554,12 +619,13 @@ def _write_index(conn: sqlite3.Connection, run_id: str, index: IndexOps) -> None
 
 
 class _SQLiteTransaction:
-    def __init__(self, store: SQLiteStore, run_id: str, row: tuple[int, int, str] | None) -> None:
+    def __init__(self, store: SQLiteStore, run_id: str, row: _Row | None) -> None:
         self._store = store
         self._run_id = run_id
         self._row = row
         self.version = row[0] if row else 0
         self._snapshot_version = row[1] if row else 0
+        self._next_seq = row[3] if row else 1
         self.committed = False
 
     @property
@@ -592,9 +658,14 @@ class _SQLiteTransaction:
         index: IndexOps = NO_INDEX,
         info: dict[str, Any] | None = None,
         state: RunState | None = None,
+        history: Sequence[HistoryEntry] = (),
     ) -> int:
         if self._row is None:
             raise StoreError(f"cannot commit to run {self._run_id!r}: it does not exist")
+        events = _rows(self._run_id, self._next_seq, history) if history else []
+        if not self._store.history_options.enabled:
+            events = []
+        next_seq = self._next_seq + len(events)
         encoded = encode_delta(delta)
         version = self.version + 1
         snapshot = encode_state(state) if state is not None and self.wants_snapshot else None
@@ -621,9 +692,9 @@ class _SQLiteTransaction:
             )
             if snapshot is not None:
                 conn.execute(
-                    f"UPDATE flowkit_runs SET version=?, snapshot_version=?, snapshot=?, {_HEADER}"
-                    " WHERE run_id=?",
-                    (version, version, snapshot, *header, self._run_id),
+                    "UPDATE flowkit_runs SET version=?, snapshot_version=?, snapshot=?,"
+                    f" next_seq=?, {_HEADER} WHERE run_id=?",
+                    (version, version, snapshot, next_seq, *header, self._run_id),
                 )
                 conn.execute(
                     "DELETE FROM flowkit_journal WHERE run_id=? AND version<=?",
@@ -631,14 +702,17 @@ class _SQLiteTransaction:
                 )
             else:
                 conn.execute(
-                    f"UPDATE flowkit_runs SET version=?, {_HEADER} WHERE run_id=?",
-                    (version, *header, self._run_id),
+                    f"UPDATE flowkit_runs SET version=?, next_seq=?, {_HEADER} WHERE run_id=?",
+                    (version, next_seq, *header, self._run_id),
                 )
             _write_index(conn, self._run_id, index)
+            if events:
+                conn.executemany(_INSERT_HISTORY, events)
 
         self.committed = False  # a failed write must not be committed at the block's end
         await self._store._run(write)
         self.version = version
+        self._next_seq = next_seq
         if snapshot is not None:
             self._snapshot_version = version
             self._store.stats.snapshot_bytes += len(snapshot)

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import attrs
 
 from .._errors import DuplicateDelivery, ResumeError, WebhookRejected
+from ..shell._history import signal_source
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -113,9 +114,10 @@ class WebhookApp:
         delivery = headers.get(DELIVERY_HEADER)
         try:
             await self._check_not_passed(route, run_id, delivery)
-            result = await self.target.signal(
-                run_id, route.name, _payload(body, headers), delivery_id=delivery
-            )
+            with signal_source("webhook"):
+                result = await self.target.signal(
+                    run_id, route.name, _payload(body, headers), delivery_id=delivery
+                )
         except DuplicateDelivery as exc:
             raise WebhookRejected(409, str(exc)) from exc
         except ResumeError as exc:

@@ -23,6 +23,7 @@ from .._errors import (
 from ..core import _protocol as p
 from ..core._action import split_action
 from ..core._state import FINISHED_VALUES, RunStatus
+from ..shell._describe import describe_stored, read_history
 from ..shell._durable import refuse_if_finished, refuse_retry, split_tags
 from ..shell._flows import refuse_unknown_wait
 from ..shell._purge import purge_runs
@@ -34,8 +35,10 @@ from ._shell import Shell
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 
+    from ..shell._describe import RunDescription
     from ..shell._middleware import Middleware
     from ..shell._target import Target
+    from ..stores._history import HistoryEvent
     from ..stores._protocol import RunPage, Store
     from ..transports._protocol import Transport
 
@@ -477,6 +480,23 @@ class Client:
             cursor=cursor,
         )
         return page
+
+    async def history(self, run_id: str) -> list[HistoryEvent]:
+        """The run's history: its events in order (``seq`` from 1), read from the store.
+
+        Raises :class:`~flowkit.ResumeError` for a run not in the store. A store made
+        with ``history=False`` keeps none: the list is empty.
+        """
+        return await read_history(self.store, run_id)
+
+    async def describe(self, run_id: str) -> RunDescription:
+        """The run's header (as :meth:`list_runs` lists it), a table of its nodes
+        (status, attempts, first start, last end, time spent, last error) and what it
+        waits for (waits with their timeout, timers with their due time, children).
+
+        Raises :class:`~flowkit.ResumeError` for a run not in the store.
+        """
+        return await describe_stored(self.store, run_id)
 
     def known_blueprints(self) -> list[Any]:
         """Blueprints this client knows (the webhook app routes from these)."""

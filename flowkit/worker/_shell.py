@@ -28,6 +28,7 @@ from ..shell._commands import Interpreter, for_parent
 from ..shell._durable import Replica, commit_info, index_ops
 from ..shell._events import EventBus
 from ..shell._flows import Flows, route_signal
+from ..shell._history import Origin, commit_history, start_history
 from ..shell._middleware import Pipeline
 from ..stores._notices import WatchesCancelledNodes
 from ._messages import ENQUEUED_AT_HEADER, NodeMessage, readable_fields
@@ -142,6 +143,7 @@ class Shell(Interpreter[_Turn]):
             index=index_ops(delta, commands, now=now, lease_seconds=self.lease),
             tags=tags,
             created_at=now,
+            **start_history(self.store, state, commands, now),
         )
         if created:
             if on_created is not None:
@@ -204,11 +206,14 @@ class Shell(Interpreter[_Turn]):
                 return
             self._forget(oldest)
 
-    async def step(self, run_id: str, event: p.Event) -> Replica:
-        """Apply ``event`` (one store transaction) and publish what follows."""
+    async def step(self, run_id: str, event: p.Event, origin: Origin | None = None) -> Replica:
+        """Apply ``event`` (one store transaction) and publish what follows; ``origin``
+        says who ran the node the event settles (for the run's history)."""
         async with self._one_step_at_a_time(run_id):
             replica = await self.replica(run_id)
-            commands = await replica.step(self.store, event, lease_seconds=self.lease)
+            commands = await replica.step(
+                self.store, event, lease_seconds=self.lease, origin=origin
+            )
         try:
             await self.carry_out(run_id, self.target_of(replica.state), commands)
         finally:
@@ -293,6 +298,8 @@ class Shell(Interpreter[_Turn]):
                 return False
             state.journal.clear()
             children = list(state.sections["children"])
+            dropped: list[p.Command] = [p.CancelNode(d) for d in state.sections["dispatches"]]
+            dropped += [p.CancelChild(child_id) for child_id in children]
             for section in ("dispatches", "timers", "waits", "children", "batches"):
                 for key in list(state.sections[section]):
                     state.drop(section, key)
@@ -302,7 +309,14 @@ class Shell(Interpreter[_Turn]):
             delta = state.take_delta()
             now = clock.now()
             index = index_ops(delta, [], now=now, lease_seconds=self.lease)
-            await txn.commit(delta, index=index, info=commit_info(state, now), state=state)
+            finish = [*dropped, p.FinishRun(RunStatus.FAILED.value, None, error)]
+            await txn.commit(
+                delta,
+                index=index,
+                info=commit_info(state, now),
+                state=state,
+                **commit_history(self.store, state, finish, now),
+            )
         self._forget(run_id)
         self._emit(run_id, "workflow:finish", data={"status": RunStatus.FAILED.value})
         for child_id in children:

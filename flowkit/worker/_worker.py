@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -16,6 +19,7 @@ from ..core import _protocol as p
 from ..shell._durable import CHILD_LEASE, dispatch_command
 from ..shell._events import Event, EventBus
 from ..shell._execute import Executor
+from ..shell._history import Origin
 from ..shell._purge import cutoff, purger
 from ._heartbeat import Heartbeats
 from ._messages import ENQUEUED_AT_HEADER, MalformedMessage, NodeMessage, names_a_run
@@ -98,6 +102,8 @@ class Worker:
             purger(store, "Worker(retention=...)")  # a store that cannot purge: say so now
         self.retention_interval = retention_interval
         self.events = EventBus()
+        self.worker_id = f"worker@{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        """Who runs nodes here, as run history records it."""
         self.transport = transport
         self.store = store
         self.concurrency = concurrency
@@ -283,9 +289,13 @@ class Worker:
                 return
             if not await self._store_back():  # never run a node its result cannot be told
                 raise StoreError("the store is unreachable and the worker drains")
+            started = clock.now()
             event = await self._execute(beat, delivery, replica, record)
             if event is not None:  # kept (and the delivery held) until the store takes it
-                await self._despite_store_outages(lambda: self.shell.step(message.run_id, event))
+                origin = Origin(self.worker_id, started, clock.now())
+                await self._despite_store_outages(
+                    lambda: self.shell.step(message.run_id, event, origin)
+                )
         if event is None:
             await self._withdrawn(delivery, message)
             return

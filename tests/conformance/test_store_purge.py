@@ -13,6 +13,7 @@ import pytest
 
 from flowkit import ConfigurationError
 from flowkit.stores import IndexOps
+from flowkit.stores._history import HistoryEntry
 
 from . import test_store_index as index
 from .test_store_index import FINAL, commit, make
@@ -28,7 +29,13 @@ pytestmark = pytest.mark.anyio
 
 async def finished(store: Store, run_id: str, created: float, ended: float, status: str) -> None:
     await make(store, run_id, created, tags={"team": "a"})
-    await commit(store, run_id, ended, status)
+    async with store.transaction(run_id) as txn:
+        state = await txn.load()
+        assert state is not None
+        state.put("header", "status", status)
+        entry = HistoryEntry(ended, f"run.{status}", None, None, None, "{}")
+        info = {"status": status, "at": ended}
+        await txn.commit(state.take_delta(), info=info, state=state, history=[entry])
 
 
 async def ids(store: Store) -> set[str]:
@@ -60,9 +67,11 @@ async def test_purges_runs_that_finished_before_the_cutoff_with_all_they_stored(
 
     assert {f"old-{status}" for status in FINAL} == set(purged)
     assert {"recent", "running", "awaiting"} == await ids(store)
+    assert [] != await store.history("recent")
     for run_id in purged:
         assert await store.load(run_id) is None
         assert await store.info(run_id) is None
+        assert [] == await store.history(run_id)
     assert [] == (await store.list_runs(tags={"team": "a"}, status="failed")).runs
     assert ["awaiting"] == [timer.run_id for timer in await store.due_timers(1e9)]
     assert [] == await store.purge(finished_before=100.0), "purging twice purges nothing"
