@@ -1,5 +1,6 @@
-"""``flowkit runs list | cancel | signal | retry | purge``, driven as a subprocess against a
-SQLite store that holds runs in every status (made here, in-process, with the same store)."""
+"""``flowkit runs list | show | history | cancel | signal | retry | purge``, driven as a
+subprocess against a SQLite store that holds runs in every status (made here, in-process,
+with the same store)."""
 
 from __future__ import annotations
 
@@ -144,6 +145,36 @@ def test_signal_and_cancel_act_on_stored_runs(runs: dict[str, Any], tmp_path: Pa
     assert json.loads(cancelled.stdout)["status"] == "cancelled"
 
 
+def test_show_describes_a_run_and_draws_its_path(runs: dict[str, Any]) -> None:
+    store = ("--store", runs["store"])
+    shown = flowkit_cli(runs, "runs", "show", runs["failed"], *store, "--json")
+    assert shown.returncode == 0, shown.stderr
+    described = json.loads(shown.stdout)
+    assert ("failed", "bad") == (described["run"]["status"], described["run"]["flow"])
+    (explode,) = [row for row in described["nodes"] if row["node_id"] == "explode"]
+    assert ("failed", 1) == (explode["status"], explode["attempts"])
+    assert "no 2" in explode["error"]
+    drawn = flowkit_cli(runs, "runs", "show", runs["failed"], *store, "--app", "runs_app")
+    assert drawn.returncode == 0, drawn.stderr
+    assert "✗ explode" in drawn.stdout  # the path, with the failed node marked
+    assert "ValueError: no 2" in drawn.stdout
+    waiting = flowkit_cli(runs, "runs", "show", runs["awaiting"], *store, "--json")
+    assert ["go"] == [wait["name"] for wait in json.loads(waiting.stdout)["waits"]]
+
+
+def test_history_lists_a_runs_events_in_order(runs: dict[str, Any]) -> None:
+    store = ("--store", runs["store"])
+    listed_events = flowkit_cli(runs, "runs", "history", runs["completed"], *store, "--json")
+    assert listed_events.returncode == 0, listed_events.stderr
+    events = json.loads(listed_events.stdout)
+    assert list(range(1, len(events) + 1)) == [event["seq"] for event in events]
+    assert ("run.started", "run.completed") == (events[0]["kind"], events[-1]["kind"])
+    assert {"inputs": {"x": 1}} == {"inputs": events[0]["data"]["inputs"]}
+    table = flowkit_cli(runs, "runs", "history", runs["completed"], *store)
+    assert table.returncode == 0, table.stderr
+    assert "node.completed" in table.stdout
+
+
 def test_retry_resumes_a_failed_run_and_refuses_others(
     runs: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -185,6 +216,8 @@ def test_purge_deletes_old_finished_runs_only(runs: dict[str, Any], tmp_path: Pa
         ("runs", "purge", "--older-than", "1d", "--status", "running", "--yes"),
         ("runs", "purge", "--yes"),
         ("runs", "retry", "x"),
+        ("runs", "show", "no-such-run", "--store", "sqlite:///{store}"),
+        ("runs", "history", "no-such-run", "--store", "sqlite:///{store}"),
         ("runs", "list", "--status", "lost"),
         ("runs", "list", "--since", "soon"),
         ("runs", "list", "--limit", "0"),
@@ -195,6 +228,7 @@ def test_purge_deletes_old_finished_runs_only(runs: dict[str, Any], tmp_path: Pa
     ],
 )
 def test_bad_usage_is_one_line_and_exit_2(runs: dict[str, Any], args: tuple[str, ...]) -> None:
-    done = flowkit_cli(runs, *args)
+    store = runs["store"].removeprefix("sqlite:///")
+    done = flowkit_cli(runs, *(arg.replace("{store}", store) for arg in args))
     assert (done.returncode, len(done.stderr.strip().splitlines())) == (2, 1), done.stderr
     assert "Traceback" not in done.stderr

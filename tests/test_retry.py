@@ -132,9 +132,14 @@ class TestOnTheRuntime:
             failed = await rt.run(fan, x=1)
             assert RunStatus.FAILED == failed.status
             retried = await rt.retry(failed.run_id)
-            if store is not None:  # the index forgets the failure
+            if store is not None:  # the index forgets the failure; the history tells it
                 (run,) = (await rt.list_runs()).runs
                 assert ("completed", None) == (run.status, run.error_type)
+                events = [(e.kind, e.node_id, e.attempt) for e in await rt.history(run.run_id)]
+                failed_at = events.index(("run.failed", None, None))
+                assert ("run.retried", "flaky", None) == events[failed_at + 1]
+                assert ("node.started", "flaky", 1) in events[failed_at:]
+                assert ("run.completed", None, None) == events[-1]
         assert (RunStatus.COMPLETED, 2 * 2 + 2 * 3) == (retried.status, retried.output)
         assert 1 == len(RAN["first"]), "a completed node ran again"
         (key,) = {key for _, key in RAN["flaky"]}

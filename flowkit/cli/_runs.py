@@ -16,6 +16,7 @@ from .._errors import ConfigurationError
 from ..core._state import RunStatus
 from ..shell._apps import app_spec, load_flows
 from . import _purge as purge
+from . import _show as show
 from ._base import console, example, open_url, print_json
 
 if TYPE_CHECKING:
@@ -135,6 +136,7 @@ def register(commands: Commands) -> None:
     retry.set_defaults(run=retry_run)
 
     purge.register(subcommands, store=_store, age=_age)
+    show.register(subcommands, store=_store)
 
 
 def _store(parser: argparse.ArgumentParser) -> None:

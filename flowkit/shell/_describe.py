@@ -94,7 +94,7 @@ def describe_run(
     summary: RunSummary, state: RunState, history: Sequence[HistoryEvent]
 ) -> RunDescription:
     """The description of a run from its summary, state and history."""
-    dues = _dues(history)
+    dues = timer_dues(history)
     sections = state.sections
     waits = [
         WaitRow(name, str(wait["node"]), dues.get(str(wait.get("timer"))))
@@ -207,7 +207,7 @@ def _error_text(error: Any) -> str | None:
     return f"{error.get('type', '')}: {error.get('message', '')}"
 
 
-def _dues(history: Sequence[HistoryEvent]) -> dict[str, float]:
+def timer_dues(history: Sequence[HistoryEvent]) -> dict[str, float]:
     """Timer id -> due time, from the ``timer.set`` events (the latest of each id)."""
     dues: dict[str, float] = {}
     for event in history:

@@ -169,6 +169,11 @@ class _Recorder:
         elif kind is p.CancelRequested:
             assert isinstance(event, p.CancelRequested)
             self.add("run.cancel_requested", fields={"reason": event.reason})
+        elif kind is p.RetryRequested:
+            retried = [c for c in commands if type(c) is p.Note and c.type == "workflow:retry"]
+            for note in retried:  # none when the core refused it
+                assert isinstance(note, p.Note)
+                self.add("run.retried", note.node_id, fields=dict(note.data or {}))
 
     def node_settled(
         self, event: p.NodeCompleted | p.NodeFailed, commands: Sequence[p.Command]
@@ -358,9 +363,10 @@ def _payload_json(value: Any) -> str:
 
 # -- ids the core makes --------------------------------------------------------------------
 def _node_of_dispatch(dispatch_id: str) -> tuple[str, int | None]:
-    """The node and attempt of a dispatch id ``{node}@{activation}[item].{attempt}``."""
+    """The node and attempt of a dispatch id ``{node}@{activation}[item].{attempt}``
+    (``~{round}`` after it in a retried run)."""
     node_id, _, rest = dispatch_id.rpartition("@")
-    attempt = rest.rpartition(".")[2]
+    attempt = rest.partition("~")[0].rpartition(".")[2]
     return (node_id or dispatch_id), (int(attempt) if attempt.isdigit() else None)
 
 

@@ -6,9 +6,9 @@ templates render; nothing here knows HTML but the SVG graph (``_graph``).
 The run page is built from what every store keeps: the run's state (node
 records and outputs, the waits, timers and child runs that hold it, its
 inputs, output, error and variables), its index header, and its children in the
-run index. :func:`history` and :func:`timer_due_times` are where the operations
-API's event history and run description come in; until a store or client offers
-them they return None and the page says "history not recorded by this store".
+run index, and its history (the timeline, and the timers' due times) where the
+store keeps one; a store made with ``history=False`` shows the nodes in the
+order the run reached them instead, and says "history not recorded by this store".
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from markupsafe import Markup
 from .._durations import to_seconds
 from .._errors import ConfigurationError
 from ..core._state import FINISHED_VALUES, RunStatus
+from ..shell._describe import timer_dues
 from ..shell._result import node_statuses
 from ..stores._protocol import RunSummary
 from . import _graph
@@ -30,6 +31,7 @@ from ._query import STATUSES
 
 if TYPE_CHECKING:
     from ..blueprint import Blueprint
+    from ..stores._history import HistoryEvent
     from ..stores._protocol import Store
     from ._catalogue import Catalogue
     from ._query import RunsQuery
@@ -111,7 +113,7 @@ class TimerRow:
     id: str
     node: str
     purpose: str  # sleep, timeout, retry
-    due_at: float | None  # None until the store tells (see timer_due_times)
+    due_at: float | None  # None when the store keeps no history (it tells)
 
 
 @attrs.frozen
@@ -183,7 +185,8 @@ async def run_page(
     bp, exact = catalogue.blueprint(digest, flow_id)
     statuses = node_statuses({"sections": sections}, bp)
     graph, note = _graph_of(bp, exact, statuses, flow_id)
-    due = await timer_due_times(operations or store, run_id)
+    events = await events_of(store, run_id)
+    due = timer_dues(events or [])
     return RunView(
         run_id=run_id,
         flow=flow_id,
@@ -204,24 +207,37 @@ async def run_page(
             for tid, t in sections["timers"].items()
         ],
         children=await _children(store, run_id, sections),
-        history=await history(operations or store, run_id),
+        history=history(events),
     )
 
 
-async def history(source: Any, run_id: str) -> list[HistoryEntry] | None:
-    """The run's events, oldest first, from the operations API's ``history(run_id)``.
+async def events_of(source: Any, run_id: str) -> list[HistoryEvent] | None:
+    """The run's history events, oldest first, from ``source`` (the operations API or
+    the store); None if it keeps no history."""
+    reader = getattr(source, "history", None)
+    options = getattr(source, "history_options", None)
+    if reader is None or (options is not None and not options.enabled):
+        return None
+    events: list[HistoryEvent] = await reader(run_id)
+    return events
 
-    Returns None while no store or client records a history: the page then says
-    "history not recorded by this store", and its timeline lists the nodes in the
-    order the run first reached them (from the run's state).
-    """
-    return None
+
+def history(events: list[HistoryEvent] | None) -> list[HistoryEntry] | None:
+    """The events as the page lists them (None: the store records none)."""
+    if events is None:
+        return None
+    return [
+        HistoryEntry(event.at, event.kind, event.node_id or "", _detail(event)) for event in events
+    ]
 
 
-async def timer_due_times(source: Any, run_id: str) -> dict[str, float]:
-    """Timer id -> when it is due (unix seconds), from the operations API's
-    ``describe(run_id)``; empty while none offers it (the page shows no due time)."""
-    return {}
+def _detail(event: HistoryEvent) -> str:
+    parts = [] if event.attempt is None else [f"attempt {event.attempt}"]
+    if event.worker:
+        parts.append(f"on {event.worker}")
+    if event.data:
+        parts.append(short(event.data))
+    return ", ".join(parts)
 
 
 def _graph_of(

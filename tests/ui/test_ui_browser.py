@@ -120,7 +120,10 @@ class TestRunPage:
         expect(page.locator("#error")).to_contain_text("builtins.ValueError")
         expect(page.locator("#error")).to_contain_text("card declined for A-101")
         expect(page.locator("#error")).to_contain_text("charge")
-        expect(page.locator("#no-history")).to_have_text("history not recorded by this store")
+        timeline = page.locator("#timeline")  # the run's history, event by event
+        expect(timeline).to_contain_text("node.failed")
+        expect(timeline).to_contain_text("run.failed")
+        expect(page.locator("#no-history")).to_have_count(0)
 
     def test_waiting_run_and_children(self, page: Any, shop: Any, serve: Any) -> None:
         path, runs = shop
