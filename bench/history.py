@@ -5,7 +5,8 @@ and with history off (``history=False``), the two timed back to back in rounds i
 one event loop; the cost is the median of the rounds' ratios, so a slow phase of a
 noisy machine hits both runs of a round alike. Every node is one commit; with
 history on that commit also writes its events (node started and completed, the
-next node scheduled: three rows, one insert statement). The budget: history costs
+next node scheduled: three events, written by one insert statement; SQLite keeps a
+commit's events in one row, PostgreSQL one row each). The budget: history costs
 at most 10 % of node throughput, i.e. ``cost = seconds with / without <= 1.10``.
 
 PostgreSQL runs the runtime's optimistic one-statement commit (``attempt``), the

@@ -183,15 +183,15 @@ class _Recorder:
         worker = origin.worker if origin is not None else None
         started = origin.started_at if origin is not None else None
         ended = origin.finished_at if origin is not None and origin.finished_at else self.at
-        if started is not None:
-            fields = {"dispatch_id": event.dispatch_id}
-            self.add("node.started", node_id, attempt, fields, at=started, worker=worker)
+        entries = self.entries
+        if started is not None:  # the common events are written out by hand: every commit
+            data = f'{{"dispatch_id":{_STRING(event.dispatch_id)}}}'
+            entries.append(HistoryEntry(started, "node.started", node_id, attempt, worker, data))
         duration = None if started is None else max(0.0, ended - started)
         if isinstance(event, p.NodeCompleted):
-            done: dict[str, Any] = {"duration": duration}
-            if event.fallback:
-                done["fallback"] = True
-            self.add("node.completed", node_id, attempt, done, at=ended, worker=worker)
+            data = f'{{"duration":{"null" if duration is None else repr(duration)}'
+            data += ',"fallback":true}' if event.fallback else "}"
+            entries.append(HistoryEntry(ended, "node.completed", node_id, attempt, worker, data))
             return
         retry = any(
             type(c) is p.Note and c.type == "node:retry" and c.node_id == node_id for c in commands
@@ -207,10 +207,11 @@ class _Recorder:
             handler(self, command, event)
 
     def execute(self, command: p.ExecuteNode, event: p.Event | None) -> None:
-        fields: dict[str, Any] = {"dispatch_id": command.dispatch_id}
-        if command.fallback:
-            fields["fallback"] = True
-        self.add("node.scheduled", command.node_id, command.attempt, fields)
+        data = f'{{"dispatch_id":{_STRING(command.dispatch_id)}'
+        data += ',"fallback":true}' if command.fallback else "}"
+        self.entries.append(
+            HistoryEntry(self.at, "node.scheduled", command.node_id, command.attempt, None, data)
+        )
 
     def cancel_node(self, command: p.CancelNode, event: p.Event | None) -> None:
         node_id, attempt = _node_of_dispatch(command.dispatch_id)

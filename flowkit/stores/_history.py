@@ -94,10 +94,10 @@ def history_options(owner: str, history: bool, history_payload: int) -> HistoryO
 
 def event(seq: int, entry: Sequence[Any]) -> HistoryEvent:
     """The event numbered ``seq`` from a stored ``(at, kind, node_id, attempt, worker,
-    data)`` row (data as JSON text)."""
+    data)`` row (data as JSON text, or decoded already)."""
     at, kind, node_id, attempt, worker, data = entry
     try:
-        decoded = json.loads(data)
+        decoded = json.loads(data) if isinstance(data, str | bytes) else data
     except (ValueError, TypeError, RecursionError) as exc:
         raise StoreError(f"corrupt history event in store: {exc}") from exc
     if not isinstance(decoded, dict):

@@ -7,6 +7,7 @@ across processes sharing the file.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from contextlib import asynccontextmanager
 from functools import partial
@@ -99,12 +100,16 @@ CREATE INDEX flowkit_run_tags_match ON flowkit_run_tags (key, value, created_at,
 _V3 = """
 ALTER TABLE flowkit_runs ADD COLUMN next_seq INTEGER NOT NULL DEFAULT 1;
 CREATE TABLE flowkit_history (
-    run_id TEXT NOT NULL, seq INTEGER NOT NULL, at REAL NOT NULL, kind TEXT NOT NULL,
-    node_id TEXT, attempt INTEGER, worker TEXT, data TEXT NOT NULL,
+    run_id TEXT NOT NULL, seq INTEGER NOT NULL, last INTEGER NOT NULL, events TEXT NOT NULL,
     PRIMARY KEY (run_id, seq)
 ) WITHOUT ROWID;
 """
-_INSERT_HISTORY = "INSERT INTO flowkit_history VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+# one row per commit: its events (seq to last) as a JSON array of
+# [at, kind, node_id, attempt, worker, data]; one insert, not one per event
+_INSERT_HISTORY = "INSERT INTO flowkit_history VALUES (?, ?, ?, ?)"
+_ESCAPE: Callable[[str], str] = getattr(json.encoder, "c_encode_basestring", None) or (
+    json.encoder.py_encode_basestring
+)
 # the header and index columns a commit sets (None: left as they are)
 _HEADER = (
     "status=COALESCE(?, status), blueprint_id=COALESCE(?, blueprint_id),"
@@ -249,7 +254,7 @@ class SQLiteStore:
         new = created_fields(state, created_at, tags)
         snapshot = encode_state(state)
         error_type, error_message = new.error or (None, None)
-        events = _rows(run_id, 1, history) if self.history_options.enabled else []
+        events = _batch(run_id, 1, history) if self.history_options.enabled else None
 
         def create(conn: sqlite3.Connection) -> bool:
             conn.execute("BEGIN IMMEDIATE")
@@ -272,13 +277,14 @@ class SQLiteStore:
                         error_type,
                         error_message,
                         new.tags_json,
-                        1 + len(events),
+                        1 + len(history) if events else 1,
                     ),
                 )
                 created = cur.rowcount == 1
                 if created:
                     _write_index(conn, run_id, index)
-                    conn.executemany(_INSERT_HISTORY, events)
+                    if events:
+                        conn.execute(_INSERT_HISTORY, events)
                     conn.executemany(
                         "INSERT INTO flowkit_run_tags VALUES (?, ?, ?, ?)",
                         [(run_id, k, v, new.created_at) for k, v in new.tags.items()],
@@ -349,12 +355,18 @@ class SQLiteStore:
 
         def read(conn: sqlite3.Connection) -> list[Any]:
             return conn.execute(
-                "SELECT seq, at, kind, node_id, attempt, worker, data FROM flowkit_history"
-                " WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (run_id, after, -1 if limit is None else limit),
+                "SELECT seq, events FROM flowkit_history WHERE run_id = ? AND last > ?"
+                " ORDER BY seq",
+                (run_id, after),
             ).fetchall()
 
-        return [event(row[0], row[1:]) for row in await self._locked(read)]
+        found = [
+            event(seq, entry)
+            for first, events in await self._locked(read)
+            for seq, entry in enumerate(_unbatch(events), first)
+            if seq > after
+        ]
+        return found if limit is None else found[:limit]
 
     async def list_runs(
         self,
@@ -582,9 +594,37 @@ def _begin(run_id: str, conn: sqlite3.Connection) -> _Row | None:
     return None if row is None else (int(row[0]), int(row[1]), str(row[2]), int(row[3]))
 
 
-def _rows(run_id: str, first: int, entries: Sequence[HistoryEntry]) -> list[tuple[Any, ...]]:
-    """The ``flowkit_history`` rows of ``entries``, numbered from ``first``."""
-    return [(run_id, seq, *entry) for seq, entry in enumerate(entries, first)]
+def _batch(
+    run_id: str, first: int, entries: Sequence[HistoryEntry]
+) -> tuple[str, int, int, str] | None:
+    """The ``flowkit_history`` row of one commit's ``entries``, numbered from ``first``
+    (None if there are none). Each entry's data is JSON already: it goes in as it is."""
+    if not entries:
+        return None
+    texts = [
+        f"[{at!r},{_text(kind)},{_text(node)},{'null' if attempt is None else int(attempt)},"
+        f"{_text(worker)},{data}]"
+        for at, kind, node, attempt, worker, data in entries
+    ]
+    return run_id, first, first + len(entries) - 1, "[" + ",".join(texts) + "]"
+
+
+def _text(value: str | None) -> str:
+    """``value`` as a JSON string (or null), by the json module's C escaper."""
+    return "null" if value is None else _ESCAPE(value)
+
+
+def _unbatch(events: str) -> list[tuple[Any, ...]]:
+    """The ``(at, kind, node_id, attempt, worker, data)`` of a row's events."""
+    try:
+        decoded = json.loads(events)
+    except (ValueError, RecursionError) as exc:
+        raise StoreError(f"corrupt history row in SQLite store: {exc}") from exc
+    if not isinstance(decoded, list) or not all(
+        isinstance(e, list) and len(e) == 6 for e in decoded
+    ):
+        raise StoreError(f"corrupt history row in SQLite store: {events[:60]!r}")
+    return [tuple(entry) for entry in decoded]
 
 
 def _materialise(
@@ -662,10 +702,9 @@ class _SQLiteTransaction:
     ) -> int:
         if self._row is None:
             raise StoreError(f"cannot commit to run {self._run_id!r}: it does not exist")
-        events = _rows(self._run_id, self._next_seq, history) if history else []
-        if not self._store.history_options.enabled:
-            events = []
-        next_seq = self._next_seq + len(events)
+        enabled = self._store.history_options.enabled
+        events = _batch(self._run_id, self._next_seq, history) if enabled else None
+        next_seq = self._next_seq + len(history) if events else self._next_seq
         encoded = encode_delta(delta)
         version = self.version + 1
         snapshot = encode_state(state) if state is not None and self.wants_snapshot else None
@@ -707,7 +746,7 @@ class _SQLiteTransaction:
                 )
             _write_index(conn, self._run_id, index)
             if events:
-                conn.executemany(_INSERT_HISTORY, events)
+                conn.execute(_INSERT_HISTORY, events)
 
         self.committed = False  # a failed write must not be committed at the block's end
         await self._store._run(write)

@@ -362,8 +362,11 @@ async def _insert_stray_event(db: Database, run_id: str, seq: int) -> None:
         import sqlite3
 
         conn = sqlite3.connect(db.tmp_path / "runs.db", isolation_level=None)
-        try:
-            conn.execute("INSERT INTO flowkit_history VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+        try:  # SQLite keeps a commit's events in one row: [[at, kind, node, ...], ...]
+            events = '[[1.0, "stray", null, null, null, {}]]'
+            conn.execute(
+                "INSERT INTO flowkit_history VALUES (?, ?, ?, ?)", (run_id, seq, seq, events)
+            )
         finally:
             conn.close()
         return
