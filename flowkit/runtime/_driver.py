@@ -43,6 +43,7 @@ class Run(Replica):
         "quiet",
         "recover",
         "scopes",
+        "stepping",
         "target",
         "tg",
     )
@@ -68,6 +69,9 @@ class Run(Replica):
             self.finished.set()
         self.scopes: dict[str, anyio.CancelScope] = {}
         self.recover = False  # set for runs loaded with dispatches another process left
+        # one step of the run at a time here: a step applied to this copy while another
+        # one's commit is in flight would commit a decision made on uncommitted state
+        self.stepping = anyio.Lock()
 
 
 class Driver(Interpreter[Run]):
@@ -117,7 +121,8 @@ class Driver(Interpreter[Run]):
             commands = handle_event(run.program, run.state, event)
             run.state.journal.clear()
             return commands
-        return await run.step(self.store, event, origin=origin)
+        async with run.stepping:
+            return await run.step(self.store, event, origin=origin)
 
     async def _advance(self, run: Run, event: p.Event) -> None:
         """Feed an event from outside the run's task group; wait until it settles."""
