@@ -1,9 +1,10 @@
 """What the console can do to a run, through the operations API (``Client`` or ``Runtime``).
 
-An action is offered when the operations object has its method: ``cancel`` and
-``signal`` today; ``retry`` appears by itself on a client that has
-``retry(run_id)``. Each action is a POST that asks for confirmation first
-(see ``_routes``); :func:`perform` carries it out.
+An action is offered when the operations object has its method: ``cancel``,
+``signal`` and ``retry`` act on one run; ``purge`` (on the runs page) deletes
+the runs that finished long ago. Each action is a POST that asks for
+confirmation first (see ``_routes``); :func:`perform` and :func:`purge` carry it
+out.
 """
 
 from __future__ import annotations
@@ -55,6 +56,46 @@ RETRY = Action(
     statuses=frozenset({"failed"}),
 )
 ACTIONS = {action.name: action for action in (CANCEL, SIGNAL, RETRY)}
+
+
+PURGE = Action(
+    "purge",
+    "Purge runs",
+    "Delete the {what}? Everything the store keeps for them goes; this cannot be undone.",
+    statuses=frozenset(),
+    danger=True,
+)
+FINAL = ("completed", "failed", "cancelled")
+
+
+def can_purge(operations: Any) -> bool:
+    return operations is not None and callable(getattr(operations, "purge", None))
+
+
+def purge_arguments(form: Mapping[str, str]) -> tuple[str, str | None, str]:
+    """The age, the status (None: every final one) and a description, from the form."""
+    from .._durations import to_seconds
+    from .._errors import ConfigurationError
+
+    age = form.get("older_than", "").strip()
+    try:
+        seconds = to_seconds(age)
+    except ConfigurationError:
+        seconds = 0.0
+    if seconds <= 0:
+        raise ActionRefused(f"purge needs an age above zero such as 30d or 12h, not {age!r}")
+    status = form.get("status", "").strip() or None
+    if status is not None and status not in FINAL:
+        raise ActionRefused(f"purge deletes finished runs: status is one of {', '.join(FINAL)}")
+    what = f"{status or 'finished'} runs that finished more than {age} ago"
+    return age, status, what
+
+
+async def purge(operations: Any, form: Mapping[str, str]) -> str:
+    """Purge what the form asks for; returns what to tell the user."""
+    age, status, what = purge_arguments(form)
+    count = await operations.purge(age, status=status)
+    return f"purged {count} {what}"
 
 
 def supported(operations: Any) -> list[Action]:

@@ -108,6 +108,7 @@ def _routes(pages: Any) -> list[Any]:
         # a child's run id has slashes ("parent/node@1"): GET is the run, POST an action
         Route("/runs/{run_id:path}", pages.run, methods=["GET"]),
         Route("/runs/{run_id:path}/{action}", pages.action, methods=["POST"]),
+        Route("/purge", pages.purge, methods=["POST"]),
         Route("/flows", pages.flows),
         Route("/flows/{flow_id}", pages.flow),
         Route("/login", pages.login, methods=["GET", "POST"]),

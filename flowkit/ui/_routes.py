@@ -90,6 +90,10 @@ class Pages:
             "now": clock.now(),
             "took": time.perf_counter() - started,
             "sample": _data.COUNT_SAMPLE,
+            "can_purge": _actions.can_purge(self.operations),
+            "final": _actions.FINAL,
+            "message": request.query_params.get("message", ""),
+            "failed": request.query_params.get("failed", ""),
         }
         partial = request.query_params.get(PARTIAL) == "1"
         return self.render(request, "runs_live.html" if partial else "runs.html", context)
@@ -147,6 +151,31 @@ class Pages:
         except (ActionRefused, FlowkitError) as exc:
             return self.back_to_run(request, run_id, failed=" ".join(str(exc).split()))
         return self.back_to_run(request, run_id, message=message)
+
+    async def purge(self, request: Request) -> Response:
+        """Purge old runs (the runs page's form): a confirmation, then the purge."""
+        form = await self.form(request)
+        if isinstance(form, Response):
+            return form
+        if self.read_only:
+            return PlainTextResponse("the console is read-only: actions are off", 403)
+        if not _actions.can_purge(self.operations):
+            return PlainTextResponse("no action 'purge' here", 404)
+        runs = _base(request) + "/runs"
+        try:
+            _, _, what = _actions.purge_arguments(form)
+            if form.get("confirmed") != "1":
+                context = {
+                    "action": _actions.PURGE,
+                    "question": _actions.PURGE.question.format(what=what),
+                    "fields": {k: form.get(k, "") for k in ("older_than", "status")},
+                }
+                return self.render(request, "confirm_purge.html", context)
+            message = await _actions.purge(self.operations, form)
+        except (ActionRefused, FlowkitError) as exc:
+            outcome = {"failed": " ".join(str(exc).split())}
+            return RedirectResponse(f"{runs}?{urlencode(outcome)}", status_code=303)
+        return RedirectResponse(f"{runs}?{urlencode({'message': message})}", status_code=303)
 
     def confirm(
         self, request: Request, action: _actions.Action, run_id: str, form: dict[str, str]

@@ -4,6 +4,7 @@ routes, CSRF, the token, read-only. Starlette runs on asyncio, so these tests do
 from __future__ import annotations
 
 import re
+import time
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 import ui_shop
 
 import flowkit
+from flowkit._clock import use_clock
 from flowkit.stores import SQLiteStore
 from flowkit.transports import MemoryTransport
 from flowkit.ui import app
@@ -220,6 +222,44 @@ class TestActions:
             )
             assert 403 == refused.status_code
         assert "running" == await status_of(store, run_id)
+
+    async def test_purge_asks_then_deletes_old_finished_runs(
+        self, store: SQLiteStore, shop: Any
+    ) -> None:
+        runs = shop[1]
+        async with http(console(store)) as client:
+            csrf = await csrf_of(client)
+            assert 'id="purge"' in (await client.get("/runs", headers=HTML)).text
+            form = {"csrf": csrf, "older_than": "1h", "status": "completed"}
+            with use_clock(lambda: time.time() + 86400):  # a day on: every run is old
+                asked = await client.post("/purge", data=form)
+                assert 200 == asked.status_code
+                assert "completed runs that finished more than 1h ago" in asked.text
+                assert await store.load(runs.completed) is not None
+                done = await client.post("/purge", data={**form, "confirmed": "1"})
+            assert 303 == done.status_code
+            assert "message=purged+" in done.headers["location"]
+        assert await store.load(runs.completed) is None
+        assert "failed" == await status_of(store, runs.failed)  # another status
+        assert "running" == await status_of(store, runs.running)  # never purged
+
+    async def test_purge_refuses_a_bad_age_and_an_unfinished_status(
+        self, store: SQLiteStore, shop: Any
+    ) -> None:
+        async with http(console(store)) as client:
+            csrf = await csrf_of(client)
+            for form in ({"older_than": "soon"}, {"older_than": "1h", "status": "running"}):
+                done = await client.post("/purge", data={"csrf": csrf, "confirmed": "1", **form})
+                assert 303 == done.status_code
+                assert "failed=" in done.headers["location"]
+            read_only = http(console(store, read_only=True))
+        async with read_only as client:
+            page = await client.get("/runs", headers=HTML)
+            assert 'id="purge"' not in page.text
+            csrf = await csrf_of(client)
+            form = {"csrf": csrf, "older_than": "1h", "confirmed": "1"}
+            assert 403 == (await client.post("/purge", data=form)).status_code
+        assert "completed" == await status_of(store, shop[1].completed)
 
     async def test_no_client_no_actions(self, store: SQLiteStore, shop: Any) -> None:
         async with http(app(store=store)) as client:
