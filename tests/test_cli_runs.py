@@ -1,4 +1,4 @@
-"""``flowkit runs list | show | history | cancel | signal | retry | purge``, driven as a
+"""``flowkit runs list | show | history | start | cancel | signal | retry | purge``, driven as a
 subprocess against a SQLite store that holds runs in every status (made here, in-process,
 with the same store)."""
 
@@ -175,6 +175,56 @@ def test_history_lists_a_runs_events_in_order(runs: dict[str, Any]) -> None:
     assert "node.completed" in table.stdout
 
 
+def test_start_starts_a_flow_by_its_id(runs: dict[str, Any], tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'started.db'}"
+    queue = f"sqlite:///{tmp_path / 'queue.db'}"
+    common = ("--app", "runs_app", "--store", store, "--transport", queue)
+    started = flowkit_cli(
+        runs, "runs", "start", "good", "--input", '{"x": 4}', "--tag", "customer=c9", *common
+    )
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.strip()
+    again = flowkit_cli(
+        runs, "runs", "start", "good", "--input", '{"x": 5}', "--run-id", run_id, "--json", *common
+    )
+    assert again.returncode == 0, again.stderr  # that run exists: left as it is
+    assert {"run_id": run_id, "flow": "good", "status": "running"} == json.loads(again.stdout)
+    [row] = listed({**runs, "store": store})
+    assert (run_id, "good", {"customer": "c9"}) == (row["run_id"], row["flow"], row["tags"])
+    done = anyio.run(_served, runs["app"], tmp_path, run_id)
+    assert (RunStatus.COMPLETED, 4) == (done.status, done.output)
+
+
+async def _served(app: Any, folder: Path, run_id: str) -> flowkit.RunResult:
+    """The run's result once a worker on the SQLite queue and store has run it."""
+    from flowkit.transports import from_url
+
+    store = SQLiteStore(folder / "started.db")
+    transport = from_url(f"sqlite:///{folder / 'queue.db'}")
+    worker = flowkit.Worker([app.good], transport, store, poll_interval=0.05)
+    try:
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                await tg.start(worker.run)
+                done = await flowkit.Client(transport, store, flows=[app.good]).wait(run_id)
+                tg.cancel_scope.cancel()
+    finally:
+        await transport.close()
+        await store.close()
+    return done
+
+
+def test_start_names_the_known_flows_for_an_unknown_one(
+    runs: dict[str, Any], tmp_path: Path
+) -> None:
+    store = ("--store", f"sqlite:///{tmp_path / 'runs.db'}")
+    transport = ("--transport", f"sqlite:///{tmp_path / 'queue.db'}")
+    done = flowkit_cli(runs, "runs", "start", "godo", "--app", "runs_app", *store, *transport)
+    assert (2, 1) == (done.returncode, len(done.stderr.strip().splitlines())), done.stderr
+    assert "no flow named 'godo'" in done.stderr
+    assert "bad v1, gated v1, good v1" in done.stderr
+
+
 def test_retry_resumes_a_failed_run_and_refuses_others(
     runs: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -223,6 +273,9 @@ def test_purge_deletes_old_finished_runs_only(runs: dict[str, Any], tmp_path: Pa
         ("runs", "list", "--limit", "0"),
         ("runs", "list", "--tag", "customer"),
         ("runs", "signal", "x", "go", "--data", "{", "--app", "runs_app"),
+        ("runs", "start", "good", "--input", "[1]", "--app", "runs_app"),
+        ("runs", "start", "good", "--input", "{", "--app", "runs_app"),
+        ("runs", "start", "good", "--input", "{}"),
         ("runs", "cancel", "x"),
         ("runs", "list", "--store", "nosuch://x"),
     ],
