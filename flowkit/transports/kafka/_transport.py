@@ -203,7 +203,15 @@ class KafkaTransport:
             session_timeout_ms=round(self.session_timeout * 1000),
             heartbeat_interval_ms=max(100, min(3000, round(self.session_timeout * 1000 / 6))),
             metadata_max_age_ms=self._metadata_max_age_ms(),
+            rebalance_timeout_ms=self._rebalance_timeout_ms(),
         )
+
+    def _rebalance_timeout_ms(self) -> int:
+        """How long a rebalance waits for the members to rejoin. aiokafka's default is its
+        max poll interval, 5 minutes: a member leaving (a transport closing, a worker
+        draining) while another was rejoining could hold both that long. Members here
+        poll all along and their rebalance callbacks end within half a session timeout."""
+        return round(max(4 * self.session_timeout, 10.0) * 1000)
 
     def _metadata_max_age_ms(self) -> int:
         """How old clients let their view of the topics get: a broker that restarted empty
