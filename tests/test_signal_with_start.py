@@ -20,7 +20,7 @@ import anyio
 import pytest
 
 import flowkit
-from flowkit import DuplicateDelivery, ResumeError, RunStatus, flow, node
+from flowkit import DuplicateDelivery, ResumeError, RunStatus, StoreError, flow, node
 from flowkit.stores import MemoryStore, SQLiteStore
 from flowkit.stores import from_url as store_from_url
 from flowkit.transports import MemoryTransport
@@ -242,6 +242,70 @@ class TestThroughAClient:
         self, client: Any
     ) -> None:
         await client_race(client, "c6")
+
+
+class CreateFails(MemoryStore):
+    """A MemoryStore whose next ``create_run`` raises StoreError, after creating the run
+    if ``hidden`` (its answer lost, as in a connection that broke after the commit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing = False
+        self.hidden = False
+
+    async def create_run(self, *args: Any, **kwargs: Any) -> bool:
+        if not self.failing:
+            return await super().create_run(*args, **kwargs)
+        self.failing = False
+        if self.hidden:
+            await super().create_run(*args, **kwargs)
+        raise StoreError("connection lost (a test's)")
+
+
+class TestATryTheStoreFailed:
+    """A call whose first try to create the run failed tries again; it then tells its own
+    run (made by the try whose answer was lost) from one an earlier call made."""
+
+    async def test_an_earlier_calls_delivery_is_still_a_duplicate(self) -> None:
+        store = CreateFails()
+        client = flowkit.Client(MemoryTransport(), store, flows=[tally])
+        once = {"run_id": "f1", "signal": "add", "delivery_id": "d1", "n": 2}
+        await client.signal_with_start(tally, data="a", **once)
+        store.failing = True  # the second call's first try fails; its second finds f1
+        with pytest.raises(DuplicateDelivery):
+            await client.signal_with_start(tally, data="a", **once)
+        assert ["d1"] == list((await store.load("f1"))[0].sections["deliveries"])  # type: ignore[index]
+
+    async def test_a_lost_answer_is_not_delivered_twice(self) -> None:
+        store = CreateFails()
+        client = flowkit.Client(MemoryTransport(), store, flows=[tally])
+        store.failing = store.hidden = True  # the first try creates f2, its answer is lost
+        await client.signal_with_start(tally, run_id="f2", signal="add", data="a", n=2)
+        loaded = await store.load("f2")
+        assert loaded is not None
+        assert 1 == len(loaded[0].sections["deliveries"])  # the signal, received once
+
+
+class TestAStaleCopy:
+    """A client whose copy of the run is behind (another client finished it) refuses a
+    signal as the run stands in the store, not as its copy says."""
+
+    @pytest.mark.parametrize("backend", ["memory", "sqlite"])
+    async def test_a_run_finished_elsewhere_refuses_the_signal(
+        self, backend: str, tmp_path: Path
+    ) -> None:
+        store = MemoryStore() if backend == "memory" else SQLiteStore(tmp_path / "runs.db")
+        gate = flowkit.Flow("gate").wait("add")  # a signal ends it
+        behind = flowkit.Client(MemoryTransport(), store, flows=[gate])
+        other = flowkit.Client(MemoryTransport(), store, flows=[gate])
+        await behind.start(gate, run_id="s1")  # behind keeps its copy: version 1
+        await other.signal("s1", "add", "a", delivery_id="d1")  # the run finishes
+        assert RunStatus.COMPLETED == (await store.load("s1"))[0].status  # type: ignore[index]
+        with pytest.raises(DuplicateDelivery):
+            await behind.signal("s1", "add", "a", delivery_id="d1")
+        with pytest.raises(ResumeError, match="already finished"):
+            await behind.signal_with_start(gate, run_id="s1", signal="add", data="b")
+        await store.close()
 
 
 async def child_waits(client: flowkit.Client, run_id: str) -> bool:

@@ -16,7 +16,7 @@ from ..stores._protocol import CommitsOptimistically, Conflict
 from ._history import Origin, options_of, transition_events
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from ..core._program import Program
     from ..stores._history import HistoryOptions
@@ -125,12 +125,17 @@ class Replica:
         *,
         lease_seconds: float | None = None,
         origin: Origin | None = None,
+        check: Callable[[RunState], None] | None = None,
     ) -> list[p.Command]:
         """Apply ``event`` and commit only the delta: in one round trip if the store
         commits optimistically, this copy is current and no other process wrote the run
         under an attempt lately; else under the run's lock. The commit carries the
-        transition's history events (``origin``: who ran the node the event settles)."""
-        turn = _Turn(event, origin, lease_seconds, options_of(store))
+        transition's history events (``origin``: who ran the node the event settles).
+
+        ``check(state)`` may refuse the event (by raising) on the run as the store holds
+        it under the lock: a copy that was behind learns there, e.g., that the run has
+        finished meanwhile (which the core would take as a stale event, silently)."""
+        turn = _Turn(event, origin, lease_seconds, options_of(store), check)
         try:
             if self.version > 0 and not self.contended and isinstance(store, CommitsOptimistically):
                 commands = await self._step_optimistically(store, turn)
@@ -165,6 +170,8 @@ class Replica:
                 await self._catch_up(txn)
             elif self.contended:
                 self.contended -= 1
+            if turn.check is not None:
+                turn.check(self.state)
             commands = handle_event(self.program, self.state, turn.event)
             await self._commit(txn, commands, turn)
             return commands
@@ -204,7 +211,7 @@ class Replica:
 class _Turn:
     """One step's event and what its commit needs besides the state."""
 
-    __slots__ = ("event", "history", "lease_seconds", "origin")
+    __slots__ = ("check", "event", "history", "lease_seconds", "origin")
 
     def __init__(
         self,
@@ -212,11 +219,13 @@ class _Turn:
         origin: Origin | None,
         lease_seconds: float | None,
         history: HistoryOptions | None,
+        check: Callable[[RunState], None] | None = None,
     ) -> None:
         self.event = event
         self.origin = origin
         self.lease_seconds = lease_seconds
         self.history = history  # None: the store keeps no history
+        self.check = check
 
 
 def dispatch_command(run_id: str, dispatch_id: str, record: dict[str, Any]) -> p.ExecuteNode:

@@ -35,6 +35,7 @@ from ._shell import Shell
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 
+    from ..core._state import RunState
     from ..shell._describe import RunDescription
     from ..shell._middleware import Middleware
     from ..shell._target import Target
@@ -227,10 +228,10 @@ class Client:
         await self._deliver(run_id, event)
         return await self.result(run_id)
 
-    async def _deliver(self, run_id: str, event: p.SignalReceived, *, tried: bool = False) -> None:
+    async def _deliver(self, run_id: str, event: p.SignalReceived) -> None:
         """Deliver ``event`` to the run (or the child waiting for it), tried again while the
-        store is unreachable. ``tried``: an earlier try may have delivered it already."""
-        tries = int(tried)
+        store is unreachable."""
+        tries = 0
 
         async def deliver() -> None:
             nonlocal tries
@@ -240,7 +241,8 @@ class Client:
                 refuse_if_finished(
                     (await self.shell.replica(run_id)).state, event.name, event.delivery_id
                 )
-                await self.shell.step(target, event)
+                # checked again on the run as stored: it may have finished since
+                await self.shell.step(target, event, check=partial(_refuse, event))
             except DuplicateDelivery:
                 if tries == 1:
                     raise  # (a later try finds what an earlier one committed: delivered)
@@ -287,16 +289,33 @@ class Client:
         own_id = delivery_id or f"client:{uuid.uuid4().hex}"
         event = p.SignalReceived(signal, data, action, own_id)
         tries: list[str] = []  # "created" once a try to create the run made it
-        start = partial(self.shell.start, target, run_id, inputs, tags=run_tags, signal=event)
+        call = uuid.uuid4().hex  # kept in the run if this call creates it
+        start = partial(
+            self.shell.start, target, run_id, inputs, tags=run_tags, signal=event, creator=call
+        )
 
         async def create() -> None:
             tries.append("tried")
             await start(on_created=lambda: tries.append("created"))
 
         await self._create(run_id, target, create, self.outage_timeout)
-        if "created" not in tries:  # it existed (or a try the store's outage hid made it)
-            await self._deliver(run_id, event, tried=len(tries) > 1)
+        if "created" in tries:
+            return ClientHandle(self, run_id)
+        if len(tries) > 1 and await self._created_by(run_id, call):
+            return ClientHandle(self, run_id)  # a try whose answer an outage hid made it
+        await self._deliver(run_id, event)
         return ClientHandle(self, run_id)
+
+    async def _created_by(self, run_id: str, call: str) -> bool:
+        """Whether the run was created by the call that kept ``call`` in it."""
+        creators: list[Any] = []
+
+        async def read() -> None:
+            replica = await self.shell.replica(run_id, fresh=True)
+            creators.append(replica.state.header.get("creator"))
+
+        await self._despite_outage(f"read run {run_id!r}", read)
+        return bool(creators[-1] == call)
 
     async def cancel(self, run_id: str) -> RunResult:
         """Cancel a run; the workers running its nodes cancel them (``finally`` blocks run).
@@ -519,6 +538,10 @@ class ClientHandle:
 
     def __repr__(self) -> str:
         return f"ClientHandle(run_id={self.run_id!r})"
+
+
+def _refuse(event: p.SignalReceived, state: RunState) -> None:
+    refuse_if_finished(state, event.name, event.delivery_id)
 
 
 async def _announcement(notices: AsyncIterator[str], run_id: str, announced: anyio.Event) -> None:

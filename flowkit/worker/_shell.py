@@ -112,13 +112,15 @@ class Shell(Interpreter[_Turn]):
         tags: Mapping[str, str] | None = None,
         signal: p.SignalReceived | None = None,
         on_created: Callable[[], None] | None = None,
+        creator: str | None = None,
     ) -> str:
         """Create the run and publish its first nodes; an existing ``run_id`` is left alone.
 
         ``tags`` go into the store's run index with it. ``signal`` is received in its
         first state, buffered for its wait (signal-with-start): it comes with the run or
         not at all. ``on_created()`` is called when this call has created the run, before
-        its first nodes are published."""
+        its first nodes are published. ``creator`` is kept in the run's header: a caller
+        whose try's answer was lost can tell whether that try created the run."""
         run_id = run_id or uuid.uuid4().hex
         state = RunState(run_id)
         traceparent = self._pipeline.run_traceparent(
@@ -132,6 +134,8 @@ class Shell(Interpreter[_Turn]):
             traceparent=traceparent,
             signal=signal,
         )
+        if creator is not None:
+            state.put("header", "creator", creator)
         delta = state.take_delta()
         now = clock.now()
         created = await self.store.create_run(
@@ -206,13 +210,20 @@ class Shell(Interpreter[_Turn]):
                 return
             self._forget(oldest)
 
-    async def step(self, run_id: str, event: p.Event, origin: Origin | None = None) -> Replica:
+    async def step(
+        self,
+        run_id: str,
+        event: p.Event,
+        origin: Origin | None = None,
+        check: Callable[[RunState], None] | None = None,
+    ) -> Replica:
         """Apply ``event`` (one store transaction) and publish what follows; ``origin``
-        says who ran the node the event settles (for the run's history)."""
+        says who ran the node the event settles (for the run's history), ``check`` may
+        refuse it on the run as stored (see :meth:`Replica.step`)."""
         async with self._one_step_at_a_time(run_id):
             replica = await self.replica(run_id)
             commands = await replica.step(
-                self.store, event, lease_seconds=self.lease, origin=origin
+                self.store, event, lease_seconds=self.lease, origin=origin, check=check
             )
         try:
             await self.carry_out(run_id, self.target_of(replica.state), commands)
