@@ -16,8 +16,12 @@ from flowkit.transports import MemoryTransport
 
 pytestmark = pytest.mark.anyio
 
-LEASE = 0.2  # seconds: the store lease and the broker's visibility timeout
-NODE_SECONDS = 1.0  # five leases
+# seconds: the store lease and the broker's visibility timeout. Heartbeats extend it every
+# third of a lease: a stall of the event loop longer than two thirds of one lets it run out,
+# as it should (the node then runs again elsewhere). 0.2 s was within what three test
+# suites at once on two cores stall a loop for; a second is not.
+LEASE = 1.0
+NODE_SECONDS = 3.0  # three leases
 BOUND = 30.0
 
 executions: list[str] = []
