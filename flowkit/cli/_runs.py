@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from ..stores._protocol import RunSummary
     from ._base import Commands
 
-_open = open_url  # the name other commands import
 DEFAULT_URL = "sqlite:///flowkit.db"  # what `flowkit worker` uses when given no --store
 STATUSES = [status.value for status in RunStatus]
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import MissingDependency
 from ..shell._apps import UsageError, app_spec, load_flows
-from ._base import example
-from ._runs import DEFAULT_URL, _open
+from ._base import example, open_url
+from ._runs import DEFAULT_URL
 
 if TYPE_CHECKING:
     import argparse
@@ -159,14 +159,14 @@ def _console(args: argparse.Namespace) -> tuple[Any, list[Any]]:
     from ..ui import app
 
     flows = load_flows(args.app) if args.app else []
-    store = _open(store_from_url, args.store)
+    store = open_url(store_from_url, args.store)
     closers = [store.close]
     client = None
     if flows and not args.read_only:
         from ..transports import from_url as transport_from_url
         from ..worker import Client
 
-        transport = _open(transport_from_url, args.transport)
+        transport = open_url(transport_from_url, args.transport)
         closers.insert(0, transport.close)
         client = Client(transport, store, flows=flows)
     console = app(
