@@ -55,10 +55,11 @@ class _Turn:
     """One transition's commands being carried out: what is left to do once they are
     interpreted, in order (cancelled nodes are reached before any of it)."""
 
-    __slots__ = ("cancelled", "later", "run_id")
+    __slots__ = ("cancelled", "header", "later", "run_id")
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, header: Mapping[str, Any]) -> None:
         self.run_id = run_id
+        self.header = header  # the run's, as of the transition: its cached copy may be gone
         self.cancelled: list[str] = []
         self.later: list[Callable[[], Awaitable[Any]]] = []
 
@@ -155,7 +156,7 @@ class Shell(Interpreter[_Turn]):
             self._remember(Replica(target.program, state, 1))
             self._emit(run_id, "workflow:start", data={"blueprint": target.blueprint.id})
             try:
-                await self.carry_out(run_id, target, commands)
+                await self.carry_out(run_id, target, commands, state.header)
             finally:
                 if state.finished:
                     self._forget(run_id)
@@ -226,7 +227,9 @@ class Shell(Interpreter[_Turn]):
                 self.store, event, lease_seconds=self.lease, origin=origin, check=check
             )
         try:
-            await self.carry_out(run_id, self.target_of(replica.state), commands)
+            await self.carry_out(
+                run_id, self.target_of(replica.state), commands, replica.state.header
+            )
         finally:
             if replica.state.finished:  # its finish is carried out: keep no copy
                 self._forget(run_id)
@@ -356,10 +359,21 @@ class Shell(Interpreter[_Turn]):
             await self._fail_in_store(parent, failed)
 
     # -- commands -------------------------------------------------------------
-    async def carry_out(self, run_id: str, target: Target, commands: list[p.Command]) -> None:
+    async def carry_out(
+        self,
+        run_id: str,
+        target: Target,
+        commands: list[p.Command],
+        header: Mapping[str, Any],
+    ) -> None:
         """Reach the nodes the transition cancelled, publish the nodes it dispatched (at
-        once), then start or cancel child runs and report a finish, in order."""
-        turn = _Turn(run_id)
+        once), then start or cancel child runs and report a finish, in order.
+
+        ``header`` is the run's header after the transition: a concurrent step of the
+        same run may drop this process's copy of a run that finished before this
+        transition's finish is reported (and its parent told).
+        """
+        turn = _Turn(run_id, header)
         nodes = self.interpret(turn, commands)
         if turn.cancelled:
             await self._cancel_nodes(run_id, turn.cancelled)
@@ -378,11 +392,12 @@ class Shell(Interpreter[_Turn]):
         run.later.append(partial(self.step, command.child_run_id, cancel))
 
     def finish_run(self, run: _Turn, command: p.FinishRun) -> None:
-        run.later.append(partial(self._finished, run.run_id, command))
+        run.later.append(partial(self._finished, run, command))
 
     def note(self, run: _Turn, command: p.Note) -> None:
-        if self.events.active:
-            self._emit(run.run_id, command.type, command.node_id, command.attempt, command.data)
+        self._emit(
+            run.run_id, command.type, command.node_id, command.attempt, command.data, run.header
+        )
 
     async def _cancel_nodes(self, run_id: str, dispatch_ids: list[str]) -> None:
         """Reach the nodes of dispatches the core just took out of the run (durably):
@@ -447,12 +462,13 @@ class Shell(Interpreter[_Turn]):
             return
         await self.start(child, command.child_run_id, dict(command.inputs), parent=run_id)
 
-    async def _finished(self, run_id: str, command: p.FinishRun) -> None:
-        self._emit(run_id, "workflow:finish", data={"status": command.status})
-        replica = self._replicas.get(run_id)
-        parent = replica.state.header.get("parent") if replica else None
+    async def _finished(self, run: _Turn, command: p.FinishRun) -> None:
+        self._emit(
+            run.run_id, "workflow:finish", data={"status": command.status}, header=run.header
+        )
+        parent = run.header.get("parent")
         if parent:
-            await self.step(str(parent), for_parent(run_id, command))
+            await self.step(str(parent), for_parent(run.run_id, command))
 
     def _emit(
         self,
@@ -461,10 +477,13 @@ class Shell(Interpreter[_Turn]):
         node_id: str | None = None,
         attempt: int | None = None,
         data: Any = None,
+        header: Mapping[str, Any] | None = None,
     ) -> None:
+        """Emit an event of the run; ``header`` is the run's (else this process's copy's)."""
         if self.events.active:
-            replica = self._replicas.get(run_id)
-            header = replica.state.header if replica is not None else None
+            if header is None:
+                replica = self._replicas.get(run_id)
+                header = replica.state.header if replica is not None else None
             self.events.emit_for(run_id, type_, header, node_id, attempt, None, data)
 
 

@@ -452,7 +452,8 @@ class Worker:
                 str(child.get("blueprint_id", "")),
                 dict(child.get("inputs") or {}),
             )
-            await self.shell.carry_out(run_id, self.shell.target_of(parent.state), [command])
+            target = self.shell.target_of(parent.state)
+            await self.shell.carry_out(run_id, target, [command], parent.state.header)
         elif info.status in ("completed", "failed", "cancelled"):
             state = (await self.shell.replica(child_id, fresh=True)).state
             header = state.header
