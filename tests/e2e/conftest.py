@@ -367,6 +367,9 @@ async def backend(
             workers.kill_all()  # before the queues and databases they use go away
 
 
+PG_POOL = 3
+
+
 @asynccontextmanager
 async def _backend(
     name: str, request: pytest.FixtureRequest, tmp_path: Path, lease: float
@@ -376,10 +379,10 @@ async def _backend(
         queue_db, runs_db = tmp_path / "queue.db", tmp_path / "runs.db"
         yield Backend(name, f"sqlite:///{queue_db}", f"sqlite:///{runs_db}", queue)
     elif name == "postgres":
-        dsn = request.getfixturevalue("pg_database")
+        dsn = pooled(request.getfixturevalue("pg_database"))
         yield Backend(name, dsn, dsn, queue)
     elif name == "rabbitmq":
-        dsn = request.getfixturevalue("pg_database")
+        dsn = pooled(request.getfixturevalue("pg_database"))
         try:
             yield Backend(name, RABBITMQ_URL, dsn, queue)
         finally:
@@ -400,7 +403,7 @@ async def _backend(
     elif name == "pubsub":
         from conformance.pubsub_emulator import shared_emulator
 
-        dsn = request.getfixturevalue("pg_database")
+        dsn = pooled(request.getfixturevalue("pg_database"))
         host = shared_emulator()
         url = f"pubsub://flowkit-e2e?topic_prefix={queue}&ack_deadline={lease}"
         yield Backend(name, url, dsn, queue, env={"PUBSUB_EMULATOR_HOST": host})
@@ -423,7 +426,7 @@ async def _backend(
     elif name == "servicebus":
         from servicebus_standin import ServiceBusStandIn
 
-        dsn = request.getfixturevalue("pg_database")
+        dsn = pooled(request.getfixturevalue("pg_database"))
         standin = ServiceBusStandIn(lock_duration=lease).start()
         try:
             url = f"servicebus://{quote(standin.connection_string)}?lock_duration={lease}"
@@ -432,6 +435,13 @@ async def _backend(
             await anyio.to_thread.run_sync(standin.stop)
     else:
         raise AssertionError(f"unknown backend {name!r}")
+
+
+def pooled(dsn: str) -> str:
+    """``dsn`` for a store or queue of :data:`PG_POOL` connections at most: a test runs
+    up to four worker processes, and concurrent test suites share PostgreSQL's
+    ``max_connections`` (100)."""
+    return f"{dsn}?pool_size={PG_POOL}"
 
 
 async def dead_letters(name: str, transport: Any, queue: str) -> list[tuple[bytes, str]]:

@@ -34,15 +34,19 @@ so each test has its own tables.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
 import threading
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
 
 import flowkit
 from flowkit import flow, node
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 TABLES_ENV = "FLOWKIT_E2E_TABLES"
 DSN_ENV = "FLOWKIT_E2E_DSN"
@@ -106,28 +110,39 @@ def drop_tables(dsn: str, prefix: str) -> None:
             conn.execute(f"DROP TABLE IF EXISTS {table}")
 
 
-_local = threading.local()
+# A few connections per process, shared by the worker threads that record effects: one
+# per thread grew to one per concurrent node (32 a worker), and a few worker processes
+# of concurrent test suites exhausted PostgreSQL's max_connections.
+EFFECT_CONNECTIONS = 2
+_slots = threading.BoundedSemaphore(EFFECT_CONNECTIONS)
+_idle: list[Any] = []
 _opened: list[Any] = []
 _opened_lock = threading.Lock()
 
 
-def _connection() -> Any:
-    """This thread's connection (worker threads are reused, so connections are too)."""
+@contextlib.contextmanager
+def _connection() -> Iterator[Any]:
+    """One of this process's connections, for the block (opened when none is idle)."""
     import psycopg
 
-    conn = getattr(_local, "conn", None)
-    if conn is None or conn.closed:
-        conn = psycopg.connect(os.environ.get(DSN_ENV, DEFAULT_DSN), autocommit=True)
-        _local.conn = conn
+    with _slots:
         with _opened_lock:
-            _opened.append(conn)
-    return conn
+            conn = _idle.pop() if _idle else None
+        if conn is None or conn.closed:
+            conn = psycopg.connect(os.environ.get(DSN_ENV, DEFAULT_DSN), autocommit=True)
+            with _opened_lock:
+                _opened.append(conn)
+        try:
+            yield conn
+        finally:
+            with _opened_lock:
+                _idle.append(conn)
 
 
 def close_connections() -> None:
     """Close every connection the nodes opened in this process (in-process tests call it)."""
     with _opened_lock:
-        opened, _opened[:] = list(_opened), []
+        opened, _opened[:], _idle[:] = list(_opened), [], []
     for conn in opened:
         conn.close()
 
@@ -137,8 +152,7 @@ def _record(
 ) -> float | None:
     """Record the execution and the side effect; the hold of a trap this execution sprang."""
     names = tables()
-    conn = _connection()
-    with conn.transaction():
+    with _connection() as conn, conn.transaction():
         conn.execute(
             f"INSERT INTO {names.executions} (idempotency_key, node_id, run_id, activation, "
             "attempt, pid, worker) VALUES (%s, %s, %s, %s, %s, %s, %s)",
