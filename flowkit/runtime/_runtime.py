@@ -27,6 +27,7 @@ from ..observability._propagation import current_traceparent
 from ..shell._commands import for_parent
 from ..shell._describe import describe_stored, read_history
 from ..shell._durable import (
+    debounce_seconds,
     index_ops,
     refuse_if_finished,
     refuse_retry,
@@ -127,17 +128,35 @@ class Runtime(Driver):
         run_id: str | None = None,
         registry: Mapping[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
+        debounce: Duration | None = None,
         **inputs: Any,
     ) -> RunHandle:
         """Start a run in the open runtime's background; idempotent per ``run_id``.
 
         ``target`` (a flow, or its id), ``tags`` and the inputs as for :meth:`run`.
+
+        With ``debounce`` (``"5s"``, seconds or a ``timedelta``; needs ``run_id``) the run
+        begins only once that long has passed without another start of the same
+        ``run_id``: a burst of starts makes one run, with the inputs of the last one.
+        A start once the run has begun returns the run as it is.
         """
         self._owner("start")
+        delay = debounce_seconds(debounce, run_id, "Runtime.start")
         target = self.flows.registered(target, hint=REGISTER_HINT)
         resolved = self._target(target, registry)
         run_tags, inputs = split_tags(target, tags, inputs)
-        run, commands = await self._create(resolved, run_id, inputs, tags=run_tags)
+        if delay is None:
+            run, commands = await self._create(resolved, run_id, inputs, tags=run_tags)
+        else:
+            assert run_id is not None
+            async with self._one_start(run_id):
+                run, commands = await self._create(
+                    resolved, run_id, inputs, tags=run_tags, debounce=delay
+                )
+                if not commands and not run.state.finished:  # it exists: push its start back
+                    resolved.check(inputs)
+                    again = p.StartDebounced(resolved.bind(inputs), delay)
+                    commands = await self._step(run, again)
         if commands or run.recover:
             self._drive_soon(run, commands)
         return RunHandle(self, run.run_id)
@@ -455,9 +474,11 @@ class Runtime(Driver):
         *,
         tags: Mapping[str, str] | None = None,
         signal: p.SignalReceived | None = None,
+        debounce: float | None = None,
     ) -> tuple[Run, list[p.Command]]:
         """A new run (or, for a ``run_id`` that exists, that run and no commands); a new
-        one has ``signal`` (if given) received, buffered for its wait."""
+        one has ``signal`` (if given) received, buffered for its wait, and begins
+        ``debounce`` seconds from now (if given)."""
         if run_id is not None:
             existing = await self._find(run_id)
             if existing is not None:
@@ -476,6 +497,7 @@ class Runtime(Driver):
             parent=parent,
             traceparent=traceparent,
             signal=signal,
+            debounce=debounce,
         )
         delta = state.take_delta()
         now = clock.now()
@@ -711,9 +733,10 @@ class DefaultRuntime(Runtime):
         *,
         tags: Mapping[str, str] | None = None,
         signal: p.SignalReceived | None = None,
+        debounce: float | None = None,
     ) -> tuple[Run, list[p.Command]]:
         run, commands = await super()._create(
-            target, run_id, inputs, parent, tags=tags, signal=signal
+            target, run_id, inputs, parent, tags=tags, signal=signal, debounce=debounce
         )
         if commands:  # a new run, not one found under that id
             self.process.states[run.run_id] = run.state

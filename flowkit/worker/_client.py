@@ -24,7 +24,7 @@ from ..core import _protocol as p
 from ..core._action import split_action
 from ..core._state import FINISHED_VALUES, RunStatus
 from ..shell._describe import describe_stored, read_history
-from ..shell._durable import refuse_if_finished, refuse_retry, split_tags
+from ..shell._durable import debounce_seconds, refuse_if_finished, refuse_retry, split_tags
 from ..shell._flows import refuse_unknown_wait
 from ..shell._purge import purge_runs
 from ..shell._result import RunResult
@@ -35,6 +35,7 @@ from ._shell import Shell
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 
+    from .._durations import Duration
     from ..core._state import RunState
     from ..shell._describe import RunDescription
     from ..shell._middleware import Middleware
@@ -120,6 +121,7 @@ class Client:
         *,
         run_id: str | None = None,
         tags: Mapping[str, str] | None = None,
+        debounce: Duration | None = None,
         **inputs: Any,
     ) -> ClientHandle:
         """Create the run and publish its first nodes; idempotent per ``run_id``.
@@ -134,10 +136,16 @@ class Client:
         cannot be passed (a ``@flow`` parameter named ``tags`` still receives ``tags=``,
         and its runs are not tagged).
 
+        With ``debounce`` (``"5s"``, seconds or a ``timedelta``; needs ``run_id``) the run
+        begins only once that long has passed without another start of the same
+        ``run_id``, from any client: a burst of starts makes one run, with the inputs of
+        the last one. A start once the run has begun returns the run as it is.
+
         Raises :class:`~flowkit.InvalidInputs` if ``inputs`` do not fit the flow, and
-        :class:`~flowkit.ConfigurationError` naming a bad tag.
+        :class:`~flowkit.ConfigurationError` naming a bad tag or ``debounce``.
         """
-        return await self._start(flow, run_id, inputs, self.outage_timeout, tags)
+        delay = debounce_seconds(debounce, run_id, "Client.start")
+        return await self._start(flow, run_id, inputs, self.outage_timeout, tags, delay)
 
     async def _start(
         self,
@@ -146,6 +154,7 @@ class Client:
         inputs: dict[str, Any],
         within: float,
         tags: Mapping[str, str] | None = None,
+        debounce: float | None = None,
     ) -> ClientHandle:
         """Start the run, retrying with backoff for up to ``within`` seconds while the
         store or the broker is unreachable; then the last error is raised."""
@@ -154,9 +163,11 @@ class Client:
         run_tags, inputs = split_tags(flow, tags, inputs)
         target.check(inputs)
         run_id = run_id or uuid.uuid4().hex  # the same one if the start is tried again
-        await self._create(
-            run_id, target, lambda: self.shell.start(target, run_id, inputs, tags=run_tags), within
-        )
+
+        def create() -> Awaitable[str]:
+            return self.shell.start(target, run_id, inputs, tags=run_tags, debounce=debounce)
+
+        await self._create(run_id, target, create, within)
         return ClientHandle(self, run_id)
 
     async def _create(
