@@ -53,6 +53,7 @@ PUBLIC_NAMES = [
     "TimerRow",
     "TransportError",
     "Undeliverable",
+    "UpdateRejected",
     "WaitRow",
     "WaitTimeout",
     "WebhookRejected",
