@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import typing
-from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeAlias, TypeVar, overload
 
 import anyio
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 H = TypeVar("H", bound="Callable[..., Any]")
+Validator: TypeAlias = "Callable[[dict[str, Any], Any], Any]"
 
 
 class FlowDef(Generic[P, R]):
@@ -112,7 +113,7 @@ class FlowDef(Generic[P, R]):
     @overload
     def query(self, fn: H, /) -> H: ...
     @overload
-    def query(self, *, name: str | None = None) -> Callable[[H], H]: ...
+    def query(self, fn: None = None, /, *, name: str | None = None) -> Callable[[H], H]: ...
     def query(self, fn: Any = None, /, *, name: str | None = None) -> Any:
         """Declare a read-only query of this flow's runs: ``fn(vars)`` gets the run's flow
         variables as stored (``RunResult.state``, a copy) and returns the answer.
@@ -136,7 +137,7 @@ class FlowDef(Generic[P, R]):
     def update(self, fn: H, /) -> H: ...
     @overload
     def update(
-        self, *, name: str | None = None, validator: Callable[[dict[str, Any], Any], Any] | None = None
+        self, fn: None = None, /, *, name: str | None = None, validator: Validator | None = None
     ) -> Callable[[H], H]: ...
     def update(
         self,
@@ -144,7 +145,7 @@ class FlowDef(Generic[P, R]):
         /,
         *,
         name: str | None = None,
-        validator: Callable[[dict[str, Any], Any], Any] | None = None,
+        validator: Validator | None = None,
     ) -> Any:
         """Declare an update: a signal for the flow's ``flow.wait(name)`` that answers.
 

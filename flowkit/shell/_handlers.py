@@ -11,6 +11,7 @@ uses these functions; they do no I/O.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -23,7 +24,7 @@ from ..core._state import RunStatus
 from ._result import RunResult
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Mapping
 
     from ..core._state import RunState
     from ._target import Target
