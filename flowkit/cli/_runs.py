@@ -365,9 +365,8 @@ def query_run(args: argparse.Namespace) -> int:
 
         store = open_url(store_from_url, args.store)
         try:
-            return await Runtime(store=store, flows=load_flows(args.app)).query(
-                args.run_id, args.name
-            )
+            flows = load_flows(args.app) if args.app else []
+            return await Runtime(store=store, flows=flows).query(args.run_id, args.name)
         finally:
             await store.close()
 

@@ -60,9 +60,7 @@ async def update(rt: Runtime, run_id: str, name: str, data: Any, timeout: float 
 
 
 async def _until_moved(run: Run, patience: Patience, name: str) -> None:
-    """Wait out a drive of the run in progress here, or else a pause (a timer or another
-    process may move it)."""
-    if not run.idle.is_set():
-        await run.idle.wait()
-    else:
-        await patience.wait(run.state, f"the run to reach flow.wait({name!r})")
+    """A pause, cut short when a drive of the run in progress here ends (else a timer or
+    another process may move it)."""
+    drive = run.idle if not run.idle.is_set() else None
+    await patience.wait(run.state, f"the run to reach flow.wait({name!r})", drive)

@@ -142,8 +142,11 @@ class Patience:
         self.timeout = timeout
         self.pause = POLL_FIRST
 
-    async def wait(self, state: RunState | None, waiting_for: str) -> None:
-        """Pause before the next read; a ResultTimeout once the time is up."""
+    async def wait(
+        self, state: RunState | None, waiting_for: str, woken_by: anyio.Event | None = None
+    ) -> None:
+        """Pause before the next read (cut short by ``woken_by``, if given); a
+        ResultTimeout once the time is up."""
         left = None if self.timeout is None else self.timeout - self.waited()
         if left is not None and left <= 0:
             status = state.status.value if state is not None else None
@@ -154,7 +157,8 @@ class Patience:
                 f"update {self.name!r} is still waiting for {waiting_for} (the run is "
                 f"{status}); check that something runs the flow, or pass a longer timeout=",
             )
-        await anyio.sleep(self.pause if left is None else min(self.pause, left))
+        with anyio.move_on_after(self.pause if left is None else min(self.pause, left)):
+            await (woken_by.wait() if woken_by is not None else anyio.sleep_forever())
         self.pause = min(self.pause * 2, POLL_MOST)
 
     def waited(self) -> float:
