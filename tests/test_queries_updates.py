@@ -1,8 +1,8 @@
 """Queries (read-only handlers of a run's variables) and updates (signals that answer).
 
 The in-memory Runtime (without a store, and on SQLite) and the distributed Client with an
-in-process Worker on a MemoryTransport, over SQLite (asyncio and trio) and PostgreSQL
-on loopback (asyncio: psycopg's async client is asyncio-only); the ``flowkit runs
+in-process Worker on a MemoryTransport, over SQLite (asyncio and trio), PostgreSQL and Redis on
+loopback (asyncio: psycopg's and redis-py's async clients are asyncio-only); the ``flowkit runs
 query`` and ``runs update`` commands in process.
 """
 
@@ -14,6 +14,7 @@ import re
 import sys
 import textwrap
 import uuid
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.anyio
 
+REDIS_URL = os.environ.get("FLOWKIT_TEST_REDIS", "redis://127.0.0.1:6379/0")
 PG_DSN = os.environ.get("FLOWKIT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 BOUND = 30.0  # seconds every test certainly finishes within (they take milliseconds)
 
@@ -231,6 +233,7 @@ CLIENT_CASES = [
     pytest.param(("sqlite", "asyncio"), id="sqlite-asyncio"),
     pytest.param(("sqlite", "trio"), id="sqlite-trio"),
     pytest.param(("postgres", "asyncio"), id="postgres", marks=pytest.mark.asyncio_only),
+    pytest.param(("redis", "asyncio"), id="redis", marks=pytest.mark.asyncio_only),
 ]
 
 
@@ -252,12 +255,16 @@ class TestClient:
             yield sqlite
             await sqlite.close()
             return
+        name = f"fk_updates_{uuid.uuid4().hex[:12]}"
+        if case[0] == "redis":
+            async with _redis_store(name) as redis:
+                yield redis
+            return
         import psycopg
         from psycopg import sql
 
         from flowkit.stores import PostgresStore
 
-        name = f"fk_updates_{uuid.uuid4().hex[:12]}"
         postgres = PostgresStore(PG_DSN, schema=name)
         yield postgres
         await postgres.close()
@@ -295,6 +302,31 @@ class TestClient:
             finished,
         )
 
+    async def test_an_update_waits_for_the_workers_to_reach_its_wait(self, store: Any) -> None:
+        key = uuid.uuid4().hex
+        GATES[key] = anyio.Event()
+        transport = MemoryTransport()
+        worker = flowkit.Worker([gated], transport, store, poll_interval=0.05)
+        client = flowkit.Client(transport, store, flows=[gated])
+        replies: list[Any] = []
+        with anyio.fail_after(BOUND):
+            async with anyio.create_task_group() as tg:
+                await tg.start(worker.run)
+                handle = await client.start(gated, key=key)
+
+                async def update() -> None:
+                    replies.append(await client.update(handle.run_id, "add_item", "lamp"))
+
+                async with anyio.create_task_group() as updates:
+                    updates.start_soon(update)
+                    await anyio.wait_all_tasks_blocked()
+                    assert [] == replies  # the worker is still in the gate
+                    GATES[key].set()
+                result = await handle.result()
+                tg.cancel_scope.cancel()
+        await transport.close()
+        assert (["took lamp"], f"{key}:lamp") == (replies, result.output)
+
     async def test_a_client_without_the_flow_says_how_to_register_it(self, store: Any) -> None:
         transport = MemoryTransport()
         handle = await flowkit.Client(transport, store, flows=[cart]).start(cart, customer="c")
@@ -303,29 +335,50 @@ class TestClient:
         await transport.close()
 
 
-APP = """
-    from flowkit import flow, node
+@asynccontextmanager
+async def _redis_store(prefix: str) -> AsyncIterator[Any]:
+    import redis.asyncio
 
-    @node
-    async def size(item: str) -> int:
-        return len(item)
+    from flowkit.stores import RedisStore
+
+    store = RedisStore(REDIS_URL, prefix=prefix)
+    try:
+        yield store
+    finally:
+        await store.close()
+        client = redis.asyncio.Redis.from_url(REDIS_URL)
+        keys = [key async for key in client.scan_iter(f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+APP = """
+    from flowkit import flow
 
     @flow
     async def basket() -> list:
         items = []
         while True:
             item = await flow.wait("add")
-            await size(item)
             items.append(item)
 
     @basket.query
     def contents(vars):
         return vars["items"]
+
+    def new_item(vars, item):
+        if item in vars["items"]:
+            raise ValueError(f"{item} is in the basket already")
+
+    @basket.update(validator=new_item)
+    def add(vars, item):
+        return len(vars["items"])
 """
 
 
 class TestCommand:
-    """``flowkit runs query`` prints a query's answer as JSON."""
+    """``flowkit runs query`` and ``runs update`` print the answer, or the reply, as JSON."""
 
     def test_runs_query(
         self,
@@ -350,6 +403,30 @@ class TestCommand:
         assert (0, ["lamp"]) == (status, answer)
         assert 2 == missing
         assert "--app with the module defining it" in error
+
+    def test_runs_update(
+        self,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """The basket takes an item without running a node, so no worker is needed."""
+        (tmp_path / "basket_app.py").write_text(textwrap.dedent(APP))
+        monkeypatch.syspath_prepend(str(tmp_path))
+        monkeypatch.delitem(sys.modules, "basket_app", raising=False)
+        import basket_app
+
+        url = f"sqlite:///{tmp_path / 'runs.db'}"
+        run_id = anyio.run(_basket_run, tmp_path / "runs.db", basket_app)
+        capsys.readouterr()
+        common = ["--store", url, "--transport", url, "--app", "basket_app"]
+        status = flowkit_main(["runs", "update", run_id, "add", "--data", '"rug"', *common])
+        reply = json.loads(capsys.readouterr().out)
+        refused = flowkit_main(["runs", "update", run_id, "add", "--data", '"rug"', *common])
+        error = capsys.readouterr().err
+        assert (0, 2) == (status, reply)
+        assert 2 == refused
+        assert "rug is in the basket already" in error
 
 
 async def _basket_run(path: Path, app: Any) -> str:
