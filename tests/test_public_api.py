@@ -73,6 +73,7 @@ TESTING_NAMES = [
     "Simulation",
     "SimulationError",
     "TraceEntry",
+    "UpdateOutcome",
     "at",
     "capture_events",
     "never",

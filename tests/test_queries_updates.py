@@ -15,6 +15,7 @@ import sys
 import textwrap
 import uuid
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -24,6 +25,7 @@ import flowkit
 from flowkit import ConfigurationError, ResultTimeout, ResumeError, RunStatus, UpdateRejected
 from flowkit.cli._main import main as flowkit_main
 from flowkit.stores import SQLiteStore
+from flowkit.testing import SimulationError, at, simulate
 from flowkit.transports import MemoryTransport
 
 if TYPE_CHECKING:
@@ -227,6 +229,44 @@ class TestDeclaring:
         run = await rt.run(plain, x=1)
         with pytest.raises(ResumeError, match=re.escape("no flow.wait('bump')")):
             await rt.update(run.run_id, "bump", 1)
+
+
+class TestSimulate:
+    """``simulate()`` sends scripted updates on virtual time and answers queries."""
+
+    def test_updates_are_validated_and_answered_in_order(self) -> None:
+        script = ["lamp", "lamp", at("2h", "rug"), at("3h", "chair")]
+        sim = simulate(cart, customer="c1", updates={"add_item": script})
+        replies = [(o.data, o.at, o.reply, type(o.error)) for o in sim.updates]
+        assert [
+            ("lamp", timedelta(0), {"items": 1, "total": 4}, type(None)),
+            ("lamp", timedelta(0), None, UpdateRejected),
+            ("rug", timedelta(hours=2), {"items": 2, "total": 7}, type(None)),
+            ("chair", timedelta(hours=3), {"items": 3, "total": 12}, type(None)),
+        ] == replies
+        assert (RunStatus.COMPLETED, ["lamp", "rug", "chair"], 12) == (
+            sim.status,
+            sim.output,
+            sim.query("total"),
+        )
+
+    def test_an_update_the_run_never_takes_is_refused(self) -> None:
+        sim = simulate(
+            cart,
+            customer="c1",
+            updates={"add_item": ["a", "b", "c", "d"]},
+        )
+        assert (RunStatus.COMPLETED, ResumeError) == (sim.status, type(sim.updates[-1].error))
+        assert "finished (completed) before it waited for 'add_item'" in str(sim.updates[-1].error)
+
+    def test_an_unknown_query_is_a_simulation_error(self) -> None:
+        sim = simulate(cart, customer="c1", updates={"add_item": ["a", "b", "c"]})
+        with pytest.raises(SimulationError, match="no query named 'nope'"):
+            sim.query("nope")
+
+    def test_updates_need_the_one_process_simulator(self) -> None:
+        with pytest.raises(SimulationError, match="leave out workers= and faults="):
+            simulate(cart, customer="c1", updates={"add_item": ["a"]}, workers=2)
 
 
 CLIENT_CASES = [
