@@ -156,6 +156,13 @@ class TestRuntime:
                 result = await handle.result()
         assert (["took lamp"], f"{key}:lamp") == (replies, result.output)
 
+    async def test_concurrent_updates_are_validated_one_after_the_other(self) -> None:
+        rt = flowkit.Runtime()
+        run = await rt.run(cart, customer="c1")
+        outcomes = await _twice(rt, run.run_id, "lamp")
+        assert [UpdateRejected, dict] == sorted(map(type, outcomes), key=lambda t: t.__name__)
+        assert ["lamp"] == await rt.query(run.run_id, "contents")
+
     async def test_an_update_gives_up_after_its_timeout_without_recording(self) -> None:
         key = uuid.uuid4().hex
         GATES[key] = anyio.Event()
@@ -367,12 +374,45 @@ class TestClient:
         await transport.close()
         assert (["took lamp"], f"{key}:lamp") == (replies, result.output)
 
+    async def test_concurrent_updates_are_validated_one_after_the_other(self, store: Any) -> None:
+        transport = MemoryTransport()
+        worker = flowkit.Worker([cart], transport, store, poll_interval=0.05)
+        clients = [flowkit.Client(transport, store, flows=[cart]) for _ in range(2)]
+        with anyio.fail_after(BOUND):
+            async with anyio.create_task_group() as tg:
+                await tg.start(worker.run)
+                handle = await clients[0].start(cart, customer="c1")
+                outcomes = await _twice(clients, handle.run_id, "lamp")
+                contents = await clients[1].query(handle.run_id, "contents")
+                tg.cancel_scope.cancel()
+        await transport.close()
+        assert [UpdateRejected, dict] == sorted(map(type, outcomes), key=lambda t: t.__name__)
+        assert ["lamp"] == contents
+
     async def test_a_client_without_the_flow_says_how_to_register_it(self, store: Any) -> None:
         transport = MemoryTransport()
         handle = await flowkit.Client(transport, store, flows=[cart]).start(cart, customer="c")
         with pytest.raises(ResumeError, match="Client\\(transport, store, flows=\\[cart\\]\\)"):
             await flowkit.Client(transport, store).query(handle.run_id, "contents")
         await transport.close()
+
+
+async def _twice(callers: Any, run_id: str, item: str) -> list[Any]:
+    """Two ``update(run_id, "add_item", item)`` at once (from two callers, if a list);
+    each one's reply or error."""
+    pair = callers if isinstance(callers, list) else [callers, callers]
+    outcomes: list[Any] = []
+
+    async def one(caller: Any) -> None:
+        try:
+            outcomes.append(await caller.update(run_id, "add_item", item, timeout=BOUND))
+        except UpdateRejected as exc:
+            outcomes.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for caller in pair:
+            tg.start_soon(one, caller)
+    return outcomes
 
 
 @asynccontextmanager
