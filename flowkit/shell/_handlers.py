@@ -5,7 +5,8 @@ An update is a signal with a reply: its validator (a function of the variables a
 the payload) runs under the run's lock just before the signal is committed, and may
 refuse it, so nothing is recorded; its reply function runs on the variables once
 the flow has taken the signal and reached its next wait (or finished). Every shell
-uses these functions; they do no I/O.
+uses these functions; they read and write no store (``Patience`` only paces a
+shell's reads of a run).
 """
 
 from __future__ import annotations
