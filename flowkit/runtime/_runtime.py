@@ -38,6 +38,7 @@ from ..shell._flows import Flows, refuse_unknown_wait, route_signal
 from ..shell._history import start_history
 from ..shell._purge import purge_runs
 from ..shell._result import RunHandle, RunResult, detached
+from . import _handlers
 from ._driver import Driver, Run
 
 if TYPE_CHECKING:
@@ -292,6 +293,35 @@ class Runtime(Driver):
         if self.store is None:
             return self._result_of(top)
         return await self.result(run_id)
+
+    async def query(self, run_id: str, name: str) -> Any:
+        """The answer of the run's query ``name`` (declared with ``@flow_fn.query``),
+        computed here from the run's flow variables as they stand (running, awaiting or
+        finished).
+
+        Raises :class:`ResumeError` for an unknown run, a name the flow declares no query
+        for, or a run whose flow is not registered here.
+
+        >>> # await rt.query(run_id, "contents")   # ['lamp', 'rug']
+        """
+        return await _handlers.query(self, run_id, name)
+
+    async def update(
+        self, run_id: str, name: str, data: Any = None, *, timeout: float | None = None
+    ) -> Any:
+        """Deliver update ``name`` (declared with ``@flow_fn.update``) and return its reply.
+
+        Waits (up to ``timeout`` seconds, then :class:`~flowkit.ResultTimeout`) until the
+        run waits in ``flow.wait(name)``; runs the update's validator on the run's
+        variables then, under the run's lock, and records the signal only if it passes
+        (else :class:`~flowkit.UpdateRejected`, nothing recorded); drives the run as
+        far as it can go, like :meth:`signal`; returns the update's reply computed from
+        the variables at that point. Raises :class:`ResumeError` for an unknown run or
+        update, or a run that has finished, and the run's error if it failed meanwhile.
+
+        >>> # await rt.update(run_id, "add_item", "lamp")   # 1
+        """
+        return await _handlers.update(self, run_id, name, data, timeout)
 
     async def result(self, run_id: str) -> RunResult:
         """The run's current result (any status)."""

@@ -171,6 +171,8 @@ class Replica:
         lock: this copy was stale (a conflict), or the event changed nothing here (a
         duplicate, or news to a stale copy)."""
         attempt = store.attempt(self.run_id, self.version)
+        if turn.check is not None:  # the copy is the run as stored, if the commit goes through
+            turn.check(self.state)
         commands = handle_event(self.program, self.state, turn.event)
         try:
             committed = await self._commit(attempt, commands, turn)

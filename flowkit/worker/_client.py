@@ -29,6 +29,7 @@ from ..shell._flows import refuse_unknown_wait
 from ..shell._purge import purge_runs
 from ..shell._result import RunResult
 from ..stores._notices import WatchesFinished
+from . import _handlers
 from ._outage import Dependency, despite_store_outages, start_despite_outages, store_dependency
 from ._shell import Shell
 
@@ -259,6 +260,38 @@ class Client:
                     raise  # (a later try finds what an earlier one committed: delivered)
 
         await self._despite_outage(f"signal run {run_id!r}", deliver)
+
+    async def query(self, run_id: str, name: str) -> Any:
+        """The answer of the run's query ``name`` (declared with ``@flow_fn.query``),
+        computed in this process from the run's flow variables as stored (running,
+        awaiting or finished).
+
+        Raises :class:`~flowkit.ResumeError` for an unknown run, a name the flow declares
+        no query for, or a run whose flow this client does not have (register it:
+        ``Client(..., flows=[...])``).
+
+        >>> # await client.query(run_id, "contents")   # ['lamp', 'rug']
+        """
+        return await _handlers.query(self.shell, run_id, name)
+
+    async def update(
+        self, run_id: str, name: str, data: Any = None, *, timeout: float | None = None
+    ) -> Any:
+        """Deliver update ``name`` (declared with ``@flow_fn.update``) and return its reply.
+
+        Waits until the run waits in ``flow.wait(name)``; runs the update's validator
+        on the run's variables as stored then, under the run's lock, and records the
+        signal only if it passes (else :class:`~flowkit.UpdateRejected`, nothing
+        recorded); waits until the workers have taken the run to its next wait, or to
+        its end; returns the update's reply computed from the variables at that point.
+        All within ``timeout`` seconds (:class:`~flowkit.ResultTimeout` after that; the
+        update may have been recorded by then). Raises :class:`~flowkit.ResumeError` for
+        an unknown run or update, or a run that has finished, and the run's error if it
+        failed meanwhile. The flow must be registered with this client.
+
+        >>> # await client.update(run_id, "add_item", "lamp", timeout=30)   # 1
+        """
+        return await _handlers.update(self.shell, run_id, name, data, timeout)
 
     async def signal_with_start(
         self,
