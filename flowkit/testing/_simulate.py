@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .. import _clock
-from .._errors import FlowkitError, ResumeError
+from .._errors import ConfigurationError, FlowkitError, ResumeError
 from ..core import _protocol as p
 from ..core._machine import handle_event, start_run, wait_names
 from ..core._state import RunState, RunStatus
@@ -44,7 +44,7 @@ from ._script import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
     from .._durations import Duration
 
@@ -77,6 +77,7 @@ class Simulator(Interpreter[str]):
         flows: list[Any],
         reorder: bool = False,
         cancel_at: float | None = None,
+        before_patches: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__()
         self.target = target
@@ -94,6 +95,7 @@ class Simulator(Interpreter[str]):
         self.signaller = Signaller(signals, webhooks, self.flows.by_blueprint_id.values(), clock)
         self.reached: list[OpenWait] = []  # waits in the order they were reached
         self.cancel_due = cancel_at
+        self.before_patches = before_patches  # runs start as if these patches did not exist
         self.top = ""
         self.runs: dict[str, _Run] = {}
         self.ready: deque[tuple[str, p.ExecuteNode]] = deque()
@@ -119,7 +121,10 @@ class Simulator(Interpreter[str]):
         self.runs[run_id] = _Run(target, state, parent)
         self.emit(run_id, "workflow:start")
         inputs = target.bind(inputs)
-        commands = start_run(target.program, state, inputs, parent=parent, note_completions=True)
+        patches = [x for x in target.program.patches if x not in self.before_patches]
+        commands = start_run(
+            target.program, state, inputs, parent=parent, note_completions=True, patches=patches
+        )
         self.process(run_id, commands)
 
     async def loop(self) -> None:
@@ -347,6 +352,7 @@ async def simulate_async(
     run_id: str = "sim",
     store: Any = None,
     cancel_at: Duration | None = None,
+    before_patches: Iterable[str] = (),
     **inputs: Any,
 ) -> Simulation:
     """:func:`simulate` for async tests."""
@@ -354,6 +360,7 @@ async def simulate_async(
     cancel_due = parse_cancel_at(cancel_at, clock)
     resolved = resolve(target, registry)
     resolved.check(inputs)
+    before = _check_patches(frozenset(before_patches), [resolved, *(flows or ())], workers, faults)
     if workers is not None or faults is not None:
         from ._faults import simulate_distributed
 
@@ -384,8 +391,30 @@ async def simulate_async(
         max_steps=max_steps,
         flows=list(flows or ()),
         cancel_at=cancel_due,
+        before_patches=before,
     )
     return await simulator.run(run_id, inputs)
+
+
+def _check_patches(
+    before: frozenset[str], flows: list[Any], workers: int | None, faults: Any
+) -> frozenset[str]:
+    """``before_patches``, checked: patch ids the flows know, in the one-process simulator."""
+    if not before:
+        return before
+    if workers is not None or faults is not None:
+        raise ConfigurationError(
+            "simulate(before_patches=...) runs in the one-process simulator: drop workers= "
+            "and faults=, or simulate the patched run without before_patches"
+        )
+    known = {x for f in Flows(flows).by_digest.values() for x in f.program.patches}
+    unknown = sorted(before - known)
+    if unknown:
+        raise ConfigurationError(
+            f"simulate(before_patches=...) names patches the flow does not know: {unknown} "
+            f"(its patches: {sorted(known) or 'none'}); check the ids of flow.patched(...)"
+        )
+    return before
 
 
 def simulate(target: Any, **options: Any) -> Simulation:
@@ -395,6 +424,8 @@ def simulate(target: Any, **options: Any) -> Simulation:
     run's state (answered when the wait is reached), :func:`at` (arrives at a
     virtual time), :func:`never`, or a list of these for successive waits.
     ``cancel_at="2h"`` cancels the run that long after the start.
+    ``before_patches=["fraud-check-v2"]`` starts the run as one started before
+    those ``flow.patched`` ids existed: it takes their ``else`` blocks.
 
     >>> from flowkit import Flow
     >>> async def hello(name: str) -> str: return f"hi {name}"

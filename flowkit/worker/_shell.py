@@ -261,6 +261,14 @@ class Shell(Interpreter[_Turn]):
         return await route_signal(run_id, name, state_of)
 
     # -- dead letters -----------------------------------------------------------
+    async def continued(self, run_id: str, digest: str) -> None:
+        """Check that a message of a flow version this worker lacks is for a run that a
+        patched version here continues (a :class:`~flowkit.ResumeError` if not)."""
+        loaded = await self.store.load(run_id)
+        if loaded is None or str(loaded[0].header.get("digest", "")) != digest:
+            raise ResumeError(self.unknown_digest_reason(run_id, digest))
+        self.flows.of_state(loaded[0])
+
     def unknown_digest_reason(self, run_id: str, digest: str) -> str:
         """Why a message for ``digest`` cannot be processed here, and what to do."""
         known = self.flows.known()
@@ -293,7 +301,7 @@ class Shell(Interpreter[_Turn]):
             state.sections["dispatches"].get(dispatch_id) if isinstance(dispatch_id, str) else None
         )
         error = _undeliverable(reason, record, fields)
-        if str(state.header.get("digest", "")) not in self.flows.by_digest or not isinstance(
+        if self.flows.find(state) is None or not isinstance(
             dispatch_id, str
         ):
             return await self._fail_in_store(run_id, dict(error))
