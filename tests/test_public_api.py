@@ -68,13 +68,17 @@ PUBLIC_NAMES = [
 
 TESTING_NAMES = [
     "Call",
+    "Divergence",
     "Faults",
+    "ReplayResult",
     "Simulation",
     "SimulationError",
     "TraceEntry",
     "at",
     "capture_events",
     "never",
+    "replay",
+    "replay_async",
     "simulate",
     "simulate_async",
 ]

@@ -1,4 +1,5 @@
-"""Testing workflows: ``simulate()`` on virtual time, fault injection, fixtures, strategies."""
+"""Testing workflows: ``simulate()`` on virtual time, fault injection, ``replay()`` of
+recorded runs, fixtures, strategies."""
 
 from ._capture import capture_events as capture_events
 from ._faults import Faults as Faults
@@ -8,18 +9,26 @@ from ._model import SimulationError as SimulationError
 from ._model import TraceEntry as TraceEntry
 from ._model import at as at
 from ._model import never as never
+from ._replay import Divergence as Divergence
+from ._replay import ReplayResult as ReplayResult
+from ._replay import replay as replay
+from ._replay import replay_async as replay_async
 from ._simulate import simulate as simulate
 from ._simulate import simulate_async as simulate_async
 
 __all__ = [
     "Call",
+    "Divergence",
     "Faults",
+    "ReplayResult",
     "Simulation",
     "SimulationError",
     "TraceEntry",
     "at",
     "capture_events",
     "never",
+    "replay",
+    "replay_async",
     "simulate",
     "simulate_async",
 ]
