@@ -18,7 +18,7 @@ which timer fired first, so only that order reproduces the run.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 import attrs
@@ -226,7 +226,7 @@ class Replayer:
         if step == "output" and not _cut(detail) and _plain(new) != detail:
             self.diverge(None, "output", detail, _plain(new))
 
-    def diverge(self, node_id: str | None, what: str, recorded: Any, new: Any) -> None:
+    def diverge(self, node_id: str | None, what: str, recorded: Any, new: Any) -> NoReturn:
         raise _Diverged(Divergence(self.state.run_id, node_id, what, recorded, new))
 
 

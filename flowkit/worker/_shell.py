@@ -301,9 +301,7 @@ class Shell(Interpreter[_Turn]):
             state.sections["dispatches"].get(dispatch_id) if isinstance(dispatch_id, str) else None
         )
         error = _undeliverable(reason, record, fields)
-        if self.flows.find(state) is None or not isinstance(
-            dispatch_id, str
-        ):
+        if self.flows.find(state) is None or not isinstance(dispatch_id, str):
             return await self._fail_in_store(run_id, dict(error))
         if record is None:
             return False  # a stale message: its dispatch is done or was cancelled
