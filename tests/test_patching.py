@@ -64,7 +64,7 @@ class TestCompiling:
 
     def test_patch_id_must_be_a_literal(self) -> None:
         name = "p"
-        with pytest.raises(CompileError, match="flow.patched's id must be a literal"):
+        with pytest.raises(CompileError, match=r"flow\.patched's id must be a literal"):
 
             @flow
             async def computed(x: int) -> int:
@@ -123,7 +123,7 @@ class TestRuntimeDeploy:
         async with runtime(store, [fraud_new]) as rt:
             await rt.run(fraud_new, run_id="patched", order="B2")
         async with runtime(store, [fraud_done]) as rt:
-            with pytest.raises(ResumeError, match="whose old code flow.deprecate_patch removed"):
+            with pytest.raises(ResumeError, match=r"whose old code flow\.deprecate_patch removed"):
                 await rt.signal("before", "approval", "yes")
             done = await rt.signal("patched", "approval", "yes")
         assert "new:B2/yes" == done.output
