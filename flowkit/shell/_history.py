@@ -365,8 +365,19 @@ def _dumps(value: Any) -> str:
     return "{" + ",".join(parts) + "}"
 
 
+_PLAIN = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def _payload_json(value: Any) -> str:
-    """``value`` as JSON (its ``repr`` as a JSON string if it is not serialisable)."""
+    """``value`` as JSON (its ``repr`` as a JSON string if it is not serialisable).
+
+    Plain data, what node outputs and arguments are in a shell with a store, is
+    encoded as it is (by the C encoder: this runs for every node of every run);
+    anything else is converted first."""
+    try:
+        return _PLAIN.encode(value)
+    except (ValueError, TypeError, RecursionError):
+        pass
     try:
         return _dumps(to_data(value))
     except (SerializationError, ValueError, TypeError, RecursionError):
