@@ -99,7 +99,7 @@ async def _replay_all(args: argparse.Namespace, flows: Flows) -> Tally:
             if summary.flow not in flows.by_blueprint_id:
                 tally.skipped += 1
                 continue
-            newest = flows.registered(summary.flow, hint="")
+            newest = flows.add(flows.registered(summary.flow, hint=""))  # resolved once
             tally.results.append(await replay_async(summary.run_id, newest, store=store))
     finally:
         await store.close()

@@ -296,7 +296,7 @@ async def replay_async(
     registry: Mapping[str, Any] | None = None,
 ) -> ReplayResult:
     """:func:`replay` for async code."""
-    target = resolve(flow, registry)
+    target = flow if isinstance(flow, Target) else resolve(flow, registry)
     if isinstance(history_or_run_id, str):
         if store is None:
             raise ConfigurationError(
