@@ -198,3 +198,52 @@ class TestCommand:
         assert "run 'r9' diverges at 'approval-v2' (next step)" in diverging[0]
         assert "replayed 12 runs: 8 ok, 4 diverged" in renamed
         assert "replayed 0 runs" in none
+
+
+@node
+async def inc(x: int) -> int:
+    return x + 1
+
+
+@flow
+async def kid(x: int) -> int:
+    return await inc(x)
+
+
+@flow(id="shapes")
+async def shapes(x: int) -> int:
+    y = await kid(x)
+    z, w = await flow.gather(inc(y), inc(y + 1))
+    r = await flow.first(inc(1), inc(2))
+    items = await flow.map(inc, [1, 2, 3], concurrency=2)
+    return y + z + w + r + sum(items)
+
+
+@flow(id="shapes")
+async def shapes_changed(x: int) -> int:
+    y = await kid(x)
+    z, w = await flow.gather(inc(y), inc(y + 2))
+    r = await flow.first(inc(1), inc(2))
+    items = await flow.map(inc, [1, 2, 3], concurrency=2)
+    return y + z + w + r + sum(items)
+
+
+class TestShapes:
+    """Subflows, gathers, races and maps replay from the history (a child's result
+    from the child's own history)."""
+
+    pytestmark = pytest.mark.anyio
+
+    async def test_subflow_gather_first_map(self) -> None:
+        store = MemoryStore()
+        async with flowkit.Runtime(store=store, flows=[shapes]) as rt:
+            assert 20 == (await rt.run(shapes, run_id="s1", x=1)).output
+        same = await replay_async("s1", shapes, store=store)
+        changed = await replay_async("s1", shapes_changed, store=store)
+        assert (True, None) == (same.ok, same.incomplete)
+        assert changed.divergence is not None
+        assert ("inc#2", "arguments", {"args": [4], "kwargs": {}}) == (
+            changed.divergence.node_id,
+            changed.divergence.what,
+            changed.divergence.recorded,
+        )

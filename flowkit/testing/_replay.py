@@ -157,7 +157,10 @@ class Replayer:
             output = data.get("output")
             if "dispatch_id" not in data or _cut(output):
                 raise _Incomplete(f"the output of node {event.node_id!r} is not recorded whole")
-            return p.NodeCompleted(data["dispatch_id"], output, data.get("action"))
+            fallback = bool(data.get("fallback"))
+            return p.NodeCompleted(
+                data["dispatch_id"], output, data.get("action"), fallback=fallback
+            )
         if event.kind in ("node.failed", "node.timed_out"):
             if "dispatch_id" not in data or _cut(data.get("error")):
                 raise _Incomplete(f"the error of node {event.node_id!r} is not recorded whole")
