@@ -242,7 +242,7 @@ class TestShapes:
         changed = await replay_async("s1", shapes_changed, store=store)
         assert (True, None) == (same.ok, same.incomplete)
         assert changed.divergence is not None
-        assert ("inc#2", "arguments", {"args": [4], "kwargs": {}}) == (
+        assert ("inc#2", "arguments", {"args": [3], "kwargs": {}}) == (
             changed.divergence.node_id,
             changed.divergence.what,
             changed.divergence.recorded,

@@ -84,7 +84,7 @@ class Flows:
         blueprint that started it, else a patched version of it that can continue it."""
         target = self.find(state)
         if target is None:
-            raise unknown_digest(state, self.known(), self._why_not_patched(state))
+            raise unknown_digest(state, self.known(), self.why_not_patched(state))
         return target
 
     def find(self, state: RunState) -> Target | None:
@@ -102,7 +102,8 @@ class Flows:
         same = [t for t in self.by_digest.values() if t.blueprint.id == flow_id]
         return sorted(same, key=lambda t: -t.blueprint.version)
 
-    def _why_not_patched(self, state: RunState) -> list[str]:
+    def why_not_patched(self, state: RunState) -> list[str]:
+        """Why each registered patched version of the run's flow cannot continue it."""
         return [
             f"{t.blueprint.id} v{t.blueprint.version}: {'; '.join(problems)}"
             for t in self._versions(state)

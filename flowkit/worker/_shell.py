@@ -265,9 +265,16 @@ class Shell(Interpreter[_Turn]):
         """Check that a message of a flow version this worker lacks is for a run that a
         patched version here continues (a :class:`~flowkit.ResumeError` if not)."""
         loaded = await self.store.load(run_id)
-        if loaded is None or str(loaded[0].header.get("digest", "")) != digest:
-            raise ResumeError(self.unknown_digest_reason(run_id, digest))
-        self.flows.of_state(loaded[0])
+        state = loaded[0] if loaded is not None else None
+        if state is not None and str(state.header.get("digest", "")) == digest:
+            if self.flows.find(state) is not None:
+                return
+            refused = self.flows.why_not_patched(state)
+            if refused:
+                why = " | ".join(refused)
+                reason = self.unknown_digest_reason(run_id, digest)
+                raise ResumeError(f"{reason}; patched versions cannot continue it: {why}")
+        raise ResumeError(self.unknown_digest_reason(run_id, digest))
 
     def unknown_digest_reason(self, run_id: str, digest: str) -> str:
         """Why a message for ``digest`` cannot be processed here, and what to do."""
