@@ -150,6 +150,24 @@ class TestSimulate:
         )
         assert ("old:A1/ok", ["approval", "old_check"]) == (sim.output, sim.visited)
 
+    def test_before_patches_is_for_the_one_process_simulator(self) -> None:
+        with pytest.raises(ConfigurationError, match="drop workers= and faults="):
+            simulate(fraud_new, order="A1", workers=2, before_patches=["fraud-check-v2"])
+
+    def test_elif_patched(self) -> None:
+        @flow
+        async def chooser(x: int) -> str:
+            if x < 0:
+                return "negative"
+            elif flow.patched("zero"):
+                return "patched"
+            return "old"
+
+        assert ("patched", "old") == (
+            simulate(chooser, x=1).output,
+            simulate(chooser, x=1, before_patches=["zero"]).output,
+        )
+
     def test_an_unknown_patch_id_is_refused(self) -> None:
         with pytest.raises(ConfigurationError, match=r"patches the flow does not know: \['typo'\]"):
             simulate(fraud_new, order="A1", before_patches=["typo"])

@@ -7,9 +7,11 @@ tests/deploy_flows.py.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import attrs
 import pytest
 from deploy_flows import (
     charge,
@@ -143,7 +145,13 @@ class TestReplay:
             await rt.run(make_big, run_id="b1")
         result = await replay_async("b1", make_big, store=store)
         assert (False, None) == (result.ok, result.divergence)
-        assert "the output of node 'big' is not recorded whole" == result.incomplete
+        assert "the output of node 'big' was cut" == result.incomplete
+
+    async def test_a_history_without_outputs_cannot_be_replayed(self, recorded: Any) -> None:
+        events = await recorded.history("r1")
+        older = [attrs.evolve(e, data=_without(e.data, "dispatch_id")) for e in events]
+        result = await replay_async(older, orders)
+        assert "node 'fetch' ran before flowkit recorded node outputs" in str(result.incomplete)
 
     async def test_a_run_of_another_flow_is_refused(self, recorded: Any) -> None:
         @flow(id="other")
@@ -156,6 +164,10 @@ class TestReplay:
     async def test_a_run_id_needs_a_store(self) -> None:
         with pytest.raises(ConfigurationError, match=r"needs store=\.\.\."):
             await replay_async("r1", orders)
+
+
+def _without(data: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if k != key}
 
 
 def test_replay_takes_a_history() -> None:
@@ -198,6 +210,21 @@ class TestCommand:
         assert "run 'r9' diverges at 'approval-v2' (next step)" in diverging[0]
         assert "replayed 12 runs: 8 ok, 4 diverged" in renamed
         assert "replayed 0 runs" in none
+        assert 1 == main(
+            ["replay", "--store", url, "--app", "deploy_flows:orders_renamed", "--json"]
+        )
+        rows = json.loads(capsys.readouterr().out)
+        first = next(r for r in rows["runs"] if "divergence" in r)  # newest first: r9
+        assert ("r9", "approval-v2", "next step") == (
+            first["run_id"],
+            first["divergence"]["node_id"],
+            first["divergence"]["what"],
+        )
+        assert (12, 4, 0) == (
+            len(rows["runs"]),
+            sum("divergence" in r for r in rows["runs"]),
+            rows["skipped"],
+        )
 
 
 @node

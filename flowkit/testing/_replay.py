@@ -39,6 +39,10 @@ _EFFECTS = frozenset(
     {"node.scheduled", "wait.entered", "timer.set", "child.started"}
     | {"run.completed", "run.failed", "run.cancelled"}
 )
+_UNRECORDED = (
+    "node {node!r} ran before flowkit recorded node outputs in the history: only runs "
+    "recorded since can be replayed"
+)
 _END = {"run.completed": "completed", "run.failed": "failed", "run.cancelled": "cancelled"}
 
 
@@ -155,15 +159,19 @@ class Replayer:
         data = event.data
         if event.kind == "node.completed":
             output = data.get("output")
-            if "dispatch_id" not in data or _cut(output):
-                raise _Incomplete(f"the output of node {event.node_id!r} is not recorded whole")
+            if "dispatch_id" not in data:
+                raise _Incomplete(_UNRECORDED.format(node=event.node_id))
+            if _cut(output):
+                raise _Incomplete(f"the output of node {event.node_id!r} was cut")
             fallback = bool(data.get("fallback"))
             return p.NodeCompleted(
                 data["dispatch_id"], output, data.get("action"), fallback=fallback
             )
         if event.kind in ("node.failed", "node.timed_out"):
-            if "dispatch_id" not in data or _cut(data.get("error")):
-                raise _Incomplete(f"the error of node {event.node_id!r} is not recorded whole")
+            if "dispatch_id" not in data:
+                raise _Incomplete(_UNRECORDED.format(node=event.node_id))
+            if _cut(data.get("error")):
+                raise _Incomplete(f"the error of node {event.node_id!r} was cut")
             return p.NodeFailed(data["dispatch_id"], data["error"], data.get("retryable", True))
         if event.kind == "signal.received":
             if _cut(data.get("data")):
