@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-from deploy_flows import fraud_done, fraud_new, fraud_old, pricing_new, pricing_old
+from deploy_flows import (
+    fraud_done,
+    fraud_new,
+    fraud_old,
+    new_check,
+    old_check,
+    pricing_new,
+    pricing_old,
+)
 
 import flowkit
 from flowkit import CompileError, ConfigurationError, ResumeError, flow, node
@@ -127,6 +135,21 @@ class TestRuntimeDeploy:
                 await rt.signal("before", "approval", "yes")
             done = await rt.signal("patched", "approval", "yes")
         assert "new:B2/yes" == done.output
+
+    async def test_a_patched_version_without_the_parked_node_refuses(self) -> None:
+        @flow(id="fraud")
+        async def renamed(order: str) -> str:
+            decision = await flow.wait("approval-v2")
+            if flow.patched("fraud-check-v2"):
+                return await new_check(f"{order}/{decision}")
+            return await old_check(f"{order}/{decision}")
+
+        store = MemoryStore()
+        async with runtime(store, [fraud_old]) as rt:
+            await rt.run(fraud_old, run_id="before", order="A1")
+        async with runtime(store, [renamed]) as rt:
+            with pytest.raises(ResumeError, match="parked in node 'approval', which this code"):
+                await rt.signal("before", "approval", "yes")
 
     async def test_unpatched_new_code_still_refuses_old_runs(self) -> None:
         store = MemoryStore()

@@ -16,6 +16,8 @@ import pytest
 from deploy_flows import (
     charge,
     fetch,
+    fraud_new,
+    fraud_old,
     orders,
     orders_audit,
     orders_cond,
@@ -130,6 +132,24 @@ class TestReplay:
 
         found = diverged(await replay_all(recorded, orders_loud, 2))
         assert (None, "output", "shipped 1", "SHIPPED 1") == found[0]
+
+    async def test_a_run_replays_with_the_patches_it_recorded(self) -> None:
+        store = MemoryStore()
+        async with flowkit.Runtime(store=store, flows=[fraud_old]) as rt:
+            await rt.run(fraud_old, run_id="before", order="A1")
+            await rt.signal("before", "approval", "yes")
+        async with flowkit.Runtime(store=store, flows=[fraud_new]) as rt:
+            await rt.run(fraud_new, run_id="after", order="B2")
+            await rt.signal("after", "approval", "yes")
+        before = await replay_async("before", fraud_new, store=store)  # takes the else block
+        after = await replay_async("after", fraud_new, store=store)
+        unpatched = await replay_async("after", fraud_old, store=store)
+        assert (True, True) == (before.ok, after.ok)
+        assert unpatched.divergence is not None
+        assert ("old_check", "node 'new_check'") == (
+            unpatched.divergence.node_id,
+            unpatched.divergence.recorded,
+        )
 
     async def test_a_cut_output_cannot_be_replayed(self) -> None:
         @node
