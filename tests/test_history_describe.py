@@ -235,7 +235,9 @@ async def test_client_history_names_the_worker(store: Any) -> None:
     ] == kinds(events)
     assert [worker.worker_id] * 2 == [events[2].worker, events[3].worker]
     assert worker.worker_id.startswith("worker@")
-    assert ({"duration": 3.0}, 1_003.0) == (events[3].data, events[3].at)
+    completed = {"dispatch_id": "triple@1.1", "duration": 3.0, "output": 12}
+    assert (completed, 1_003.0) == (events[3].data, events[3].at)
+    assert {"args": [4], "kwargs": {}} == events[1].data["input"]
     assert [NodeRow("triple", "completed", 1, 1_000.0, 1_003.0, 3.0, None)] == [
         row for row in described.nodes if row.node_id == "triple"
     ]

@@ -69,7 +69,9 @@ PUBLIC_NAMES = [
 
 TESTING_NAMES = [
     "Call",
+    "Divergence",
     "Faults",
+    "ReplayResult",
     "Simulation",
     "SimulationError",
     "TraceEntry",
@@ -77,6 +79,8 @@ TESTING_NAMES = [
     "at",
     "capture_events",
     "never",
+    "replay",
+    "replay_async",
     "simulate",
     "simulate_async",
 ]

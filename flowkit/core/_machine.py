@@ -18,7 +18,7 @@ Back edges (into loops) always re-enter directly.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import ChildFailed, DuplicateDelivery, FlowkitError, WaitTimeout, describe
 from . import _protocol as p
@@ -27,6 +27,9 @@ from ._program import Program, wait_name
 from ._retry import RetrySteps
 from ._state import RunState, RunStatus
 from ._step_nodes import NodeSteps
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 CANCELLED = "flowkit._errors.Cancelled"
 _VALUES = {status: status.value for status in RunStatus}
@@ -48,6 +51,7 @@ def start_run(
     note_completions: bool = False,
     signal: p.SignalReceived | None = None,
     debounce: float | None = None,
+    patches: Iterable[str] | None = None,
 ) -> list[p.Command]:
     """Initialise ``state`` for a new run and return the first commands.
 
@@ -58,12 +62,17 @@ def start_run(
     buffered, with its delivery id, so the first wait of its name takes it. With
     ``debounce`` (seconds) the run begins only once a timer of that delay fires; a
     :class:`~flowkit.core._protocol.StartDebounced` before then sets it again.
+    The run records the patch ids its blueprint knows (``patches`` overrides
+    them: a run as of before some patch): ``flow.patched`` branches read them.
     """
     header = state.header
     state.put("header", "status", RunStatus.RUNNING.value)
     state.put("header", "blueprint", program.blueprint.id)
     state.put("header", "digest", program.blueprint.digest)
     state.put("header", "inputs", dict(inputs))
+    known = list(program.patches) if patches is None else sorted(patches)
+    if known:
+        state.put("header", "patches", known)
     if parent is not None:
         state.put("header", "parent", parent)
     if traceparent is not None:
@@ -610,7 +619,7 @@ class Step(NodeSteps, RetrySteps):
         return [
             node_id
             for node_id, record in self.s.sections["nodes"].items()
-            if record[_ARRIVED] and not record[_FIRED] and self.p.join[node_id] == "all"
+            if record[_ARRIVED] and not record[_FIRED] and self.p.join.get(node_id) == "all"
         ]
 
     def terminal_output(self) -> Any:

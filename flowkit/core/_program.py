@@ -53,6 +53,8 @@ class Program:
         self._compiled: dict[str, Compiled] = {}
         shape = shape_of(blueprint)
         self.specs: dict[str, NodeSpec] = {n.id: n for n in blueprint.nodes}
+        self.patches: tuple[str, ...] = tuple(blueprint.metadata.get("patches", ()))
+        """The patch ids the blueprint knows (``flow.patched``/``deprecate_patch``)."""
         default_join = str(blueprint.metadata.get("join_default", "all"))
         self.join: dict[str, str] = {n.id: n.config.join or default_join for n in blueprint.nodes}
         self.out: dict[str, tuple[Edge, ...]] = {}

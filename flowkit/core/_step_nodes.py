@@ -69,7 +69,9 @@ class NodeSteps:
         self.complete(node_id, value, None)
 
     def _fire_branch(self, node_id: str, params: dict[str, Any], back: bool, src: Any) -> None:
-        if "cond" in params:
+        if "patch" in params:  # decided by the patches the run recorded at its start
+            label = "true" if params["patch"] in self.s.header.get("patches", ()) else "false"
+        elif "cond" in params:
             label = "true" if self.p.expr(params["cond"])(self.s.context) else "false"
         else:
             label = None

@@ -82,6 +82,8 @@ class CompilerBase:
         self.children: list[Any] = []
         self.unresolved: list[tuple[ast.AST, str]] = []
         self.var_types: dict[str, Any] = {}  # flow variable -> the type its value has
+        self.patches: set[str] = set()  # ids of flow.patched(...)
+        self.deprecated: set[str] = set()  # ids of flow.deprecate_patch(...)
         self._temps = 0
 
     def note_type(self, target: Any, hint: Any) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..blueprint._model import NodeConfig
 from ..shell._invoke import ClassFallback, has_fallback
+from ._compile_exprs import PATCH_ERRORS
 from ._compile_resolve import LOCAL, UNRESOLVED, callee_kind, dotted
 from ._compile_waits import Waits
 
@@ -48,6 +49,8 @@ class Calls(Waits):
             return self.node_call(call, obj, target, ports)
         if kind == "flow":
             return self.subflow_call(call, obj, target, ports)
+        if kind in PATCH_ERRORS:
+            raise self.error(call, *PATCH_ERRORS[kind])
         if kind is not None:
             return self.primitive(kind.removeprefix("primitive:"), call, target, ports)
         return self.not_awaitable(call, obj, target, ports)

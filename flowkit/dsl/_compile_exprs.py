@@ -20,6 +20,16 @@ if TYPE_CHECKING:
     from ._compile_graph import Port
 
 _AWAIT_HINT = "await in its own statement first (`value = await node(...)`), then use the variable"
+PATCH_ERRORS = {
+    "primitive:patched": (
+        "flow.patched(...) must be the whole condition of an `if`",
+        'write `if flow.patched("my-change"):` with the new code, the old code in `else`',
+    ),
+    "primitive:deprecate_patch": (
+        "flow.deprecate_patch(...) must be a statement of its own",
+        'write `flow.deprecate_patch("my-change")` on a line of its own',
+    ),
+}
 _NODE_WITHOUT_AWAIT = (
     "write `await {name}(...)`; inside flow.gather/flow.first pass the call without await"
 )
@@ -63,6 +73,8 @@ class Expressions(CompilerBase):
                 f"{what} {name!r} is called without await",
                 _NODE_WITHOUT_AWAIT.format(name=name),
             )
+        if kind in PATCH_ERRORS:
+            raise self.error(node, *PATCH_ERRORS[kind])
         if kind is not None:
             raise self.error(node, f"{name}(...) must be awaited", f"write `await {name}(...)`")
         found = nondeterministic(obj, text)

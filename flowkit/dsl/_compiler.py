@@ -99,10 +99,20 @@ def compile_flow(
             f"cannot resolve {name!r} when compiling flow {flow_id!r}",
             "define the node (or flow) at module level or before the flow is first run",
         )
-    bp = compiler.graph.blueprint(flow_id, version, dict(METADATA))
+    bp = compiler.graph.blueprint(flow_id, version, _metadata(compiler))
     validate(bp, compiler.registry)
     evaluator = FlowEvaluator(fn, local_names, typed_variables(compiler.var_types))
     return CompiledFlow(bp, compiler.registry, tuple(compiler.children), evaluator)
+
+
+def _metadata(compiler: FlowCompiler) -> dict[str, Any]:
+    """The blueprint's metadata: the compiled-flow defaults, and the patch ids it knows."""
+    metadata: dict[str, Any] = dict(METADATA)
+    if compiler.patches or compiler.deprecated:
+        metadata["patches"] = sorted(compiler.patches | compiler.deprecated)
+    if compiler.deprecated:
+        metadata["deprecated_patches"] = sorted(compiler.deprecated)
+    return metadata
 
 
 def _parse(fn: Callable[..., Any]) -> tuple[Source, ast.AsyncFunctionDef]:

@@ -45,6 +45,26 @@ async def sleep(duration: Duration, *, name: str | None = None) -> None:
     raise RuntimeError(_NEEDS_RUN.format(name="sleep"))
 
 
+@_primitive("patched")
+def patched(patch_id: str) -> bool:
+    """Whether this run takes the code of patch ``patch_id``: the whole condition of an ``if``.
+
+    A run decides once, at its start: runs started by code that already had
+    the patch take the ``if`` body, runs started before it the ``else``
+    block. Called as plain Python it is ``True`` (the new code).
+    """
+    return True
+
+
+@_primitive("deprecate_patch")
+def deprecate_patch(patch_id: str) -> None:
+    """Mark patch ``patch_id`` as the only path left (its ``else`` block removed).
+
+    Its runs still know the patch; a run started before the patch is refused
+    by this code. Remove the call once no run started with it is left.
+    """
+
+
 @_primitive("wait")
 async def wait(name: str, *, timeout: Duration | None = None, type: Any = None) -> Any:
     """A durable wait for the signal ``name``; returns its payload (structured into ``type``)."""
@@ -147,6 +167,7 @@ async def _resolve(value: Any) -> Any:
 
 _PRIMITIVES: dict[str, Callable[..., Any]] = {
     "sleep": sleep, "wait": wait, "webhook": webhook, "gather": gather, "first": first, "map": map,
+    "patched": patched, "deprecate_patch": deprecate_patch,
 }  # fmt: skip
 
 
@@ -171,6 +192,8 @@ class FlowDecorator:
     gather = staticmethod(gather)
     first = staticmethod(first)
     map = staticmethod(map)
+    patched = staticmethod(patched)
+    deprecate_patch = staticmethod(deprecate_patch)
 
     @overload
     def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> FlowDef[P, R]: ...
@@ -199,6 +222,7 @@ class FlowDecorator:
 
 flow = FlowDecorator()
 """The ``@flow`` decorator; also ``flow.sleep``, ``flow.wait``, ``flow.webhook``,
-``flow.gather``, ``flow.first`` and ``flow.map``."""
+``flow.gather``, ``flow.first``, ``flow.map``, ``flow.patched`` and
+``flow.deprecate_patch``."""
 
 __all__ = ["FlowDecorator", "flow"]

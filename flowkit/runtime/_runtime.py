@@ -331,7 +331,7 @@ class Runtime(Driver):
         if self.store is not None:
             loaded = await self.store.load(run_id)
             if loaded is not None:
-                target = self.flows.by_digest.get(str(loaded[0].header.get("digest", "")))
+                target = self.flows.find(loaded[0])
                 return RunResult.of(loaded[0], target.blueprint if target else None)
         raise ResumeError(f"unknown run {run_id!r}: it was never started here or in the store")
 

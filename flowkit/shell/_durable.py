@@ -284,15 +284,19 @@ def refuse_retry(state: RunState) -> None:
         raise ResumeError(f"cannot retry run {state.run_id!r}: {reason}")
 
 
-def unknown_digest(state: RunState, known: list[str]) -> ResumeError:
+def unknown_digest(
+    state: RunState, known: list[str], refused: list[str] | None = None
+) -> ResumeError:
     """The error for a run whose blueprint digest this process does not know: which flow
-    started it, and how to give this process that flow."""
+    started it, why no patched version of it here can go on with it (``refused``), and
+    how to give this process that flow."""
     digest = str(state.header.get("digest", ""))
     flow_id = str(state.header.get("blueprint", ""))
+    why = f"; patched versions cannot continue it: {' | '.join(refused)}" if refused else ""
     return ResumeError(
         f"run {state.run_id!r} was started by flow {flow_id!r} (blueprint digest "
         f"{digest[:12]}), which this process does not know (it knows: "
-        f"{', '.join(sorted(known)) or 'nothing'}); {_how_to_register(flow_id, known)}"
+        f"{', '.join(sorted(known)) or 'nothing'}){why}; {_how_to_register(flow_id, known)}"
     )
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import ConfigurationError, ResumeError
 from ..core import _protocol as p
 from ..core._machine import wait_names
+from ..core._patches import continuation_problems
 from ._durable import unknown_digest
 from ._target import Target, resolve
 
@@ -79,11 +80,35 @@ class Flows:
         return sorted({f"{t.blueprint.id} v{t.blueprint.version}" for t in self.by_digest.values()})
 
     def of_state(self, state: RunState) -> Target:
-        """The flow a stored run follows (``ResumeError`` saying how to register it)."""
-        target = self.by_digest.get(str(state.header.get("digest", "")))
+        """The flow a stored run follows (``ResumeError`` saying how to register it): the
+        blueprint that started it, else a patched version of it that can continue it."""
+        target = self.find(state)
         if target is None:
-            raise unknown_digest(state, self.known())
+            raise unknown_digest(state, self.known(), self.why_not_patched(state))
         return target
+
+    def find(self, state: RunState) -> Target | None:
+        """:meth:`of_state`, or ``None`` when no registered flow can go on with the run."""
+        target = self.by_digest.get(str(state.header.get("digest", "")))
+        if target is not None:
+            return target
+        return next(
+            (t for t in self._versions(state) if not continuation_problems(t.program, state)), None
+        )
+
+    def _versions(self, state: RunState) -> list[Target]:
+        """The registered versions of the run's flow, newest first."""
+        flow_id = state.header.get("blueprint")
+        same = [t for t in self.by_digest.values() if t.blueprint.id == flow_id]
+        return sorted(same, key=lambda t: -t.blueprint.version)
+
+    def why_not_patched(self, state: RunState) -> list[str]:
+        """Why each registered patched version of the run's flow cannot continue it."""
+        return [
+            f"{t.blueprint.id} v{t.blueprint.version}: {'; '.join(problems)}"
+            for t in self._versions(state)
+            if t.program.patches and (problems := continuation_problems(t.program, state))
+        ]
 
     def child(self, command: p.StartChild, hint: str) -> Target | p.ChildFinished:
         """The flow of a child run, or the event that fails the parent's subflow node

@@ -7,7 +7,7 @@ shell takes the time (``flowkit._clock``: virtual under the simulator) and says
 who ran a node (:class:`Origin`); the core stays free of clocks. The store writes
 the entries in the same commit as the transition (see ``flowkit.stores._history``).
 
-Payloads (inputs, signal data, outputs, errors) are bounded: an event whose JSON
+Payloads (inputs, node arguments and outputs, signal data, errors) are bounded: an event whose JSON
 would be longer than the store's ``history_payload`` keeps, instead of the payload,
 ``{"truncated": true, "size": <characters>, "preview": <the JSON's start>}``.
 """
@@ -93,6 +93,8 @@ def start_events(
     fields: dict[str, Any] = {"flow": header.get("blueprint")}
     if header.get("parent") is not None:
         fields["parent"] = header["parent"]
+    if header.get("patches"):
+        fields["patches"] = header["patches"]
     started = _entry(
         at, "run.started", None, None, None, fields, max_payload, "inputs", header.get("inputs")
     )
@@ -189,14 +191,23 @@ class _Recorder:
             entries.append(HistoryEntry(started, "node.started", node_id, attempt, worker, data))
         duration = None if started is None else max(0.0, ended - started)
         if isinstance(event, p.NodeCompleted):
-            data = f'{{"duration":{"null" if duration is None else repr(duration)}'
-            data += ',"fallback":true}' if event.fallback else "}"
-            entries.append(HistoryEntry(ended, "node.completed", node_id, attempt, worker, data))
+            fields: dict[str, Any] = {"dispatch_id": event.dispatch_id, "duration": duration}
+            if event.fallback:
+                fields["fallback"] = True
+            if event.action is not None:
+                fields["action"] = event.action
+            payload = ("output", event.output)
+            self.add("node.completed", node_id, attempt, fields, payload, at=ended, worker=worker)
             return
         retry = any(
             type(c) is p.Note and c.type == "node:retry" and c.node_id == node_id for c in commands
         )
-        failed: dict[str, Any] = {"duration": duration, "retry": retry}
+        failed: dict[str, Any] = {
+            "dispatch_id": event.dispatch_id,
+            "duration": duration,
+            "retry": retry,
+            "retryable": event.retryable,
+        }
         kind = "node.timed_out" if _timed_out(node_id, event.error) else "node.failed"
         self.add(kind, node_id, attempt, failed, ("error", event.error), at=ended, worker=worker)
 
@@ -207,11 +218,11 @@ class _Recorder:
             handler(self, command, event)
 
     def execute(self, command: p.ExecuteNode, event: p.Event | None) -> None:
-        data = f'{{"dispatch_id":{_STRING(command.dispatch_id)}'
-        data += ',"fallback":true}' if command.fallback else "}"
-        self.entries.append(
-            HistoryEntry(self.at, "node.scheduled", command.node_id, command.attempt, None, data)
-        )
+        fields: dict[str, Any] = {"dispatch_id": command.dispatch_id}
+        if command.fallback:
+            fields["fallback"] = True
+        arguments = {"args": command.args, "kwargs": command.kwargs}
+        self.add("node.scheduled", command.node_id, command.attempt, fields, ("input", arguments))
 
     def cancel_node(self, command: p.CancelNode, event: p.Event | None) -> None:
         node_id, attempt = _node_of_dispatch(command.dispatch_id)
@@ -354,8 +365,19 @@ def _dumps(value: Any) -> str:
     return "{" + ",".join(parts) + "}"
 
 
+_PLAIN = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def _payload_json(value: Any) -> str:
-    """``value`` as JSON (its ``repr`` as a JSON string if it is not serialisable)."""
+    """``value`` as JSON (its ``repr`` as a JSON string if it is not serialisable).
+
+    Plain data, what node outputs and arguments are in a shell with a store, is
+    encoded as it is (by the C encoder: this runs for every node of every run);
+    anything else is converted first."""
+    try:
+        return _PLAIN.encode(value)
+    except (ValueError, TypeError, RecursionError):
+        pass
     try:
         return _dumps(to_data(value))
     except (SerializationError, ValueError, TypeError, RecursionError):

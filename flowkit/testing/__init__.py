@@ -1,4 +1,5 @@
-"""Testing workflows: ``simulate()`` on virtual time, fault injection, fixtures, strategies."""
+"""Testing workflows: ``simulate()`` on virtual time, fault injection, ``replay()`` of
+recorded runs, fixtures, strategies."""
 
 from ._capture import capture_events as capture_events
 from ._faults import Faults as Faults
@@ -9,12 +10,18 @@ from ._model import TraceEntry as TraceEntry
 from ._model import UpdateOutcome as UpdateOutcome
 from ._model import at as at
 from ._model import never as never
+from ._replay import Divergence as Divergence
+from ._replay import ReplayResult as ReplayResult
+from ._replay import replay as replay
+from ._replay import replay_async as replay_async
 from ._simulate import simulate as simulate
 from ._simulate import simulate_async as simulate_async
 
 __all__ = [
     "Call",
+    "Divergence",
     "Faults",
+    "ReplayResult",
     "Simulation",
     "SimulationError",
     "TraceEntry",
@@ -22,6 +29,8 @@ __all__ = [
     "at",
     "capture_events",
     "never",
+    "replay",
+    "replay_async",
     "simulate",
     "simulate_async",
 ]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .. import _clock
-from .._errors import FlowkitError, ResumeError
+from .._errors import ConfigurationError, FlowkitError, ResumeError
 from ..core import _protocol as p
 from ..core._machine import handle_event, start_run, wait_names
 from ..core._state import RunState, RunStatus
@@ -46,7 +46,7 @@ from ._script import (
 from ._updates import Updater
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
     from .._durations import Duration
 
@@ -80,6 +80,7 @@ class Simulator(Interpreter[str]):
         reorder: bool = False,
         cancel_at: float | None = None,
         updates: Mapping[str, Any] | None = None,
+        before_patches: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__()
         self.target = target
@@ -97,6 +98,7 @@ class Simulator(Interpreter[str]):
         self.signaller = Signaller(signals, webhooks, self.flows.by_blueprint_id.values(), clock)
         self.reached: list[OpenWait] = []  # waits in the order they were reached
         self.cancel_due = cancel_at
+        self.before_patches = before_patches  # runs start as if these patches did not exist
         self.top = ""
         self.runs: dict[str, _Run] = {}
         self.ready: deque[tuple[str, p.ExecuteNode]] = deque()
@@ -125,7 +127,10 @@ class Simulator(Interpreter[str]):
         self.runs[run_id] = _Run(target, state, parent)
         self.emit(run_id, "workflow:start")
         inputs = target.bind(inputs)
-        commands = start_run(target.program, state, inputs, parent=parent, note_completions=True)
+        patches = [x for x in target.program.patches if x not in self.before_patches]
+        commands = start_run(
+            target.program, state, inputs, parent=parent, note_completions=True, patches=patches
+        )
         self.process(run_id, commands)
 
     async def loop(self) -> None:
@@ -373,6 +378,7 @@ async def simulate_async(
     store: Any = None,
     cancel_at: Duration | None = None,
     updates: Mapping[str, Any] | None = None,
+    before_patches: Iterable[str] = (),
     **inputs: Any,
 ) -> Simulation:
     """:func:`simulate` for async tests."""
@@ -380,6 +386,7 @@ async def simulate_async(
     cancel_due = parse_cancel_at(cancel_at, clock)
     resolved = resolve(target, registry)
     resolved.check(inputs)
+    before = _check_patches(frozenset(before_patches), [resolved, *(flows or ())], workers, faults)
     if workers is not None or faults is not None:
         if updates:
             raise SimulationError(
@@ -416,8 +423,30 @@ async def simulate_async(
         flows=list(flows or ()),
         cancel_at=cancel_due,
         updates=updates,
+        before_patches=before,
     )
     return await simulator.run(run_id, inputs)
+
+
+def _check_patches(
+    before: frozenset[str], flows: list[Any], workers: int | None, faults: Any
+) -> frozenset[str]:
+    """``before_patches``, checked: patch ids the flows know, in the one-process simulator."""
+    if not before:
+        return before
+    if workers is not None or faults is not None:
+        raise ConfigurationError(
+            "simulate(before_patches=...) runs in the one-process simulator: drop workers= "
+            "and faults=, or simulate the patched run without before_patches"
+        )
+    known = {x for f in Flows(flows).by_digest.values() for x in f.program.patches}
+    unknown = sorted(before - known)
+    if unknown:
+        raise ConfigurationError(
+            f"simulate(before_patches=...) names patches the flow does not know: {unknown} "
+            f"(its patches: {sorted(known) or 'none'}); check the ids of flow.patched(...)"
+        )
+    return before
 
 
 def simulate(target: Any, **options: Any) -> Simulation:
@@ -431,6 +460,8 @@ def simulate(target: Any, **options: Any) -> Simulation:
     ``@flow_fn.update``) to the run, one at a time, each once its wait is open;
     ``sim.updates`` lists their replies and refusals, ``sim.query(name)`` asks a query
     on the final variables.
+    ``before_patches=["fraud-check-v2"]`` starts the run as one started before
+    those ``flow.patched`` ids existed: it takes their ``else`` blocks.
 
     >>> from flowkit import Flow
     >>> async def hello(name: str) -> str: return f"hi {name}"

@@ -268,6 +268,21 @@ class Shell(Interpreter[_Turn]):
         return await route_signal(run_id, name, state_of)
 
     # -- dead letters -----------------------------------------------------------
+    async def continued(self, run_id: str, digest: str) -> None:
+        """Check that a message of a flow version this worker lacks is for a run that a
+        patched version here continues (a :class:`~flowkit.ResumeError` if not)."""
+        loaded = await self.store.load(run_id)
+        state = loaded[0] if loaded is not None else None
+        if state is not None and str(state.header.get("digest", "")) == digest:
+            if self.flows.find(state) is not None:
+                return
+            refused = self.flows.why_not_patched(state)
+            if refused:
+                why = " | ".join(refused)
+                reason = self.unknown_digest_reason(run_id, digest)
+                raise ResumeError(f"{reason}; patched versions cannot continue it: {why}")
+        raise ResumeError(self.unknown_digest_reason(run_id, digest))
+
     def unknown_digest_reason(self, run_id: str, digest: str) -> str:
         """Why a message for ``digest`` cannot be processed here, and what to do."""
         known = self.flows.known()
@@ -300,9 +315,7 @@ class Shell(Interpreter[_Turn]):
             state.sections["dispatches"].get(dispatch_id) if isinstance(dispatch_id, str) else None
         )
         error = _undeliverable(reason, record, fields)
-        if str(state.header.get("digest", "")) not in self.flows.by_digest or not isinstance(
-            dispatch_id, str
-        ):
+        if self.flows.find(state) is None or not isinstance(dispatch_id, str):
             return await self._fail_in_store(run_id, dict(error))
         if record is None:
             return False  # a stale message: its dispatch is done or was cancelled

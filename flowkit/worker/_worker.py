@@ -278,9 +278,7 @@ class Worker:
 
     async def _process(self, delivery: Delivery, message: NodeMessage) -> None:
         if message.blueprint_digest not in self.shell.flows.by_digest:
-            raise ResumeError(
-                self.shell.unknown_digest_reason(message.run_id, message.blueprint_digest)
-            )
+            await self.shell.continued(message.run_id, message.blueprint_digest)
         # beating from the start: a cancellation announced while the run loads counts
         with self.heartbeats.beating(delivery, message) as beat:
             replica, record = await self._despite_store_outages(lambda: self._dispatch(message))

@@ -28,6 +28,7 @@ from flowkit.shell._history import Origin, start_history
 from flowkit.stores._codec import encode_state
 from flowkit.stores._history import HistoryEntry
 from flowkit.stores._protocol import CommitsOptimistically, Conflict
+from flowkit.testing import replay_async
 
 from .test_store import CASES, PG_DSN, Database
 
@@ -72,6 +73,24 @@ async def doomed(x: int) -> int:
     return await boom(x)
 
 
+@flowkit.flow
+async def patched_story(x: int) -> int:
+    y = await fetch(x)
+    if flowkit.flow.patched("bigger"):
+        y = y * 10
+    d = await flowkit.flow.wait("go", timeout="1h")
+    return y + d["k"]
+
+
+@flowkit.flow(id="patched_story")
+async def renamed_story(x: int) -> int:
+    y = await fetch(x)
+    if flowkit.flow.patched("bigger"):
+        y = y * 10
+    d = await flowkit.flow.wait("go-now", timeout="1h")
+    return y + d["k"]
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = 1_000.0
@@ -112,7 +131,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 
 
 FLOWS = Flows()
-for _flow in (story, kid, doomed):
+for _flow in (story, kid, doomed, patched_story):
     FLOWS.add(_flow)
 
 
@@ -574,4 +593,30 @@ async def _write_postgres_v2(db: Database, row: tuple[Any, ...]) -> None:
             "INSERT INTO flowkit_runs VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
             " %s, %s)",
             row,
+        )
+
+
+class TestReplay:
+    """What a store's history keeps is enough to replay a run: its patches, each node's
+    arguments and output, a failed attempt, timers and a signal."""
+
+    async def test_a_recorded_run_replays_and_a_renamed_wait_diverges(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        run = await begin(store, patched_story, "p1", clock.now, x=1)
+        clock.now += 10
+        await run.step(store, p.NodeFailed(only_key(run, "dispatches"), ERROR))
+        await run.step(store, p.TimerFired(only_key(run, "timers")))
+        await run.step(store, p.NodeCompleted(only_key(run, "dispatches"), 2))
+        await run.step(store, p.SignalReceived("go", {"k": 5}))
+        started = (await store.history("p1"))[0]
+        same = await replay_async("p1", patched_story, store=store)
+        renamed = await replay_async("p1", renamed_story, store=store)
+        assert (25, ["bigger"]) == (run.state.header["output"], started.data["patches"])
+        assert (True, 4) == (same.ok, same.steps)  # fetch twice, the wait, the end
+        assert renamed.divergence is not None
+        assert ("go-now", "wait 'go'", "wait 'go-now'") == (
+            renamed.divergence.node_id,
+            renamed.divergence.recorded,
+            renamed.divergence.new,
         )
