@@ -196,8 +196,13 @@ class _Recorder:
                 fields["fallback"] = True
             if event.action is not None:
                 fields["action"] = event.action
-            payload = ("output", event.output)
-            self.add("node.completed", node_id, attempt, fields, payload, at=ended, worker=worker)
+            output = _json_of(event.output)
+            entries.append(
+                _entry_json(
+                    ended, "node.completed", node_id, attempt, worker, fields,
+                    self.max_payload, "output", output,
+                )
+            )  # fmt: skip
             return
         retry = any(
             type(c) is p.Note and c.type == "node:retry" and c.node_id == node_id for c in commands
@@ -221,8 +226,13 @@ class _Recorder:
         fields: dict[str, Any] = {"dispatch_id": command.dispatch_id}
         if command.fallback:
             fields["fallback"] = True
-        arguments = {"args": command.args, "kwargs": command.kwargs}
-        self.add("node.scheduled", command.node_id, command.attempt, fields, ("input", arguments))
+        arguments = _arguments_json(command.args, command.kwargs)
+        self.entries.append(
+            _entry_json(
+                self.at, "node.scheduled", command.node_id, command.attempt, None, fields,
+                self.max_payload, "input", arguments,
+            )
+        )  # fmt: skip
 
     def cancel_node(self, command: p.CancelNode, event: p.Event | None) -> None:
         node_id, attempt = _node_of_dispatch(command.dispatch_id)
@@ -313,7 +323,23 @@ def _entry(
     """One entry; ``fields`` are small, ``value`` (under ``key``, if any) is bounded."""
     if not key:
         return HistoryEntry(at, kind, node_id, attempt, worker, _dumps(fields))
-    payload = _payload_json(value)
+    return _entry_json(
+        at, kind, node_id, attempt, worker, fields, max_payload, key, _payload_json(value)
+    )
+
+
+def _entry_json(
+    at: float,
+    kind: str,
+    node_id: str | None,
+    attempt: int | None,
+    worker: str | None,
+    fields: dict[str, Any],
+    max_payload: int,
+    key: str,
+    payload: str,
+) -> HistoryEntry:
+    """:func:`_entry` with the payload's JSON given."""
     if len(payload) > max_payload:
         marker = {
             "truncated": True,
@@ -366,6 +392,33 @@ def _dumps(value: Any) -> str:
 
 
 _PLAIN = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _scalar_json(value: Any) -> str | None:
+    """JSON of a string, finite number, bool or None, by hand; None for anything else."""
+    kind = type(value)
+    if kind is str:
+        return _STRING(value)
+    if kind is int or (kind is float and value - value == 0):
+        return repr(value)
+    if kind is bool:
+        return _LITERALS[value]
+    return "null" if value is None else None
+
+
+def _json_of(value: Any) -> str:
+    """A payload's JSON: the common scalar by hand (every node's output), else encoded."""
+    text = _scalar_json(value)
+    return _payload_json(value) if text is None else text
+
+
+def _arguments_json(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """A node's arguments as ``{"args": [...], "kwargs": {...}}`` (one scalar by hand)."""
+    if not kwargs and len(args) == 1:
+        one = _scalar_json(args[0])
+        if one is not None:
+            return f'{{"args":[{one}],"kwargs":{{}}}}'
+    return _payload_json({"args": args, "kwargs": kwargs})
 
 
 def _payload_json(value: Any) -> str:
