@@ -23,6 +23,7 @@ from typing import Any
 from .._errors import ChildFailed, DuplicateDelivery, FlowkitError, WaitTimeout, describe
 from . import _protocol as p
 from ._action import split_action
+from ._priority import DEFAULT_PRIORITY, check_priority
 from ._program import Program, wait_name
 from ._retry import RetrySteps
 from ._state import RunState, RunStatus
@@ -46,6 +47,7 @@ def start_run(
     traceparent: str | None = None,
     note_completions: bool = False,
     signal: p.SignalReceived | None = None,
+    priority: int = DEFAULT_PRIORITY,
 ) -> list[p.Command]:
     """Initialise ``state`` for a new run and return the first commands.
 
@@ -54,6 +56,7 @@ def start_run(
     ``note_completions`` every completed node is noted (``node:complete``).
     ``signal`` is received before the first node fires (signal-with-start): it is
     buffered, with its delivery id, so the first wait of its name takes it.
+    ``priority`` (0-9) is kept in the header when it is not the default.
     """
     header = state.header
     state.put("header", "status", RunStatus.RUNNING.value)
@@ -64,6 +67,8 @@ def start_run(
         state.put("header", "parent", parent)
     if traceparent is not None:
         state.put("header", "traceparent", traceparent)
+    if check_priority(priority) != DEFAULT_PRIORITY:
+        state.put("header", "priority", priority)
     if program.blueprint.metadata.get("compiled"):
         for name, value in inputs.items():  # a compiled flow's parameters are its variables
             state.put("context", name, value)

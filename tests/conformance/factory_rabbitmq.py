@@ -38,6 +38,7 @@ class RabbitMQFactory:
     """A unique queue prefix per test; a new transport (and connection) per ``make()``."""
 
     name = "rabbitmq"
+    priorities = True  # send(priority=) orders the queue
     backends = ("asyncio",)
     visibility_timeout = 1.0
 

@@ -36,6 +36,7 @@ class RedisFactory:
     """A unique key prefix per test; a new transport (and consumer) per ``make()``."""
 
     name = "redis"
+    priorities = True  # send(priority=) orders the queue
     backends = ("asyncio",)
     visibility_timeout = 1.0
 

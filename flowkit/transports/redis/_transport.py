@@ -198,6 +198,7 @@ class RedisTransport:
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
         delay: float | None = None,
+        priority: int | None = None,
     ) -> None:
         """XADD ``body`` to the queue's stream, or (with ``delay``) to its delayed set."""
         self._check_open()
