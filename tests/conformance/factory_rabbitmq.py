@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import uuid
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from flowkit.transports.rabbitmq._transport import REASON_HEADER, RabbitMQTransport
 
@@ -38,9 +38,9 @@ class RabbitMQFactory:
     """A unique queue prefix per test; a new transport (and connection) per ``make()``."""
 
     name = "rabbitmq"
-    priorities = True  # send(priority=) orders the queue
     backends = ("asyncio",)
     visibility_timeout = 1.0
+    options: ClassVar[dict[str, Any]] = {}  # more RabbitMQTransport keywords
 
     @asynccontextmanager
     async def open(self, tmp_path: Path) -> AsyncIterator[Callable[[], RabbitMQTransport]]:
@@ -49,7 +49,10 @@ class RabbitMQFactory:
 
         def make() -> RabbitMQTransport:
             transport = RabbitMQTransport(
-                RABBITMQ_URL, queue_prefix=prefix, visibility_timeout=self.visibility_timeout
+                RABBITMQ_URL,
+                queue_prefix=prefix,
+                visibility_timeout=self.visibility_timeout,
+                **self.options,
             )
             made.append(transport)
             return transport
