@@ -346,3 +346,58 @@ class TestRedis:
         high, low = f"{prefix}:q:high", f"{prefix}:q"
         assert {(b"high", high), (b"low", low)} == set(streams[:2])
         assert (streams[1][0], streams[1][1]) == streams[2]  # requeued to the same stream
+
+
+@pytest.mark.asyncio_only
+class TestPostgresQueueUpgrade:
+    """Queue tables of schema version 1 get the priority column (migration 2); the
+    messages they hold count as priority 0."""
+
+    @pytest.fixture
+    def anyio_backend(self) -> str:
+        return "asyncio"
+
+    async def test_version_1_tables(self) -> None:
+        import psycopg
+        from conformance.factory_postgres import PG_DSN, _drop
+        from psycopg import sql
+
+        from flowkit.backends._postgres import migrate
+        from flowkit.transports._pgqueue import _MIGRATIONS, PostgresQueueTransport
+
+        schema = f"fk_test_{uuid.uuid4().hex[:12]}"
+        async with await psycopg.AsyncConnection.connect(PG_DSN, autocommit=True) as conn:
+            await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+            await migrate(
+                conn,
+                schema,
+                _MIGRATIONS[:1],
+                version_table="flowkit_queue_schema",
+                tables="flowkit queue tables",
+                error=TransportError,
+            )
+            await conn.execute(
+                sql.SQL(
+                    "INSERT INTO {}.flowkit_queue (queue, body, headers, available_at)"
+                    " VALUES ('q', 'old', '{{}}', 0)"
+                ).format(sql.Identifier(schema))
+            )
+        transport = PostgresQueueTransport(PG_DSN, schema=schema)
+        try:
+            await transport.send("q", b"new-high", priority=5)
+            await transport.send("q", b"new-low")
+            received = []
+            async with aclosing(transport.receive("q")) as deliveries:
+                async for delivery in deliveries:
+                    received.append(delivery.body)
+                    await delivery.ack()
+                    if len(received) == 3:
+                        break
+            versions = await transport._query(
+                "versions", "SELECT max(version) FROM flowkit_queue_schema", None
+            )
+        finally:
+            await transport.close()
+            await _drop(schema)
+        assert [b"new-high", b"old", b"new-low"] == received
+        assert [(2,)] == [tuple(row) for row in versions]
