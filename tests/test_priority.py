@@ -11,6 +11,7 @@ SQLite and memory tests run on asyncio and trio; the servers' on asyncio.
 from __future__ import annotations
 
 import sqlite3
+import time
 import uuid
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ import pytest
 
 import flowkit
 from flowkit import ConfigurationError, RunStatus, TransportError
+from flowkit._clock import use_clock
 from flowkit.stores import MemoryStore, SQLiteStore
 from flowkit.transports import MemoryTransport
 from flowkit.transports._sqlqueue import SQLiteQueueTransport
@@ -172,6 +174,17 @@ class TestRecorded:
         assert {(6, "6")} == {(p, h.get("flowkit-priority")) for _, p, h in transport.sent}
         assert 2 == len(transport.sent)
         assert 6 == (await client.describe("p")).priority
+
+    async def test_a_republished_dispatch_keeps_it(self) -> None:
+        transport, store = SpyTransport(), MemoryStore()
+        client = flowkit.Client(transport, store, flows=[two_steps], lease=30.0)
+        await client.start(two_steps, run_id="r", priority=7, x=1)
+        worker = flowkit.Worker([two_steps], transport, store, lease=30.0)
+        with use_clock(lambda: time.time() + 60.0):  # the dispatch's lease ran out
+            await worker._reconcile()
+        assert [("r", 7, "7")] * 2 == [
+            (run_id, p, h.get("flowkit-priority")) for run_id, p, h in transport.sent
+        ]
 
     async def test_a_default_run_sends_no_priority(self) -> None:
         transport, store = SpyTransport(), MemoryStore()
@@ -401,3 +414,22 @@ class TestPostgresQueueUpgrade:
             await _drop(schema)
         assert [b"new-high", b"old", b"new-low"] == received
         assert [(2,)] == [tuple(row) for row in versions]
+
+
+class TestRunsShow:
+    """``flowkit runs show`` prints a run's priority when it has one."""
+
+    async def test_header_line(self) -> None:
+        from rich.console import Console
+
+        from flowkit.cli._show import _header
+
+        rt = flowkit.Runtime(store=MemoryStore())
+        await rt.run(two_steps, run_id="hi", priority=8, x=1)
+        await rt.run(two_steps, run_id="plain", x=1)
+        console = Console(width=200, record=True)
+        console.print(_header(await rt.describe("hi")))
+        console.print(_header(await rt.describe("plain")))
+        shown = console.export_text()
+        assert 1 == shown.count("priority")
+        assert "priority 8" in shown
