@@ -186,6 +186,23 @@ class TestRecorded:
             (run_id, p, h.get("flowkit-priority")) for run_id, p, h in transport.sent
         ]
 
+    async def test_a_debounced_run_begins_with_it(self) -> None:
+        now = [1_800_000_000.0]
+        transport, store = SpyTransport(), MemoryStore()
+        worker = flowkit.Worker([two_steps], transport, store, poll_interval=0.01)
+        client = flowkit.Client(transport, store, flows=[two_steps])
+        with use_clock(lambda: now[0]), anyio.fail_after(BOUND):
+            async with anyio.create_task_group() as tg:
+                await tg.start(worker.run)
+                await client.start(two_steps, run_id="d", debounce="1m", priority=4, x=1)
+                await client.start(two_steps, run_id="d", debounce="1m", priority=4, x=2)
+                assert [] == transport.sent  # waiting out its debounce
+                now[0] += 61
+                result = await client.wait("d", timeout=BOUND)
+                tg.cancel_scope.cancel()
+        assert (RunStatus.COMPLETED, 5) == (result.status, result.output)
+        assert [("d", 4)] * 2 == [(run_id, p) for run_id, p, _ in transport.sent]
+
     async def test_a_default_run_sends_no_priority(self) -> None:
         transport, store = SpyTransport(), MemoryStore()
         _, result = await _run_on_worker(transport, store, two_steps, x=1)
