@@ -149,6 +149,8 @@ def _header(described: RunDescription) -> RenderableType:
         text.append(f", last change {_when(run.updated_at)}")
     if run.tags:
         text.append("\ntags " + ", ".join(f"{k}={v}" for k, v in sorted(run.tags.items())))
+    if described.priority:
+        text.append(f"\npriority {described.priority}")
     if run.error_type:
         text.append(f"\n{run.error_type}: {run.error_message or ''}", style="red")
     return text

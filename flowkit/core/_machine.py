@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import ChildFailed, DuplicateDelivery, FlowkitError, WaitTimeout, describe
 from . import _protocol as p
 from ._action import split_action
+from ._priority import DEFAULT_PRIORITY, check_priority
 from ._program import Program, wait_name
 from ._retry import RetrySteps
 from ._state import RunState, RunStatus
@@ -50,6 +51,7 @@ def start_run(
     traceparent: str | None = None,
     note_completions: bool = False,
     signal: p.SignalReceived | None = None,
+    priority: int = DEFAULT_PRIORITY,
     debounce: float | None = None,
     patches: Iterable[str] | None = None,
 ) -> list[p.Command]:
@@ -64,6 +66,7 @@ def start_run(
     :class:`~flowkit.core._protocol.StartDebounced` before then sets it again.
     The run records the patch ids its blueprint knows (``patches`` overrides
     them: a run as of before some patch): ``flow.patched`` branches read them.
+    ``priority`` (0-9) is kept in the header when it is not the default.
     """
     header = state.header
     state.put("header", "status", RunStatus.RUNNING.value)
@@ -77,6 +80,8 @@ def start_run(
         state.put("header", "parent", parent)
     if traceparent is not None:
         state.put("header", "traceparent", traceparent)
+    if check_priority(priority) != DEFAULT_PRIORITY:
+        state.put("header", "priority", priority)
     if program.blueprint.metadata.get("compiled"):
         for name, value in inputs.items():  # a compiled flow's parameters are its variables
             state.put("context", name, value)

@@ -21,6 +21,7 @@ from .._errors import ConfigurationError, ResumeError
 from ..core import _protocol as p
 from ..core._action import split_action
 from ..core._machine import start_run
+from ..core._priority import DEFAULT_PRIORITY, priority_of
 from ..core._program import wait_name
 from ..core._state import NullJournal, RunState
 from ..observability._propagation import current_traceparent
@@ -31,6 +32,7 @@ from ..shell._durable import (
     index_ops,
     refuse_if_finished,
     refuse_retry,
+    split_priority,
     split_tags,
     unknown_digest,
 )
@@ -94,6 +96,7 @@ class Runtime(Driver):
         run_id: str | None = None,
         registry: Mapping[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
+        priority: int | None = None,
         **inputs: Any,
     ) -> RunResult:
         """Run until the run completes, fails, is cancelled or pauses (``awaiting``).
@@ -110,11 +113,15 @@ class Runtime(Driver):
         ``run_id=``, ``registry=`` and ``tags=`` are this method's, so a builder or
         blueprint input of those names cannot be passed (a ``@flow`` parameter named
         ``tags`` still receives ``tags=``, and its runs are not tagged).
+        ``priority`` (0 to 9, default 0) is checked and kept in the run's header, and
+        its child runs inherit it, as with a :class:`~flowkit.Client`; in a runtime it
+        orders nothing (node executions start as they become ready, with no queue).
         """
         target = self.flows.registered(target, hint=REGISTER_HINT)
         resolved = self._target(target, registry)
         run_tags, inputs = split_tags(target, tags, inputs)
-        run, commands = await self._create(resolved, run_id, inputs, tags=run_tags)
+        level, inputs = split_priority(target, priority, inputs)
+        run, commands = await self._create(resolved, run_id, inputs, tags=run_tags, priority=level)
         if commands:
             await self._drive(run, commands)
         else:  # an existing run: wait for whoever drives it to let go
@@ -129,12 +136,14 @@ class Runtime(Driver):
         run_id: str | None = None,
         registry: Mapping[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
+        priority: int | None = None,
         debounce: Duration | None = None,
         **inputs: Any,
     ) -> RunHandle:
         """Start a run in the open runtime's background; idempotent per ``run_id``.
 
-        ``target`` (a flow, or its id), ``tags`` and the inputs as for :meth:`run`.
+        ``target`` (a flow, or its id), ``tags``, ``priority`` and the inputs as for
+        :meth:`run`.
 
         With ``debounce`` (``"5s"``, seconds or a ``timedelta``; needs ``run_id``) the run
         begins only once that long has passed without another start of the same
@@ -146,13 +155,16 @@ class Runtime(Driver):
         target = self.flows.registered(target, hint=REGISTER_HINT)
         resolved = self._target(target, registry)
         run_tags, inputs = split_tags(target, tags, inputs)
+        level, inputs = split_priority(target, priority, inputs)
         if delay is None:
-            run, commands = await self._create(resolved, run_id, inputs, tags=run_tags)
+            run, commands = await self._create(
+                resolved, run_id, inputs, tags=run_tags, priority=level
+            )
         else:
             assert run_id is not None
             async with self._one_start(run_id):
                 run, commands = await self._create(
-                    resolved, run_id, inputs, tags=run_tags, debounce=delay
+                    resolved, run_id, inputs, tags=run_tags, debounce=delay, priority=level
                 )
                 if not commands and not run.state.finished:  # it exists: push its start back
                     resolved.check(inputs)
@@ -173,6 +185,7 @@ class Runtime(Driver):
         delivery_id: str | None = None,
         registry: Mapping[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
+        priority: int | None = None,
         **inputs: Any,
     ) -> RunHandle:
         """Deliver signal ``signal`` to run ``run_id``, starting the run first if it does
@@ -182,8 +195,9 @@ class Runtime(Driver):
         wait ``signal``), so however many callers race, one run is started and each
         signal is delivered once. For a run that exists the signal is delivered as
         :meth:`signal` delivers it (a child waiting under that name gets it). ``data``
-        may be an ``Action(name, value)``. ``target`` (a flow, or its id), ``tags`` and
-        the inputs as for :meth:`run`; they are used only if the run is started.
+        may be an ``Action(name, value)``. ``target`` (a flow, or its id), ``tags``,
+        ``priority`` and the inputs as for :meth:`run`; they are used only if the run is
+        started.
 
         Raises :class:`ResumeError` if the flow has no wait named ``signal`` or the run
         has already finished, and :class:`DuplicateDelivery` for a ``delivery_id`` the
@@ -198,11 +212,12 @@ class Runtime(Driver):
         resolved = self._target(target, registry)
         refuse_unknown_wait(resolved, signal)
         run_tags, inputs = split_tags(target, tags, inputs)
+        level, inputs = split_priority(target, priority, inputs)
         data, action = split_action(data, None)
         event = p.SignalReceived(signal, data, action, delivery_id)
         async with self._one_start(run_id):
             run, commands = await self._create(
-                resolved, run_id, inputs, tags=run_tags, signal=event
+                resolved, run_id, inputs, tags=run_tags, signal=event, priority=level
             )
             if not commands:  # the run exists: signal it
                 refuse_if_finished(run.state, signal, delivery_id)
@@ -504,6 +519,7 @@ class Runtime(Driver):
         *,
         tags: Mapping[str, str] | None = None,
         signal: p.SignalReceived | None = None,
+        priority: int = DEFAULT_PRIORITY,
         debounce: float | None = None,
     ) -> tuple[Run, list[p.Command]]:
         """A new run (or, for a ``run_id`` that exists, that run and no commands); a new
@@ -527,6 +543,7 @@ class Runtime(Driver):
             parent=parent,
             traceparent=traceparent,
             signal=signal,
+            priority=priority,
             debounce=debounce,
         )
         delta = state.take_delta()
@@ -634,7 +651,11 @@ class Runtime(Driver):
             await self._deliver(parent, child)
             return
         run, commands = await self._create(
-            child, command.child_run_id, command.inputs, parent=parent.run_id
+            child,
+            command.child_run_id,
+            command.inputs,
+            parent=parent.run_id,
+            priority=priority_of(parent.state.header),  # a child inherits its parent's
         )
         await self._drive(run, commands)
 
@@ -763,10 +784,18 @@ class DefaultRuntime(Runtime):
         *,
         tags: Mapping[str, str] | None = None,
         signal: p.SignalReceived | None = None,
+        priority: int = DEFAULT_PRIORITY,
         debounce: float | None = None,
     ) -> tuple[Run, list[p.Command]]:
         run, commands = await super()._create(
-            target, run_id, inputs, parent, tags=tags, signal=signal, debounce=debounce
+            target,
+            run_id,
+            inputs,
+            parent,
+            tags=tags,
+            signal=signal,
+            priority=priority,
+            debounce=debounce,
         )
         if commands:  # a new run, not one found under that id
             self.process.states[run.run_id] = run.state

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .._errors import ConfigurationError, ResumeError
+from ..core._priority import DEFAULT_PRIORITY, priority_of
 from ..stores._protocol import RunSummary
 
 if TYPE_CHECKING:
@@ -88,6 +89,8 @@ class RunDescription:
     waits: list[WaitRow]
     timers: list[TimerRow]
     children: list[ChildRow]
+    priority: int = DEFAULT_PRIORITY
+    """The run's priority, 0 to 9 (higher is served sooner where the transport can)."""
 
 
 def describe_run(
@@ -108,7 +111,9 @@ def describe_run(
         ChildRow(child_id, str(child["node"]), str(child.get("blueprint_id", "")))
         for child_id, child in sections["children"].items()
     ]
-    return RunDescription(summary, _nodes(state, history), waits, timers, children)
+    return RunDescription(
+        summary, _nodes(state, history), waits, timers, children, priority_of(state.header)
+    )
 
 
 async def describe_stored(store: Any, run_id: str) -> RunDescription:

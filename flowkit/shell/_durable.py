@@ -10,6 +10,7 @@ from .._durations import to_seconds
 from .._errors import ConfigurationError, DuplicateDelivery, ResumeError, StoreError
 from ..core import _protocol as p
 from ..core._machine import handle_event
+from ..core._priority import DEFAULT_PRIORITY, check_priority
 from ..core._retry import retry_refusal
 from ..core._state import DELETED, Delta, RunState, RunStatus
 from ..stores._index import check_tags, error_of
@@ -86,6 +87,19 @@ def split_tags(
     if tags is not None and _takes_parameter(flow, "tags"):
         return {}, {**inputs, "tags": tags}
     return check_tags(tags), inputs
+
+
+def split_priority(
+    flow: Any, priority: int | None, inputs: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    """The run's priority and the flow's inputs, from a start's ``priority=`` and
+    ``**inputs``: as for ``tags=`` (see :func:`split_tags`), a ``@flow`` with a
+    parameter named ``priority`` keeps receiving it as that input."""
+    if priority is None:
+        return DEFAULT_PRIORITY, inputs
+    if _takes_parameter(flow, "priority"):
+        return DEFAULT_PRIORITY, {**inputs, "priority": priority}
+    return check_priority(priority), inputs
 
 
 def debounce_seconds(debounce: Duration | None, run_id: str | None, where: str) -> float | None:

@@ -88,6 +88,7 @@ class SimTransport:
         key: str | None = None,
         headers: Any = None,
         delay: float | None = None,
+        priority: int | None = None,
     ) -> None:
         if self.crash_on_send:
             raise _Crash

@@ -2,6 +2,8 @@
 
 Deliveries not settled within ``visibility_timeout`` come back, as from a real
 broker; ``dead_letter`` keeps messages in :attr:`MemoryTransport.dead_letters`.
+Available messages are delivered highest ``priority`` first, in the order they
+became available within a priority.
 """
 
 from __future__ import annotations
@@ -29,6 +31,36 @@ class _Message:
     attempt: int = 0
     visible_at: float = 0.0
     token: int = 0
+    priority: int = 0
+
+
+class _Ready:
+    """Available messages: one FIFO per priority, the highest served first."""
+
+    def __init__(self) -> None:
+        self._levels: dict[int, deque[_Message]] = {}
+
+    def append(self, message: _Message) -> None:
+        level = self._levels.get(message.priority)
+        if level is None:
+            level = self._levels[message.priority] = deque()
+            self._levels = dict(sorted(self._levels.items(), reverse=True))
+        level.append(message)
+
+    def popleft(self) -> _Message:
+        for level in self._levels.values():
+            if level:
+                return level.popleft()
+        raise IndexError("no message is available")
+
+    def remove(self, message: _Message) -> None:
+        self._levels[message.priority].remove(message)
+
+    def __contains__(self, message: object) -> bool:
+        return any(message in level for level in self._levels.values())
+
+    def __len__(self) -> int:
+        return sum(len(level) for level in self._levels.values())
 
 
 @attrs.define
@@ -41,7 +73,7 @@ class DeadLetter:
 
 class _Queue:
     def __init__(self) -> None:
-        self.ready: deque[_Message] = deque()
+        self.ready = _Ready()
         self.later: list[_Message] = []  # delayed or in flight, by visible_at
         self.changed = anyio.Event()
 
@@ -133,10 +165,11 @@ class MemoryTransport:
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
         delay: float | None = None,
+        priority: int | None = None,
     ) -> None:
         if self._closed:
             raise TransportError("MemoryTransport is closed")
-        message = _Message(bytes(body), dict(headers or {}), key)
+        message = _Message(bytes(body), dict(headers or {}), key, priority=priority or 0)
         q = self._queue(queue)
         if delay:
             message.visible_at = time.monotonic() + delay

@@ -22,10 +22,11 @@ Every psycopg exception becomes a :class:`~flowkit.TransportError` in
 psycopg's async connections run on asyncio only, so this transport does too
 (not trio).
 
-Ordering: the earliest available message first (by the time it became
-available, then by insertion), so a queue is FIFO until deliveries are delayed,
-nacked or redelivered after their lease; several consumers interleave, and
-``key`` implies no ordering.
+Ordering: the highest ``priority`` first, then the earliest available message
+(by the time it became available, then by insertion), so a queue is FIFO within
+a priority until deliveries are delayed, nacked or redelivered after their
+lease; several consumers interleave, and ``key`` implies no ordering. Schema
+version 2 added the ``priority`` column (0 for the rows a version 1 table holds).
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
         " attempts INTEGER NOT NULL, reason TEXT NOT NULL, dead_at DOUBLE PRECISION NOT NULL)",
         "CREATE INDEX flowkit_dead_letters_queue ON flowkit_dead_letters (queue, id)",
     ),
+    (  # v2: priorities
+        "ALTER TABLE flowkit_queue ADD COLUMN priority SMALLINT NOT NULL DEFAULT 0",
+        "CREATE INDEX flowkit_queue_next ON flowkit_queue (queue, priority DESC, available_at, id)",
+        "DROP INDEX flowkit_queue_ready",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _URL_OPTIONS: dict[str, Converter] = {
@@ -83,8 +89,8 @@ _URL_OPTIONS: dict[str, Converter] = {
     "pool_size": int,
 }
 _SEND: LiteralString = (
-    "WITH sent AS (INSERT INTO flowkit_queue (queue, body, headers, key, available_at)"
-    " VALUES (%(queue)s, %(body)s, %(headers)s, %(key)s, " + _NOW + " + %(delay)s)"
+    "WITH sent AS (INSERT INTO flowkit_queue (queue, body, headers, key, priority, available_at)"
+    " VALUES (%(queue)s, %(body)s, %(headers)s, %(key)s, %(priority)s, " + _NOW + " + %(delay)s)"
     " RETURNING queue)"
     " SELECT CASE WHEN %(wake)s THEN pg_notify(%(channel)s, queue) END FROM sent"
 )
@@ -94,7 +100,7 @@ _CLAIM: LiteralString = (
     " available_at = " + _NOW + " + %(lease)s, attempts = attempts + 1"
     " WHERE id = (SELECT id FROM flowkit_queue WHERE queue = %(queue)s"
     " AND available_at <= " + _NOW + " AND (lease_until IS NULL OR lease_until < " + _NOW + ")"
-    " ORDER BY available_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+    " ORDER BY priority DESC, available_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)"
     " RETURNING id, body, headers, key, attempts"
 )
 _ACK: LiteralString = (
@@ -266,13 +272,16 @@ class PostgresQueueTransport(SchemaClient):
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
         delay: float | None = None,
+        priority: int | None = None,
     ) -> None:
-        """Insert the message (committed on return) and wake the queue's receivers."""
+        """Insert the message (committed on return) and wake the queue's receivers; it is
+        claimed before the available messages of a lower ``priority``."""
         params = {
             "queue": queue,
             "body": bytes(body),
             "headers": json.dumps(dict(headers or {})),
             "key": key,
+            "priority": priority or 0,
             "delay": delay or 0.0,
             "wake": not delay,
             "channel": self.channel,

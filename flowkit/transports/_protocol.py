@@ -9,6 +9,9 @@ Every implementation passes ``tests/conformance/test_transport.py``:
 * ``Delivery.extend(seconds)`` keeps a long-running delivery from coming back.
 * ``Delivery.dead_letter(reason)`` moves a message that can never be processed
   out of the way, keeping it (and the reason) for inspection.
+* ``send(..., priority=N)``: a transport that can order by priority delivers an
+  available message of a higher priority before those of lower ones; the others
+  accept the keyword and ignore it.
 """
 
 from __future__ import annotations
@@ -71,8 +74,15 @@ class Transport(Protocol):
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
         delay: float | None = None,
+        priority: int | None = None,
     ) -> None:
-        """Enqueue ``body``; ``key`` groups related messages (partition, ordering key)."""
+        """Enqueue ``body``; ``key`` groups related messages (partition, ordering key).
+
+        ``priority`` (0-9, higher first; ``None`` is 0) orders the queue where the
+        transport can (memory, SQLite, PostgreSQL, Redis, RabbitMQ with
+        ``max_priority``); the others accept it and ignore it. Within one priority
+        the transport's usual order holds.
+        """
 
     def receive(self, queue: str) -> AsyncIterator[Delivery]:
         """Deliveries from ``queue``, as they arrive, until the transport is closed."""

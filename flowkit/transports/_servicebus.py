@@ -552,6 +552,7 @@ class ServiceBusTransport:
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
         delay: float | None = None,
+        priority: int | None = None,
     ) -> None:
         """Send ``body``; with ``delay``, schedule it for now + ``delay`` seconds."""
         properties = dict(headers or {})

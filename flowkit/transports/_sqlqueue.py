@@ -18,10 +18,12 @@ every ``sqlite3`` exception becomes a :class:`~flowkit.TransportError` in
 ``max_poll_interval`` while the queue is empty; a send through the same
 transport object wakes them at once.
 
-Ordering: the earliest available message first (by the time it became
-available, then by insertion), so a queue is FIFO until deliveries are delayed,
-nacked or redelivered after their lease; several consumers interleave, and
-``key`` implies no ordering.
+Ordering: the highest ``priority`` first, then the earliest available message
+(by the time it became available, then by insertion), so a queue is FIFO within
+a priority until deliveries are delayed, nacked or redelivered after their
+lease; several consumers interleave, and ``key`` implies no ordering. A
+database made before priorities gets the ``priority`` column (0 for the rows it
+holds) when a transport first opens it.
 """
 
 from __future__ import annotations
@@ -62,9 +64,9 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS flowkit_queue (
     id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, body BLOB NOT NULL,
     headers TEXT NOT NULL, key TEXT, available_at REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0, lease_token TEXT, lease_until REAL
+    attempts INTEGER NOT NULL DEFAULT 0, lease_token TEXT, lease_until REAL,
+    priority INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS flowkit_queue_ready ON flowkit_queue (queue, available_at, id);
 CREATE TABLE IF NOT EXISTS flowkit_dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, body BLOB NOT NULL,
     headers TEXT NOT NULL, key TEXT, attempts INTEGER NOT NULL, reason TEXT NOT NULL,
@@ -72,10 +74,16 @@ CREATE TABLE IF NOT EXISTS flowkit_dead_letters (
 );
 CREATE INDEX IF NOT EXISTS flowkit_dead_letters_queue ON flowkit_dead_letters (queue, id)
 """
+# run once the priority column exists (a database made before priorities gets it first)
+_INDEXES = """
+DROP INDEX IF EXISTS flowkit_queue_ready;
+CREATE INDEX IF NOT EXISTS flowkit_queue_next
+    ON flowkit_queue (queue, priority DESC, available_at, id)
+"""
 _NEXT = (
     "SELECT id, body, headers, key, attempts FROM flowkit_queue"
     " WHERE queue = ? AND available_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
-    " ORDER BY available_at, id LIMIT 1"
+    " ORDER BY priority DESC, available_at, id LIMIT 1"
 )
 # available_at follows lease_until while leased, so the claim's index scan skips rows in flight
 _LEASE = (
@@ -129,11 +137,21 @@ def _open(path: str) -> sqlite3.Connection:
         with _immediate(conn):
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 conn.execute(statement)
+            _add_priority(conn)
+            for statement in filter(str.strip, _INDEXES.split(";")):
+                conn.execute(statement)
         ready = True
     finally:
         if not ready:
             conn.close()
     return conn
+
+
+def _add_priority(conn: sqlite3.Connection) -> None:
+    """Give a queue table made before priorities its ``priority`` column (0 for every row)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(flowkit_queue)")}
+    if "priority" not in columns:
+        conn.execute("ALTER TABLE flowkit_queue ADD COLUMN priority INTEGER NOT NULL DEFAULT 0")
 
 
 def _claim(conn: sqlite3.Connection, queue: str, token: str, lease: float) -> _Row | None:
@@ -282,14 +300,16 @@ class SQLiteQueueTransport:
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
         delay: float | None = None,
+        priority: int | None = None,
     ) -> None:
-        """Insert the message; it becomes available ``delay`` seconds from now."""
-        row = (queue, bytes(body), json.dumps(dict(headers or {})), key)
+        """Insert the message; it becomes available ``delay`` seconds from now, and is
+        claimed before the available messages of a lower ``priority``."""
+        row = (queue, bytes(body), json.dumps(dict(headers or {})), key, priority or 0)
         await self._run(
             "send",
             lambda conn: conn.execute(
-                "INSERT INTO flowkit_queue (queue, body, headers, key, available_at)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO flowkit_queue (queue, body, headers, key, priority, available_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
                 (*row, time.time() + (delay or 0.0)),
             ),
         )

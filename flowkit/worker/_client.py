@@ -24,7 +24,13 @@ from ..core import _protocol as p
 from ..core._action import split_action
 from ..core._state import FINISHED_VALUES, RunStatus
 from ..shell._describe import describe_stored, read_history
-from ..shell._durable import debounce_seconds, refuse_if_finished, refuse_retry, split_tags
+from ..shell._durable import (
+    debounce_seconds,
+    refuse_if_finished,
+    refuse_retry,
+    split_priority,
+    split_tags,
+)
 from ..shell._flows import refuse_unknown_wait
 from ..shell._purge import purge_runs
 from ..shell._result import RunResult
@@ -122,6 +128,7 @@ class Client:
         *,
         run_id: str | None = None,
         tags: Mapping[str, str] | None = None,
+        priority: int | None = None,
         debounce: Duration | None = None,
         **inputs: Any,
     ) -> ClientHandle:
@@ -136,6 +143,10 @@ class Client:
         and ``tags=`` are this method's, so a builder or blueprint input of those names
         cannot be passed (a ``@flow`` parameter named ``tags`` still receives ``tags=``,
         and its runs are not tagged).
+        ``priority`` (0 to 9, default 0; higher is served sooner) is sent with every
+        node message of the run and of its child runs, and honoured by the transports
+        that can order by it (see the Flow control page of the docs); ``priority=`` is
+        this method's as ``tags=`` is.
 
         With ``debounce`` (``"5s"``, seconds or a ``timedelta``; needs ``run_id``) the run
         begins only once that long has passed without another start of the same
@@ -143,10 +154,12 @@ class Client:
         the last one. A start once the run has begun returns the run as it is.
 
         Raises :class:`~flowkit.InvalidInputs` if ``inputs`` do not fit the flow, and
-        :class:`~flowkit.ConfigurationError` naming a bad tag or ``debounce``.
+        :class:`~flowkit.ConfigurationError` naming a bad tag, priority or ``debounce``.
         """
         delay = debounce_seconds(debounce, run_id, "Client.start")
-        return await self._start(flow, run_id, inputs, self.outage_timeout, tags, delay)
+        return await self._start(
+            flow, run_id, inputs, self.outage_timeout, tags, delay, priority=priority
+        )
 
     async def _start(
         self,
@@ -156,17 +169,22 @@ class Client:
         within: float,
         tags: Mapping[str, str] | None = None,
         debounce: float | None = None,
+        *,
+        priority: int | None = None,
     ) -> ClientHandle:
         """Start the run, retrying with backoff for up to ``within`` seconds while the
         store or the broker is unreachable; then the last error is raised."""
         flow = self.shell.flows.registered(flow, hint=REGISTER_HINT)
         target = self.shell.target_for(flow)
         run_tags, inputs = split_tags(flow, tags, inputs)
+        level, inputs = split_priority(flow, priority, inputs)
         target.check(inputs)
         run_id = run_id or uuid.uuid4().hex  # the same one if the start is tried again
 
         def create() -> Awaitable[str]:
-            return self.shell.start(target, run_id, inputs, tags=run_tags, debounce=debounce)
+            return self.shell.start(
+                target, run_id, inputs, tags=run_tags, debounce=debounce, priority=level
+            )
 
         await self._create(run_id, target, create, within)
         return ClientHandle(self, run_id)
@@ -205,15 +223,17 @@ class Client:
         run_id: str | None = None,
         timeout: float | None = None,
         tags: Mapping[str, str] | None = None,
+        priority: int | None = None,
         **inputs: Any,
     ) -> RunResult:
         """Start a run and wait for it to complete, fail or be cancelled.
 
-        ``tags`` and the inputs as for :meth:`start` (``timeout=`` is this method's too).
+        ``tags``, ``priority`` and the inputs as for :meth:`start` (``timeout=`` is this
+        method's too).
         """
         started = anyio.current_time()
         within = self.outage_timeout if timeout is None else min(timeout, self.outage_timeout)
-        handle = await self._start(flow, run_id, inputs, within, tags)
+        handle = await self._start(flow, run_id, inputs, within, tags, priority=priority)
         left = None if timeout is None else max(0.0, timeout - (anyio.current_time() - started))
         return await handle.result(timeout=left)
 
@@ -302,6 +322,7 @@ class Client:
         data: Any = None,
         delivery_id: str | None = None,
         tags: Mapping[str, str] | None = None,
+        priority: int | None = None,
         **inputs: Any,
     ) -> ClientHandle:
         """Deliver signal ``signal`` to run ``run_id``, starting the run first if it does
@@ -312,8 +333,8 @@ class Client:
         clients race, one run is started and each signal is delivered once. For a run
         that exists the signal is delivered as :meth:`signal` delivers it (a child
         waiting under that name gets it). ``data`` may be an ``Action(name, value)``.
-        ``flow`` (a flow, or its id), ``tags`` and the inputs as for :meth:`start`; they
-        are used only if the run is started.
+        ``flow`` (a flow, or its id), ``tags``, ``priority`` and the inputs as for
+        :meth:`start`; they are used only if the run is started.
 
         Raises :class:`~flowkit.ResumeError` if the flow has no wait named ``signal`` or
         the run has already finished, :class:`~flowkit.DuplicateDelivery` for a
@@ -328,6 +349,7 @@ class Client:
         target = self.shell.target_for(flow)
         refuse_unknown_wait(target, signal)
         run_tags, inputs = split_tags(flow, tags, inputs)
+        level, inputs = split_priority(flow, priority, inputs)
         target.check(inputs)
         data, action = split_action(data, None)
         own_id = delivery_id or f"client:{uuid.uuid4().hex}"
@@ -335,7 +357,14 @@ class Client:
         tries: list[str] = []  # "created" once a try to create the run made it
         call = uuid.uuid4().hex  # kept in the run if this call creates it
         start = partial(
-            self.shell.start, target, run_id, inputs, tags=run_tags, signal=event, creator=call
+            self.shell.start,
+            target,
+            run_id,
+            inputs,
+            tags=run_tags,
+            signal=event,
+            creator=call,
+            priority=level,
         )
 
         async def create() -> None:

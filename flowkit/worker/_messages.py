@@ -22,6 +22,10 @@ MAX_ATTEMPT = 2**31 - 1
 ENQUEUED_AT_HEADER = "flowkit-enqueued-at"
 """Transport header: when the message was published (epoch seconds), for queue lag."""
 
+PRIORITY_HEADER = "flowkit-priority"
+"""Transport header: the run's priority (1-9), on messages of runs that have one. The
+body is unchanged, so workers that predate priorities read the message as before."""
+
 _FIELDS = {
     "run_id": str,
     "node_id": str,

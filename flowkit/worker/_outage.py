@@ -208,4 +208,11 @@ async def _publish_dispatches(shell: Shell, run_id: str, target: Target) -> None
     """Publish every node the run has dispatched (again: a duplicate is skipped by workers)."""
     replica = await shell.replica(run_id, fresh=True)
     for dispatch_id, record in list(replica.state.sections["dispatches"].items()):
-        await shell.publish(run_id, target, record["node"], int(record["attempt"]), dispatch_id)
+        await shell.publish(
+            run_id,
+            target,
+            record["node"],
+            int(record["attempt"]),
+            dispatch_id,
+            replica.state.header,
+        )

@@ -22,6 +22,7 @@ from .._errors import BlueprintError, ResumeError, Undeliverable, describe
 from ..blueprint._lint import LintIssue
 from ..core import _protocol as p
 from ..core._machine import start_run
+from ..core._priority import DEFAULT_PRIORITY, priority_of
 from ..core._state import RunState, RunStatus
 from ..observability._propagation import current_traceparent
 from ..shell._commands import Interpreter, for_parent
@@ -31,7 +32,7 @@ from ..shell._flows import Flows, route_signal
 from ..shell._history import Origin, commit_history, start_history
 from ..shell._middleware import Pipeline
 from ..stores._notices import WatchesCancelledNodes
-from ._messages import ENQUEUED_AT_HEADER, NodeMessage, readable_fields
+from ._messages import ENQUEUED_AT_HEADER, PRIORITY_HEADER, NodeMessage, readable_fields
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -114,6 +115,7 @@ class Shell(Interpreter[_Turn]):
         signal: p.SignalReceived | None = None,
         on_created: Callable[[], None] | None = None,
         creator: str | None = None,
+        priority: int = DEFAULT_PRIORITY,
         debounce: float | None = None,
     ) -> str:
         """Create the run and publish its first nodes; an existing ``run_id`` is left alone.
@@ -124,7 +126,8 @@ class Shell(Interpreter[_Turn]):
         its first nodes are published. ``creator`` is kept in the run's header: a caller
         whose try's answer was lost can tell whether that try created the run. With
         ``debounce`` (seconds) the run begins that long from now, and a start of a run
-        that exists and has not begun yet pushes its beginning back (with these inputs)."""
+        that exists and has not begun yet pushes its beginning back (with these inputs).
+        ``priority`` (0-9) is kept in the header and sent with every node message."""
         run_id = run_id or uuid.uuid4().hex
         state = RunState(run_id)
         traceparent = self._pipeline.run_traceparent(
@@ -138,6 +141,7 @@ class Shell(Interpreter[_Turn]):
             parent=parent,
             traceparent=traceparent,
             signal=signal,
+            priority=priority,
             debounce=debounce,
         )
         if creator is not None:
@@ -397,7 +401,7 @@ class Shell(Interpreter[_Turn]):
         nodes = self.interpret(turn, commands)
         if turn.cancelled:
             await self._cancel_nodes(run_id, turn.cancelled)
-        await self._publish_all(run_id, target, nodes)
+        await self._publish_all(run_id, target, nodes, header)
         for then in turn.later:
             await then()
 
@@ -405,7 +409,8 @@ class Shell(Interpreter[_Turn]):
         run.cancelled.append(command.dispatch_id)
 
     def start_child(self, run: _Turn, command: p.StartChild) -> None:
-        run.later.append(partial(self._start_child, run.run_id, command))
+        priority = priority_of(run.header)  # a child is served as its parent is
+        run.later.append(partial(self._start_child, run.run_id, command, priority))
 
     def cancel_child(self, run: _Turn, command: p.CancelChild) -> None:
         cancel = p.CancelRequested("parent finished")
@@ -428,7 +433,11 @@ class Shell(Interpreter[_Turn]):
             await self.store.announce_cancelled_nodes(run_id)
 
     async def _publish_all(
-        self, run_id: str, target: Target, commands: Sequence[p.ExecuteNode]
+        self,
+        run_id: str,
+        target: Target,
+        commands: Sequence[p.ExecuteNode],
+        header: Mapping[str, Any],
     ) -> None:
         """Publish the nodes, up to :data:`PUBLISHES_AT_ONCE` at a time (a fan's source
         would otherwise wait for a hundred confirmed publishes one after another); the
@@ -436,7 +445,7 @@ class Shell(Interpreter[_Turn]):
         if len(commands) <= 1:
             for command in commands:
                 await self.publish(
-                    run_id, target, command.node_id, command.attempt, command.dispatch_id
+                    run_id, target, command.node_id, command.attempt, command.dispatch_id, header
                 )
             return
         limiter = anyio.CapacityLimiter(PUBLISHES_AT_ONCE)
@@ -446,7 +455,12 @@ class Shell(Interpreter[_Turn]):
             async with limiter:
                 try:
                     await self.publish(
-                        run_id, target, command.node_id, command.attempt, command.dispatch_id
+                        run_id,
+                        target,
+                        command.node_id,
+                        command.attempt,
+                        command.dispatch_id,
+                        header,
                     )
                 except Exception as exc:  # raised below, once the others were tried
                     failures.append(exc)
@@ -461,26 +475,49 @@ class Shell(Interpreter[_Turn]):
             raise failures[0]
 
     async def publish(
-        self, run_id: str, target: Target, node_id: str, attempt: int, dispatch_id: str
+        self,
+        run_id: str,
+        target: Target,
+        node_id: str,
+        attempt: int,
+        dispatch_id: str,
+        header: Mapping[str, Any] | None = None,
     ) -> None:
-        replica = self._replicas.get(run_id)
-        traceparent = replica.state.header.get("traceparent") if replica is not None else None
+        """Send the node message, with the run's trace context and priority (from
+        ``header``, the run's, else this process's copy's).
+
+        The priority goes to the transport only when it is not the default, so a
+        transport written before priorities (without ``priority=``) still runs the
+        runs started without one."""
+        if header is None:
+            replica = self._replicas.get(run_id)
+            header = replica.state.header if replica is not None else {}
+        traceparent = header.get("traceparent")
         message = NodeMessage(
             run_id, node_id, attempt, dispatch_id, target.blueprint.digest, traceparent
         )
         headers = {ENQUEUED_AT_HEADER: repr(clock.now())}
         if traceparent:
             headers["traceparent"] = traceparent
+        extra: dict[str, Any] = {}
+        priority = priority_of(header)
+        if priority != DEFAULT_PRIORITY:
+            headers[PRIORITY_HEADER] = str(priority)
+            extra["priority"] = priority
         await self.transport.send(
-            self.queue, message.encode(), key=f"{run_id}/{node_id}", headers=headers
+            self.queue, message.encode(), key=f"{run_id}/{node_id}", headers=headers, **extra
         )
 
-    async def _start_child(self, run_id: str, command: p.StartChild) -> None:
+    async def _start_child(
+        self, run_id: str, command: p.StartChild, priority: int = DEFAULT_PRIORITY
+    ) -> None:
         child = self.flows.child(command, "register it with the workers (--app) and clients")
         if isinstance(child, p.ChildFinished):
             await self.step(run_id, child)
             return
-        await self.start(child, command.child_run_id, dict(command.inputs), parent=run_id)
+        await self.start(
+            child, command.child_run_id, dict(command.inputs), parent=run_id, priority=priority
+        )
 
     async def _finished(self, run: _Turn, command: p.FinishRun) -> None:
         self._emit(

@@ -435,7 +435,12 @@ class Worker:
             )
             target = self.shell.target_of(replica.state)
             await self.shell.publish(
-                run_id, target, record["node"], int(record["attempt"]), lease_id
+                run_id,
+                target,
+                record["node"],
+                int(record["attempt"]),
+                lease_id,
+                replica.state.header,  # a republished node keeps the run's priority
             )
 
     async def _redo_child(self, run_id: str, child_id: str, parent: Replica) -> None:

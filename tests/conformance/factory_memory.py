@@ -26,6 +26,7 @@ class MemoryFactory:
     """One MemoryTransport per test, shared by every ``make()``."""
 
     name = "memory"
+    priorities = True  # send(priority=) orders the queue
     backends = ("asyncio", "trio")
     visibility_timeout = 1.0
 

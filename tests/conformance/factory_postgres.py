@@ -36,6 +36,7 @@ class PostgresFactory:
     """A fresh schema per test; a new transport per ``make()``."""
 
     name = "postgres"
+    priorities = True  # send(priority=) orders the queue
     backends = ("asyncio",)
     visibility_timeout = 1.0
 

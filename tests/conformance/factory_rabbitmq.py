@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import uuid
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from flowkit.transports.rabbitmq._transport import REASON_HEADER, RabbitMQTransport
 
@@ -40,6 +40,7 @@ class RabbitMQFactory:
     name = "rabbitmq"
     backends = ("asyncio",)
     visibility_timeout = 1.0
+    options: ClassVar[dict[str, Any]] = {}  # more RabbitMQTransport keywords
 
     @asynccontextmanager
     async def open(self, tmp_path: Path) -> AsyncIterator[Callable[[], RabbitMQTransport]]:
@@ -48,7 +49,10 @@ class RabbitMQFactory:
 
         def make() -> RabbitMQTransport:
             transport = RabbitMQTransport(
-                RABBITMQ_URL, queue_prefix=prefix, visibility_timeout=self.visibility_timeout
+                RABBITMQ_URL,
+                queue_prefix=prefix,
+                visibility_timeout=self.visibility_timeout,
+                **self.options,
             )
             made.append(transport)
             return transport

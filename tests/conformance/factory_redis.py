@@ -8,7 +8,8 @@ asyncio-only, so this factory runs on asyncio alone (its tests are marked
 ``asyncio_only``). The visibility timeout is short (1 s) so redelivery tests
 are quick, and reads block for at most 200 ms so delays are honoured promptly.
 
-Ordering: a stream is FIFO, so one consumer sees entries in ``send`` order
+Ordering: entries of priority 1-9 (their own stream) before those of 0; a
+stream is FIFO, so one consumer sees entries in ``send`` order
 until something is redelivered. A nacked, delayed or timed-out entry re-enters
 at the end of the stream (a timed-out one is claimed by whichever receiver
 scans the pending list first, ahead of new entries). Competing consumers each
@@ -36,6 +37,8 @@ class RedisFactory:
     """A unique key prefix per test; a new transport (and consumer) per ``make()``."""
 
     name = "redis"
+    priorities = True  # send(priority=) orders the queue
+    priority_levels = 2  # 1-9 (one stream) before 0
     backends = ("asyncio",)
     visibility_timeout = 1.0
 

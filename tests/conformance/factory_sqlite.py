@@ -30,6 +30,7 @@ class SQLiteFactory:
     """A fresh SQLite file per test; a new transport (connection) per ``make()``."""
 
     name = "sqlite"
+    priorities = True  # send(priority=) orders the queue
     backends = ("asyncio", "trio")
     visibility_timeout = 1.0
 

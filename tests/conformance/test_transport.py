@@ -20,6 +20,11 @@ Each such module defines ``FACTORY``, an object with:
 * ``dead_letters(transport, queue)`` (optional, async): the ``(body, reason)``
   pairs dead-lettered from ``queue``; where present, the dead-letter tests also
   inspect the dead-letter queue.
+* ``priorities: bool`` (optional, default False): whether ``send(priority=...)``
+  orders the queue (highest first); a transport without it must accept the
+  keyword and deliver the message all the same.
+* ``priority_levels: int`` (optional, default 10): with ``priorities``, 2 for a
+  transport that orders priorities 1-9 (FIFO among them) before 0.
 
 Each factory module's docstring documents its transport's ordering: the suite
 assumes none. Brokers run on loopback; consumers here pull deliveries through an
@@ -352,6 +357,42 @@ class TestDeadLetter:
         parked = await dead_lettered(factory, consumer)
         if parked is not None:
             assert [(b"poison", "cannot be processed: test")] == parked
+
+
+class TestPriority:
+    """A transport that has priorities serves a later high-priority message before an
+    earlier backlog of low ones; any other accepts ``priority=`` and delivers as usual."""
+
+    async def test_high_priority_overtakes_a_backlog(self, factory: Any, make: Make) -> None:
+        if not getattr(factory, "priorities", False):
+            pytest.skip(f"{factory.name} has no priorities (it accepts and ignores them)")
+        producer, consumer = make(), make()
+        for i in range(10):
+            await producer.send(QUEUE, f"low-{i}".encode(), priority=0)
+        await producer.send(QUEUE, b"middle", priority=4)
+        await producer.send(QUEUE, b"high", priority=9)
+        async with consuming(consumer) as stream:
+            received = []
+            for _ in range(12):
+                delivery = await next_delivery(stream)
+                received.append(delivery.body)
+                await delivery.ack()
+        if getattr(factory, "priority_levels", 10) == 10:
+            assert [b"high", b"middle"] == received[:2]
+        else:  # 4 and 9 share a level
+            assert [b"middle", b"high"] == received[:2]
+        assert [f"low-{i}".encode() for i in range(10)] == received[2:]
+
+    async def test_priority_is_accepted(self, make: Make) -> None:
+        producer, consumer = make(), make()
+        await producer.send(QUEUE, b"urgent", key="k", headers={"h": "v"}, priority=9)
+        await producer.send(QUEUE, b"plain", priority=None)
+        async with consuming(consumer) as stream:
+            received = {d.body: d for d in [await next_delivery(stream) for _ in range(2)]}
+            for delivery in received.values():
+                await delivery.ack()
+        assert {b"urgent", b"plain"} == set(received)
+        assert ("k", "v") == (received[b"urgent"].key, received[b"urgent"].headers.get("h"))
 
 
 class TestDelay:

@@ -372,6 +372,7 @@ class KafkaTransport:
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
         delay: float | None = None,
+        priority: int | None = None,
     ) -> None:
         """Produce ``body`` to the queue's topic (``.delay`` if ``delay``); all replicas ack."""
         topic = await self._queue_topics(queue)

@@ -192,6 +192,7 @@ class NATSTransport:
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
         delay: float | None = None,
+        priority: int | None = None,
     ) -> None:
         """Publish ``body`` and wait for the stream's ack; with ``delay``, to the hold subject."""
         names = await self._declare(queue)

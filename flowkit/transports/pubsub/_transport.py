@@ -364,6 +364,7 @@ class PubSubTransport:
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
         delay: float | None = None,
+        priority: int | None = None,
     ) -> None:
         """Publish ``body`` and return once Pub/Sub has it (``delay``: via the delay topic)."""
         names = await self._ensure(queue)

@@ -100,7 +100,13 @@ class RabbitMQDelivery:
 
         async def republish() -> None:
             headers = self._copy_headers({ATTEMPTS_HEADER: self.attempt})
-            await self._transport._publish(self._queue, headers, self.body, delay=requeue_after)
+            await self._transport._publish(
+                self._queue,
+                headers,
+                self.body,
+                delay=requeue_after,
+                priority=self._message.priority,
+            )
             await self._message.ack()
 
         await self._settle("nack", republish)

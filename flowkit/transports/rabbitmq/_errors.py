@@ -45,8 +45,10 @@ def _hint(exc: BaseException) -> str:
         return "check the user, password and vhost permissions in the URL"
     if isinstance(exc, amqp_errors.ChannelPreconditionFailed | pamqp_errors.AMQPPreconditionFailed):
         return (
-            "a queue of that name exists with other arguments (type, TTL, dead-lettering): "
-            "delete it or choose another queue_prefix"
+            "a queue of that name exists with other arguments (type, TTL, dead-lettering, "
+            "x-max-priority: max_priority must match the queue's, or be unset for a queue "
+            "declared without it): delete the queue (drain it first) or choose another "
+            "queue_prefix"
         )
     if isinstance(exc, amqp_errors.ChannelInvalidStateError):
         return "the channel closed; RabbitMQ redelivers what was not acked on it"

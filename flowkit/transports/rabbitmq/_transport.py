@@ -49,6 +49,16 @@ instead of yielded.
 Ordering: FIFO per queue for a single consumer and no redeliveries; competing
 consumers, prefetch, nacks and delays all reorder.
 
+Priorities are opt-in, with ``max_priority`` (1-9; URL ``?max_priority=9``): the
+work queue is then a *classic* queue declared with ``x-max-priority`` (quorum
+queues of RabbitMQ 3.x take no such argument), and each message carries its
+``priority`` property (above ``max_priority`` counts as ``max_priority``); RabbitMQ
+hands out the highest first, subject to what consumers have prefetched. Without
+it, ``send(priority=...)`` is accepted and ignored. RabbitMQ refuses to declare a
+queue again with other arguments (``PRECONDITION_FAILED``), so turning
+priorities on or off for an existing queue needs the queue deleted first (drain
+it, stop its workers) or another ``queue_prefix``; the error says so.
+
 Every aio-pika, aiormq and pamqp exception is translated to
 :class:`~flowkit.TransportError` (:class:`~flowkit.transports.DeliveryError`
 while settling a delivery) by :func:`translate_errors`, and nowhere else.
@@ -98,12 +108,18 @@ _URL_OPTIONS: dict[str, Converter] = {
     "queue_prefix": str,
     "max_deliveries": optional_int,
     "visibility_timeout": optional_float,
+    "max_priority": optional_int,
 }
 
 
-def _message(body: bytes, headers: Mapping[str, Any]) -> aio_pika.Message:
+def _message(
+    body: bytes, headers: Mapping[str, Any], priority: int | None = None
+) -> aio_pika.Message:
     return aio_pika.Message(
-        body, headers=dict(headers), delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+        body,
+        headers=dict(headers),
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        priority=priority or None,
     )
 
 
@@ -124,6 +140,8 @@ class RabbitMQTransport:
         max_deliveries: dead-letter a message delivered more often than this.
         visibility_timeout: seconds a delivery may stay unsettled and not
             extended before its ``receive()`` loop requeues it (None: never).
+        max_priority: honour ``send(priority=...)`` up to this level (1-9), with
+            classic queues declared with ``x-max-priority`` (None: no priorities).
     """
 
     def __init__(
@@ -134,10 +152,13 @@ class RabbitMQTransport:
         queue_prefix: str = "flowkit",
         max_deliveries: int | None = None,
         visibility_timeout: float | None = 30.0,
+        max_priority: int | None = None,
     ) -> None:
         if not _HAVE_AIO_PIKA:
             raise MissingDependency("RabbitMQTransport", "rabbitmq")
         _check_options(url, prefetch, queue_prefix, max_deliveries, visibility_timeout)
+        _check_max_priority(max_priority)
+        self.max_priority = max_priority
         self.url = url
         self.prefetch = prefetch
         self.queue_prefix = queue_prefix
@@ -159,9 +180,9 @@ class RabbitMQTransport:
 
         Query options: ``prefetch`` (int), ``queue_prefix`` (str),
         ``max_deliveries`` (int or ``none``), ``visibility_timeout`` (float
-        seconds or ``none``). Other parameters (``heartbeat=``, ``name=``,
-        ``cafile=``...) stay in the URL for aio-pika. Keyword ``options``
-        override the query.
+        seconds or ``none``), ``max_priority`` (int 1-9, or ``none``). Other
+        parameters (``heartbeat=``, ``name=``, ``cafile=``...) stay in the URL for
+        aio-pika. Keyword ``options`` override the query.
         """
         rest, found = split_options(url, _URL_OPTIONS, mode="pass-through")
         return cls(rest, **(found | options))
@@ -188,19 +209,31 @@ class RabbitMQTransport:
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
         delay: float | None = None,
+        priority: int | None = None,
     ) -> None:
-        """Publish ``body`` (persistent, confirmed); with ``delay``, via a holding queue."""
+        """Publish ``body`` (persistent, confirmed); with ``delay``, via a holding queue.
+        ``priority`` is the message's priority property with ``max_priority`` (else
+        ignored)."""
         extra = {} if key is None else {KEY_HEADER: key}
-        await self._publish(queue, dict(headers or {}) | extra, bytes(body), delay=delay)
+        await self._publish(
+            queue, dict(headers or {}) | extra, bytes(body), delay=delay, priority=priority
+        )
 
     async def _publish(
-        self, queue: str, headers: Mapping[str, Any], body: bytes, *, delay: float | None
+        self,
+        queue: str,
+        headers: Mapping[str, Any],
+        body: bytes,
+        *,
+        delay: float | None,
+        priority: int | None = None,
     ) -> None:
         name = await self._declare(queue)
         ms = _ms(delay or 0.0)
         if ms:
             name = await self._declare_holding(name, ms)
-        await self._publish_to(name, _message(body, headers))
+        level = min(priority or 0, self.max_priority) if self.max_priority else None
+        await self._publish_to(name, _message(body, headers, level))
 
     async def _publish_dead(self, queue: str, headers: Mapping[str, Any], body: bytes) -> None:
         name = await self._declare(queue)
@@ -291,8 +324,10 @@ class RabbitMQTransport:
         arguments: dict[str, Any] = {
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": f"{name}.dlq",
-            **self._type_arguments(),
         }
+        if self.max_priority:  # a classic queue: quorum queues of 3.x have no priorities
+            return arguments | {"x-max-priority": self.max_priority}
+        arguments.update(self._type_arguments())
         if self._quorum() and self._server_version >= (4,):
             arguments["x-delivery-limit"] = -1  # RabbitMQ 4 defaults to 20; we count ourselves
         return arguments
@@ -397,6 +432,19 @@ def _server_version(connection: AbstractRobustConnection) -> tuple[int, ...]:
             break
         parts.append(int(part))
     return tuple(parts)
+
+
+def _check_max_priority(max_priority: int | None) -> None:
+    if max_priority is None:
+        return
+    if isinstance(max_priority, bool) or not isinstance(max_priority, int):
+        raise ConfigurationError(
+            f"max_priority must be an integer from 1 to 9 or None, got {max_priority!r}"
+        )
+    if not 1 <= max_priority <= 9:
+        raise ConfigurationError(
+            f"max_priority must be from 1 to 9 (flowkit priorities are 0-9), got {max_priority}"
+        )
 
 
 def _check_options(

@@ -17,20 +17,35 @@ if TYPE_CHECKING:
     from ._transport import RedisTransport
 
 
+HIGH = ":high"
+"""Suffix of the stream (and its leases) of a queue's entries of priority 1 to 9."""
+
+
 @attrs.frozen
 class _Keys:
-    """The Redis keys of one flowkit queue."""
+    """The Redis keys of one flowkit queue, as one of its streams sees them: the stream
+    and its leases are the priority level's, the rest is shared by the queue's levels."""
 
     stream: str
     delayed: str
     delayed_msgs: str
     leases: str
     dlq: str
+    high_stream: str  # where the delayed entries of priority 1-9 are promoted to
 
     @classmethod
-    def of(cls, prefix: str, queue: str) -> _Keys:
+    def of(cls, prefix: str, queue: str, priority: int | None = None) -> _Keys:
+        """The keys of ``queue``'s stream of ``priority`` (0 and None: the normal one)."""
         base = f"{prefix}:{queue}"
-        return cls(base, f"{base}:delayed", f"{base}:delayed:msgs", f"{base}:leases", f"{base}:dlq")
+        level = f"{base}{HIGH}" if priority else base
+        return cls(
+            level,
+            f"{base}:delayed",
+            f"{base}:delayed:msgs",
+            f"{level}:leases",
+            f"{base}:dlq",
+            f"{base}{HIGH}",
+        )
 
 
 def _pairs(fields: Any) -> dict[bytes, bytes]:
@@ -63,12 +78,16 @@ def _headers(value: bytes | None) -> dict[str, str]:
     return {str(name): str(item) for name, item in decoded.items()}
 
 
-def _fields(body: bytes, key: str | None, headers: Mapping[str, str] | None) -> dict[Any, Any]:
+def _fields(
+    body: bytes, key: str | None, headers: Mapping[str, str] | None, priority: int | None = None
+) -> dict[Any, Any]:
     fields: dict[Any, Any] = {"body": body}
     if key is not None:
         fields["key"] = key
     if headers:
         fields["headers"] = json.dumps(dict(headers), separators=(",", ":"))
+    if priority:
+        fields["priority"] = str(priority)  # a delayed entry is promoted to the high stream
     return fields
 
 

@@ -41,8 +41,9 @@ redis.call('ZADD', KEYS[1], now_ms() + tonumber(ARGV[2]), ARGV[1])
 return 1
 """
 )
-# KEYS: stream, delayed, delayed msgs. ARGV: limit. Returns ms until the next due entry,
-# 0 if more may be due now, -1 if none is waiting.
+# KEYS: stream, delayed, delayed msgs, high stream. ARGV: limit. Returns ms until the next
+# due entry, 0 if more may be due now, -1 if none is waiting. An entry with a priority
+# field goes to the high stream.
 _PROMOTE = (
     _LIB
     + """
@@ -51,7 +52,12 @@ local limit = tonumber(ARGV[1])
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)
 for _, id in ipairs(due) do
   local packed = redis.call('HGET', KEYS[3], id)
-  if packed then redis.call('XADD', KEYS[1], '*', unpack(cmsgpack.unpack(packed))) end
+  if packed then
+    local fields = cmsgpack.unpack(packed)
+    local stream = KEYS[1]
+    if KEYS[4] and get_field(fields, 'priority') then stream = KEYS[4] end
+    redis.call('XADD', stream, '*', unpack(fields))
+  end
   redis.call('ZREM', KEYS[2], id)
   redis.call('HDEL', KEYS[3], id)
 end

@@ -16,6 +16,13 @@ Keys, for a flowkit queue ``q`` under ``prefix`` (``P``):
 * ``P:q:leases`` — for deliveries extended past the visibility timeout, the
   Redis time until which they may not be claimed.
 * ``P:q:dlq`` — dead letters: the entry's fields plus ``reason``.
+* ``P:q:high`` (and ``P:q:high:leases``) — the stream of entries sent with a
+  ``priority`` of 1 to 9 (and a ``priority`` field), with the same consumer
+  group. Receivers read it before ``P:q``: its entries are handed out first,
+  after those already read in a batch (up to ``count``). Priorities have two
+  levels here, 0 and 1-9: within the high stream, entries are FIFO whatever
+  their priority. Delayed entries of both share the delayed set and are
+  promoted to their stream.
 
 A receiver reads new entries with ``XREADGROUP`` (blocking up to ``block_ms``)
 and claims entries another consumer (or this one) left idle longer than
@@ -37,7 +44,8 @@ entry to this consumer (``JUSTID``: resets its idle time, not its count) and
 records the lease; ``dead_letter`` XADDs to ``P:q:dlq`` then acks. ``attempt``
 is ``attempt`` + the stream's delivery count.
 
-Ordering: FIFO per queue for a single consumer and no redeliveries; competing
+Ordering: priority 1-9 before 0, then FIFO per stream for a single consumer and
+no redeliveries; competing
 consumers, claims after a timeout, nacks and delays reorder. Durability is the
 server's (AOF/RDB configuration). Not for Redis Cluster (scripts touch several
 keys of a queue without hash tags).
@@ -172,9 +180,10 @@ class RedisTransport:
         return cls(rest, **(found | options))
 
     def keys(self, queue: str) -> tuple[str, ...]:
-        """Every Redis key ``queue`` uses: stream, delayed set and hash, leases, dead letters."""
-        k = _Keys.of(self.prefix, queue)
-        return (k.stream, k.delayed, k.delayed_msgs, k.leases, k.dlq)
+        """Every Redis key ``queue`` uses: streams (normal and high priority), delayed set
+        and hash, leases, dead letters (last)."""
+        k, high = _Keys.of(self.prefix, queue), _Keys.of(self.prefix, queue, 1)
+        return (k.stream, high.stream, k.delayed, k.delayed_msgs, k.leases, high.leases, k.dlq)
 
     def _errors(self, operation: str, *, settling: bool = False) -> Any:
         return translate_errors(operation, self.url, settling=settling)
@@ -198,11 +207,13 @@ class RedisTransport:
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
         delay: float | None = None,
+        priority: int | None = None,
     ) -> None:
-        """XADD ``body`` to the queue's stream, or (with ``delay``) to its delayed set."""
+        """XADD ``body`` to the queue's stream (its high-priority stream for a ``priority``
+        of 1 to 9), or (with ``delay``) to its delayed set."""
         self._check_open()
-        keys = _Keys.of(self.prefix, queue)
-        fields = _fields(bytes(body), key, headers)
+        keys = _Keys.of(self.prefix, queue, priority)
+        fields = _fields(bytes(body), key, headers, priority)
         ms = _ms(delay or 0.0)
         with self._errors(f"send to {keys.stream!r}"):
             if ms:
@@ -216,19 +227,21 @@ class RedisTransport:
         """Reach the server and create ``queue``'s stream and consumer group (idempotent);
         TransportError if the server cannot be reached."""
         self._check_open()
-        await self._join(_Keys.of(self.prefix, queue))
+        for keys in _levels(self.prefix, queue):
+            await self._join(keys)
 
     async def receive(self, queue: str) -> AsyncIterator[RedisDelivery]:
         """New and timed-out deliveries from ``queue``, until the transport is closed."""
         self._check_open()
-        keys = _Keys.of(self.prefix, queue)
-        await self._join(keys)
-        cursor = _Cursor()
+        levels = _levels(self.prefix, queue)
+        for keys in levels:
+            await self._join(keys)
+        cursors = [_Cursor() for _ in levels]
         batch: deque[RedisDelivery] = deque()
         try:
             while not self._closed:
                 try:
-                    batch.extend(await self._poll(keys, cursor))
+                    batch.extend(await self._poll(levels, cursors))
                 except TransportError:
                     if self._closed:  # close() cut the blocking read short
                         return
@@ -256,17 +269,22 @@ class RedisTransport:
             await self._create_group(keys=[keys.stream], args=[self.group])
         self._queues.add(keys)
 
-    async def _poll(self, keys: _Keys, cursor: _Cursor) -> list[RedisDelivery]:
-        """Promote due delayed entries, claim timed-out ones, else read new ones."""
+    async def _poll(self, levels: list[_Keys], cursors: list[_Cursor]) -> list[RedisDelivery]:
+        """Promote due delayed entries, claim timed-out ones, else read new ones (the
+        high-priority stream's first)."""
+        keys = levels[-1]  # the normal stream's: the delayed set is shared
         with self._errors(f"receive from {keys.stream!r}"):
             wait = await self._promote(
-                keys=[keys.stream, keys.delayed, keys.delayed_msgs], args=[self.count]
+                keys=[keys.stream, keys.delayed, keys.delayed_msgs, keys.high_stream],
+                args=[self.count],
             )
-            if time.monotonic() >= cursor.next_claim:
-                claimed = await self._claim_idle(keys, cursor)
-                if claimed:
-                    return claimed
-            return await self._read(keys, self._block_ms(int(wait), cursor))
+            for level, cursor in zip(levels, cursors, strict=True):
+                if time.monotonic() >= cursor.next_claim:
+                    claimed = await self._claim_idle(level, cursor)
+                    if claimed:
+                        return claimed
+            block = min(self._block_ms(int(wait), cursor) or 0 for cursor in cursors)
+            return await self._read(levels, block or None)
 
     async def _claim_idle(self, keys: _Keys, cursor: _Cursor) -> list[RedisDelivery]:
         args: list[Any] = [self.group, self.consumer, _ms(self.visibility_timeout)]
@@ -277,15 +295,21 @@ class RedisTransport:
             cursor.next_claim = time.monotonic() + min(self.visibility_timeout / 4, 1.0)
         return [RedisDelivery(self, keys, i, _pairs(f), int(n)) for i, f, n in entries]
 
-    async def _read(self, keys: _Keys, block_ms: int | None) -> list[RedisDelivery]:
+    async def _read(self, levels: list[_Keys], block_ms: int | None) -> list[RedisDelivery]:
+        """New entries of every level's stream, the first level's first."""
         reply: Any = await self._client.xreadgroup(
-            self.group, self.consumer, {keys.stream: ">"}, count=self.count, block=block_ms
+            self.group,
+            self.consumer,
+            {keys.stream: ">" for keys in levels},
+            count=self.count,
+            block=block_ms,
         )
-        streams = reply.items() if isinstance(reply, dict) else (reply or ())
+        streams = dict(reply.items() if isinstance(reply, dict) else (reply or ()))
+        by_name = {_name(name): entries for name, entries in streams.items()}
         return [
             RedisDelivery(self, keys, entry_id, _pairs(fields), 1)
-            for _, entries in streams
-            for entry_id, fields in entries
+            for keys in levels
+            for entry_id, fields in by_name.get(keys.stream, ())
             if fields is not None
         ]
 
@@ -317,6 +341,15 @@ class RedisTransport:
 
     def __repr__(self) -> str:
         return f"RedisTransport({redact(self.url)!r}, prefix={self.prefix!r})"
+
+
+def _levels(prefix: str, queue: str) -> list[_Keys]:
+    """The keys of ``queue``'s streams, the highest priority's first."""
+    return [_Keys.of(prefix, queue, 1), _Keys.of(prefix, queue)]
+
+
+def _name(stream: Any) -> str:
+    return stream.decode() if isinstance(stream, bytes) else str(stream)
 
 
 def _default_consumer() -> str:

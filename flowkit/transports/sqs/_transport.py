@@ -221,6 +221,7 @@ class SQSTransport:
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
         delay: float | None = None,
+        priority: int | None = None,
     ) -> None:
         """``SendMessage``; ``delay`` as ``DelaySeconds`` (longer ones: see the module docs)."""
         if delay and self.fifo:
