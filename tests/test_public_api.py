@@ -49,6 +49,7 @@ PUBLIC_NAMES = [
     "RunStatus",
     "RunSummary",
     "Runtime",
+    "Schedule",
     "StoreError",
     "TimerRow",
     "TransportError",

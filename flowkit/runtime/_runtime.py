@@ -37,7 +37,10 @@ from ..shell._flows import Flows, refuse_unknown_wait, route_signal
 from ..shell._history import start_history
 from ..shell._purge import purge_runs
 from ..shell._result import RunHandle, RunResult, detached
+from ..shell._schedules import Schedule, ScheduleControls, Scheduler, schedules_of
+from ..stores._memory import MemoryStore
 from ._driver import Driver, Run
+from ._schedules import RuntimeStarter
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Collection, Mapping, Sequence
@@ -53,7 +56,7 @@ REGISTER_HINT = "pass the flow itself, or register it: flowkit.Runtime(flows=[..
 """What to do about a flow name a runtime does not know."""
 
 
-class Runtime(Driver):
+class Runtime(Driver, ScheduleControls):
     """Runs flows in this process: ``await rt.run(flow, **inputs)``.
 
     ``async with Runtime() as rt:`` owns a task group in which started runs and
@@ -72,6 +75,7 @@ class Runtime(Driver):
         max_concurrency: int | None = None,
         flows: Sequence[Any] = (),
         poll_interval: float = 1.0,
+        schedules: Sequence[Schedule] = (),
     ) -> None:
         super().__init__(
             middleware=middleware,
@@ -80,6 +84,10 @@ class Runtime(Driver):
             poll_interval=poll_interval,
         )
         self.flows = Flows(flows)
+        schedules = schedules_of(flows, schedules)
+        self._schedules_here = MemoryStore() if store is None else None
+        if schedules:
+            self._scheduler = Scheduler(self._schedule_store(), schedules, RuntimeStarter(self))
         # run id -> (lock, users): signal_with_start of one run id, one at a time here
         self._starting: dict[str, tuple[anyio.Lock, list[int]]] = {}
 
@@ -412,6 +420,27 @@ class Runtime(Driver):
         """Run to a result from synchronous code (starts an event loop)."""
         return anyio.run(partial(self.run, target, **inputs), backend=backend)
 
+    # -- schedules ----------------------------------------------------------
+    def _schedule_store(self) -> Any:
+        return self.store if self._schedules_here is None else self._schedules_here
+
+    def _can_start(self) -> bool:
+        return self._tg is not None
+
+    async def tick_schedules(self) -> list[str]:
+        """Once, what the open runtime does on its scheduler loop: start the runs of the
+        ticks that are due (see :class:`flowkit.Schedule`); their run ids."""
+        self._owner("tick_schedules")
+        return [] if self._scheduler is None else await self._scheduler.tick()
+
+    async def _schedule_loop(self) -> None:
+        scheduler = self._scheduler
+        assert scheduler is not None
+        while True:
+            await scheduler.tick()
+            now = clock.now()
+            await anyio.sleep(min(max(0.0, scheduler.next_due(now) - now), self.poll_interval))
+
     # -- lifetime -------------------------------------------------------------
     async def __aenter__(self) -> Runtime:
         self._cm = self._open()
@@ -426,6 +455,8 @@ class Runtime(Driver):
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self._scheduler_loop)
+            if self._scheduler is not None:
+                tg.start_soon(self._schedule_loop)
             try:
                 yield
             finally:
@@ -437,6 +468,8 @@ class Runtime(Driver):
         """Fire due durable timers while the block runs."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._scheduler_loop)
+            if self._scheduler is not None and self._tg is not None:
+                tg.start_soon(self._schedule_loop)
             try:
                 yield self
             finally:
