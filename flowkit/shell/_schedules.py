@@ -1,9 +1,9 @@
 """Schedules in a shell: ``flowkit.Schedule``, and carrying out the core's decisions.
 
 A schedule's record in the store holds its definition (``spec``, for listing) and its
-state (:class:`~flowkit.core._schedule.ScheduleState`). Every process that registered
+state (:class:`~flowkit.shell._schedule_policy.ScheduleState`). Every process that registered
 the schedule steps it on its scheduler loop: it reads the record, asks
-:func:`~flowkit.core._schedule.decide` what is due, writes the new state with the
+:func:`~flowkit.shell._schedule_policy.decide` what is due, writes the new state with the
 starts it decided *before* starting them (a compare-and-set of the record's version:
 of several processes one wins), then starts the runs and clears them from the record.
 A process that dies in between leaves the starts in the record, and the next step (by
@@ -20,7 +20,7 @@ import attrs
 
 from .. import _clock as clock
 from .._errors import ConfigurationError
-from ..core._schedule import (
+from ._schedule_policy import (
     ScheduleSpec,
     ScheduleState,
     decide,

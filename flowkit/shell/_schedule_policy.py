@@ -1,12 +1,16 @@
 """Schedules, pure: which ticks a schedule has, and what to start when some are due.
 
+Nothing here reads a clock or does I/O (the time is an argument), so every policy is
+tested with plain numbers; it lives beside the shells rather than in ``flowkit.core``
+because turning cron times into instants needs ``datetime`` and ``zoneinfo``.
+
 A :class:`ScheduleSpec` says when (a cron expression in a time zone, or a fixed
 interval) and how (the overlap, catch-up and jitter policies). A
 :class:`ScheduleState` is what the store keeps between decisions: up to which
 instant ticks were handled, the run the last start made, a tick buffered for later,
 pause, a manual trigger and starts decided but maybe not yet carried out.
 :func:`decide` turns (spec, state, now, "is the last run unfinished") into a
-:class:`Decision`; the shells carry it out. Nothing here reads a clock or does I/O.
+:class:`Decision`; the shells carry it out (``flowkit.shell._schedules``).
 
 Cron times are wall-clock times in the schedule's zone (``zoneinfo``), as cron users
 expect around daylight-saving changes: a time the spring-forward gap skips (02:30 in

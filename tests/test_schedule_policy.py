@@ -1,4 +1,4 @@
-"""The pure schedule decisions (flowkit.core._schedule): ticks, DST, catch-up, overlap."""
+"""The pure schedule decisions (flowkit.shell._schedule_policy): ticks, DST, catch-up, overlap."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from flowkit import ConfigurationError
-from flowkit.core._schedule import (
+from flowkit.shell._schedule_policy import (
     ScheduleSpec,
     ScheduleState,
     decide,
