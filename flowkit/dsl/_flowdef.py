@@ -59,6 +59,7 @@ class FlowDef(Generic[P, R]):
         check_flow_arguments(fn, id, version)
         self.fn = fn
         self._hints: dict[str, Any] | None = None
+        self._signature: inspect.Signature | None = None
         self.id: str = id or fn.__name__
         self.version = version
         self.schedule = self._schedule(schedule, timezone)
@@ -212,7 +213,9 @@ class FlowDef(Generic[P, R]):
         """
         from ..shell._inputs import arity_problems
 
-        signature = inspect.signature(self.fn)
+        if self._signature is None:
+            self._signature = inspect.signature(self.fn)
+        signature = self._signature
         problems = arity_problems(signature, inputs)
         if problems:
             raise InvalidInputs(self.id, dict(problems))

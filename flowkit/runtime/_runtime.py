@@ -456,6 +456,7 @@ class Runtime(Driver, ScheduleControls):
             self._tg = tg
             tg.start_soon(self._scheduler_loop)
             if self._scheduler is not None:
+                await self._scheduler.ensure_registered()
                 tg.start_soon(self._schedule_loop)
             try:
                 yield

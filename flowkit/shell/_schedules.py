@@ -211,10 +211,13 @@ class Scheduler:
         """The earliest next tick of the registered schedules (jitter aside)."""
         return min((next_tick(s.spec, now) for s in self.schedules.values()), default=float("inf"))
 
-    async def tick(self) -> list[str]:
-        """Step every registered schedule once; the run ids started here."""
+    async def ensure_registered(self) -> None:
         if not self._registered:
             await self.register()
+
+    async def tick(self) -> list[str]:
+        """Step every registered schedule once; the run ids started here."""
+        await self.ensure_registered()
         started: list[str] = []
         for schedule in self.schedules.values():
             started += await self.step(schedule)
@@ -313,28 +316,34 @@ class ScheduleControls:
     def _schedule_store(self) -> Store:
         raise NotImplementedError
 
+    async def _schedules_ready(self) -> Store:
+        """The store, with this shell's schedules written to it."""
+        if self._scheduler is not None:
+            await self._scheduler.ensure_registered()
+        return self._schedule_store()
+
     async def list_schedules(self) -> list[ScheduleInfo]:
         """Every schedule in the store, by id.
 
         >>> # for info in await rt.list_schedules(): print(info.schedule_id, info.next_tick)
         """
-        return await list_infos(self._schedule_store())
+        return await list_infos(await self._schedules_ready())
 
     async def pause_schedule(self, schedule_id: str) -> None:
         """Stop starting runs; ticks until :meth:`resume_schedule` are skipped (a run
         that is going on goes on). Raises :class:`~flowkit.ConfigurationError` for an
         unknown id."""
-        await pause(self._schedule_store(), schedule_id)
+        await pause(await self._schedules_ready(), schedule_id)
 
     async def resume_schedule(self, schedule_id: str) -> None:
         """Start runs again from the next tick on."""
-        await resume(self._schedule_store(), schedule_id)
+        await resume(await self._schedules_ready(), schedule_id)
 
     async def trigger_schedule(self, schedule_id: str) -> str:
         """Start a run of the schedule now, whatever its policies and even if paused; its
         run id (``"{id}@{now in ISO UTC}Z-manual"``). A shell that runs the schedule starts
         it on its next scheduler step (this one at once, if it runs it)."""
-        run_id = await trigger(self._schedule_store(), schedule_id)
+        run_id = await trigger(await self._schedules_ready(), schedule_id)
         scheduler = self._scheduler
         if scheduler is not None and schedule_id in scheduler.schedules and self._can_start():
             await scheduler.step(scheduler.schedules[schedule_id])
@@ -343,7 +352,7 @@ class ScheduleControls:
     async def delete_schedule(self, schedule_id: str) -> None:
         """Delete the schedule from the store (a process that still registers it in its
         code writes it again when it starts)."""
-        await delete(self._schedule_store(), schedule_id)
+        await delete(await self._schedules_ready(), schedule_id)
 
     def _can_start(self) -> bool:
         return False

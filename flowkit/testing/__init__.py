@@ -8,12 +8,14 @@ from ._model import SimulationError as SimulationError
 from ._model import TraceEntry as TraceEntry
 from ._model import at as at
 from ._model import never as never
+from ._schedule_sim import ScheduleSimulation as ScheduleSimulation
 from ._simulate import simulate as simulate
 from ._simulate import simulate_async as simulate_async
 
 __all__ = [
     "Call",
     "Faults",
+    "ScheduleSimulation",
     "Simulation",
     "SimulationError",
     "TraceEntry",
