@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import flowkit
-from flowkit import ConfigurationError, RunStatus, Schedule, flow
+from flowkit import ConfigurationError, InvalidInputs, RunStatus, Schedule, flow
 from flowkit._clock import use_clock
 from flowkit.stores import MemoryStore, SQLiteStore
 from flowkit.transports import MemoryTransport
@@ -97,6 +97,19 @@ class TestValidation:
     def test_two_schedules_with_one_id(self) -> None:
         with pytest.raises(ConfigurationError, match="several schedules with the id 'report'"):
             flowkit.Runtime(schedules=[Schedule(report, every="1h"), Schedule(report, every="2h")])
+
+    def test_inputs_that_do_not_fit_the_flow(self) -> None:
+        wrong = Schedule(report, every="1h", inputs={"teem": "a"})
+        with pytest.raises(InvalidInputs, match="teem"):
+            flowkit.Runtime(schedules=[wrong])
+        with pytest.raises(InvalidInputs, match="teem"):
+            flowkit.Worker(
+                app=[report], transport=MemoryTransport(), store=MemoryStore(), schedules=[wrong]
+            )
+
+    def test_a_flow_name_the_runtime_does_not_know(self) -> None:
+        with pytest.raises(ConfigurationError, match="no flow named 'nightly_report'"):
+            flowkit.Runtime(schedules=[Schedule("nightly_report", every="1h")])
 
     def test_decorator_schedule(self) -> None:
         @flow(schedule="0 9 * * MON-FRI", timezone="Europe/Paris")

@@ -14,10 +14,11 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
+import structlog
 from anyio.lowlevel import RunVar
 
 from .. import _clock as clock
-from .._errors import ConfigurationError, ResumeError
+from .._errors import ConfigurationError, ResumeError, StoreError
 from ..core import _protocol as p
 from ..core._action import split_action
 from ..core._machine import start_run
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from ..stores._history import HistoryEvent
     from ..stores._protocol import RunPage
 
+_log = structlog.get_logger("flowkit.schedules")
 REGISTER_HINT = "pass the flow itself, or register it: flowkit.Runtime(flows=[...])"
 """What to do about a flow name a runtime does not know."""
 
@@ -86,6 +88,9 @@ class Runtime(Driver, ScheduleControls):
         self.flows = Flows(flows)
         schedules = schedules_of(flows, schedules)
         self._schedules_here = MemoryStore() if store is None else None
+        for schedule in schedules:  # a schedule that cannot start its flow fails here
+            flow = self.flows.registered(schedule.flow, hint=REGISTER_HINT)
+            self._target(flow).check(dict(schedule.spec.inputs))
         if schedules:
             self._scheduler = Scheduler(self._schedule_store(), schedules, RuntimeStarter(self))
         # run id -> (lock, users): signal_with_start of one run id, one at a time here
@@ -437,7 +442,10 @@ class Runtime(Driver, ScheduleControls):
         scheduler = self._scheduler
         assert scheduler is not None
         while True:
-            await scheduler.tick()
+            try:
+                await scheduler.tick()
+            except StoreError as exc:  # the store is down: try again next poll
+                _log.warning("schedule step failed; retrying", error=str(exc))
             now = clock.now()
             await anyio.sleep(min(max(0.0, scheduler.next_due(now) - now), self.poll_interval))
 

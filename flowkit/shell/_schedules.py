@@ -17,9 +17,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
+import structlog
 
 from .. import _clock as clock
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, FlowkitError, StoreError
 from ._schedule_policy import (
     ScheduleSpec,
     ScheduleState,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from .._durations import Duration
     from ..stores._protocol import ScheduleRecord, Store
 
+_log = structlog.get_logger("flowkit.schedules")
 MAX_WRITE_TRIES = 20
 """A change of a schedule's state (pause, resume, trigger) re-reads and tries again
 this many times when other processes write the record meanwhile."""
@@ -216,11 +218,20 @@ class Scheduler:
             await self.register()
 
     async def tick(self) -> list[str]:
-        """Step every registered schedule once; the run ids started here."""
+        """Step every registered schedule once; the run ids started here.
+
+        A schedule whose step fails (other than by a :class:`~flowkit.StoreError`, which
+        is raised: the caller waits for the store) is logged and tried again next tick;
+        the others go on."""
         await self.ensure_registered()
         started: list[str] = []
         for schedule in self.schedules.values():
-            started += await self.step(schedule)
+            try:
+                started += await self.step(schedule)
+            except StoreError:
+                raise
+            except FlowkitError as exc:
+                _log.error("schedule step failed", schedule=schedule.id, error=str(exc))
         return started
 
     async def step(self, schedule: Schedule) -> list[str]:

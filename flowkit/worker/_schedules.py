@@ -10,7 +10,11 @@ from ..shell._durable import split_tags
 
 if TYPE_CHECKING:
     from ..shell._schedules import Schedule
+    from ..shell._target import Target
     from ._shell import Shell
+
+
+_HINT = "pass the flow in Worker(app=[...])"
 
 
 class WorkerStarter:
@@ -19,11 +23,18 @@ class WorkerStarter:
     def __init__(self, shell: Shell) -> None:
         self.shell = shell
 
-    async def start_scheduled(self, schedule: Schedule, run_id: str) -> None:
-        flow = self.shell.flows.registered(schedule.flow, hint="pass the flow in Worker(app=[...])")
+    def check(self, schedule: Schedule) -> Target:
+        """The schedule's flow, its inputs checked; a ConfigurationError for a flow that is
+        not registered, InvalidInputs for inputs that do not fit it."""
+        flow = self.shell.flows.registered(schedule.flow, hint=_HINT)
         target = self.shell.target_for(flow)
+        target.check(dict(schedule.spec.inputs))
+        return target
+
+    async def start_scheduled(self, schedule: Schedule, run_id: str) -> None:
+        target = self.check(schedule)
+        flow = self.shell.flows.registered(schedule.flow, hint=_HINT)
         tags, inputs = split_tags(flow, {"schedule": schedule.id}, dict(schedule.spec.inputs))
-        target.check(inputs)
         await self.shell.start(target, run_id, inputs, tags=tags)
 
     async def cancel_scheduled(self, run_id: str) -> None:

@@ -132,6 +132,8 @@ class Worker:
         )
         self.shell.on_cancel_nodes = self.heartbeats.withdraw
         found = schedules_of(app, schedules)
+        for schedule in found:  # a schedule that cannot start its flow fails here
+            WorkerStarter(self.shell).check(schedule)
         self.scheduler = Scheduler(store, found, WorkerStarter(self.shell)) if found else None
         """Starts the runs of the schedules given, and of ``@flow(schedule=...)`` flows."""
         self.store_health = store_dependency(
