@@ -70,6 +70,7 @@ PUBLIC_NAMES = [
 TESTING_NAMES = [
     "Call",
     "Faults",
+    "ScheduleSimulation",
     "Simulation",
     "SimulationError",
     "TraceEntry",
