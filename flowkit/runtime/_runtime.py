@@ -63,7 +63,9 @@ class Runtime(Driver, ScheduleControls):
 
     ``async with Runtime() as rt:`` owns a task group in which started runs and
     the timer scheduler live; nothing outlives the block. ``store=`` makes runs
-    durable (``flowkit.stores.SQLiteStore("runs.db")``, ...).
+    durable (``flowkit.stores.SQLiteStore("runs.db")``, ...). ``schedules=``
+    (:class:`~flowkit.Schedule`, and those of ``@flow(schedule=...)`` flows in
+    ``flows=``) start runs at their ticks while the runtime is open.
 
     >>> import flowkit
     >>> rt = flowkit.Runtime(max_concurrency=8)

@@ -68,6 +68,10 @@ class Worker:
     and resumes by itself, logging one line when the store goes and one when it
     comes back. A broker it cannot receive from is retried the same way.
 
+    ``schedules`` (:class:`~flowkit.Schedule`, and those of the ``@flow(schedule=...)``
+    flows in ``app``) start their runs from the worker's scheduler loop: one run per tick
+    however many workers run them.
+
     With ``retention`` (``"30d"``, seconds or a ``timedelta``) the worker also deletes
     the runs that finished longer ago than that, every ``retention_interval`` seconds,
     in small batches (any number of workers may do it at once).
@@ -134,8 +138,8 @@ class Worker:
         found = schedules_of(app, schedules)
         for schedule in found:  # a schedule that cannot start its flow fails here
             WorkerStarter(self.shell).check(schedule)
-        self.scheduler = Scheduler(store, found, WorkerStarter(self.shell)) if found else None
-        """Starts the runs of the schedules given, and of ``@flow(schedule=...)`` flows."""
+        # starts the runs of the schedules given, and of ``@flow(schedule=...)`` flows
+        self._schedules = Scheduler(store, found, WorkerStarter(self.shell)) if found else None
         self.store_health = store_dependency(
             store, pausing="pausing intake", resuming="resuming intake"
         )
@@ -155,7 +159,7 @@ class Worker:
         """Consume, fire timers and reconcile until cancelled or :meth:`stop` drains it."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._loop, self._fire_due_timers)
-            if self.scheduler is not None:
+            if self._schedules is not None:
                 tg.start_soon(self._loop, self._start_due_schedules)
             # the nodes held through a store outage extend their leases before the
             # reconciler counts them as lost: republishing them would only run them twice
@@ -401,8 +405,8 @@ class Worker:
         await self._reconcile()
 
     async def _start_due_schedules(self) -> None:
-        if self.scheduler is not None:
-            await self.scheduler.tick()
+        if self._schedules is not None:
+            await self._schedules.tick()
 
     async def _purge_old_runs(self) -> None:
         """The retention: delete the runs that finished over ``retention`` ago, a small
