@@ -20,6 +20,7 @@ from ._errors import ResumeError as ResumeError
 from ._errors import StoreError as StoreError
 from ._errors import TransportError as TransportError
 from ._errors import Undeliverable as Undeliverable
+from ._errors import UpdateRejected as UpdateRejected
 from ._errors import WaitTimeout as WaitTimeout
 from ._errors import WebhookRejected as WebhookRejected
 from ._errors import WorkflowFailed as WorkflowFailed
@@ -101,6 +102,7 @@ __all__ = [
     "TimerRow",
     "TransportError",
     "Undeliverable",
+    "UpdateRejected",
     "WaitRow",
     "WaitTimeout",
     "WebhookRejected",

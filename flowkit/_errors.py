@@ -12,8 +12,9 @@ The tree::
     ├── ResultTimeout         (also a TimeoutError: a run did not finish in the time waited)
     ├── Undeliverable         (a node's message was dead-lettered: the node failed unrun)
     ├── ChildFailed           (a subflow's run failed)
-    ├── ResumeError           (signal or resume for an unknown run or wait)
+    ├── ResumeError           (signal, query, update or resume for an unknown run or name)
     │   └── DuplicateDelivery (a signal's delivery id was already received)
+    ├── UpdateRejected        (an update's validator refused it: nothing was recorded)
     ├── Cancelled             (the run was cancelled)
     ├── TransportError        (a broker failed; each transport translates its SDK here)
     ├── StoreError            (a database failed; each store translates its driver here)
@@ -199,7 +200,8 @@ class ChildFailed(FlowkitError):
 
 
 class ResumeError(FlowkitError):
-    """A signal or resume named a run, wait or node that cannot take it."""
+    """A signal, query, update or resume named a run, wait, handler or node that cannot
+    take it."""
 
 
 class DuplicateDelivery(ResumeError):
@@ -210,6 +212,23 @@ class DuplicateDelivery(ResumeError):
         self.delivery_id = delivery_id
         super().__init__(
             f"run {run_id!r} already received delivery {delivery_id!r}; the repeat was ignored"
+        )
+
+
+class UpdateRejected(FlowkitError):
+    """An update's validator refused its payload; nothing was recorded in the run.
+
+    ``run_id`` and ``name`` say which run and update, ``reason`` what the validator
+    said; ``__cause__`` is the exception the validator raised.
+    """
+
+    def __init__(self, run_id: str, name: str, reason: str) -> None:
+        self.run_id = run_id
+        self.name = name
+        self.reason = reason
+        super().__init__(
+            f"update {name!r} of run {run_id!r} was rejected: {reason}; nothing was "
+            "recorded in the run, so correct the data and send the update again"
         )
 
 

@@ -1,5 +1,5 @@
-"""``flowkit runs list | start | cancel | signal | retry``: the runs a store holds (``purge``
-is in ``_purge``)."""
+"""``flowkit runs list | start | cancel | signal | query | update | retry``: the runs a
+store holds (``purge`` is in ``_purge``)."""
 
 from __future__ import annotations
 
@@ -122,6 +122,8 @@ def register(commands: Commands) -> None:
     _client_flags(signal)
     signal.set_defaults(run=signal_run)
 
+    _register_handlers(subcommands)
+
     retry = subcommands.add_parser(
         "retry",
         help="resume a failed run where it failed",
@@ -145,6 +147,50 @@ def _store(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help=f"the store the runs are in (default {DEFAULT_URL}, as flowkit worker)",
     )
+
+
+def _register_handlers(subcommands: Any) -> None:
+    """``runs query`` and ``runs update``."""
+    query = subcommands.add_parser(
+        "query",
+        help="ask a run's query (declared with @flow_fn.query); prints its answer as JSON",
+        description="Compute query NAME of the run from its flow variables as stored "
+        "(running, awaiting or finished) and print the answer as JSON; needs the flow's "
+        "code (--app).",
+        **example("flowkit runs query 5f2c... contents --app shop.flows --store sqlite:///x.db"),
+    )
+    query.add_argument("run_id", metavar="RUN_ID")
+    query.add_argument("name", metavar="NAME", help="the query's name")
+    _store(query)
+    query.add_argument(
+        "--app",
+        action="append",
+        default=[],
+        type=app_spec,
+        metavar="MODULE[:ATTR]",
+        help="module defining the run's flow and its queries (repeatable)",
+    )
+    query.set_defaults(run=query_run)
+
+    update = subcommands.add_parser(
+        "update",
+        help="send a run an update (declared with @flow_fn.update); prints its reply as JSON",
+        description="Deliver update NAME once the run waits for it, validated first "
+        "(a rejected update records nothing), and print the reply as JSON once the run "
+        "reached its next wait or finished; needs the flow's code (--app) and the "
+        "workers' --transport.",
+        **example("flowkit runs update 5f2c... add_item --data '\"lamp\"' --app shop.flows"),
+    )
+    update.add_argument("run_id", metavar="RUN_ID")
+    update.add_argument("name", metavar="NAME", help="the update's name")
+    update.add_argument(
+        "--data", type=_json, default=None, metavar="JSON", help="the update's payload, as JSON"
+    )
+    update.add_argument(
+        "--timeout", type=float, default=60.0, metavar="SECONDS", help="give up after (60)"
+    )
+    _client_flags(update, json_help="(the reply is always JSON)")
+    update.set_defaults(run=update_run)
 
 
 def _client_flags(
@@ -310,6 +356,30 @@ def cancel_run(args: argparse.Namespace) -> int:
 
 def signal_run(args: argparse.Namespace) -> int:
     return _with_client(args, lambda client: client.signal(args.run_id, args.name, args.data))
+
+
+def query_run(args: argparse.Namespace) -> int:
+    async def main() -> Any:
+        from ..runtime._runtime import Runtime
+        from ..stores import from_url as store_from_url
+
+        store = open_url(store_from_url, args.store)
+        try:
+            flows = load_flows(args.app) if args.app else []
+            return await Runtime(store=store, flows=flows).query(args.run_id, args.name)
+        finally:
+            await store.close()
+
+    print_json(anyio.run(main))
+    return 0
+
+
+def update_run(args: argparse.Namespace) -> int:
+    reply = _client_call(
+        args, lambda client: client.update(args.run_id, args.name, args.data, timeout=args.timeout)
+    )
+    print_json(reply)
+    return 0
 
 
 def retry_run(args: argparse.Namespace) -> int:

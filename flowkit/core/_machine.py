@@ -31,6 +31,7 @@ from ._step_nodes import NodeSteps
 CANCELLED = "flowkit._errors.Cancelled"
 _VALUES = {status: status.value for status in RunStatus}
 WORKFLOW_FAILED = "flowkit._errors.WorkflowFailed"
+DEBOUNCE = "debounce"  # the timer (and header key) of a start that waits out its debounce
 
 # node record layout: [activation, arrived, taken, fired, status]; an ``any`` join's
 # ``fired`` holds the id of the predecessor that won its race (0 while undecided)
@@ -46,6 +47,7 @@ def start_run(
     traceparent: str | None = None,
     note_completions: bool = False,
     signal: p.SignalReceived | None = None,
+    debounce: float | None = None,
 ) -> list[p.Command]:
     """Initialise ``state`` for a new run and return the first commands.
 
@@ -53,7 +55,9 @@ def start_run(
     run's header so every node, on any worker, continues the same trace. With
     ``note_completions`` every completed node is noted (``node:complete``).
     ``signal`` is received before the first node fires (signal-with-start): it is
-    buffered, with its delivery id, so the first wait of its name takes it.
+    buffered, with its delivery id, so the first wait of its name takes it. With
+    ``debounce`` (seconds) the run begins only once a timer of that delay fires; a
+    :class:`~flowkit.core._protocol.StartDebounced` before then sets it again.
     """
     header = state.header
     state.put("header", "status", RunStatus.RUNNING.value)
@@ -70,8 +74,10 @@ def start_run(
     step = Step(program, state, note_completions)
     if signal is not None:
         step.on_signal(signal)  # no wait exists yet: buffered
-    for root in program.roots:
-        step.queue.append((root, True, False, None))
+    if debounce is None:
+        step.begin()
+    else:
+        step.debounce(debounce)
     step.drain()
     step.settle()
     del header
@@ -125,6 +131,37 @@ class Step(NodeSteps, RetrySteps):
             self.on_cancel(event.reason)
         elif isinstance(event, p.RetryRequested):
             self.on_retry()
+        elif isinstance(event, p.StartDebounced):
+            self.on_start_debounced(event)
+
+    # -- debounced starts -----------------------------------------------------
+    def begin(self) -> None:
+        """Start the flow at its roots."""
+        for root in self.p.roots:
+            self.queue.append((root, True, False, None))
+
+    def debounce(self, delay: float) -> None:
+        """Begin the run once ``delay`` seconds pass with no other start of it."""
+        count = int(self.s.header.get("debounces", 0)) + 1
+        timer_id = f"{DEBOUNCE}:@{count}"
+        self.s.put("header", "debounces", count)
+        self.s.put("header", DEBOUNCE, timer_id)
+        self.s.put("timers", timer_id, {"node": "", "purpose": DEBOUNCE})
+        self.commands.append(p.StartTimer(timer_id, "", delay, DEBOUNCE))
+        self.note("timer:set", None, data={"timer_id": timer_id, "delay": delay})
+
+    def on_start_debounced(self, event: p.StartDebounced) -> None:
+        """Another start within the debounce: its inputs, and the delay from now."""
+        timer_id = self.s.header.get(DEBOUNCE)
+        if timer_id is None:
+            return  # begun already: the start joins the run as it is
+        self.s.drop("timers", timer_id)
+        self.commands.append(p.CancelTimer(timer_id))
+        self.s.put("header", "inputs", dict(event.inputs))
+        if self.p.blueprint.metadata.get("compiled"):
+            for name, value in event.inputs.items():
+                self.s.put("context", name, value)
+        self.debounce(event.delay)
 
     def on_cancel(self, reason: str) -> None:
         """Cancel the run: unwind through the ``finally`` (and ``except``) blocks around it.
@@ -155,6 +192,7 @@ class Step(NodeSteps, RetrySteps):
             key if section == "batches" else value["node"]
             for section in ("dispatches", "timers", "waits", "children", "batches")
             for key, value in sections[section].items()
+            if section != "timers" or value["purpose"] != DEBOUNCE  # not begun: no node stands
         ]
         handlers: dict[str, str] = {}
         for node_id in dict.fromkeys(standing):
@@ -230,8 +268,12 @@ class Step(NodeSteps, RetrySteps):
             return  # fired already (several schedulers are safe)
         self.s.drop("timers", timer_id)
         node_id = timer["node"]
-        self.note("timer:fire", node_id, data={"timer_id": timer_id, "purpose": timer["purpose"]})
-        if timer["purpose"] == "retry":
+        purpose = timer["purpose"]
+        self.note("timer:fire", node_id or None, data={"timer_id": timer_id, "purpose": purpose})
+        if purpose == DEBOUNCE:
+            self.s.drop("header", DEBOUNCE)
+            self.begin()
+        elif timer["purpose"] == "retry":
             d = timer["dispatch"]
             self.redispatch(d, int(d["attempt"]), fallback=bool(d.get("fallback")))
         elif timer["purpose"] == "sleep":

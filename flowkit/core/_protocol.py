@@ -69,6 +69,15 @@ class RetryRequested:
     """Resume a failed run: what stood when it failed starts again, with fresh attempts."""
 
 
+@attrs.frozen
+class StartDebounced:
+    """A start of a run that is still waiting out its debounce: it begins ``delay``
+    seconds from now instead, with these ``inputs`` (the latest start's)."""
+
+    inputs: dict[str, Any]
+    delay: float
+
+
 Event = (
     NodeCompleted
     | NodeFailed
@@ -77,6 +86,7 @@ Event = (
     | ChildFinished
     | CancelRequested
     | RetryRequested
+    | StartDebounced
 )
 
 
@@ -104,7 +114,7 @@ class StartTimer:
     timer_id: str
     node_id: str
     delay: float
-    purpose: str  # "sleep" | "retry" | "timeout"
+    purpose: str  # "sleep" | "retry" | "timeout" | "debounce"
 
 
 @attrs.frozen

@@ -5,11 +5,12 @@ from __future__ import annotations
 import functools
 import inspect
 import typing
-from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeAlias, TypeVar, overload
 
 import anyio
 
 from .._errors import ConfigurationError, InvalidInputs
+from ._handlers import Handlers
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+H = TypeVar("H", bound="Callable[..., Any]")
+Validator: TypeAlias = "Callable[[dict[str, Any], Any], Any]"
 
 
 class FlowDef(Generic[P, R]):
@@ -66,6 +69,7 @@ class FlowDef(Generic[P, R]):
         """The :class:`~flowkit.Schedule` of ``@flow(schedule=...)`` (its id is the flow's),
         which a Runtime or Worker the flow is registered on runs; None without one."""
         functools.update_wrapper(self, fn)
+        self._handlers = Handlers(self.id)
         from ._compiler import compile_flow  # imported on first use: keeps `import flowkit` fast
 
         self._compiled: CompiledFlow | None = compile_flow(
@@ -112,6 +116,74 @@ class FlowDef(Generic[P, R]):
     def children(self) -> tuple[Any, ...]:
         """The flows this flow starts as subflows."""
         return self._compile().children
+
+    # -- queries and updates --------------------------------------------------
+    @property
+    def queries(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
+        """Query name -> handler, as declared with :meth:`query`."""
+        return self._handlers.queries
+
+    @property
+    def updates(self) -> dict[str, Any]:
+        """Update name -> its reply and validator, as declared with :meth:`update`."""
+        return self._handlers.updates
+
+    @overload
+    def query(self, fn: H, /) -> H: ...
+    @overload
+    def query(self, fn: None = None, /, *, name: str | None = None) -> Callable[[H], H]: ...
+    def query(self, fn: Any = None, /, *, name: str | None = None) -> Any:
+        """Declare a read-only query of this flow's runs: ``fn(vars)`` gets the run's flow
+        variables as stored (``RunResult.state``, a copy) and returns the answer.
+
+        ``rt.query(run_id, "name")`` and ``client.query(...)`` call it, in the process
+        that asks, on a run that is running, awaiting or finished. Bare or called
+        (``name=`` defaults to the function's name); returns ``fn`` unchanged.
+
+        >>> # @cart.query
+        >>> # def contents(vars: dict) -> list[str]:
+        >>> #     return vars["items"]
+        """
+
+        def declare(fn: H) -> H:
+            self._handlers.query(fn, name)
+            return fn
+
+        return declare(fn) if fn is not None else declare
+
+    @overload
+    def update(self, fn: H, /) -> H: ...
+    @overload
+    def update(
+        self, fn: None = None, /, *, name: str | None = None, validator: Validator | None = None
+    ) -> Callable[[H], H]: ...
+    def update(
+        self,
+        fn: Any = None,
+        /,
+        *,
+        name: str | None = None,
+        validator: Validator | None = None,
+    ) -> Any:
+        """Declare an update: a signal for the flow's ``flow.wait(name)`` that answers.
+
+        ``validator(vars, data)``, if given, runs on the run's variables as stored just
+        before the signal is recorded, and raises to refuse it (the caller gets
+        :class:`~flowkit.UpdateRejected`, the run records nothing). ``fn(vars, data)``
+        computes the reply from the variables once the flow has taken the payload and
+        reached its next wait, or finished. Bare or called (``name=`` defaults to the
+        function's name); returns ``fn`` unchanged.
+
+        >>> # @cart.update(validator=in_stock)
+        >>> # def add_item(vars: dict, item: str) -> int:
+        >>> #     return len(vars["items"])
+        """
+
+        def declare(fn: H) -> H:
+            self._handlers.update(fn, name, validator)
+            return fn
+
+        return declare(fn) if fn is not None else declare
 
     # -- running --------------------------------------------------------------
     async def run(self, **inputs: Any) -> RunResult:

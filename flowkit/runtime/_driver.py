@@ -25,7 +25,7 @@ from ..shell._history import Origin
 from ._eager import NoticeBlocking, Resume
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from ..core._program import Program
     from ..shell._middleware import Middleware
@@ -115,18 +115,27 @@ class Driver(Interpreter[Run]):
 
     # -- stepping -------------------------------------------------------------
     async def _step(
-        self, run: Run, event: p.Event, origin: Origin | None = None
+        self,
+        run: Run,
+        event: p.Event,
+        origin: Origin | None = None,
+        check: Callable[[RunState], None] | None = None,
     ) -> list[p.Command]:
+        """Apply ``event``; ``check(state)`` may refuse it (by raising) on the run as stored."""
         if self.store is None:
+            if check is not None:
+                check(run.state)
             commands = handle_event(run.program, run.state, event)
             run.state.journal.clear()
             return commands
         async with run.stepping:
-            return await run.step(self.store, event, origin=origin)
+            return await run.step(self.store, event, origin=origin, check=check)
 
-    async def _advance(self, run: Run, event: p.Event) -> None:
+    async def _advance(
+        self, run: Run, event: p.Event, check: Callable[[RunState], None] | None = None
+    ) -> None:
         """Feed an event from outside the run's task group; wait until it settles."""
-        await self._drive(run, await self._step(run, event))
+        await self._drive(run, await self._step(run, event, check=check))
 
     async def _deliver(self, run: Run, event: p.Event) -> None:
         """Feed an event from anywhere, without waiting for the run to settle."""
@@ -313,8 +322,9 @@ class Driver(Interpreter[Run]):
         self._wakeups.add(wakeup)
         try:
             delay = self._timers[0][0] - clock.now() if self._timers else math.inf
-            if self.store is not None:
-                delay = min(delay, self.poll_interval)
+            # at most a poll apart: other processes set timers in a store, and the clock
+            # may jump (or be replaced: ``flowkit.testing`` runs on virtual time)
+            delay = min(delay, self.poll_interval)
             with anyio.move_on_after(max(0.0, delay)):
                 await wakeup.wait()
         finally:

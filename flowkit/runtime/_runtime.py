@@ -28,6 +28,7 @@ from ..observability._propagation import current_traceparent
 from ..shell._commands import for_parent
 from ..shell._describe import describe_stored, read_history
 from ..shell._durable import (
+    debounce_seconds,
     index_ops,
     refuse_if_finished,
     refuse_retry,
@@ -40,6 +41,7 @@ from ..shell._purge import purge_runs
 from ..shell._result import RunHandle, RunResult, detached
 from ..shell._schedules import Schedule, ScheduleControls, Scheduler, schedules_of
 from ..stores._memory import MemoryStore
+from . import _handlers
 from ._driver import Driver, Run
 from ._schedules import RuntimeStarter
 
@@ -142,17 +144,35 @@ class Runtime(Driver, ScheduleControls):
         run_id: str | None = None,
         registry: Mapping[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
+        debounce: Duration | None = None,
         **inputs: Any,
     ) -> RunHandle:
         """Start a run in the open runtime's background; idempotent per ``run_id``.
 
         ``target`` (a flow, or its id), ``tags`` and the inputs as for :meth:`run`.
+
+        With ``debounce`` (``"5s"``, seconds or a ``timedelta``; needs ``run_id``) the run
+        begins only once that long has passed without another start of the same
+        ``run_id``: a burst of starts makes one run, with the inputs of the last one.
+        A start once the run has begun returns the run as it is.
         """
         self._owner("start")
+        delay = debounce_seconds(debounce, run_id, "Runtime.start")
         target = self.flows.registered(target, hint=REGISTER_HINT)
         resolved = self._target(target, registry)
         run_tags, inputs = split_tags(target, tags, inputs)
-        run, commands = await self._create(resolved, run_id, inputs, tags=run_tags)
+        if delay is None:
+            run, commands = await self._create(resolved, run_id, inputs, tags=run_tags)
+        else:
+            assert run_id is not None
+            async with self._one_start(run_id):
+                run, commands = await self._create(
+                    resolved, run_id, inputs, tags=run_tags, debounce=delay
+                )
+                if not commands and not run.state.finished:  # it exists: push its start back
+                    resolved.check(inputs)
+                    again = p.StartDebounced(resolved.bind(inputs), delay)
+                    commands = await self._step(run, again)
         if commands or run.recover:
             self._drive_soon(run, commands)
         return RunHandle(self, run.run_id)
@@ -288,6 +308,35 @@ class Runtime(Driver, ScheduleControls):
         if self.store is None:
             return self._result_of(top)
         return await self.result(run_id)
+
+    async def query(self, run_id: str, name: str) -> Any:
+        """The answer of the run's query ``name`` (declared with ``@flow_fn.query``),
+        computed here from the run's flow variables as they stand (running, awaiting or
+        finished).
+
+        Raises :class:`ResumeError` for an unknown run, a name the flow declares no query
+        for, or a run whose flow is not registered here.
+
+        >>> # await rt.query(run_id, "contents")   # ['lamp', 'rug']
+        """
+        return await _handlers.query(self, run_id, name)
+
+    async def update(
+        self, run_id: str, name: str, data: Any = None, *, timeout: float | None = None
+    ) -> Any:
+        """Deliver update ``name`` (declared with ``@flow_fn.update``) and return its reply.
+
+        Waits (up to ``timeout`` seconds, then :class:`~flowkit.ResultTimeout`) until the
+        run waits in ``flow.wait(name)``; runs the update's validator on the run's
+        variables then, under the run's lock, and records the signal only if it passes
+        (else :class:`~flowkit.UpdateRejected`, nothing recorded); drives the run as
+        far as it can go, like :meth:`signal`; returns the update's reply computed from
+        the variables at that point. Raises :class:`ResumeError` for an unknown run or
+        update, or a run that has finished, and the run's error if it failed meanwhile.
+
+        >>> # await rt.update(run_id, "add_item", "lamp")   # 1
+        """
+        return await _handlers.update(self, run_id, name, data, timeout)
 
     async def result(self, run_id: str) -> RunResult:
         """The run's current result (any status)."""
@@ -499,9 +548,11 @@ class Runtime(Driver, ScheduleControls):
         *,
         tags: Mapping[str, str] | None = None,
         signal: p.SignalReceived | None = None,
+        debounce: float | None = None,
     ) -> tuple[Run, list[p.Command]]:
         """A new run (or, for a ``run_id`` that exists, that run and no commands); a new
-        one has ``signal`` (if given) received, buffered for its wait."""
+        one has ``signal`` (if given) received, buffered for its wait, and begins
+        ``debounce`` seconds from now (if given)."""
         if run_id is not None:
             existing = await self._find(run_id)
             if existing is not None:
@@ -520,6 +571,7 @@ class Runtime(Driver, ScheduleControls):
             parent=parent,
             traceparent=traceparent,
             signal=signal,
+            debounce=debounce,
         )
         delta = state.take_delta()
         now = clock.now()
@@ -755,9 +807,10 @@ class DefaultRuntime(Runtime):
         *,
         tags: Mapping[str, str] | None = None,
         signal: p.SignalReceived | None = None,
+        debounce: float | None = None,
     ) -> tuple[Run, list[p.Command]]:
         run, commands = await super()._create(
-            target, run_id, inputs, parent, tags=tags, signal=signal
+            target, run_id, inputs, parent, tags=tags, signal=signal, debounce=debounce
         )
         if commands:  # a new run, not one found under that id
             self.process.states[run.run_id] = run.state

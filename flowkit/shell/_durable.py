@@ -6,7 +6,8 @@ import inspect
 from typing import TYPE_CHECKING, Any
 
 from .. import _clock as clock
-from .._errors import DuplicateDelivery, ResumeError, StoreError
+from .._durations import to_seconds
+from .._errors import ConfigurationError, DuplicateDelivery, ResumeError, StoreError
 from ..core import _protocol as p
 from ..core._machine import handle_event
 from ..core._retry import retry_refusal
@@ -18,6 +19,7 @@ from ._history import Origin, options_of, transition_events
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from .._durations import Duration
     from ..core._program import Program
     from ..stores._history import HistoryOptions
     from ..stores._protocol import IndexOps, RunTransaction, Store
@@ -84,6 +86,22 @@ def split_tags(
     if tags is not None and _takes_parameter(flow, "tags"):
         return {}, {**inputs, "tags": tags}
     return check_tags(tags), inputs
+
+
+def debounce_seconds(debounce: Duration | None, run_id: str | None, where: str) -> float | None:
+    """A start's ``debounce=`` in seconds (None: no debounce); a
+    :class:`~flowkit.ConfigurationError` without a ``run_id`` or for a bad duration."""
+    if debounce is None:
+        return None
+    if run_id is None:
+        raise ConfigurationError(
+            f"{where}(debounce=...) needs a run_id: the starts it coalesces are those of "
+            "one run id, e.g. run_id=f'reindex-{account}'"
+        )
+    seconds = to_seconds(debounce)
+    if seconds <= 0:
+        raise ConfigurationError(f"{where}(debounce={debounce!r}): expected more than 0 seconds")
+    return seconds
 
 
 def _takes_parameter(flow: Any, name: str) -> bool:
@@ -153,6 +171,8 @@ class Replica:
         lock: this copy was stale (a conflict), or the event changed nothing here (a
         duplicate, or news to a stale copy)."""
         attempt = store.attempt(self.run_id, self.version)
+        if turn.check is not None:  # the copy is the run as stored, if the commit goes through
+            turn.check(self.state)
         commands = handle_event(self.program, self.state, turn.event)
         try:
             committed = await self._commit(attempt, commands, turn)

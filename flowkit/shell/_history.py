@@ -221,7 +221,7 @@ class _Recorder:
         due = self.at + command.delay
         self.dues[command.timer_id] = due
         fields = {"timer_id": command.timer_id, "purpose": command.purpose, "due_at": due}
-        self.add("timer.set", command.node_id, fields=fields)
+        self.add("timer.set", command.node_id or None, fields=fields)
 
     def cancel_timer(self, command: p.CancelTimer, event: p.Event | None) -> None:
         self.add(

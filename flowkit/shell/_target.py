@@ -27,6 +27,8 @@ class Target:
     children: tuple[Any, ...] = ()
     binder: Any = None  # FlowDef.bind_inputs: inputs -> parameters, defaults applied
     checker: Any = None  # FlowDef.check_inputs: raises InvalidInputs
+    queries: Any = None  # FlowDef.queries: name -> handler of the run's variables
+    updates: Any = None  # FlowDef.updates: name -> shell._handlers.Update
 
     @property
     def blueprint(self) -> Blueprint:
@@ -104,4 +106,6 @@ def resolve(target: Any, registry: Mapping[str, Any] | None = None) -> Target:
         children,
         getattr(target, "bind_inputs", None),
         getattr(target, "check_inputs", None),
+        getattr(target, "queries", None),
+        getattr(target, "updates", None),
     )

@@ -6,6 +6,7 @@ from ._model import Call as Call
 from ._model import Simulation as Simulation
 from ._model import SimulationError as SimulationError
 from ._model import TraceEntry as TraceEntry
+from ._model import UpdateOutcome as UpdateOutcome
 from ._model import at as at
 from ._model import never as never
 from ._schedule_sim import ScheduleSimulation as ScheduleSimulation
@@ -19,6 +20,7 @@ __all__ = [
     "Simulation",
     "SimulationError",
     "TraceEntry",
+    "UpdateOutcome",
     "at",
     "capture_events",
     "never",

@@ -528,6 +528,7 @@ class _World:
             events=[],
             state=outcome.state,
             seed=self.seed,
+            _queries=dict(self.client.shell.target_of(loaded[0]).queries or {}),
             _calls=self.calls,
             _uses=uses,
             _snapshot=outcome.snapshot(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -60,6 +61,19 @@ def never() -> Arrival:
 
 
 @attrs.frozen
+class UpdateOutcome:
+    """One scripted update: its ``name`` and ``data``, when (virtual time after the
+    start) it was recorded or refused, and its ``reply`` or ``error``
+    (:class:`~flowkit.UpdateRejected` for a validator's refusal)."""
+
+    name: str
+    data: Any
+    at: timedelta
+    reply: Any = None
+    error: FlowkitError | None = None
+
+
+@attrs.frozen
 class TraceEntry:
     """One node execution: which attempt, and when in virtual time it ran."""
 
@@ -95,6 +109,8 @@ class Simulation:
     events: list[Event]
     state: dict[str, Any]
     seed: int = 0
+    updates: list[UpdateOutcome] = attrs.field(factory=list)
+    _queries: dict[str, Any] = attrs.field(factory=dict, alias="_queries", repr=False)
     _calls: list[Call] = attrs.field(factory=list, alias="_calls")
     _uses: dict[str, str] = attrs.field(factory=dict, alias="_uses")
     _snapshot: dict[str, Any] = attrs.field(factory=dict, alias="_snapshot", repr=False)
@@ -106,6 +122,16 @@ class Simulation:
             return [c for c in self._calls if c.node_id == node]
         name = registry_name(node)
         return [c for c in self._calls if self._uses.get(c.node_id) == name]
+
+    def query(self, name: str) -> Any:
+        """The flow's query ``name`` (``@flow_fn.query``) on the run's final variables."""
+        handler = self._queries.get(name)
+        if handler is None:
+            raise SimulationError(
+                f"the flow has no query named {name!r}; its queries are "
+                f"{sorted(self._queries) or 'none'}"
+            )
+        return handler(copy.deepcopy(self.state))
 
     def path(self) -> dict[str, str]:
         """Node id -> what happened there, as :meth:`flowkit.RunResult.path` reports it."""

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ..shell._target import Target
 
 # what moves the virtual clock, in the order they go when due at the same instant
-CANCEL, TIMER, ARRIVAL = range(3)
+CANCEL, TIMER, ARRIVAL, UPDATE = range(4)
 
 
 class VirtualClock:

@@ -35,6 +35,7 @@ from ._script import (
     CANCEL,
     NO_ANSWER,
     TIMER,
+    UPDATE,
     OpenWait,
     Signaller,
     VirtualClock,
@@ -42,6 +43,7 @@ from ._script import (
     parse_start,
     payload,
 )
+from ._updates import Updater
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -79,6 +81,7 @@ class Simulator(Interpreter[str]):
         flows: list[Any],
         reorder: bool = False,
         cancel_at: float | None = None,
+        updates: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.target = target
@@ -106,9 +109,12 @@ class Simulator(Interpreter[str]):
         self.calls: list[Call] = []
         self.failure: FlowkitError | None = None
         self._seq = 0
+        self.updates = updates
+        self.updater: Updater | None = None
 
     async def run(self, run_id: str, inputs: dict[str, Any]) -> Simulation:
         self.top = run_id
+        self.updater = Updater(self.updates, self.target, run_id, self.clock)
         with _clock.use_clock(self.clock):
             self.start(self.target, run_id, inputs, None)
             await self.loop()
@@ -134,6 +140,8 @@ class Simulator(Interpreter[str]):
                 continue
             elif self.ready:
                 await self.execute_next()
+            elif self.send_update():
+                continue
             elif not await self.advance_clock():
                 self.failure = self.unanswered()
                 return
@@ -175,6 +183,15 @@ class Simulator(Interpreter[str]):
                 return True
         return False
 
+    def send_update(self) -> bool:
+        """The run has gone as far as it can: answer the update in flight, and send the
+        next one whose wait is open (whether one was sent)."""
+        assert self.updater is not None
+        event = self.updater.next_event(self.runs[self.top].state)
+        if event is not None:
+            self.pending.append((self.top, event))
+        return event is not None
+
     async def advance_clock(self) -> bool:
         """Jump to the next ``cancel_at``, timer or signal arrival (that order at one instant)."""
         if self.runs[self.top].state.finished:
@@ -189,6 +206,10 @@ class Simulator(Interpreter[str]):
         arrival = self.signaller.next_arrival()
         if arrival is not None:
             moves.append((arrival, ARRIVAL))
+        assert self.updater is not None
+        update = self.updater.next_arrival()
+        if update is not None:
+            moves.append((update, UPDATE))
         if not moves:
             return False
         due, move = min(moves)
@@ -199,6 +220,8 @@ class Simulator(Interpreter[str]):
         elif move == TIMER:
             _, _, run_id, timer_id = heapq.heappop(self.timers)
             self.apply(run_id, p.TimerFired(timer_id))
+        elif move == UPDATE:
+            self.updater.arrive()
         else:
             await self.deliver_arrival()
         return True
@@ -322,6 +345,8 @@ class Simulator(Interpreter[str]):
             events=self.events,
             state=outcome.state,
             seed=self.seed,
+            updates=self.updater.finish(state) if self.updater is not None else [],
+            _queries=dict(self.runs[run_id].target.queries or {}),
             _calls=self.calls,
             _uses=uses,
             _snapshot=state.to_dict(),
@@ -373,6 +398,7 @@ async def _simulate_run(
     run_id: str = "sim",
     store: Any = None,
     cancel_at: Duration | None = None,
+    updates: Mapping[str, Any] | None = None,
     resolved_target: Target | None = None,
     **inputs: Any,
 ) -> Simulation:
@@ -384,6 +410,11 @@ async def _simulate_run(
         resolved = resolve(target, registry)
         resolved.check(inputs)
     if workers is not None or faults is not None:
+        if updates:
+            raise SimulationError(
+                "updates= is simulated in one process: leave out workers= and faults= "
+                "(or script the updates' waits with signals=)"
+            )
         from ._faults import simulate_distributed
 
         return await simulate_distributed(
@@ -413,6 +444,7 @@ async def _simulate_run(
         max_steps=max_steps,
         flows=list(flows or ()),
         cancel_at=cancel_due,
+        updates=updates,
     )
     return await simulator.run(run_id, inputs)
 
@@ -437,6 +469,10 @@ def simulate(target: Any, **options: Any) -> Simulation | ScheduleSimulation:
     run's state (answered when the wait is reached), :func:`at` (arrives at a
     virtual time), :func:`never`, or a list of these for successive waits.
     ``cancel_at="2h"`` cancels the run that long after the start.
+    ``updates={name: [data, at("1h", data), ...]}`` sends updates (declared with
+    ``@flow_fn.update``) to the run, one at a time, each once its wait is open;
+    ``sim.updates`` lists their replies and refusals, ``sim.query(name)`` asks a query
+    on the final variables.
 
     >>> from flowkit import Flow
     >>> async def hello(name: str) -> str: return f"hi {name}"

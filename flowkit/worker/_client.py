@@ -24,18 +24,20 @@ from ..core import _protocol as p
 from ..core._action import split_action
 from ..core._state import FINISHED_VALUES, RunStatus
 from ..shell._describe import describe_stored, read_history
-from ..shell._durable import refuse_if_finished, refuse_retry, split_tags
+from ..shell._durable import debounce_seconds, refuse_if_finished, refuse_retry, split_tags
 from ..shell._flows import refuse_unknown_wait
 from ..shell._purge import purge_runs
 from ..shell._result import RunResult
 from ..shell._schedules import ScheduleControls
 from ..stores._notices import WatchesFinished
+from . import _handlers
 from ._outage import Dependency, despite_store_outages, start_despite_outages, store_dependency
 from ._shell import Shell
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 
+    from .._durations import Duration
     from ..core._state import RunState
     from ..shell._describe import RunDescription
     from ..shell._middleware import Middleware
@@ -121,6 +123,7 @@ class Client(ScheduleControls):
         *,
         run_id: str | None = None,
         tags: Mapping[str, str] | None = None,
+        debounce: Duration | None = None,
         **inputs: Any,
     ) -> ClientHandle:
         """Create the run and publish its first nodes; idempotent per ``run_id``.
@@ -135,10 +138,16 @@ class Client(ScheduleControls):
         cannot be passed (a ``@flow`` parameter named ``tags`` still receives ``tags=``,
         and its runs are not tagged).
 
+        With ``debounce`` (``"5s"``, seconds or a ``timedelta``; needs ``run_id``) the run
+        begins only once that long has passed without another start of the same
+        ``run_id``, from any client: a burst of starts makes one run, with the inputs of
+        the last one. A start once the run has begun returns the run as it is.
+
         Raises :class:`~flowkit.InvalidInputs` if ``inputs`` do not fit the flow, and
-        :class:`~flowkit.ConfigurationError` naming a bad tag.
+        :class:`~flowkit.ConfigurationError` naming a bad tag or ``debounce``.
         """
-        return await self._start(flow, run_id, inputs, self.outage_timeout, tags)
+        delay = debounce_seconds(debounce, run_id, "Client.start")
+        return await self._start(flow, run_id, inputs, self.outage_timeout, tags, delay)
 
     async def _start(
         self,
@@ -147,6 +156,7 @@ class Client(ScheduleControls):
         inputs: dict[str, Any],
         within: float,
         tags: Mapping[str, str] | None = None,
+        debounce: float | None = None,
     ) -> ClientHandle:
         """Start the run, retrying with backoff for up to ``within`` seconds while the
         store or the broker is unreachable; then the last error is raised."""
@@ -155,9 +165,11 @@ class Client(ScheduleControls):
         run_tags, inputs = split_tags(flow, tags, inputs)
         target.check(inputs)
         run_id = run_id or uuid.uuid4().hex  # the same one if the start is tried again
-        await self._create(
-            run_id, target, lambda: self.shell.start(target, run_id, inputs, tags=run_tags), within
-        )
+
+        def create() -> Awaitable[str]:
+            return self.shell.start(target, run_id, inputs, tags=run_tags, debounce=debounce)
+
+        await self._create(run_id, target, create, within)
         return ClientHandle(self, run_id)
 
     async def _create(
@@ -249,6 +261,38 @@ class Client(ScheduleControls):
                     raise  # (a later try finds what an earlier one committed: delivered)
 
         await self._despite_outage(f"signal run {run_id!r}", deliver)
+
+    async def query(self, run_id: str, name: str) -> Any:
+        """The answer of the run's query ``name`` (declared with ``@flow_fn.query``),
+        computed in this process from the run's flow variables as stored (running,
+        awaiting or finished).
+
+        Raises :class:`~flowkit.ResumeError` for an unknown run, a name the flow declares
+        no query for, or a run whose flow this client does not have (register it:
+        ``Client(..., flows=[...])``).
+
+        >>> # await client.query(run_id, "contents")   # ['lamp', 'rug']
+        """
+        return await _handlers.query(self.shell, run_id, name)
+
+    async def update(
+        self, run_id: str, name: str, data: Any = None, *, timeout: float | None = None
+    ) -> Any:
+        """Deliver update ``name`` (declared with ``@flow_fn.update``) and return its reply.
+
+        Waits until the run waits in ``flow.wait(name)``; runs the update's validator
+        on the run's variables as stored then, under the run's lock, and records the
+        signal only if it passes (else :class:`~flowkit.UpdateRejected`, nothing
+        recorded); waits until the workers have taken the run to its next wait, or to
+        its end; returns the update's reply computed from the variables at that point.
+        All within ``timeout`` seconds (:class:`~flowkit.ResultTimeout` after that; the
+        update may have been recorded by then). Raises :class:`~flowkit.ResumeError` for
+        an unknown run or update, or a run that has finished, and the run's error if it
+        failed meanwhile. The flow must be registered with this client.
+
+        >>> # await client.update(run_id, "add_item", "lamp", timeout=30)   # 1
+        """
+        return await _handlers.update(self.shell, run_id, name, data, timeout)
 
     async def signal_with_start(
         self,

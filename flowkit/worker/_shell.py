@@ -114,6 +114,7 @@ class Shell(Interpreter[_Turn]):
         signal: p.SignalReceived | None = None,
         on_created: Callable[[], None] | None = None,
         creator: str | None = None,
+        debounce: float | None = None,
     ) -> str:
         """Create the run and publish its first nodes; an existing ``run_id`` is left alone.
 
@@ -121,19 +122,23 @@ class Shell(Interpreter[_Turn]):
         first state, buffered for its wait (signal-with-start): it comes with the run or
         not at all. ``on_created()`` is called when this call has created the run, before
         its first nodes are published. ``creator`` is kept in the run's header: a caller
-        whose try's answer was lost can tell whether that try created the run."""
+        whose try's answer was lost can tell whether that try created the run. With
+        ``debounce`` (seconds) the run begins that long from now, and a start of a run
+        that exists and has not begun yet pushes its beginning back (with these inputs)."""
         run_id = run_id or uuid.uuid4().hex
         state = RunState(run_id)
         traceparent = self._pipeline.run_traceparent(
             run_id, target.blueprint.id, self._traceparent(parent), parent
         )
+        bound = target.bind(inputs)
         commands = start_run(
             target.program,
             state,
-            target.bind(inputs),
+            bound,
             parent=parent,
             traceparent=traceparent,
             signal=signal,
+            debounce=debounce,
         )
         if creator is not None:
             state.put("header", "creator", creator)
@@ -160,6 +165,8 @@ class Shell(Interpreter[_Turn]):
             finally:
                 if state.finished:
                     self._forget(run_id)
+        elif debounce is not None:
+            await self.step(run_id, p.StartDebounced(bound, debounce))
         return run_id
 
     def _traceparent(self, parent: str | None) -> str | None:
