@@ -52,6 +52,7 @@ from .engine import RunResult as RunResult
 from .engine import RunStatus as RunStatus
 from .engine import RunSummary as RunSummary
 from .engine import Runtime as Runtime
+from .engine import Schedule as Schedule
 from .engine import TimerRow as TimerRow
 from .engine import WaitRow as WaitRow
 from .engine import context as context
@@ -96,6 +97,7 @@ __all__ = [
     "RunStatus",
     "RunSummary",
     "Runtime",
+    "Schedule",
     "StoreError",
     "TimerRow",
     "TransportError",

@@ -177,7 +177,8 @@ def primitive_signature(name: str) -> inspect.Signature:
 
 
 class FlowDecorator:
-    """``@flow`` / ``@flow(id=..., version=...)``, and the namespace of flow primitives.
+    """``@flow`` / ``@flow(id=..., version=..., schedule=..., timezone=...)``, and the
+    namespace of flow primitives.
 
     >>> @flow
     ... async def greet(name: str) -> str:
@@ -200,7 +201,14 @@ class FlowDecorator:
 
     @overload
     def __call__(
-        self, fn: None = None, /, *, id: str | None = None, version: int = 1
+        self,
+        fn: None = None,
+        /,
+        *,
+        id: str | None = None,
+        version: int = 1,
+        schedule: str | None = None,
+        timezone: str | None = None,
     ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], FlowDef[P, R]]: ...
 
     def __call__(
@@ -210,9 +218,15 @@ class FlowDecorator:
         *,
         id: str | None = None,
         version: int = 1,
+        schedule: str | None = None,
+        timezone: str | None = None,
     ) -> FlowDef[P, R] | Callable[[Callable[P, Coroutine[Any, Any, R]]], FlowDef[P, R]]:
+        """``schedule`` (a cron expression, in ``timezone``) makes a
+        :class:`~flowkit.Schedule` with the flow's id and no inputs: a Runtime or Worker
+        the flow is registered on starts a run at each tick."""
+
         def wrap(target: Callable[P, Coroutine[Any, Any, R]]) -> FlowDef[P, R]:
-            return FlowDef(target, id=id, version=version)
+            return FlowDef(target, id=id, version=version, schedule=schedule, timezone=timezone)
 
         return wrap(fn) if fn is not None else wrap
 

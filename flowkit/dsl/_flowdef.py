@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeAlias, T
 
 import anyio
 
-from .._errors import InvalidInputs
+from .._errors import ConfigurationError, InvalidInputs
 from ._handlers import Handlers
 
 if TYPE_CHECKING:
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ..blueprint._model import Blueprint
     from ..runtime._runtime import DefaultRuntime
     from ..shell._result import RunResult
+    from ..shell._schedules import Schedule
     from ..testing import Simulation
     from ._compiler import CompiledFlow
     from ._evaluator import FlowEvaluator
@@ -53,14 +54,20 @@ class FlowDef(Generic[P, R]):
         *,
         id: str | None = None,
         version: int = 1,
+        schedule: str | None = None,
+        timezone: str | None = None,
     ) -> None:
         from ._node import check_flow_arguments
 
         check_flow_arguments(fn, id, version)
         self.fn = fn
         self._hints: dict[str, Any] | None = None
+        self._signature: inspect.Signature | None = None
         self.id: str = id or fn.__name__
         self.version = version
+        self.schedule = self._schedule(schedule, timezone)
+        """The :class:`~flowkit.Schedule` of ``@flow(schedule=...)`` (its id is the flow's),
+        which a Runtime or Worker the flow is registered on runs; None without one."""
         functools.update_wrapper(self, fn)
         self._handlers = Handlers(self.id)
         from ._compiler import compile_flow  # imported on first use: keeps `import flowkit` fast
@@ -68,6 +75,17 @@ class FlowDef(Generic[P, R]):
         self._compiled: CompiledFlow | None = compile_flow(
             fn, flow_id=self.id, version=version, final=False
         )
+
+    def _schedule(self, cron: str | None, timezone: str | None) -> Schedule | None:
+        if cron is None:
+            if timezone is not None:
+                raise ConfigurationError(
+                    f"@flow {self.id!r}: timezone= needs schedule='<cron expression>'"
+                )
+            return None
+        from ..shell._schedules import Schedule
+
+        return Schedule(self, cron=cron, timezone=timezone)
 
     # -- the compiled form ----------------------------------------------------
     def _compile(self) -> CompiledFlow:
@@ -267,7 +285,9 @@ class FlowDef(Generic[P, R]):
         """
         from ..shell._inputs import arity_problems
 
-        signature = inspect.signature(self.fn)
+        if self._signature is None:
+            self._signature = inspect.signature(self.fn)
+        signature = self._signature
         problems = arity_problems(signature, inputs)
         if problems:
             raise InvalidInputs(self.id, dict(problems))

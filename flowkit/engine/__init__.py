@@ -17,6 +17,8 @@ from ..shell._invoke import Node as Node
 from ..shell._middleware import Middleware as Middleware
 from ..shell._result import RunHandle as RunHandle
 from ..shell._result import RunResult as RunResult
+from ..shell._schedules import Schedule as Schedule
+from ..shell._schedules import ScheduleInfo as ScheduleInfo
 from ..stores._history import HistoryEvent as HistoryEvent
 from ..stores._protocol import RunSummary as RunSummary
 
@@ -37,6 +39,8 @@ __all__ = [
     "RunStatus",
     "RunSummary",
     "Runtime",
+    "Schedule",
+    "ScheduleInfo",
     "TimerRow",
     "WaitRow",
     "context",

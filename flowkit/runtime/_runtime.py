@@ -14,10 +14,11 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
+import structlog
 from anyio.lowlevel import RunVar
 
 from .. import _clock as clock
-from .._errors import ConfigurationError, ResumeError
+from .._errors import ConfigurationError, ResumeError, StoreError
 from ..core import _protocol as p
 from ..core._action import split_action
 from ..core._machine import start_run
@@ -40,8 +41,11 @@ from ..shell._flows import Flows, refuse_unknown_wait, route_signal
 from ..shell._history import start_history
 from ..shell._purge import purge_runs
 from ..shell._result import RunHandle, RunResult, detached
+from ..shell._schedules import Schedule, ScheduleControls, Scheduler, schedules_of
+from ..stores._memory import MemoryStore
 from . import _handlers
 from ._driver import Driver, Run
+from ._schedules import RuntimeStarter
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Collection, Mapping, Sequence
@@ -53,16 +57,19 @@ if TYPE_CHECKING:
     from ..stores._history import HistoryEvent
     from ..stores._protocol import RunPage
 
+_log = structlog.get_logger("flowkit.schedules")
 REGISTER_HINT = "pass the flow itself, or register it: flowkit.Runtime(flows=[...])"
 """What to do about a flow name a runtime does not know."""
 
 
-class Runtime(Driver):
+class Runtime(Driver, ScheduleControls):
     """Runs flows in this process: ``await rt.run(flow, **inputs)``.
 
     ``async with Runtime() as rt:`` owns a task group in which started runs and
     the timer scheduler live; nothing outlives the block. ``store=`` makes runs
-    durable (``flowkit.stores.SQLiteStore("runs.db")``, ...).
+    durable (``flowkit.stores.SQLiteStore("runs.db")``, ...). ``schedules=``
+    (:class:`~flowkit.Schedule`, and those of ``@flow(schedule=...)`` flows in
+    ``flows=``) start runs at their ticks while the runtime is open.
 
     >>> import flowkit
     >>> rt = flowkit.Runtime(max_concurrency=8)
@@ -76,6 +83,7 @@ class Runtime(Driver):
         max_concurrency: int | None = None,
         flows: Sequence[Any] = (),
         poll_interval: float = 1.0,
+        schedules: Sequence[Schedule] = (),
     ) -> None:
         super().__init__(
             middleware=middleware,
@@ -84,6 +92,13 @@ class Runtime(Driver):
             poll_interval=poll_interval,
         )
         self.flows = Flows(flows)
+        schedules = schedules_of(flows, schedules)
+        self._schedules_here = MemoryStore() if store is None else None
+        for schedule in schedules:  # a schedule that cannot start its flow fails here
+            flow = self.flows.registered(schedule.flow, hint=REGISTER_HINT)
+            self._target(flow).check(dict(schedule.spec.inputs))
+        if schedules:
+            self._scheduler = Scheduler(self._schedule_store(), schedules, RuntimeStarter(self))
         # run id -> (lock, users): signal_with_start of one run id, one at a time here
         self._starting: dict[str, tuple[anyio.Lock, list[int]]] = {}
 
@@ -476,6 +491,30 @@ class Runtime(Driver):
         """Run to a result from synchronous code (starts an event loop)."""
         return anyio.run(partial(self.run, target, **inputs), backend=backend)
 
+    # -- schedules ----------------------------------------------------------
+    def _schedule_store(self) -> Any:
+        return self.store if self._schedules_here is None else self._schedules_here
+
+    def _can_start(self) -> bool:
+        return self._tg is not None
+
+    async def tick_schedules(self) -> list[str]:
+        """Once, what the open runtime does on its scheduler loop: start the runs of the
+        ticks that are due (see :class:`flowkit.Schedule`); their run ids."""
+        self._owner("tick_schedules")
+        return [] if self._scheduler is None else await self._scheduler.tick()
+
+    async def _schedule_loop(self) -> None:
+        scheduler = self._scheduler
+        assert scheduler is not None
+        while True:
+            try:
+                await scheduler.tick()
+            except StoreError as exc:  # the store is down: try again next poll
+                _log.warning("schedule step failed; retrying", error=str(exc))
+            now = clock.now()
+            await anyio.sleep(min(max(0.0, scheduler.next_due(now) - now), self.poll_interval))
+
     # -- lifetime -------------------------------------------------------------
     async def __aenter__(self) -> Runtime:
         self._cm = self._open()
@@ -490,6 +529,9 @@ class Runtime(Driver):
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self._scheduler_loop)
+            if self._scheduler is not None:
+                await self._scheduler.ensure_registered()
+                tg.start_soon(self._schedule_loop)
             try:
                 yield
             finally:
@@ -501,6 +543,8 @@ class Runtime(Driver):
         """Fire due durable timers while the block runs."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._scheduler_loop)
+            if self._scheduler is not None and self._tg is not None:
+                tg.start_soon(self._schedule_loop)
             try:
                 yield self
             finally:

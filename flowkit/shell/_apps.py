@@ -61,6 +61,21 @@ def load_flows(specs: list[str], *, include_broken: bool = False) -> list[Any]:
     return list({id(flow): flow for flow in flows}.values())  # --app given twice: once
 
 
+def load_schedules(specs: list[str]) -> list[Any]:
+    """The :class:`~flowkit.Schedule` objects the ``--app`` modules define at module level
+    (``nightly = flowkit.Schedule(report, cron="0 2 * * *")``); ``module:attr`` specs
+    name flows and bring none."""
+    from ._schedules import Schedule
+
+    found: list[Any] = []
+    for spec in specs:
+        module_name, _, attr = spec.partition(":")
+        if not attr:
+            module = import_app(spec, module_name)
+            found.extend(v for v in vars(module).values() if isinstance(v, Schedule))
+    return list({id(schedule): schedule for schedule in found}.values())
+
+
 def import_app(spec: str, module_name: str) -> Any:
     """The module ``--app spec`` names; a module that fails to import is a UsageError."""
     try:

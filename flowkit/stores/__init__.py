@@ -11,6 +11,7 @@ from ._protocol import RunInfo as RunInfo
 from ._protocol import RunPage as RunPage
 from ._protocol import RunSummary as RunSummary
 from ._protocol import RunTransaction as RunTransaction
+from ._protocol import ScheduleRecord as ScheduleRecord
 from ._protocol import Store as Store
 from ._protocol import StoreStats as StoreStats
 from ._sqlite import SQLiteStore as SQLiteStore
@@ -33,6 +34,7 @@ __all__ = [
     "RunSummary",
     "RunTransaction",
     "SQLiteStore",
+    "ScheduleRecord",
     "Store",
     "StoreStats",
     "from_url",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import heapq
 from contextlib import asynccontextmanager
+from json import dumps, loads
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -29,6 +30,7 @@ from ._protocol import (
     RunInfo,
     RunPage,
     RunSummary,
+    ScheduleRecord,
     StoreStats,
 )
 
@@ -82,6 +84,7 @@ class MemoryStore:
         self._by_creation: list[tuple[float, str]] = []  # (created_at, run_id), sorted
         self._finished = Announcer()
         self._cancelled_nodes = Announcer()
+        self._schedules: dict[str, tuple[int, str]] = {}  # id -> (version, JSON data)
 
     @classmethod
     def from_url(cls, url: str = "memory://", **options: Any) -> MemoryStore:
@@ -271,6 +274,23 @@ class MemoryStore:
 
     async def held_leases(self, leases: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
         return {(run_id, key) for run_id, key in leases if (run_id, key) in self._leases}
+
+    async def load_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        found = self._schedules.get(schedule_id)
+        return None if found is None else ScheduleRecord(schedule_id, found[0], loads(found[1]))
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        return [ScheduleRecord(k, v, loads(d)) for k, (v, d) in sorted(self._schedules.items())]
+
+    async def write_schedule(self, schedule_id: str, data: dict[str, Any], *, version: int) -> bool:
+        current = self._schedules.get(schedule_id, (0, ""))[0]
+        if current != version:
+            return False
+        self._schedules[schedule_id] = (version + 1, dumps(data))  # a copy, as stores keep
+        return True
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        return self._schedules.pop(schedule_id, None) is not None
 
     async def close(self) -> None:
         pass

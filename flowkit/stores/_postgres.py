@@ -38,6 +38,7 @@ from ._protocol import (
     RunInfo,
     RunPage,
     RunSummary,
+    ScheduleRecord,
     StoreStats,
 )
 
@@ -131,6 +132,10 @@ _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
         "CREATE TABLE flowkit_history (run_id TEXT NOT NULL, seq BIGINT NOT NULL,"
         " at DOUBLE PRECISION NOT NULL, kind TEXT NOT NULL, node_id TEXT, attempt INTEGER,"
         " worker TEXT, data TEXT NOT NULL, PRIMARY KEY (run_id, seq))",
+    ),
+    (  # v4: schedules
+        "CREATE TABLE flowkit_schedules (schedule_id TEXT PRIMARY KEY,"
+        " version BIGINT NOT NULL, data TEXT NOT NULL)",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -426,6 +431,52 @@ class PostgresStore(SchemaClient):
             "claim_timer",
             "DELETE FROM flowkit_timers WHERE run_id = %s AND timer_id = %s RETURNING 1",
             (run_id, timer_id),
+        )
+        return bool(rows)
+
+    # -- schedules ------------------------------------------------------------
+    async def load_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        rows = await self._query(
+            "load_schedule",
+            "SELECT version, data FROM flowkit_schedules WHERE schedule_id = %s",
+            (schedule_id,),
+        )
+        return ScheduleRecord(schedule_id, rows[0][0], json.loads(rows[0][1])) if rows else None
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        rows = await self._query(
+            "list_schedules",
+            "SELECT schedule_id, version, data FROM flowkit_schedules"
+            ' ORDER BY schedule_id COLLATE "C"',
+            (),
+        )
+        return [ScheduleRecord(i, v, json.loads(d)) for i, v, d in rows]
+
+    async def write_schedule(self, schedule_id: str, data: dict[str, Any], *, version: int) -> bool:
+        """One statement: an insert that yields to an existing row, or an update at
+        ``version`` (the row lock serialises concurrent writers)."""
+        text = json.dumps(data)
+        if version == 0:
+            rows = await self._query(
+                "write_schedule",
+                "INSERT INTO flowkit_schedules VALUES (%s, 1, %s)"
+                " ON CONFLICT (schedule_id) DO NOTHING RETURNING 1",
+                (schedule_id, text),
+            )
+        else:
+            rows = await self._query(
+                "write_schedule",
+                "UPDATE flowkit_schedules SET version = version + 1, data = %s"
+                " WHERE schedule_id = %s AND version = %s RETURNING 1",
+                (text, schedule_id, version),
+            )
+        return bool(rows)
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        rows = await self._query(
+            "delete_schedule",
+            "DELETE FROM flowkit_schedules WHERE schedule_id = %s RETURNING 1",
+            (schedule_id,),
         )
         return bool(rows)
 

@@ -121,6 +121,16 @@ class StoreStats:
     snapshot_bytes: int = 0
 
 
+@attrs.frozen
+class ScheduleRecord:
+    """A schedule as the store keeps it: its definition and state as JSON data, and a
+    version that every write moves on by one (see :meth:`Store.write_schedule`)."""
+
+    schedule_id: str
+    version: int
+    data: dict[str, Any]
+
+
 @runtime_checkable
 class RunTransaction(Protocol):
     """A run held exclusively; see :meth:`Store.transaction`."""
@@ -287,6 +297,20 @@ class Store(Protocol):
     ) -> list[HistoryEvent]:
         """The run's history events with ``seq > after``, in order, at most ``limit``
         (all if None); empty for a run with none, or no such run."""
+
+    async def load_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        """The schedule's record, or None."""
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        """Every schedule's record, by id."""
+
+    async def write_schedule(self, schedule_id: str, data: dict[str, Any], *, version: int) -> bool:
+        """Write ``data`` (JSON data) as the schedule's record at ``version + 1`` if the
+        record is still at ``version`` (0: there is none yet); atomic, so of several
+        writers from one version exactly one gets True. False: nothing written."""
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        """Delete the schedule's record; False if there was none."""
 
     async def close(self) -> None:
         """Release connections."""

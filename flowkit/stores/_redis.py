@@ -71,8 +71,10 @@ from ._protocol import (
     RunInfo,
     RunPage,
     RunSummary,
+    ScheduleRecord,
     StoreStats,
 )
+from ._redis_schedules import RedisSchedules
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
@@ -379,6 +381,7 @@ class RedisStore:
         self._release = self._client.register_script(_RELEASE)
         self._list = self._client.register_script(_LIST)
         self._purge_one = self._client.register_script(_PURGE_ONE)
+        self._schedules = RedisSchedules(self._client, prefix, url, translate_errors)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
@@ -719,6 +722,19 @@ class RedisStore:
                 key, "-inf", now, start=0, num=limit, withscores=True
             )
         return [(*_split(member), float(at)) for member, at in rows]
+
+    # -- schedules (see _redis_schedules) ----------------------------------------
+    async def load_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        return await self._schedules.load(schedule_id)
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        return await self._schedules.list()
+
+    async def write_schedule(self, schedule_id: str, data: dict[str, Any], *, version: int) -> bool:
+        return await self._schedules.write(schedule_id, data, version)
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        return await self._schedules.delete(schedule_id)
 
     async def close(self) -> None:
         """Close the client's connections."""

@@ -47,6 +47,7 @@ from ._protocol import (
     RunInfo,
     RunPage,
     RunSummary,
+    ScheduleRecord,
     StoreStats,
 )
 
@@ -103,6 +104,11 @@ CREATE TABLE flowkit_history (
     run_id TEXT NOT NULL, seq INTEGER NOT NULL, last INTEGER NOT NULL, events TEXT NOT NULL,
     PRIMARY KEY (run_id, seq)
 ) WITHOUT ROWID;
+"""
+_V4 = """
+CREATE TABLE flowkit_schedules (
+    schedule_id TEXT PRIMARY KEY, version INTEGER NOT NULL, data TEXT NOT NULL
+)
 """
 # one row per commit: its events (seq to last) as a JSON array of
 # [at, kind, node_id, attempt, worker, data]; one insert, not one per event
@@ -164,6 +170,7 @@ _MIGRATIONS: tuple[tuple[Callable[[sqlite3.Connection], None], ...], ...] = (
     (_statements(_V1),),  # v1: runs, journal, timers, leases
     (_statements(_V2), _backfill_index),  # v2: the run index (list_runs)
     (_statements(_V3),),  # v3: run history (next_seq numbers a run's events)
+    (_statements(_V4),),  # v4: schedules
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -453,6 +460,52 @@ class SQLiteStore:
             return cur.rowcount == 1
 
         return await self._locked(claim)
+
+    # -- schedules ------------------------------------------------------------
+    async def load_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        row = await self._locked(
+            lambda c: c.execute(
+                "SELECT version, data FROM flowkit_schedules WHERE schedule_id = ?",
+                (schedule_id,),
+            ).fetchone()
+        )
+        return None if row is None else ScheduleRecord(schedule_id, row[0], json.loads(row[1]))
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        rows = await self._locked(
+            lambda c: c.execute(
+                "SELECT schedule_id, version, data FROM flowkit_schedules ORDER BY schedule_id"
+            ).fetchall()
+        )
+        return [ScheduleRecord(i, v, json.loads(d)) for i, v, d in rows]
+
+    async def write_schedule(self, schedule_id: str, data: dict[str, Any], *, version: int) -> bool:
+        """One statement: an insert that yields to an existing row, or an update at
+        ``version``; SQLite's write lock makes it atomic across processes."""
+        text = json.dumps(data)
+
+        def write(conn: sqlite3.Connection) -> bool:
+            if version == 0:
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO flowkit_schedules VALUES (?, 1, ?)", (schedule_id, text)
+                )
+            else:
+                cur = conn.execute(
+                    "UPDATE flowkit_schedules SET version = version + 1, data = ?"
+                    " WHERE schedule_id = ? AND version = ?",
+                    (text, schedule_id, version),
+                )
+            return cur.rowcount == 1
+
+        return await self._locked(write)
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        cur = await self._locked(
+            lambda c: c.execute(
+                "DELETE FROM flowkit_schedules WHERE schedule_id = ?", (schedule_id,)
+            )
+        )
+        return bool(cur.rowcount == 1)
 
     async def expired_leases(self, now: float, limit: int = 100) -> list[ExpiredLease]:
         def read(conn: sqlite3.Connection) -> list[ExpiredLease]:

@@ -14,6 +14,7 @@ from ._replay import Divergence as Divergence
 from ._replay import ReplayResult as ReplayResult
 from ._replay import replay as replay
 from ._replay import replay_async as replay_async
+from ._schedule_sim import ScheduleSimulation as ScheduleSimulation
 from ._simulate import simulate as simulate
 from ._simulate import simulate_async as simulate_async
 
@@ -22,6 +23,7 @@ __all__ = [
     "Divergence",
     "Faults",
     "ReplayResult",
+    "ScheduleSimulation",
     "Simulation",
     "SimulationError",
     "TraceEntry",

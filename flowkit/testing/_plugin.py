@@ -42,6 +42,7 @@ def simulator(request: pytest.FixtureRequest) -> Callable[..., Simulation]:
     def run(target: Any, **options: Any) -> Simulation:
         if forced is not None:
             options["seed"] = forced
-        return simulate(target, **options)
+        outcome: Simulation = simulate(target, **options)
+        return outcome
 
     return run

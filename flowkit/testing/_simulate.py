@@ -13,7 +13,7 @@ import heapq
 import random
 from collections import deque
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import anyio
 
@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from .._durations import Duration
+    from ..shell._schedules import Schedule
+    from ._schedule_sim import ScheduleSimulation
 
 
 _VISIBLE = frozenset({"call", "sleep", "wait", "webhook", "subflow"})
@@ -361,7 +363,31 @@ def _mock_key(node: Any) -> str:
     return node if isinstance(node, str) else registry_name(node)
 
 
-async def simulate_async(
+@overload
+async def simulate_async(target: Schedule, **options: Any) -> ScheduleSimulation: ...
+
+
+@overload
+async def simulate_async(target: Any, **options: Any) -> Simulation: ...
+
+
+async def simulate_async(target: Any, **options: Any) -> Simulation | ScheduleSimulation:
+    """:func:`simulate` for async tests."""
+    from ..shell._schedules import Schedule
+
+    if isinstance(target, Schedule):
+        until = options.pop("until", None)
+        if until is None:
+            raise SimulationError(
+                f"simulate({target!r}) needs until=, how long to run the schedule (e.g. '30d')"
+            )
+        from ._schedule_sim import simulate_schedule
+
+        return await simulate_schedule(target, until=until, **options)
+    return await _simulate_run(target, **options)
+
+
+async def _simulate_run(
     target: Any,
     *,
     mocks: Mapping[Any, Any] | None = None,
@@ -379,13 +405,16 @@ async def simulate_async(
     cancel_at: Duration | None = None,
     updates: Mapping[str, Any] | None = None,
     before_patches: Iterable[str] = (),
+    resolved_target: Target | None = None,
     **inputs: Any,
 ) -> Simulation:
-    """:func:`simulate` for async tests."""
+    """A run of ``target`` (``resolved_target``: resolved and its inputs checked already)."""
     clock = VirtualClock(parse_start(start))
     cancel_due = parse_cancel_at(cancel_at, clock)
-    resolved = resolve(target, registry)
-    resolved.check(inputs)
+    resolved = resolved_target
+    if resolved is None:
+        resolved = resolve(target, registry)
+        resolved.check(inputs)
     before = _check_patches(frozenset(before_patches), [resolved, *(flows or ())], workers, faults)
     if workers is not None or faults is not None:
         if updates:
@@ -449,8 +478,21 @@ def _check_patches(
     return before
 
 
-def simulate(target: Any, **options: Any) -> Simulation:
+@overload
+def simulate(target: Schedule, **options: Any) -> ScheduleSimulation: ...
+
+
+@overload
+def simulate(target: Any, **options: Any) -> Simulation: ...
+
+
+def simulate(target: Any, **options: Any) -> Simulation | ScheduleSimulation:
     """Run ``target`` (a ``@flow``, ``Flow`` or ``Blueprint``) on virtual time; synchronous.
+
+    A :class:`flowkit.Schedule` (``my_flow.schedule`` of ``@flow(schedule=...)``, too)
+    with ``until="30d"`` simulates that long of its ticks from ``start``: each tick's
+    run is simulated (with the other options), and a :class:`ScheduleSimulation` lists
+    them and the ticks the overlap policy skipped.
 
     ``signals={name: answer}`` scripts the waits: a value or callable of the
     run's state (answered when the wait is reached), :func:`at` (arrives at a
@@ -472,6 +514,9 @@ def simulate(target: Any, **options: Any) -> Simulation:
     ('hi ada', 365, ['nap', 'hello'])
     """
     try:
-        return anyio.run(lambda: simulate_async(target, **options))
+        outcome: Simulation | ScheduleSimulation = anyio.run(
+            lambda: simulate_async(target, **options)
+        )
+        return outcome
     except FlowkitError:
         raise

@@ -19,7 +19,7 @@ from .._durations import to_seconds
 from .._errors import ConfigurationError, FlowkitError
 from .._version import __version__
 from ..shell._apps import UsageError as UsageError
-from ..shell._apps import app_spec, load_flows
+from ..shell._apps import app_spec, load_flows, load_schedules
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -83,8 +83,8 @@ def parser(
         required=True,
         type=app_spec,
         metavar="MODULE[:ATTR]",
-        help="module whose flows to serve, or module:attr naming a flow or a list "
-        "of flows (repeatable)",
+        help="module whose flows to serve (and whose module-level flowkit.Schedule "
+        "objects to run), or module:attr naming a flow or a list of flows (repeatable)",
     )
     cli.add_argument(
         "--transport",
@@ -245,6 +245,7 @@ async def serve(args: argparse.Namespace, *, bounded_exit: bool = False) -> None
         queue=args.queue,
         lease=args.lease,
         retention=args.retention,
+        schedules=load_schedules(args.app),
     )
     worker.fail_fast = True  # an unreachable broker at start exits 2
     failed = True

@@ -34,6 +34,7 @@ from ..shell._durable import (
 from ..shell._flows import refuse_unknown_wait
 from ..shell._purge import purge_runs
 from ..shell._result import RunResult
+from ..shell._schedules import ScheduleControls
 from ..stores._notices import WatchesFinished
 from . import _handlers
 from ._outage import Dependency, despite_store_outages, start_despite_outages, store_dependency
@@ -70,7 +71,7 @@ REGISTER_HINT = (
 CACHED_RUNS = 64
 
 
-class Client:
+class Client(ScheduleControls):
     """Talks to a fleet of workers through their transport and store.
 
     >>> import flowkit
@@ -593,6 +594,9 @@ class Client:
     def known_blueprints(self) -> list[Any]:
         """Blueprints this client knows (the webhook app routes from these)."""
         return [t.blueprint for t in self.shell.flows.by_digest.values()]
+
+    def _schedule_store(self) -> Store:
+        return self.store
 
 
 class ClientHandle:

@@ -21,9 +21,11 @@ from ..shell._events import Event, EventBus
 from ..shell._execute import Executor
 from ..shell._history import Origin
 from ..shell._purge import cutoff, purger
+from ..shell._schedules import Scheduler, schedules_of
 from ._heartbeat import Heartbeats
 from ._messages import ENQUEUED_AT_HEADER, MalformedMessage, NodeMessage, names_a_run
 from ._outage import Dependency, despite_store_outages, store_dependency
+from ._schedules import WorkerStarter
 from ._shell import Shell
 
 if TYPE_CHECKING:
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from .._durations import Duration
     from ..shell._durable import Replica
     from ..shell._middleware import Middleware
+    from ..shell._schedules import Schedule
     from ..stores._protocol import Store
     from ..transports._protocol import Delivery, Transport
     from ._heartbeat import Beat
@@ -65,6 +68,10 @@ class Worker:
     and resumes by itself, logging one line when the store goes and one when it
     comes back. A broker it cannot receive from is retried the same way.
 
+    ``schedules`` (:class:`~flowkit.Schedule`, and those of the ``@flow(schedule=...)``
+    flows in ``app``) start their runs from the worker's scheduler loop: one run per tick
+    however many workers run them.
+
     With ``retention`` (``"30d"``, seconds or a ``timedelta``) the worker also deletes
     the runs that finished longer ago than that, every ``retention_interval`` seconds,
     in small batches (any number of workers may do it at once).
@@ -89,6 +96,7 @@ class Worker:
         cancel_check_interval: float = 2.0,
         retention: Duration | None = None,
         retention_interval: float = 60.0,
+        schedules: Sequence[Schedule] = (),
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be 1 or more, got {concurrency}")
@@ -127,6 +135,11 @@ class Worker:
             check_interval=cancel_check_interval,
         )
         self.shell.on_cancel_nodes = self.heartbeats.withdraw
+        found = schedules_of(app, schedules)
+        for schedule in found:  # a schedule that cannot start its flow fails here
+            WorkerStarter(self.shell).check(schedule)
+        # starts the runs of the schedules given, and of ``@flow(schedule=...)`` flows
+        self._schedules = Scheduler(store, found, WorkerStarter(self.shell)) if found else None
         self.store_health = store_dependency(
             store, pausing="pausing intake", resuming="resuming intake"
         )
@@ -146,6 +159,8 @@ class Worker:
         """Consume, fire timers and reconcile until cancelled or :meth:`stop` drains it."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._loop, self._fire_due_timers)
+            if self._schedules is not None:
+                tg.start_soon(self._loop, self._start_due_schedules)
             # the nodes held through a store outage extend their leases before the
             # reconciler counts them as lost: republishing them would only run them twice
             tg.start_soon(self._loop, self._reconcile, self.lease)
@@ -381,9 +396,15 @@ class Worker:
 
     async def tick(self) -> None:
         """Once, what the scheduler does every ``poll_interval``: fire the timers that are
-        due and publish again the dispatches whose leases ran out."""
+        due, start the runs of schedule ticks that are due, and publish again the
+        dispatches whose leases ran out."""
         await self._fire_due_timers()
+        await self._start_due_schedules()
         await self._reconcile()
+
+    async def _start_due_schedules(self) -> None:
+        if self._schedules is not None:
+            await self._schedules.tick()
 
     async def _purge_old_runs(self) -> None:
         """The retention: delete the runs that finished over ``retention`` ago, a small
