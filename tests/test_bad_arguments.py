@@ -92,7 +92,7 @@ def test_node_takes_good_options() -> None:
     good = node(
         retries=0, timeout=timedelta(seconds=2), backoff=Backoff(), fallback=work, name="w"
     )(work)
-    assert (0, 2.0) == (good.options["retries"], good.options["timeout"])
+    assert (0, 2.0) == (good.settings["retries"], good.settings["timeout"])
 
 
 # -- @flow ----------------------------------------------------------------------------------------

@@ -240,6 +240,7 @@ def dispatch_command(run_id: str, dispatch_id: str, record: dict[str, Any]) -> p
         tuple(record.get("args") or ()),
         dict(record.get("kwargs") or {}),
         bool(record.get("fallback")),
+        (record.get("options") or {}).get("timeout"),
     )
 
 
