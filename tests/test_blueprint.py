@@ -90,9 +90,11 @@ class TestRoundTrip:
 
     def test_retry_policy_fields(self) -> None:
         """Unlimited retries, error types and retry_timeout are read back as written."""
-        config = '{"retries": null, "retry_on": ["builtins.TimeoutError"], ' \
+        config = (
+            '{"retries": null, "retry_on": ["builtins.TimeoutError"], '
             '"never_retry": ["app.Declined"], "retry_timeout": 1800}'
-        text = '{"id": "x", "nodes": [{"id": "a", "uses": "a", "config": %s}]}' % config
+        )
+        text = '{"id": "x", "nodes": [{"id": "a", "uses": "a", "config": ' + config + "}]}"
         bp = Blueprint.from_json(text)
         expected = NodeConfig(
             retries=None,

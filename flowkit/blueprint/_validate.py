@@ -35,7 +35,16 @@ _TOP_KEYS = frozenset({"id", "version", "nodes", "edges", "metadata", "digest"})
 _NODE_KEYS = frozenset({"id", "kind", "uses", "params", "inputs", "config"})
 _EDGE_KEYS = frozenset({"source", "target", "action", "when"})
 _CONFIG_KEYS = frozenset(
-    {"retries", "backoff", "timeout", "fallback", "join", "retry_on", "never_retry", "retry_timeout"}
+    {
+        "retries",
+        "backoff",
+        "timeout",
+        "fallback",
+        "join",
+        "retry_on",
+        "never_retry",
+        "retry_timeout",
+    }
 )
 _BACKOFF_KEYS = frozenset({"initial", "factor", "max", "jitter"})
 

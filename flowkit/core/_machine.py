@@ -211,7 +211,9 @@ class Step(NodeSteps, RetrySteps):
         policy = Policy.of(self.p.specs[node_id].config, dispatch.get("options"))
         if policy.refusal(attempt, event.error) is not None:
             return False
-        delay = policy.backoff.delay(attempt, f"{self.s.run_id}:{node_id}") if policy.backoff else 0.0
+        delay = (
+            policy.backoff.delay(attempt, f"{self.s.run_id}:{node_id}") if policy.backoff else 0.0
+        )
         first = dispatch.get("first_started", event.started_at)
         due = None if event.failed_at is None else event.failed_at + delay
         if policy.late(first, due) is not None:

@@ -15,16 +15,16 @@ shell reported in its events. Nothing here reads a clock.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from .._durations import to_seconds
+from .._durations import Backoff, to_seconds
 from .._errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from .._durations import Backoff
+    from collections.abc import Mapping
+
     from ..blueprint._model import NodeConfig
 
 CALL_OPTIONS: Final = ("retries", "timeout", "retry_timeout")

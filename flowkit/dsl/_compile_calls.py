@@ -11,10 +11,10 @@ import attrs
 
 from ..blueprint._model import NodeConfig
 from ..shell._invoke import ClassFallback, has_fallback
-from ._compile_resolve import LOCAL, UNRESOLVED, callee_kind, dotted
-from ._node import config_fields
 from ._compile_options import CallOptions
+from ._compile_resolve import LOCAL, UNRESOLVED, callee_kind, dotted
 from ._compile_waits import Waits
+from ._node import config_fields
 
 if TYPE_CHECKING:
     from ._compile_base import Target

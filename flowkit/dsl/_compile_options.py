@@ -20,11 +20,10 @@ from .._errors import ConfigurationError
 from ..core._policy import CALL_OPTIONS as COMPUTED_OPTIONS
 from ._compile_resolve import LOCAL, UNRESOLVED, callee_kind, dotted
 from ._compile_waits import Waits
-from ._node import CALL_OPTIONS, Arguments
+from ._node import CALL_OPTIONS, Arguments, NodeDef
 
 if TYPE_CHECKING:
     from ._compile_graph import Port
-    from ._node import NodeDef
 
 _CONSTANT_ONLY = "retry_on, never_retry and backoff are read when the flow is compiled"
 

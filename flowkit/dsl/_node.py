@@ -95,11 +95,11 @@ class NodeDef(Generic[P, R]):
         self,
         *,
         retries: Retries | Unset = UNSET,
-        timeout: Duration | None | Unset = UNSET,
-        retry_timeout: Duration | None | Unset = UNSET,
+        timeout: Duration | Unset | None = UNSET,
+        retry_timeout: Duration | Unset | None = UNSET,
         retry_on: ErrorTypes | Unset = UNSET,
         never_retry: ErrorTypes | Unset = UNSET,
-        backoff: Backoff | None | Unset = UNSET,
+        backoff: Backoff | Unset | None = UNSET,
         **unknown: object,
     ) -> NodeCall[P, R]:
         """This node with options for one call: ``await charge.options(retries=n)(order)``.
