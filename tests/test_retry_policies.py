@@ -3,12 +3,16 @@
 ``retry_on`` / ``never_retry`` / unlimited retries / ``retry_timeout`` and
 ``node.options(...)`` calls run on the in-memory Runtime, under ``simulate()``
 (virtual time) and on an in-process Worker (MemoryTransport + SQLiteStore), on
-asyncio and trio.
+asyncio and trio; the Worker also on the real PostgreSQL and Redis on loopback
+(asyncio only: their clients are).
 """
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections import defaultdict
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -22,6 +26,7 @@ from flowkit.testing import simulate_async
 from flowkit.transports import MemoryTransport
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
     from pathlib import Path
 
 pytestmark = pytest.mark.anyio
@@ -263,8 +268,9 @@ class TestSimulate:
 
 
 # -- the distributed Worker -------------------------------------------------------------------
-async def _on_worker(tmp_path: Path, target: Any, **inputs: Any) -> Any:
-    transport, store = MemoryTransport(), SQLiteStore(tmp_path / "runs.db")
+async def _on_worker(tmp_path: Path, target: Any, store: Any = None, **inputs: Any) -> Any:
+    transport = MemoryTransport()
+    store = store or SQLiteStore(tmp_path / "runs.db")
     worker = flowkit.Worker(FLOWS, transport, store, poll_interval=0.05)
     client = flowkit.Client(transport, store, flows=FLOWS)
     with anyio.fail_after(30):
@@ -272,6 +278,7 @@ async def _on_worker(tmp_path: Path, target: Any, **inputs: Any) -> Any:
             await tg.start(worker.run)
             result = await client.run(target, **inputs)
             tg.cancel_scope.cancel()
+    await transport.close()
     return result
 
 
@@ -307,6 +314,69 @@ class TestWorker:
         key = "wk-late"
         ATTEMPTS.pop(key, None)
         result = await _on_worker(tmp_path, pay_until_late, key=key, seconds=0.3)
+        assert RunStatus.FAILED == result.status
+        assert 1 <= ATTEMPTS[key] <= 2
+
+
+PG_DSN = os.environ.get("FLOWKIT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("FLOWKIT_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+@asynccontextmanager
+async def _store(kind: str) -> AsyncIterator[Any]:
+    """A store of ``kind`` in a fresh namespace, dropped after."""
+    name = f"fk_retry_{uuid.uuid4().hex[:12]}"
+    if kind == "postgres":
+        from flowkit.stores import PostgresStore
+
+        store: Any = PostgresStore(PG_DSN, schema=name)
+    else:
+        from flowkit.stores import RedisStore
+
+        store = RedisStore(REDIS_URL, prefix=name)
+    try:
+        yield store
+    finally:
+        await store.close()
+        await _drop(kind, name)
+
+
+async def _drop(kind: str, name: str) -> None:
+    if kind == "postgres":
+        import psycopg
+        from psycopg import sql
+
+        async with await psycopg.AsyncConnection.connect(PG_DSN, autocommit=True) as conn:
+            await conn.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
+            )
+        return
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    keys = [key async for key in client.scan_iter(f"{name}*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+@pytest.mark.asyncio_only
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("kind", ["postgres", "redis"])
+class TestServerStores:
+    """The dispatch's computed options and first start time survive PostgreSQL and Redis."""
+
+    async def test_retries_from_the_flows_data(self, kind: str, tmp_path: Path) -> None:
+        key = plan(f"wk-{kind}", TimeoutError("a"), TimeoutError("b"))
+        async with _store(kind) as store:
+            result = await _on_worker(tmp_path, pay_with, store, key=key, n=2)
+        assert (RunStatus.COMPLETED, 3) == (result.status, ATTEMPTS[key])
+
+    async def test_retry_timeout(self, kind: str, tmp_path: Path) -> None:
+        key = f"wk-late-{kind}"
+        ATTEMPTS.pop(key, None)
+        async with _store(kind) as store:
+            result = await _on_worker(tmp_path, pay_until_late, store, key=key, seconds=0.3)
         assert RunStatus.FAILED == result.status
         assert 1 <= ATTEMPTS[key] <= 2
 
