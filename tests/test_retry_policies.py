@@ -10,6 +10,8 @@ asyncio and trio; the Worker also on the real PostgreSQL and Redis on loopback
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from collections import defaultdict
 from contextlib import asynccontextmanager
@@ -19,7 +21,7 @@ import anyio
 import pytest
 
 import flowkit
-from flowkit import Backoff, CompileError, ConfigurationError, RunStatus, flow, node
+from flowkit import Backoff, Blueprint, CompileError, ConfigurationError, RunStatus, flow, node
 from flowkit.core._policy import Policy
 from flowkit.stores import SQLiteStore
 from flowkit.testing import simulate_async
@@ -433,3 +435,59 @@ class TestValidation:
         expected = (None, 300.0, Backoff(initial=2.0), ("builtins.TimeoutError",))
         assert expected == (config.retries, config.retry_timeout, config.backoff, config.retry_on)
         assert "options" not in literal.blueprint.node("charge").params
+
+
+# -- flowkit flows show -----------------------------------------------------------------------
+CLI_APP = """
+import flowkit
+
+
+class Declined(Exception):
+    pass
+
+
+@flowkit.node(retries=None, retry_on=(TimeoutError,), never_retry=(Declined,), retry_timeout="30m")
+async def charge(order: str) -> str:
+    return order
+
+
+@flowkit.flow
+async def checkout(order: str, n: int) -> str:
+    first = await charge(order)
+    return await charge.options(retries=n * 2, timeout="10s")(first)
+"""
+
+
+class TestFlowsShow:
+    """``flowkit flows show`` lists the policy, and its JSON reads back as the blueprint."""
+
+    def _show(self, tmp_path: Path, *args: str) -> str:
+        (tmp_path / "retry_app.py").write_text(CLI_APP)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path]))
+        env.pop("COLUMNS", None)
+        command = [sys.executable, "-m", "flowkit", "flows", "show", "--app", "retry_app:checkout"]
+        done = subprocess.run(
+            [*command, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert (0, "") == (done.returncode, done.stderr)
+        return done.stdout
+
+    def test_the_table(self, tmp_path: Path) -> None:
+        rows = [line.split() for line in self._show(tmp_path).splitlines()]
+        first = next(row for row in rows if row[:1] == ["charge"])
+        second = next(row for row in rows if row[:1] == ["charge#2"])
+        assert ["charge", "call", "retry_app.charge", "forever", "retry", "on"] == first[:6]
+        assert "30m" in first
+        assert ["charge#2", "call", "retry_app.charge", "=n", "*", "2", "10s"] == second[:7]
+
+    def test_json_round_trips(self, tmp_path: Path) -> None:
+        shown = Blueprint.from_json(self._show(tmp_path, "--json"))
+        config = shown.node("charge").config
+        assert (None, ("builtins.TimeoutError",), ("retry_app.Declined",), 1800.0) == (
+            config.retries,
+            config.retry_on,
+            config.never_retry,
+            config.retry_timeout,
+        )
+        assert {"retries": "n * 2"} == shown.node("charge#2").params["options"]
+        assert 10.0 == shown.node("charge#2").config.timeout
