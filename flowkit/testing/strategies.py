@@ -93,7 +93,7 @@ def _call_node(draw: st.DrawFn, node_id: str, predecessors: int) -> NodeSpec:
     join = draw(st.sampled_from(modes)) if predecessors > 1 else None
     errors = st.lists(st.sampled_from(_ERROR_TYPES), max_size=2, unique=True).map(tuple)
     config = NodeConfig(
-        retries=draw(st.none() | st.integers(0, 3)),
+        retries=draw(st.integers(0, 3)),  # unlimited retries could run a simulation long
         backoff=draw(st.none() | st.builds(Backoff, st.floats(0.0, 5.0), st.floats(1.0, 3.0))),
         timeout=draw(st.none() | st.floats(0.5, 60.0)),
         join=join,
