@@ -437,6 +437,21 @@ class TestValidation:
         assert "options" not in literal.blueprint.node("charge").params
 
 
+class TestBuilder:
+    """A ``Flow`` builder node takes its @node's retry policy."""
+
+    async def test_policy_is_carried_and_applied(self) -> None:
+        builder = flowkit.Flow("built").node("charge", charge, inputs={"key": "$input.key"})
+        config = builder.build().node("charge").config
+        assert (("builtins.TimeoutError",), (f"{__name__}.Declined",)) == (
+            config.retry_on,
+            config.never_retry,
+        )
+        key = plan("built-declined", Declined("no"))
+        result = await flowkit.Runtime().run(builder, key=key)
+        assert (RunStatus.FAILED, 1) == (result.status, ATTEMPTS[key])
+
+
 # -- flowkit flows show -----------------------------------------------------------------------
 CLI_APP = """
 import flowkit
