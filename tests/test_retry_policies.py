@@ -506,3 +506,62 @@ class TestFlowsShow:
         )
         assert {"retries": "n * 2"} == shown.node("charge#2").params["options"]
         assert 10.0 == shown.node("charge#2").config.timeout
+
+
+# -- queues -----------------------------------------------------------------------------------
+@node
+async def where(step: str) -> str:
+    return step
+
+
+@flow
+async def routed(pool: str) -> list[str]:
+    first = await where("first")
+    second = await where.options(queue=pool)("second")
+    third = await where("third")
+    return [first, second, third]
+
+
+class TestQueues:
+    """A node's queue sends its executions to the workers of that queue; the run's other
+    nodes go back to the queue the run was started on."""
+
+    async def test_a_call_runs_on_the_workers_of_its_queue(self, tmp_path: Path) -> None:
+        transport, store = MemoryTransport(), SQLiteStore(tmp_path / "runs.db")
+        flows = [routed]
+        main = flowkit.Worker(flows, transport, store, poll_interval=0.05)
+        gpu = flowkit.Worker(flows, transport, store, queue="gpu", poll_interval=0.05)
+        ran: dict[str, list[str]] = {"main": [], "gpu": []}
+        for name, worker in (("main", main), ("gpu", gpu)):
+            worker.events.subscribe(
+                lambda event, name=name: ran[name].append(str(event.node_id)),
+                types={"node:start"},
+            )
+        client = flowkit.Client(transport, store, flows=flows)
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                await tg.start(main.run)
+                await tg.start(gpu.run)
+                result = await client.run(routed, pool="gpu")
+                tg.cancel_scope.cancel()
+        assert (RunStatus.COMPLETED, ["first", "second", "third"]) == (
+            result.status,
+            result.output,
+        )
+        assert {"main": ["where", "where#3"], "gpu": ["where#2"]} == ran
+
+    async def test_the_runtime_runs_every_queue_itself(self) -> None:
+        result = await routed.run(pool="gpu")
+        assert ["first", "second", "third"] == result.output
+
+    def test_a_literal_queue_goes_into_the_config(self) -> None:
+        @flow
+        async def literal(step: str) -> str:
+            return await where.options(queue="gpu")(step)
+
+        assert "gpu" == literal.blueprint.node("where").config.queue
+
+    async def test_a_computed_queue_must_be_a_name(self) -> None:
+        result = await routed.run(pool="")
+        assert RunStatus.FAILED == result.status
+        assert "queue must be a non-empty string" in _message(result)

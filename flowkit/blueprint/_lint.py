@@ -217,6 +217,12 @@ def _config_issues(spec: NodeSpec) -> Iterator[LintIssue]:
         yield _bad_config(
             spec, f"retry_timeout is {config.retry_timeout}; use a positive number of seconds"
         )
+    if config.queue is not None and (
+        not config.queue.strip() or config.queue != config.queue.strip()
+    ):
+        yield _bad_config(
+            spec, f"queue is {config.queue!r}; use a queue name without spaces around it"
+        )
     for field in ("retry_on", "never_retry"):
         for name in getattr(config, field):
             if "." not in name.strip(".") or name != name.strip():

@@ -60,7 +60,8 @@ class NodeConfig:
     (``"builtins.TimeoutError"``): with ``retry_on`` only errors of those types (or
     subclasses) are retried; errors of a ``never_retry`` type never are.
     ``retry_timeout`` (seconds) is the time from the first attempt's start after
-    which no further attempt is scheduled.
+    which no further attempt is scheduled. ``queue`` names the transport queue the
+    node's executions are sent to on workers (``None``: the run's own queue).
     """
 
     retries: int | None = 0
@@ -71,6 +72,7 @@ class NodeConfig:
     retry_on: tuple[str, ...] = attrs.field(default=(), converter=_names)
     never_retry: tuple[str, ...] = attrs.field(default=(), converter=_names)
     retry_timeout: float | None = attrs.field(default=None, converter=_optional_float)
+    queue: str | None = None
 
 
 @attrs.frozen

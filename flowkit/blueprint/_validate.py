@@ -44,6 +44,7 @@ _CONFIG_KEYS = frozenset(
         "retry_on",
         "never_retry",
         "retry_timeout",
+        "queue",
     }
 )
 _BACKOFF_KEYS = frozenset({"initial", "factor", "max", "jitter"})
@@ -257,6 +258,7 @@ class _Reader:
         retry_on = self.sequence(raw.get("retry_on", []), f"{path}.retry_on", self.string)
         never = self.sequence(raw.get("never_retry", []), f"{path}.never_retry", self.string)
         retry_timeout = self.optional_number(raw.get("retry_timeout"), f"{path}.retry_timeout")
+        queue = self.optional_string(raw.get("queue"), f"{path}.queue")
         if len(self.issues) > before:
             return None
         return NodeConfig(
@@ -268,6 +270,7 @@ class _Reader:
             retry_on=retry_on,
             never_retry=never,
             retry_timeout=retry_timeout,
+            queue=queue,
         )
 
     def backoff(self, data: object, path: str) -> Backoff | None:

@@ -256,6 +256,8 @@ def _retry_policy(spec: NodeSpec) -> list[str]:
         parts.append(f"never retry {', '.join(config.never_retry)}")
     if config.retry_timeout is not None:
         parts.append(f"retry for {_seconds(config.retry_timeout)}")
+    if config.queue is not None:
+        parts.append(f"queue {config.queue}")
     for name, source in (spec.params.get("options") or {}).items():
         if name != "retries":
             parts.append(f"{name}={source}")

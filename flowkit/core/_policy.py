@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from ..blueprint._model import NodeConfig
 
-CALL_OPTIONS: Final = ("retries", "timeout", "retry_timeout")
+CALL_OPTIONS: Final = ("retries", "timeout", "retry_timeout", "queue")
 """Options whose value a compiled flow may compute at the call (``node.options(...)``)."""
 
 
@@ -92,6 +92,14 @@ def evaluated_options(values: Mapping[str, Any], node_id: str) -> dict[str, Any]
                     "no limit: fix the expression"
                 )
             options[name] = value
+        elif name == "queue":
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigurationError(
+                    f"{where}; queue must be a non-empty string (a queue name), or None for "
+                    "the run's own queue: fix the expression"
+                )
+            if value is not None:
+                options[name] = value
         elif value is not None:
             options[name] = _seconds(value, where)
     return options

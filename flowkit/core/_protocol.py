@@ -91,7 +91,8 @@ Event = (
 class ExecuteNode:
     """Run ``uses`` (or its fallback) with these arguments.
 
-    ``timeout`` (seconds), when set, is the call's own and replaces the node's.
+    ``timeout`` (seconds), when set, is the call's own and replaces the node's;
+    ``queue``, when set, is the transport queue a worker sends the execution to.
     """
 
     dispatch_id: str
@@ -102,6 +103,7 @@ class ExecuteNode:
     kwargs: dict[str, Any] = attrs.field(factory=dict)
     fallback: bool = False
     timeout: float | None = None
+    queue: str | None = None
 
 
 @attrs.frozen

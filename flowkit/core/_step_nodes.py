@@ -325,11 +325,16 @@ class NodeSteps:
             record["options"] = options
         if first_started is not None:
             record["first_started"] = first_started
+        queue = (options or {}).get("queue") or self.p.specs[node_id].config.queue
+        if queue is not None:
+            record["queue"] = queue
         self.s.put("dispatches", dispatch_id, record)
         key = f"{self.s.run_id}:{node_id}{suffix}"
         timeout = options.get("timeout") if options else None
         self.commands.append(
-            proto.ExecuteNode(dispatch_id, node_id, attempt, key, args, kwargs, fallback, timeout)
+            proto.ExecuteNode(
+                dispatch_id, node_id, attempt, key, args, kwargs, fallback, timeout, queue
+            )
         )
 
     def redispatch(

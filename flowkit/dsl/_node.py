@@ -30,7 +30,15 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 
-CALL_OPTIONS: Final = ("retries", "timeout", "retry_timeout", "retry_on", "never_retry", "backoff")
+CALL_OPTIONS: Final = (
+    "retries",
+    "timeout",
+    "retry_timeout",
+    "retry_on",
+    "never_retry",
+    "backoff",
+    "queue",
+)
 FOREVER: Final = "forever"
 """``retries="forever"``: the same as ``retries=None``, retry without limit."""
 Retries = int | Literal["forever"] | None
@@ -65,6 +73,7 @@ class NodeDef(Generic[P, R]):
         retry_on: ErrorTypes = (),
         never_retry: ErrorTypes = (),
         retry_timeout: Duration | None = None,
+        queue: str | None = None,
     ) -> None:
         check = Arguments.of_decorator("@node", fn)
         check.implementation("the decorated object", fn)
@@ -82,6 +91,7 @@ class NodeDef(Generic[P, R]):
             retry_on=retry_on,
             never_retry=never_retry,
             retry_timeout=retry_timeout,
+            queue=queue,
         )
         self.is_async = inspect.iscoroutinefunction(fn)
         functools.update_wrapper(self, fn)
@@ -100,13 +110,14 @@ class NodeDef(Generic[P, R]):
         retry_on: ErrorTypes | Unset = UNSET,
         never_retry: ErrorTypes | Unset = UNSET,
         backoff: Backoff | Unset | None = UNSET,
+        queue: str | Unset | None = UNSET,
         **unknown: object,
     ) -> NodeCall[P, R]:
         """This node with options for one call: ``await charge.options(retries=n)(order)``.
 
         In a compiled flow the options replace the node's own for that call;
-        ``retries``, ``timeout`` and ``retry_timeout`` may be expressions over the
-        flow's variables, evaluated at the call. Outside a flow the call just runs
+        ``retries``, ``timeout``, ``retry_timeout`` and ``queue`` may be expressions
+        over the flow's variables, evaluated at the call. Outside a flow the call just runs
         the function, as calling the node does.
         """
         given = {
@@ -116,6 +127,7 @@ class NodeDef(Generic[P, R]):
             "retry_on": retry_on,
             "never_retry": never_retry,
             "backoff": backoff,
+            "queue": queue,
         }
         check = Arguments(f"{self.name}.options()", located=True)
         check.known_options(unknown)
@@ -159,6 +171,7 @@ def node(
     retry_on: ErrorTypes = (),
     never_retry: ErrorTypes = (),
     retry_timeout: Duration | None = None,
+    queue: str | None = None,
 ) -> Callable[[Callable[P, R]], NodeDef[P, R]]: ...
 
 
@@ -174,13 +187,15 @@ def node(
     retry_on: ErrorTypes = (),
     never_retry: ErrorTypes = (),
     retry_timeout: Duration | None = None,
+    queue: str | None = None,
 ) -> NodeDef[P, R] | Callable[[Callable[P, R]], NodeDef[P, R]]:
     """Declare a node; usable bare (``@node``) or called (``@node(retries=3)``).
 
     ``retries=None`` (or ``"forever"``) retries without limit; ``retry_on`` retries
     only errors of those types, ``never_retry`` never retries errors of those types
     (it wins over ``retry_on``); ``retry_timeout`` stops retrying once that long has
-    passed since the first attempt started.
+    passed since the first attempt started. ``queue`` sends the node's executions to
+    that transport queue, served by the workers started with ``queue=``.
 
     >>> @node(retries=3, timeout="30s")
     ... async def fetch_order(order_id: str) -> dict:
@@ -198,6 +213,7 @@ def node(
             retry_on=retry_on,
             never_retry=never_retry,
             retry_timeout=retry_timeout,
+            queue=queue,
         )
 
     return wrap(fn) if fn is not None else wrap
@@ -289,6 +305,7 @@ class Arguments:
             "retry_on": self.error_types,
             "never_retry": self.error_types,
             "backoff": self.optional_backoff,
+            "queue": self.optional_queue,
         }
         return {name: checks[name](name, value) for name, value in options.items()}
 
@@ -299,6 +316,12 @@ class Arguments:
                 f"{self._where()}: unknown option {name!r}; options() takes "
                 f"{', '.join(CALL_OPTIONS)}"
             )
+
+    def optional_queue(self, name: str, value: object) -> str | None:
+        text = self.optional_text(name, value, example="queue='gpu'")
+        if text is not None and text != text.strip():
+            self.refuse(name, value, "a queue name without spaces around it, e.g. queue='gpu'")
+        return text
 
     def retries(self, name: str, value: object) -> int | None:
         """A whole number of 0 or more, or ``None`` / ``"forever"`` for no limit."""
@@ -326,6 +349,7 @@ _CONFIG_DEFAULTS: Final[dict[str, Any]] = {
     "retry_on": (),
     "never_retry": (),
     "retry_timeout": None,
+    "queue": None,
 }
 
 

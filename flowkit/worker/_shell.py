@@ -25,7 +25,7 @@ from ..core._machine import start_run
 from ..core._state import RunState, RunStatus
 from ..observability._propagation import current_traceparent
 from ..shell._commands import Interpreter, for_parent
-from ..shell._durable import Replica, commit_info, index_ops
+from ..shell._durable import Replica, commit_info, index_ops, routes_nodes
 from ..shell._events import EventBus
 from ..shell._flows import Flows, route_signal
 from ..shell._history import Origin, commit_history, start_history
@@ -137,6 +137,9 @@ class Shell(Interpreter[_Turn]):
         )
         if creator is not None:
             state.put("header", "creator", creator)
+        home = self._home_queue(target, parent)
+        if home is not None:
+            state.put("header", "queue", home)
         delta = state.take_delta()
         now = clock.now()
         created = await self.store.create_run(
@@ -161,6 +164,17 @@ class Shell(Interpreter[_Turn]):
                 if state.finished:
                     self._forget(run_id)
         return run_id
+
+    def _home_queue(self, target: Target, parent: str | None) -> str | None:
+        """The queue a run's nodes without a ``queue`` of their own go to, kept in its
+        header when it matters: the flow (or its parent) sends some nodes elsewhere, and
+        a worker of another queue must send the rest back here. A child run has its
+        parent's."""
+        replica = self._replicas.get(parent) if parent is not None else None
+        inherited = replica.state.header.get("queue") if replica is not None else None
+        if inherited is not None:
+            return str(inherited)
+        return self.queue if routes_nodes(target.blueprint) else None
 
     def _traceparent(self, parent: str | None) -> str | None:
         """A child run continues its parent's trace; a new run joins the caller's span."""
@@ -377,7 +391,7 @@ class Shell(Interpreter[_Turn]):
         nodes = self.interpret(turn, commands)
         if turn.cancelled:
             await self._cancel_nodes(run_id, turn.cancelled)
-        await self._publish_all(run_id, target, nodes)
+        await self._publish_all(run_id, target, nodes, header.get("queue"))
         for then in turn.later:
             await then()
 
@@ -408,15 +422,24 @@ class Shell(Interpreter[_Turn]):
             await self.store.announce_cancelled_nodes(run_id)
 
     async def _publish_all(
-        self, run_id: str, target: Target, commands: Sequence[p.ExecuteNode]
+        self,
+        run_id: str,
+        target: Target,
+        commands: Sequence[p.ExecuteNode],
+        home: str | None = None,
     ) -> None:
         """Publish the nodes, up to :data:`PUBLISHES_AT_ONCE` at a time (a fan's source
         would otherwise wait for a hundred confirmed publishes one after another); the
-        first failure is raised once all were tried."""
+        first failure is raised once all were tried. ``home`` is the run's queue."""
         if len(commands) <= 1:
             for command in commands:
                 await self.publish(
-                    run_id, target, command.node_id, command.attempt, command.dispatch_id
+                    run_id,
+                    target,
+                    command.node_id,
+                    command.attempt,
+                    command.dispatch_id,
+                    command.queue or home,
                 )
             return
         limiter = anyio.CapacityLimiter(PUBLISHES_AT_ONCE)
@@ -426,7 +449,12 @@ class Shell(Interpreter[_Turn]):
             async with limiter:
                 try:
                     await self.publish(
-                        run_id, target, command.node_id, command.attempt, command.dispatch_id
+                        run_id,
+                        target,
+                        command.node_id,
+                        command.attempt,
+                        command.dispatch_id,
+                        command.queue or home,
                     )
                 except Exception as exc:  # raised below, once the others were tried
                     failures.append(exc)
@@ -441,8 +469,15 @@ class Shell(Interpreter[_Turn]):
             raise failures[0]
 
     async def publish(
-        self, run_id: str, target: Target, node_id: str, attempt: int, dispatch_id: str
+        self,
+        run_id: str,
+        target: Target,
+        node_id: str,
+        attempt: int,
+        dispatch_id: str,
+        queue: str | None = None,
     ) -> None:
+        """Send the node's message to ``queue`` (default: this process's queue)."""
         replica = self._replicas.get(run_id)
         traceparent = replica.state.header.get("traceparent") if replica is not None else None
         message = NodeMessage(
@@ -452,7 +487,7 @@ class Shell(Interpreter[_Turn]):
         if traceparent:
             headers["traceparent"] = traceparent
         await self.transport.send(
-            self.queue, message.encode(), key=f"{run_id}/{node_id}", headers=headers
+            queue or self.queue, message.encode(), key=f"{run_id}/{node_id}", headers=headers
         )
 
     async def _start_child(self, run_id: str, command: p.StartChild) -> None:
