@@ -92,7 +92,7 @@ class TestRoundTrip:
         """Unlimited retries, error types and retry_timeout are read back as written."""
         config = (
             '{"retries": null, "retry_on": ["builtins.TimeoutError"], '
-            '"never_retry": ["app.Declined"], "retry_timeout": 1800}'
+            '"never_retry": ["app.Declined"], "retry_timeout": 1800, "queue": "gpu"}'
         )
         text = '{"id": "x", "nodes": [{"id": "a", "uses": "a", "config": ' + config + "}]}"
         bp = Blueprint.from_json(text)
@@ -101,6 +101,7 @@ class TestRoundTrip:
             retry_on=("builtins.TimeoutError",),
             never_retry=("app.Declined",),
             retry_timeout=1800.0,
+            queue="gpu",
         )
         assert expected == bp.nodes[0].config
         assert bp == Blueprint.from_json(bp.to_json())
@@ -171,6 +172,7 @@ CHANGES = {
     "retry_on": lambda bp: _change_config(bp, retry_on=("builtins.TimeoutError",)),
     "never_retry": lambda bp: _change_config(bp, never_retry=("builtins.ValueError",)),
     "retry_timeout": lambda bp: _change_config(bp, retry_timeout=60.0),
+    "queue": lambda bp: _change_config(bp, queue="gpu"),
     "edge added": lambda bp: attrs.evolve(bp, edges=(*bp.edges, EdgeSpec("b", "a"))),
     "edge source": lambda bp: _change_edge(bp, source="b", target="a"),
     "edge action": lambda bp: _change_edge(bp, action="go"),
@@ -259,9 +261,10 @@ class TestLint:
         "config",
         [NodeConfig(retries=-1), NodeConfig(timeout=0), NodeConfig(timeout=-2.0),
          NodeConfig(join="some"), NodeConfig(retry_timeout=0),
-         NodeConfig(retry_on=("TimeoutError",)), NodeConfig(never_retry=(" builtins.X",))],
+         NodeConfig(retry_on=("TimeoutError",)), NodeConfig(never_retry=(" builtins.X",)),
+         NodeConfig(queue=" gpu")],
         ids=["retries", "zero-timeout", "negative-timeout", "join", "zero-retry-timeout",
-             "unqualified-retry-on", "spaced-never-retry"],
+             "unqualified-retry-on", "spaced-never-retry", "spaced-queue"],
     )  # fmt: skip
     def test_bad_config(self, config: NodeConfig) -> None:
         issues = lint(Blueprint(id="x", nodes=[call("a", config=config)]))
@@ -406,6 +409,8 @@ class TestMalformed:
              "nodes[0].config.never_retry[0]"),
             ({"id": "x", "nodes": [{"id": "a", "config": {"retry_timeout": "1m"}}]},
              "nodes[0].config.retry_timeout"),
+            ({"id": "x", "nodes": [{"id": "a", "config": {"queue": 1}}]},
+             "nodes[0].config.queue"),
             ({"id": "x", "nodes": [{"id": "a", "config": {"backoff": {"factor": "2"}}}]},
              "nodes[0].config.backoff.factor"),
             ({"id": "x", "nodes": [{"id": "a", "config": {"backoff": {"initial": "soon"}}}]},

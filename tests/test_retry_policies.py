@@ -388,8 +388,8 @@ class TestValidation:
     """Bad options are refused where they are written, saying what to do."""
 
     def test_unknown_option_of_a_direct_call(self) -> None:
-        with pytest.raises(ConfigurationError, match="unknown option 'queue'"):
-            charge.options(queue="gpu")
+        with pytest.raises(ConfigurationError, match="unknown option 'priority'"):
+            charge.options(priority=1)
 
     def test_options_outside_a_flow_just_run_the_function(self) -> None:
         key = plan("direct", TimeoutError("a"))
@@ -404,11 +404,11 @@ class TestValidation:
             charge.options(retry_on=(int,))  # type: ignore[arg-type]
 
     def test_unknown_option_in_a_flow(self) -> None:
-        with pytest.raises(CompileError, match="unknown option 'queue'"):
+        with pytest.raises(CompileError, match="unknown option 'priority'"):
 
             @flow
             async def bad(key: str) -> str:
-                return await charge.options(queue="gpu")(key)
+                return await charge.options(priority=1)(key)
 
     def test_bad_literal_option_in_a_flow(self) -> None:
         with pytest.raises(CompileError, match="retries must be"):
