@@ -15,6 +15,7 @@ import sys
 import uuid
 from collections import defaultdict
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -30,6 +31,8 @@ from flowkit.transports import MemoryTransport
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
+
+    from flowkit.shell._events import Event
 
 pytestmark = pytest.mark.anyio
 
@@ -522,6 +525,10 @@ async def routed(pool: str) -> list[str]:
     return [first, second, third]
 
 
+def _record_node(into: list[str], event: Event) -> None:
+    into.append(str(event.node_id))
+
+
 class TestQueues:
     """A node's queue sends its executions to the workers of that queue; the run's other
     nodes go back to the queue the run was started on."""
@@ -533,10 +540,7 @@ class TestQueues:
         gpu = flowkit.Worker(flows, transport, store, queue="gpu", poll_interval=0.05)
         ran: dict[str, list[str]] = {"main": [], "gpu": []}
         for name, worker in (("main", main), ("gpu", gpu)):
-            worker.events.subscribe(
-                lambda event, name=name: ran[name].append(str(event.node_id)),
-                types={"node:start"},
-            )
+            worker.events.subscribe(partial(_record_node, ran[name]), types={"node:start"})
         client = flowkit.Client(transport, store, flows=flows)
         with anyio.fail_after(30):
             async with anyio.create_task_group() as tg:
