@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
-    from flowkit.shell._events import Event
+    from flowkit import Event
 
 pytestmark = pytest.mark.anyio
 
