@@ -2,10 +2,10 @@
 
 Options whose value is known when the flow is compiled (literals, exception
 classes, a ``Backoff(...)`` of literals) go into the call node's config, where
-``flowkit flows show`` and the digest see them. ``retries``, ``timeout`` and
-``retry_timeout`` may instead be expressions over the flow's variables: those
-are kept in the node's ``params["options"]`` and evaluated by the core at the
-call, like the node's arguments.
+``flowkit flows show`` and the digest see them. ``retries``, ``timeout``,
+``retry_timeout`` and ``queue`` may instead be expressions over the flow's
+variables: those are kept in the node's ``params["options"]`` and evaluated by
+the core at the call, like the node's arguments.
 """
 
 from __future__ import annotations
