@@ -40,7 +40,14 @@ def refused(make: Callable[[], object]) -> str:
 # -- @node ----------------------------------------------------------------------------------------
 
 BAD_NODE_OPTIONS = [
-    pytest.param({"retries": None}, "retries", "0 or more", id="retries-None"),
+    pytest.param({"retries": "always"}, "retries", "None for no limit", id="retries-word"),
+    pytest.param({"retry_on": (int,)}, "retry_on", "exception class", id="retry_on-int"),
+    pytest.param({"retry_on": ValueError()}, "retry_on", "exception class", id="retry_on-obj"),
+    pytest.param({"never_retry": "ValueError"}, "never_retry", "(TimeoutError,)", id="never-str"),
+    pytest.param({"retry_timeout": 0}, "retry_timeout", "above zero", id="retry_timeout-zero"),
+    pytest.param({"retry_timeout": "1y"}, "retry_timeout", "'30s'", id="retry_timeout-unit"),
+    pytest.param({"queue": ""}, "queue", "non-empty string", id="queue-empty"),
+    pytest.param({"queue": " gpu"}, "queue", "without spaces", id="queue-spaced"),
     pytest.param({"retries": -1}, "retries", "0 or more", id="retries-negative"),
     pytest.param({"retries": True}, "retries", "a bool", id="retries-bool"),
     pytest.param({"retries": 1.5}, "retries", "whole number", id="retries-float"),
@@ -71,12 +78,12 @@ def test_node_refuses_a_bad_option(options: dict[str, Any], argument: str, expec
 def test_node_names_the_decorator_line() -> None:
     with pytest.raises(ConfigurationError) as raised:
 
-        @node(retries=None)  # <- this line
+        @node(retries=-1)  # <- this line
         async def charge(order: str) -> str:
             return order
 
     line = 1 + Path(__file__).read_text().splitlines().index(
-        "        @node(retries=None)  # <- this line"
+        "        @node(retries=-1)  # <- this line"
     )
     where = f"@node on test_node_names_the_decorator_line.<locals>.charge ({__file__}, line {line})"
     assert str(raised.value).startswith(f"{where}: retries must be"), raised.value
@@ -92,7 +99,7 @@ def test_node_takes_good_options() -> None:
     good = node(
         retries=0, timeout=timedelta(seconds=2), backoff=Backoff(), fallback=work, name="w"
     )(work)
-    assert (0, 2.0) == (good.options["retries"], good.options["timeout"])
+    assert (0, 2.0) == (good.settings["retries"], good.settings["timeout"])
 
 
 # -- @flow ----------------------------------------------------------------------------------------

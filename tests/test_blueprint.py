@@ -88,6 +88,28 @@ class TestRoundTrip:
         expected = Blueprint(id="x", nodes=[call("a", config=NodeConfig(timeout=5))])
         assert expected == Blueprint.from_json(text)
 
+    def test_retry_policy_fields(self) -> None:
+        """Unlimited retries, error types and retry_timeout are read back as written."""
+        config = (
+            '{"retries": null, "retry_on": ["builtins.TimeoutError"], '
+            '"never_retry": ["app.Declined"], "retry_timeout": 1800, "queue": "gpu"}'
+        )
+        text = '{"id": "x", "nodes": [{"id": "a", "uses": "a", "config": ' + config + "}]}"
+        bp = Blueprint.from_json(text)
+        expected = NodeConfig(
+            retries=None,
+            retry_on=("builtins.TimeoutError",),
+            never_retry=("app.Declined",),
+            retry_timeout=1800.0,
+            queue="gpu",
+        )
+        assert expected == bp.nodes[0].config
+        assert bp == Blueprint.from_json(bp.to_json())
+
+    def test_default_policy_is_not_written(self) -> None:
+        """Blueprints that use none of the retry policy fields keep their JSON (and digest)."""
+        assert "retry" not in Blueprint(id="x", nodes=[call("a")]).to_json().replace("retries", "")
+
     def test_bytes_and_durations_in_backoff(self) -> None:
         node = b'{"id": "a", "uses": "a", "config": {"backoff": {"initial": "250ms"}}}'
         backoff = Blueprint.from_json(b'{"id": "x", "nodes": [%s]}' % node).nodes[0].config.backoff
@@ -146,6 +168,11 @@ CHANGES = {
     "timeout": lambda bp: _change_config(bp, timeout=1.5),
     "fallback": lambda bp: _change_config(bp, fallback="b"),
     "join": lambda bp: _change_config(bp, join="any"),
+    "unlimited retries": lambda bp: _change_config(bp, retries=None),
+    "retry_on": lambda bp: _change_config(bp, retry_on=("builtins.TimeoutError",)),
+    "never_retry": lambda bp: _change_config(bp, never_retry=("builtins.ValueError",)),
+    "retry_timeout": lambda bp: _change_config(bp, retry_timeout=60.0),
+    "queue": lambda bp: _change_config(bp, queue="gpu"),
     "edge added": lambda bp: attrs.evolve(bp, edges=(*bp.edges, EdgeSpec("b", "a"))),
     "edge source": lambda bp: _change_edge(bp, source="b", target="a"),
     "edge action": lambda bp: _change_edge(bp, action="go"),
@@ -233,8 +260,11 @@ class TestLint:
     @pytest.mark.parametrize(
         "config",
         [NodeConfig(retries=-1), NodeConfig(timeout=0), NodeConfig(timeout=-2.0),
-         NodeConfig(join="some")],
-        ids=["retries", "zero-timeout", "negative-timeout", "join"],
+         NodeConfig(join="some"), NodeConfig(retry_timeout=0),
+         NodeConfig(retry_on=("TimeoutError",)), NodeConfig(never_retry=(" builtins.X",)),
+         NodeConfig(queue=" gpu")],
+        ids=["retries", "zero-timeout", "negative-timeout", "join", "zero-retry-timeout",
+             "unqualified-retry-on", "spaced-never-retry", "spaced-queue"],
     )  # fmt: skip
     def test_bad_config(self, config: NodeConfig) -> None:
         issues = lint(Blueprint(id="x", nodes=[call("a", config=config)]))
@@ -373,6 +403,14 @@ class TestMalformed:
              "nodes[0].config.timeout"),
             ({"id": "x", "nodes": [{"id": "a", "config": {"join": "most"}}]},
              "nodes[0].config.join"),
+            ({"id": "x", "nodes": [{"id": "a", "config": {"retry_on": "builtins.X"}}]},
+             "nodes[0].config.retry_on"),
+            ({"id": "x", "nodes": [{"id": "a", "config": {"never_retry": [1]}}]},
+             "nodes[0].config.never_retry[0]"),
+            ({"id": "x", "nodes": [{"id": "a", "config": {"retry_timeout": "1m"}}]},
+             "nodes[0].config.retry_timeout"),
+            ({"id": "x", "nodes": [{"id": "a", "config": {"queue": 1}}]},
+             "nodes[0].config.queue"),
             ({"id": "x", "nodes": [{"id": "a", "config": {"backoff": {"factor": "2"}}}]},
              "nodes[0].config.backoff.factor"),
             ({"id": "x", "nodes": [{"id": "a", "config": {"backoff": {"initial": "soon"}}}]},

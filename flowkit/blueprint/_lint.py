@@ -209,10 +209,28 @@ def _configs(bp: Blueprint) -> Iterator[LintIssue]:
 
 def _config_issues(spec: NodeSpec) -> Iterator[LintIssue]:
     config = spec.config
-    if config.retries < 0:
-        yield _bad_config(spec, f"retries is {config.retries}; use 0 or more")
+    if config.retries is not None and config.retries < 0:
+        yield _bad_config(spec, f"retries is {config.retries}; use 0 or more, or null (no limit)")
     if config.timeout is not None and not config.timeout > 0:
         yield _bad_config(spec, f"timeout is {config.timeout}; use a positive number of seconds")
+    if config.retry_timeout is not None and not config.retry_timeout > 0:
+        yield _bad_config(
+            spec, f"retry_timeout is {config.retry_timeout}; use a positive number of seconds"
+        )
+    if config.queue is not None and (
+        not config.queue.strip() or config.queue != config.queue.strip()
+    ):
+        yield _bad_config(
+            spec, f"queue is {config.queue!r}; use a queue name without spaces around it"
+        )
+    for field in ("retry_on", "never_retry"):
+        for name in getattr(config, field):
+            if "." not in name.strip(".") or name != name.strip():
+                yield _bad_config(
+                    spec,
+                    f"{field} has {name!r}; use qualified exception type names such as "
+                    "'builtins.TimeoutError'",
+                )
     if config.join is not None and config.join not in JOIN_MODES:
         modes = ", ".join(repr(m) for m in sorted(JOIN_MODES))
         yield _bad_config(spec, f"join is {config.join!r}; use one of {modes} or None")

@@ -43,21 +43,36 @@ def _optional_float(value: float | None) -> float | None:
     return None if value is None else float(value)
 
 
+def _names(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
 @attrs.frozen
 class NodeConfig:
     """How a node executes: retries, backoff, timeout, fallback and join mode.
 
-    ``retries`` counts attempts after the first; ``timeout`` is in seconds;
-    ``fallback`` names a registry entry called with the node's arguments once the
-    attempts are used up; ``join`` says when a node with several predecessors runs
-    (``None`` means the default: ``"all"``).
+    ``retries`` counts attempts after the first (``None``: no limit); ``timeout`` is
+    in seconds; ``fallback`` names a registry entry called with the node's arguments
+    once the attempts are used up; ``join`` says when a node with several
+    predecessors runs (``None`` means the default: ``"all"``).
+
+    ``retry_on`` and ``never_retry`` hold qualified exception type names
+    (``"builtins.TimeoutError"``): with ``retry_on`` only errors of those types (or
+    subclasses) are retried; errors of a ``never_retry`` type never are.
+    ``retry_timeout`` (seconds) is the time from the first attempt's start after
+    which no further attempt is scheduled. ``queue`` names the transport queue the
+    node's executions are sent to on workers (``None``: the run's own queue).
     """
 
-    retries: int = 0
+    retries: int | None = 0
     backoff: Backoff | None = None
     timeout: float | None = attrs.field(default=None, converter=_optional_float)
     fallback: str | None = None
     join: JoinMode | None = None
+    retry_on: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    never_retry: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    retry_timeout: float | None = attrs.field(default=None, converter=_optional_float)
+    queue: str | None = None
 
 
 @attrs.frozen

@@ -34,7 +34,19 @@ _MISSING = object()
 _TOP_KEYS = frozenset({"id", "version", "nodes", "edges", "metadata", "digest"})
 _NODE_KEYS = frozenset({"id", "kind", "uses", "params", "inputs", "config"})
 _EDGE_KEYS = frozenset({"source", "target", "action", "when"})
-_CONFIG_KEYS = frozenset({"retries", "backoff", "timeout", "fallback", "join"})
+_CONFIG_KEYS = frozenset(
+    {
+        "retries",
+        "backoff",
+        "timeout",
+        "fallback",
+        "join",
+        "retry_on",
+        "never_retry",
+        "retry_timeout",
+        "queue",
+    }
+)
 _BACKOFF_KEYS = frozenset({"initial", "factor", "max", "jitter"})
 
 
@@ -234,16 +246,32 @@ class _Reader:
         raw = self.mapping(data, path, _CONFIG_KEYS)
         if raw is None:
             return None
-        retries = self.integer(raw.get("retries", 0), f"{path}.retries")
+        before = len(self.issues)
+        retries = raw.get("retries", 0)  # null: no limit
+        retries = None if retries is None else self.integer(retries, f"{path}.retries")
         backoff = self.backoff(raw.get("backoff"), f"{path}.backoff")
         timeout = self.optional_number(raw.get("timeout"), f"{path}.timeout")
         fallback = self.optional_string(raw.get("fallback"), f"{path}.fallback")
         join = raw.get("join")
         if join is not None:
             join = self.choice(join, f"{path}.join", JOIN_MODES)
-        if retries is None:
+        retry_on = self.sequence(raw.get("retry_on", []), f"{path}.retry_on", self.string)
+        never = self.sequence(raw.get("never_retry", []), f"{path}.never_retry", self.string)
+        retry_timeout = self.optional_number(raw.get("retry_timeout"), f"{path}.retry_timeout")
+        queue = self.optional_string(raw.get("queue"), f"{path}.queue")
+        if len(self.issues) > before:
             return None
-        return NodeConfig(retries, backoff, timeout, fallback, cast("JoinMode | None", join))
+        return NodeConfig(
+            retries,
+            backoff,
+            timeout,
+            fallback,
+            cast("JoinMode | None", join),
+            retry_on=retry_on,
+            never_retry=never,
+            retry_timeout=retry_timeout,
+            queue=queue,
+        )
 
     def backoff(self, data: object, path: str) -> Backoff | None:
         if data is None:

@@ -181,7 +181,7 @@ def show_flow(args: argparse.Namespace) -> int:
             spec.kind,
             spec.uses or "",
             config.join or "",
-            str(config.retries) if config.retries else "",
+            _retries(spec),
             _seconds(config.timeout),
             _details(spec),
         )
@@ -236,7 +236,32 @@ def _details(spec: NodeSpec) -> str:
         parts.append("for each item")
     if spec.config.fallback:
         parts.append(f"fallback {spec.config.fallback}")
+    parts.extend(_retry_policy(spec))
     return ", ".join(parts)
+
+
+def _retries(spec: NodeSpec) -> str:
+    """The retries column: a count, ``forever``, or ``=expr`` when the call computes it."""
+    computed = (spec.params.get("options") or {}).get("retries")
+    if computed is not None:
+        return f"={computed}"
+    retries = spec.config.retries
+    return "forever" if retries is None else str(retries) if retries else ""
+
+
+def _retry_policy(spec: NodeSpec) -> list[str]:
+    config = spec.config
+    parts = [f"retry on {', '.join(config.retry_on)}"] if config.retry_on else []
+    if config.never_retry:
+        parts.append(f"never retry {', '.join(config.never_retry)}")
+    if config.retry_timeout is not None:
+        parts.append(f"retry for {_seconds(config.retry_timeout)}")
+    if config.queue is not None:
+        parts.append(f"queue {config.queue}")
+    for name, source in (spec.params.get("options") or {}).items():
+        if name != "retries":
+            parts.append(f"{name}={source}")
+    return parts
 
 
 # -- flows lint ------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import ChildFailed, DuplicateDelivery, FlowkitError, WaitTimeout, describe
 from . import _protocol as p
 from ._action import split_action
+from ._policy import Policy
 from ._priority import DEFAULT_PRIORITY, check_priority
 from ._program import Program, wait_name
 from ._retry import RetrySteps
@@ -245,9 +246,9 @@ class Step(NodeSteps, RetrySteps):
         spec = self.p.specs[node_id]
         attempt = int(dispatch["attempt"])
         self.note("node:error", node_id, attempt, data=dict(event.error))
-        if event.retryable and not dispatch.get("fallback") and attempt <= spec.config.retries:
-            self.retry(dispatch, attempt)
-        elif spec.config.fallback and not dispatch.get("fallback"):
+        if event.retryable and not dispatch.get("fallback") and self.retried(dispatch, event):
+            return
+        if spec.config.fallback and not dispatch.get("fallback"):
             self.note("node:fallback", node_id, attempt)
             self.redispatch(dispatch, attempt + 1, fallback=True, error=event.error)
         elif dispatch.get("item") is not None:
@@ -255,13 +256,30 @@ class Step(NodeSteps, RetrySteps):
         else:
             self.fail_node(node_id, event.error)
 
-    def retry(self, dispatch: dict[str, Any], attempt: int) -> None:
+    def retried(self, dispatch: dict[str, Any], event: p.NodeFailed) -> bool:
+        """Schedule the next attempt if the node's retry policy allows one (see ``_policy``)."""
         node_id = dispatch["node"]
-        backoff = self.p.specs[node_id].config.backoff
-        delay = backoff.delay(attempt, f"{self.s.run_id}:{node_id}") if backoff else 0.0
+        attempt = int(dispatch["attempt"])
+        policy = Policy.of(self.p.specs[node_id].config, dispatch.get("options"))
+        if policy.refusal(attempt, event.error) is not None:
+            return False
+        delay = (
+            policy.backoff.delay(attempt, f"{self.s.run_id}:{node_id}") if policy.backoff else 0.0
+        )
+        first = dispatch.get("first_started", event.started_at)
+        due = None if event.failed_at is None else event.failed_at + delay
+        if policy.late(first, due) is not None:
+            return False
+        self.retry(dispatch, attempt, delay, first)
+        return True
+
+    def retry(
+        self, dispatch: dict[str, Any], attempt: int, delay: float, first: float | None
+    ) -> None:
+        node_id = dispatch["node"]
         self.note("node:retry", node_id, attempt + 1, data={"delay": delay})
         if delay <= 0:
-            self.redispatch(dispatch, attempt + 1)
+            self.redispatch(dispatch, attempt + 1, first_started=first)
             return
         timer_id = f"retry:{node_id}@{dispatch['act']}:{attempt + 1}"
         if dispatch.get("item") is not None:
@@ -273,6 +291,8 @@ class Step(NodeSteps, RetrySteps):
             "purpose": "retry",
             "dispatch": dict(dispatch, attempt=attempt + 1),
         }
+        if first is not None:
+            record["dispatch"]["first_started"] = first
         self.s.put("timers", timer_id, record)
         self.commands.append(p.StartTimer(timer_id, node_id, delay, "retry"))
 
@@ -289,7 +309,12 @@ class Step(NodeSteps, RetrySteps):
             self.begin()
         elif timer["purpose"] == "retry":
             d = timer["dispatch"]
-            self.redispatch(d, int(d["attempt"]), fallback=bool(d.get("fallback")))
+            self.redispatch(
+                d,
+                int(d["attempt"]),
+                fallback=bool(d.get("fallback")),
+                first_started=d.get("first_started"),
+            )
         elif timer["purpose"] == "sleep":
             self.complete(node_id, None, None)
         elif timer["purpose"] == "timeout":

@@ -29,11 +29,17 @@ class NodeCompleted:
 
 @attrs.frozen
 class NodeFailed:
-    """A dispatched execution raised (or timed out); ``retryable`` false skips retries."""
+    """A dispatched execution raised (or timed out); ``retryable`` false skips retries.
+
+    ``started_at`` and ``failed_at`` (epoch seconds, from the shell's clock) say when
+    the attempt started and failed; a node's ``retry_timeout`` is judged by them.
+    """
 
     dispatch_id: str
     error: ErrorInfo
     retryable: bool = True
+    started_at: float | None = None
+    failed_at: float | None = None
 
 
 @attrs.frozen
@@ -93,7 +99,11 @@ Event = (
 # -- commands (core -> shell) ---------------------------------------------------
 @attrs.define(eq=True)
 class ExecuteNode:
-    """Run ``uses`` (or its fallback) with these arguments."""
+    """Run ``uses`` (or its fallback) with these arguments.
+
+    ``timeout`` (seconds), when set, is the call's own and replaces the node's;
+    ``queue``, when set, is the transport queue a worker sends the execution to.
+    """
 
     dispatch_id: str
     node_id: str
@@ -102,6 +112,8 @@ class ExecuteNode:
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = attrs.field(factory=dict)
     fallback: bool = False
+    timeout: float | None = None
+    queue: str | None = None
 
 
 @attrs.frozen

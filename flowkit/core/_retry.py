@@ -70,6 +70,7 @@ class RetrySteps:
             item: int | None = None,
             act: int | None = None,
             round_: int = 0,
+            options: dict[str, Any] | None = None,
         ) -> None: ...
         def enter_wait(self, node_id: str, act: int, suffix: str) -> None: ...
         def sleep_delay(self, params: dict[str, Any]) -> float: ...
@@ -140,6 +141,7 @@ class RetrySteps:
             item=record.get("item"),
             act=record["act"],
             round_=round_,
+            options=record.get("options"),
         )
 
     def resume_sleep(self, node_id: str, round_: int) -> None:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from .._durations import to_seconds
 from .._errors import FlowkitError, describe
 from . import _protocol as proto
+from ._policy import evaluated_options
 from ._program import wait_name
 
 if TYPE_CHECKING:
@@ -62,7 +63,17 @@ class NodeSteps:
             self.start_batch(node_id, params)
             return
         args, kwargs = self.arguments(node_id, params, src)
-        self.dispatch(node_id, 1, args, kwargs)
+        options = self.call_options(node_id, params)
+        self.dispatch(node_id, 1, args, kwargs, options=options)
+
+    def call_options(self, node_id: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        """The options computed at this call (``node.options(retries=n)(...)``)."""
+        sources = params.get("options")
+        if not sources:
+            return None
+        ctx = self.s.context
+        values = {name: self.p.expr(source)(ctx) for name, source in sources.items()}
+        return evaluated_options(values, node_id)
 
     def _fire_let(self, node_id: str, params: dict[str, Any], back: bool, src: Any) -> None:
         value = self.p.expr(params["expr"])(self.s.context) if "expr" in params else None
@@ -286,8 +297,14 @@ class NodeSteps:
         fallback: bool = False,
         error: dict[str, Any] | None = None,
         round_: int = 0,
+        options: dict[str, Any] | None = None,
+        first_started: float | None = None,
     ) -> None:
-        """Execute the node; ``round_`` counts the run's retries (see ``_retry``)."""
+        """Execute the node; ``round_`` counts the run's retries (see ``_retry``).
+
+        ``options`` were computed at the call; ``first_started`` is when the first
+        attempt of this execution started (for ``retry_timeout``).
+        """
         if act is None:
             act = self.record(node_id)[_ACT]
         suffix = f"@{act}" if item is None else f"@{act}[{item}]"
@@ -306,10 +323,20 @@ class NodeSteps:
             record["round"] = round_
         if error is not None:
             record["error"] = error
+        if options:
+            record["options"] = options
+        if first_started is not None:
+            record["first_started"] = first_started
+        queue = (options or {}).get("queue") or self.p.specs[node_id].config.queue
+        if queue is not None:
+            record["queue"] = queue
         self.s.put("dispatches", dispatch_id, record)
         key = f"{self.s.run_id}:{node_id}{suffix}"
+        timeout = options.get("timeout") if options else None
         self.commands.append(
-            proto.ExecuteNode(dispatch_id, node_id, attempt, key, args, kwargs, fallback)
+            proto.ExecuteNode(
+                dispatch_id, node_id, attempt, key, args, kwargs, fallback, timeout, queue
+            )
         )
 
     def redispatch(
@@ -319,6 +346,7 @@ class NodeSteps:
         *,
         fallback: bool = False,
         error: dict[str, Any] | None = None,
+        first_started: float | None = None,
     ) -> None:
         self.dispatch(
             dispatch["node"],
@@ -330,6 +358,8 @@ class NodeSteps:
             fallback=fallback,
             error=error,
             round_=dispatch.get("round", 0),
+            options=dispatch.get("options"),
+            first_started=first_started,
         )
 
     # -- arguments ------------------------------------------------------------

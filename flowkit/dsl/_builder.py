@@ -17,7 +17,7 @@ from ..blueprint._model import (
 )
 from ..blueprint._validate import validate
 from ..shell._invoke import ClassFallback, has_fallback
-from ._node import Arguments
+from ._node import Arguments, config_fields
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -97,12 +97,16 @@ class Flow:
             kind, uses = _BUILTIN_KINDS[uses], None
         elif uses is None:
             raise TypeError(f"node {id!r} needs an implementation: pass fn or uses=")
+        fields = config_fields(options)
         config = NodeConfig(
-            retries=retries if retries is not None else int(options.get("retries", 0)),
-            backoff=backoff if backoff is not None else options.get("backoff"),
-            timeout=check.optional_duration("timeout", timeout)
-            if timeout is not None
-            else options.get("timeout"),
+            **dict(
+                fields,
+                retries=retries if retries is not None else fields["retries"],
+                backoff=backoff if backoff is not None else fields["backoff"],
+                timeout=check.optional_duration("timeout", timeout)
+                if timeout is not None
+                else fields["timeout"],
+            ),
             fallback=self._fallback(uses, fallback or options.get("fallback"), fn),
             join=join,
         )

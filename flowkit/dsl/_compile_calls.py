@@ -7,22 +7,27 @@ import inspect
 import typing
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from ..blueprint._model import NodeConfig
 from ..shell._invoke import ClassFallback, has_fallback
 from ._compile_exprs import PATCH_ERRORS
+from ._compile_options import CallOptions
 from ._compile_resolve import LOCAL, UNRESOLVED, callee_kind, dotted
 from ._compile_waits import Waits
+from ._node import config_fields
 
 if TYPE_CHECKING:
     from ._compile_base import Target
     from ._compile_graph import Port
+    from ._compile_options import Options
     from ._node import NodeDef
 
 _MEMBER_KINDS = frozenset(
     {"node", "flow", "primitive:sleep", "primitive:wait", "primitive:webhook"}
 )
-Member = tuple[ast.Call, Any, str, dict[str, Any]]
-"""A flow.gather/first member: its call, callee, kind and node params."""
+Member = tuple[ast.Call, Any, str, dict[str, Any], dict[str, Any]]
+"""A flow.gather/first member: its call, callee, kind, node params and config options."""
 _AWAITABLE_HINTS = {
     "asyncio.sleep": "use `await flow.sleep(...)`: a durable timer",
     "anyio.sleep": "use `await flow.sleep(...)`: a durable timer",
@@ -32,7 +37,7 @@ _AWAITABLE_HINTS = {
 }
 
 
-class Calls(Waits):
+class Calls(CallOptions, Waits):
     """``await x(...)`` where ``x`` is a node, a flow or a primitive."""
 
     def await_call(self, node: ast.Await, target: Target | None, ports: list[Port]) -> list[Port]:
@@ -43,6 +48,9 @@ class Calls(Waits):
                 f"cannot await {ast.unparse(call)!r}: only calls can be awaited in a flow",
                 "await a call of a @node, a @flow or a flow.* primitive",
             )
+        options = self.options_of(call)
+        if options is not None:
+            return self.node_call(call, options.node, target, ports, options)
         obj = self.resolver.resolve(call.func)
         kind = callee_kind(obj)
         if kind == "node":
@@ -81,10 +89,18 @@ class Calls(Waits):
 
     # -- nodes ----------------------------------------------------------------
     def node_call(
-        self, call: ast.Call, nodedef: NodeDef[Any, Any], target: Target | None, ports: list[Port]
+        self,
+        call: ast.Call,
+        nodedef: NodeDef[Any, Any],
+        target: Target | None,
+        ports: list[Port],
+        options: Options | None = None,
     ) -> list[Port]:
         params, ports = self.arguments(call, ports)
-        return [(self.node_member(call, nodedef, params, target, ports), None)]
+        static: dict[str, Any] = {}
+        if options is not None:
+            static, ports = self.compile_options(options, params, ports)
+        return [(self.node_member(call, nodedef, params, target, ports, static), None)]
 
     def node_member(
         self,
@@ -93,11 +109,14 @@ class Calls(Waits):
         params: dict[str, Any],
         target: Target | None,
         ports: list[Port],
+        static: dict[str, Any] | None = None,
     ) -> str:
         if target is not None:
             params["assign"] = target
             self.note_type(target, return_hint(nodedef.fn))
         uses, config = self.register(nodedef)
+        if static:
+            config = attrs.evolve(config, **static)
         node_id = self.graph.new_id(str(nodedef.name))
         return self.add(node_id, "call", params, ports, uses=uses, config=config)
 
@@ -133,7 +152,7 @@ class Calls(Waits):
             suffix += 1
             name = f"{nodedef.registry_name}#{suffix}"
         self.registry[name] = nodedef
-        options = nodedef.options
+        options = nodedef.settings
         fallback: str | None = None
         impl = getattr(nodedef, "__flowkit_impl__", nodedef)
         if options.get("fallback") is not None:
@@ -142,13 +161,7 @@ class Calls(Waits):
         elif has_fallback(impl):
             fallback = f"{name}.fallback"
             self.registry[fallback] = ClassFallback(impl)
-        config = NodeConfig(
-            retries=int(options.get("retries") or 0),
-            backoff=options.get("backoff"),
-            timeout=options.get("timeout"),
-            fallback=fallback,
-        )
-        return name, config
+        return name, NodeConfig(**config_fields(options), fallback=fallback)
 
     # -- subflows -------------------------------------------------------------
     def subflow_call(
@@ -239,15 +252,23 @@ class Calls(Waits):
         self, name: str, argument: ast.expr, ports: list[Port]
     ) -> tuple[Member, list[Port]]:
         """Compile a member's arguments (hoisting their awaits) before the fan-out."""
-        call, obj, kind = self.member(name, argument)
+        options = self.options_of(argument) if isinstance(argument, ast.Call) else None
+        call, obj, kind = self.member(name, argument, options)
         params: dict[str, Any] = {}
+        static: dict[str, Any] = {}
         if kind == "node":
             params, ports = self.arguments(call, ports)
+            if options is not None:
+                static, ports = self.compile_options(options, params, ports)
         elif kind == "flow":
             params, ports = self.subflow_params(call, obj, ports)
-        return (call, obj, kind, params), ports
+        return (call, obj, kind, params, static), ports
 
-    def member(self, name: str, node: ast.expr) -> tuple[ast.Call, Any, str]:
+    def member(
+        self, name: str, node: ast.expr, options: Options | None = None
+    ) -> tuple[ast.Call, Any, str]:
+        if options is not None and isinstance(node, ast.Call):
+            return node, options.node, "node"
         if isinstance(node, ast.Await):
             raise self.error(
                 node,
@@ -269,9 +290,9 @@ class Calls(Waits):
         return call, obj, str(kind)
 
     def fan_member(self, member: Member, ports: list[Port]) -> str:
-        call, obj, kind, params = member
+        call, obj, kind, params, static = member
         if kind == "node":
-            return self.node_member(call, obj, params, None, ports)
+            return self.node_member(call, obj, params, None, ports, static)
         if kind == "flow":
             return self.subflow_member(obj, params, None, ports)
         if kind == "unresolved":

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import enum
 import functools
 import inspect
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Final,
+    Generic,
+    Literal,
+    NoReturn,
+    ParamSpec,
+    TypeVar,
+    overload,
+)
 
 from .._durations import Backoff, Duration, shown, to_seconds
 from .._errors import ConfigurationError
@@ -18,6 +29,29 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+CALL_OPTIONS: Final = (
+    "retries",
+    "timeout",
+    "retry_timeout",
+    "retry_on",
+    "never_retry",
+    "backoff",
+    "queue",
+)
+FOREVER: Final = "forever"
+"""``retries="forever"``: the same as ``retries=None``, retry without limit."""
+Retries = int | Literal["forever"] | None
+ErrorTypes = type[Exception] | tuple[type[Exception], ...]
+
+
+class Unset(enum.Enum):
+    """An option not given to ``options()`` (``None`` means something there)."""
+
+    UNSET = enum.auto()
+
+
+UNSET: Final = Unset.UNSET
 
 
 class NodeDef(Generic[P, R]):
@@ -32,10 +66,14 @@ class NodeDef(Generic[P, R]):
         fn: Callable[P, R],
         *,
         name: str | None = None,
-        retries: int = 0,
+        retries: Retries = 0,
         backoff: Backoff | None = None,
         timeout: Duration | None = None,
         fallback: Callable[..., Any] | None = None,
+        retry_on: ErrorTypes = (),
+        never_retry: ErrorTypes = (),
+        retry_timeout: Duration | None = None,
+        queue: str | None = None,
     ) -> None:
         check = Arguments.of_decorator("@node", fn)
         check.implementation("the decorated object", fn)
@@ -44,21 +82,78 @@ class NodeDef(Generic[P, R]):
         qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
         self.registry_name = f"{module_name(fn)}.{qualname if name is None else name}"
         self.__flowkit_impl__ = fn
+        check.optional_text("name", name, example="name='charge-card'")
         self.__flowkit_options__: dict[str, Any] = check.node_options(
-            name=name, retries=retries, backoff=backoff, timeout=timeout, fallback=fallback
+            retries=retries,
+            backoff=backoff,
+            timeout=timeout,
+            fallback=fallback,
+            retry_on=retry_on,
+            never_retry=never_retry,
+            retry_timeout=retry_timeout,
+            queue=queue,
         )
         self.is_async = inspect.iscoroutinefunction(fn)
         functools.update_wrapper(self, fn)
 
     @property
-    def options(self) -> dict[str, Any]:
+    def settings(self) -> dict[str, Any]:
+        """The options declared with ``@node`` (exception types as qualified names)."""
         return dict(self.__flowkit_options__)
+
+    def options(
+        self,
+        *,
+        retries: Retries | Unset = UNSET,
+        timeout: Duration | Unset | None = UNSET,
+        retry_timeout: Duration | Unset | None = UNSET,
+        retry_on: ErrorTypes | Unset = UNSET,
+        never_retry: ErrorTypes | Unset = UNSET,
+        backoff: Backoff | Unset | None = UNSET,
+        queue: str | Unset | None = UNSET,
+        **unknown: object,
+    ) -> NodeCall[P, R]:
+        """This node with options for one call: ``await charge.options(retries=n)(order)``.
+
+        In a compiled flow the options replace the node's own for that call;
+        ``retries``, ``timeout``, ``retry_timeout`` and ``queue`` may be expressions
+        over the flow's variables, evaluated at the call. Outside a flow the call just runs
+        the function, as calling the node does.
+        """
+        given = {
+            "retries": retries,
+            "timeout": timeout,
+            "retry_timeout": retry_timeout,
+            "retry_on": retry_on,
+            "never_retry": never_retry,
+            "backoff": backoff,
+            "queue": queue,
+        }
+        check = Arguments(f"{self.name}.options()", located=True)
+        check.known_options(unknown)
+        overrides = check.call_options({k: v for k, v in given.items() if v is not UNSET})
+        return NodeCall(self, overrides)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
 
     def __repr__(self) -> str:
         return f"<node {self.name}>"
+
+
+class NodeCall(Generic[P, R]):
+    """A node with options for one call (see :meth:`NodeDef.options`)."""
+
+    def __init__(self, node: NodeDef[P, R], overrides: dict[str, Any]) -> None:
+        self.node = node
+        self.overrides = overrides
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.node.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        shown_options = ", ".join(f"{k}={v!r}" for k, v in self.overrides.items())
+        return f"<node {self.node.name} with options({shown_options})>"
 
 
 @overload
@@ -69,10 +164,14 @@ def node(fn: Callable[P, R], /) -> NodeDef[P, R]: ...
 def node(
     *,
     name: str | None = None,
-    retries: int = 0,
+    retries: Retries = 0,
     backoff: Backoff | None = None,
     timeout: Duration | None = None,
     fallback: Callable[..., Any] | None = None,
+    retry_on: ErrorTypes = (),
+    never_retry: ErrorTypes = (),
+    retry_timeout: Duration | None = None,
+    queue: str | None = None,
 ) -> Callable[[Callable[P, R]], NodeDef[P, R]]: ...
 
 
@@ -81,12 +180,22 @@ def node(
     /,
     *,
     name: str | None = None,
-    retries: int = 0,
+    retries: Retries = 0,
     backoff: Backoff | None = None,
     timeout: Duration | None = None,
     fallback: Callable[..., Any] | None = None,
+    retry_on: ErrorTypes = (),
+    never_retry: ErrorTypes = (),
+    retry_timeout: Duration | None = None,
+    queue: str | None = None,
 ) -> NodeDef[P, R] | Callable[[Callable[P, R]], NodeDef[P, R]]:
     """Declare a node; usable bare (``@node``) or called (``@node(retries=3)``).
+
+    ``retries=None`` (or ``"forever"``) retries without limit; ``retry_on`` retries
+    only errors of those types, ``never_retry`` never retries errors of those types
+    (it wins over ``retry_on``); ``retry_timeout`` stops retrying once that long has
+    passed since the first attempt started. ``queue`` sends the node's executions to
+    that transport queue, served by the workers started with ``queue=``.
 
     >>> @node(retries=3, timeout="30s")
     ... async def fetch_order(order_id: str) -> dict:
@@ -101,6 +210,10 @@ def node(
             backoff=backoff,
             timeout=timeout,
             fallback=fallback,
+            retry_on=retry_on,
+            never_retry=never_retry,
+            retry_timeout=retry_timeout,
+            queue=queue,
         )
 
     return wrap(fn) if fn is not None else wrap
@@ -164,9 +277,10 @@ class Arguments:
         if value is not None and not callable(value):
             self.refuse(name, value, "a function or a @node, or None")
 
-    def optional_backoff(self, name: str, value: object) -> None:
+    def optional_backoff(self, name: str, value: object) -> Backoff | None:
         if value is not None and not isinstance(value, Backoff):
             self.refuse(name, value, "a flowkit.Backoff, e.g. Backoff(initial='1s'), or None")
+        return value
 
     def choice(self, name: str, value: object, choices: Collection[str]) -> None:
         if value is not None and value not in choices:
@@ -177,19 +291,71 @@ class Arguments:
         if value is not None and not isinstance(value, Mapping):
             self.refuse(name, value, f"a dict, e.g. {example}, or None")
 
-    def node_options(
-        self, *, name: object, retries: object, backoff: object, timeout: object, fallback: object
-    ) -> dict[str, Any]:
-        """``@node``'s options, checked: its ``name``, and the options a flow uses."""
-        self.optional_text("name", name, example="name='charge-card'")
-        self.optional_backoff("backoff", backoff)
+    def node_options(self, *, fallback: object, **options: object) -> dict[str, Any]:
+        """``@node``'s options a flow uses, checked."""
         self.optional_callable("fallback", fallback)
-        return {
-            "retries": self.count("retries", retries, minimum=0, example="retries=3"),
-            "backoff": backoff,
-            "timeout": self.optional_duration("timeout", timeout),
-            "fallback": fallback,
+        return {**self.call_options(options), "fallback": fallback}
+
+    def call_options(self, options: Mapping[str, object]) -> dict[str, Any]:
+        """Retry and timeout options, checked; exception types become qualified names."""
+        checks: dict[str, Callable[[str, Any], Any]] = {
+            "retries": self.retries,
+            "timeout": self.optional_duration,
+            "retry_timeout": self.optional_duration,
+            "retry_on": self.error_types,
+            "never_retry": self.error_types,
+            "backoff": self.optional_backoff,
+            "queue": self.optional_queue,
         }
+        return {name: checks[name](name, value) for name, value in options.items()}
+
+    def known_options(self, unknown: Mapping[str, object]) -> None:
+        """Refuse keywords that are not options of a call."""
+        for name in unknown:
+            raise ConfigurationError(
+                f"{self._where()}: unknown option {name!r}; options() takes "
+                f"{', '.join(CALL_OPTIONS)}"
+            )
+
+    def optional_queue(self, name: str, value: object) -> str | None:
+        text = self.optional_text(name, value, example="queue='gpu'")
+        if text is not None and text != text.strip():
+            self.refuse(name, value, "a queue name without spaces around it, e.g. queue='gpu'")
+        return text
+
+    def retries(self, name: str, value: object) -> int | None:
+        """A whole number of 0 or more, or ``None`` / ``"forever"`` for no limit."""
+        if value is None or value == FOREVER:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            self.refuse(name, value, "a whole number of 0 or more (e.g. 3), or None for no limit")
+        return value
+
+    def error_types(self, name: str, value: object) -> tuple[str, ...]:
+        """An exception class or a tuple of them, as qualified names."""
+        types = value if isinstance(value, tuple | list) else (value,)
+        for item in types:
+            if not (isinstance(item, type) and issubclass(item, Exception)):
+                self.refuse(
+                    name, value, "an exception class or a tuple of them, e.g. (TimeoutError,)"
+                )
+        return tuple(f"{t.__module__}.{t.__qualname__}" for t in types)
+
+
+_CONFIG_DEFAULTS: Final[dict[str, Any]] = {
+    "retries": 0,
+    "backoff": None,
+    "timeout": None,
+    "retry_on": (),
+    "never_retry": (),
+    "retry_timeout": None,
+    "queue": None,
+}
+
+
+def config_fields(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``NodeConfig`` fields (but ``fallback`` and ``join``) of checked options."""
+    return {name: options.get(name, default) for name, default in _CONFIG_DEFAULTS.items()}
 
 
 def check_flow_arguments(fn: object, id: object, version: object) -> None:

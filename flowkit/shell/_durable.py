@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from .._durations import Duration
+    from ..blueprint._model import Blueprint
     from ..core._program import Program
     from ..stores._history import HistoryOptions
     from ..stores._protocol import IndexOps, RunTransaction, Store
@@ -262,6 +263,21 @@ class _Turn:
         self.check = check
 
 
+def routes_nodes(blueprint: Blueprint) -> bool:
+    """Whether some node of ``blueprint`` is sent to a queue of its own."""
+    return any(
+        spec.config.queue is not None or "queue" in (spec.params.get("options") or {})
+        for spec in blueprint.nodes
+    )
+
+
+def dispatch_queue(record: Mapping[str, Any], header: Mapping[str, Any]) -> str | None:
+    """The queue a recorded dispatch is sent to: its own, else its run's (None: the
+    sender's)."""
+    queue = record.get("queue") or header.get("queue")
+    return None if queue is None else str(queue)
+
+
 def dispatch_command(run_id: str, dispatch_id: str, record: dict[str, Any]) -> p.ExecuteNode:
     """The ExecuteNode for a dispatch recorded in a run's state (to run or re-run it)."""
     item = record.get("item")
@@ -274,6 +290,8 @@ def dispatch_command(run_id: str, dispatch_id: str, record: dict[str, Any]) -> p
         tuple(record.get("args") or ()),
         dict(record.get("kwargs") or {}),
         bool(record.get("fallback")),
+        (record.get("options") or {}).get("timeout"),
+        record.get("queue"),
     )
 
 

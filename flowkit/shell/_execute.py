@@ -119,7 +119,8 @@ class Executor:
         ctx.enqueued_at = enqueued_at
         if command.fallback:
             ctx.error = _last_error(run_id, state, command)
-        timeout = spec.config.timeout
+        timeout = spec.config.timeout if command.timeout is None else command.timeout
+        started_at = clock.now()
         observed = self.events.active
         started = time.perf_counter() if observed else None
         if observed:
@@ -128,7 +129,7 @@ class Executor:
         bound = bind_node_context(ctx)
         try:
             if timeout is not None:
-                ctx.deadline = clock.now() + timeout
+                ctx.deadline = started_at + timeout
                 with anyio.fail_after(timeout):
                     output = await self._invoke(invoke, command, ctx)
             else:
@@ -139,6 +140,8 @@ class Executor:
                 command.dispatch_id,
                 _failure(exc, command, timeout),
                 retryable=not isinstance(exc, SerializationError),
+                started_at=started_at,
+                failed_at=clock.now(),
             )
         finally:
             unbind_node_context(bound)

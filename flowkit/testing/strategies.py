@@ -84,15 +84,22 @@ def _parents(index: int) -> st.SearchStrategy[list[int]]:
     return st.lists(st.integers(0, index - 1), min_size=1, max_size=min(3, index), unique=True)
 
 
+_ERROR_TYPES = ("builtins.TimeoutError", "builtins.ConnectionError", "builtins.ValueError")
+
+
 @st.composite
 def _call_node(draw: st.DrawFn, node_id: str, predecessors: int) -> NodeSpec:
     modes: tuple[JoinMode, ...] = ("all", "any")
     join = draw(st.sampled_from(modes)) if predecessors > 1 else None
+    errors = st.lists(st.sampled_from(_ERROR_TYPES), max_size=2, unique=True).map(tuple)
     config = NodeConfig(
-        retries=draw(st.integers(0, 3)),
+        retries=draw(st.integers(0, 3)),  # unlimited retries could run a simulation long
         backoff=draw(st.none() | st.builds(Backoff, st.floats(0.0, 5.0), st.floats(1.0, 3.0))),
         timeout=draw(st.none() | st.floats(0.5, 60.0)),
         join=join,
+        retry_on=draw(errors),
+        never_retry=draw(errors),
+        retry_timeout=draw(st.none() | st.floats(1.0, 3600.0)),
     )
     params = draw(st.dictionaries(st.sampled_from(["step", "label"]), st.integers(0, 9)))
     return NodeSpec(node_id, "call", uses="inc", params=params, config=config)

@@ -22,6 +22,7 @@ import structlog
 
 from .._durations import Backoff
 from .._errors import StoreError, TransportError
+from ..shell._durable import dispatch_queue
 from ..stores._protocol import Conflict
 
 if TYPE_CHECKING:
@@ -207,12 +208,9 @@ async def start_despite_outages(
 async def _publish_dispatches(shell: Shell, run_id: str, target: Target) -> None:
     """Publish every node the run has dispatched (again: a duplicate is skipped by workers)."""
     replica = await shell.replica(run_id, fresh=True)
+    header = replica.state.header
     for dispatch_id, record in list(replica.state.sections["dispatches"].items()):
+        queue = dispatch_queue(record, header)
         await shell.publish(
-            run_id,
-            target,
-            record["node"],
-            int(record["attempt"]),
-            dispatch_id,
-            replica.state.header,
+            run_id, target, record["node"], int(record["attempt"]), dispatch_id, header, queue
         )

@@ -26,7 +26,7 @@ from ..core._priority import DEFAULT_PRIORITY, priority_of
 from ..core._state import RunState, RunStatus
 from ..observability._propagation import current_traceparent
 from ..shell._commands import Interpreter, for_parent
-from ..shell._durable import Replica, commit_info, index_ops
+from ..shell._durable import Replica, commit_info, index_ops, routes_nodes
 from ..shell._events import EventBus
 from ..shell._flows import Flows, route_signal
 from ..shell._history import Origin, commit_history, start_history
@@ -146,6 +146,9 @@ class Shell(Interpreter[_Turn]):
         )
         if creator is not None:
             state.put("header", "creator", creator)
+        home = self._home_queue(target, parent)
+        if home is not None:
+            state.put("header", "queue", home)
         delta = state.take_delta()
         now = clock.now()
         created = await self.store.create_run(
@@ -172,6 +175,17 @@ class Shell(Interpreter[_Turn]):
         elif debounce is not None:
             await self.step(run_id, p.StartDebounced(bound, debounce))
         return run_id
+
+    def _home_queue(self, target: Target, parent: str | None) -> str | None:
+        """The queue a run's nodes without a ``queue`` of their own go to, kept in its
+        header when it matters: the flow (or its parent) sends some nodes elsewhere, and
+        a worker of another queue must send the rest back here. A child run has its
+        parent's."""
+        replica = self._replicas.get(parent) if parent is not None else None
+        inherited = replica.state.header.get("queue") if replica is not None else None
+        if inherited is not None:
+            return str(inherited)
+        return self.queue if routes_nodes(target.blueprint) else None
 
     def _traceparent(self, parent: str | None) -> str | None:
         """A child run continues its parent's trace; a new run joins the caller's span."""
@@ -441,11 +455,19 @@ class Shell(Interpreter[_Turn]):
     ) -> None:
         """Publish the nodes, up to :data:`PUBLISHES_AT_ONCE` at a time (a fan's source
         would otherwise wait for a hundred confirmed publishes one after another); the
-        first failure is raised once all were tried."""
+        first failure is raised once all were tried. A node without a ``queue`` of its
+        own goes to the run's (its header's ``queue``)."""
+        home = header.get("queue")
         if len(commands) <= 1:
             for command in commands:
                 await self.publish(
-                    run_id, target, command.node_id, command.attempt, command.dispatch_id, header
+                    run_id,
+                    target,
+                    command.node_id,
+                    command.attempt,
+                    command.dispatch_id,
+                    header,
+                    command.queue or home,
                 )
             return
         limiter = anyio.CapacityLimiter(PUBLISHES_AT_ONCE)
@@ -461,6 +483,7 @@ class Shell(Interpreter[_Turn]):
                         command.attempt,
                         command.dispatch_id,
                         header,
+                        command.queue or home,
                     )
                 except Exception as exc:  # raised below, once the others were tried
                     failures.append(exc)
@@ -482,9 +505,11 @@ class Shell(Interpreter[_Turn]):
         attempt: int,
         dispatch_id: str,
         header: Mapping[str, Any] | None = None,
+        queue: str | None = None,
     ) -> None:
-        """Send the node message, with the run's trace context and priority (from
-        ``header``, the run's, else this process's copy's).
+        """Send the node message to ``queue`` (default: this process's queue), with the
+        run's trace context and priority (from ``header``, the run's, else this
+        process's copy's).
 
         The priority goes to the transport only when it is not the default, so a
         transport written before priorities (without ``priority=``) still runs the
@@ -505,7 +530,11 @@ class Shell(Interpreter[_Turn]):
             headers[PRIORITY_HEADER] = str(priority)
             extra["priority"] = priority
         await self.transport.send(
-            self.queue, message.encode(), key=f"{run_id}/{node_id}", headers=headers, **extra
+            queue or self.queue,
+            message.encode(),
+            key=f"{run_id}/{node_id}",
+            headers=headers,
+            **extra,
         )
 
     async def _start_child(

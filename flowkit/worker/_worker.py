@@ -16,7 +16,7 @@ from .._durations import to_seconds
 from .._errors import FlowkitError, ResumeError, StoreError, TransportError
 from ..backends._options import check_positive
 from ..core import _protocol as p
-from ..shell._durable import CHILD_LEASE, dispatch_command
+from ..shell._durable import CHILD_LEASE, dispatch_command, dispatch_queue
 from ..shell._events import Event, EventBus
 from ..shell._execute import Executor
 from ..shell._history import Origin
@@ -455,6 +455,7 @@ class Worker:
                 "republishing a dispatch whose lease ran out", run_id=run_id, dispatch_id=lease_id
             )
             target = self.shell.target_of(replica.state)
+            queue = dispatch_queue(record, replica.state.header)
             await self.shell.publish(
                 run_id,
                 target,
@@ -462,6 +463,7 @@ class Worker:
                 int(record["attempt"]),
                 lease_id,
                 replica.state.header,  # a republished node keeps the run's priority
+                queue,
             )
 
     async def _redo_child(self, run_id: str, child_id: str, parent: Replica) -> None:
