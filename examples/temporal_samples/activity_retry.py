@@ -49,9 +49,9 @@ FLOWS = [greeting_with_retries]
 
 async def demo(api: Api) -> dict[str, Any]:
     """Greet World (fourth attempt succeeds), then a blank name (fails, no retry)."""
-    handle = await api.start(greeting_with_retries, run_id="retry-world", name="World")
+    handle = await api.start(greeting_with_retries, run_id="activity_retry-world", name="World")
     done = await handle.result(timeout=RESULT_TIMEOUT)
-    blank = await api.start(greeting_with_retries, run_id="retry-blank", name=" ")
+    blank = await api.start(greeting_with_retries, run_id="activity_retry-blank", name=" ")
     failed = await blank.result(timeout=RESULT_TIMEOUT)
     return {
         "greeting": output(done),

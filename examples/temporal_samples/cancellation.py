@@ -48,7 +48,7 @@ FLOWS = [cancellable_job]
 
 async def demo(api: Api) -> dict[str, Any]:
     """Start the job, cancel it once it has done two batches, read how it ended."""
-    handle = await api.start(cancellable_job, run_id="cancel-1", job="report", every=0.05)
+    handle = await api.start(cancellable_job, run_id="cancellation-1", job="report", every=0.05)
     await until(api, handle.run_id, lambda result: result.state.get("batches", 0) >= 2)
     await api.cancel(handle.run_id)
     done = await handle.result(timeout=RESULT_TIMEOUT)

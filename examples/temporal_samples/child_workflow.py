@@ -45,8 +45,8 @@ FLOWS = [greeting_parent, greeting_child]
 
 async def demo(api: Api) -> dict[str, Any]:
     """A child that greets, and one that fails (the parent catches it)."""
-    world = await api.start(greeting_parent, run_id="child-world", name="World")
-    nobody = await api.start(greeting_parent, run_id="child-nobody", name="")
+    world = await api.start(greeting_parent, run_id="child_workflow-world", name="World")
+    nobody = await api.start(greeting_parent, run_id="child_workflow-nobody", name="")
     return {
         "world": output(await world.result(timeout=RESULT_TIMEOUT)),
         "nobody": output(await nobody.result(timeout=RESULT_TIMEOUT)),

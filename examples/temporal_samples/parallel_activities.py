@@ -41,7 +41,7 @@ NAMES = ["user1", "ada", "grace", "linus", "barbara"]
 
 
 async def demo(api: Api) -> dict[str, Any]:
-    handle = await api.start(say_hello_to_all, run_id="parallel-1", names=NAMES)
+    handle = await api.start(say_hello_to_all, run_id="parallel_activities-1", names=NAMES)
     return {"output": output(await handle.result(timeout=RESULT_TIMEOUT))}
 
 

@@ -41,7 +41,7 @@ FLOWS = [sleep_for_days]
 
 async def demo(api: Api) -> dict[str, Any]:
     """Start it (real days), see the first email go, then complete it with the signal."""
-    handle = await api.start(sleep_for_days, run_id="sleep-for-days-1", to="ada@example.com")
+    handle = await api.start(sleep_for_days, run_id="sleep_for_days-1", to="ada@example.com")
     await until(api, handle.run_id, waiting_for("complete"))
     await api.signal(handle.run_id, "complete", True)
     return {"result": output(await handle.result(timeout=RESULT_TIMEOUT))}
