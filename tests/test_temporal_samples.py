@@ -61,9 +61,7 @@ OWN_SAMPLES = {  # written with this package; others join by following the READM
     "update",
 }
 
-NAMES = sorted(
-    m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")
-)
+NAMES = sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
 
 
 def sample(name: str) -> ModuleType:
@@ -84,7 +82,8 @@ class TestConvention:
     def test_defines_the_names(self, name: str) -> None:
         module = sample(name)
         assert [] == [attr for attr in REQUIRED if not hasattr(module, attr)]
-        assert module.FLOWS and all(isinstance(f, flowkit.FlowDef) for f in module.FLOWS)
+        assert module.FLOWS
+        assert all(isinstance(f, flowkit.FlowDef) for f in module.FLOWS)
 
     @pytest.mark.parametrize("name", NAMES)
     def test_names_its_temporal_sample(self, name: str) -> None:
@@ -198,7 +197,9 @@ async def delete_rabbitmq_queues(queue: str) -> None:
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
     """Two workers for the module's tests; at the end they must drain and exit 0."""
-    started = Workers(tmp_path_factory.mktemp("temporal-samples"), f"samples_{uuid.uuid4().hex[:10]}")
+    started = Workers(
+        tmp_path_factory.mktemp("temporal-samples"), f"samples_{uuid.uuid4().hex[:10]}"
+    )
     started.start(2)
     try:
         yield started

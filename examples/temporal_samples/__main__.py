@@ -8,12 +8,14 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 import flowkit
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 
 def samples() -> dict[str, ModuleType]:

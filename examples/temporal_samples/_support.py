@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import anyio
 
-import flowkit
-
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    import flowkit
 
 Api: TypeAlias = "flowkit.Runtime | flowkit.Client"
 """Where a sample's ``demo`` sends its calls: the same methods on both."""

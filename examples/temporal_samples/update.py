@@ -36,7 +36,7 @@ async def greeting_with_update(name: str) -> str:
         choice = await flow.first(flow.wait("set_language"), flow.wait("approve"))
         if choice is None:  # approve carries no language
             break
-        previous = language
+        previous = language  # noqa: F841 - a run variable: set_language's reply reads it
         language = choice
     return await greet(language, name)
 
