@@ -1,13 +1,13 @@
 """Saga: transfer money in steps; when a step fails, undo the steps done, newest first.
 
-Mirrors Temporal's saga sample (a money transfer whose compensations run in
-reverse when a later step fails). In flowkit the flow records which steps are done
-in a flow variable and an ``except`` block walks it backwards. The variable is part
-of the run's state, so the compensation runs on whichever worker carries the run on
-after a crash. Node calls are written out (no list of callables): the flow's
-code stays plain, compiled Python. The bank is a stand-in: deposits to ``closed``
-accounts fail, and so does telling the holder of an ``unreachable`` one (after the
-deposit).
+Mirrors Temporal's ``saga`` sample (in its Go samples: a money transfer whose
+compensations run in reverse when a later step fails). In flowkit the flow records
+which steps are done in a flow variable and an ``except`` block walks it backwards.
+The variable is part of the run's state, so the compensation runs on whichever
+worker carries the run on after a crash. Node calls are written out (no list of
+callables): the flow's code stays plain, compiled Python. The bank is a stand-in:
+deposits to ``closed`` accounts fail, and so does telling the holder of an
+``unreachable`` one (after the deposit).
 """
 
 from __future__ import annotations

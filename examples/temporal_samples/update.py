@@ -1,13 +1,15 @@
 """Update: change a run's language and get the previous one back; a validator refuses
 languages the flow cannot greet in.
 
-Mirrors Temporal's ``hello_update`` (with a validator, as in its
-``update_with_validator`` variants). A flowkit update is a signal that answers: it is
-delivered to the flow's ``flow.wait("set_language")``; its validator runs on the run's
-variables before anything is recorded (a refusal is ``flowkit.UpdateRejected``), and
-its reply is computed from the variables once the flow has taken it. Temporal runs
-the handler inside the workflow; here the flow body does the work and the reply
-function reads the result. ``get_language`` is a query; ``approve`` a plain signal.
+Mirrors Temporal's ``hello_update`` (an update whose handler changes the workflow's
+state and returns a value), with a validator added, as Temporal's
+``@<update>.validator`` adds one. A flowkit update is a signal that answers: it is
+delivered to the flow's ``flow.wait("set_language")``; its validator runs on the
+run's variables before anything is recorded (a refusal is ``flowkit.UpdateRejected``),
+and its reply is computed from the variables once the flow has taken it. Temporal
+runs the handler inside the workflow; here the flow body does the work and the
+reply function reads the result. ``get_language`` is a query; ``approve`` a plain
+signal.
 """
 
 from __future__ import annotations
