@@ -1,14 +1,16 @@
 """Cancellation with cleanup: cancel a long job; its ``finally`` block cleans up.
 
 Mirrors Temporal's ``hello_cancellation``, where a never-ending activity heartbeats
-until the workflow is cancelled and the workflow's ``finally`` runs a cleanup
-activity. In flowkit a job that never ends is a loop of short nodes and durable
-sleeps; ``handle.cancel()`` / ``client.cancel(run_id)`` lands wherever the run
-stands: a node in flight is cancelled where it runs (on workers too), a sleep is
-dropped. Then the run's ``finally`` blocks run, as nodes, and the run ends
-``cancelled``. ``except flowkit.Cancelled`` sees the cancellation too; ``except
-Exception`` does not, as with ``asyncio.CancelledError``. Unlike Temporal, a flow
-cannot refuse or outlive a cancellation: the ``finally`` block runs, then the run ends.
+(heartbeats are how the server tells it it is cancelled) until the workflow is
+cancelled, and the workflow's ``finally`` runs a cleanup activity. In flowkit a job
+that never ends is a loop of short nodes and durable sleeps, and
+``handle.cancel()`` / ``client.cancel(run_id)`` lands wherever the run stands: a
+node in flight is cancelled where it runs (on workers too, without heartbeats in
+the node's code), a sleep is dropped. Then the run's ``finally`` blocks run, as
+nodes, and the run ends ``cancelled``. ``except flowkit.Cancelled`` sees the
+cancellation too; ``except Exception`` does not, as with
+``asyncio.CancelledError``. Unlike Temporal, a flow cannot refuse or outlive a
+cancellation: its ``finally`` blocks run, then the run ends.
 """
 
 from __future__ import annotations

@@ -1,11 +1,13 @@
 """Sleep for days: send an email every 30 days until a ``complete`` signal arrives.
 
-Mirrors Temporal's ``sleep_for_days`` sample. ``flow.first(flow.sleep(period),
-flow.wait("complete"))`` races a durable timer against the signal: while it sleeps
-the run is a row in the store and a timer, held by no process, and any worker fires
-the timer when it falls due (Temporal: ``workflow.wait_condition`` with a timeout).
-Under ``simulate()`` the months pass on virtual time in milliseconds (Temporal: the
-time-skipping test environment). The mailer is a stand-in that returns the message.
+Mirrors Temporal's ``sleep_for_days`` sample, whose workflow sends an email, sleeps
+(``asyncio.sleep``) and checks a flag its ``complete`` signal handler sets.
+Here ``flow.first(flow.sleep(period), flow.wait("complete"))`` races a durable timer
+against the signal, so the signal ends the sleep at once rather than at its end.
+While it sleeps the run is a row in the store and a timer, held by no process, and
+any worker fires the timer when it falls due. Under ``simulate()`` the months pass
+on virtual time in milliseconds (Temporal: the time-skipping test environment).
+The mailer is a stand-in that returns the message.
 """
 
 from __future__ import annotations
