@@ -153,6 +153,14 @@ class Workers:
     def logs(self) -> str:
         return "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for _, log in self.processes)
 
+    def check_started(self) -> None:
+        """Every worker has logged that it started; an ``AssertionError`` with the logs if
+        one exited instead (a sample that does not import, say)."""
+        for popen, log in self.processes:
+            self._await_start(popen, log)
+        exited = [popen.args for popen, _ in self.processes if popen.poll() is not None]
+        assert [] == exited, self.logs()
+
     def stop(self) -> list[int | None]:
         """SIGTERM each worker once it has started; their exit codes (None: still running)."""
         for popen, log in self.processes:
@@ -202,6 +210,7 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
     )
     started.start(2)
     try:
+        started.check_started()
         yield started
         codes = started.stop()
         assert [0, 0] == codes, started.logs()
