@@ -32,6 +32,7 @@ _CONFIG_FIELDS = (
 )
 _SIGNATURE_PARAMS = ("args", "kwargs")
 _CONDITION_PARAMS = ("cond", "patch")
+_SIGNATURE_WHATS = ("uses", "kind", "signal", *_SIGNATURE_PARAMS)
 # where a run can stand: state section -> position kind
 _RECORD_SECTIONS = {"waits": "wait", "dispatches": "node", "timers": "timer", "children": "child"}
 _KEY_SECTIONS = {"loops": "loop", "batches": "batch"}
@@ -135,7 +136,7 @@ def diff(old: Blueprint, new: Blueprint) -> BlueprintDiff:
     renamed = _renames(old, new, removed, added)
     pairs = [(n.id, n.id) for n in old.nodes if n.id in new_ids] + renamed
     changes = [c for o, n in pairs for c in _node_changes(old.node(o), new.node(n))]
-    old_edges, new_edges = _edges(old), _edges(new)
+    old_edges, new_edges = _edges(old, dict(renamed)), _edges(new, {})
     old_patches = set(old.metadata.get("patches", ()))
     new_patches = set(new.metadata.get("patches", ()))
     return BlueprintDiff(
@@ -151,7 +152,7 @@ def diff(old: Blueprint, new: Blueprint) -> BlueprintDiff:
         conditions=tuple(_when_changes(old_edges, new_edges))
         + tuple(c for c in changes if c.what == "condition"),
         configs=tuple(c for c in changes if c.what in _CONFIG_FIELDS),
-        signatures=tuple(c for c in changes if c.what in ("uses", "kind", *_SIGNATURE_PARAMS))
+        signatures=tuple(c for c in changes if c.what in _SIGNATURE_WHATS)
         + tuple(_input_changes(old, new)),
         params=tuple(c for c in changes if c.what.startswith("params.")),
         patches_added=tuple(sorted(new_patches - old_patches)),
@@ -162,25 +163,32 @@ def diff(old: Blueprint, new: Blueprint) -> BlueprintDiff:
 def _renames(
     old: Blueprint, new: Blueprint, removed: list[str], added: list[str]
 ) -> list[tuple[str, str]]:
-    """Removed and added nodes of the same kind, ``uses`` and neighbours."""
-    taken: set[str] = set()
-    pairs = []
+    """Removed and added nodes of the same kind, ``uses`` and neighbours: a neighbour that
+    is itself removed (or added) matches any, so a chain of renamed nodes pairs up."""
+    gone, unmatched, fresh = set(removed), set(added), set(added)
+    pairs: list[tuple[str, str]] = []
     for old_id in removed:
-        shape = _shape(old, old_id)
-        for new_id in added:
-            if new_id not in taken and _shape(new, new_id, {new_id: old_id}) == shape:
-                pairs.append((old_id, new_id))
-                taken.add(new_id)
-                break
+        shape = _shape(old, old_id, gone)
+        match = next((a for a in added if a in fresh and _shape(new, a, unmatched) == shape), None)
+        if match is not None:
+            pairs.append((old_id, match))
+            fresh.discard(match)
     return pairs
 
 
-def _shape(bp: Blueprint, node_id: str, alias: Mapping[str, str] | None = None) -> Any:
+def _shape(bp: Blueprint, node_id: str, unknown: set[str]) -> Any:
+    """A node's kind, ``uses`` and neighbours (those in ``unknown`` only counted)."""
     spec = bp.node(node_id)
-    alias = alias or {}
-    preds = frozenset(alias.get(e.source, e.source) for e in bp.edges if e.target == node_id)
-    succs = frozenset(alias.get(e.target, e.target) for e in bp.edges if e.source == node_id)
-    return spec.kind, spec.uses, preds - {alias.get(node_id)}, succs - {alias.get(node_id)}
+    preds = [e.source for e in bp.edges if e.target == node_id]
+    succs = [e.target for e in bp.edges if e.source == node_id]
+    return (
+        spec.kind,
+        spec.uses,
+        frozenset(p for p in preds if p not in unknown),
+        frozenset(s for s in succs if s not in unknown),
+        len(set(preds)),
+        len(set(succs)),
+    )
 
 
 def _node_changes(old: NodeSpec, new: NodeSpec) -> list[Change]:
@@ -199,6 +207,8 @@ def _node_changes(old: NodeSpec, new: NodeSpec) -> list[Change]:
             continue
         if key in _CONDITION_PARAMS:
             changes.append(Change(new.id, "condition", before, after))
+        elif key == "name" and new.kind in ("wait", "webhook"):
+            changes.append(Change(new.id, "signal", before, after))
         elif key in _SIGNATURE_PARAMS:
             changes.append(Change(new.id, key, before, after))
         else:
@@ -214,12 +224,16 @@ def _masked(key: str, value: Any) -> Any:
     return "***" if key == "secret" and value else value
 
 
-def _edges(bp: Blueprint) -> dict[str, str | None]:
-    """Edge label -> its ``when`` condition."""
+def _edges(bp: Blueprint, renames: Mapping[str, str]) -> dict[str, str | None]:
+    """Edge label -> its ``when`` condition (node ids renamed by ``renames``)."""
     labels: dict[str, str | None] = {}
     for edge in bp.edges:
         action = f" [{edge.action}]" if edge.action else ""
-        labels[f"{edge.source} -> {edge.target}{action}"] = edge.when
+        source, target = (
+            renames.get(edge.source, edge.source),
+            renames.get(edge.target, edge.target),
+        )
+        labels[f"{source} -> {target}{action}"] = edge.when
     return labels
 
 
