@@ -4,7 +4,8 @@ test_cli_diff.py (module level: workers and ``--app`` import flows from a module
 ``orders_v1`` is in production; each other version makes one realistic change to it:
 ``orders_added`` adds a node in the middle (after the wait), ``orders_removed`` removes
 the audit branch, ``orders_cond`` changes the branch's condition, ``orders_renamed``
-renames the wait, ``orders_patched`` adds a patch.
+renames the wait, ``orders_patched`` adds a patch, ``orders_reviewed`` adds a wait for
+the same signal before the old one (whose node id becomes ``approval#2``).
 """
 
 from __future__ import annotations
@@ -84,4 +85,14 @@ async def orders_patched(n: int) -> str:
     approval = await flow.wait("approval")
     if flow.patched("reserve-first"):
         x = await reserve(x)
+    return await charge(x) + f" by {approval}"
+
+
+@flow(id="orders", version=7)
+async def orders_reviewed(n: int) -> str:
+    x = await fetch(n)
+    await flow.wait("approval")  # new: the amount is approved first (this wait is "approval")
+    if n > 10:
+        x = await audit(x)
+    approval = await flow.wait("approval")  # the old wait: now node "approval#2"
     return await charge(x) + f" by {approval}"
