@@ -249,7 +249,7 @@ def _print(changes: BlueprintDiff, runs: list[RunCheck], checked: bool) -> None:
 def _change_rows(changes: BlueprintDiff) -> list[tuple[str, str, str, str]]:
     rows = [("node added", node, "", "") for node in changes.added]
     rows += [("node removed", node, "", "") for node in changes.removed]
-    rows += [("node renamed (guess)", f"{o} -> {n}", o, n) for o, n in changes.renamed]
+    rows += [("node renamed (guess)", n, o, n) for o, n in changes.renamed]
     rows += [("edge added", edge, "", "") for edge in changes.edges_added]
     rows += [("edge removed", edge, "", "") for edge in changes.edges_removed]
     for label, group in (
