@@ -189,6 +189,26 @@ class TestClientMigrate:
         assert "charged 2 by cy" == done.output
         assert "run.migrated" in await kinds(store, "order-1")
 
+    async def test_node_in_flight_runs_on_the_new_version(self, store: Any) -> None:
+        """A node message the old version queued is run by a worker with only the new one."""
+        transport = MemoryTransport()
+        old = flowkit.Client(transport, store, flows=[orders_v1])
+        await old.start(orders_v1, run_id="order-2", n=2)  # no worker yet: fetch queued
+        worker = flowkit.Worker([orders_added], transport, store, poll_interval=0.05)
+        client = flowkit.Client(transport, store, flows=[orders_added], poll_interval=0.01)
+        try:
+            moved = await client.migrate("order-2", to=orders_added)
+            with anyio.fail_after(BOUND):
+                async with anyio.create_task_group() as tg:
+                    await tg.start(worker.run)
+                    await client.signal("order-2", "approval", "ed")
+                    done = await client.wait("order-2")
+                    tg.cancel_scope.cancel()
+        finally:
+            await transport.close()
+        assert "running" == moved.status
+        assert "charged 1003 by ed" == done.output
+
     async def test_a_stale_copy_is_told_to_reload(self, store: Any) -> None:
         """A copy of the run loaded before another process migrated it does not step the
         old version's program: its step raises, and the shells load the run again."""

@@ -304,10 +304,14 @@ class Shell(Interpreter[_Turn]):
     # -- dead letters -----------------------------------------------------------
     async def continued(self, run_id: str, digest: str) -> None:
         """Check that a message of a flow version this worker lacks is for a run that a
-        patched version here continues (a :class:`~flowkit.ResumeError` if not)."""
+        patched version here continues, or that was migrated to a version here since (a
+        :class:`~flowkit.ResumeError` if not)."""
         loaded = await self.store.load(run_id)
         state = loaded[0] if loaded is not None else None
-        if state is not None and str(state.header.get("digest", "")) == digest:
+        current = str(state.header.get("digest", "")) if state is not None else ""
+        if current != digest and current in self.flows.by_digest:
+            return  # the run was migrated since, to a version this worker has
+        if state is not None and current == digest:
             if self.flows.find(state) is not None:
                 return
             refused = self.flows.why_not_patched(state)
