@@ -3,6 +3,8 @@ run's positions (waits, nodes in flight, timers, children, loops, batches) survi
 
 from __future__ import annotations
 
+import json
+
 import attrs
 from diff_flows import (
     orders_added,
@@ -13,6 +15,7 @@ from diff_flows import (
     orders_v1,
 )
 
+from flowkit import Backoff
 from flowkit.blueprint import Blueprint, EdgeSpec, NodeConfig, NodeSpec
 from flowkit.blueprint._diff import Change, Position, check_positions, diff, run_positions
 
@@ -168,3 +171,15 @@ class TestPositions:
         (check,) = check_positions([sleep], new)
         assert check.problem is not None
         assert "is a call node" in check.problem
+
+
+class TestJson:
+    """The diff is JSON data, a node's backoff included."""
+
+    def test_backoff_change_is_plain_data(self) -> None:
+        old = Blueprint(id="f", nodes=(NodeSpec("a", uses="m.a"),))
+        config = NodeConfig(retries=3, backoff=Backoff(initial=2.0))
+        new = Blueprint(id="f", nodes=(NodeSpec("a", uses="m.a", config=config),))
+        data = json.loads(json.dumps(diff(old, new).to_dict()))
+        backoff = next(c for c in data["configs"] if c["what"] == "backoff")
+        assert (None, 2.0) == (backoff["old"], backoff["new"]["initial"])

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ._model import converter
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
@@ -50,7 +52,13 @@ class Change:
     new: Any
 
     def to_dict(self) -> dict[str, Any]:
-        return {"node": self.node, "what": self.what, "old": self.old, "new": self.new}
+        plain = converter.unstructure  # a Backoff as its fields
+        return {
+            "node": self.node,
+            "what": self.what,
+            "old": plain(self.old),
+            "new": plain(self.new),
+        }
 
 
 @attrs.frozen
@@ -291,6 +299,11 @@ def check_positions(
     return checks
 
 
+def _signal(spec: NodeSpec) -> str:
+    """The signal a wait or webhook node listens for (``flowkit.core`` reads it so too)."""
+    return str(spec.params.get("name") or spec.id)
+
+
 def _where(position: Position) -> str:
     if position.kind == "wait":
         return f"the wait for {position.key!r} at node {position.node!r}"
@@ -300,10 +313,10 @@ def _where(position: Position) -> str:
 
 
 def _kind_problem(position: Position, old: NodeSpec | None, new: NodeSpec) -> str | None:
-    if position.kind == "wait" and new.params.get("name", new.id) != position.key:
+    if position.kind == "wait" and _signal(new) != position.key:
         return (
-            f"{_where(position)} is a wait for {new.params.get('name', new.id)!r} in the new "
-            "version: a wait must keep its signal name"
+            f"{_where(position)} is a wait for {_signal(new)!r} in the new version: a wait "
+            "must keep its signal name"
         )
     if old is None:
         kinds = _KINDS_OF.get(position.kind)
