@@ -5,7 +5,9 @@ test_cli_diff.py (module level: workers and ``--app`` import flows from a module
 ``orders_added`` adds a node in the middle (after the wait), ``orders_removed`` removes
 the audit branch, ``orders_cond`` changes the branch's condition, ``orders_renamed``
 renames the wait, ``orders_patched`` adds a patch, ``orders_reviewed`` adds a wait for
-the same signal before the old one (whose node id becomes ``approval#2``).
+the same signal before the old one (whose node id becomes ``approval#2``). ``naps`` parks
+its runs in a sleep (gone in ``naps_v2``), ``batch`` in a child run of ``orders_v1`` (gone
+in ``batch_v2``).
 """
 
 from __future__ import annotations
@@ -96,3 +98,25 @@ async def orders_reviewed(n: int) -> str:
         x = await audit(x)
     approval = await flow.wait("approval")  # the old wait: now node "approval#2"
     return await charge(x) + f" by {approval}"
+
+
+@flow(id="naps", version=1)
+async def naps_v1(n: int) -> int:
+    await flow.sleep(3600)
+    return await fetch(n)
+
+
+@flow(id="naps", version=2)
+async def naps_v2(n: int) -> int:  # the sleep is gone
+    return await fetch(n)
+
+
+@flow(id="batch", version=1)
+async def batch_v1(n: int) -> str:
+    return await orders_v1(n)
+
+
+@flow(id="batch", version=2)
+async def batch_v2(n: int) -> str:  # the approval is asked here, no child run
+    approval = await flow.wait("approval")
+    return f"{n} by {approval}"

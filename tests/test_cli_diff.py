@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-from diff_flows import orders_added, orders_v1
+from diff_flows import batch_v1, naps_v1, orders_added, orders_v1
 
 import flowkit
 from flowkit.cli._main import main
@@ -27,8 +27,9 @@ OLD, ADDED, RENAMED = "diff_flows:orders_v1", "diff_flows:orders_added", "diff_f
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A store with three runs of orders_v1: 'waiting' (at its wait), 'in-flight' (its
-    first node sent to no worker) and 'done' (completed)."""
+    """A store with runs of orders_v1: 'waiting' (at its wait), 'in-flight' (its first
+    node sent to no worker) and 'done' (completed); 'napping' (a run of naps_v1 in its
+    sleep) and 'parent' (a run of batch_v1 whose child, an orders_v1 run, waits)."""
     name = f"fk_cli_diff_{uuid.uuid4().hex[:12]}"
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('cli_diff') / 'runs.db'}"
@@ -47,6 +48,9 @@ async def _make_runs(url: str) -> None:
             await rt.run(orders_v1, run_id="waiting", n=1)
             await rt.run(orders_v1, run_id="done", n=2)
             await rt.signal("done", "approval", "ana")
+        async with flowkit.Runtime(store=store, flows=[naps_v1, batch_v1]) as rt:
+            await rt.run(naps_v1, run_id="napping", n=1)  # a timer
+            await rt.run(batch_v1, run_id="parent", n=1)  # a child, waiting for approval
         client = flowkit.Client(MemoryTransport(), store, flows=[orders_v1])
         await client.start(orders_v1, run_id="in-flight", n=3)  # no worker: fetch in flight
     finally:
@@ -73,7 +77,7 @@ class TestStoreCheck:
         status = main(["diff", OLD, ADDED, "--store", url])
         out = capsys.readouterr().out
         assert 0 == status
-        assert "2 unfinished runs of 'orders' checked: 2 can continue on NEW, 0 would" in out
+        assert "3 unfinished runs of 'orders' checked: 3 can continue on NEW, 0 would" in out
         assert "wait approval" in out
         assert "node fetch" in out
 
@@ -82,8 +86,9 @@ class TestStoreCheck:
     ) -> None:
         status, data = flowkit_json(capsys, "diff", OLD, RENAMED, "--store", url)
         by_run = {run["run_id"]: run for run in data["runs"]}
-        assert (1, 1) == (status, data["stranded"])
-        assert {"waiting", "in-flight"} == set(by_run)  # the finished run is not checked
+        assert (1, 2) == (status, data["stranded"])  # 'waiting' and the child of 'parent'
+        assert {"waiting", "in-flight"} < set(by_run)
+        assert "done" not in by_run  # a finished run is not checked
         assert (True, False) == (by_run["waiting"]["stranded"], by_run["in-flight"]["stranded"])
         (position,) = by_run["waiting"]["positions"]
         assert ("wait", "approval", False) == (
@@ -99,8 +104,37 @@ class TestStoreCheck:
         status, data = flowkit_json(capsys, *argv)
         problems = [p["problem"] for r in data["runs"] for p in r["positions"] if not p["ok"]]
         assert 1 == status
-        assert 1 == len(problems)
-        assert "must keep its signal name" in problems[0]
+        assert 2 == len(problems)
+        assert all("must keep its signal name" in problem for problem in problems)
+
+    def test_removed_sleep_strands_the_napping_run(
+        self, url: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        status, data = flowkit_json(
+            capsys, "diff", "diff_flows:naps_v1", "diff_flows:naps_v2", "--store", url
+        )
+        (run,) = data["runs"]
+        (position,) = run["positions"]
+        assert (1, "napping") == (status, run["run_id"])
+        assert ("timer", "sleep", False) == (position["kind"], position["node"], position["ok"])
+
+    def test_removed_subflow_strands_the_parent(
+        self, url: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        status, data = flowkit_json(
+            capsys, "diff", "diff_flows:batch_v1", "diff_flows:batch_v2", "--store", url
+        )
+        (run,) = data["runs"]
+        (position,) = run["positions"]
+        assert (1, "parent") == (status, run["run_id"])
+        assert ("child", False) == (position["kind"], position["ok"])
+
+    def test_same_version_strands_nothing(
+        self, url: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        for old in ("diff_flows:naps_v1", "diff_flows:batch_v1", OLD):
+            assert 0 == main(["diff", old, old, "--store", url])
+        assert "0 would be stranded" in capsys.readouterr().out
 
     def test_runs_list_shows_the_version(
         self, url: str, capsys: pytest.CaptureFixture[str]
