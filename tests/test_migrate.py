@@ -114,6 +114,17 @@ class TestRuntimeMigrate:
         assert orders_v1.blueprint.digest == migrated[0].data["from"]
         assert orders_added.blueprint.digest == migrated[0].data["to"]
 
+    async def test_side_by_side_each_run_keeps_its_version(self, store: Any) -> None:
+        """With both versions registered, a run goes on with the one that started it,
+        unless it was migrated."""
+        await park(store, "stays")
+        await park(store, "moves")
+        async with flowkit.Runtime(store=store, flows=[orders_v1, orders_added]) as rt:
+            await rt.migrate("moves", to=orders_added)
+            stays = await rt.signal("stays", "approval", "fa")
+            moves = await rt.signal("moves", "approval", "fa")
+        assert ("charged 2 by fa", "charged 1002 by fa") == (stays.output, moves.output)
+
     async def test_map_moves_a_wait_whose_node_was_renamed(self, store: Any) -> None:
         await park(store)
         async with flowkit.Runtime(store=store, flows=[orders_reviewed]) as rt:
