@@ -47,7 +47,7 @@ async def fill(path: Path) -> None:
 def record(argv: list[str], picture: str) -> None:
     from rich.console import Console
 
-    recording = Console(record=True, width=130, markup=False, highlight=False)
+    recording = Console(record=True, width=150, markup=False, highlight=False)
     saved = _flows.console, _runs.console
     _flows.console = _runs.console = lambda: recording  # type: ignore[assignment]
     try:

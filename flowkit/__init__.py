@@ -13,6 +13,7 @@ from ._errors import ConfigurationError as ConfigurationError
 from ._errors import DuplicateDelivery as DuplicateDelivery
 from ._errors import FlowkitError as FlowkitError
 from ._errors import InvalidInputs as InvalidInputs
+from ._errors import MigrationRefused as MigrationRefused
 from ._errors import MissingDependency as MissingDependency
 from ._errors import NodeError as NodeError
 from ._errors import ResultTimeout as ResultTimeout
@@ -82,6 +83,7 @@ __all__ = [
     "InvalidInputs",
     "LintIssue",
     "Middleware",
+    "MigrationRefused",
     "MissingDependency",
     "Node",
     "NodeConfig",

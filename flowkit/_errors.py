@@ -13,7 +13,8 @@ The tree::
     ├── Undeliverable         (a node's message was dead-lettered: the node failed unrun)
     ├── ChildFailed           (a subflow's run failed)
     ├── ResumeError           (signal, query, update or resume for an unknown run or name)
-    │   └── DuplicateDelivery (a signal's delivery id was already received)
+    │   ├── DuplicateDelivery (a signal's delivery id was already received)
+    │   └── MigrationRefused  (a run cannot move to another version: problems say why)
     ├── UpdateRejected        (an update's validator refused it: nothing was recorded)
     ├── Cancelled             (the run was cancelled)
     ├── TransportError        (a broker failed; each transport translates its SDK here)
@@ -212,6 +213,24 @@ class DuplicateDelivery(ResumeError):
         self.delivery_id = delivery_id
         super().__init__(
             f"run {run_id!r} already received delivery {delivery_id!r}; the repeat was ignored"
+        )
+
+
+class MigrationRefused(ResumeError):
+    """A run could not be migrated to another version of its flow; nothing changed.
+
+    ``problems`` lists each reason: a position (wait, node in flight, timer, child,
+    loop, batch) the new version lacks or has as another kind of node, a patch it
+    does not know, a run that has finished.
+    """
+
+    def __init__(self, run_id: str, to: str, problems: Sequence[str]) -> None:
+        self.run_id = run_id
+        self.problems = list(problems)
+        super().__init__(
+            f"run {run_id!r} cannot be migrated to {to}: {'; '.join(problems)}. Nothing was "
+            "changed: pass map={'old_node': 'new_node'} for nodes that were renamed, or keep "
+            "the run's version registered for it"
         )
 
 

@@ -34,6 +34,7 @@ PUBLIC_NAMES = [
     "InvalidInputs",
     "LintIssue",
     "Middleware",
+    "MigrationRefused",
     "MissingDependency",
     "Node",
     "NodeConfig",

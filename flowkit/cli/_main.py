@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 from .._errors import FlowkitError
 from .._version import __version__
 from ..shell._apps import UsageError
-from . import _flows, _replay, _runs, _schedules, _ui, _worker
+from . import _diff, _flows, _replay, _runs, _schedules, _ui, _worker
 from ._base import ERROR, PROG, Parser, example
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ class Command(Protocol):
     def register(self, commands: Commands) -> None: ...
 
 
-COMMANDS: tuple[Command, ...] = (_flows, _runs, _schedules, _replay, _ui, _worker)
+COMMANDS: tuple[Command, ...] = (_flows, _runs, _schedules, _diff, _replay, _ui, _worker)
 """In ``flowkit --help`` order."""
 
 OWN_ARGUMENTS: dict[str, Callable[[list[str]], int]] = {"worker": _worker.main}

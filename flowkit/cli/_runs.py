@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ._base import Commands
 
 DEFAULT_URL = "sqlite:///flowkit.db"  # what `flowkit worker` uses when given no --store
+VERSION_CHARS = 12  # digest characters `runs list` shows: the version that started the run
 STATUSES = [status.value for status in RunStatus]
 
 
@@ -43,8 +44,9 @@ def register(commands: Commands) -> None:
     listing = subcommands.add_parser(
         "list",
         help="one row per run, newest first",
-        description="List runs, newest first: id, flow, status, when it started, how long "
-        "it ran, its error and tags. Filters combine.",
+        description="List runs, newest first: id, flow, version (the digest prefix of the "
+        "version that started the run, as 'flows list' shows it), status, when it started, "
+        "how long it ran, its error and tags. Filters combine.",
         **example("flowkit runs list --flow checkout --status failed --tag customer=c1 --json"),
     )
     _store(listing)
@@ -269,11 +271,12 @@ def list_runs(args: argparse.Namespace) -> int:
     from rich.table import Column, Table
 
     run_column = Column("run", no_wrap=True, min_width=32)  # whole: people copy it
-    table = Table(run_column, "flow", "status", "started (UTC)", "ran", "error", "tags")
+    table = Table(run_column, "flow", "version", "status", "started (UTC)", "ran", "error", "tags")
     for run in page:
         table.add_row(
             run.run_id,
             run.flow,
+            run.digest[:VERSION_CHARS],
             run.status,
             _when(run.created_at),
             _ran(run),

@@ -9,14 +9,15 @@ and has every node the run is parked in.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from ..blueprint._diff import run_positions
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from ._program import Program
     from ._state import RunState
-
-_BY_RECORD = ("waits", "dispatches", "timers", "children")  # records naming their "node"
-_BY_KEY = ("loops", "batches")  # keyed by node id
 
 
 def run_patches(state: RunState) -> frozenset[str]:
@@ -28,29 +29,30 @@ def continuation_problems(program: Program, state: RunState) -> list[str]:
     """Why ``program`` cannot continue the run in ``state`` (empty: it can)."""
     if not program.patches:
         return ["it does not use flow.patched"]
-    recorded = run_patches(state)
-    problems = [
-        f"the run started with patch {patch!r}, which this code does not know"
-        for patch in sorted(recorded - set(program.patches))
-    ]
-    deprecated = program.blueprint.metadata.get("deprecated_patches", ())
-    problems += [
-        f"the run started before patch {patch!r}, whose old code flow.deprecate_patch removed"
-        for patch in deprecated
-        if patch not in recorded
-    ]
+    problems = patch_problems(program.blueprint.metadata, state)
     missing = sorted(_parked(state) - set(program.specs))
     problems += [f"the run is parked in node {n!r}, which this code lacks" for n in missing]
     return problems
 
 
+def patch_problems(metadata: Mapping[str, Any], state: RunState) -> list[str]:
+    """Why code with blueprint ``metadata`` cannot take the run's patches: it lacks one
+    the run recorded, or deprecated one the run lacks."""
+    recorded = run_patches(state)
+    known = metadata.get("patches") or ()
+    problems = [
+        f"the run started with patch {patch!r}, which this code does not know"
+        for patch in sorted(recorded - set(known))
+    ]
+    deprecated = metadata.get("deprecated_patches") or ()
+    problems += [
+        f"the run started before patch {patch!r}, whose old code flow.deprecate_patch removed"
+        for patch in deprecated
+        if patch not in recorded
+    ]
+    return problems
+
+
 def _parked(state: RunState) -> set[str]:
     """The nodes the run has work in (waits, dispatches, timers, children, loops, batches)."""
-    nodes: set[str] = set()
-    for section in _BY_RECORD:
-        for record in state.sections[section].values():
-            if isinstance(record, dict) and isinstance(record.get("node"), str):
-                nodes.add(record["node"])
-    for section in _BY_KEY:
-        nodes.update(state.sections[section])
-    return nodes
+    return {position.node for position in run_positions(state.sections)}

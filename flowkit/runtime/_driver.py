@@ -18,7 +18,7 @@ from ..core import _protocol as p
 from ..core._machine import handle_event
 from ..core._state import RunState, RunStatus
 from ..shell._commands import Interpreter
-from ..shell._durable import Replica, dispatch_command
+from ..shell._durable import Replica, RunMigrated, dispatch_command
 from ..shell._events import EventBus
 from ..shell._execute import Executor
 from ..shell._history import Origin
@@ -129,7 +129,12 @@ class Driver(Interpreter[Run]):
             run.state.journal.clear()
             return commands
         async with run.stepping:
-            return await run.step(self.store, event, origin=origin, check=check)
+            try:
+                return await run.step(self.store, event, origin=origin, check=check)
+            except RunMigrated:  # by another process: drop this copy, it has the old program
+                if self._runs.get(run.run_id) is run:
+                    del self._runs[run.run_id]
+                raise
 
     async def _advance(
         self, run: Run, event: p.Event, check: Callable[[RunState], None] | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from .._errors import ResumeError
+from .._errors import MigrationRefused, ResumeError
 from ..shell._handlers import (
     NotWaiting,
     Patience,
@@ -15,6 +15,7 @@ from ..shell._handlers import (
     update_event,
     update_handler,
 )
+from ..shell._migrate import migrate_stored, refuse_or_rewrite
 
 if TYPE_CHECKING:
     from ..core._state import RunState
@@ -64,3 +65,28 @@ async def _until_moved(run: Run, patience: Patience, name: str) -> None:
     another process may move it)."""
     drive = run.idle if not run.idle.is_set() else None
     await patience.wait(run.state, f"the run to reach flow.wait({name!r})", drive)
+
+
+async def migrate(rt: Runtime, run_id: str, to: Any, mapping: dict[str, str]) -> None:
+    """Move the run to flow ``to`` (see :meth:`Runtime.migrate`)."""
+    target = rt.flows.add(rt.flows.registered(to, hint="pass the flow itself"))
+    run = rt._runs.get(run_id)
+    if run is not None and run.tg is not None:
+        version = f"{target.blueprint.id} v{target.blueprint.version}"
+        raise MigrationRefused(
+            run_id, version, ["this runtime is driving it right now: migrate it while it waits"]
+        )
+    if rt.store is None:
+        if run is None:
+            raise ResumeError(f"unknown run {run_id!r}: it was never started here")
+        refuse_or_rewrite(run.state, target, mapping, rt.flows)
+        run.state.journal.clear()
+        run.program, run.target = target.program, target
+        return
+    if run is None:
+        await migrate_stored(rt.store, run_id, target, mapping, rt.flows)
+        return
+    async with run.stepping:
+        await migrate_stored(rt.store, run_id, target, mapping, rt.flows)
+        if rt._runs.get(run_id) is run:
+            del rt._runs[run_id]  # loaded again, with the new version, when next needed

@@ -39,6 +39,7 @@ from ..shell._durable import (
 )
 from ..shell._flows import Flows, refuse_unknown_wait, route_signal
 from ..shell._history import start_history
+from ..shell._migrate import check_map
 from ..shell._purge import purge_runs
 from ..shell._result import RunHandle, RunResult, detached
 from ..shell._schedules import Schedule, ScheduleControls, Scheduler, schedules_of
@@ -352,6 +353,30 @@ class Runtime(Driver, ScheduleControls):
         >>> # await rt.update(run_id, "add_item", "lamp")   # 1
         """
         return await _handlers.update(self, run_id, name, data, timeout)
+
+    async def migrate(
+        self,
+        run_id: str,
+        *,
+        to: Any,
+        map: Mapping[str, str] | None = None,
+    ) -> RunResult:
+        """Move a run that has not finished to another version of its flow, ``to`` (a
+        flow, registered here if it is not yet); its result as of now.
+
+        ``map`` renames node ids (``{"old_node": "new_node"}``). The run moves only if
+        the new version has every position the run stands at (its waits, with the same
+        signal name; nodes in flight, calling the same function; timers, children, loops,
+        batches), after ``map``, and knows the patches the run recorded; otherwise a
+        :class:`~flowkit.MigrationRefused` lists the problems and nothing changes. With a
+        store, the run is checked and rewritten in one transaction under its lock, and
+        its history records a ``run.migrated`` event. A run this runtime is driving
+        right now (a node running) is refused: migrate runs while they wait.
+
+        >>> # await rt.migrate("order-7", to=checkout_v2, map={"check": "basic_check"})
+        """
+        await _handlers.migrate(self, run_id, to, check_map(map))
+        return await self.result(run_id)
 
     async def result(self, run_id: str) -> RunResult:
         """The run's current result (any status)."""

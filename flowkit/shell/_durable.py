@@ -230,6 +230,7 @@ class Replica:
         return True
 
     async def _catch_up(self, txn: Any) -> None:
+        digest = self.state.header.get("digest")
         changes = await txn.changes_since(self.version) if self.version > 0 else None
         if changes is None:
             state = await txn.load()
@@ -241,6 +242,20 @@ class Replica:
                 self.state.apply_delta(delta)
         self.state.journal.clear()
         self.version = txn.version
+        if self.state.header.get("digest") != digest:
+            self.version = -1  # this copy steps the old version's program: load it again
+            raise RunMigrated(self.run_id)
+
+
+class RunMigrated(ResumeError):
+    """The run was migrated to another version since this copy was made: the caller loads
+    it again (with the new version's program) and tries once more."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(
+            f"run {run_id!r} was migrated to another version of its flow meanwhile; try again"
+        )
 
 
 class _Turn:

@@ -32,6 +32,7 @@ from ..shell._durable import (
     split_tags,
 )
 from ..shell._flows import refuse_unknown_wait
+from ..shell._migrate import check_map
 from ..shell._purge import purge_runs
 from ..shell._result import RunResult
 from ..shell._schedules import ScheduleControls
@@ -424,6 +425,31 @@ class Client(ScheduleControls):
             await self.shell.step(run_id, p.RetryRequested())
 
         await self._despite_outage(f"retry run {run_id!r}", retry)
+        return await self.result(run_id)
+
+    async def migrate(
+        self,
+        run_id: str,
+        *,
+        to: Any,
+        map: Mapping[str, str] | None = None,
+    ) -> RunResult:
+        """Move a run that has not finished to another version of its flow, ``to``; its
+        result as of now. See :meth:`flowkit.Runtime.migrate`: ``map`` renames node ids,
+        a run whose positions the new version lacks (or has as other kinds of node) is
+        refused with a :class:`~flowkit.MigrationRefused` and nothing changes; the check
+        and the rewrite are one store transaction under the run's lock. Workers go on
+        with the run on the new version (they must have it registered).
+
+        >>> # await client.migrate("order-7", to=checkout_v2, map={"check": "basic_check"})
+        """
+        mapping = check_map(map)
+        target = self.shell.flows.add(self.shell.flows.registered(to, hint=REGISTER_HINT))
+
+        async def migrate() -> None:
+            await self.shell.migrate(run_id, target, mapping)
+
+        await self._despite_outage(f"migrate run {run_id!r}", migrate)
         return await self.result(run_id)
 
     async def _despite_outage(self, what: str, operation: Callable[[], Awaitable[None]]) -> None:

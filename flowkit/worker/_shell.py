@@ -26,11 +26,12 @@ from ..core._priority import DEFAULT_PRIORITY, priority_of
 from ..core._state import RunState, RunStatus
 from ..observability._propagation import current_traceparent
 from ..shell._commands import Interpreter, for_parent
-from ..shell._durable import Replica, commit_info, index_ops, routes_nodes
+from ..shell._durable import Replica, RunMigrated, commit_info, index_ops, routes_nodes
 from ..shell._events import EventBus
 from ..shell._flows import Flows, route_signal
 from ..shell._history import Origin, commit_history, start_history
 from ..shell._middleware import Pipeline
+from ..shell._migrate import migrate_stored
 from ..stores._notices import WatchesCancelledNodes
 from ._messages import ENQUEUED_AT_HEADER, PRIORITY_HEADER, NodeMessage, readable_fields
 
@@ -248,9 +249,15 @@ class Shell(Interpreter[_Turn]):
         refuse it on the run as stored (see :meth:`Replica.step`)."""
         async with self._one_step_at_a_time(run_id):
             replica = await self.replica(run_id)
-            commands = await replica.step(
-                self.store, event, lease_seconds=self.lease, origin=origin, check=check
-            )
+            try:
+                commands = await replica.step(
+                    self.store, event, lease_seconds=self.lease, origin=origin, check=check
+                )
+            except RunMigrated:  # by another process: step the new version's program
+                replica = await self.replica(run_id, fresh=True)
+                commands = await replica.step(
+                    self.store, event, lease_seconds=self.lease, origin=origin, check=check
+                )
         try:
             await self.carry_out(
                 run_id, self.target_of(replica.state), commands, replica.state.header
@@ -259,6 +266,15 @@ class Shell(Interpreter[_Turn]):
             if replica.state.finished:  # its finish is carried out: keep no copy
                 self._forget(run_id)
         return replica
+
+    async def migrate(self, run_id: str, to: Target, mapping: dict[str, str]) -> None:
+        """Migrate the stored run to ``to`` (see :meth:`flowkit.Client.migrate`); this
+        process's copy of it is dropped."""
+        async with self._one_step_at_a_time(run_id):
+            try:
+                await migrate_stored(self.store, run_id, to, mapping, self.flows)
+            finally:
+                self._forget(run_id)
 
     @asynccontextmanager
     async def _one_step_at_a_time(self, run_id: str) -> AsyncIterator[None]:
@@ -288,10 +304,14 @@ class Shell(Interpreter[_Turn]):
     # -- dead letters -----------------------------------------------------------
     async def continued(self, run_id: str, digest: str) -> None:
         """Check that a message of a flow version this worker lacks is for a run that a
-        patched version here continues (a :class:`~flowkit.ResumeError` if not)."""
+        patched version here continues, or that was migrated to a version here since (a
+        :class:`~flowkit.ResumeError` if not)."""
         loaded = await self.store.load(run_id)
         state = loaded[0] if loaded is not None else None
-        if state is not None and str(state.header.get("digest", "")) == digest:
+        current = str(state.header.get("digest", "")) if state is not None else ""
+        if current != digest and current in self.flows.by_digest:
+            return  # the run was migrated since, to a version this worker has
+        if state is not None and current == digest:
             if self.flows.find(state) is not None:
                 return
             refused = self.flows.why_not_patched(state)
