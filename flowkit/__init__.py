@@ -9,6 +9,8 @@ from ._errors import BlueprintError as BlueprintError
 from ._errors import Cancelled as Cancelled
 from ._errors import ChildFailed as ChildFailed
 from ._errors import CompileError as CompileError
+from ._errors import CompletionTimeout as CompletionTimeout
+from ._errors import CompletionTokenError as CompletionTokenError
 from ._errors import ConfigurationError as ConfigurationError
 from ._errors import DuplicateDelivery as DuplicateDelivery
 from ._errors import FlowkitError as FlowkitError
@@ -46,6 +48,7 @@ from .engine import Middleware as Middleware
 from .engine import Node as Node
 from .engine import NodeContext as NodeContext
 from .engine import NodeRow as NodeRow
+from .engine import PENDING as PENDING
 from .engine import RunDescription as RunDescription
 from .engine import RunHandle as RunHandle
 from .engine import RunResult as RunResult
@@ -70,6 +73,8 @@ __all__ = [
     "ChildRow",
     "Client",
     "CompileError",
+    "CompletionTimeout",
+    "CompletionTokenError",
     "ConfigurationError",
     "Context",
     "DuplicateDelivery",
@@ -89,6 +94,7 @@ __all__ = [
     "NodeError",
     "NodeRow",
     "NodeSpec",
+    "PENDING",
     "ResultTimeout",
     "ResumeError",
     "RunDescription",

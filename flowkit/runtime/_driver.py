@@ -18,6 +18,7 @@ from ..core import _protocol as p
 from ..core._machine import handle_event
 from ..core._state import RunState, RunStatus
 from ..shell._commands import Interpreter
+from ..core._deferral import deferred
 from ..shell._durable import Replica, dispatch_command
 from ..shell._events import EventBus
 from ..shell._execute import Executor
@@ -177,7 +178,7 @@ class Driver(Interpreter[Run]):
 
     def _evict(self, run: Run) -> None:
         """With a store, a run that holds no task is dropped from memory (it costs nothing)."""
-        idle = run.tg is None and not run.state.sections["dispatches"]
+        idle = run.tg is None and deferred(run.state.sections["dispatches"])
         if self.store is not None and idle and self._runs.get(run.run_id) is run:
             del self._runs[run.run_id]
 
@@ -257,8 +258,9 @@ class Driver(Interpreter[Run]):
         with anyio.CancelScope() as scope:
             while ready:
                 command = ready.popleft()
-                if command.dispatch_id not in run.state.sections["dispatches"]:
-                    continue  # cancelled before it started
+                record = run.state.sections["dispatches"].get(command.dispatch_id)
+                if record is None or record.get("deferred"):
+                    continue  # cancelled before it started, or it ran and awaits completion
                 scopes[command.dispatch_id] = scope
                 started = clock.now()
                 coro = self._executor.execute(run.run_id, run.target, run.state, command)
@@ -348,5 +350,9 @@ class Driver(Interpreter[Run]):
 
 def _recovery(run: Run) -> list[p.Command]:
     """ExecuteNode commands for dispatches a previous process left in flight."""
-    dispatches = run.state.sections["dispatches"]
-    return [dispatch_command(run.run_id, d, record) for d, record in dispatches.items()]
+    dispatches = run.state.sections["dispatches"].items()
+    return [
+        dispatch_command(run.run_id, d, record)
+        for d, record in dispatches
+        if not record.get("deferred")  # ran: it awaits its completion token
+    ]

@@ -12,10 +12,11 @@ import anyio
 import sniffio
 
 from .. import _clock as clock
-from .._errors import describe
+from .._errors import FlowkitError, describe
 from .._serde import SerializationError, to_data
 from ..core import _protocol as p
 from ..core._action import split_action
+from ._completion import PENDING
 from ._context import (
     Context,
     NodeContext,
@@ -117,6 +118,10 @@ class Executor:
         ctx.traceparent = state.header.get("traceparent")
         ctx.flow = target.blueprint.id
         ctx.enqueued_at = enqueued_at
+        ctx.dispatch_id = command.dispatch_id
+        record = state.sections["dispatches"].get(command.dispatch_id)
+        if record is not None:
+            ctx.last_heartbeat = record.get("heartbeat")
         if command.fallback:
             ctx.error = _last_error(run_id, state, command)
         timeout = spec.config.timeout if command.timeout is None else command.timeout
@@ -134,14 +139,17 @@ class Executor:
                     output = await self._invoke(invoke, command, ctx)
             else:
                 output = await self._invoke(invoke, command, ctx)
+            if output is PENDING:
+                return _deferred(command, ctx)
             return self._completed(command, output, ctx, started)
         except Exception as exc:
             return p.NodeFailed(
                 command.dispatch_id,
                 _failure(exc, command, timeout),
-                retryable=not isinstance(exc, SerializationError),
+                retryable=not isinstance(exc, (SerializationError, PendingWithoutToken)),
                 started_at=started_at,
                 failed_at=clock.now(),
+                heartbeat=ctx.heartbeat_details,
             )
         finally:
             unbind_node_context(bound)
@@ -190,6 +198,26 @@ class Executor:
                 ctx.traceparent,
             )
         )
+
+
+class PendingWithoutToken(FlowkitError):
+    """A node returned ``flowkit.PENDING`` without taking a completion token."""
+
+    def __init__(self, node_id: str) -> None:
+        super().__init__(
+            f"node {node_id!r} returned flowkit.PENDING without taking a completion token: "
+            "nobody could ever complete it; call flowkit.context().completion_token() and "
+            "hand the token to whoever completes the node"
+        )
+
+
+def _deferred(command: p.ExecuteNode, ctx: NodeContext) -> p.NodeDeferred:
+    """The event of a node that returned pending: its completion comes from outside."""
+    deferral = ctx.deferral()
+    if deferral is None:
+        raise PendingWithoutToken(command.node_id)
+    nonce, timeout = deferral
+    return p.NodeDeferred(command.dispatch_id, nonce, timeout, ctx.heartbeat_details)
 
 
 def _plain(value: Any, what: str) -> Any:
