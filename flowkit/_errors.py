@@ -244,10 +244,7 @@ class CompletionTokenError(ResumeError):
         self.token = token
         self.reason = reason
         shown = token if len(token) <= 80 else token[:77] + "..."
-        super().__init__(
-            f"completion token {shown!r}: {reason}"
-            + (f"; {hint}" if hint else "")
-        )
+        super().__init__(f"completion token {shown!r}: {reason}" + (f"; {hint}" if hint else ""))
 
 
 class UpdateRejected(FlowkitError):

@@ -73,7 +73,9 @@ class DeferralSteps:
         if dispatch_id not in self.s.sections["dispatches"]:
             return
         type_, mro, message = describe(CompletionTimeout(timer["node"], dispatch_id, self.s.run_id))
-        self.on_failed(p.NodeFailed(dispatch_id, {"type": type_, "mro": list(mro), "message": message}))
+        self.on_failed(
+            p.NodeFailed(dispatch_id, {"type": type_, "mro": list(mro), "message": message})
+        )
 
 
 def deferred(dispatches: dict[str, Any]) -> bool:

@@ -636,7 +636,10 @@ class Step(NodeSteps, RetrySteps, DeferralSteps):
         if sections["dispatches"] and not deferred(sections["dispatches"]):
             self.set_status(RunStatus.RUNNING)
         elif (
-            sections["dispatches"] or sections["timers"] or sections["waits"] or sections["children"]
+            sections["dispatches"]
+            or sections["timers"]
+            or sections["waits"]
+            or sections["children"]
         ):
             self.set_status(RunStatus.AWAITING)
         else:

@@ -74,7 +74,8 @@ class CompletionToken:
         """Read a token; :class:`CompletionTokenError` if it is not one."""
         if not isinstance(token, str) or not token.startswith(_PREFIX):
             raise CompletionTokenError(
-                str(token), "not a flowkit completion token (they start with 'fk1.')",
+                str(token),
+                "not a flowkit completion token (they start with 'fk1.')",
                 "pass the string context().completion_token() returned, unchanged",
             )
         body = token[len(_PREFIX) :]
@@ -83,7 +84,8 @@ class CompletionToken:
             parsed = cls(str(data["r"]), str(data["d"]), int(data["a"]), str(data["n"]))
         except (binascii.Error, ValueError, KeyError, TypeError) as exc:
             raise CompletionTokenError(
-                token, f"it is malformed ({exc.__class__.__name__})",
+                token,
+                f"it is malformed ({exc.__class__.__name__})",
                 "pass the string context().completion_token() returned, unchanged",
             ) from None
         return parsed

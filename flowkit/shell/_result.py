@@ -132,6 +132,11 @@ class RunResult:
                 f"deliver {', '.join(map(repr, names))}: await rt.signal({self.run_id!r}, "
                 f"{names[0]!r}, data) on the Runtime or Client that runs it"
             )
+        if any(d.get("deferred") for d in self._sections.get("dispatches", {}).values()):
+            return (
+                "a node awaits its completion token: complete it with "
+                "complete(token, value) or fail(token, error) on the Runtime or Client"
+            )
         return "a timer or a child run holds it: a running scheduler or worker carries it on"
 
     def path(self) -> dict[str, str]:

@@ -322,6 +322,8 @@ class Worker:
         if record is None:
             replica = await self.shell.replica(message.run_id, fresh=True)
             record = replica.state.sections["dispatches"].get(message.dispatch_id)
+        if record is not None and record.get("deferred"):
+            return replica, None  # it ran and awaits its completion token: not again
         return replica, record
 
     async def _execute(
@@ -450,7 +452,7 @@ class Worker:
             await self._redo_child(run_id, lease_id[len(CHILD_LEASE) :], replica)
             return
         record = sections["dispatches"].get(lease_id)
-        if record is not None:
+        if record is not None and not record.get("deferred"):
             log.info(
                 "republishing a dispatch whose lease ran out", run_id=run_id, dispatch_id=lease_id
             )
