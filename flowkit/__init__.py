@@ -39,6 +39,7 @@ from .dsl import Flow as Flow
 from .dsl import FlowDef as FlowDef
 from .dsl import flow as flow
 from .dsl import node as node
+from .engine import PENDING as PENDING
 from .engine import Action as Action
 from .engine import ChildRow as ChildRow
 from .engine import Context as Context
@@ -48,7 +49,6 @@ from .engine import Middleware as Middleware
 from .engine import Node as Node
 from .engine import NodeContext as NodeContext
 from .engine import NodeRow as NodeRow
-from .engine import PENDING as PENDING
 from .engine import RunDescription as RunDescription
 from .engine import RunHandle as RunHandle
 from .engine import RunResult as RunResult
@@ -63,6 +63,7 @@ from .worker import Client as Client
 from .worker import Worker as Worker
 
 __all__ = [
+    "PENDING",
     "Action",
     "Analysis",
     "Backoff",
@@ -94,7 +95,6 @@ __all__ = [
     "NodeError",
     "NodeRow",
     "NodeSpec",
-    "PENDING",
     "ResultTimeout",
     "ResumeError",
     "RunDescription",

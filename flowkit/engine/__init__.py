@@ -24,6 +24,7 @@ from ..stores._history import HistoryEvent as HistoryEvent
 from ..stores._protocol import RunSummary as RunSummary
 
 __all__ = [
+    "PENDING",
     "Action",
     "ChildRow",
     "Context",
@@ -34,7 +35,6 @@ __all__ = [
     "Node",
     "NodeContext",
     "NodeRow",
-    "PENDING",
     "RunDescription",
     "RunHandle",
     "RunResult",

@@ -15,10 +15,10 @@ import anyio.abc
 
 from .. import _clock as clock
 from ..core import _protocol as p
+from ..core._deferral import deferred
 from ..core._machine import handle_event
 from ..core._state import RunState, RunStatus
 from ..shell._commands import Interpreter
-from ..core._deferral import deferred
 from ..shell._durable import Replica, dispatch_command
 from ..shell._events import EventBus
 from ..shell._execute import Executor
