@@ -70,12 +70,14 @@ class DeferralSteps:
     def completion_timed_out(self, timer: dict[str, Any]) -> None:
         """Nobody completed a deferred dispatch in time: it fails (and may be retried)."""
         dispatch_id = timer["dispatch"]
-        if dispatch_id not in self.s.sections["dispatches"]:
+        dispatch = self.s.sections["dispatches"].get(dispatch_id)
+        if dispatch is None:
             return
-        type_, mro, message = describe(CompletionTimeout(timer["node"], dispatch_id, self.s.run_id))
-        self.on_failed(
-            p.NodeFailed(dispatch_id, {"type": type_, "mro": list(mro), "message": message})
-        )
+        error = CompletionTimeout(timer["node"], dispatch_id, self.s.run_id)
+        type_, mro, message = describe(error)
+        info = {"type": type_, "mro": list(mro), "message": message}
+        info["attempt"] = int(dispatch["attempt"])
+        self.on_failed(p.NodeFailed(dispatch_id, info))
 
 
 def deferred(dispatches: dict[str, Any]) -> bool:
