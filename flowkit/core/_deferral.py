@@ -75,8 +75,8 @@ class DeferralSteps:
             return
         error = CompletionTimeout(timer["node"], dispatch_id, self.s.run_id)
         type_, mro, message = describe(error)
-        info = {"type": type_, "mro": list(mro), "message": message}
-        info["attempt"] = int(dispatch["attempt"])
+        attempt = int(dispatch["attempt"])
+        info = {"type": type_, "mro": list(mro), "message": message, "attempt": attempt}
         self.on_failed(p.NodeFailed(dispatch_id, info))
 
 
