@@ -10,6 +10,7 @@ The tree::
     ├── WorkflowFailed        (a run ended FAILED and the caller asked for its output)
     ├── WaitTimeout           (also a TimeoutError: a flow.wait timed out)
     ├── CompletionTimeout     (also a TimeoutError: a deferred node was not completed in time)
+    ├── PendingWithoutToken   (a node returned flowkit.PENDING without a completion token)
     ├── ResultTimeout         (also a TimeoutError: a run did not finish in the time waited)
     ├── Undeliverable         (a node's message was dead-lettered: the node failed unrun)
     ├── ChildFailed           (a subflow's run failed)
@@ -184,6 +185,18 @@ class CompletionTimeout(FlowkitError, TimeoutError):
             + (f", run {run_id!r}" if run_id else "")
             + ") was not completed before its completion token's timeout; complete it "
             "sooner (client.complete) or give completion_token() a longer timeout"
+        )
+
+
+class PendingWithoutToken(FlowkitError):
+    """A node returned ``flowkit.PENDING`` without taking a completion token."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        super().__init__(
+            f"node {node_id!r} returned flowkit.PENDING without taking a completion token: "
+            "nobody could ever complete it; call flowkit.context().completion_token() and "
+            "hand the token to whoever completes the node"
         )
 
 

@@ -12,7 +12,7 @@ import anyio
 import sniffio
 
 from .. import _clock as clock
-from .._errors import FlowkitError, describe
+from .._errors import PendingWithoutToken, describe
 from .._serde import SerializationError, to_data
 from ..core import _protocol as p
 from ..core._action import split_action
@@ -197,17 +197,6 @@ class Executor:
                 ctx.flow,
                 ctx.traceparent,
             )
-        )
-
-
-class PendingWithoutToken(FlowkitError):
-    """A node returned ``flowkit.PENDING`` without taking a completion token."""
-
-    def __init__(self, node_id: str) -> None:
-        super().__init__(
-            f"node {node_id!r} returned flowkit.PENDING without taking a completion token: "
-            "nobody could ever complete it; call flowkit.context().completion_token() and "
-            "hand the token to whoever completes the node"
         )
 
 
