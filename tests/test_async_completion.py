@@ -429,3 +429,52 @@ class TestServerStores:
     async def test_deferred_then_completed(self, kind: str) -> None:
         async with _server_store(kind) as store:
             await _deferred_then_completed(store)
+
+
+@node
+async def long_copy(key: str) -> int:
+    """Records progress, then waits until the test saw it committed."""
+    flowkit.context().heartbeat({"copied": 500})
+    await RELEASE[key].wait()
+    return 500
+
+
+@flow
+async def copy_table(key: str) -> int:
+    return await long_copy(key)
+
+
+RELEASE: dict[str, anyio.Event] = {}
+
+
+class TestWorkerHeartbeats:
+    """A long node's details are committed with its lease heartbeats, while it runs."""
+
+    async def test_details_reach_the_store_while_the_node_runs(self, tmp_path: Path) -> None:
+        key = _key("wk-long")
+        RELEASE[key] = anyio.Event()
+        store = SQLiteStore(tmp_path / "runs.db")
+        transport = MemoryTransport(visibility_timeout=LEASE)
+        flows = [copy_table]
+        worker = flowkit.Worker(flows, transport, store, lease=LEASE, poll_interval=0.05)
+        client = flowkit.Client(transport, store, flows=flows, lease=LEASE)
+        committed = anyio.Event()
+        worker.events.subscribe(lambda _: committed.set(), types={"node:heartbeat"})
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                await tg.start(worker.run)
+                handle = await client.start(copy_table, key=key)
+                await committed.wait()
+                loaded = await store.load(handle.run_id)
+                assert loaded is not None
+                (record,) = loaded[0].sections["dispatches"].values()
+                RELEASE[key].set()
+                result = await client.wait(handle.run_id)
+                history = await client.history(handle.run_id)
+                tg.cancel_scope.cancel()
+        await transport.close()
+        assert {"copied": 500} == record["heartbeat"]
+        assert (RunStatus.COMPLETED, 500) == (result.status, result.output)
+        beats = [event.data for event in history if event.kind == "node.heartbeat"]
+        assert [] != beats
+        assert {"copied": 500} == beats[0]["details"]

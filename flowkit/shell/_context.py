@@ -112,6 +112,7 @@ class NodeContext:
     _token: Any = attrs.field(default=None, alias="_token")
     _timeout: float | None = attrs.field(default=None, alias="_timeout")
     _beat: Any = attrs.field(default=_MISSING, alias="_beat")
+    _sink: Any = attrs.field(default=None, alias="_sink")  # the shell's heartbeat recorder
 
     def completion_token(self, *, timeout: Duration | None = None) -> str:
         """A token that completes this node execution later, from outside the node.
@@ -143,13 +144,17 @@ class NodeContext:
 
         If the attempt fails (or the node defers), the last details are kept with the
         node, and its next attempt reads them from :attr:`last_heartbeat` to resume
-        where this one stopped.
+        where this one stopped. On a Worker, the latest details of a long node are
+        also committed with its lease heartbeats (at most one store write per third
+        of a lease), so they outlive the worker's process.
 
         >>> # flowkit.context().heartbeat({"done": 120})
         """
         from .._serde import to_data
 
         self._beat = to_data(details)
+        if self._sink is not None:
+            self._sink(self._beat)
 
     def deferral(self) -> tuple[str, float | None] | None:
         """(nonce, timeout) of the token this execution handed out; None if none."""

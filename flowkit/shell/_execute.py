@@ -6,6 +6,7 @@ Shared by every shell (the in-memory Runtime, the Worker, the simulator).
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -29,7 +30,7 @@ from ._events import Event, EventBus
 from ._middleware import Middleware, Pipeline
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from ..core._state import RunState
     from ._target import Target
@@ -53,6 +54,9 @@ class Executor:
         self.events = events or EventBus()
         self.plain_data = plain_data
         self.overrides: dict[str, Any] = {}  # node id or registry name -> invoker (mocks)
+        # (run id, dispatch id, details) of each context().heartbeat(), for shells that
+        # persist heartbeat details while the node runs
+        self.on_heartbeat: Callable[[str, str, Any], None] | None = None
         self._pipeline = Pipeline(middleware)
         self._max_concurrency = max_concurrency
         self._limiters: dict[str, anyio.CapacityLimiter] = {}
@@ -122,6 +126,8 @@ class Executor:
         record = state.sections["dispatches"].get(command.dispatch_id)
         if record is not None:
             ctx.last_heartbeat = record.get("heartbeat")
+        if self.on_heartbeat is not None:
+            ctx._sink = partial(self.on_heartbeat, run_id, command.dispatch_id)
         if command.fallback:
             ctx.error = _last_error(run_id, state, command)
         timeout = spec.config.timeout if command.timeout is None else command.timeout
