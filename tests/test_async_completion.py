@@ -24,7 +24,7 @@ from flowkit import CompletionTimeout, CompletionTokenError, RunStatus, flow, no
 from flowkit._clock import use_clock
 from flowkit.shell._completion import CompletionToken
 from flowkit.stores import MemoryStore, SQLiteStore
-from flowkit.testing import at, simulate_async
+from flowkit.testing import at, replay_async, simulate_async
 from flowkit.transports import MemoryTransport
 
 if TYPE_CHECKING:
@@ -478,3 +478,21 @@ class TestWorkerHeartbeats:
         beats = [event.data for event in history if event.kind == "node.heartbeat"]
         assert [] != beats
         assert {"copied": 500} == beats[0]["details"]
+
+
+class TestHistory:
+    """A run that deferred, heartbeat and was completed replays against its flow."""
+
+    async def test_replays(self, tmp_path: Path) -> None:
+        key = _key("replay")
+        store = SQLiteStore(tmp_path / "runs.db")
+        async with flowkit.Runtime(store=store, flows=FLOWS) as rt:
+            started = await rt.run(pay, key=key)
+            await rt.fail(TOKENS[key], "try again")
+            await rt.complete(TOKENS[key], 3)
+            history = await rt.history(started.run_id)
+            replayed = await replay_async(started.run_id, pay, store=store)
+        kinds = [event.kind for event in history]
+        assert 2 == kinds.count("node.deferred")
+        assert "node.failed" in kinds
+        assert (True, None) == (replayed.ok, replayed.divergence)
