@@ -22,7 +22,13 @@ import pytest
 import flowkit
 from flowkit import CompletionTimeout, CompletionTokenError, RunStatus, flow, node
 from flowkit._clock import use_clock
+from flowkit.blueprint import Blueprint, NodeConfig, NodeSpec
+from flowkit.core import _protocol as p
+from flowkit.core._machine import handle_event, start_run
+from flowkit.core._program import Program
+from flowkit.core._state import RunState
 from flowkit.shell._completion import CompletionToken
+from flowkit.shell._durable import index_ops
 from flowkit.stores import MemoryStore, SQLiteStore
 from flowkit.testing import at, replay_async, simulate_async
 from flowkit.transports import MemoryTransport
@@ -496,3 +502,56 @@ class TestHistory:
         assert 2 == kinds.count("node.deferred")
         assert "node.failed" in kinds
         assert (True, None) == (replayed.ok, replayed.divergence)
+
+
+# -- the core ---------------------------------------------------------------------------------
+def _core_run(**node_config: Any) -> tuple[Any, RunState, str]:
+    """A one-node blueprint started in the core: (program, state, the dispatch's id)."""
+    blueprint = Blueprint(
+        id="one",
+        nodes=(NodeSpec("a", "call", uses="work", config=NodeConfig(**node_config)),),
+        edges=(),
+    )
+    program = Program(blueprint, {"work": lambda: None})
+    state = RunState("run-1")
+    commands = start_run(program, state, {})
+    (execute,) = [c for c in commands if isinstance(c, p.ExecuteNode)]
+    return program, state, execute.dispatch_id
+
+
+class TestCore:
+    """The core keeps a deferred dispatch open, awaiting, with no lease; details carry over."""
+
+    def test_deferral_awaits_without_a_lease(self) -> None:
+        program, state, dispatch_id = _core_run()
+        state.take_delta()
+        commands = handle_event(program, state, p.NodeDeferred(dispatch_id, "n0nce", 60.0))
+        ops = index_ops(state.take_delta(), commands, now=0.0, lease_seconds=30.0)
+        assert RunStatus.AWAITING.value == state.header["status"]
+        assert "n0nce" == state.sections["dispatches"][dispatch_id]["deferred"]
+        assert ([], [dispatch_id]) == (ops.leases, ops.leases_done)
+        assert [(f"completion:{dispatch_id}", 60.0)] == ops.timers
+        again = handle_event(program, state, p.NodeDeferred(dispatch_id, "other"))
+        assert [] == [c for c in again if not isinstance(c, p.Note)]  # a duplicate report
+        done = handle_event(program, state, p.NodeCompleted(dispatch_id, 1))
+        assert [p.CancelTimer(f"completion:{dispatch_id}")] == [
+            c for c in done if isinstance(c, p.CancelTimer)
+        ]
+        assert RunStatus.COMPLETED.value == state.header["status"]
+
+    def test_details_ride_into_a_retry_after_a_backoff(self) -> None:
+        program, state, dispatch_id = _core_run(retries=1, backoff=flowkit.Backoff(initial=5))
+        handle_event(program, state, p.NodeHeartbeat(dispatch_id, {"row": 7}))
+        error = {"type": "builtins.OSError", "mro": ["builtins.OSError"], "message": "x"}
+        commands = handle_event(program, state, p.NodeFailed(dispatch_id, error))
+        (timer,) = [c for c in commands if isinstance(c, p.StartTimer)]
+        commands = handle_event(program, state, p.TimerFired(timer.timer_id))
+        (retry,) = [c for c in commands if isinstance(c, p.ExecuteNode)]
+        assert {"row": 7} == state.sections["dispatches"][retry.dispatch_id]["heartbeat"]
+
+    def test_the_completion_timeout_fails_the_dispatch(self) -> None:
+        program, state, dispatch_id = _core_run()
+        handle_event(program, state, p.NodeDeferred(dispatch_id, "n", 1.0))
+        handle_event(program, state, p.TimerFired(f"completion:{dispatch_id}"))
+        assert RunStatus.FAILED.value == state.header["status"]
+        assert "completion token's timeout" in state.header["error"]["message"]
