@@ -155,6 +155,7 @@ class TestRuntime:
                 awaiting = await rt.run(pay, key=key)
                 assert RunStatus.AWAITING == awaiting.status
                 assert "completion token" in awaiting.resume_hint
+                assert "awaiting" == awaiting.path()["charge"]
                 async with send:
                     await send.send(TOKENS[key])
             result = await rt.result(awaiting.run_id)
