@@ -14,6 +14,7 @@ import os
 import uuid
 from collections import defaultdict
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -556,3 +557,40 @@ class TestCore:
         handle_event(program, state, p.TimerFired(f"completion:{dispatch_id}"))
         assert RunStatus.FAILED.value == state.header["status"]
         assert "completion token's timeout" in state.header["error"]["message"]
+
+
+class TestRuntimeHeartbeats:
+    """A stored run's long node commits its details while it runs (throttled)."""
+
+    async def test_details_reach_the_store_while_the_node_runs(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from flowkit.runtime import _driver
+
+        monkeypatch.setattr(_driver, "HEARTBEAT_EVERY", 0.0)  # every heartbeat is due
+        key = _key("rt-long")
+        RELEASE[key] = anyio.Event()
+        store = SQLiteStore(tmp_path / "runs.db")
+        async with flowkit.Runtime(store=store, flows=[copy_table]) as rt:
+            committed = anyio.Event()
+            rt.events.subscribe(lambda _: committed.set(), types={"node:heartbeat"})
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(partial(rt.run, copy_table, run_id=key, key=key))
+                await committed.wait()
+                loaded = await store.load(key)
+                RELEASE[key].set()
+            result = await rt.result(key)
+        assert loaded is not None
+        (record,) = loaded[0].sections["dispatches"].values()
+        assert {"copied": 500} == record["heartbeat"]
+        assert (RunStatus.COMPLETED, 500) == (result.status, result.output)
+
+    async def test_short_nodes_write_no_heartbeat(self, tmp_path: Path) -> None:
+        key = _key("rt-short")
+        store = SQLiteStore(tmp_path / "runs.db")
+        async with flowkit.Runtime(store=store, flows=FLOWS) as rt:
+            result = await rt.run(count, key=key)
+            history = await rt.history(result.run_id)
+        assert (RunStatus.COMPLETED, 3) == (result.status, result.output)
+        assert [] == [event for event in history if event.kind == "node.heartbeat"]
+        assert [None, {"done": 1}, {"done": 2}] == BEATS[key]

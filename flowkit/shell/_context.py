@@ -144,9 +144,9 @@ class NodeContext:
 
         If the attempt fails (or the node defers), the last details are kept with the
         node, and its next attempt reads them from :attr:`last_heartbeat` to resume
-        where this one stopped. On a Worker, the latest details of a long node are
-        also committed with its lease heartbeats (at most one store write per third
-        of a lease), so they outlive the worker's process.
+        where this one stopped. The latest details of a long node are also committed
+        while it runs, throttled (a Worker: with its lease heartbeats, once per third
+        of a lease; a Runtime with a store: every 5 s), so they outlive its process.
 
         >>> # flowkit.context().heartbeat({"done": 120})
         """
