@@ -9,6 +9,8 @@ from ._errors import BlueprintError as BlueprintError
 from ._errors import Cancelled as Cancelled
 from ._errors import ChildFailed as ChildFailed
 from ._errors import CompileError as CompileError
+from ._errors import CompletionTimeout as CompletionTimeout
+from ._errors import CompletionTokenError as CompletionTokenError
 from ._errors import ConfigurationError as ConfigurationError
 from ._errors import DuplicateDelivery as DuplicateDelivery
 from ._errors import FlowkitError as FlowkitError
@@ -38,6 +40,7 @@ from .dsl import Flow as Flow
 from .dsl import FlowDef as FlowDef
 from .dsl import flow as flow
 from .dsl import node as node
+from .engine import PENDING as PENDING
 from .engine import Action as Action
 from .engine import ChildRow as ChildRow
 from .engine import Context as Context
@@ -61,6 +64,7 @@ from .worker import Client as Client
 from .worker import Worker as Worker
 
 __all__ = [
+    "PENDING",
     "Action",
     "Analysis",
     "Backoff",
@@ -71,6 +75,8 @@ __all__ = [
     "ChildRow",
     "Client",
     "CompileError",
+    "CompletionTimeout",
+    "CompletionTokenError",
     "ConfigurationError",
     "Context",
     "DuplicateDelivery",

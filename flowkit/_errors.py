@@ -9,12 +9,15 @@ The tree::
     ├── NodeError             (wraps the user's exception: node_id, attempt)
     ├── WorkflowFailed        (a run ended FAILED and the caller asked for its output)
     ├── WaitTimeout           (also a TimeoutError: a flow.wait timed out)
+    ├── CompletionTimeout     (also a TimeoutError: a deferred node was not completed in time)
+    ├── PendingWithoutToken   (a node returned flowkit.PENDING without a completion token)
     ├── ResultTimeout         (also a TimeoutError: a run did not finish in the time waited)
     ├── Undeliverable         (a node's message was dead-lettered: the node failed unrun)
     ├── ChildFailed           (a subflow's run failed)
     ├── ResumeError           (signal, query, update or resume for an unknown run or name)
     │   ├── DuplicateDelivery (a signal's delivery id was already received)
-    │   └── MigrationRefused  (a run cannot move to another version: problems say why)
+    │   ├── MigrationRefused  (a run cannot move to another version: problems say why)
+    │   └── CompletionTokenError (a completion token is malformed, unknown or stale)
     ├── UpdateRejected        (an update's validator refused it: nothing was recorded)
     ├── Cancelled             (the run was cancelled)
     ├── TransportError        (a broker failed; each transport translates its SDK here)
@@ -170,6 +173,34 @@ class WaitTimeout(FlowkitError, TimeoutError):
         )
 
 
+class CompletionTimeout(FlowkitError, TimeoutError):
+    """A node that returned ``flowkit.PENDING`` was not completed within the timeout
+    its completion token was given; the node's retry policy decides what follows."""
+
+    def __init__(self, node_id: str, dispatch_id: str, run_id: str = "") -> None:
+        self.node_id = node_id
+        self.dispatch_id = dispatch_id
+        self.run_id = run_id
+        super().__init__(
+            f"node {node_id!r} (dispatch {dispatch_id!r}"
+            + (f", run {run_id!r}" if run_id else "")
+            + ") was not completed before its completion token's timeout; complete it "
+            "sooner (client.complete) or give completion_token() a longer timeout"
+        )
+
+
+class PendingWithoutToken(FlowkitError):
+    """A node returned ``flowkit.PENDING`` without taking a completion token."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        super().__init__(
+            f"node {node_id!r} returned flowkit.PENDING without taking a completion token: "
+            "nobody could ever complete it; call flowkit.context().completion_token() and "
+            "hand the token to whoever completes the node"
+        )
+
+
 class ResultTimeout(FlowkitError, TimeoutError):
     """Waiting for a run's result took longer than the caller's ``timeout``.
 
@@ -232,6 +263,20 @@ class MigrationRefused(ResumeError):
             "changed: pass map={'old_node': 'new_node'} for nodes that were renamed, or keep "
             "the run's version registered for it"
         )
+
+
+class CompletionTokenError(ResumeError):
+    """A completion token could not be used: malformed, for an unknown run, or for a
+    node execution that is no longer waiting (completed, retried, or its run finished).
+
+    ``token`` is the token given; ``reason`` says what is wrong with it.
+    """
+
+    def __init__(self, token: str, reason: str, hint: str = "") -> None:
+        self.token = token
+        self.reason = reason
+        shown = token if len(token) <= 80 else token[:77] + "..."
+        super().__init__(f"completion token {shown!r}: {reason}" + (f"; {hint}" if hint else ""))
 
 
 class UpdateRejected(FlowkitError):

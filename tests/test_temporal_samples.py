@@ -176,13 +176,13 @@ class Workers:
     @staticmethod
     def _await_start(popen: subprocess.Popen[bytes], log: Path) -> None:
         """Until the worker logs that it started (before, SIGTERM would just kill it)."""
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            deadline = START_TIMEOUT
-            while popen.poll() is None and "worker started" not in log.read_text():
+        deadline = START_TIMEOUT
+        while popen.poll() is None and "worker started" not in log.read_text():
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 popen.wait(0.05)  # a log line, no event to await: poll, bounded
-                deadline -= 0.05
-                if deadline <= 0:
-                    return
+            deadline -= 0.05
+            if deadline <= 0:
+                return
 
     def kill_all(self) -> None:
         for popen, _ in self.processes:

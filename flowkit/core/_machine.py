@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import ChildFailed, DuplicateDelivery, FlowkitError, WaitTimeout, describe
 from . import _protocol as p
 from ._action import split_action
+from ._deferral import COMPLETION, DeferralSteps, deferred
 from ._policy import Policy
 from ._priority import DEFAULT_PRIORITY, check_priority
 from ._program import Program, wait_name
@@ -116,7 +117,7 @@ def handle_event(
     return step.commands
 
 
-class Step(NodeSteps, RetrySteps):
+class Step(NodeSteps, RetrySteps, DeferralSteps):
     """One transition of one run."""
 
     def __init__(self, program: Program, state: RunState, note_completions: bool = False) -> None:
@@ -148,6 +149,10 @@ class Step(NodeSteps, RetrySteps):
             self.on_retry()
         elif isinstance(event, p.StartDebounced):
             self.on_start_debounced(event)
+        elif isinstance(event, p.NodeDeferred):
+            self.on_deferred(event)
+        elif isinstance(event, p.NodeHeartbeat):
+            self.on_heartbeat(event)
 
     # -- debounced starts -----------------------------------------------------
     def begin(self) -> None:
@@ -221,6 +226,7 @@ class Step(NodeSteps, RetrySteps):
         if dispatch is None:
             return  # duplicate delivery or cancelled: already settled
         self.s.drop("dispatches", event.dispatch_id)
+        self.settle_deferral(dispatch)
         if event.writes or event.deletes:
             self.apply_writes(dispatch["node"], event)
         if dispatch.get("item") is not None:
@@ -241,6 +247,9 @@ class Step(NodeSteps, RetrySteps):
         if dispatch is None:
             return
         self.s.drop("dispatches", event.dispatch_id)
+        self.settle_deferral(dispatch)
+        if event.heartbeat is not None:  # the failed attempt's last details, for the next
+            dispatch = dict(dispatch, heartbeat=event.heartbeat)
         self.failing.append(("dispatches", event.dispatch_id, dispatch))
         node_id = dispatch["node"]
         spec = self.p.specs[node_id]
@@ -319,6 +328,8 @@ class Step(NodeSteps, RetrySteps):
             self.complete(node_id, None, None)
         elif timer["purpose"] == "timeout":
             self.wait_timed_out(timer)
+        elif purpose == COMPLETION:
+            self.completion_timed_out(timer)
 
     def wait_timed_out(self, timer: dict[str, Any]) -> None:
         name = timer["wait"]
@@ -622,9 +633,14 @@ class Step(NodeSteps, RetrySteps):
         if self.s.finished:
             return
         sections = self.s.sections
-        if sections["dispatches"]:
+        if sections["dispatches"] and not deferred(sections["dispatches"]):
             self.set_status(RunStatus.RUNNING)
-        elif sections["timers"] or sections["waits"] or sections["children"]:
+        elif (
+            sections["dispatches"]
+            or sections["timers"]
+            or sections["waits"]
+            or sections["children"]
+        ):
             self.set_status(RunStatus.AWAITING)
         else:
             stalled = self.stalled_joins()

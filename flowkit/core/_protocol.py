@@ -40,6 +40,31 @@ class NodeFailed:
     retryable: bool = True
     started_at: float | None = None
     failed_at: float | None = None
+    heartbeat: Any = None
+
+
+@attrs.frozen
+class NodeDeferred:
+    """A dispatched execution handed out a completion token and returned pending.
+
+    The dispatch stays open, awaiting :class:`NodeCompleted` or :class:`NodeFailed`
+    from whoever holds the token; ``nonce`` is the token's secret part, ``timeout``
+    (seconds), when set, fails the node if no completion comes in time.
+    """
+
+    dispatch_id: str
+    nonce: str
+    timeout: float | None = None
+    heartbeat: Any = None
+
+
+@attrs.frozen
+class NodeHeartbeat:
+    """A running (or deferred) execution recorded progress ``details`` (JSON data);
+    a later attempt of the same execution reads the last details back."""
+
+    dispatch_id: str
+    details: Any = None
 
 
 @attrs.frozen
@@ -87,6 +112,8 @@ class StartDebounced:
 Event = (
     NodeCompleted
     | NodeFailed
+    | NodeDeferred
+    | NodeHeartbeat
     | TimerFired
     | SignalReceived
     | ChildFinished

@@ -299,11 +299,13 @@ class NodeSteps:
         round_: int = 0,
         options: dict[str, Any] | None = None,
         first_started: float | None = None,
+        heartbeat: Any = None,
     ) -> None:
         """Execute the node; ``round_`` counts the run's retries (see ``_retry``).
 
         ``options`` were computed at the call; ``first_started`` is when the first
-        attempt of this execution started (for ``retry_timeout``).
+        attempt of this execution started (for ``retry_timeout``); ``heartbeat`` the
+        last details an earlier attempt recorded.
         """
         if act is None:
             act = self.record(node_id)[_ACT]
@@ -327,6 +329,8 @@ class NodeSteps:
             record["options"] = options
         if first_started is not None:
             record["first_started"] = first_started
+        if heartbeat is not None:
+            record["heartbeat"] = heartbeat
         queue = (options or {}).get("queue") or self.p.specs[node_id].config.queue
         if queue is not None:
             record["queue"] = queue
@@ -360,6 +364,7 @@ class NodeSteps:
             round_=dispatch.get("round", 0),
             options=dispatch.get("options"),
             first_started=first_started,
+            heartbeat=dispatch.get("heartbeat"),
         )
 
     # -- arguments ------------------------------------------------------------

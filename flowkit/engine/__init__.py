@@ -3,6 +3,7 @@
 from ..core._action import Action as Action
 from ..core._state import RunStatus as RunStatus
 from ..runtime._runtime import Runtime as Runtime
+from ..shell._completion import PENDING as PENDING
 from ..shell._context import Context as Context
 from ..shell._context import NodeContext as NodeContext
 from ..shell._context import context as context
@@ -23,6 +24,7 @@ from ..stores._history import HistoryEvent as HistoryEvent
 from ..stores._protocol import RunSummary as RunSummary
 
 __all__ = [
+    "PENDING",
     "Action",
     "ChildRow",
     "Context",

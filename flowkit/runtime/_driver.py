@@ -15,6 +15,7 @@ import anyio.abc
 
 from .. import _clock as clock
 from ..core import _protocol as p
+from ..core._deferral import deferred
 from ..core._machine import handle_event
 from ..core._state import RunState, RunStatus
 from ..shell._commands import Interpreter
@@ -74,6 +75,10 @@ class Run(Replica):
         self.stepping = anyio.Lock()
 
 
+HEARTBEAT_EVERY = 5.0
+"""Seconds between two commits of one node's heartbeat details (Runtime with a store)."""
+
+
 class Driver(Interpreter[Run]):
     """The machinery behind :class:`flowkit.Runtime`: drives runs in task groups and
     carries out the core's commands; the Runtime says how child runs start and how a
@@ -100,6 +105,11 @@ class Driver(Interpreter[Run]):
             plain_data=store is not None,
         )
         self._runs: dict[str, Run] = {}
+        # (run id, dispatch id) -> when its heartbeat details were last committed (or
+        # first recorded): a stored run's long nodes commit theirs every HEARTBEAT_EVERY
+        self._beat_at: dict[tuple[str, str], float] = {}
+        if store is not None:
+            self._executor.on_heartbeat = self._heartbeat
         self._timers: list[tuple[float, str, str]] = []
         self._wakeups: set[anyio.Event] = set()  # one per scheduler loop asleep
         self._tg: anyio.abc.TaskGroup | None = None
@@ -182,7 +192,7 @@ class Driver(Interpreter[Run]):
 
     def _evict(self, run: Run) -> None:
         """With a store, a run that holds no task is dropped from memory (it costs nothing)."""
-        idle = run.tg is None and not run.state.sections["dispatches"]
+        idle = run.tg is None and deferred(run.state.sections["dispatches"])
         if self.store is not None and idle and self._runs.get(run.run_id) is run:
             del self._runs[run.run_id]
 
@@ -262,8 +272,9 @@ class Driver(Interpreter[Run]):
         with anyio.CancelScope() as scope:
             while ready:
                 command = ready.popleft()
-                if command.dispatch_id not in run.state.sections["dispatches"]:
-                    continue  # cancelled before it started
+                record = run.state.sections["dispatches"].get(command.dispatch_id)
+                if record is None or record.get("deferred"):
+                    continue  # cancelled before it started, or it ran and awaits completion
                 scopes[command.dispatch_id] = scope
                 started = clock.now()
                 coro = self._executor.execute(run.run_id, run.target, run.state, command)
@@ -274,6 +285,8 @@ class Driver(Interpreter[Run]):
                 else:  # it blocked: hand the other ready nodes to a new worker
                     event = await NoticeBlocking(Resume(coro, yielded), hand_off)
                 scopes.pop(command.dispatch_id, None)
+                if self._beat_at:
+                    self._beat_at.pop((run.run_id, command.dispatch_id), None)
                 if self.store is None:
                     commands = handle_event(run.program, run.state, event)
                     run.state.journal.clear()
@@ -281,6 +294,24 @@ class Driver(Interpreter[Run]):
                     origin = Origin(self.worker_id, started, clock.now())
                     commands = await NoticeBlocking(self._step(run, event, origin), hand_off)
                 ready.extend(self._carry_out(run, commands))
+
+    # -- heartbeat details ------------------------------------------------------
+    def _heartbeat(self, run_id: str, dispatch_id: str, details: Any) -> None:
+        """Commit a long node's details once it has heartbeat for HEARTBEAT_EVERY seconds,
+        then at most that often (a failing attempt's last details go with its failure)."""
+        run = self._runs.get(run_id)
+        if run is None or run.tg is None:
+            return
+        key = (run_id, dispatch_id)
+        now = clock.now()
+        since = self._beat_at.setdefault(key, now)
+        if now - since >= HEARTBEAT_EVERY:
+            self._beat_at[key] = now
+            self._start_task(run, self._commit_heartbeat, run, dispatch_id, details)
+
+    async def _commit_heartbeat(self, run: Run, dispatch_id: str, details: Any) -> None:
+        commands = await self._step(run, p.NodeHeartbeat(dispatch_id, details))
+        self._spawn(run, self._carry_out(run, commands))
 
     # -- timers ---------------------------------------------------------------
     def start_timer(self, run: Run, command: p.StartTimer) -> None:
@@ -353,5 +384,9 @@ class Driver(Interpreter[Run]):
 
 def _recovery(run: Run) -> list[p.Command]:
     """ExecuteNode commands for dispatches a previous process left in flight."""
-    dispatches = run.state.sections["dispatches"]
-    return [dispatch_command(run.run_id, d, record) for d, record in dispatches.items()]
+    dispatches = run.state.sections["dispatches"].items()
+    return [
+        dispatch_command(run.run_id, d, record)
+        for d, record in dispatches
+        if not record.get("deferred")  # ran: it awaits its completion token
+    ]

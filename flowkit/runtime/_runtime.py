@@ -18,15 +18,17 @@ import structlog
 from anyio.lowlevel import RunVar
 
 from .. import _clock as clock
-from .._errors import ConfigurationError, ResumeError, StoreError
+from .._errors import CompletionTokenError, ConfigurationError, ResumeError, StoreError
 from ..core import _protocol as p
 from ..core._action import split_action
+from ..core._deferral import deferred
 from ..core._machine import start_run
 from ..core._priority import DEFAULT_PRIORITY, priority_of
 from ..core._program import wait_name
 from ..core._state import NullJournal, RunState
 from ..observability._propagation import current_traceparent
 from ..shell._commands import for_parent
+from ..shell._completion import CompletionToken, check_open, completion_event, failure_event
 from ..shell._describe import describe_stored, read_history
 from ..shell._durable import (
     debounce_seconds,
@@ -396,6 +398,40 @@ class Runtime(Driver, ScheduleControls):
         await self._advance(run, p.CancelRequested())
         return self._result_of(run)
 
+    async def complete(self, token: str, value: Any = None) -> RunResult:
+        """Complete the deferred node execution ``token`` names with ``value``; returns
+        its run's result once the run has advanced as far as it can (like :meth:`signal`).
+
+        Raises :class:`~flowkit.CompletionTokenError` for a malformed token, an unknown
+        run, or a node execution that is no longer open (completed already, timed out,
+        retried, or its run finished).
+
+        >>> # await rt.complete(token, {"charged": 42})
+        """
+        parsed = CompletionToken.parse(token)
+        event = completion_event(parsed, value, plain=self.store is not None)
+        return await self._settle_token(token, parsed, event)
+
+    async def fail(self, token: str, error: BaseException | str) -> RunResult:
+        """Fail the deferred node execution ``token`` names with ``error`` (an exception,
+        or a message); the node's retry policy decides whether it runs again. Raises
+        as :meth:`complete` does."""
+        parsed = CompletionToken.parse(token)
+        return await self._settle_token(token, parsed, failure_event(parsed, error))
+
+    async def _settle_token(
+        self, token: str, parsed: CompletionToken, event: p.NodeCompleted | p.NodeFailed
+    ) -> RunResult:
+        try:
+            run = await self._get(parsed.run_id)
+        except ResumeError as exc:
+            raise CompletionTokenError(token, str(exc)) from None
+        await self._advance(run, event, check=partial(check_open, token, parsed))
+        await run.idle.wait()
+        if self.store is None:
+            return self._result_of(run)
+        return await self.result(parsed.run_id)
+
     async def retry(self, run_id: str) -> RunResult:
         """Resume a failed run where it failed; its result once it has advanced as far as
         it can (like :meth:`signal`).
@@ -662,7 +698,7 @@ class Runtime(Driver, ScheduleControls):
         state, version = loaded
         target = self.flows.of_state(state)
         run = Run(target.program, target, state, version, state.header.get("parent"))
-        run.recover = bool(state.sections["dispatches"])
+        run.recover = not deferred(state.sections["dispatches"])
         self._runs[run_id] = run
         return run
 

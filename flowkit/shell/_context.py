@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Iterator, Mapping, MutableMapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import structlog
 
 from .._detach import detached
+from .._durations import to_seconds
+
+if TYPE_CHECKING:
+    from .._durations import Duration
 
 _MISSING: Any = object()
 
@@ -88,6 +92,8 @@ class NodeContext:
     ``traceparent`` is the W3C trace context the run started under (if any).
     ``flow`` is the id of the run's blueprint; ``enqueued_at`` the epoch time
     the execution was queued (from the message in the distributed shell).
+    ``dispatch_id`` names this execution in its run; ``last_heartbeat`` holds the
+    details an earlier attempt of it recorded with :meth:`heartbeat` (None: none).
     """
 
     run_id: str
@@ -100,7 +106,66 @@ class NodeContext:
     traceparent: str | None = None
     flow: str | None = None
     enqueued_at: float | None = None
+    dispatch_id: str = ""
+    last_heartbeat: Any = None
     _log: Any = attrs.field(default=None, alias="_log")
+    _token: Any = attrs.field(default=None, alias="_token")
+    _timeout: float | None = attrs.field(default=None, alias="_timeout")
+    _beat: Any = attrs.field(default=_MISSING, alias="_beat")
+    _sink: Any = attrs.field(default=None, alias="_sink")  # the shell's heartbeat recorder
+
+    def completion_token(self, *, timeout: Duration | None = None) -> str:
+        """A token that completes this node execution later, from outside the node.
+
+        Hand it to the system that will finish the work, then ``return
+        flowkit.PENDING``: the run awaits until someone calls
+        ``client.complete(token, value)`` (or ``runtime.complete``), or
+        ``client.fail(token, error)``, which the node's retry policy handles as
+        any failure. With ``timeout`` (``"1h"``, seconds) the node fails with
+        :class:`~flowkit.CompletionTimeout` if nobody completes it in time.
+        Calling it again returns the same token.
+
+        >>> # token = flowkit.context().completion_token(timeout="1h")
+        """
+        if self._token is None:
+            from ._completion import CompletionToken
+
+            if not self.dispatch_id:
+                raise RuntimeError(
+                    f"node {self.node_id!r} runs outside a flowkit shell (no dispatch id): "
+                    "completion tokens need a Runtime, Worker or simulate()"
+                )
+            self._token = CompletionToken.new(self.run_id, self.dispatch_id, self.attempt)
+            self._timeout = None if timeout is None else to_seconds(timeout)
+        return str(self._token.encode())
+
+    def heartbeat(self, details: Any = None) -> None:
+        """Record progress ``details`` (JSON data) of this node execution.
+
+        If the attempt fails (or the node defers), the last details are kept with the
+        node, and its next attempt reads them from :attr:`last_heartbeat` to resume
+        where this one stopped. The latest details of a long node are also committed
+        while it runs, throttled (a Worker: with its lease heartbeats, once per third
+        of a lease; a Runtime with a store: every 5 s), so they outlive its process.
+
+        >>> # flowkit.context().heartbeat({"done": 120})
+        """
+        from .._serde import to_data
+
+        self._beat = to_data(details)
+        if self._sink is not None:
+            self._sink(self._beat)
+
+    def deferral(self) -> tuple[str, float | None] | None:
+        """(nonce, timeout) of the token this execution handed out; None if none."""
+        if self._token is None:
+            return None
+        return self._token.nonce, self._timeout
+
+    @property
+    def heartbeat_details(self) -> Any:
+        """What :meth:`heartbeat` recorded in this attempt (None: nothing)."""
+        return None if self._beat is _MISSING else self._beat
 
     @property
     def log(self) -> Any:

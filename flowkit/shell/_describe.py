@@ -164,7 +164,9 @@ def _nodes(state: RunState, history: Sequence[HistoryEvent]) -> list[NodeRow]:
         if event.node_id is not None:
             _count(tallies.setdefault(event.node_id, _Tally()), event)
     records = state.sections["nodes"]
-    running = {str(d["node"]) for d in state.sections["dispatches"].values()}
+    dispatches = state.sections["dispatches"].values()
+    running = {str(d["node"]) for d in dispatches if not d.get("deferred")}
+    deferred = {str(d["node"]) for d in dispatches if d.get("deferred")}
     order = list(dict.fromkeys([*tallies, *records]))
     rows = []
     for node_id in order:
@@ -173,6 +175,8 @@ def _nodes(state: RunState, history: Sequence[HistoryEvent]) -> list[NodeRow]:
         status = str(record[_STATUS]) if record else "pending"
         if node_id in running:
             status = "running"
+        elif node_id in deferred:  # it ran and awaits its completion token
+            status = "deferred"
         elif status == "running" and state.finished:  # ended with the run (a return, or
             status = "completed" if state.status == "completed" else "cancelled"  # cut off)
         rows.append(

@@ -53,7 +53,8 @@ def index_ops(
             if section not in ("dispatches", "children"):
                 continue
             lease_id = key if section == "dispatches" else CHILD_LEASE + key
-            if value is DELETED:
+            # a deferred dispatch ran: it waits for its completion, not for a worker
+            if value is DELETED or (section == "dispatches" and value.get("deferred")):
                 leases_done.append(lease_id)
             else:
                 leases.append((lease_id, now + lease_seconds))

@@ -27,6 +27,8 @@ EVENT_TYPES: Final = frozenset(
         "node:retry",
         "node:fallback",
         "node:complete",
+        "node:deferred",
+        "node:heartbeat",
         "context:change",
         "batch:start",
         "batch:finish",

@@ -6,16 +6,18 @@ Shared by every shell (the in-memory Runtime, the Worker, the simulator).
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import sniffio
 
 from .. import _clock as clock
-from .._errors import describe
+from .._errors import PendingWithoutToken, describe
 from .._serde import SerializationError, to_data
 from ..core import _protocol as p
 from ..core._action import split_action
+from ._completion import PENDING
 from ._context import (
     Context,
     NodeContext,
@@ -28,7 +30,7 @@ from ._events import Event, EventBus
 from ._middleware import Middleware, Pipeline
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from ..core._state import RunState
     from ._target import Target
@@ -52,6 +54,9 @@ class Executor:
         self.events = events or EventBus()
         self.plain_data = plain_data
         self.overrides: dict[str, Any] = {}  # node id or registry name -> invoker (mocks)
+        # (run id, dispatch id, details) of each context().heartbeat(), for shells that
+        # persist heartbeat details while the node runs
+        self.on_heartbeat: Callable[[str, str, Any], None] | None = None
         self._pipeline = Pipeline(middleware)
         self._max_concurrency = max_concurrency
         self._limiters: dict[str, anyio.CapacityLimiter] = {}
@@ -117,6 +122,12 @@ class Executor:
         ctx.traceparent = state.header.get("traceparent")
         ctx.flow = target.blueprint.id
         ctx.enqueued_at = enqueued_at
+        ctx.dispatch_id = command.dispatch_id
+        record = state.sections["dispatches"].get(command.dispatch_id)
+        if record is not None:
+            ctx.last_heartbeat = record.get("heartbeat")
+        if self.on_heartbeat is not None:
+            ctx._sink = partial(self.on_heartbeat, run_id, command.dispatch_id)
         if command.fallback:
             ctx.error = _last_error(run_id, state, command)
         timeout = spec.config.timeout if command.timeout is None else command.timeout
@@ -134,14 +145,17 @@ class Executor:
                     output = await self._invoke(invoke, command, ctx)
             else:
                 output = await self._invoke(invoke, command, ctx)
+            if output is PENDING:
+                return _deferred(command, ctx)
             return self._completed(command, output, ctx, started)
         except Exception as exc:
             return p.NodeFailed(
                 command.dispatch_id,
                 _failure(exc, command, timeout),
-                retryable=not isinstance(exc, SerializationError),
+                retryable=not isinstance(exc, (SerializationError, PendingWithoutToken)),
                 started_at=started_at,
                 failed_at=clock.now(),
+                heartbeat=ctx.heartbeat_details,
             )
         finally:
             unbind_node_context(bound)
@@ -190,6 +204,15 @@ class Executor:
                 ctx.traceparent,
             )
         )
+
+
+def _deferred(command: p.ExecuteNode, ctx: NodeContext) -> p.NodeDeferred:
+    """The event of a node that returned pending: its completion comes from outside."""
+    deferral = ctx.deferral()
+    if deferral is None:
+        raise PendingWithoutToken(command.node_id)
+    nonce, timeout = deferral
+    return p.NodeDeferred(command.dispatch_id, nonce, timeout, ctx.heartbeat_details)
 
 
 def _plain(value: Any, what: str) -> Any:

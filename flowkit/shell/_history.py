@@ -163,6 +163,14 @@ class _Recorder:
         kind = type(event)
         if kind is p.NodeCompleted or kind is p.NodeFailed:
             self.node_settled(event, commands)  # type: ignore[arg-type]
+        elif kind is p.NodeDeferred:
+            assert isinstance(event, p.NodeDeferred)
+            self.node_deferred(event, commands)
+        elif kind is p.NodeHeartbeat:
+            assert isinstance(event, p.NodeHeartbeat)
+            beat_node, attempt = _node_of_dispatch(event.dispatch_id)
+            beat = {"dispatch_id": event.dispatch_id}
+            self.add("node.heartbeat", beat_node, attempt, beat, ("details", event.details))
         elif kind is p.ChildFinished:
             assert isinstance(event, p.ChildFinished)
             node_id = _node_of_child(event.child_run_id)
@@ -215,6 +223,19 @@ class _Recorder:
         }
         kind = "node.timed_out" if _timed_out(node_id, event.error) else "node.failed"
         self.add(kind, node_id, attempt, failed, ("error", event.error), at=ended, worker=worker)
+
+    def node_deferred(self, event: p.NodeDeferred, commands: Sequence[p.Command]) -> None:
+        """A node ran and returned pending (recorded only if the core kept it deferred)."""
+        if not any(type(c) is p.Note and c.type == "node:deferred" for c in commands):
+            return  # completed before it reported, or a duplicate
+        node_id, attempt = _node_of_dispatch(event.dispatch_id)
+        origin = self.origin
+        worker = origin.worker if origin is not None else None
+        if origin is not None:
+            data = {"dispatch_id": event.dispatch_id}
+            self.add("node.started", node_id, attempt, data, at=origin.started_at, worker=worker)
+        fields = {"dispatch_id": event.dispatch_id, "timeout": event.timeout}
+        self.add("node.deferred", node_id, attempt, fields, worker=worker)
 
     # -- the commands ------------------------------------------------------------------
     def command(self, command: p.Command, event: p.Event | None) -> None:

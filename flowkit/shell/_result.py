@@ -132,6 +132,11 @@ class RunResult:
                 f"deliver {', '.join(map(repr, names))}: await rt.signal({self.run_id!r}, "
                 f"{names[0]!r}, data) on the Runtime or Client that runs it"
             )
+        if any(d.get("deferred") for d in self._sections.get("dispatches", {}).values()):
+            return (
+                "a node awaits its completion token: complete it with "
+                "complete(token, value) or fail(token, error) on the Runtime or Client"
+            )
         return "a timer or a child run holds it: a running scheduler or worker carries it on"
 
     def path(self) -> dict[str, str]:
@@ -205,8 +210,8 @@ def node_statuses(
     """Node id -> status of its latest activation, from a run's snapshot.
 
     ``visited`` (completed), ``failed``, ``skipped`` (a branch not taken),
-    ``awaiting`` (a sleep, wait, webhook or child run holds the run there),
-    ``running`` (executing, or waiting to retry), ``cancelled`` (still open
+    ``awaiting`` (a sleep, wait, webhook, child run or a node's completion token
+    holds the run there), ``running`` (executing, or waiting to retry), ``cancelled`` (still open
     when the run ended). Nodes the run never reached are not in the mapping.
     With the ``blueprint``, the ``return`` node that ended a run counts as
     visited even when it raised, so does a loop a completed run left by a
@@ -217,6 +222,7 @@ def node_statuses(
     finished = sections.get("header", {}).get("status") in FINISHED_VALUES
     holding = {w["node"] for w in sections.get("waits", {}).values()}
     holding |= {c["node"] for c in sections.get("children", {}).values()}
+    holding |= {d["node"] for d in sections.get("dispatches", {}).values() if d.get("deferred")}
     holding |= {
         t["node"] for t in sections.get("timers", {}).values() if t["purpose"] in _HOLDING_TIMERS
     }

@@ -51,7 +51,8 @@ class HistoryEvent:
     ``at`` is unix seconds on the clock of the process that took it (virtual time
     under the simulator). ``kind`` says what happened (``run.started``,
     ``node.scheduled``, ``node.started``, ``node.completed``, ``node.failed``,
-    ``node.timed_out``, ``node.retried``, ``node.cancelled``, ``timer.set``,
+    ``node.timed_out``, ``node.retried``, ``node.cancelled``, ``node.deferred``,
+    ``node.heartbeat``, ``timer.set``,
     ``timer.fired``, ``wait.entered``, ``signal.received``, ``child.started``,
     ``child.finished``, ``run.completed``, ``run.failed``, ``run.cancelled``...);
     ``node_id``, ``attempt`` and ``worker`` (who ran the node) where they apply;

@@ -179,6 +179,11 @@ class Replayer:
             return p.SignalReceived(
                 data["name"], data.get("data"), data.get("action"), data.get("delivery_id")
             )
+        if event.kind == "node.deferred":  # (the token's nonce decides nothing)
+            return p.NodeDeferred(data["dispatch_id"], "replayed", data.get("timeout"))
+        if event.kind == "node.heartbeat":  # details decide nothing: cut ones go as None
+            details = data.get("details")
+            return p.NodeHeartbeat(data["dispatch_id"], None if _cut(details) else details)
         if event.kind == "timer.fired":
             return p.TimerFired(data["timer_id"])
         if event.kind == "child.finished":

@@ -29,6 +29,7 @@ from ..shell._flows import Flows, route_signal
 from ..shell._invoke import make_invoker
 from ..shell._result import RunResult
 from ..shell._target import Target, resolve
+from ._completions import Completer
 from ._model import Call, Simulation, SimulationError, TraceEntry, registry_name
 from ._script import (
     ARRIVAL,
@@ -54,6 +55,8 @@ if TYPE_CHECKING:
 
 
 _VISIBLE = frozenset({"call", "sleep", "wait", "webhook", "subflow"})
+_STATUS: dict[type, str] = {p.NodeCompleted: "completed", p.NodeDeferred: "deferred"}
+COMPLETION = UPDATE + 1  # a scripted completion of a deferred node is due (after updates)
 
 
 class _Run:
@@ -83,8 +86,10 @@ class Simulator(Interpreter[str]):
         cancel_at: float | None = None,
         updates: Mapping[str, Any] | None = None,
         before_patches: frozenset[str] = frozenset(),
+        completions: Mapping[Any, Any] | None = None,
     ) -> None:
         super().__init__()
+        self.completer = Completer(completions)
         self.target = target
         self.clock = clock
         self.seed = seed
@@ -166,13 +171,18 @@ class Simulator(Interpreter[str]):
         started = self.clock.datetime()
         self.calls.append(Call(command.node_id, command.attempt, command.args, command.kwargs))
         event = await self.executor.execute(run_id, run.target, run.state, command)
-        status = "completed" if isinstance(event, p.NodeCompleted) else "failed"
+        status = _STATUS.get(type(event), "failed")
         self.trace.append(
             TraceEntry(
                 command.node_id, command.attempt, started, self.clock.datetime(), status, run_id
             )
         )
         self.apply(run_id, event)
+        if isinstance(event, p.NodeDeferred):
+            now = self.clock.now
+            completion = self.completer.deferred(run_id, run.target, run.state, event, now)
+            if completion is not None:
+                self.pending.append((run_id, completion))
 
     def answer_open_wait(self) -> bool:
         """Send the first open wait (in the order reached) its scripted answer, if it has one."""
@@ -215,6 +225,9 @@ class Simulator(Interpreter[str]):
         update = self.updater.next_arrival()
         if update is not None:
             moves.append((update, UPDATE))
+        completion = self.completer.next_due()
+        if completion is not None:
+            moves.append((completion, COMPLETION))
         if not moves:
             return False
         due, move = min(moves)
@@ -227,6 +240,8 @@ class Simulator(Interpreter[str]):
             self.apply(run_id, p.TimerFired(timer_id))
         elif move == UPDATE:
             self.updater.arrive()
+        elif move == COMPLETION:
+            self.apply(*self.completer.pop())
         else:
             await self.deliver_arrival()
         return True
@@ -405,6 +420,7 @@ async def _simulate_run(
     cancel_at: Duration | None = None,
     updates: Mapping[str, Any] | None = None,
     before_patches: Iterable[str] = (),
+    completions: Mapping[Any, Any] | None = None,
     resolved_target: Target | None = None,
     **inputs: Any,
 ) -> Simulation:
@@ -421,6 +437,10 @@ async def _simulate_run(
             raise SimulationError(
                 "updates= is simulated in one process: leave out workers= and faults= "
                 "(or script the updates' waits with signals=)"
+            )
+        if completions:
+            raise SimulationError(
+                "completions= is simulated in one process: leave out workers= and faults="
             )
         from ._faults import simulate_distributed
 
@@ -453,6 +473,7 @@ async def _simulate_run(
         cancel_at=cancel_due,
         updates=updates,
         before_patches=before,
+        completions=completions,
     )
     return await simulator.run(run_id, inputs)
 
@@ -504,6 +525,11 @@ def simulate(target: Any, **options: Any) -> Simulation | ScheduleSimulation:
     on the final variables.
     ``before_patches=["fraud-check-v2"]`` starts the run as one started before
     those ``flow.patched`` ids existed: it takes their ``else`` blocks.
+    ``completions={node: answer}`` completes a node that returned
+    ``flowkit.PENDING`` (keyed by node id or ``@node`` function): a value (or a
+    callable of the run's state), an exception (the node fails), ``at("1h", value)``
+    (that long after the node deferred) or a list for successive deferrals. A
+    deferred node nobody completes leaves the run ``awaiting``.
 
     >>> from flowkit import Flow
     >>> async def hello(name: str) -> str: return f"hi {name}"

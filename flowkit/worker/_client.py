@@ -12,6 +12,7 @@ import structlog
 
 from .._durations import Backoff, Duration
 from .._errors import (
+    CompletionTokenError,
     ConfigurationError,
     DuplicateDelivery,
     FlowkitError,
@@ -23,6 +24,7 @@ from .._errors import (
 from ..core import _protocol as p
 from ..core._action import split_action
 from ..core._state import FINISHED_VALUES, RunStatus
+from ..shell._completion import CompletionToken, check_open, completion_event, failure_event
 from ..shell._describe import describe_stored, read_history
 from ..shell._durable import (
     debounce_seconds,
@@ -282,6 +284,52 @@ class Client(ScheduleControls):
                     raise  # (a later try finds what an earlier one committed: delivered)
 
         await self._despite_outage(f"signal run {run_id!r}", deliver)
+
+    async def complete(self, token: str, value: Any = None) -> RunResult:
+        """Complete the deferred node execution ``token`` names with ``value`` (JSON data);
+        returns its run's result as of now. The workers carry the run on.
+
+        Raises :class:`~flowkit.CompletionTokenError` for a malformed token, an unknown
+        run, or a node execution that is no longer open (completed already, timed out,
+        retried, or its run finished). While the store is unreachable it is tried again
+        once the store is back (for up to ``outage_timeout``); a try whose commit went
+        through before the outage hid the answer is not refused.
+
+        >>> # await client.complete(token, {"charged": 42})
+        """
+        parsed = CompletionToken.parse(token)
+        await self._settle_token(token, parsed, completion_event(parsed, value, plain=True))
+        return await self.result(parsed.run_id)
+
+    async def fail(self, token: str, error: BaseException | str) -> RunResult:
+        """Fail the deferred node execution ``token`` names with ``error`` (an exception,
+        or a message); the node's retry policy decides whether it runs again. Raises as
+        :meth:`complete` does."""
+        parsed = CompletionToken.parse(token)
+        await self._settle_token(token, parsed, failure_event(parsed, error))
+        return await self.result(parsed.run_id)
+
+    async def _settle_token(
+        self, token: str, parsed: CompletionToken, event: p.NodeCompleted | p.NodeFailed
+    ) -> None:
+        tries = 0
+
+        async def settle() -> None:
+            nonlocal tries
+            tries += 1
+            try:
+                await self.shell.replica(parsed.run_id, fresh=True)
+            except ResumeError as exc:
+                raise CompletionTokenError(token, str(exc)) from None
+            try:
+                await self.shell.step(
+                    parsed.run_id, event, check=partial(check_open, token, parsed)
+                )
+            except CompletionTokenError:
+                if tries == 1:
+                    raise  # (a later try finds what an earlier one committed: settled)
+
+        await self._despite_outage(f"complete a node of run {parsed.run_id!r}", settle)
 
     async def query(self, run_id: str, name: str) -> Any:
         """The answer of the run's query ``name`` (declared with ``@flow_fn.query``),

@@ -30,7 +30,7 @@ from ..stores._protocol import ChecksLeases
 from ..transports._protocol import DeliveryError
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Iterator
+    from collections.abc import Awaitable, Callable, Collection, Iterator
 
     from ..stores._protocol import Store
     from ..transports._protocol import Delivery
@@ -42,18 +42,21 @@ log = structlog.get_logger("flowkit.worker")
 RESUBSCRIBE_BACKOFF = Backoff(initial=1.0, factor=2.0, max=30.0, jitter=True)
 """Delay between attempts to watch a store's notices again after it failed."""
 
+_NOTHING: Any = object()
+
 
 class Beat:
     """A node in flight: its delivery, its message, when to extend them next, and the
     cancel scope its execution runs in."""
 
-    __slots__ = ("delivery", "due", "message", "scope")
+    __slots__ = ("delivery", "details", "due", "message", "scope")
 
     def __init__(self, delivery: Delivery, message: NodeMessage, due: float) -> None:
         self.delivery = delivery
         self.message = message
         self.due = due
         self.scope = anyio.CancelScope()
+        self.details: Any = _NOTHING  # heartbeat details not yet committed
 
     @property
     def key(self) -> tuple[str, str]:
@@ -83,6 +86,9 @@ class Heartbeats:
         # while it is down, leases in the store are not extended (nor nodes checked), but
         # deliveries are: a node held until the store is back keeps its message
         self.store_health: Dependency | None = None
+        # commits a node's heartbeat details: (run id, dispatch id, details)
+        self.commit_details: Callable[[str, str, Any], Awaitable[None]] | None = None
+        self._by_key: dict[tuple[str, str], Beat] = {}
 
     @contextmanager
     def beating(self, delivery: Delivery, message: NodeMessage) -> Iterator[Beat]:
@@ -90,10 +96,19 @@ class Heartbeats:
         in the beat's ``scope``, which is cancelled if the run withdraws the dispatch."""
         beat = Beat(delivery, message, anyio.current_time() + self.interval)
         self._beating.add(beat)
+        self._by_key[beat.key] = beat
         try:
             yield beat
         finally:
             self._beating.discard(beat)
+            if self._by_key.get(beat.key) is beat:
+                del self._by_key[beat.key]
+
+    def record(self, run_id: str, dispatch_id: str, details: Any) -> None:
+        """Keep a running node's latest heartbeat details, committed with its next beat."""
+        beat = self._by_key.get((run_id, dispatch_id))
+        if beat is not None:
+            beat.details = details
 
     def withdraw(self, run_id: str, dispatch_ids: Collection[str]) -> None:
         """Cancel the nodes of these dispatches running here (a transition made in this
@@ -137,6 +152,7 @@ class Heartbeats:
                     await self.store.extend_lease(
                         message.run_id, message.dispatch_id, clock.now() + self.lease
                     )
+                    await self._commit_details(beat)
             finally:  # the delivery too, even if the store failed
                 if beat in self._beating:  # else its node finished meanwhile: it is settled
                     await beat.delivery.extend(self.extension)
@@ -157,6 +173,19 @@ class Heartbeats:
                 node_id=message.node_id,
                 error=str(exc),
             )
+
+    async def _commit_details(self, beat: Beat) -> None:
+        """Commit the heartbeat details the node recorded since its last beat, if any."""
+        details = beat.details
+        if details is _NOTHING or self.commit_details is None or beat not in self._beating:
+            return
+        beat.details = _NOTHING
+        try:
+            await self.commit_details(beat.message.run_id, beat.message.dispatch_id, details)
+        except StoreError:
+            if beat.details is _NOTHING:  # none newer meanwhile: the next beat tries again
+                beat.details = details
+            raise
 
     # -- withdrawn nodes ------------------------------------------------------------
     async def _keep_checking(self) -> None:

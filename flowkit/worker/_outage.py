@@ -210,6 +210,8 @@ async def _publish_dispatches(shell: Shell, run_id: str, target: Target) -> None
     replica = await shell.replica(run_id, fresh=True)
     header = replica.state.header
     for dispatch_id, record in list(replica.state.sections["dispatches"].items()):
+        if record.get("deferred"):
+            continue  # it ran and awaits its completion token
         queue = dispatch_queue(record, header)
         await shell.publish(
             run_id, target, record["node"], int(record["attempt"]), dispatch_id, header, queue

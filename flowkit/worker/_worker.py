@@ -135,6 +135,8 @@ class Worker:
             check_interval=cancel_check_interval,
         )
         self.shell.on_cancel_nodes = self.heartbeats.withdraw
+        self.heartbeats.commit_details = self._commit_heartbeat
+        self.executor.on_heartbeat = self.heartbeats.record
         found = schedules_of(app, schedules)
         for schedule in found:  # a schedule that cannot start its flow fails here
             WorkerStarter(self.shell).check(schedule)
@@ -315,6 +317,13 @@ class Worker:
         await delivery.ack()
         self.processed += 1
 
+    async def _commit_heartbeat(self, run_id: str, dispatch_id: str, details: Any) -> None:
+        """Commit a running node's heartbeat details (throttled by the lease heartbeats)."""
+        try:
+            await self.shell.step(run_id, p.NodeHeartbeat(dispatch_id, details))
+        except ResumeError as exc:  # the run is gone (purged): its node's details with it
+            log.info("heartbeat details of a run that is gone", run_id=run_id, error=str(exc))
+
     async def _dispatch(self, message: NodeMessage) -> tuple[Replica, dict[str, Any] | None]:
         """The run and the record of the message's dispatch (None: no longer dispatched)."""
         replica = await self.shell.replica(message.run_id)
@@ -322,6 +331,8 @@ class Worker:
         if record is None:
             replica = await self.shell.replica(message.run_id, fresh=True)
             record = replica.state.sections["dispatches"].get(message.dispatch_id)
+        if record is not None and record.get("deferred"):
+            return replica, None  # it ran and awaits its completion token: not again
         return replica, record
 
     async def _execute(
@@ -450,7 +461,7 @@ class Worker:
             await self._redo_child(run_id, lease_id[len(CHILD_LEASE) :], replica)
             return
         record = sections["dispatches"].get(lease_id)
-        if record is not None:
+        if record is not None and not record.get("deferred"):
             log.info(
                 "republishing a dispatch whose lease ran out", run_id=run_id, dispatch_id=lease_id
             )
