@@ -32,6 +32,7 @@ PUBLIC_NAMES = [
     "FlowkitError",
     "HistoryEvent",
     "InvalidInputs",
+    "Limit",
     "LintIssue",
     "Middleware",
     "MissingDependency",

@@ -23,6 +23,7 @@ from typing import (
 from .._durations import Backoff, Duration, shown, to_seconds
 from .._errors import ConfigurationError
 from .._naming import module_name
+from ..shell._limits import Limit, check_limit_key
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection
@@ -74,6 +75,7 @@ class NodeDef(Generic[P, R]):
         never_retry: ErrorTypes = (),
         retry_timeout: Duration | None = None,
         queue: str | None = None,
+        concurrency: Limit | None = None,
     ) -> None:
         check = Arguments.of_decorator("@node", fn)
         check.implementation("the decorated object", fn)
@@ -93,6 +95,8 @@ class NodeDef(Generic[P, R]):
             retry_timeout=retry_timeout,
             queue=queue,
         )
+        if concurrency is not None:
+            self.__flowkit_options__["concurrency"] = check.limit(concurrency, fn)
         self.is_async = inspect.iscoroutinefunction(fn)
         functools.update_wrapper(self, fn)
 
@@ -172,6 +176,7 @@ def node(
     never_retry: ErrorTypes = (),
     retry_timeout: Duration | None = None,
     queue: str | None = None,
+    concurrency: Limit | None = None,
 ) -> Callable[[Callable[P, R]], NodeDef[P, R]]: ...
 
 
@@ -188,6 +193,7 @@ def node(
     never_retry: ErrorTypes = (),
     retry_timeout: Duration | None = None,
     queue: str | None = None,
+    concurrency: Limit | None = None,
 ) -> NodeDef[P, R] | Callable[[Callable[P, R]], NodeDef[P, R]]:
     """Declare a node; usable bare (``@node``) or called (``@node(retries=3)``).
 
@@ -196,6 +202,8 @@ def node(
     (it wins over ``retry_on``); ``retry_timeout`` stops retrying once that long has
     passed since the first attempt started. ``queue`` sends the node's executions to
     that transport queue, served by the workers started with ``queue=``.
+    ``concurrency`` (a :class:`~flowkit.Limit`) caps how many executions run at once,
+    per value of one of the node's arguments, across all workers.
 
     >>> @node(retries=3, timeout="30s")
     ... async def fetch_order(order_id: str) -> dict:
@@ -214,6 +222,7 @@ def node(
             never_retry=never_retry,
             retry_timeout=retry_timeout,
             queue=queue,
+            concurrency=concurrency,
         )
 
     return wrap(fn) if fn is not None else wrap
@@ -316,6 +325,15 @@ class Arguments:
                 f"{self._where()}: unknown option {name!r}; options() takes "
                 f"{', '.join(CALL_OPTIONS)}"
             )
+
+    def limit(self, value: object, fn: Callable[..., Any]) -> Limit:
+        """A :class:`Limit` whose key names an argument of ``fn``."""
+        if not isinstance(value, Limit):
+            self.refuse("concurrency", value, "a flowkit.Limit, e.g. Limit(max=2, key='account')")
+        problem = check_limit_key(value, fn)
+        if problem is not None:
+            self.refuse("concurrency", value, f"a Limit whose key names an argument: {problem}")
+        return value
 
     def optional_queue(self, name: str, value: object) -> str | None:
         text = self.optional_text(name, value, example="queue='gpu'")

@@ -98,6 +98,7 @@ class Driver(Interpreter[Run]):
             max_concurrency=max_concurrency,
             events=self.events,
             plain_data=store is not None,
+            local_limits=True,
         )
         self._runs: dict[str, Run] = {}
         self._timers: list[tuple[float, str, str]] = []

@@ -25,6 +25,7 @@ from ._context import (
     unbind_node_context,
 )
 from ._events import Event, EventBus
+from ._limits import LocalSlots, slot_of
 from ._middleware import Middleware, Pipeline
 
 if TYPE_CHECKING:
@@ -38,7 +39,9 @@ class Executor:
     """Runs node implementations for ExecuteNode commands.
 
     With ``plain_data`` outputs and state writes are converted to JSON data at
-    completion, as they must be wherever state crosses a process boundary.
+    completion, as they must be wherever state crosses a process boundary. With
+    ``local_limits`` the nodes' concurrency limits (``@node(concurrency=...)``) are
+    enforced here, in process; the Worker enforces them through the store instead.
     """
 
     def __init__(
@@ -48,6 +51,7 @@ class Executor:
         max_concurrency: int | None = None,
         events: EventBus | None = None,
         plain_data: bool = False,
+        local_limits: bool = False,
     ) -> None:
         self.events = events or EventBus()
         self.plain_data = plain_data
@@ -55,6 +59,7 @@ class Executor:
         self._pipeline = Pipeline(middleware)
         self._max_concurrency = max_concurrency
         self._limiters: dict[str, anyio.CapacityLimiter] = {}
+        self._slots = LocalSlots() if local_limits else None
 
     async def execute(
         self,
@@ -71,6 +76,20 @@ class Executor:
         """
         if enqueued_at is None and not self._pipeline.empty:  # only middleware reads it
             enqueued_at = clock.now()
+        slot = slot_of(target, command) if self._slots is not None else None
+        if self._slots is not None and slot is not None:
+            async with self._slots.hold(slot):
+                return await self._bounded(run_id, target, state, command, enqueued_at)
+        return await self._bounded(run_id, target, state, command, enqueued_at)
+
+    async def _bounded(
+        self,
+        run_id: str,
+        target: Target,
+        state: RunState,
+        command: p.ExecuteNode,
+        enqueued_at: float | None,
+    ) -> p.Event:
         if self._max_concurrency is None:
             return await self._execute(run_id, target, state, command, enqueued_at)
         async with self._limiter():
