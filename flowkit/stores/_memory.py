@@ -85,6 +85,7 @@ class MemoryStore:
         self._finished = Announcer()
         self._cancelled_nodes = Announcer()
         self._schedules: dict[str, tuple[int, str]] = {}  # id -> (version, JSON data)
+        self._slots: dict[tuple[str, str], dict[str, float]] = {}
 
     @classmethod
     def from_url(cls, url: str = "memory://", **options: Any) -> MemoryStore:
@@ -291,6 +292,32 @@ class MemoryStore:
 
     async def delete_schedule(self, schedule_id: str) -> bool:
         return self._schedules.pop(schedule_id, None) is not None
+
+    # -- concurrency slots: (limit id, key) -> holder -> expires at ---------------
+    async def acquire_slot(
+        self, limit_id: str, key: str, holder: str, *, max: int, now: float, expires_at: float
+    ) -> bool:
+        pool = self._slots.setdefault((limit_id, key), {})
+        for expired in [h for h, until in pool.items() if until <= now]:
+            del pool[expired]
+        if holder not in pool and len(pool) >= max:
+            return False
+        pool[holder] = expires_at
+        return True
+
+    async def extend_slot(self, limit_id: str, key: str, holder: str, expires_at: float) -> bool:
+        pool = self._slots.get((limit_id, key), {})
+        if holder not in pool:
+            return False
+        pool[holder] = expires_at
+        return True
+
+    async def release_slot(self, limit_id: str, key: str, holder: str) -> None:
+        pool = self._slots.get((limit_id, key))
+        if pool is not None:
+            pool.pop(holder, None)
+            if not pool:
+                del self._slots[(limit_id, key)]
 
     async def close(self) -> None:
         pass

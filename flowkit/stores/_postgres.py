@@ -137,6 +137,11 @@ _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
         "CREATE TABLE flowkit_schedules (schedule_id TEXT PRIMARY KEY,"
         " version BIGINT NOT NULL, data TEXT NOT NULL)",
     ),
+    (  # v5: concurrency slots
+        "CREATE TABLE flowkit_slots (limit_id TEXT NOT NULL, key TEXT NOT NULL,"
+        " holder TEXT NOT NULL, expires_at DOUBLE PRECISION NOT NULL,"
+        " PRIMARY KEY (limit_id, key, holder))",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _URL_OPTIONS: dict[str, Converter] = {
@@ -471,6 +476,47 @@ class PostgresStore(SchemaClient):
                 (text, schedule_id, version),
             )
         return bool(rows)
+
+    # -- concurrency slots ----------------------------------------------------------
+    async def acquire_slot(
+        self, limit_id: str, key: str, holder: str, *, max: int, now: float, expires_at: float
+    ) -> bool:
+        """A transaction that takes the pool's advisory lock (so concurrent acquirers
+        count one after another), then drops its expired slots and takes or renews one."""
+        pool = (limit_id, key)
+        async with self._connection("acquire_slot") as conn, conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                (json.dumps(["flowkit-slot", self.schema, limit_id, key]),),
+            )
+            await conn.execute(
+                "DELETE FROM flowkit_slots WHERE limit_id = %s AND key = %s AND expires_at <= %s",
+                (*pool, now),
+            )
+            cur = await conn.execute(
+                "INSERT INTO flowkit_slots SELECT %s, %s, %s, %s WHERE (SELECT count(*) FROM"
+                " flowkit_slots WHERE limit_id = %s AND key = %s AND holder <> %s) < %s"
+                " ON CONFLICT (limit_id, key, holder) DO UPDATE SET expires_at ="
+                " EXCLUDED.expires_at RETURNING 1",
+                (*pool, holder, expires_at, *pool, holder, max),
+            )
+            return bool(await cur.fetchall())
+
+    async def extend_slot(self, limit_id: str, key: str, holder: str, expires_at: float) -> bool:
+        rows = await self._query(
+            "extend_slot",
+            "UPDATE flowkit_slots SET expires_at = %s"
+            " WHERE limit_id = %s AND key = %s AND holder = %s RETURNING 1",
+            (expires_at, limit_id, key, holder),
+        )
+        return bool(rows)
+
+    async def release_slot(self, limit_id: str, key: str, holder: str) -> None:
+        await self._query(
+            "release_slot",
+            "DELETE FROM flowkit_slots WHERE limit_id = %s AND key = %s AND holder = %s",
+            (limit_id, key, holder),
+        )
 
     async def delete_schedule(self, schedule_id: str) -> bool:
         rows = await self._query(

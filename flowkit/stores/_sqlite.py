@@ -110,6 +110,12 @@ CREATE TABLE flowkit_schedules (
     schedule_id TEXT PRIMARY KEY, version INTEGER NOT NULL, data TEXT NOT NULL
 )
 """
+_V5 = """
+CREATE TABLE flowkit_slots (
+    limit_id TEXT NOT NULL, key TEXT NOT NULL, holder TEXT NOT NULL, expires_at REAL NOT NULL,
+    PRIMARY KEY (limit_id, key, holder)
+) WITHOUT ROWID
+"""
 # one row per commit: its events (seq to last) as a JSON array of
 # [at, kind, node_id, attempt, worker, data]; one insert, not one per event
 _INSERT_HISTORY = "INSERT INTO flowkit_history VALUES (?, ?, ?, ?)"
@@ -171,6 +177,7 @@ _MIGRATIONS: tuple[tuple[Callable[[sqlite3.Connection], None], ...], ...] = (
     (_statements(_V2), _backfill_index),  # v2: the run index (list_runs)
     (_statements(_V3),),  # v3: run history (next_seq numbers a run's events)
     (_statements(_V4),),  # v4: schedules
+    (_statements(_V5),),  # v5: concurrency slots
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -506,6 +513,52 @@ class SQLiteStore:
             )
         )
         return bool(cur.rowcount == 1)
+
+    # -- concurrency slots ----------------------------------------------------------
+    async def acquire_slot(
+        self, limit_id: str, key: str, holder: str, *, max: int, now: float, expires_at: float
+    ) -> bool:
+        """Under SQLite's write lock: drop the pool's expired slots, then take or renew."""
+
+        def acquire(conn: sqlite3.Connection) -> bool:
+            pool = (limit_id, key)
+            conn.execute("BEGIN IMMEDIATE")  # the write lock first: no other process counts
+            try:
+                conn.execute(
+                    "DELETE FROM flowkit_slots WHERE limit_id=? AND key=? AND expires_at<=?",
+                    (*pool, now),
+                )
+                cur = conn.execute(
+                    "INSERT INTO flowkit_slots SELECT ?, ?, ?, ? WHERE (SELECT count(*) FROM"
+                    " flowkit_slots WHERE limit_id=? AND key=? AND holder<>?) < ? ON CONFLICT"
+                    " (limit_id, key, holder) DO UPDATE SET expires_at=excluded.expires_at",
+                    (*pool, holder, expires_at, *pool, holder, max),
+                )
+                taken = cur.rowcount == 1
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return taken
+
+        return await self._locked(acquire)
+
+    async def extend_slot(self, limit_id: str, key: str, holder: str, expires_at: float) -> bool:
+        cur = await self._locked(
+            lambda c: c.execute(
+                "UPDATE flowkit_slots SET expires_at=? WHERE limit_id=? AND key=? AND holder=?",
+                (expires_at, limit_id, key, holder),
+            )
+        )
+        return bool(cur.rowcount == 1)
+
+    async def release_slot(self, limit_id: str, key: str, holder: str) -> None:
+        await self._locked(
+            lambda c: c.execute(
+                "DELETE FROM flowkit_slots WHERE limit_id=? AND key=? AND holder=?",
+                (limit_id, key, holder),
+            )
+        )
 
     async def expired_leases(self, now: float, limit: int = 100) -> list[ExpiredLease]:
         def read(conn: sqlite3.Connection) -> list[ExpiredLease]:
