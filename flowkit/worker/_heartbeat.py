@@ -3,7 +3,8 @@ the ones their run no longer wants.
 
 Leases: a node that runs longer than a third of its lease has its dispatch lease
 (in the store, which the reconciler reads) and its delivery's visibility (in the
-broker) pushed out, every third of a lease, until it finishes. One loop for all
+broker) pushed out, every third of a lease, until it finishes; so is its
+concurrency slot, if its node has a limit and it holds one. One loop for all
 of a worker's deliveries costs less than a task per delivery.
 
 Cancellation: cancelling a run, deciding a race or ending a run takes dispatches
@@ -32,10 +33,12 @@ from ..transports._protocol import DeliveryError
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterator
 
+    from ..shell._limits import Slot
     from ..stores._protocol import Store
     from ..transports._protocol import Delivery
     from ._messages import NodeMessage
     from ._outage import Dependency
+    from ._slots import Slots
 
 log = structlog.get_logger("flowkit.worker")
 
@@ -47,13 +50,14 @@ class Beat:
     """A node in flight: its delivery, its message, when to extend them next, and the
     cancel scope its execution runs in."""
 
-    __slots__ = ("delivery", "due", "message", "scope")
+    __slots__ = ("delivery", "due", "message", "scope", "slot")
 
     def __init__(self, delivery: Delivery, message: NodeMessage, due: float) -> None:
         self.delivery = delivery
         self.message = message
         self.due = due
         self.scope = anyio.CancelScope()
+        self.slot: tuple[Slot, str] | None = None  # the concurrency slot held, and as whom
 
     @property
     def key(self) -> tuple[str, str]:
@@ -83,6 +87,7 @@ class Heartbeats:
         # while it is down, leases in the store are not extended (nor nodes checked), but
         # deliveries are: a node held until the store is back keeps its message
         self.store_health: Dependency | None = None
+        self.slots: Slots | None = None  # extends the concurrency slots of limited nodes
 
     @contextmanager
     def beating(self, delivery: Delivery, message: NodeMessage) -> Iterator[Beat]:
@@ -137,6 +142,8 @@ class Heartbeats:
                     await self.store.extend_lease(
                         message.run_id, message.dispatch_id, clock.now() + self.lease
                     )
+                    if beat.slot is not None and self.slots is not None:
+                        await self.slots.extend(*beat.slot)
             finally:  # the delivery too, even if the store failed
                 if beat in self._beating:  # else its node finished meanwhile: it is settled
                     await beat.delivery.extend(self.extension)

@@ -20,6 +20,7 @@ from ..shell._durable import CHILD_LEASE, dispatch_command, dispatch_queue
 from ..shell._events import Event, EventBus
 from ..shell._execute import Executor
 from ..shell._history import Origin
+from ..shell._limits import slot_of
 from ..shell._purge import cutoff, purger
 from ..shell._schedules import Scheduler, schedules_of
 from ._heartbeat import Heartbeats
@@ -27,6 +28,7 @@ from ._messages import ENQUEUED_AT_HEADER, MalformedMessage, NodeMessage, names_
 from ._outage import Dependency, despite_store_outages, store_dependency
 from ._schedules import WorkerStarter
 from ._shell import Shell
+from ._slots import Slots
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from ..shell._durable import Replica
     from ..shell._middleware import Middleware
     from ..shell._schedules import Schedule
+    from ..shell._target import Target
     from ..stores._protocol import Store
     from ..transports._protocol import Delivery, Transport
     from ._heartbeat import Beat
@@ -147,6 +150,9 @@ class Worker:
             "broker", None, pausing="retrying", resuming="receiving again"
         )
         self.heartbeats.store_health = self.store_health
+        self.slots = Slots(store, lease=lease)
+        self.heartbeats.slots = self.slots
+        self._slot_waits: set[anyio.CancelScope] = set()  # nodes waiting for a slot
         self.processed = 0
         self.cancelled = 0  # nodes cancelled while running here: their run withdrew them
         self.dead_lettered = 0
@@ -181,6 +187,8 @@ class Worker:
             self._drained.set()
         if self._waiting_for_slot is not None:
             self._waiting_for_slot.cancel()
+        for waiting in self._slot_waits:  # their deliveries go back to the broker
+            waiting.cancel()
 
     # -- consuming ------------------------------------------------------------
     async def _consume(self) -> None:
@@ -302,8 +310,16 @@ class Worker:
                 return
             if not await self._store_back():  # never run a node its result cannot be told
                 raise StoreError("the store is unreachable and the worker drains")
-            started = clock.now()
-            event = await self._execute(beat, delivery, replica, record)
+            try:
+                started = clock.now()
+                event = await self._execute(beat, delivery, replica, record)
+            except _Drained:
+                await _settle(delivery.nack())  # waited for a slot until draining: give back
+                return
+            finally:
+                if beat.slot is not None:
+                    await self.slots.give_back(*beat.slot)
+                    beat.slot = None
             if event is not None:  # kept (and the delivery held) until the store takes it
                 origin = Origin(self.worker_id, started, clock.now())
                 await self._despite_store_outages(
@@ -324,6 +340,26 @@ class Worker:
             record = replica.state.sections["dispatches"].get(message.dispatch_id)
         return replica, record
 
+    async def _take_slot(self, beat: Beat, target: Target, command: p.ExecuteNode) -> None:
+        """Take a concurrency slot if the node has a limit, waiting in line for one (the
+        heartbeat keeps the delivery meanwhile); :class:`_Drained` if the worker drains
+        first. Called in the beat's scope: a run that withdraws the node ends the wait."""
+        slot = slot_of(target, command)
+        if slot is None:
+            return
+        message = beat.message
+        holder = f"{message.run_id}/{message.dispatch_id}/{self.worker_id}/{secrets.token_hex(4)}"
+        with anyio.CancelScope() as waiting:
+            self._slot_waits.add(waiting)
+            try:
+                if not self._draining:
+                    await self.slots.take(slot, holder)
+                    beat.slot = (slot, holder)
+            finally:
+                self._slot_waits.discard(waiting)
+        if beat.slot is None:
+            raise _Drained
+
     async def _execute(
         self, beat: Beat, delivery: Delivery, replica: Replica, record: dict[str, Any]
     ) -> p.Event | None:
@@ -336,6 +372,7 @@ class Worker:
             return None
         event: p.Event | None = None
         with beat.scope:
+            await self._take_slot(beat, target, command)
             event = await self.executor.execute(
                 message.run_id, target, replica.state, command, enqueued_at=_enqueued_at(delivery)
             )
@@ -487,6 +524,10 @@ class Worker:
                 child_id, info.status, header.get("output"), header.get("error")
             )
             await self.shell.step(run_id, event)
+
+
+class _Drained(Exception):
+    """The worker began draining while a node waited for a concurrency slot."""
 
 
 @asynccontextmanager
