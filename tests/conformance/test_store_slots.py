@@ -28,9 +28,7 @@ NOW = 1_000.0
 
 
 async def take(store: Store, holder: str, *, key: str = "acct-1", now: float = NOW) -> bool:
-    return await store.acquire_slot(
-        "shop.charge", key, holder, max=2, now=now, expires_at=now + 30
-    )
+    return await store.acquire_slot("shop.charge", key, holder, max=2, now=now, expires_at=now + 30)
 
 
 class TestSlots:
