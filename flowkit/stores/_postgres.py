@@ -484,7 +484,8 @@ class PostgresStore(SchemaClient):
         """A transaction that takes the pool's advisory lock (so concurrent acquirers
         count one after another), then drops its expired slots and takes or renews one."""
         pool = (limit_id, key)
-        async with self._connection("acquire_slot") as conn, conn.transaction():
+        # pipelined: the four statements and the commit go in one network round trip
+        async with self._connection("acquire_slot") as conn, conn.pipeline(), conn.transaction():
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
                 (json.dumps(["flowkit-slot", self.schema, limit_id, key]),),
