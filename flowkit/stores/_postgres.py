@@ -137,13 +137,24 @@ _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
         "CREATE TABLE flowkit_schedules (schedule_id TEXT PRIMARY KEY,"
         " version BIGINT NOT NULL, data TEXT NOT NULL)",
     ),
-    (  # v5: concurrency slots
+    (  # v5: concurrency slots and rate-limit buckets
         "CREATE TABLE flowkit_slots (limit_id TEXT NOT NULL, key TEXT NOT NULL,"
         " holder TEXT NOT NULL, expires_at DOUBLE PRECISION NOT NULL,"
         " PRIMARY KEY (limit_id, key, holder))",
+        "CREATE TABLE flowkit_buckets (limit_id TEXT NOT NULL, key TEXT NOT NULL,"
+        " tokens DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL,"
+        " taken BOOLEAN NOT NULL, PRIMARY KEY (limit_id, key))",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
+_LEVEL = "LEAST(%(cap)s, b.tokens + GREATEST(0, %(now)s - b.updated_at) * %(rate)s)"  # a bucket's tokens at now, refilled
+_TAKE_TOKEN: LiteralString = (
+    "INSERT INTO flowkit_buckets AS b VALUES (%(limit_id)s, %(key)s, %(cap)s - 1, %(now)s, TRUE)"
+    " ON CONFLICT (limit_id, key) DO UPDATE SET"
+    f" tokens = CASE WHEN {_LEVEL} >= 1 THEN {_LEVEL} - 1 ELSE {_LEVEL} END,"
+    f" taken = {_LEVEL} >= 1, updated_at = GREATEST(b.updated_at, %(now)s)"
+    " RETURNING tokens, taken"
+)
 _URL_OPTIONS: dict[str, Converter] = {
     "schema": str,
     "snapshot_every": int,
@@ -511,6 +522,19 @@ class PostgresStore(SchemaClient):
             (expires_at, limit_id, key, holder),
         )
         return bool(rows)
+
+    async def take_token(
+        self, limit_id: str, key: str, *, rate: float, capacity: float, now: float
+    ) -> float:
+        """One statement: an insert of a full bucket less one token, or an update that
+        refills the row (locked by the update) and takes a token if there is one."""
+        rows = await self._query(
+            "take_token",
+            _TAKE_TOKEN,
+            {"limit_id": limit_id, "key": key, "rate": rate, "cap": capacity, "now": now},
+        )
+        tokens, taken = rows[0]
+        return 0.0 if taken else (1.0 - tokens) / rate
 
     async def release_slot(self, limit_id: str, key: str, holder: str) -> None:
         await self._query(

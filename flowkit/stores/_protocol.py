@@ -327,5 +327,13 @@ class Store(Protocol):
     async def release_slot(self, limit_id: str, key: str, holder: str) -> None:
         """Give ``holder``'s slot back (nothing if it holds none)."""
 
+    async def take_token(
+        self, limit_id: str, key: str, *, rate: float, capacity: float, now: float
+    ) -> float:
+        """Take a token from the bucket ``(limit_id, key)``, which holds up to ``capacity``
+        tokens (full when first used) and gains ``rate`` a second; atomic across
+        processes. 0.0: taken. Otherwise nothing is taken, and the result is the seconds
+        until the bucket next has a token."""
+
     async def close(self) -> None:
         """Release connections."""

@@ -750,6 +750,11 @@ class RedisStore:
     async def release_slot(self, limit_id: str, key: str, holder: str) -> None:
         await self._slots.release(limit_id, key, holder)
 
+    async def take_token(
+        self, limit_id: str, key: str, *, rate: float, capacity: float, now: float
+    ) -> float:
+        return await self._slots.take_token(limit_id, key, rate, capacity, now)
+
     async def close(self) -> None:
         """Close the client's connections."""
         with translate_errors("close", self.url):

@@ -1,4 +1,4 @@
-"""The concurrency slots of :class:`~flowkit.stores.RedisStore`: a sorted set per pool,
+"""The concurrency slots and rate-limit buckets of :class:`~flowkit.stores.RedisStore`: a sorted set per pool,
 ``{prefix}:slots:<limit id and key as JSON>``, of holders scored by when their slot
 expires. Taking a slot is one Lua script (drop the expired, count, add), so concurrent
 acquirers never pass the pool's size; the set expires with its last slot."""
@@ -37,6 +37,21 @@ if redis.call('pttl', KEYS[1]) < tonumber(ARGV[3]) then
 end
 return 1
 """
+# KEYS: the bucket's hash; ARGV: rate (tokens a second), capacity, now
+_TAKE_TOKEN = """
+local rate, cap, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tokens, updated = cap, now
+local found = redis.call('hmget', KEYS[1], 'tokens', 'updated')
+if found[1] then
+  updated = tonumber(found[2])
+  tokens = math.min(cap, tonumber(found[1]) + math.max(0, now - updated) * rate)
+end
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('hset', KEYS[1], 'tokens', tostring(tokens), 'updated', tostring(math.max(now, updated)))
+redis.call('pexpire', KEYS[1], math.ceil(cap / rate * 1000) + 60000)
+return tostring(wait)
+"""
 _MARGIN_MS = 60_000  # the set outlives its latest slot by this much (clocks differ)
 
 
@@ -56,6 +71,7 @@ class RedisSlots:
         self._translate = translate
         self._acquire = client.register_script(_ACQUIRE)
         self._extend = client.register_script(_EXTEND)
+        self._take_token = client.register_script(_TAKE_TOKEN)
 
     def _key(self, limit_id: str, key: str) -> str:
         return f"{self._prefix}:slots:{json.dumps([limit_id, key])}"
@@ -78,6 +94,18 @@ class RedisSlots:
                 args=[holder, repr(expires_at), _ttl_ms(clock.now(), expires_at)],
             )
         return bool(extended)
+
+    async def take_token(
+        self, limit_id: str, key: str, rate: float, capacity: float, now: float
+    ) -> float:
+        """A token from the bucket (a hash: tokens, updated), refilled and taken by one
+        script; 0.0 or the seconds until the next token."""
+        bucket = f"{self._prefix}:bucket:{json.dumps([limit_id, key])}"
+        with self._translate("take_token", self._url):
+            wait = await self._take_token(
+                keys=[bucket], args=[repr(rate), repr(capacity), repr(now)]
+            )
+        return float(wait)
 
     async def release(self, limit_id: str, key: str, holder: str) -> None:
         with self._translate("release_slot", self._url):

@@ -1,4 +1,5 @@
-"""Concurrency slots in the ``Store`` conformance suite: acquire up to the pool's size,
+"""Concurrency slots and rate-limit buckets in the ``Store`` conformance suite: acquire
+up to the pool's size,
 renew, extend, release and expire, on every store.
 
 The same stores, servers and fixtures as ``test_store_index`` (MemoryStore and
@@ -92,3 +93,37 @@ class TestSlots:
             for n in range(len(stores)):
                 tg.start_soon(acquire, n)
         assert 2 == len(won)
+
+
+async def token(store: Store, *, now: float, key: str = "tenant-1") -> float:
+    return await store.take_token("shop.sync", key, rate=2.0, capacity=3.0, now=now)
+
+
+class TestBuckets:
+    """A token bucket starts full, gives a token while it has one, and refills at its
+    rate up to its capacity; a refused take says how long until the next token."""
+
+    async def test_a_full_bucket_then_the_wait(self, store: Store) -> None:
+        assert [0.0, 0.0, 0.0] == [await token(store, now=NOW) for _ in range(3)]
+        assert 0.5 == pytest.approx(await token(store, now=NOW)), "2 a second: 0.5 s"
+        assert 0.25 == pytest.approx(await token(store, now=NOW + 0.25)), "half refilled"
+        assert 0.0 == await token(store, now=NOW + 0.5)
+        assert 0.5 == pytest.approx(await token(store, now=NOW + 0.5))
+
+    async def test_refills_up_to_capacity_and_keys_apart(self, store: Store) -> None:
+        assert 0.0 == await token(store, now=NOW)
+        assert [0.0, 0.0, 0.0] == [await token(store, now=NOW + 100) for _ in range(3)]
+        assert 0.0 < await token(store, now=NOW + 100), "capacity 3: no fourth"
+        assert 0.0 == await token(store, now=NOW + 100, key="tenant-2")
+
+    async def test_concurrent_takers_share_one_bucket(self, db: Database, store: Store) -> None:
+        stores = [store, db.open(), db.open(), db.open(), db.open()]
+        waits: list[float] = []
+
+        async def take(n: int) -> None:
+            waits.append(await token(stores[n], now=NOW))
+
+        async with anyio.create_task_group() as tg:
+            for n in range(len(stores)):
+                tg.start_soon(take, n)
+        assert 3 == waits.count(0.0)
