@@ -1,4 +1,5 @@
-"""Concurrency limits, ``@node(concurrency=flowkit.Limit(max=N, key="arg"))``.
+"""Concurrency limits, ``@node(concurrency=flowkit.Limit(max=N, key="arg"))``, and rate
+limits, ``@node(rate="10/s", key="arg")``.
 
 The in-memory Runtime (asyncio and trio) and Workers in this process on a
 MemoryTransport with a SQLiteStore, a MemoryStore or a PostgresStore (the real
@@ -11,6 +12,7 @@ would never fill.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections import Counter
 from contextlib import asynccontextmanager
@@ -239,3 +241,77 @@ class TestWorkers:
             info = await store.info(handle.run_id)
             assert info is not None
             assert "running" == info.status, "its other two nodes went back to the broker"
+
+
+# -- rate limits ---------------------------------------------------------------------------
+RATE = 10.0  # starts a second, per tenant
+starts: list[tuple[str, float]] = []
+
+
+@node(rate="10/s", key="tenant")
+async def sync(tenant: str) -> str:
+    starts.append((tenant, time.time()))
+    return tenant
+
+
+@flow
+async def sync_all(tenants: list[str]) -> list[str]:
+    return await flow.map(sync, tenants, concurrency=50)
+
+
+def check_rate(tenant: str) -> None:
+    """The tenant's starts kept to the rate: over the whole span at most one more than
+    the rate allows (the bucket holds one token), and so in every one-second window."""
+    times = sorted(t for k, t in starts if k == tenant)
+    assert len(times) - 1 <= RATE * (times[-1] - times[0]) + 1e-6, times
+    for first in times:
+        assert sum(1 for t in times if first <= t < first + 1.0) <= RATE + 1, times
+
+
+class TestRates:
+    """Starts past the rate are delayed, not failed: per key value, in every shell."""
+
+    async def test_runtime_spaces_starts_per_key(self) -> None:
+        starts.clear()
+        tenants = ["a"] * 12 + ["b"] * 6
+        with anyio.fail_after(BOUND):
+            async with flowkit.Runtime() as rt:
+                result = await rt.run(sync_all, tenants=tenants)
+        assert (RunStatus.COMPLETED, tenants) == (result.status, result.output)
+        check_rate("a")
+        check_rate("b")
+
+    @pytest.mark.parametrize(
+        ("kind", "anyio_backend"),
+        [
+            ("sqlite", "asyncio"),
+            ("sqlite", "trio"),
+            pytest.param("postgres", "asyncio", marks=pytest.mark.asyncio_only),
+        ],
+    )
+    async def test_workers_share_one_bucket(self, kind: str, tmp_path: Path) -> None:
+        starts.clear()
+        tenants = ["a"] * 15 + ["b"] * 5
+        async with _store(kind, tmp_path) as store:
+            result, _ = await _on_workers(store, sync_all, 3, tenants=tenants)
+        assert (RunStatus.COMPLETED, tenants) == (result.status, result.output)
+        check_rate("a")
+        check_rate("b")
+
+    @pytest.mark.parametrize("rate", ["10", "0/s", "-1/m", "10/w", 10, "ten/s"])
+    def test_a_rate_is_a_count_per_unit(self, rate: Any) -> None:
+        with pytest.raises(ConfigurationError, match="rate must be"):
+
+            @node(rate=rate)
+            async def pay(account: str) -> None: ...
+
+    def test_key_goes_with_a_rate_and_names_an_argument(self) -> None:
+        with pytest.raises(ConfigurationError, match="given with rate="):
+
+            @node(key="account")
+            async def pay(account: str) -> None: ...
+
+        with pytest.raises(ConfigurationError, match="has no argument 'tenant'"):
+
+            @node(rate="1/s", key="tenant")
+            async def refund(account: str) -> None: ...

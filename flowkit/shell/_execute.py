@@ -25,7 +25,7 @@ from ._context import (
     unbind_node_context,
 )
 from ._events import Event, EventBus
-from ._limits import LocalSlots, slot_of
+from ._limits import LocalBuckets, LocalSlots, bucket_of, slot_of
 from ._middleware import Middleware, Pipeline
 
 if TYPE_CHECKING:
@@ -40,8 +40,9 @@ class Executor:
 
     With ``plain_data`` outputs and state writes are converted to JSON data at
     completion, as they must be wherever state crosses a process boundary. With
-    ``local_limits`` the nodes' concurrency limits (``@node(concurrency=...)``) are
-    enforced here, in process; the Worker enforces them through the store instead.
+    ``local_limits`` the nodes' concurrency and rate limits (``@node(concurrency=...)``,
+    ``@node(rate=...)``) are enforced here, in process; the Worker enforces them
+    through the store instead.
     """
 
     def __init__(
@@ -60,6 +61,7 @@ class Executor:
         self._max_concurrency = max_concurrency
         self._limiters: dict[str, anyio.CapacityLimiter] = {}
         self._slots = LocalSlots() if local_limits else None
+        self._buckets = LocalBuckets() if local_limits else None
 
     async def execute(
         self,
@@ -76,6 +78,9 @@ class Executor:
         """
         if enqueued_at is None and not self._pipeline.empty:  # only middleware reads it
             enqueued_at = clock.now()
+        bucket = bucket_of(target, command) if self._buckets is not None else None
+        if self._buckets is not None and bucket is not None:
+            await self._buckets.take(bucket)  # the rate first: no slot held while delayed
         slot = slot_of(target, command) if self._slots is not None else None
         if self._slots is not None and slot is not None:
             async with self._slots.hold(slot):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ import sniffio
 
 from .._errors import ConfigurationError
 from .._serde import SerializationError, to_data
+from ..stores._buckets import refill
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -61,17 +63,17 @@ class Limit:
             )
 
 
-def check_limit_key(limit: Limit, fn: Callable[..., Any]) -> str | None:
-    """Why ``limit.key`` is not an argument of ``fn`` (None: it is, or there is no key)."""
-    if limit.key is None:
+def check_limit_key(key: str | None, fn: Callable[..., Any]) -> str | None:
+    """Why ``key`` is not an argument of ``fn`` (None: it is, or there is no key)."""
+    if key is None:
         return None
     try:
         parameters = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return "the node has no signature to find the argument in"
-    if limit.key in parameters:
+    if key in parameters:
         return None
-    return f"the node has no argument {limit.key!r} (it has {', '.join(parameters) or 'none'})"
+    return f"the node has no argument {key!r} (it has {', '.join(parameters) or 'none'})"
 
 
 @attrs.frozen
@@ -84,21 +86,71 @@ class Slot:
     max: int
 
 
+@attrs.frozen
+class Rate:
+    """``@node(rate="100/m", key=...)``: starts a second, evenly spaced, per key value."""
+
+    text: str
+    per_second: float
+    key: str | None = None
+
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h|d)\s*$")
+_PER = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_rate(text: object, key: str | None) -> Rate:
+    """``"100/m"`` as a :class:`Rate`; a :class:`ConfigurationError` if it is not one."""
+    found = _RATE.match(text) if isinstance(text, str) else None
+    if found is None or float(found[1]) <= 0:
+        raise ConfigurationError(
+            f"rate must be a count above zero per s, m, h or d, e.g. rate='100/m' or "
+            f"rate='10/s'; got {text!r}"
+        )
+    return Rate(str(text), float(found[1]) / _PER[found[2]], key)
+
+
+@attrs.frozen
+class Bucket:
+    """The token bucket one execution takes a token of: the node's registry name, the
+    key's value as text, tokens a second. It holds one token: starts are spaced evenly."""
+
+    limit_id: str
+    key: str
+    rate: float
+    capacity: float = 1.0
+
+
 def slot_of(target: Target, command: p.ExecuteNode) -> Slot | None:
     """The slot pool ``command`` needs, or None if its node has no limit."""
-    if command.fallback:
-        return None
-    spec = target.program.specs[command.node_id]
-    uses = spec.uses or ""
-    impl = target.program.registry.get(uses)
-    options = getattr(impl, "__flowkit_options__", None) or {}
-    limit = options.get("concurrency")
+    limit, impl, uses = _option(target, command, "concurrency")
     if not isinstance(limit, Limit):
         return None
-    if limit.key is None:
-        return Slot(uses, "", limit.max)
-    value = _argument(impl, limit.key, command.args, command.kwargs)
-    return Slot(uses, key_text(value), limit.max)
+    return Slot(uses, _key(impl, limit.key, command), limit.max)
+
+
+def bucket_of(target: Target, command: p.ExecuteNode) -> Bucket | None:
+    """The token bucket ``command`` needs, or None if its node has no rate limit."""
+    rate, impl, uses = _option(target, command, "rate")
+    if not isinstance(rate, Rate):
+        return None
+    return Bucket(uses, _key(impl, rate.key, command), rate.per_second)
+
+
+def _option(target: Target, command: p.ExecuteNode, name: str) -> tuple[Any, Any, str]:
+    """The ``@node`` option ``name`` of the command's node, its implementation, its id."""
+    if command.fallback:
+        return None, None, ""
+    uses = target.program.specs[command.node_id].uses or ""
+    impl = target.program.registry.get(uses)
+    options = getattr(impl, "__flowkit_options__", None) or {}
+    return options.get(name), impl, uses
+
+
+def _key(impl: Any, name: str | None, command: p.ExecuteNode) -> str:
+    if name is None:
+        return ""
+    return key_text(_argument(impl, name, command.args, command.kwargs))
 
 
 def _argument(impl: Any, name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
@@ -120,6 +172,33 @@ def key_text(value: Any) -> str:
         return json.dumps(to_data(value), sort_keys=True, separators=(",", ":"))
     except (SerializationError, TypeError, ValueError):
         return repr(value)
+
+
+class LocalBuckets:
+    """Rate limits enforced in one process: a token bucket per ``(limit id, key value)``
+    on the event loop's clock; takers of one bucket are served in arrival order."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[tuple[str, str, str], tuple[float | None, float, anyio.Lock]] = {}
+
+    async def take(self, bucket: Bucket) -> None:
+        """Return once a token of ``bucket`` is taken (sleeping until there is one)."""
+        name = (sniffio.current_async_library(), bucket.limit_id, bucket.key)
+        found = self._buckets.get(name)
+        if found is None:
+            found = self._buckets[name] = (None, anyio.current_time(), anyio.Lock())
+        lock = found[2]
+        async with lock:
+            while True:
+                tokens, updated, _ = self._buckets[name]
+                now = anyio.current_time()
+                left, wait = refill(
+                    tokens, updated, rate=bucket.rate, capacity=bucket.capacity, now=now
+                )
+                self._buckets[name] = (left, now, lock)
+                if wait == 0.0:
+                    return
+                await anyio.sleep(wait)
 
 
 class LocalSlots:

@@ -147,7 +147,8 @@ _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
-_LEVEL = "LEAST(%(cap)s, b.tokens + GREATEST(0, %(now)s - b.updated_at) * %(rate)s)"  # a bucket's tokens at now, refilled
+# a bucket's tokens at now, refilled
+_LEVEL = "LEAST(%(cap)s, b.tokens + GREATEST(0, %(now)s - b.updated_at) * %(rate)s)"
 _TAKE_TOKEN: LiteralString = (
     "INSERT INTO flowkit_buckets AS b VALUES (%(limit_id)s, %(key)s, %(cap)s - 1, %(now)s, TRUE)"
     " ON CONFLICT (limit_id, key) DO UPDATE SET"

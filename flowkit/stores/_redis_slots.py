@@ -1,7 +1,10 @@
-"""The concurrency slots and rate-limit buckets of :class:`~flowkit.stores.RedisStore`: a sorted set per pool,
-``{prefix}:slots:<limit id and key as JSON>``, of holders scored by when their slot
-expires. Taking a slot is one Lua script (drop the expired, count, add), so concurrent
-acquirers never pass the pool's size; the set expires with its last slot."""
+"""The concurrency slots and rate-limit buckets of :class:`~flowkit.stores.RedisStore`.
+
+Slots: a sorted set per pool, ``{prefix}:slots:<limit id and key as JSON>``, of
+holders scored by when their slot expires. Taking a slot is one Lua script (drop the
+expired, count, add), so concurrent acquirers never pass the pool's size; the set
+expires with its last slot. Buckets: a hash per bucket, ``{prefix}:bucket:<...>``,
+of its tokens and when they were counted, refilled and taken from by one script."""
 
 from __future__ import annotations
 

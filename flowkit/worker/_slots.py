@@ -1,5 +1,9 @@
-"""Concurrency slots on workers: the store's slot leases, taken before a limited node
-runs and given back when it ends.
+"""Concurrency slots and rate limits on workers: the store's slot leases, taken before a
+limited node runs and given back when it ends, and its token buckets.
+
+A node delayed by its rate sleeps, holding its delivery, until the store says the
+next token is there, and takes it then (another worker may have been quicker: it
+sleeps again).
 
 A node whose pool is full waits here, holding its delivery (the heartbeat keeps the
 delivery and its dispatch leased, and its slot once it has one): it is not nacked, so a
@@ -12,6 +16,7 @@ starts at :data:`WAIT_BACKOFF`'s initial delay and grows to its maximum: no tigh
 
 from __future__ import annotations
 
+import random
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -23,11 +28,13 @@ from .._durations import Backoff
 from .._errors import StoreError
 
 if TYPE_CHECKING:
-    from ..shell._limits import Slot
+    from ..shell._limits import Bucket, Slot
     from ..stores._protocol import Store
 
 log = structlog.get_logger("flowkit.worker")
 
+TOKEN_JITTER = 0.1
+"""A node delayed by a rate limit sleeps until the next token and up to 10 % more."""
 WAIT_BACKOFF = Backoff(initial=0.05, factor=2.0, max=1.0, jitter=True)
 """Between two attempts of a waiting node to take a slot another worker may have freed."""
 
@@ -66,6 +73,23 @@ class Slots:
                 line.remove(event)
             if not line and self._waiters.get(pool) is line:
                 del self._waiters[pool]
+
+    async def take_token(self, bucket: Bucket) -> None:
+        """Return once a token of ``bucket`` is taken: a refused take says how long until
+        the next token, and this sleeps that long (a little more, spread by ``jitter``
+        so that the workers waiting for one bucket do not all ask at once)."""
+        while True:
+            self.round_trips += 1
+            wait = await self.store.take_token(
+                bucket.limit_id,
+                bucket.key,
+                rate=bucket.rate,
+                capacity=bucket.capacity,
+                now=clock.now(),
+            )
+            if wait <= 0.0:
+                return
+            await anyio.sleep(wait * (1.0 + random.random() * TOKEN_JITTER))
 
     async def _acquire(self, slot: Slot, holder: str) -> bool:
         now = clock.now()

@@ -20,7 +20,7 @@ from ..shell._durable import CHILD_LEASE, dispatch_command, dispatch_queue
 from ..shell._events import Event, EventBus
 from ..shell._execute import Executor
 from ..shell._history import Origin
-from ..shell._limits import slot_of
+from ..shell._limits import bucket_of, slot_of
 from ..shell._purge import cutoff, purger
 from ..shell._schedules import Scheduler, schedules_of
 from ._heartbeat import Heartbeats
@@ -341,23 +341,29 @@ class Worker:
         return replica, record
 
     async def _take_slot(self, beat: Beat, target: Target, command: p.ExecuteNode) -> None:
-        """Take a concurrency slot if the node has a limit, waiting in line for one (the
-        heartbeat keeps the delivery meanwhile); :class:`_Drained` if the worker drains
-        first. Called in the beat's scope: a run that withdraws the node ends the wait."""
-        slot = slot_of(target, command)
-        if slot is None:
+        """Take a token if the node has a rate limit (waiting for one), then a concurrency
+        slot if it has a limit (waiting in line for one); the heartbeat keeps the delivery
+        meanwhile. :class:`_Drained` if the worker drains first. Called in the beat's
+        scope: a run that withdraws the node ends the wait."""
+        slot, bucket = slot_of(target, command), bucket_of(target, command)
+        if slot is None and bucket is None:
             return
         message = beat.message
         holder = f"{message.run_id}/{message.dispatch_id}/{self.worker_id}/{secrets.token_hex(4)}"
+        ready = False
         with anyio.CancelScope() as waiting:
             self._slot_waits.add(waiting)
             try:
                 if not self._draining:
-                    await self.slots.take(slot, holder)
-                    beat.slot = (slot, holder)
+                    if bucket is not None:  # the rate first: no slot held while delayed
+                        await self.slots.take_token(bucket)
+                    if slot is not None:
+                        await self.slots.take(slot, holder)
+                        beat.slot = (slot, holder)
+                    ready = True
             finally:
                 self._slot_waits.discard(waiting)
-        if beat.slot is None:
+        if not ready:
             raise _Drained
 
     async def _execute(

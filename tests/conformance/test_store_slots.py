@@ -1,6 +1,6 @@
-"""Concurrency slots and rate-limit buckets in the ``Store`` conformance suite: acquire
-up to the pool's size,
-renew, extend, release and expire, on every store.
+"""Concurrency slots and rate-limit buckets in the ``Store`` conformance suite: slots
+acquired up to the pool's size, renewed, extended, released and expired; buckets
+taken from and refilled; on every store.
 
 The same stores, servers and fixtures as ``test_store_index`` (MemoryStore and
 SQLiteStore on asyncio and trio, PostgresStore and RedisStore against the real

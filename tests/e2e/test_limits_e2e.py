@@ -94,7 +94,9 @@ async def test_a_killed_workers_slot_frees_with_its_lease(
             killed_at = time.time()
             result = await handle.result()
             # a duplicate of a dispatch that completed elsewhere may still be being cancelled
-            while any(row[4] is None and row[2] != pid for row in _rows(effects)):
+            while True:
+                if all(row[4] is not None or row[2] == pid for row in _rows(effects)):
+                    break
                 await anyio.sleep(0.05)  # polling a table written by other processes
     finally:
         await transport.close()
