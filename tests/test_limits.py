@@ -315,3 +315,14 @@ class TestRates:
 
             @node(rate="1/s", key="tenant")
             async def refund(account: str) -> None: ...
+
+
+class TestSimulate:
+    """``simulate()`` runs limited nodes without applying their limits (documented)."""
+
+    def test_limited_nodes_run_in_a_simulation(self) -> None:
+        from flowkit.testing import simulate
+
+        recorder.reset({})
+        assert ["a", "a", "b"] == simulate(charge_all, accounts=["a", "a", "b"]).output
+        assert ["a", "a"] == simulate(sync_all, tenants=["a", "a"]).output
