@@ -71,6 +71,12 @@ class Worker:
     and resumes by itself, logging one line when the store goes and one when it
     comes back. A broker it cannot receive from is retried the same way.
 
+    A node with a rate (``@node(rate=...)``) or a concurrency limit
+    (``@node(concurrency=Limit(...))``) first takes a token and a slot from the store,
+    shared by every worker; while it waits for them it holds its delivery (kept by
+    the heartbeat, like its slot once it has one). Draining ends those waits and
+    hands their deliveries back.
+
     ``schedules`` (:class:`~flowkit.Schedule`, and those of the ``@flow(schedule=...)``
     flows in ``app``) start their runs from the worker's scheduler loop: one run per tick
     however many workers run them.
@@ -152,7 +158,7 @@ class Worker:
         self.heartbeats.store_health = self.store_health
         self.slots = Slots(store, lease=lease)
         self.heartbeats.slots = self.slots
-        self._slot_waits: set[anyio.CancelScope] = set()  # nodes waiting for a slot
+        self._limit_waits: set[anyio.CancelScope] = set()  # nodes waiting for a token or slot
         self.processed = 0
         self.cancelled = 0  # nodes cancelled while running here: their run withdrew them
         self.dead_lettered = 0
@@ -187,7 +193,7 @@ class Worker:
             self._drained.set()
         if self._waiting_for_slot is not None:
             self._waiting_for_slot.cancel()
-        for waiting in self._slot_waits:  # their deliveries go back to the broker
+        for waiting in self._limit_waits:  # their deliveries go back to the broker
             waiting.cancel()
 
     # -- consuming ------------------------------------------------------------
@@ -340,7 +346,7 @@ class Worker:
             record = replica.state.sections["dispatches"].get(message.dispatch_id)
         return replica, record
 
-    async def _take_slot(self, beat: Beat, target: Target, command: p.ExecuteNode) -> None:
+    async def _take_limits(self, beat: Beat, target: Target, command: p.ExecuteNode) -> None:
         """Take a token if the node has a rate limit (waiting for one), then a concurrency
         slot if it has a limit (waiting in line for one); the heartbeat keeps the delivery
         meanwhile. :class:`_Drained` if the worker drains first. Called in the beat's
@@ -352,7 +358,7 @@ class Worker:
         holder = f"{message.run_id}/{message.dispatch_id}/{self.worker_id}/{secrets.token_hex(4)}"
         ready = False
         with anyio.CancelScope() as waiting:
-            self._slot_waits.add(waiting)
+            self._limit_waits.add(waiting)
             try:
                 if not self._draining:
                     if bucket is not None:  # the rate first: no slot held while delayed
@@ -362,7 +368,7 @@ class Worker:
                         beat.slot = (slot, holder)
                     ready = True
             finally:
-                self._slot_waits.discard(waiting)
+                self._limit_waits.discard(waiting)
         if not ready:
             raise _Drained
 
@@ -378,7 +384,7 @@ class Worker:
             return None
         event: p.Event | None = None
         with beat.scope:
-            await self._take_slot(beat, target, command)
+            await self._take_limits(beat, target, command)
             event = await self.executor.execute(
                 message.run_id, target, replica.state, command, enqueued_at=_enqueued_at(delivery)
             )
