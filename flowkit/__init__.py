@@ -46,6 +46,7 @@ from .engine import ChildRow as ChildRow
 from .engine import Context as Context
 from .engine import Event as Event
 from .engine import HistoryEvent as HistoryEvent
+from .engine import Limit as Limit
 from .engine import Middleware as Middleware
 from .engine import Node as Node
 from .engine import NodeContext as NodeContext
@@ -87,6 +88,7 @@ __all__ = [
     "FlowkitError",
     "HistoryEvent",
     "InvalidInputs",
+    "Limit",
     "LintIssue",
     "Middleware",
     "MigrationRefused",

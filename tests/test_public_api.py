@@ -34,6 +34,7 @@ PUBLIC_NAMES = [
     "FlowkitError",
     "HistoryEvent",
     "InvalidInputs",
+    "Limit",
     "LintIssue",
     "Middleware",
     "MigrationRefused",

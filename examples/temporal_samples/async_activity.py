@@ -31,8 +31,8 @@ from ._support import POLL, RESULT_TIMEOUT, STATE_TIMEOUT, Api, output
 async def compose_greeting(greeting: str, name: str, inbox: str) -> str:
     token = flowkit.context().completion_token(timeout="1m")  # fail if nobody answers
     request = {"token": token, "greeting": greeting, "name": name}
-    with Path(inbox).open("a", encoding="utf-8") as requests:
-        requests.write(json.dumps(request) + "\n")
+    async with await anyio.Path(inbox).open("a", encoding="utf-8") as requests:
+        await requests.write(json.dumps(request) + "\n")
     return flowkit.PENDING  # type: ignore[return-value]
 
 
@@ -46,10 +46,14 @@ FLOWS = [greeting_workflow]
 
 async def serve_one(api: Api, inbox: Path) -> None:
     """The greeter service: take the next request from its inbox and complete its node."""
+    path = anyio.Path(inbox)
     with anyio.fail_after(STATE_TIMEOUT):
-        while not inbox.exists() or not inbox.read_text(encoding="utf-8").strip():
+        while True:
+            text = await path.read_text(encoding="utf-8") if await path.exists() else ""
+            if text.strip():
+                break
             await anyio.sleep(POLL)  # a file has no event to await: read it again, bounded
-    request = json.loads(inbox.read_text(encoding="utf-8").splitlines()[0])
+    request = json.loads(text.splitlines()[0])
     await api.complete(request["token"], f"{request['greeting']}, {request['name']}!")
 
 

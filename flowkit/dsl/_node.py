@@ -23,6 +23,7 @@ from typing import (
 from .._durations import Backoff, Duration, shown, to_seconds
 from .._errors import ConfigurationError
 from .._naming import module_name
+from ..shell._limits import Limit, Rate, check_limit_key, parse_rate
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection
@@ -74,6 +75,9 @@ class NodeDef(Generic[P, R]):
         never_retry: ErrorTypes = (),
         retry_timeout: Duration | None = None,
         queue: str | None = None,
+        concurrency: Limit | None = None,
+        rate: str | None = None,
+        key: str | None = None,
     ) -> None:
         check = Arguments.of_decorator("@node", fn)
         check.implementation("the decorated object", fn)
@@ -93,6 +97,10 @@ class NodeDef(Generic[P, R]):
             retry_timeout=retry_timeout,
             queue=queue,
         )
+        if concurrency is not None:
+            self.__flowkit_options__["concurrency"] = check.limit(concurrency, fn)
+        if rate is not None or key is not None:
+            self.__flowkit_options__["rate"] = check.rate(rate, key, fn)
         self.is_async = inspect.iscoroutinefunction(fn)
         functools.update_wrapper(self, fn)
 
@@ -172,6 +180,9 @@ def node(
     never_retry: ErrorTypes = (),
     retry_timeout: Duration | None = None,
     queue: str | None = None,
+    concurrency: Limit | None = None,
+    rate: str | None = None,
+    key: str | None = None,
 ) -> Callable[[Callable[P, R]], NodeDef[P, R]]: ...
 
 
@@ -188,6 +199,9 @@ def node(
     never_retry: ErrorTypes = (),
     retry_timeout: Duration | None = None,
     queue: str | None = None,
+    concurrency: Limit | None = None,
+    rate: str | None = None,
+    key: str | None = None,
 ) -> NodeDef[P, R] | Callable[[Callable[P, R]], NodeDef[P, R]]:
     """Declare a node; usable bare (``@node``) or called (``@node(retries=3)``).
 
@@ -196,6 +210,11 @@ def node(
     (it wins over ``retry_on``); ``retry_timeout`` stops retrying once that long has
     passed since the first attempt started. ``queue`` sends the node's executions to
     that transport queue, served by the workers started with ``queue=``.
+    ``concurrency`` (a :class:`~flowkit.Limit`) caps how many executions run at once,
+    per value of one of the node's arguments, across all workers. ``rate`` (``"100/m"``,
+    ``"10/s"``) spaces the starts of its executions evenly at that rate, per value of
+    the argument ``key`` (one rate for all without it), across all workers; work past
+    the rate is delayed, not failed.
 
     >>> @node(retries=3, timeout="30s")
     ... async def fetch_order(order_id: str) -> dict:
@@ -214,6 +233,9 @@ def node(
             never_retry=never_retry,
             retry_timeout=retry_timeout,
             queue=queue,
+            concurrency=concurrency,
+            rate=rate,
+            key=key,
         )
 
     return wrap(fn) if fn is not None else wrap
@@ -316,6 +338,34 @@ class Arguments:
                 f"{self._where()}: unknown option {name!r}; options() takes "
                 f"{', '.join(CALL_OPTIONS)}"
             )
+
+    def limit(self, value: object, fn: Callable[..., Any]) -> Limit:
+        """A :class:`Limit` whose key names an argument of ``fn``."""
+        if not isinstance(value, Limit):
+            self.refuse("concurrency", value, "a flowkit.Limit, e.g. Limit(max=2, key='account')")
+        problem = check_limit_key(value.key, fn)
+        if problem is not None:
+            self.refuse("concurrency", value, f"a Limit whose key names an argument: {problem}")
+        return value
+
+    def rate(self, rate: object, key: object, fn: Callable[..., Any]) -> Rate:
+        """A rate like ``"100/m"``, and a ``key`` (with a rate only) naming an argument."""
+        if rate is None:
+            self.refuse(
+                "key",
+                key,
+                "given with rate= (e.g. rate='100/m', key='tenant'); "
+                "a concurrency limit takes its key in Limit(max=..., key=...)",
+            )
+        if key is not None and not isinstance(key, str):
+            self.refuse("key", key, "the name of an argument of the node, e.g. key='tenant'")
+        problem = check_limit_key(key, fn)
+        if problem is not None:
+            self.refuse("key", key, f"the name of an argument of the node: {problem}")
+        try:
+            return parse_rate(rate, key)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{self._where()}: {exc}") from None
 
     def optional_queue(self, name: str, value: object) -> str | None:
         text = self.optional_text(name, value, example="queue='gpu'")

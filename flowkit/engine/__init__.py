@@ -15,6 +15,7 @@ from ..shell._describe import WaitRow as WaitRow
 from ..shell._events import Event as Event
 from ..shell._events import EventBus as EventBus
 from ..shell._invoke import Node as Node
+from ..shell._limits import Limit as Limit
 from ..shell._middleware import Middleware as Middleware
 from ..shell._result import RunHandle as RunHandle
 from ..shell._result import RunResult as RunResult
@@ -31,6 +32,7 @@ __all__ = [
     "Event",
     "EventBus",
     "HistoryEvent",
+    "Limit",
     "Middleware",
     "Node",
     "NodeContext",

@@ -103,6 +103,7 @@ class Driver(Interpreter[Run]):
             max_concurrency=max_concurrency,
             events=self.events,
             plain_data=store is not None,
+            local_limits=True,
         )
         self._runs: dict[str, Run] = {}
         # (run id, dispatch id) -> when its heartbeat details were last committed (or

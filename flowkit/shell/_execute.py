@@ -27,6 +27,7 @@ from ._context import (
     unbind_node_context,
 )
 from ._events import Event, EventBus
+from ._limits import LocalBuckets, LocalSlots, bucket_of, slot_of
 from ._middleware import Middleware, Pipeline
 
 if TYPE_CHECKING:
@@ -40,7 +41,10 @@ class Executor:
     """Runs node implementations for ExecuteNode commands.
 
     With ``plain_data`` outputs and state writes are converted to JSON data at
-    completion, as they must be wherever state crosses a process boundary.
+    completion, as they must be wherever state crosses a process boundary. With
+    ``local_limits`` the nodes' concurrency and rate limits (``@node(concurrency=...)``,
+    ``@node(rate=...)``) are enforced here, in process; the Worker enforces them
+    through the store instead.
     """
 
     def __init__(
@@ -50,6 +54,7 @@ class Executor:
         max_concurrency: int | None = None,
         events: EventBus | None = None,
         plain_data: bool = False,
+        local_limits: bool = False,
     ) -> None:
         self.events = events or EventBus()
         self.plain_data = plain_data
@@ -60,6 +65,8 @@ class Executor:
         self._pipeline = Pipeline(middleware)
         self._max_concurrency = max_concurrency
         self._limiters: dict[str, anyio.CapacityLimiter] = {}
+        self._slots = LocalSlots() if local_limits else None
+        self._buckets = LocalBuckets() if local_limits else None
 
     async def execute(
         self,
@@ -76,6 +83,23 @@ class Executor:
         """
         if enqueued_at is None and not self._pipeline.empty:  # only middleware reads it
             enqueued_at = clock.now()
+        bucket = bucket_of(target, command) if self._buckets is not None else None
+        if self._buckets is not None and bucket is not None:
+            await self._buckets.take(bucket)  # the rate first: no slot held while delayed
+        slot = slot_of(target, command) if self._slots is not None else None
+        if self._slots is not None and slot is not None:
+            async with self._slots.hold(slot):
+                return await self._bounded(run_id, target, state, command, enqueued_at)
+        return await self._bounded(run_id, target, state, command, enqueued_at)
+
+    async def _bounded(
+        self,
+        run_id: str,
+        target: Target,
+        state: RunState,
+        command: p.ExecuteNode,
+        enqueued_at: float | None,
+    ) -> p.Event:
         if self._max_concurrency is None:
             return await self._execute(run_id, target, state, command, enqueued_at)
         async with self._limiter():

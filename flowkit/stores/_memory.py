@@ -17,6 +17,7 @@ import attrs
 
 from .._errors import ConfigurationError
 from ..backends._options import HISTORY_URL_OPTIONS, check_positive, redact, split_options
+from ._buckets import refill
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
 from ._history import DEFAULT_PAYLOAD, HistoryEntry, HistoryEvent, check_read, event
 from ._history import history_options as checked_history
@@ -85,6 +86,8 @@ class MemoryStore:
         self._finished = Announcer()
         self._cancelled_nodes = Announcer()
         self._schedules: dict[str, tuple[int, str]] = {}  # id -> (version, JSON data)
+        self._slots: dict[tuple[str, str], dict[str, float]] = {}
+        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}  # tokens, updated
 
     @classmethod
     def from_url(cls, url: str = "memory://", **options: Any) -> MemoryStore:
@@ -291,6 +294,41 @@ class MemoryStore:
 
     async def delete_schedule(self, schedule_id: str) -> bool:
         return self._schedules.pop(schedule_id, None) is not None
+
+    # -- concurrency slots: (limit id, key) -> holder -> expires at ---------------
+    async def acquire_slot(
+        self, limit_id: str, key: str, holder: str, *, max: int, now: float, expires_at: float
+    ) -> bool:
+        pool = self._slots.setdefault((limit_id, key), {})
+        for expired in [h for h, until in pool.items() if until <= now]:
+            del pool[expired]
+        if holder not in pool and len(pool) >= max:
+            return False
+        pool[holder] = expires_at
+        return True
+
+    async def extend_slot(self, limit_id: str, key: str, holder: str, expires_at: float) -> bool:
+        pool = self._slots.get((limit_id, key), {})
+        if holder not in pool:
+            return False
+        pool[holder] = expires_at
+        return True
+
+    async def take_token(
+        self, limit_id: str, key: str, *, rate: float, capacity: float, now: float
+    ) -> float:
+        found = self._buckets.get((limit_id, key))
+        tokens, updated = (None, now) if found is None else found
+        left, wait = refill(tokens, updated, rate=rate, capacity=capacity, now=now)
+        self._buckets[(limit_id, key)] = (left, max(now, updated))
+        return wait
+
+    async def release_slot(self, limit_id: str, key: str, holder: str) -> None:
+        pool = self._slots.get((limit_id, key))
+        if pool is not None:
+            pool.pop(holder, None)
+            if not pool:
+                del self._slots[(limit_id, key)]
 
     async def close(self) -> None:
         pass

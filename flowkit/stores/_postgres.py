@@ -137,8 +137,25 @@ _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
         "CREATE TABLE flowkit_schedules (schedule_id TEXT PRIMARY KEY,"
         " version BIGINT NOT NULL, data TEXT NOT NULL)",
     ),
+    (  # v5: concurrency slots and rate-limit buckets
+        "CREATE TABLE flowkit_slots (limit_id TEXT NOT NULL, key TEXT NOT NULL,"
+        " holder TEXT NOT NULL, expires_at DOUBLE PRECISION NOT NULL,"
+        " PRIMARY KEY (limit_id, key, holder))",
+        "CREATE TABLE flowkit_buckets (limit_id TEXT NOT NULL, key TEXT NOT NULL,"
+        " tokens DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL,"
+        " taken BOOLEAN NOT NULL, PRIMARY KEY (limit_id, key))",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
+# a bucket's tokens at now, refilled
+_LEVEL = "LEAST(%(cap)s, b.tokens + GREATEST(0, %(now)s - b.updated_at) * %(rate)s)"
+_TAKE_TOKEN: LiteralString = (
+    "INSERT INTO flowkit_buckets AS b VALUES (%(limit_id)s, %(key)s, %(cap)s - 1, %(now)s, TRUE)"
+    " ON CONFLICT (limit_id, key) DO UPDATE SET"
+    f" tokens = CASE WHEN {_LEVEL} >= 1 THEN {_LEVEL} - 1 ELSE {_LEVEL} END,"
+    f" taken = {_LEVEL} >= 1, updated_at = GREATEST(b.updated_at, %(now)s)"
+    " RETURNING tokens, taken"
+)
 _URL_OPTIONS: dict[str, Converter] = {
     "schema": str,
     "snapshot_every": int,
@@ -471,6 +488,61 @@ class PostgresStore(SchemaClient):
                 (text, schedule_id, version),
             )
         return bool(rows)
+
+    # -- concurrency slots ----------------------------------------------------------
+    async def acquire_slot(
+        self, limit_id: str, key: str, holder: str, *, max: int, now: float, expires_at: float
+    ) -> bool:
+        """A transaction that takes the pool's advisory lock (so concurrent acquirers
+        count one after another), then drops its expired slots and takes or renews one."""
+        pool = (limit_id, key)
+        # pipelined: the four statements and the commit go in one network round trip
+        async with self._connection("acquire_slot") as conn, conn.pipeline(), conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                (json.dumps(["flowkit-slot", self.schema, limit_id, key]),),
+            )
+            await conn.execute(
+                "DELETE FROM flowkit_slots WHERE limit_id = %s AND key = %s AND expires_at <= %s",
+                (*pool, now),
+            )
+            cur = await conn.execute(
+                "INSERT INTO flowkit_slots SELECT %s, %s, %s, %s WHERE (SELECT count(*) FROM"
+                " flowkit_slots WHERE limit_id = %s AND key = %s AND holder <> %s) < %s"
+                " ON CONFLICT (limit_id, key, holder) DO UPDATE SET expires_at ="
+                " EXCLUDED.expires_at RETURNING 1",
+                (*pool, holder, expires_at, *pool, holder, max),
+            )
+            return bool(await cur.fetchall())
+
+    async def extend_slot(self, limit_id: str, key: str, holder: str, expires_at: float) -> bool:
+        rows = await self._query(
+            "extend_slot",
+            "UPDATE flowkit_slots SET expires_at = %s"
+            " WHERE limit_id = %s AND key = %s AND holder = %s RETURNING 1",
+            (expires_at, limit_id, key, holder),
+        )
+        return bool(rows)
+
+    async def take_token(
+        self, limit_id: str, key: str, *, rate: float, capacity: float, now: float
+    ) -> float:
+        """One statement: an insert of a full bucket less one token, or an update that
+        refills the row (locked by the update) and takes a token if there is one."""
+        rows = await self._query(
+            "take_token",
+            _TAKE_TOKEN,
+            {"limit_id": limit_id, "key": key, "rate": rate, "cap": capacity, "now": now},
+        )
+        tokens, taken = rows[0]
+        return 0.0 if taken else (1.0 - tokens) / rate
+
+    async def release_slot(self, limit_id: str, key: str, holder: str) -> None:
+        await self._query(
+            "release_slot",
+            "DELETE FROM flowkit_slots WHERE limit_id = %s AND key = %s AND holder = %s",
+            (limit_id, key, holder),
+        )
 
     async def delete_schedule(self, schedule_id: str) -> bool:
         rows = await self._query(

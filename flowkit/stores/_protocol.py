@@ -312,5 +312,28 @@ class Store(Protocol):
     async def delete_schedule(self, schedule_id: str) -> bool:
         """Delete the schedule's record; False if there was none."""
 
+    async def acquire_slot(
+        self, limit_id: str, key: str, holder: str, *, max: int, now: float, expires_at: float
+    ) -> bool:
+        """Take a slot of the pool ``(limit_id, key)`` for ``holder`` until ``expires_at``,
+        if fewer than ``max`` holders have unexpired slots there at ``now``; atomic across
+        processes. True if ``holder`` holds a slot (already held: its expiry moves to
+        ``expires_at``); False, and nothing written, if the pool is full."""
+
+    async def extend_slot(self, limit_id: str, key: str, holder: str, expires_at: float) -> bool:
+        """Push ``holder``'s slot out to ``expires_at``; False if it holds none (expired
+        and taken over, or released)."""
+
+    async def release_slot(self, limit_id: str, key: str, holder: str) -> None:
+        """Give ``holder``'s slot back (nothing if it holds none)."""
+
+    async def take_token(
+        self, limit_id: str, key: str, *, rate: float, capacity: float, now: float
+    ) -> float:
+        """Take a token from the bucket ``(limit_id, key)``, which holds up to ``capacity``
+        tokens (full when first used) and gains ``rate`` a second; atomic across
+        processes. 0.0: taken. Otherwise nothing is taken, and the result is the seconds
+        until the bucket next has a token."""
+
     async def close(self) -> None:
         """Release connections."""

@@ -75,6 +75,7 @@ from ._protocol import (
     StoreStats,
 )
 from ._redis_schedules import RedisSchedules
+from ._redis_slots import RedisSlots
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
@@ -382,6 +383,7 @@ class RedisStore:
         self._list = self._client.register_script(_LIST)
         self._purge_one = self._client.register_script(_PURGE_ONE)
         self._schedules = RedisSchedules(self._client, prefix, url, translate_errors)
+        self._slots = RedisSlots(self._client, prefix, url, translate_errors)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
@@ -735,6 +737,23 @@ class RedisStore:
 
     async def delete_schedule(self, schedule_id: str) -> bool:
         return await self._schedules.delete(schedule_id)
+
+    # -- concurrency slots (see _redis_slots) ------------------------------------
+    async def acquire_slot(
+        self, limit_id: str, key: str, holder: str, *, max: int, now: float, expires_at: float
+    ) -> bool:
+        return await self._slots.acquire(limit_id, key, holder, max, now, expires_at)
+
+    async def extend_slot(self, limit_id: str, key: str, holder: str, expires_at: float) -> bool:
+        return await self._slots.extend(limit_id, key, holder, expires_at)
+
+    async def release_slot(self, limit_id: str, key: str, holder: str) -> None:
+        await self._slots.release(limit_id, key, holder)
+
+    async def take_token(
+        self, limit_id: str, key: str, *, rate: float, capacity: float, now: float
+    ) -> float:
+        return await self._slots.take_token(limit_id, key, rate, capacity, now)
 
     async def close(self) -> None:
         """Close the client's connections."""

@@ -27,6 +27,7 @@ from ..backends._options import (
 )
 from ..backends._sqlite import connect
 from ..core._state import FINISHED_VALUES
+from ._buckets import refill
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
 from ._history import DEFAULT_PAYLOAD, HistoryEntry, HistoryEvent, check_read, event
 from ._history import history_options as checked_history
@@ -110,6 +111,16 @@ CREATE TABLE flowkit_schedules (
     schedule_id TEXT PRIMARY KEY, version INTEGER NOT NULL, data TEXT NOT NULL
 )
 """
+_V5 = """
+CREATE TABLE flowkit_slots (
+    limit_id TEXT NOT NULL, key TEXT NOT NULL, holder TEXT NOT NULL, expires_at REAL NOT NULL,
+    PRIMARY KEY (limit_id, key, holder)
+) WITHOUT ROWID;
+CREATE TABLE flowkit_buckets (
+    limit_id TEXT NOT NULL, key TEXT NOT NULL, tokens REAL NOT NULL, updated_at REAL NOT NULL,
+    PRIMARY KEY (limit_id, key)
+) WITHOUT ROWID
+"""
 # one row per commit: its events (seq to last) as a JSON array of
 # [at, kind, node_id, attempt, worker, data]; one insert, not one per event
 _INSERT_HISTORY = "INSERT INTO flowkit_history VALUES (?, ?, ?, ?)"
@@ -171,6 +182,7 @@ _MIGRATIONS: tuple[tuple[Callable[[sqlite3.Connection], None], ...], ...] = (
     (_statements(_V2), _backfill_index),  # v2: the run index (list_runs)
     (_statements(_V3),),  # v3: run history (next_seq numbers a run's events)
     (_statements(_V4),),  # v4: schedules
+    (_statements(_V5),),  # v5: concurrency slots and rate-limit buckets
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -506,6 +518,78 @@ class SQLiteStore:
             )
         )
         return bool(cur.rowcount == 1)
+
+    # -- concurrency slots ----------------------------------------------------------
+    async def acquire_slot(
+        self, limit_id: str, key: str, holder: str, *, max: int, now: float, expires_at: float
+    ) -> bool:
+        """Under SQLite's write lock: drop the pool's expired slots, then take or renew."""
+
+        def acquire(conn: sqlite3.Connection) -> bool:
+            pool = (limit_id, key)
+            conn.execute("BEGIN IMMEDIATE")  # the write lock first: no other process counts
+            try:
+                conn.execute(
+                    "DELETE FROM flowkit_slots WHERE limit_id=? AND key=? AND expires_at<=?",
+                    (*pool, now),
+                )
+                cur = conn.execute(
+                    "INSERT INTO flowkit_slots SELECT ?, ?, ?, ? WHERE (SELECT count(*) FROM"
+                    " flowkit_slots WHERE limit_id=? AND key=? AND holder<>?) < ? ON CONFLICT"
+                    " (limit_id, key, holder) DO UPDATE SET expires_at=excluded.expires_at",
+                    (*pool, holder, expires_at, *pool, holder, max),
+                )
+                taken = cur.rowcount == 1
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return taken
+
+        return await self._locked(acquire)
+
+    async def extend_slot(self, limit_id: str, key: str, holder: str, expires_at: float) -> bool:
+        cur = await self._locked(
+            lambda c: c.execute(
+                "UPDATE flowkit_slots SET expires_at=? WHERE limit_id=? AND key=? AND holder=?",
+                (expires_at, limit_id, key, holder),
+            )
+        )
+        return bool(cur.rowcount == 1)
+
+    async def take_token(
+        self, limit_id: str, key: str, *, rate: float, capacity: float, now: float
+    ) -> float:
+        """Under SQLite's write lock: read the bucket, refill and take, write it back."""
+
+        def take(conn: sqlite3.Connection) -> float:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(
+                    "SELECT tokens, updated_at FROM flowkit_buckets WHERE limit_id=? AND key=?",
+                    (limit_id, key),
+                ).fetchone()
+                tokens, updated = (None, now) if row is None else row
+                left, wait = refill(tokens, updated, rate=rate, capacity=capacity, now=now)
+                conn.execute(
+                    "INSERT OR REPLACE INTO flowkit_buckets VALUES (?, ?, ?, ?)",
+                    (limit_id, key, left, max(now, updated)),
+                )
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return wait
+
+        return await self._locked(take)
+
+    async def release_slot(self, limit_id: str, key: str, holder: str) -> None:
+        await self._locked(
+            lambda c: c.execute(
+                "DELETE FROM flowkit_slots WHERE limit_id=? AND key=? AND holder=?",
+                (limit_id, key, holder),
+            )
+        )
 
     async def expired_leases(self, now: float, limit: int = 100) -> list[ExpiredLease]:
         def read(conn: sqlite3.Connection) -> list[ExpiredLease]:

@@ -3,7 +3,8 @@ the ones their run no longer wants.
 
 Leases: a node that runs longer than a third of its lease has its dispatch lease
 (in the store, which the reconciler reads) and its delivery's visibility (in the
-broker) pushed out, every third of a lease, until it finishes. One loop for all
+broker) pushed out, every third of a lease, until it finishes; so is its
+concurrency slot, if its node has a limit and it holds one. One loop for all
 of a worker's deliveries costs less than a task per delivery.
 
 Cancellation: cancelling a run, deciding a race or ending a run takes dispatches
@@ -32,10 +33,12 @@ from ..transports._protocol import DeliveryError
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection, Iterator
 
+    from ..shell._limits import Slot
     from ..stores._protocol import Store
     from ..transports._protocol import Delivery
     from ._messages import NodeMessage
     from ._outage import Dependency
+    from ._slots import Slots
 
 log = structlog.get_logger("flowkit.worker")
 
@@ -49,7 +52,7 @@ class Beat:
     """A node in flight: its delivery, its message, when to extend them next, and the
     cancel scope its execution runs in."""
 
-    __slots__ = ("delivery", "details", "due", "message", "scope")
+    __slots__ = ("delivery", "details", "due", "message", "scope", "slot")
 
     def __init__(self, delivery: Delivery, message: NodeMessage, due: float) -> None:
         self.delivery = delivery
@@ -57,6 +60,7 @@ class Beat:
         self.due = due
         self.scope = anyio.CancelScope()
         self.details: Any = _NOTHING  # heartbeat details not yet committed
+        self.slot: tuple[Slot, str] | None = None  # the concurrency slot held, and as whom
 
     @property
     def key(self) -> tuple[str, str]:
@@ -89,6 +93,7 @@ class Heartbeats:
         # commits a node's heartbeat details: (run id, dispatch id, details)
         self.commit_details: Callable[[str, str, Any], Awaitable[None]] | None = None
         self._by_key: dict[tuple[str, str], Beat] = {}
+        self.slots: Slots | None = None  # extends the concurrency slots of limited nodes
 
     @contextmanager
     def beating(self, delivery: Delivery, message: NodeMessage) -> Iterator[Beat]:
@@ -153,6 +158,8 @@ class Heartbeats:
                         message.run_id, message.dispatch_id, clock.now() + self.lease
                     )
                     await self._commit_details(beat)
+                    if beat.slot is not None and self.slots is not None:
+                        await self.slots.extend(*beat.slot)
             finally:  # the delivery too, even if the store failed
                 if beat in self._beating:  # else its node finished meanwhile: it is settled
                     await beat.delivery.extend(self.extension)

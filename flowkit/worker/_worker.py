@@ -20,6 +20,7 @@ from ..shell._durable import CHILD_LEASE, dispatch_command, dispatch_queue
 from ..shell._events import Event, EventBus
 from ..shell._execute import Executor
 from ..shell._history import Origin
+from ..shell._limits import bucket_of, slot_of
 from ..shell._purge import cutoff, purger
 from ..shell._schedules import Scheduler, schedules_of
 from ._heartbeat import Heartbeats
@@ -27,6 +28,7 @@ from ._messages import ENQUEUED_AT_HEADER, MalformedMessage, NodeMessage, names_
 from ._outage import Dependency, despite_store_outages, store_dependency
 from ._schedules import WorkerStarter
 from ._shell import Shell
+from ._slots import Slots
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from ..shell._durable import Replica
     from ..shell._middleware import Middleware
     from ..shell._schedules import Schedule
+    from ..shell._target import Target
     from ..stores._protocol import Store
     from ..transports._protocol import Delivery, Transport
     from ._heartbeat import Beat
@@ -67,6 +70,12 @@ class Worker:
     lease loops wait too. It probes the store with a capped, jittered backoff
     and resumes by itself, logging one line when the store goes and one when it
     comes back. A broker it cannot receive from is retried the same way.
+
+    A node with a rate (``@node(rate=...)``) or a concurrency limit
+    (``@node(concurrency=Limit(...))``) first takes a token and a slot from the store,
+    shared by every worker; while it waits for them it holds its delivery (kept by
+    the heartbeat, like its slot once it has one). Draining ends those waits and
+    hands their deliveries back.
 
     ``schedules`` (:class:`~flowkit.Schedule`, and those of the ``@flow(schedule=...)``
     flows in ``app``) start their runs from the worker's scheduler loop: one run per tick
@@ -149,6 +158,9 @@ class Worker:
             "broker", None, pausing="retrying", resuming="receiving again"
         )
         self.heartbeats.store_health = self.store_health
+        self.slots = Slots(store, lease=lease)
+        self.heartbeats.slots = self.slots
+        self._limit_waits: set[anyio.CancelScope] = set()  # nodes waiting for a token or slot
         self.processed = 0
         self.cancelled = 0  # nodes cancelled while running here: their run withdrew them
         self.dead_lettered = 0
@@ -183,6 +195,8 @@ class Worker:
             self._drained.set()
         if self._waiting_for_slot is not None:
             self._waiting_for_slot.cancel()
+        for waiting in self._limit_waits:  # their deliveries go back to the broker
+            waiting.cancel()
 
     # -- consuming ------------------------------------------------------------
     async def _consume(self) -> None:
@@ -304,8 +318,16 @@ class Worker:
                 return
             if not await self._store_back():  # never run a node its result cannot be told
                 raise StoreError("the store is unreachable and the worker drains")
-            started = clock.now()
-            event = await self._execute(beat, delivery, replica, record)
+            try:
+                started = clock.now()
+                event = await self._execute(beat, delivery, replica, record)
+            except _Drained:
+                await _settle(delivery.nack())  # waited for a slot until draining: give back
+                return
+            finally:
+                if beat.slot is not None:
+                    await self.slots.give_back(*beat.slot)
+                    beat.slot = None
             if event is not None:  # kept (and the delivery held) until the store takes it
                 origin = Origin(self.worker_id, started, clock.now())
                 await self._despite_store_outages(
@@ -335,6 +357,32 @@ class Worker:
             return replica, None  # it ran and awaits its completion token: not again
         return replica, record
 
+    async def _take_limits(self, beat: Beat, target: Target, command: p.ExecuteNode) -> None:
+        """Take a token if the node has a rate limit (waiting for one), then a concurrency
+        slot if it has a limit (waiting in line for one); the heartbeat keeps the delivery
+        meanwhile. :class:`_Drained` if the worker drains first. Called in the beat's
+        scope: a run that withdraws the node ends the wait."""
+        slot, bucket = slot_of(target, command), bucket_of(target, command)
+        if slot is None and bucket is None:
+            return
+        message = beat.message
+        holder = f"{message.run_id}/{message.dispatch_id}/{self.worker_id}/{secrets.token_hex(4)}"
+        ready = False
+        with anyio.CancelScope() as waiting:
+            self._limit_waits.add(waiting)
+            try:
+                if not self._draining:
+                    if bucket is not None:  # the rate first: no slot held while delayed
+                        await self.slots.take_token(bucket)
+                    if slot is not None:
+                        await self.slots.take(slot, holder)
+                        beat.slot = (slot, holder)
+                    ready = True
+            finally:
+                self._limit_waits.discard(waiting)
+        if not ready:
+            raise _Drained
+
     async def _execute(
         self, beat: Beat, delivery: Delivery, replica: Replica, record: dict[str, Any]
     ) -> p.Event | None:
@@ -347,6 +395,7 @@ class Worker:
             return None
         event: p.Event | None = None
         with beat.scope:
+            await self._take_limits(beat, target, command)
             event = await self.executor.execute(
                 message.run_id, target, replica.state, command, enqueued_at=_enqueued_at(delivery)
             )
@@ -498,6 +547,10 @@ class Worker:
                 child_id, info.status, header.get("output"), header.get("error")
             )
             await self.shell.step(run_id, event)
+
+
+class _Drained(Exception):
+    """The worker began draining while a node waited for a concurrency slot."""
 
 
 @asynccontextmanager

@@ -1,0 +1,119 @@
+"""The concurrency slots and rate-limit buckets of :class:`~flowkit.stores.RedisStore`.
+
+Slots: a sorted set per pool, ``{prefix}:slots:<limit id and key as JSON>``, of
+holders scored by when their slot expires. Taking a slot is one Lua script (drop the
+expired, count, add), so concurrent acquirers never pass the pool's size; the set
+expires with its last slot. Buckets: a hash per bucket, ``{prefix}:bucket:<...>``,
+of its tokens and when they were counted, refilled and taken from by one script."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+from .. import _clock as clock
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from contextlib import AbstractContextManager
+
+# KEYS: the pool's set; ARGV: holder, max, now, expires at, time to live (ms)
+_ACQUIRE = """
+redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[3])
+if not redis.call('zscore', KEYS[1], ARGV[1])
+   and redis.call('zcard', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('zadd', KEYS[1], ARGV[4], ARGV[1])
+if redis.call('pttl', KEYS[1]) < tonumber(ARGV[5]) then
+  redis.call('pexpire', KEYS[1], ARGV[5])
+end
+return 1
+"""
+# KEYS: the pool's set; ARGV: holder, expires at, time to live (ms)
+_EXTEND = """
+if not redis.call('zscore', KEYS[1], ARGV[1]) then return 0 end
+redis.call('zadd', KEYS[1], ARGV[2], ARGV[1])
+if redis.call('pttl', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('pexpire', KEYS[1], ARGV[3])
+end
+return 1
+"""
+# KEYS: the bucket's hash; ARGV: rate (tokens a second), capacity, now
+_TAKE_TOKEN = """
+local rate, cap, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tokens, updated = cap, now
+local found = redis.call('hmget', KEYS[1], 'tokens', 'updated')
+if found[1] then
+  updated = tonumber(found[2])
+  tokens = math.min(cap, tonumber(found[1]) + math.max(0, now - updated) * rate)
+end
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('hset', KEYS[1], 'tokens', tostring(tokens), 'updated', tostring(math.max(now, updated)))
+redis.call('pexpire', KEYS[1], math.ceil(cap / rate * 1000) + 60000)
+return tostring(wait)
+"""
+_MARGIN_MS = 60_000  # the set outlives its latest slot by this much (clocks differ)
+
+
+class RedisSlots:
+    """The slot pools of one store: its redis-py client, prefix and error translation."""
+
+    def __init__(
+        self,
+        client: Any,
+        prefix: str,
+        url: str,
+        translate: Callable[[str, str], AbstractContextManager[None]],
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._url = url
+        self._translate = translate
+        self._acquire = client.register_script(_ACQUIRE)
+        self._extend = client.register_script(_EXTEND)
+        self._take_token = client.register_script(_TAKE_TOKEN)
+
+    def _key(self, limit_id: str, key: str) -> str:
+        return f"{self._prefix}:slots:{json.dumps([limit_id, key])}"
+
+    async def acquire(
+        self, limit_id: str, key: str, holder: str, max: int, now: float, expires_at: float
+    ) -> bool:
+        ttl = _ttl_ms(now, expires_at)
+        with self._translate("acquire_slot", self._url):
+            taken = await self._acquire(
+                keys=[self._key(limit_id, key)],
+                args=[holder, max, repr(now), repr(expires_at), ttl],
+            )
+        return bool(taken)
+
+    async def extend(self, limit_id: str, key: str, holder: str, expires_at: float) -> bool:
+        with self._translate("extend_slot", self._url):
+            extended = await self._extend(
+                keys=[self._key(limit_id, key)],
+                args=[holder, repr(expires_at), _ttl_ms(clock.now(), expires_at)],
+            )
+        return bool(extended)
+
+    async def take_token(
+        self, limit_id: str, key: str, rate: float, capacity: float, now: float
+    ) -> float:
+        """A token from the bucket (a hash: tokens, updated), refilled and taken by one
+        script; 0.0 or the seconds until the next token."""
+        bucket = f"{self._prefix}:bucket:{json.dumps([limit_id, key])}"
+        with self._translate("take_token", self._url):
+            wait = await self._take_token(
+                keys=[bucket], args=[repr(rate), repr(capacity), repr(now)]
+            )
+        return float(wait)
+
+    async def release(self, limit_id: str, key: str, holder: str) -> None:
+        with self._translate("release_slot", self._url):
+            await self._client.zrem(self._key(limit_id, key), holder)
+
+
+def _ttl_ms(now: float, expires_at: float) -> int:
+    return max(1, math.ceil((expires_at - now) * 1000)) + _MARGIN_MS

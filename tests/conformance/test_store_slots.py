@@ -1,0 +1,129 @@
+"""Concurrency slots and rate-limit buckets in the ``Store`` conformance suite: slots
+acquired up to the pool's size, renewed, extended, released and expired; buckets
+taken from and refilled; on every store.
+
+The same stores, servers and fixtures as ``test_store_index`` (MemoryStore and
+SQLiteStore on asyncio and trio, PostgresStore and RedisStore against the real
+servers on loopback); two stores opened on one database stand for two processes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+
+from . import test_store_index as index
+
+if TYPE_CHECKING:
+    from flowkit.stores import Store
+
+    from .test_store import Database
+
+anyio_backend, case, db, store = index.anyio_backend, index.case, index.db, index.store
+
+pytestmark = pytest.mark.anyio
+
+NOW = 1_000.0
+
+
+async def take(store: Store, holder: str, *, key: str = "acct-1", now: float = NOW) -> bool:
+    return await store.acquire_slot("shop.charge", key, holder, max=2, now=now, expires_at=now + 30)
+
+
+class TestSlots:
+    """A pool hands out at most ``max`` unexpired slots; a slot is renewable, extendable,
+    releasable, and frees itself when it expires."""
+
+    async def test_at_most_max_holders(self, store: Store) -> None:
+        assert await take(store, "a")
+        assert await take(store, "b")
+        assert not await take(store, "c")
+
+    async def test_a_holder_renews_its_own_slot(self, store: Store) -> None:
+        assert await take(store, "a")
+        assert await take(store, "b")
+        assert await take(store, "a"), "already held: renewed, not refused"
+
+    async def test_keys_are_separate_pools(self, store: Store) -> None:
+        assert await take(store, "a")
+        assert await take(store, "b")
+        assert await take(store, "c", key="acct-2")
+        assert not await take(store, "d", key="acct-1")
+        assert not await store.acquire_slot(
+            "shop.charge", "acct-1", "d", max=2, now=NOW, expires_at=NOW + 30
+        )
+        assert await store.acquire_slot(
+            "shop.refund", "acct-1", "d", max=2, now=NOW, expires_at=NOW + 30
+        ), "another limit id: another pool"
+
+    async def test_release_frees_a_slot(self, store: Store) -> None:
+        assert await take(store, "a")
+        assert await take(store, "b")
+        await store.release_slot("shop.charge", "acct-1", "a")
+        await store.release_slot("shop.charge", "acct-1", "nobody")  # nothing to release
+        assert await take(store, "c")
+        assert not await take(store, "d")
+
+    async def test_an_expired_slot_is_taken_over(self, store: Store) -> None:
+        assert await take(store, "a")
+        assert await take(store, "b", now=NOW + 10)
+        assert not await take(store, "c", now=NOW + 29)
+        assert await take(store, "c", now=NOW + 30), "a's slot expired at NOW + 30"
+        assert not await store.extend_slot("shop.charge", "acct-1", "a", NOW + 100)
+
+    async def test_extend_keeps_a_slot_from_expiring(self, store: Store) -> None:
+        assert await take(store, "a")
+        assert await take(store, "b")
+        assert await store.extend_slot("shop.charge", "acct-1", "a", NOW + 100)
+        assert not await store.extend_slot("shop.charge", "acct-1", "c", NOW + 100)
+        assert await take(store, "c", now=NOW + 50), "b expired at NOW + 30"
+        assert not await take(store, "d", now=NOW + 50), "a was extended to NOW + 100"
+
+    async def test_concurrent_acquirers_never_exceed_max(self, db: Database, store: Store) -> None:
+        stores = [store, db.open(), db.open(), db.open(), db.open()]
+        won: list[int] = []
+
+        async def acquire(n: int) -> None:
+            if await take(stores[n], f"holder-{n}"):
+                won.append(n)
+
+        async with anyio.create_task_group() as tg:
+            for n in range(len(stores)):
+                tg.start_soon(acquire, n)
+        assert 2 == len(won)
+
+
+async def token(store: Store, *, now: float, key: str = "tenant-1") -> float:
+    return await store.take_token("shop.sync", key, rate=2.0, capacity=3.0, now=now)
+
+
+class TestBuckets:
+    """A token bucket starts full, gives a token while it has one, and refills at its
+    rate up to its capacity; a refused take says how long until the next token."""
+
+    async def test_a_full_bucket_then_the_wait(self, store: Store) -> None:
+        assert [0.0, 0.0, 0.0] == [await token(store, now=NOW) for _ in range(3)]
+        assert 0.5 == pytest.approx(await token(store, now=NOW)), "2 a second: 0.5 s"
+        assert 0.25 == pytest.approx(await token(store, now=NOW + 0.25)), "half refilled"
+        assert 0.0 == await token(store, now=NOW + 0.5)
+        assert 0.5 == pytest.approx(await token(store, now=NOW + 0.5))
+
+    async def test_refills_up_to_capacity_and_keys_apart(self, store: Store) -> None:
+        assert 0.0 == await token(store, now=NOW)
+        assert [0.0, 0.0, 0.0] == [await token(store, now=NOW + 100) for _ in range(3)]
+        assert 0.0 < await token(store, now=NOW + 100), "capacity 3: no fourth"
+        assert 0.0 == await token(store, now=NOW + 100, key="tenant-2")
+
+    async def test_concurrent_takers_share_one_bucket(self, db: Database, store: Store) -> None:
+        stores = [store, db.open(), db.open(), db.open(), db.open()]
+        waits: list[float] = []
+
+        async def take(n: int) -> None:
+            waits.append(await token(stores[n], now=NOW))
+
+        async with anyio.create_task_group() as tg:
+            for n in range(len(stores)):
+                tg.start_soon(take, n)
+        assert 3 == waits.count(0.0)
