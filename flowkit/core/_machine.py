@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import ChildFailed, DuplicateDelivery, FlowkitError, WaitTimeout, describe
 from . import _protocol as p
 from ._action import split_action
+from ._continue import CONTINUING, ContinueSteps
 from ._policy import Policy
 from ._priority import DEFAULT_PRIORITY, check_priority
 from ._program import Program, wait_name
@@ -31,7 +32,7 @@ from ._state import RunState, RunStatus
 from ._step_nodes import NodeSteps
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
 CANCELLED = "flowkit._errors.Cancelled"
 _VALUES = {status: status.value for status in RunStatus}
@@ -55,6 +56,7 @@ def start_run(
     priority: int = DEFAULT_PRIORITY,
     debounce: float | None = None,
     patches: Iterable[str] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> list[p.Command]:
     """Initialise ``state`` for a new run and return the first commands.
 
@@ -67,7 +69,8 @@ def start_run(
     :class:`~flowkit.core._protocol.StartDebounced` before then sets it again.
     The run records the patch ids its blueprint knows (``patches`` overrides
     them: a run as of before some patch): ``flow.patched`` branches read them.
-    ``priority`` (0-9) is kept in the header when it is not the default.
+    ``priority`` (0-9) is kept in the header when it is not the default. ``extra``
+    entries go into the header as they are (a continued run's link to the one before).
     """
     header = state.header
     state.put("header", "status", RunStatus.RUNNING.value)
@@ -83,6 +86,8 @@ def start_run(
         state.put("header", "traceparent", traceparent)
     if check_priority(priority) != DEFAULT_PRIORITY:
         state.put("header", "priority", priority)
+    for key, value in (extra or {}).items():
+        state.put("header", key, value)
     if program.blueprint.metadata.get("compiled"):
         for name, value in inputs.items():  # a compiled flow's parameters are its variables
             state.put("context", name, value)
@@ -116,7 +121,7 @@ def handle_event(
     return step.commands
 
 
-class Step(NodeSteps, RetrySteps):
+class Step(NodeSteps, RetrySteps, ContinueSteps):
     """One transition of one run."""
 
     def __init__(self, program: Program, state: RunState, note_completions: bool = False) -> None:
@@ -148,6 +153,8 @@ class Step(NodeSteps, RetrySteps):
             self.on_retry()
         elif isinstance(event, p.StartDebounced):
             self.on_start_debounced(event)
+        elif isinstance(event, p.RunContinued):
+            self.on_continued(event)
 
     # -- debounced starts -----------------------------------------------------
     def begin(self) -> None:
@@ -187,6 +194,8 @@ class Step(NodeSteps, RetrySteps):
         and ``finally`` see it. With no handler around, or on a second cancel
         while cleaning up, the run ends ``cancelled`` at once.
         """
+        if self.s.header.get(CONTINUING):
+            return  # it is ending already: cancel the run it continues as instead
         error = _error(CANCELLED, reason, mro=(CANCELLED, "builtins.BaseException"))
         handlers = self.cleanup_handlers()
         if not handlers or self.s.header.get("cancelling"):

@@ -43,6 +43,7 @@ class NodeSteps:
         def note(
             self, type_: str, node_id: str | None, attempt: int | None = None, *, data: Any = None
         ) -> None: ...
+        def continue_as_new(self, node_id: str, source: str) -> None: ...
 
     def fire(self, node_id: str, back: bool, source: str | None) -> None:
         """Start one activation of ``node_id``."""
@@ -105,6 +106,9 @@ class NodeSteps:
             error = dict(self.s.context.get("__error__") or {})
             cancelled = error.get("type") == _CANCELLED
             self.finish(RunStatus.CANCELLED if cancelled else RunStatus.FAILED, error=error or None)
+            return
+        if "continue_as_new" in params:
+            self.continue_as_new(node_id, params["continue_as_new"])
             return
         expr = params.get("expr")
         value = self.p.expr(expr)(self.s.context) if expr else None
@@ -428,7 +432,10 @@ class LoopLimitExceeded(FlowkitError):
         self.limit = limit
         super().__init__(
             f"loop {node_id!r} exceeded max_iterations={limit}; raise the cap "
-            "(max_iterations=...) or make the loop condition reach False"
+            "(max_iterations=...) or make the loop condition reach False; a long-lived "
+            "loop (polling, an entity) should end its run with "
+            "flow.continue_as_new(...) every few hundred iterations, which starts a "
+            "fresh run with a bounded history"
         )
 
 

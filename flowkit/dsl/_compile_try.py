@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 
 from ._compile_base import Handler, TryFrame
 from ._compile_graph import Draft
-from ._compile_patches import Patches
+from ._compile_continue import Continues
 
 if TYPE_CHECKING:
     from ._compile_graph import Port
 
 
-class Tries(Patches):
+class Tries(Continues):
     """``try`` statements."""
 
     def stmt_Try(self, node: ast.Try, ports: list[Port]) -> list[Port]:

@@ -29,6 +29,7 @@ from ..observability._propagation import current_traceparent
 from ..shell._commands import for_parent
 from ..shell._describe import describe_stored, read_history
 from ..shell._durable import (
+    continuing,
     debounce_seconds,
     index_ops,
     refuse_if_finished,
@@ -36,6 +37,7 @@ from ..shell._durable import (
     split_priority,
     split_tags,
     unknown_digest,
+    with_tags,
 )
 from ..shell._flows import Flows, refuse_unknown_wait, route_signal
 from ..shell._history import start_history
@@ -99,6 +101,8 @@ class Runtime(Driver, ScheduleControls):
             self._target(flow).check(dict(schedule.spec.inputs))
         if schedules:
             self._scheduler = Scheduler(self._schedule_store(), schedules, RuntimeStarter(self))
+        # run id -> (run, commands): runs continued as new that no one drives yet
+        self._continued: dict[str, tuple[Run, list[p.Command]]] = {}
         # run id -> (lock, users): signal_with_start of one run id, one at a time here
         self._starting: dict[str, tuple[anyio.Lock, list[int]]] = {}
 
@@ -137,11 +141,23 @@ class Runtime(Driver, ScheduleControls):
         run_tags, inputs = split_tags(target, tags, inputs)
         level, inputs = split_priority(target, priority, inputs)
         run, commands = await self._create(resolved, run_id, inputs, tags=run_tags, priority=level)
-        if commands:
-            await self._drive(run, commands)
-        else:  # an existing run: wait for whoever drives it to let go
-            await run.idle.wait()
-        return self._result_of(run)
+        while True:
+            if commands:
+                await self._drive(run, commands)
+            else:  # an existing run: wait for whoever drives it to let go
+                await run.idle.wait()
+            result = self._result_of(run)
+            if result.continued_as is None:
+                return result
+            run, commands = await self._next_in_chain(result.continued_as)
+
+    async def _next_in_chain(self, run_id: str) -> tuple[Run, list[p.Command]]:
+        """The run a run continued as, and the commands to drive it with (none if it is
+        driven already, in the open runtime's background)."""
+        pending = self._continued.pop(run_id, None)
+        if pending is not None:
+            return pending
+        return await self._get(run_id), []
 
     async def start(
         self,
@@ -565,10 +581,11 @@ class Runtime(Driver, ScheduleControls):
         signal: p.SignalReceived | None = None,
         priority: int = DEFAULT_PRIORITY,
         debounce: float | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> tuple[Run, list[p.Command]]:
         """A new run (or, for a ``run_id`` that exists, that run and no commands); a new
         one has ``signal`` (if given) received, buffered for its wait, and begins
-        ``debounce`` seconds from now (if given)."""
+        ``debounce`` seconds from now (if given); ``extra`` goes into its header."""
         if run_id is not None:
             existing = await self._find(run_id)
             if existing is not None:
@@ -589,6 +606,7 @@ class Runtime(Driver, ScheduleControls):
             signal=signal,
             priority=priority,
             debounce=debounce,
+            extra=with_tags(extra, tags),
         )
         delta = state.take_delta()
         now = clock.now()
@@ -637,7 +655,7 @@ class Runtime(Driver, ScheduleControls):
         state, version = loaded
         target = self.flows.of_state(state)
         run = Run(target.program, target, state, version, state.header.get("parent"))
-        run.recover = bool(state.sections["dispatches"])
+        run.recover = bool(state.sections["dispatches"]) or continuing(state)
         self._runs[run_id] = run
         return run
 
@@ -702,6 +720,26 @@ class Runtime(Driver, ScheduleControls):
             priority=priority_of(parent.state.header),  # a child inherits its parent's
         )
         await self._drive(run, commands)
+
+    async def _continue(self, run: Run, command: p.ContinueAsNew) -> None:
+        """Create the run ``run`` continues as (``flow.continue_as_new``), then finish
+        ``run``; the new run is driven in the open runtime's background, else by the
+        :meth:`run` that drove ``run``."""
+        tags = run.state.header.get("tags")
+        new, commands = await self._create(
+            run.target,
+            command.run_id,
+            dict(command.inputs),
+            tags=tags,
+            priority=priority_of(run.state.header),
+            extra=command.header,
+        )
+        if commands:
+            if self._tg is not None:
+                self._drive_soon(new, commands)
+            else:
+                self._continued[new.run_id] = (new, commands)
+        await self._deliver(run, p.RunContinued(command.run_id))
 
     async def _notify_parent(self, run: Run) -> None:
         """When a child run has finished, tell its parent (idempotent in the core)."""
@@ -830,6 +868,7 @@ class DefaultRuntime(Runtime):
         signal: p.SignalReceived | None = None,
         priority: int = DEFAULT_PRIORITY,
         debounce: float | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> tuple[Run, list[p.Command]]:
         run, commands = await super()._create(
             target,
@@ -840,6 +879,7 @@ class DefaultRuntime(Runtime):
             signal=signal,
             priority=priority,
             debounce=debounce,
+            extra=extra,
         )
         if commands:  # a new run, not one found under that id
             self.process.states[run.run_id] = run.state

@@ -60,6 +60,21 @@ def index_ops(
     return IndexOps(timers, timers_done, leases, leases_done)
 
 
+def with_tags(
+    extra: Mapping[str, Any] | None, tags: Mapping[str, str] | None
+) -> dict[str, Any] | None:
+    """A new run's extra header entries, with its ``tags`` (kept in the header so that a
+    run continued as new carries them over)."""
+    if not tags:
+        return dict(extra) if extra else None
+    return {**(extra or {}), "tags": dict(tags)}
+
+
+def continuing(state: RunState) -> bool:
+    """Whether the run has a continuation (``flow.continue_as_new``) not yet reported."""
+    return any(record.get("continuation") for record in state.sections["children"].values())
+
+
 def commit_info(state: RunState, now: float) -> dict[str, Any]:
     """The ``info`` of a commit of ``state``: its status, the commit's time ``now`` and,
     for a failed run, its error's type and message (the run index's fields)."""
