@@ -38,7 +38,9 @@ class Continues(Patches):
         return self.continue_as_new(node, node.value, ports)
 
     def is_continue(self, value: ast.expr) -> bool:
-        return isinstance(value, ast.Call) and callee_kind(self.resolver.resolve(value.func)) == _KIND
+        if not isinstance(value, ast.Call):
+            return False
+        return callee_kind(self.resolver.resolve(value.func)) == _KIND
 
     def continue_as_new(self, node: ast.stmt, call: ast.Call, ports: list[Port]) -> list[Port]:
         inputs = self.bind_primitive("continue_as_new", call).get("inputs", {})

@@ -15,8 +15,8 @@ import ast
 from typing import TYPE_CHECKING
 
 from ._compile_base import Handler, TryFrame
-from ._compile_graph import Draft
 from ._compile_continue import Continues
+from ._compile_graph import Draft
 
 if TYPE_CHECKING:
     from ._compile_graph import Port

@@ -451,8 +451,21 @@ class Client(ScheduleControls):
         RedisStore) the wait wakes on the announcement, and reads the run only
         every ``max_poll_interval`` besides, in case one was missed. Other
         stores (SQLite) are polled, every ``poll_interval`` rising to
-        ``max_poll_interval``.
+        ``max_poll_interval``. A run that continued as new (``flow.continue_as_new``) is
+        followed along its chain: the result is the last run's.
         """
+        deadline = None if timeout is None else anyio.current_time() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - anyio.current_time())
+            result = await self._wait_one(run_id, left, timeout)
+            if result.continued_as is None:
+                return result
+            run_id = result.continued_as
+
+    async def _wait_one(
+        self, run_id: str, timeout: float | None, waited: float | None
+    ) -> RunResult:
+        """:meth:`wait` for one run (``waited``: the whole wait's timeout, for its error)."""
         announced = anyio.Event()
         with anyio.move_on_after(timeout):
             # subscribed before the first read, so no announcement falls in between
@@ -462,8 +475,8 @@ class Client(ScheduleControls):
                 await self._until_finished(run_id, announced, notified=notices is not None)
                 tg.cancel_scope.cancel()
             return await despite_store_outages(self.store_health, lambda: self.result(run_id))
-        assert timeout is not None  # only a timeout ends the wait without a result
-        raise await self._timed_out(run_id, timeout)
+        assert waited is not None  # only a timeout ends the wait without a result
+        raise await self._timed_out(run_id, waited)
 
     async def _timed_out(self, run_id: str, waited: float) -> ResultTimeout:
         """The error for a wait that gave up: where the run stands, and what to check."""
