@@ -68,6 +68,19 @@ async def in_try(count: int = 0) -> int:
 
 
 @flow
+async def tally(total: int = 0, seen: int = 0) -> int:
+    """An entity: adds what each ``add`` signal brings, continuing as new every two."""
+    while True:
+        n = await flow.wait("add")
+        if n is None:
+            return total
+        total = total + n
+        seen += 1
+        if seen == 2:
+            flow.continue_as_new(total=total, seen=0)
+
+
+@flow
 async def parent_of_continuing(count: int = 0) -> int:
     return await in_try(count=count)
 
@@ -126,6 +139,17 @@ async def test_a_child_run_cannot_continue_as_new() -> None:
     assert "a subflow cannot continue as new" in str(result.error)
 
 
+async def test_signals_to_the_first_id_reach_the_newest_run() -> None:
+    async with flowkit.Runtime() as rt:
+        handle = await rt.start(tally, run_id="e")
+        for n in (1, 2, 3, 4, 5):
+            await rt.signal("e", "add", n)
+        await rt.signal("e", "add", None)
+        with anyio.fail_after(BOUND):
+            last = await handle.result()
+    assert (RunStatus.COMPLETED, 15, "e:2") == (last.status, last.output, last.run_id)
+
+
 # -- simulate() -----------------------------------------------------------------------------------
 
 
@@ -159,6 +183,23 @@ async def test_worker_chains_ten_runs(tmp_path: Path) -> None:
     assert (RunStatus.COMPLETED, LIMIT, "c:9") == (last.status, last.output, last.run_id)
     assert sorted(RUNS) == sorted(r.run_id for r in page.runs)
     assert "c:1" == first.continued_as
+
+
+async def test_worker_signals_to_the_first_id_reach_the_newest_run() -> None:
+    store, transport = MemoryStore(), MemoryTransport()
+    client = flowkit.Client(transport, store, flows=[tally], lease=LEASE)
+    worker = flowkit.Worker([tally], transport, store, lease=LEASE, poll_interval=0.05)
+    with anyio.fail_after(BOUND):
+        async with anyio.create_task_group() as tg:
+            await tg.start(worker.run)
+            await client.start(tally, run_id="e")
+            answers = [await client.signal("e", "add", n) for n in (1, 2, 3)]
+            await client.signal("e", "add", None)
+            last = await client.wait("e")
+            tg.cancel_scope.cancel()
+    assert (RunStatus.COMPLETED, 6, "e:1") == (last.status, last.output, last.run_id)
+    assert ["e", "e", "e:1"] == [a.run_id for a in answers]  # the run each one reached
+    assert "e:1" == answers[1].continued_as
 
 
 class Died(BaseException):

@@ -32,6 +32,7 @@ from ..shell._durable import (
     continuing,
     debounce_seconds,
     index_ops,
+    newest_run,
     refuse_if_finished,
     refuse_retry,
     split_priority,
@@ -329,16 +330,20 @@ class Runtime(Driver, ScheduleControls):
         A signal that arrives before its wait is buffered. Raises
         :class:`ResumeError` for an unknown run, a run that has finished or a
         name no wait uses, and :class:`DuplicateDelivery` for a ``delivery_id``
-        the run already received.
+        the run already received. A run that continued as new (``flow.continue_as_new``)
+        passes the signal on to the newest run of its chain.
         """
-        top = await self._get(run_id)
+        top = await self._get(await newest_run(run_id, self._state_of))
         refuse_if_finished(top.state, name, delivery_id)
         run = await self._signal_target(top, name)
         await self._advance(run, p.SignalReceived(name, data, action, delivery_id))
         await top.idle.wait()
         if self.store is None:
             return self._result_of(top)
-        return await self.result(run_id)
+        return await self.result(top.run_id)
+
+    async def _state_of(self, run_id: str) -> RunState:
+        return (await self._get(run_id)).state
 
     async def query(self, run_id: str, name: str) -> Any:
         """The answer of the run's query ``name`` (declared with ``@flow_fn.query``),

@@ -18,7 +18,7 @@ from ..stores._protocol import CommitsOptimistically, Conflict
 from ._history import Origin, options_of, transition_events
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping
 
     from .._durations import Duration
     from ..blueprint._model import Blueprint
@@ -68,6 +68,16 @@ def with_tags(
     if not tags:
         return dict(extra) if extra else None
     return {**(extra or {}), "tags": dict(tags)}
+
+
+async def newest_run(run_id: str, state_of: Callable[[str], Awaitable[RunState]]) -> str:
+    """The newest run of ``run_id``'s chain (runs that continued as new, followed)."""
+    while True:
+        state = await state_of(run_id)
+        following = state.header.get("continued_as") if state.finished else None
+        if following is None:
+            return run_id
+        run_id = str(following)
 
 
 def continuing(state: RunState) -> bool:

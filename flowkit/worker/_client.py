@@ -26,6 +26,7 @@ from ..core._state import FINISHED_VALUES, RunStatus
 from ..shell._describe import describe_stored, read_history
 from ..shell._durable import (
     debounce_seconds,
+    newest_run,
     refuse_if_finished,
     refuse_retry,
     split_priority,
@@ -258,17 +259,23 @@ class Client(ScheduleControls):
         """
         data, action = split_action(data, action)
         event = p.SignalReceived(name, data, action, delivery_id or f"client:{uuid.uuid4().hex}")
-        await self._deliver(run_id, event)
+        run_id = await self._deliver(run_id, event)
         return await self.result(run_id)
 
-    async def _deliver(self, run_id: str, event: p.SignalReceived) -> None:
+    async def _deliver(self, run_id: str, event: p.SignalReceived) -> str:
         """Deliver ``event`` to the run (or the child waiting for it), tried again while the
-        store is unreachable."""
+        store is unreachable; a run that continued as new passes it on to the newest run
+        of its chain, whose id is returned."""
         tries = 0
+        first = run_id
+
+        async def state_of(run_id: str) -> RunState:
+            return (await self.shell.replica(run_id, fresh=True)).state
 
         async def deliver() -> None:
-            nonlocal tries
+            nonlocal tries, run_id
             tries += 1
+            run_id = await newest_run(first, state_of)
             try:
                 target = await self.shell.signal_target(run_id, event.name)
                 refuse_if_finished(
@@ -281,6 +288,7 @@ class Client(ScheduleControls):
                     raise  # (a later try finds what an earlier one committed: delivered)
 
         await self._despite_outage(f"signal run {run_id!r}", deliver)
+        return run_id
 
     async def query(self, run_id: str, name: str) -> Any:
         """The answer of the run's query ``name`` (declared with ``@flow_fn.query``),
