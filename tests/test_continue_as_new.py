@@ -258,6 +258,24 @@ async def test_a_death_between_commit_and_creation_still_makes_one_new_run(after
     assert "c:1" == (await client.result("c")).continued_as
 
 
+@pytest.mark.parametrize("after", [False, True], ids=["before-create", "after-create"])
+async def test_a_runtime_that_died_mid_continuation_redoes_it_on_restart(after: bool) -> None:
+    store = DyingStore("c:1", after=after)
+    with anyio.fail_after(BOUND):
+        try:
+            async with flowkit.Runtime(store=store) as rt:
+                await rt.run(counter, run_id="c", count=0, limit=3 * EVERY)
+        except* Died:
+            pass
+    assert (await store.info("c") or pytest.fail("no run c")).status != "completed"
+    async with flowkit.Runtime(store=store) as again:
+        handle = await again.start(counter, run_id="c")  # it exists: recovered, not made
+        with anyio.fail_after(BOUND):
+            last = await handle.result()
+    assert (RunStatus.COMPLETED, 3 * EVERY, "c:2") == (last.status, last.output, last.run_id)
+    assert ["c", "c:1", "c:2"] == store.creations
+
+
 # -- the DSL ------------------------------------------------------------------------------------
 
 

@@ -739,7 +739,7 @@ class Runtime(Driver, ScheduleControls):
             priority=priority_of(run.state.header),
             extra=command.header,
         )
-        if commands:
+        if commands or new.recover:  # a new run, or one a process died before driving
             if self._tg is not None:
                 self._drive_soon(new, commands)
             else:
