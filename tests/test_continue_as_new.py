@@ -122,6 +122,19 @@ async def test_runtime_chains_ten_runs_and_result_follows_them(stored: bool) -> 
         await store.close()
 
 
+async def test_runs_show_prints_the_links() -> None:
+    from flowkit.cli._show import _header
+
+    store = MemoryStore()
+    async with flowkit.Runtime(store=store) as rt:
+        await rt.run(counter, run_id="c", count=0, limit=2 * EVERY)
+        first, second = await rt.describe("c"), await rt.describe("c:1")
+    assert ("c:1", None) == (first.continued_as, first.continued_from)
+    assert (None, "c") == (second.continued_as, second.continued_from)
+    assert "continued as c:1" in _header(first).plain
+    assert "continues c" in _header(second).plain
+
+
 async def test_a_continuation_leaves_through_finally_first() -> None:
     async with flowkit.Runtime() as rt:
         handle = await rt.start(in_try, run_id="t", count=0)
