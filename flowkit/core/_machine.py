@@ -217,6 +217,7 @@ class Step(NodeSteps, RetrySteps, ContinueSteps):
             for section in ("dispatches", "timers", "waits", "children", "batches")
             for key, value in sections[section].items()
             if section != "timers" or value["purpose"] != DEBOUNCE  # not begun: no node stands
+            if section != "children" or not value.get("started")  # its node went on
         ]
         handlers: dict[str, str] = {}
         for node_id in dict.fromkeys(standing):
@@ -365,6 +366,8 @@ class Step(NodeSteps, RetrySteps, ContinueSteps):
         if child is None:
             return
         self.s.drop("children", event.child_run_id)
+        if child.get("started"):
+            return  # started without waiting: the flow went on long ago
         self.failing.append(("children", event.child_run_id, child))
         if event.status == RunStatus.COMPLETED:
             self.complete(child["node"], event.output, None)
@@ -617,6 +620,12 @@ class Step(NodeSteps, RetrySteps, ContinueSteps):
         ):
             for key, value in list(sections[section].items()):
                 node_id = key if section == "batches" else value["node"]
+                if section == "children" and value.get("started"):
+                    if nodes is None:  # the run ends: its started children per their policy
+                        self.s.drop(section, key)
+                        if not value.get("detach"):
+                            self.commands.append(p.CancelChild(key))
+                    continue
                 if chosen(node_id):
                     self.s.drop(section, key)
                     if cancel is not None:
@@ -633,7 +642,7 @@ class Step(NodeSteps, RetrySteps, ContinueSteps):
         sections = self.s.sections
         if sections["dispatches"]:
             self.set_status(RunStatus.RUNNING)
-        elif sections["timers"] or sections["waits"] or sections["children"]:
+        elif sections["timers"] or sections["waits"] or self.awaited_children():
             self.set_status(RunStatus.AWAITING)
         else:
             stalled = self.stalled_joins()
@@ -643,6 +652,10 @@ class Step(NodeSteps, RetrySteps, ContinueSteps):
                 self.finish(RunStatus.FAILED, error=_error(WORKFLOW_FAILED, message))
             else:
                 self.finish(RunStatus.COMPLETED, output=self.terminal_output())
+
+    def awaited_children(self) -> bool:
+        """Whether a child run holds the run (one started without waiting does not)."""
+        return any(not c.get("started") for c in self.s.sections["children"].values())
 
     def set_status(self, status: RunStatus) -> None:
         before = self.s.sections["header"].get("status")

@@ -158,10 +158,17 @@ class NodeSteps:
             kwargs = dict(args[0])
         act = self.record(node_id)[_ACT]
         child_id = f"{self.s.run_id}/{node_id}@{act}"
+        if "run_id" in params:  # `await child.start(run_id=...)`: not waited for
+            child_id = str(self.p.expr(params["run_id"])(self.s.context))
         blueprint_id = str(params.get("blueprint_id", ""))
         record = {"node": node_id, "act": act, "blueprint_id": blueprint_id, "inputs": kwargs}
+        if "run_id" in params:
+            record["started"] = True
+            record["detach"] = bool(params.get("detach"))
         self.s.put("children", child_id, record)
         self.commands.append(proto.StartChild(child_id, node_id, blueprint_id, kwargs))
+        if "run_id" in params:
+            self.complete(node_id, child_id, None)
 
     def _fire_loop(self, node_id: str, params: dict[str, Any], back: bool, src: Any) -> None:
         if "mode" in params:

@@ -750,7 +750,11 @@ class Runtime(Driver, ScheduleControls):
         """When a child run has finished, tell its parent (idempotent in the core)."""
         if run.parent is None or not run.state.finished:
             return
-        await self._deliver(await self._get(run.parent), for_parent(run.run_id, run.state.header))
+        try:
+            parent = await self._get(run.parent)
+        except ResumeError:
+            return  # a parent that started it without waiting, and finished (and was let go)
+        await self._deliver(parent, for_parent(run.run_id, run.state.header))
 
     # -- timers ---------------------------------------------------------------
     async def _scheduler_loop(self) -> None:
