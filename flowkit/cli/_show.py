@@ -140,6 +140,10 @@ def _header(described: RunDescription) -> RenderableType:
     text.append(f"\nflow {run.flow}  digest {run.digest[:12]}")
     if run.parent:
         text.append(f"  child of {run.parent}")
+    if described.continued_from:
+        text.append(f"\ncontinues {described.continued_from}")
+    if described.continued_as:
+        text.append(f"\ncontinued as {described.continued_as}")
     text.append(f"\nstarted {_when(run.created_at)}")
     if run.finished_at is not None:
         text.append(

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import ChildFailed, DuplicateDelivery, FlowkitError, WaitTimeout, describe
 from . import _protocol as p
 from ._action import split_action
+from ._continue import CONTINUING, ContinueSteps
 from ._deferral import COMPLETION, DeferralSteps, deferred
 from ._policy import Policy
 from ._priority import DEFAULT_PRIORITY, check_priority
@@ -32,7 +33,7 @@ from ._state import RunState, RunStatus
 from ._step_nodes import NodeSteps
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
 CANCELLED = "flowkit._errors.Cancelled"
 _VALUES = {status: status.value for status in RunStatus}
@@ -56,6 +57,7 @@ def start_run(
     priority: int = DEFAULT_PRIORITY,
     debounce: float | None = None,
     patches: Iterable[str] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> list[p.Command]:
     """Initialise ``state`` for a new run and return the first commands.
 
@@ -68,7 +70,8 @@ def start_run(
     :class:`~flowkit.core._protocol.StartDebounced` before then sets it again.
     The run records the patch ids its blueprint knows (``patches`` overrides
     them: a run as of before some patch): ``flow.patched`` branches read them.
-    ``priority`` (0-9) is kept in the header when it is not the default.
+    ``priority`` (0-9) is kept in the header when it is not the default. ``extra``
+    entries go into the header as they are (a continued run's link to the one before).
     """
     header = state.header
     state.put("header", "status", RunStatus.RUNNING.value)
@@ -84,6 +87,8 @@ def start_run(
         state.put("header", "traceparent", traceparent)
     if check_priority(priority) != DEFAULT_PRIORITY:
         state.put("header", "priority", priority)
+    for key, value in (extra or {}).items():
+        state.put("header", key, value)
     if program.blueprint.metadata.get("compiled"):
         for name, value in inputs.items():  # a compiled flow's parameters are its variables
             state.put("context", name, value)
@@ -117,7 +122,7 @@ def handle_event(
     return step.commands
 
 
-class Step(NodeSteps, RetrySteps, DeferralSteps):
+class Step(NodeSteps, RetrySteps, DeferralSteps, ContinueSteps):
     """One transition of one run."""
 
     def __init__(self, program: Program, state: RunState, note_completions: bool = False) -> None:
@@ -153,6 +158,8 @@ class Step(NodeSteps, RetrySteps, DeferralSteps):
             self.on_deferred(event)
         elif isinstance(event, p.NodeHeartbeat):
             self.on_heartbeat(event)
+        elif isinstance(event, p.RunContinued):
+            self.on_continued(event)
 
     # -- debounced starts -----------------------------------------------------
     def begin(self) -> None:
@@ -192,6 +199,8 @@ class Step(NodeSteps, RetrySteps, DeferralSteps):
         and ``finally`` see it. With no handler around, or on a second cancel
         while cleaning up, the run ends ``cancelled`` at once.
         """
+        if self.s.header.get(CONTINUING):
+            return  # it is ending already: cancel the run it continues as instead
         error = _error(CANCELLED, reason, mro=(CANCELLED, "builtins.BaseException"))
         handlers = self.cleanup_handlers()
         if not handlers or self.s.header.get("cancelling"):
@@ -213,6 +222,7 @@ class Step(NodeSteps, RetrySteps, DeferralSteps):
             for section in ("dispatches", "timers", "waits", "children", "batches")
             for key, value in sections[section].items()
             if section != "timers" or value["purpose"] != DEBOUNCE  # not begun: no node stands
+            if section != "children" or not value.get("started")  # its node went on
         ]
         handlers: dict[str, str] = {}
         for node_id in dict.fromkeys(standing):
@@ -367,6 +377,8 @@ class Step(NodeSteps, RetrySteps, DeferralSteps):
         if child is None:
             return
         self.s.drop("children", event.child_run_id)
+        if child.get("started"):
+            return  # started without waiting: the flow went on long ago
         self.failing.append(("children", event.child_run_id, child))
         if event.status == RunStatus.COMPLETED:
             self.complete(child["node"], event.output, None)
@@ -619,6 +631,12 @@ class Step(NodeSteps, RetrySteps, DeferralSteps):
         ):
             for key, value in list(sections[section].items()):
                 node_id = key if section == "batches" else value["node"]
+                if section == "children" and value.get("started"):
+                    if nodes is None:  # the run ends: its started children per their policy
+                        self.s.drop(section, key)
+                        if not value.get("detach"):
+                            self.commands.append(p.CancelChild(key))
+                    continue
                 if chosen(node_id):
                     self.s.drop(section, key)
                     if cancel is not None:
@@ -639,7 +657,7 @@ class Step(NodeSteps, RetrySteps, DeferralSteps):
             sections["dispatches"]
             or sections["timers"]
             or sections["waits"]
-            or sections["children"]
+            or self.awaited_children()
         ):
             self.set_status(RunStatus.AWAITING)
         else:
@@ -650,6 +668,10 @@ class Step(NodeSteps, RetrySteps, DeferralSteps):
                 self.finish(RunStatus.FAILED, error=_error(WORKFLOW_FAILED, message))
             else:
                 self.finish(RunStatus.COMPLETED, output=self.terminal_output())
+
+    def awaited_children(self) -> bool:
+        """Whether a child run holds the run (one started without waiting does not)."""
+        return any(not c.get("started") for c in self.s.sections["children"].values())
 
     def set_status(self, status: RunStatus) -> None:
         before = self.s.sections["header"].get("status")

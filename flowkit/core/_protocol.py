@@ -109,6 +109,14 @@ class StartDebounced:
     delay: float
 
 
+@attrs.frozen
+class RunContinued:
+    """The run that this one continues as (``flow.continue_as_new``) exists now: the
+    shell created it (or found it created), so this run may finish."""
+
+    new_run_id: str
+
+
 Event = (
     NodeCompleted
     | NodeFailed
@@ -120,6 +128,7 @@ Event = (
     | CancelRequested
     | RetryRequested
     | StartDebounced
+    | RunContinued
 )
 
 
@@ -188,6 +197,20 @@ class FinishRun:
 
 
 @attrs.frozen
+class ContinueAsNew:
+    """Create ``run_id``, a fresh run of the same flow with ``inputs`` and these extra
+    ``header`` entries (its link to this run), then report :class:`RunContinued`.
+
+    Creating it twice is harmless (a run id that exists is left alone), so a shell that
+    died before reporting may carry the command out again."""
+
+    run_id: str
+    blueprint_id: str
+    inputs: dict[str, Any]
+    header: dict[str, Any]
+
+
+@attrs.frozen
 class Note:
     """Something observers may want to know (``node:retry``, ``batch:start``, ...)."""
 
@@ -206,5 +229,6 @@ Command = (
     | StartChild
     | CancelChild
     | FinishRun
+    | ContinueAsNew
     | Note
 )

@@ -43,6 +43,7 @@ class NodeSteps:
         def note(
             self, type_: str, node_id: str | None, attempt: int | None = None, *, data: Any = None
         ) -> None: ...
+        def continue_as_new(self, node_id: str, source: str) -> None: ...
 
     def fire(self, node_id: str, back: bool, source: str | None) -> None:
         """Start one activation of ``node_id``."""
@@ -106,6 +107,9 @@ class NodeSteps:
             cancelled = error.get("type") == _CANCELLED
             self.finish(RunStatus.CANCELLED if cancelled else RunStatus.FAILED, error=error or None)
             return
+        if "continue_as_new" in params:
+            self.continue_as_new(node_id, params["continue_as_new"])
+            return
         expr = params.get("expr")
         value = self.p.expr(expr)(self.s.context) if expr else None
         self.s.put("outputs", node_id, value)
@@ -154,10 +158,17 @@ class NodeSteps:
             kwargs = dict(args[0])
         act = self.record(node_id)[_ACT]
         child_id = f"{self.s.run_id}/{node_id}@{act}"
+        if "run_id" in params:  # `await child.start(run_id=...)`: not waited for
+            child_id = str(self.p.expr(params["run_id"])(self.s.context))
         blueprint_id = str(params.get("blueprint_id", ""))
         record = {"node": node_id, "act": act, "blueprint_id": blueprint_id, "inputs": kwargs}
+        if "run_id" in params:
+            record["started"] = True
+            record["detach"] = bool(params.get("detach"))
         self.s.put("children", child_id, record)
         self.commands.append(proto.StartChild(child_id, node_id, blueprint_id, kwargs))
+        if "run_id" in params:
+            self.complete(node_id, child_id, None)
 
     def _fire_loop(self, node_id: str, params: dict[str, Any], back: bool, src: Any) -> None:
         if "mode" in params:
@@ -433,7 +444,10 @@ class LoopLimitExceeded(FlowkitError):
         self.limit = limit
         super().__init__(
             f"loop {node_id!r} exceeded max_iterations={limit}; raise the cap "
-            "(max_iterations=...) or make the loop condition reach False"
+            "(max_iterations=...) or make the loop condition reach False; a long-lived "
+            "loop (polling, an entity) should end its run with "
+            "flow.continue_as_new(...) every few hundred iterations, which starts a "
+            "fresh run with a bounded history"
         )
 
 

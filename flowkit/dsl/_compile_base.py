@@ -84,6 +84,8 @@ class CompilerBase:
         self.var_types: dict[str, Any] = {}  # flow variable -> the type its value has
         self.patches: set[str] = set()  # ids of flow.patched(...)
         self.deprecated: set[str] = set()  # ids of flow.deprecate_patch(...)
+        self.parameters: list[str] = []  # the flow's parameters (flow.continue_as_new's inputs)
+        self.takes_any = False  # the flow has a **kwargs parameter
         self._temps = 0
 
     def note_type(self, target: Any, hint: Any) -> None:

@@ -170,6 +170,30 @@ class Calls(CallOptions, Waits):
         params, ports = self.subflow_params(call, child, ports)
         return [(self.subflow_member(child, params, target, ports), None)]
 
+    def start_child(self, call: ast.Call, target: Target | None, ports: list[Port]) -> list[Port]:
+        """``await other_flow.start(run_id=..., detach=..., **inputs)``: a child run that
+        the flow does not wait for; the node's value is the child's run id."""
+        assert isinstance(call.func, ast.Attribute)
+        child = self.resolver.resolve(call.func.value)
+        own = {k.arg: k.value for k in call.keywords if k.arg in ("run_id", "detach")}
+        if "run_id" not in own:
+            raise self.error(
+                call,
+                f"{child.id}.start() needs run_id=: the id of the child run it starts",
+                f"write `child_id = await {child.id}.start(run_id=..., <inputs>)`",
+            )
+        rest = ast.Call(call.func, call.args, [k for k in call.keywords if k.arg not in own])
+        ast.copy_location(rest, call)
+        params, ports = self.subflow_params(rest, child, ports)
+        params["run_id"], ports = self.expr(own["run_id"], ports)
+        params["detach"] = bool(self.literal(own.get("detach"), "detach=", False))
+        if target is not None:
+            params["assign"] = target
+        if not any(c is child for c in self.children):
+            self.children.append(child)
+        node_id = self.add(self.graph.new_id(f"start:{child.id}"), "subflow", params, ports)
+        return [(node_id, None)]
+
     def subflow_member(
         self, child: Any, params: dict[str, Any], target: Target | None, ports: list[Port]
     ) -> str:
@@ -223,6 +247,8 @@ class Calls(CallOptions, Waits):
             return self.fan_out(name, call, target, ports)
         if name == "map":
             return self.map_call(call, target, ports)
+        if name == "start_child":
+            return self.start_child(call, target, ports)
         return self.durable(name, call, target, ports)[1]
 
     def fan_out(

@@ -29,6 +29,11 @@ PATCH_ERRORS = {
         "flow.deprecate_patch(...) must be a statement of its own",
         'write `flow.deprecate_patch("my-change")` on a line of its own',
     ),
+    "primitive:continue_as_new": (
+        "flow.continue_as_new(...) is a statement: it is not awaited and has no value",
+        "write `flow.continue_as_new(n=n)` (or `return flow.continue_as_new(n=n)`) on a "
+        "line of its own, without await",
+    ),
 }
 _NODE_WITHOUT_AWAIT = (
     "write `await {name}(...)`; inside flow.gather/flow.first pass the call without await"

@@ -15,14 +15,14 @@ import ast
 from typing import TYPE_CHECKING
 
 from ._compile_base import Handler, TryFrame
+from ._compile_continue import Continues
 from ._compile_graph import Draft
-from ._compile_patches import Patches
 
 if TYPE_CHECKING:
     from ._compile_graph import Port
 
 
-class Tries(Patches):
+class Tries(Continues):
     """``try`` statements."""
 
     def stmt_Try(self, node: ast.Try, ports: list[Port]) -> list[Port]:

@@ -58,6 +58,8 @@ class FlowCompiler(Tries):
     def function(self, fn_node: ast.AsyncFunctionDef, fn: Callable[..., Any]) -> None:
         ports: list[Port] = [(START, None)]
         names = _parameters(fn_node)
+        self.parameters = names
+        self.takes_any = fn_node.args.kwarg is not None
         try:
             hints = typing.get_type_hints(fn)
         except (NameError, TypeError):

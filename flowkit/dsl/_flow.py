@@ -10,7 +10,7 @@ compiled form; ``sleep``, ``wait`` and ``webhook`` need a run and say so.
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar, overload
 
 import anyio
 
@@ -63,6 +63,19 @@ def deprecate_patch(patch_id: str) -> None:
     Its runs still know the patch; a run started before the patch is refused
     by this code. Remove the call once no run started with it is left.
     """
+
+
+@_primitive("continue_as_new")
+def continue_as_new(**inputs: Any) -> NoReturn:
+    """End the run and start a fresh run of the same flow with ``inputs``: a statement
+    (``flow.continue_as_new(n=n)`` or ``return flow.continue_as_new(n=n)``), not awaited.
+
+    The run completes with no output and ``continued_as`` naming the new run, whose
+    id is the first run's with ``:<n>`` added; ``result()`` on any run of the chain
+    waits for the last. A long-lived loop (polling, an entity) calls it every few
+    hundred iterations so that each run's history stays bounded.
+    """
+    raise RuntimeError(_NEEDS_RUN.format(name="continue_as_new"))
 
 
 @_primitive("wait")
@@ -167,7 +180,7 @@ async def _resolve(value: Any) -> Any:
 
 _PRIMITIVES: dict[str, Callable[..., Any]] = {
     "sleep": sleep, "wait": wait, "webhook": webhook, "gather": gather, "first": first, "map": map,
-    "patched": patched, "deprecate_patch": deprecate_patch,
+    "patched": patched, "deprecate_patch": deprecate_patch, "continue_as_new": continue_as_new,
 }  # fmt: skip
 
 
@@ -195,6 +208,7 @@ class FlowDecorator:
     map = staticmethod(map)
     patched = staticmethod(patched)
     deprecate_patch = staticmethod(deprecate_patch)
+    continue_as_new = staticmethod(continue_as_new)
 
     @overload
     def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> FlowDef[P, R]: ...
@@ -236,7 +250,7 @@ class FlowDecorator:
 
 flow = FlowDecorator()
 """The ``@flow`` decorator; also ``flow.sleep``, ``flow.wait``, ``flow.webhook``,
-``flow.gather``, ``flow.first``, ``flow.map``, ``flow.patched`` and
-``flow.deprecate_patch``."""
+``flow.gather``, ``flow.first``, ``flow.map``, ``flow.patched``,
+``flow.deprecate_patch`` and ``flow.continue_as_new``."""
 
 __all__ = ["FlowDecorator", "flow"]

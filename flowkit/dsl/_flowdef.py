@@ -203,6 +203,21 @@ class FlowDef(Generic[P, R]):
 
         return await default_runtime().run(self, **inputs)
 
+    async def start(self, *, run_id: str, detach: bool = False, **inputs: Any) -> str:
+        """In a flow body: start a run of this flow as a child with id ``run_id`` and go on
+        without waiting for it; the value is ``run_id``.
+
+        ``detach`` is the child's cancellation policy: ``False`` (the default) cancels it
+        when its parent finishes, if it is still going; ``True`` leaves it running. Outside
+        a flow body, start runs with ``Runtime.start`` or ``Client.start``.
+        """
+        raise RuntimeError(
+            f"{self.id}.start(run_id=...) starts a child run inside a flow body only; "
+            "outside one, use `await runtime.start(flow, run_id=...)` or Client.start"
+        )
+
+    start.__flowkit_primitive__ = "start_child"  # type: ignore[attr-defined]
+
     def run_sync(
         self, *, backend: Literal["asyncio", "trio"] = "asyncio", **inputs: Any
     ) -> RunResult:

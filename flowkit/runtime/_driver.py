@@ -15,6 +15,7 @@ import anyio.abc
 
 from .. import _clock as clock
 from ..core import _protocol as p
+from ..core._continue import continuation_command
 from ..core._deferral import deferred
 from ..core._machine import handle_event
 from ..core._state import RunState, RunStatus
@@ -119,6 +120,10 @@ class Driver(Interpreter[Run]):
     @abstractmethod
     async def _start_child(self, parent: Run, command: p.StartChild) -> None:
         """Create and drive the child run ``command`` asks for."""
+
+    @abstractmethod
+    async def _continue(self, run: Run, command: p.ContinueAsNew) -> None:
+        """Create the run ``run`` continues as, report it to ``run``, and have it driven."""
 
     @abstractmethod
     async def _notify_parent(self, run: Run) -> None:
@@ -239,6 +244,9 @@ class Driver(Interpreter[Run]):
         child = self._runs.get(command.child_run_id)
         if child is not None:
             self._start_task(run, self._advance, child, p.CancelRequested("parent finished"))
+
+    def continue_as_new(self, run: Run, command: p.ContinueAsNew) -> None:
+        self._start_task(run, self._continue, run, command)
 
     def finish_run(self, run: Run, command: p.FinishRun) -> None:
         run.finished.set()
@@ -384,10 +392,16 @@ class Driver(Interpreter[Run]):
 
 
 def _recovery(run: Run) -> list[p.Command]:
-    """ExecuteNode commands for dispatches a previous process left in flight."""
-    dispatches = run.state.sections["dispatches"].items()
-    return [
+    """ExecuteNode commands for dispatches a previous process left in flight (not those
+    that await their completion token), and the ContinueAsNew of a continuation it left
+    unreported."""
+    sections = run.state.sections
+    commands: list[p.Command] = [
         dispatch_command(run.run_id, d, record)
-        for d, record in dispatches
+        for d, record in sections["dispatches"].items()
         if not record.get("deferred")  # ran: it awaits its completion token
     ]
+    for record in sections["children"].values():
+        if record.get("continuation"):
+            commands.append(continuation_command(run.run_id, run.state.header, record))
+    return commands

@@ -31,13 +31,16 @@ from ..shell._commands import for_parent
 from ..shell._completion import CompletionToken, check_open, completion_event, failure_event
 from ..shell._describe import describe_stored, read_history
 from ..shell._durable import (
+    continuing,
     debounce_seconds,
     index_ops,
+    newest_run,
     refuse_if_finished,
     refuse_retry,
     split_priority,
     split_tags,
     unknown_digest,
+    with_tags,
 )
 from ..shell._flows import Flows, refuse_unknown_wait, route_signal
 from ..shell._history import start_history
@@ -102,6 +105,8 @@ class Runtime(Driver, ScheduleControls):
             self._target(flow).check(dict(schedule.spec.inputs))
         if schedules:
             self._scheduler = Scheduler(self._schedule_store(), schedules, RuntimeStarter(self))
+        # run id -> (run, commands): runs continued as new that no one drives yet
+        self._continued: dict[str, tuple[Run, list[p.Command]]] = {}
         # run id -> (lock, users): signal_with_start of one run id, one at a time here
         self._starting: dict[str, tuple[anyio.Lock, list[int]]] = {}
 
@@ -140,11 +145,23 @@ class Runtime(Driver, ScheduleControls):
         run_tags, inputs = split_tags(target, tags, inputs)
         level, inputs = split_priority(target, priority, inputs)
         run, commands = await self._create(resolved, run_id, inputs, tags=run_tags, priority=level)
-        if commands:
-            await self._drive(run, commands)
-        else:  # an existing run: wait for whoever drives it to let go
-            await run.idle.wait()
-        return self._result_of(run)
+        while True:
+            if commands:
+                await self._drive(run, commands)
+            else:  # an existing run: wait for whoever drives it to let go
+                await run.idle.wait()
+            result = self._result_of(run)
+            if result.continued_as is None:
+                return result
+            run, commands = await self._next_in_chain(result.continued_as)
+
+    async def _next_in_chain(self, run_id: str) -> tuple[Run, list[p.Command]]:
+        """The run a run continued as, and the commands to drive it with (none if it is
+        driven already, in the open runtime's background)."""
+        pending = self._continued.pop(run_id, None)
+        if pending is not None:
+            return pending
+        return await self._get(run_id), []
 
     async def start(
         self,
@@ -316,16 +333,20 @@ class Runtime(Driver, ScheduleControls):
         A signal that arrives before its wait is buffered. Raises
         :class:`ResumeError` for an unknown run, a run that has finished or a
         name no wait uses, and :class:`DuplicateDelivery` for a ``delivery_id``
-        the run already received.
+        the run already received. A run that continued as new (``flow.continue_as_new``)
+        passes the signal on to the newest run of its chain.
         """
-        top = await self._get(run_id)
+        top = await self._get(await newest_run(run_id, self._state_of))
         refuse_if_finished(top.state, name, delivery_id)
         run = await self._signal_target(top, name)
         await self._advance(run, p.SignalReceived(name, data, action, delivery_id))
         await top.idle.wait()
         if self.store is None:
             return self._result_of(top)
-        return await self.result(run_id)
+        return await self.result(top.run_id)
+
+    async def _state_of(self, run_id: str) -> RunState:
+        return (await self._get(run_id)).state
 
     async def query(self, run_id: str, name: str) -> Any:
         """The answer of the run's query ``name`` (declared with ``@flow_fn.query``),
@@ -626,10 +647,11 @@ class Runtime(Driver, ScheduleControls):
         signal: p.SignalReceived | None = None,
         priority: int = DEFAULT_PRIORITY,
         debounce: float | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> tuple[Run, list[p.Command]]:
         """A new run (or, for a ``run_id`` that exists, that run and no commands); a new
         one has ``signal`` (if given) received, buffered for its wait, and begins
-        ``debounce`` seconds from now (if given)."""
+        ``debounce`` seconds from now (if given); ``extra`` goes into its header."""
         if run_id is not None:
             existing = await self._find(run_id)
             if existing is not None:
@@ -650,6 +672,7 @@ class Runtime(Driver, ScheduleControls):
             signal=signal,
             priority=priority,
             debounce=debounce,
+            extra=with_tags(extra, tags),
         )
         delta = state.take_delta()
         now = clock.now()
@@ -698,7 +721,7 @@ class Runtime(Driver, ScheduleControls):
         state, version = loaded
         target = self.flows.of_state(state)
         run = Run(target.program, target, state, version, state.header.get("parent"))
-        run.recover = not deferred(state.sections["dispatches"])
+        run.recover = not deferred(state.sections["dispatches"]) or continuing(state)
         self._runs[run_id] = run
         return run
 
@@ -764,11 +787,35 @@ class Runtime(Driver, ScheduleControls):
         )
         await self._drive(run, commands)
 
+    async def _continue(self, run: Run, command: p.ContinueAsNew) -> None:
+        """Create the run ``run`` continues as (``flow.continue_as_new``), then finish
+        ``run``; the new run is driven in the open runtime's background, else by the
+        :meth:`run` that drove ``run``."""
+        tags = run.state.header.get("tags")
+        new, commands = await self._create(
+            run.target,
+            command.run_id,
+            dict(command.inputs),
+            tags=tags,
+            priority=priority_of(run.state.header),
+            extra=command.header,
+        )
+        if commands or new.recover:  # a new run, or one a process died before driving
+            if self._tg is not None:
+                self._drive_soon(new, commands)
+            else:
+                self._continued[new.run_id] = (new, commands)
+        await self._deliver(run, p.RunContinued(command.run_id))
+
     async def _notify_parent(self, run: Run) -> None:
         """When a child run has finished, tell its parent (idempotent in the core)."""
         if run.parent is None or not run.state.finished:
             return
-        await self._deliver(await self._get(run.parent), for_parent(run.run_id, run.state.header))
+        try:
+            parent = await self._get(run.parent)
+        except ResumeError:
+            return  # a parent that started it without waiting, and finished (and was let go)
+        await self._deliver(parent, for_parent(run.run_id, run.state.header))
 
     # -- timers ---------------------------------------------------------------
     async def _scheduler_loop(self) -> None:
@@ -891,6 +938,7 @@ class DefaultRuntime(Runtime):
         signal: p.SignalReceived | None = None,
         priority: int = DEFAULT_PRIORITY,
         debounce: float | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> tuple[Run, list[p.Command]]:
         run, commands = await super()._create(
             target,
@@ -901,6 +949,7 @@ class DefaultRuntime(Runtime):
             signal=signal,
             priority=priority,
             debounce=debounce,
+            extra=extra,
         )
         if commands:  # a new run, not one found under that id
             self.process.states[run.run_id] = run.state

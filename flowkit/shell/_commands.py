@@ -39,6 +39,7 @@ class Interpreter(ABC, Generic[R]):
             p.StartChild: self.start_child,
             p.CancelChild: self.cancel_child,
             p.FinishRun: self.finish_run,
+            p.ContinueAsNew: self.continue_as_new,
             p.Note: self.note,
         }
 
@@ -78,6 +79,11 @@ class Interpreter(ABC, Generic[R]):
     @abstractmethod
     def finish_run(self, run: R, command: p.FinishRun) -> None:
         """The run finished: wake its waiters, tell its parent, say so."""
+
+    @abstractmethod
+    def continue_as_new(self, run: R, command: p.ContinueAsNew) -> None:
+        """Create the run ``command.run_id`` continues as (with no parent; an existing one
+        is left alone), then step this run with ``RunContinued``."""
 
     @abstractmethod
     def note(self, run: R, command: p.Note) -> None:

@@ -91,6 +91,10 @@ class RunDescription:
     children: list[ChildRow]
     priority: int = DEFAULT_PRIORITY
     """The run's priority, 0 to 9 (higher is served sooner where the transport can)."""
+    continued_from: str | None = None
+    """The run this one continues (it called ``flow.continue_as_new``), if any."""
+    continued_as: str | None = None
+    """The run this one continued as (or is continuing as, while it ends), if any."""
 
 
 def describe_run(
@@ -111,8 +115,18 @@ def describe_run(
         ChildRow(child_id, str(child["node"]), str(child.get("blueprint_id", "")))
         for child_id, child in sections["children"].items()
     ]
+    header = state.header
+    after = header.get("continued_as") or header.get("continuing")
+    before = header.get("continued_from")
     return RunDescription(
-        summary, _nodes(state, history), waits, timers, children, priority_of(state.header)
+        summary,
+        _nodes(state, history),
+        waits,
+        timers,
+        children,
+        priority_of(header),
+        None if before is None else str(before),
+        None if after is None else str(after),
     )
 
 

@@ -18,7 +18,7 @@ from ..stores._protocol import CommitsOptimistically, Conflict
 from ._history import Origin, options_of, transition_events
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping
 
     from .._durations import Duration
     from ..blueprint._model import Blueprint
@@ -59,6 +59,31 @@ def index_ops(
             else:
                 leases.append((lease_id, now + lease_seconds))
     return IndexOps(timers, timers_done, leases, leases_done)
+
+
+def with_tags(
+    extra: Mapping[str, Any] | None, tags: Mapping[str, str] | None
+) -> dict[str, Any] | None:
+    """A new run's extra header entries, with its ``tags`` (kept in the header so that a
+    run continued as new carries them over)."""
+    if not tags:
+        return dict(extra) if extra else None
+    return {**(extra or {}), "tags": dict(tags)}
+
+
+async def newest_run(run_id: str, state_of: Callable[[str], Awaitable[RunState]]) -> str:
+    """The newest run of ``run_id``'s chain (runs that continued as new, followed)."""
+    while True:
+        state = await state_of(run_id)
+        following = state.header.get("continued_as") if state.finished else None
+        if following is None:
+            return run_id
+        run_id = str(following)
+
+
+def continuing(state: RunState) -> bool:
+    """Whether the run has a continuation (``flow.continue_as_new``) not yet reported."""
+    return any(record.get("continuation") for record in state.sections["children"].values())
 
 
 def commit_info(state: RunState, now: float) -> dict[str, Any]:

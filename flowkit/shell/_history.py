@@ -286,6 +286,10 @@ class _Recorder:
         node_id = _node_of_child(command.child_run_id)
         self.add("child.cancelled", node_id, fields={"child_run_id": command.child_run_id})
 
+    def continue_as_new(self, command: p.ContinueAsNew, event: p.Event | None) -> None:
+        fields = {"run_id": command.run_id, "flow": command.blueprint_id}
+        self.add("run.continued", None, None, fields, ("inputs", command.inputs))
+
     def finish_run(self, command: p.FinishRun, event: p.Event | None) -> None:
         kind = _FINISHED.get(command.status, f"run.{command.status}")
         if command.status == "failed":
@@ -325,6 +329,7 @@ _COMMANDS: dict[type, Callable[[_Recorder, Any, p.Event | None], None]] = {
     p.StartChild: _Recorder.start_child,
     p.CancelChild: _Recorder.cancel_child,
     p.FinishRun: _Recorder.finish_run,
+    p.ContinueAsNew: _Recorder.continue_as_new,
     p.Note: _Recorder.note,
 }
 

@@ -89,6 +89,12 @@ class RunResult:
         return state
 
     @property
+    def continued_as(self) -> str | None:
+        """The id of the run this one continued as (``flow.continue_as_new``), else None."""
+        value = self._sections.get("header", {}).get("continued_as")
+        return None if value is None else str(value)
+
+    @property
     def output(self) -> Any:
         """What a completed run returned; ``None`` for any other status."""
         if "output" not in self._copies:
@@ -186,6 +192,8 @@ class RunResult:
             f"state={self._raw_state()!r}",
             f"blueprint_id={self.blueprint_id!r}",
         ]
+        if self.continued_as is not None:
+            fields.append(f"continued_as={self.continued_as!r}")
         if self.status is RunStatus.AWAITING:
             fields += [f"waiting_for={self.waiting_for!r}", f"resume_hint={self.resume_hint!r}"]
         return f"RunResult({', '.join(fields)})"
@@ -360,17 +368,23 @@ class RunHandle:
     async def result(self, timeout: float | None = None) -> RunResult:
         """Wait until the run is completed, failed or cancelled.
 
-        Raises :class:`flowkit.ResultTimeout` (a ``TimeoutError``) if that takes
-        longer than ``timeout`` seconds; the run goes on.
+        A run that continued as new (``flow.continue_as_new``) is followed along its
+        chain: the result is the last run's. Raises :class:`flowkit.ResultTimeout` (a
+        ``TimeoutError``) if that takes longer than ``timeout`` seconds; the run goes on.
         """
+        run_id = self.run_id
         with anyio.move_on_after(timeout):
-            return await self._runtime.finished(self.run_id)
-        status = (await self._runtime.result(self.run_id)).status.value
+            while True:
+                result = await self._runtime.finished(run_id)
+                if result.continued_as is None:
+                    return result
+                run_id = result.continued_as
+        status = (await self._runtime.result(run_id)).status.value
         detail = (
             f"it is {status}; a sleep, wait or child run holds it (see result().waiting_for), "
             "or its nodes are still running; wait longer or signal it"
         )
-        raise ResultTimeout(self.run_id, status, float(timeout or 0), detail)
+        raise ResultTimeout(run_id, status, float(timeout or 0), detail)
 
     async def status(self) -> RunStatus:
         return (await self._runtime.result(self.run_id)).status

@@ -339,6 +339,7 @@ class _World:
         await self.client.start(self.flows[0], run_id=run_id, **inputs)
         for step in range(max_steps):
             self.ledger.step = step
+            run_id = await self._newest(run_id)
             if self.failure is not None or await self._finished(run_id):
                 return await self._result(run_id)
             if self.transport.queue:
@@ -346,6 +347,15 @@ class _World:
             elif not await self._answer_waits(run_id) and not await self._advance_time(run_id):
                 return await self._result(run_id)  # nothing can move
         raise SimulationError(f"seed {self.seed}: no end within max_steps={max_steps}")
+
+    async def _newest(self, run_id: str) -> str:
+        """The run ``run_id`` continued as (``flow.continue_as_new``), along its chain."""
+        while True:
+            loaded = await self.store.load(run_id)
+            following = loaded[0].header.get("continued_as") if loaded is not None else None
+            if following is None:
+                return run_id
+            run_id = str(following)
 
     async def _finished(self, run_id: str) -> bool:
         info = await self.store.info(run_id)

@@ -125,10 +125,17 @@ class Simulator(Interpreter[str]):
         with _clock.use_clock(self.clock):
             self.start(self.target, run_id, inputs, None)
             await self.loop()
+        while self.failure is None and RunResult.of(self.runs[run_id].state).continued_as:
+            run_id = str(self.runs[run_id].state.header["continued_as"])  # the chain's last
         return self.result(run_id)
 
     def start(
-        self, target: Target, run_id: str, inputs: dict[str, Any], parent: str | None
+        self,
+        target: Target,
+        run_id: str,
+        inputs: dict[str, Any],
+        parent: str | None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         state = RunState(run_id)
         self.runs[run_id] = _Run(target, state, parent)
@@ -136,7 +143,13 @@ class Simulator(Interpreter[str]):
         inputs = target.bind(inputs)
         patches = [x for x in target.program.patches if x not in self.before_patches]
         commands = start_run(
-            target.program, state, inputs, parent=parent, note_completions=True, patches=patches
+            target.program,
+            state,
+            inputs,
+            parent=parent,
+            note_completions=True,
+            patches=patches,
+            extra=extra,
         )
         self.process(run_id, commands)
 
@@ -310,6 +323,14 @@ class Simulator(Interpreter[str]):
 
     def finish_run(self, run_id: str, command: p.FinishRun) -> None:
         self.finished(run_id, command)
+
+    def continue_as_new(self, run_id: str, command: p.ContinueAsNew) -> None:
+        if command.run_id not in self.runs:
+            target = self.runs[run_id].target
+            self.start(target, command.run_id, dict(command.inputs), None, command.header)
+        if run_id == self.top:  # cancel_at= cancels the chain's newest run
+            self.top = command.run_id
+        self.pending.append((run_id, p.RunContinued(command.run_id)))
 
     def note(self, run_id: str, note: p.Note) -> None:
         if note.type != "node:complete":

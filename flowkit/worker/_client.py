@@ -28,6 +28,7 @@ from ..shell._completion import CompletionToken, check_open, completion_event, f
 from ..shell._describe import describe_stored, read_history
 from ..shell._durable import (
     debounce_seconds,
+    newest_run,
     refuse_if_finished,
     refuse_retry,
     split_priority,
@@ -261,17 +262,23 @@ class Client(ScheduleControls):
         """
         data, action = split_action(data, action)
         event = p.SignalReceived(name, data, action, delivery_id or f"client:{uuid.uuid4().hex}")
-        await self._deliver(run_id, event)
+        run_id = await self._deliver(run_id, event)
         return await self.result(run_id)
 
-    async def _deliver(self, run_id: str, event: p.SignalReceived) -> None:
+    async def _deliver(self, run_id: str, event: p.SignalReceived) -> str:
         """Deliver ``event`` to the run (or the child waiting for it), tried again while the
-        store is unreachable."""
+        store is unreachable; a run that continued as new passes it on to the newest run
+        of its chain, whose id is returned."""
         tries = 0
+        first = run_id
+
+        async def state_of(run_id: str) -> RunState:
+            return (await self.shell.replica(run_id, fresh=True)).state
 
         async def deliver() -> None:
-            nonlocal tries
+            nonlocal tries, run_id
             tries += 1
+            run_id = await newest_run(first, state_of)
             try:
                 target = await self.shell.signal_target(run_id, event.name)
                 refuse_if_finished(
@@ -284,6 +291,7 @@ class Client(ScheduleControls):
                     raise  # (a later try finds what an earlier one committed: delivered)
 
         await self._despite_outage(f"signal run {run_id!r}", deliver)
+        return run_id
 
     async def complete(self, token: str, value: Any = None) -> RunResult:
         """Complete the deferred node execution ``token`` names with ``value`` (JSON data);
@@ -525,8 +533,21 @@ class Client(ScheduleControls):
         RedisStore) the wait wakes on the announcement, and reads the run only
         every ``max_poll_interval`` besides, in case one was missed. Other
         stores (SQLite) are polled, every ``poll_interval`` rising to
-        ``max_poll_interval``.
+        ``max_poll_interval``. A run that continued as new (``flow.continue_as_new``) is
+        followed along its chain: the result is the last run's.
         """
+        deadline = None if timeout is None else anyio.current_time() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - anyio.current_time())
+            result = await self._wait_one(run_id, left, timeout)
+            if result.continued_as is None:
+                return result
+            run_id = result.continued_as
+
+    async def _wait_one(
+        self, run_id: str, timeout: float | None, waited: float | None
+    ) -> RunResult:
+        """:meth:`wait` for one run (``waited``: the whole wait's timeout, for its error)."""
         announced = anyio.Event()
         with anyio.move_on_after(timeout):
             # subscribed before the first read, so no announcement falls in between
@@ -536,8 +557,8 @@ class Client(ScheduleControls):
                 await self._until_finished(run_id, announced, notified=notices is not None)
                 tg.cancel_scope.cancel()
             return await despite_store_outages(self.store_health, lambda: self.result(run_id))
-        assert timeout is not None  # only a timeout ends the wait without a result
-        raise await self._timed_out(run_id, timeout)
+        assert waited is not None  # only a timeout ends the wait without a result
+        raise await self._timed_out(run_id, waited)
 
     async def _timed_out(self, run_id: str, waited: float) -> ResultTimeout:
         """The error for a wait that gave up: where the run stands, and what to check."""

@@ -26,7 +26,14 @@ from ..core._priority import DEFAULT_PRIORITY, priority_of
 from ..core._state import RunState, RunStatus
 from ..observability._propagation import current_traceparent
 from ..shell._commands import Interpreter, for_parent
-from ..shell._durable import Replica, RunMigrated, commit_info, index_ops, routes_nodes
+from ..shell._durable import (
+    Replica,
+    RunMigrated,
+    commit_info,
+    index_ops,
+    routes_nodes,
+    with_tags,
+)
 from ..shell._events import EventBus
 from ..shell._flows import Flows, route_signal
 from ..shell._history import Origin, commit_history, start_history
@@ -57,10 +64,11 @@ class _Turn:
     """One transition's commands being carried out: what is left to do once they are
     interpreted, in order (cancelled nodes are reached before any of it)."""
 
-    __slots__ = ("cancelled", "header", "later", "run_id")
+    __slots__ = ("cancelled", "header", "later", "run_id", "target")
 
-    def __init__(self, run_id: str, header: Mapping[str, Any]) -> None:
+    def __init__(self, run_id: str, target: Target, header: Mapping[str, Any]) -> None:
         self.run_id = run_id
+        self.target = target
         self.header = header  # the run's, as of the transition: its cached copy may be gone
         self.cancelled: list[str] = []
         self.later: list[Callable[[], Awaitable[Any]]] = []
@@ -118,6 +126,7 @@ class Shell(Interpreter[_Turn]):
         creator: str | None = None,
         priority: int = DEFAULT_PRIORITY,
         debounce: float | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> str:
         """Create the run and publish its first nodes; an existing ``run_id`` is left alone.
 
@@ -128,7 +137,8 @@ class Shell(Interpreter[_Turn]):
         whose try's answer was lost can tell whether that try created the run. With
         ``debounce`` (seconds) the run begins that long from now, and a start of a run
         that exists and has not begun yet pushes its beginning back (with these inputs).
-        ``priority`` (0-9) is kept in the header and sent with every node message."""
+        ``priority`` (0-9) is kept in the header and sent with every node message; ``extra``
+        goes into the header (a continued run's link to the run before)."""
         run_id = run_id or uuid.uuid4().hex
         state = RunState(run_id)
         traceparent = self._pipeline.run_traceparent(
@@ -144,6 +154,7 @@ class Shell(Interpreter[_Turn]):
             signal=signal,
             priority=priority,
             debounce=debounce,
+            extra=with_tags(extra, tags),
         )
         if creator is not None:
             state.put("header", "creator", creator)
@@ -431,7 +442,7 @@ class Shell(Interpreter[_Turn]):
         same run may drop this process's copy of a run that finished before this
         transition's finish is reported (and its parent told).
         """
-        turn = _Turn(run_id, header)
+        turn = _Turn(run_id, target, header)
         nodes = self.interpret(turn, commands)
         if turn.cancelled:
             await self._cancel_nodes(run_id, turn.cancelled)
@@ -452,6 +463,9 @@ class Shell(Interpreter[_Turn]):
 
     def finish_run(self, run: _Turn, command: p.FinishRun) -> None:
         run.later.append(partial(self._finished, run, command))
+
+    def continue_as_new(self, run: _Turn, command: p.ContinueAsNew) -> None:
+        run.later.append(partial(self._continue, run, command))
 
     def note(self, run: _Turn, command: p.Note) -> None:
         self._emit(
@@ -567,6 +581,22 @@ class Shell(Interpreter[_Turn]):
         await self.start(
             child, command.child_run_id, dict(command.inputs), parent=run_id, priority=priority
         )
+
+    async def _continue(self, run: _Turn, command: p.ContinueAsNew) -> None:
+        """Create the run this one continues as (once: its id is fixed), then finish this
+        one. A crash in between leaves the continuation's lease to run out: the
+        reconciler carries the command out again (see ``Worker._redo_child``)."""
+        header = run.header
+        tags = header.get("tags")
+        await self.start(
+            run.target,
+            command.run_id,
+            dict(command.inputs),
+            tags=tags,
+            priority=priority_of(header),
+            extra=command.header,
+        )
+        await self.step(run.run_id, p.RunContinued(command.run_id))
 
     async def _finished(self, run: _Turn, command: p.FinishRun) -> None:
         self._emit(

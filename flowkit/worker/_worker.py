@@ -16,6 +16,7 @@ from .._durations import to_seconds
 from .._errors import FlowkitError, ResumeError, StoreError, TransportError
 from ..backends._options import check_positive
 from ..core import _protocol as p
+from ..core._continue import continuation_command
 from ..shell._durable import CHILD_LEASE, dispatch_command, dispatch_queue
 from ..shell._events import Event, EventBus
 from ..shell._execute import Executor
@@ -531,6 +532,9 @@ class Worker:
         if child is None:
             return
         info = await self.store.info(child_id)
+        if child.get("continuation"):
+            await self._redo_continuation(run_id, child_id, child, parent, created=info is not None)
+            return
         if info is None:
             command = p.StartChild(
                 child_id,
@@ -547,6 +551,19 @@ class Worker:
                 child_id, info.status, header.get("output"), header.get("error")
             )
             await self.shell.step(run_id, event)
+
+    async def _redo_continuation(
+        self, run_id: str, new_id: str, record: dict[str, Any], run: Replica, *, created: bool
+    ) -> None:
+        """A run continued as new (``flow.continue_as_new``) but its process died before it
+        was told the new run exists: create that run (unless it was), then finish this one."""
+        log.info("redoing a continuation whose lease ran out", run_id=run_id, new_run_id=new_id)
+        if created:
+            await self.shell.step(run_id, p.RunContinued(new_id))
+            return
+        command = continuation_command(run_id, run.state.header, record)
+        target = self.shell.target_of(run.state)
+        await self.shell.carry_out(run_id, target, [command], run.state.header)
 
 
 class _Drained(Exception):
