@@ -366,8 +366,8 @@ class TestValidate:
 
     def test_is_reexported(self) -> None:
         assert [
-            "Analysis", "Blueprint", "EdgeSpec", "LintIssue", "NodeConfig", "NodeSpec",
-            "analyze", "lint", "validate",
+            "Analysis", "Blueprint", "BlueprintDiff", "Change", "EdgeSpec", "LintIssue",
+            "NodeConfig", "NodeSpec", "analyze", "diff", "lint", "validate",
         ] == flowkit.blueprint.__all__  # fmt: skip
 
 
