@@ -11,8 +11,8 @@ would never fill.
 
 from __future__ import annotations
 
+import contextvars
 import os
-import time
 import uuid
 from collections import Counter
 from contextlib import asynccontextmanager
@@ -245,12 +245,15 @@ class TestWorkers:
 
 # -- rate limits ---------------------------------------------------------------------------
 RATE = 10.0  # starts a second, per tenant
-starts: list[tuple[str, float]] = []
+# the bucket's decisions, as (key value, the "now" it was asked at, whether a token was
+# taken): what the limiter guarantees is about these, not about when a node then ran
+# (a node may start late after its token, and so seem closer to the next one)
+takes: list[tuple[str, float, bool]] = []
+_taking: contextvars.ContextVar[str] = contextvars.ContextVar("taking", default="")
 
 
 @node(rate="10/s", key="tenant")
 async def sync(tenant: str) -> str:
-    starts.append((tenant, time.time()))
     return tenant
 
 
@@ -259,27 +262,62 @@ async def sync_all(tenants: list[str]) -> list[str]:
     return await flow.map(sync, tenants, concurrency=50)
 
 
-def check_rate(tenant: str) -> None:
-    """The tenant's starts kept to the rate: over the whole span at most one more than
-    the rate allows (the bucket holds one token), and so in every one-second window."""
-    times = sorted(t for k, t in starts if k == tenant)
-    assert len(times) - 1 <= RATE * (times[-1] - times[0]) + 1e-6, times
-    for first in times:
-        assert sum(1 for t in times if first <= t < first + 1.0) <= RATE + 1, times
+def record_store_takes(store: Any) -> None:
+    """Record every answer of ``store.take_token`` in :data:`takes`."""
+    take_token = store.take_token
+
+    async def recording(
+        limit_id: str, key: str, *, rate: float, capacity: float, now: float
+    ) -> float:
+        wait = float(await take_token(limit_id, key, rate=rate, capacity=capacity, now=now))
+        takes.append((key, now, wait <= 0.0))
+        return wait
+
+    store.take_token = recording
+
+
+def record_local_takes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Record every decision of the in-process buckets (``LocalBuckets``) in :data:`takes`."""
+    from flowkit.shell import _limits
+
+    take, refill = _limits.LocalBuckets.take, _limits.refill
+
+    async def taking(self: Any, bucket: Any) -> None:
+        _taking.set(bucket.key)  # this task's bucket, read by refill below
+        await take(self, bucket)
+
+    def recording(tokens: Any, updated: float, *, rate: float, capacity: float, now: float) -> Any:
+        left, wait = refill(tokens, updated, rate=rate, capacity=capacity, now=now)
+        takes.append((_taking.get(), now, wait == 0.0))
+        return left, wait
+
+    monkeypatch.setattr(_limits.LocalBuckets, "take", taking)
+    monkeypatch.setattr(_limits, "refill", recording)
+
+
+def check_rate(tenant: str, expected: int) -> None:
+    """The tenant's bucket gave out ``expected`` tokens, at most one more than the rate
+    allows over the span of the times it was asked at (it starts full, with one token,
+    and gains RATE a second from the first ask)."""
+    asked = [now for key, now, _ in takes if key == tenant]
+    taken = sum(1 for key, _, granted in takes if key == tenant and granted)
+    assert expected == taken, takes
+    assert taken - 1 <= RATE * (max(asked) - min(asked)) + 1e-6, takes
 
 
 class TestRates:
     """Starts past the rate are delayed, not failed: per key value, in every shell."""
 
-    async def test_runtime_spaces_starts_per_key(self) -> None:
-        starts.clear()
+    async def test_runtime_spaces_starts_per_key(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        takes.clear()
+        record_local_takes(monkeypatch)
         tenants = ["a"] * 12 + ["b"] * 6
         with anyio.fail_after(BOUND):
             async with flowkit.Runtime() as rt:
                 result = await rt.run(sync_all, tenants=tenants)
         assert (RunStatus.COMPLETED, tenants) == (result.status, result.output)
-        check_rate("a")
-        check_rate("b")
+        check_rate("a", 12)
+        check_rate("b", 6)
 
     @pytest.mark.parametrize(
         ("kind", "anyio_backend"),
@@ -290,13 +328,14 @@ class TestRates:
         ],
     )
     async def test_workers_share_one_bucket(self, kind: str, tmp_path: Path) -> None:
-        starts.clear()
+        takes.clear()
         tenants = ["a"] * 15 + ["b"] * 5
         async with _store(kind, tmp_path) as store:
+            record_store_takes(store)
             result, _ = await _on_workers(store, sync_all, 3, tenants=tenants)
         assert (RunStatus.COMPLETED, tenants) == (result.status, result.output)
-        check_rate("a")
-        check_rate("b")
+        check_rate("a", 15)
+        check_rate("b", 5)
 
     @pytest.mark.parametrize("rate", ["10", "0/s", "-1/m", "10/w", 10, "ten/s"])
     def test_a_rate_is_a_count_per_unit(self, rate: Any) -> None:
