@@ -10,7 +10,6 @@ clients are).
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections import defaultdict
 from contextlib import asynccontextmanager
@@ -39,6 +38,10 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from flowkit import Event
+
+from test_faults_optimistic_store import (
+    fresh_store,  # a PostgreSQL schema or Redis prefix of its own
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -384,50 +387,6 @@ class TestWorker:
         assert [None, {"done": 1}, {"done": 2}] == BEATS[key]
 
 
-PG_DSN = os.environ.get("FLOWKIT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("FLOWKIT_TEST_REDIS", "redis://127.0.0.1:6379/0")
-
-
-@asynccontextmanager
-async def _server_store(kind: str) -> AsyncIterator[Any]:
-    """A store of ``kind`` in a fresh namespace, dropped after."""
-    name = f"fk_async_{uuid.uuid4().hex[:12]}"
-    if kind == "postgres":
-        from flowkit.stores import PostgresStore
-
-        store: Any = PostgresStore(PG_DSN, schema=name)
-    else:
-        from flowkit.stores import RedisStore
-
-        store = RedisStore(REDIS_URL, prefix=name)
-    try:
-        yield store
-    finally:
-        await store.close()
-        await _drop(kind, name)
-
-
-async def _drop(kind: str, name: str) -> None:
-    if kind == "postgres":
-        import psycopg
-        from psycopg import sql
-
-        async with await psycopg.AsyncConnection.connect(PG_DSN, autocommit=True) as conn:
-            await conn.execute(
-                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
-            )
-        return
-    import redis.asyncio
-
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{name}*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
-
-
 @pytest.mark.asyncio_only
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 @pytest.mark.parametrize("kind", ["postgres", "redis"])
@@ -435,7 +394,7 @@ class TestServerStores:
     """The same on the real PostgreSQL and Redis (asyncio only)."""
 
     async def test_deferred_then_completed(self, kind: str) -> None:
-        async with _server_store(kind) as store:
+        async with fresh_store(kind) as store:
             await _deferred_then_completed(store)
 
 

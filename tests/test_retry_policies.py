@@ -12,9 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from collections import defaultdict
-from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -29,10 +27,13 @@ from flowkit.testing import simulate_async
 from flowkit.transports import MemoryTransport
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
     from pathlib import Path
 
     from flowkit import Event
+
+from test_faults_optimistic_store import (
+    fresh_store,  # a PostgreSQL schema or Redis prefix of its own
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -323,48 +324,6 @@ class TestWorker:
         assert 1 <= ATTEMPTS[key] <= 2
 
 
-PG_DSN = os.environ.get("FLOWKIT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("FLOWKIT_TEST_REDIS", "redis://127.0.0.1:6379/0")
-
-
-@asynccontextmanager
-async def _store(kind: str) -> AsyncIterator[Any]:
-    """A store of ``kind`` in a fresh namespace, dropped after."""
-    name = f"fk_retry_{uuid.uuid4().hex[:12]}"
-    if kind == "postgres":
-        from flowkit.stores import PostgresStore
-
-        store: Any = PostgresStore(PG_DSN, schema=name)
-    else:
-        from flowkit.stores import RedisStore
-
-        store = RedisStore(REDIS_URL, prefix=name)
-    try:
-        yield store
-    finally:
-        await store.close()
-        await _drop(kind, name)
-
-
-async def _drop(kind: str, name: str) -> None:
-    if kind == "postgres":
-        import psycopg
-        from psycopg import sql
-
-        async with await psycopg.AsyncConnection.connect(PG_DSN, autocommit=True) as conn:
-            await conn.execute(
-                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
-            )
-        return
-    import redis.asyncio
-
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
-    keys = [key async for key in client.scan_iter(f"{name}*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-
-
 @pytest.mark.asyncio_only
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 @pytest.mark.parametrize("kind", ["postgres", "redis"])
@@ -373,14 +332,14 @@ class TestServerStores:
 
     async def test_retries_from_the_flows_data(self, kind: str, tmp_path: Path) -> None:
         key = plan(f"wk-{kind}", TimeoutError("a"), TimeoutError("b"))
-        async with _store(kind) as store:
+        async with fresh_store(kind) as store:
             result = await _on_worker(tmp_path, pay_with, store, key=key, n=2)
         assert (RunStatus.COMPLETED, 3) == (result.status, ATTEMPTS[key])
 
     async def test_retry_timeout(self, kind: str, tmp_path: Path) -> None:
         key = f"wk-late-{kind}"
         ATTEMPTS.pop(key, None)
-        async with _store(kind) as store:
+        async with fresh_store(kind) as store:
             result = await _on_worker(tmp_path, pay_until_late, store, key=key, seconds=0.3)
         assert RunStatus.FAILED == result.status
         assert 1 <= ATTEMPTS[key] <= 2
