@@ -632,3 +632,49 @@ class TestBackends:
         rt = Runtime(max_concurrency=1)
         outputs = [rt.run_sync(flow, backend=b).output for b in ("trio", "asyncio")]
         assert [{"b": 2, "c": 2}] * 2 == outputs
+
+
+class TestWorkAddedAsARunGoesQuiet:
+    """Work handed to a run in the instant its last task ends is waited for, not orphaned.
+
+    ``first`` wakes the signaller as it returns, so the signal starts ``second`` after
+    the run's last task ended but before the task driving the run saw it go quiet;
+    ``second`` then blocks, and must still be carried out when it returns.
+    """
+
+    async def test_a_signal_sent_as_the_last_task_ends(self) -> None:
+        first_done, second_started, hold = anyio.Event(), anyio.Event(), anyio.Event()
+
+        async def first(*_: Any) -> str:
+            first_done.set()
+            return "first"
+
+        async def second(*_: Any) -> str:
+            second_started.set()
+            await hold.wait()
+            return "second"
+
+        flow = (
+            Flow("quiet-race")
+            .node("first", first)
+            .wait("go")
+            .node("second", second)
+            .edge("first", "go")
+            .edge("go", "second")
+        )
+        async with Runtime() as rt, anyio.create_task_group() as tg:
+
+            async def signal() -> None:
+                await first_done.wait()
+                await rt.signal("quiet-1", "go", None)
+
+            async def release() -> None:
+                await second_started.wait()
+                hold.set()
+
+            tg.start_soon(signal)
+            tg.start_soon(release)
+            handle = await rt.start(flow, run_id="quiet-1")
+            final = await handle.result(timeout=30)
+            tg.cancel_scope.cancel()  # the helpers, if the run ended without them
+        assert ("completed", "second") == (final.status, final.output)

@@ -184,10 +184,13 @@ class Driver(Interpreter[Run]):
             async with anyio.create_task_group() as group:
                 run.tg = group
                 self._spawn(run, self._carry_out(run, commands))
-                if run.active:
+                while run.active:
                     # Keep the group open while tasks run: trio refuses new tasks once
-                    # the body has exited, and signals may add work until then.
+                    # the body has exited, and signals may add work until then, even
+                    # after the run went quiet but before this task saw it.
                     await run.quiet.wait()
+                    if run.active:
+                        run.quiet = anyio.Event()
                 run.tg = None  # closed to new work from here on
         finally:
             if run.tg is group:  # another drive may own the run by now
