@@ -21,11 +21,12 @@ from .. import _clock as clock
 from .._errors import CompletionTokenError, ConfigurationError, ResumeError, StoreError
 from ..core import _protocol as p
 from ..core._action import split_action
+from ..core._admission import PARENT_SLOT
 from ..core._deferral import deferred
 from ..core._machine import start_run
 from ..core._priority import DEFAULT_PRIORITY, priority_of
 from ..core._program import wait_name
-from ..core._state import NullJournal, RunState
+from ..core._state import NullJournal, RunState, RunStatus
 from ..observability._propagation import current_traceparent
 from ..shell._commands import for_parent
 from ..shell._completion import CompletionToken, check_open, completion_event, failure_event
@@ -52,6 +53,7 @@ from ..stores._memory import MemoryStore
 from . import _handlers
 from ._driver import Driver, Run
 from ._schedules import RuntimeStarter
+from ._slots import SlotDriving
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Collection, Mapping, Sequence
@@ -68,7 +70,7 @@ REGISTER_HINT = "pass the flow itself, or register it: flowkit.Runtime(flows=[..
 """What to do about a flow name a runtime does not know."""
 
 
-class Runtime(Driver, ScheduleControls):
+class Runtime(SlotDriving, Driver, ScheduleControls):
     """Runs flows in this process: ``await rt.run(flow, **inputs)``.
 
     ``async with Runtime() as rt:`` owns a task group in which started runs and
@@ -98,6 +100,7 @@ class Runtime(Driver, ScheduleControls):
             poll_interval=poll_interval,
         )
         self.flows = Flows(flows)
+        self._init_slots(store)
         schedules = schedules_of(flows, schedules)
         self._schedules_here = MemoryStore() if store is None else None
         for schedule in schedules:  # a schedule that cannot start its flow fails here
@@ -150,6 +153,9 @@ class Runtime(Driver, ScheduleControls):
                 await self._drive(run, commands)
             else:  # an existing run: wait for whoever drives it to let go
                 await run.idle.wait()
+            if run.state.header.get("status") == RunStatus.QUEUED:  # its flow's pool is full
+                commands = await self._until_admitted(run)
+                continue
             result = self._result_of(run)
             if result.continued_as is None:
                 return result
@@ -784,6 +790,7 @@ class Runtime(Driver, ScheduleControls):
             command.inputs,
             parent=parent.run_id,
             priority=priority_of(parent.state.header),  # a child inherits its parent's
+            extra=None if command.slot is None else {PARENT_SLOT: command.slot},
         )
         await self._drive(run, commands)
 

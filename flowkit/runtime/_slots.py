@@ -1,0 +1,103 @@
+"""The runtime's part in flow concurrency limits: carrying out the core's ``TakeSlot``
+and ``ReleaseSlot`` on slots in its store, or, without one, in a :class:`MemoryStore`
+of its own (an in-process queue per pool, served in order of arrival); see
+``shell/_run_slots``.
+
+An admitted run is driven by whoever is waiting for it (a :meth:`Runtime.run` that
+found it queued), else in the open runtime's background, else by the task that
+admitted it (the one that gave a slot back)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .._errors import ResumeError
+from ..core import _protocol as p
+from ..shell._run_slots import RunSlots, holds_slot
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from ..core._state import RunState
+    from ._driver import Run
+
+
+class SlotDriving:
+    """Mixed into :class:`~flowkit.Runtime`: flow slots taken and given back."""
+
+    run_slots: RunSlots
+    _tg: TaskGroup | None
+
+    if TYPE_CHECKING:
+
+        def _start_task(self, run: Run, fn: Any, *args: Any) -> None: ...
+        def _spawn(self, run: Run, ready: list[p.ExecuteNode]) -> None: ...
+        def _carry_out(self, run: Run, commands: list[p.Command]) -> list[p.ExecuteNode]: ...
+        def _drive_soon(self, run: Run, commands: list[p.Command]) -> None: ...
+        async def _drive(self, run: Run, commands: list[p.Command]) -> None: ...
+        async def _get(self, run_id: str) -> Run: ...
+        async def _step(self, run: Run, event: p.Event) -> list[p.Command]: ...
+
+    def _init_slots(self, store: Any) -> None:
+        from ..stores._memory import MemoryStore
+
+        self.run_slots = RunSlots(store if store is not None else MemoryStore())
+        # run id -> (event, commands): runs a ``run()`` call waits to see admitted
+        self._awaiting_slot: dict[str, tuple[anyio.Event, list[list[p.Command]]]] = {}
+
+    def finish_run(self, run: Run, command: p.FinishRun) -> None:
+        super().finish_run(run, command)  # type: ignore[misc]  # Driver's, next in line
+        waiting = self._awaiting_slot.get(run.run_id)
+        if waiting is not None:  # cancelled while queued: the run() waiting returns
+            waiting[0].set()
+
+    def take_slot(self, run: Run, command: p.TakeSlot) -> None:
+        self._start_task(run, self._take_slot, command)
+
+    def release_slot(self, run: Run, command: p.ReleaseSlot) -> None:
+        self._start_task(run, self._release_slot, command)
+
+    async def _take_slot(self, command: p.TakeSlot) -> None:
+        await self.run_slots.join(command.limit_id, command.key, command.holder)
+        await self.run_slots.serve(command.limit_id, command.key, command.max, self._admit)
+
+    async def _release_slot(self, command: p.ReleaseSlot) -> None:
+        await self.run_slots.leave(command.limit_id, command.key, command.holder)
+        await self.run_slots.serve(command.limit_id, command.key, command.max, self._admit)
+
+    async def _admit(self, run_id: str) -> bool:
+        """Tell a queued run it has its slot and have it driven (see the module)."""
+        try:
+            run = await self._get(run_id)
+        except ResumeError:
+            return False
+        commands = await self._step(run, p.SlotTaken())
+        if not holds_slot(run.state):
+            return False
+        waiting = self._awaiting_slot.get(run_id)
+        if run.tg is not None:
+            self._spawn(run, self._carry_out(run, commands))
+        elif waiting is not None:
+            waiting[1].append(commands)
+            waiting[0].set()
+        elif self._tg is not None:
+            self._drive_soon(run, commands)
+        else:
+            await self._drive(run, commands)
+        return True
+
+    async def _until_admitted(self, run: Run) -> list[p.Command]:
+        """Wait until the queued ``run`` is admitted; the commands to drive it with."""
+        event, handed = self._awaiting_slot.setdefault(run.run_id, (anyio.Event(), []))
+        try:
+            while not handed and _queued(run.state):
+                await event.wait()
+        finally:
+            self._awaiting_slot.pop(run.run_id, None)
+        return handed[0] if handed else []
+
+
+def _queued(state: RunState) -> bool:
+    return state.header.get("status") == "queued"
