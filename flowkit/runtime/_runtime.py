@@ -680,6 +680,7 @@ class Runtime(SlotDriving, Driver, ScheduleControls):
             debounce=debounce,
             extra=with_tags(extra, tags),
         )
+        await self._join_queue(commands)  # it arrives now, not when it is driven
         delta = state.take_delta()
         now = clock.now()
         if self.store is None:

@@ -35,6 +35,7 @@ QUEUE = "queue:"
 TERM = 10 * 365 * 86400.0
 """Seconds a run's slot is taken for: never in practice (the run gives it back)."""
 _UNBOUNDED = 2**31 - 1
+_TICK = 1e-6  # seconds between two arrivals stamped by one process at one instant
 _CHAIN_STEPS = 100  # runs followed along a continue-as-new chain to find its holder
 
 
@@ -44,14 +45,16 @@ class RunSlots:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._arrived = 0.0  # the last arrival stamped here: two never tie in one process
 
     async def join(self, limit_id: str, key: str, holder: str) -> None:
         """Queue ``holder`` at the end of the pool's queue (nothing if it is in it)."""
         line = QUEUE + limit_id
         if holder in await self.store.slot_holders(line, key):
             return
+        self._arrived = max(clock.now(), self._arrived + _TICK)
         await self.store.acquire_slot(
-            line, key, holder, max=_UNBOUNDED, now=0.0, expires_at=clock.now()
+            line, key, holder, max=_UNBOUNDED, now=0.0, expires_at=self._arrived
         )
 
     async def leave(self, limit_id: str, key: str, holder: str) -> None:

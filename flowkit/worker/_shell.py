@@ -165,9 +165,7 @@ class Shell(SlotSteps, Interpreter[_Turn]):
         home = self._home_queue(target, parent)
         if home is not None:
             state.put("header", "queue", home)
-        for command in commands:  # queued before it is stored: never stored but not queued
-            if isinstance(command, p.TakeSlot):
-                await self.run_slots.join(command.limit_id, command.key, command.holder)
+        await self.join_queue(commands)  # queued before it is stored: never stored unqueued
         delta = state.take_delta()
         now = clock.now()
         created = await self.store.create_run(
