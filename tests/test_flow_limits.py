@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
+import attrs
 import pytest
 
 import flowkit
@@ -135,7 +136,7 @@ class TestDecorator:
         assert Limit(max=1, key="key") == one_per_key.concurrency
 
     def test_anything_but_a_limit_is_refused(self) -> None:
-        with pytest.raises(ConfigurationError, match="concurrency must be a flowkit.Limit"):
+        with pytest.raises(ConfigurationError, match=r"concurrency must be a flowkit\.Limit"):
 
             @flow(concurrency=2)  # type: ignore[arg-type]
             async def bad(key: str) -> None: ...
@@ -150,7 +151,7 @@ class TestDecorator:
         built = Flow("limited", concurrency=Limit(max=3, key="tenant"))
         built.node("one", enter, inputs={"key": "$input.tenant", "tag": "$input.tenant"})
         assert {"max": 3, "key": "tenant"} == built.build().metadata["concurrency"]
-        with pytest.raises(ConfigurationError, match="concurrency must be a flowkit.Limit"):
+        with pytest.raises(ConfigurationError, match=r"concurrency must be a flowkit\.Limit"):
             Flow("limited", concurrency="3")  # type: ignore[arg-type]
 
 
@@ -304,9 +305,7 @@ class TestWorkers:
     freed by a worker that died before admitting the next run is found by another."""
 
     @pytest.mark.parametrize(("kind", "anyio_backend"), STORES)
-    async def test_at_most_max_runs_per_key_across_workers(
-        self, kind: str, tmp_path: Path
-    ) -> None:
+    async def test_at_most_max_runs_per_key_across_workers(self, kind: str, tmp_path: Path) -> None:
         recorder.reset({"a": 1, "b": 1})
         transport = MemoryTransport()
         async with _store(kind, tmp_path) as store:
@@ -396,7 +395,7 @@ class TestWorkers:
                             await anyio.lowlevel.checkpoint()
 
                         dying.shell.run_slots.serve = die  # type: ignore[method-assign]
-                        first, second = await _start_all(client, one_per_key, RUNS[:2])
+                        _, second = await _start_all(client, one_per_key, RUNS[:2])
                         await recorder.full.wait()
                         assert "queued" == (await store.info("a2")).status  # type: ignore[union-attr]
                         recorder.gate.set()
@@ -407,3 +406,21 @@ class TestWorkers:
                     assert "a2" == (await second.result()).output
                     tg.cancel_scope.cancel()
             assert ["a1", "a2"] == recorder.started
+
+
+class TestDescribe:
+    """``describe`` says which slot a run holds or is queued for."""
+
+    async def test_queued_and_held_slots(self) -> None:
+        recorder.reset({"a": 1}, open_when_full=False)
+        with anyio.fail_after(BOUND):
+            async with flowkit.Runtime(store=MemoryStore()) as rt:
+                _, second = await _start_all(rt, one_per_key, RUNS[:2])
+                await recorder.full.wait()
+                held, queued = (await rt.describe("a1")).slot, (await rt.describe("a2")).slot
+                recorder.gate.set()
+                await second.result()
+                released = (await rt.describe("a1")).slot
+        assert ("one_per_key", "a", 1, "held") == attrs.astuple(held)
+        assert "queued" == queued.status  # type: ignore[union-attr]
+        assert "released" == released.status  # type: ignore[union-attr]

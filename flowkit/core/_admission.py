@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from .._serde import SerializationError, to_data
 from . import _protocol as proto
 
 if TYPE_CHECKING:
@@ -42,13 +41,14 @@ POOL_PREFIX = "flow:"  # the store pools of flow limits are named "flow:<bluepri
 
 
 def key_text(value: Any) -> str:
-    """A key value as the text slots are stored under: strings as they are, anything
-    else as canonical JSON (``1`` and ``"1"`` are different keys)."""
+    """A run input's value as the text its pool is stored under: strings as they are,
+    anything else as canonical JSON (``1`` and ``"1"`` are different keys; the shells
+    hand the core plain data, and anything else is named by its ``repr``)."""
     if isinstance(value, str):
         return value
     try:
-        return json.dumps(to_data(value), sort_keys=True, separators=(",", ":"))
-    except (SerializationError, TypeError, ValueError):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
         return repr(value)
 
 

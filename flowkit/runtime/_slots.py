@@ -18,9 +18,12 @@ from ..core import _protocol as p
 from ..shell._run_slots import RunSlots, holds_slot
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from anyio.abc import TaskGroup
 
     from ..core._state import RunState
+    from ..shell._history import Origin
     from ._driver import Run
 
 
@@ -38,7 +41,13 @@ class SlotDriving:
         def _drive_soon(self, run: Run, commands: list[p.Command]) -> None: ...
         async def _drive(self, run: Run, commands: list[p.Command]) -> None: ...
         async def _get(self, run_id: str) -> Run: ...
-        async def _step(self, run: Run, event: p.Event) -> list[p.Command]: ...
+        async def _step(
+            self,
+            run: Run,
+            event: p.Event,
+            origin: Origin | None = None,
+            check: Callable[[RunState], None] | None = None,
+        ) -> list[p.Command]: ...
 
     def _init_slots(self, store: Any) -> None:
         from ..stores._memory import MemoryStore

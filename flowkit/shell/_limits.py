@@ -14,6 +14,7 @@ arguments (``key``) or in one pool (no key). The shells enforce it:
 from __future__ import annotations
 
 import inspect
+import json
 import re
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ import attrs
 import sniffio
 
 from .._errors import ConfigurationError
-from ..core._admission import key_text
+from .._serde import SerializationError, to_data
 from ..stores._buckets import refill
 
 if TYPE_CHECKING:
@@ -167,6 +168,17 @@ def _argument(impl: Any, name: str, args: Sequence[Any], kwargs: Mapping[str, An
         return kwargs.get(name)
     bound.apply_defaults()
     return bound.arguments.get(name)
+
+
+def key_text(value: Any) -> str:
+    """A key value as the text slots are stored under: strings as they are, anything
+    else as canonical JSON (``1`` and ``"1"`` are different keys)."""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(to_data(value), sort_keys=True, separators=(",", ":"))
+    except (SerializationError, TypeError, ValueError):
+        return repr(value)
 
 
 class LocalBuckets:

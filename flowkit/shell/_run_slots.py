@@ -39,7 +39,6 @@ _TICK = 1e-6  # seconds between two arrivals stamped by one process at one insta
 _CHAIN_STEPS = 100  # runs followed along a continue-as-new chain to find its holder
 
 
-
 class RunSlots:
     """The flow slots and queues of one store (see the module)."""
 
