@@ -182,7 +182,11 @@ class TestRuntime:
                     await handle.result()
         assert 2 == recorder.total_peak
         started = recorder.started  # two admitted at once may start in either order
-        assert (["a1", "a2"], {"a3", "b1"}, "b2") == (started[:2], set(started[2:4]), started[4])
+        assert [{"a1", "a2"}, {"a3", "b1"}, {"b2"}] == [
+            set(started[:2]),
+            set(started[2:4]),
+            set(started[4:]),
+        ]
 
     async def test_run_waits_for_a_queued_run(self) -> None:
         recorder.reset({})
