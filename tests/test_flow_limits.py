@@ -393,12 +393,15 @@ class TestWorkers:
                     async with anyio.create_task_group() as doomed:
                         await doomed.start(dying.run)
 
-                        async def die(*args: Any) -> None:  # the slot is back; admit nobody
+                        leave = dying.shell.run_slots.leave
+
+                        async def leave_and_die(*args: Any) -> None:  # admit nobody
+                            await leave(*args)
                             died.set()
                             doomed.cancel_scope.cancel()
                             await anyio.lowlevel.checkpoint()
 
-                        dying.shell.run_slots.serve = die  # type: ignore[method-assign]
+                        dying.shell.run_slots.leave = leave_and_die  # type: ignore[method-assign]
                         _, second = await _start_all(client, one_per_key, RUNS[:2])
                         await recorder.full.wait()
                         assert "queued" == (await store.info("a2")).status  # type: ignore[union-attr]

@@ -154,7 +154,10 @@ class Runtime(SlotDriving, Driver, ScheduleControls):
             else:  # an existing run: wait for whoever drives it to let go
                 await run.idle.wait()
             if run.state.header.get("status") == RunStatus.QUEUED:  # its flow's pool is full
-                commands = await self._until_admitted(run)
+                admitted = await self._until_admitted(run)
+                if admitted is None:  # by another process, which drives it
+                    return await self.finished(run.run_id)
+                commands = admitted
                 continue
             result = self._result_of(run)
             if result.continued_as is None:
@@ -617,6 +620,8 @@ class Runtime(SlotDriving, Driver, ScheduleControls):
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self._scheduler_loop)
+            if self.store is not None:  # other processes share its flow slots
+                tg.start_soon(self._sweep_loop)
             if self._scheduler is not None:
                 await self._scheduler.ensure_registered()
                 tg.start_soon(self._schedule_loop)

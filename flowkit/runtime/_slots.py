@@ -12,10 +12,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import structlog
 
-from .._errors import ResumeError
+from .._errors import ResumeError, StoreError
 from ..core import _protocol as p
-from ..shell._run_slots import RunSlots, holds_slot
+from ..core._admission import POOL_PREFIX
+from ..shell._run_slots import RunSlots, holds_slot, size_of
+
+_log = structlog.get_logger("flowkit.runtime")
+SWEEP_EVERY = 30.0
+"""Seconds between two sweeps of the flow slots of a Runtime with a store."""
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -23,6 +29,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from ..core._state import RunState
+    from ..shell._flows import Flows
     from ..shell._history import Origin
     from ._driver import Run
 
@@ -31,6 +38,9 @@ class SlotDriving:
     """Mixed into :class:`~flowkit.Runtime`: flow slots taken and given back."""
 
     run_slots: RunSlots
+    store: Any
+    flows: Flows
+    poll_interval: float
     _tg: TaskGroup | None
 
     if TYPE_CHECKING:
@@ -104,15 +114,39 @@ class SlotDriving:
             await self._drive(run, commands)
         return True
 
-    async def _until_admitted(self, run: Run) -> list[p.Command]:
-        """Wait until the queued ``run`` is admitted; the commands to drive it with."""
+    async def _until_admitted(self, run: Run) -> list[p.Command] | None:
+        """Wait until the queued ``run`` is admitted; the commands to drive it with
+        (None: another process sharing the store admitted it, and drives it)."""
         event, handed = self._awaiting_slot.setdefault(run.run_id, (anyio.Event(), []))
         try:
             while not handed and _queued(run.state):
-                await event.wait()
+                with anyio.move_on_after(self.poll_interval):
+                    await event.wait()
+                if not handed and await self._admitted_elsewhere(run.run_id):
+                    return None
         finally:
             self._awaiting_slot.pop(run.run_id, None)
         return handed[0] if handed else []
+
+    async def _admitted_elsewhere(self, run_id: str) -> bool:
+        if self.store is None:
+            return False
+        info = await self.store.info(run_id)
+        return info is not None and info.status != "queued"
+
+    async def _sweep_loop(self) -> None:
+        """Every ``SWEEP_EVERY`` seconds, admit the queued runs nobody admitted (see
+        :meth:`RunSlots.sweep`): a process sharing the store may have died."""
+        while True:
+            await anyio.sleep(SWEEP_EVERY)
+            try:
+                await self.run_slots.sweep(self._pool_size, self._admit)
+            except StoreError as exc:
+                _log.warning("flow slot sweep failed; retrying", error=str(exc))
+
+    def _pool_size(self, limit_id: str) -> int | None:
+        target = self.flows.by_blueprint_id.get(limit_id[len(POOL_PREFIX) :])
+        return None if target is None else size_of(target.blueprint.metadata)
 
 
 def _queued(state: RunState) -> bool:
