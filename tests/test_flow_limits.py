@@ -22,6 +22,11 @@ import pytest
 
 import flowkit
 from flowkit import ConfigurationError, Flow, Limit, RunStatus, flow, node
+from flowkit.core import _protocol as proto
+from flowkit.core._admission import PARENT_SLOT, lent_slot
+from flowkit.core._machine import handle_event, start_run
+from flowkit.core._program import Program
+from flowkit.core._state import RunState
 from flowkit.stores import MemoryStore, SQLiteStore
 from flowkit.testing import Faults, simulate_async
 from flowkit.transports import MemoryTransport
@@ -431,3 +436,82 @@ class TestDescribe:
         assert ("one_per_key", "a", 1, "held") == attrs.astuple(held)
         assert "queued" == queued.status  # type: ignore[union-attr]
         assert "released" == released.status  # type: ignore[union-attr]
+
+
+class TestCore:
+    """The core decides: a limited run starts queued and asks for a slot, begins when
+    told it has one, and gives it back (or leaves the queue) when it ends."""
+
+    def _start(self, key: str = "k") -> tuple[Any, Any, list[Any]]:
+        program = Program(one_per_key.blueprint, one_per_key.registry)
+        state = RunState("r1")
+        commands = start_run(program, state, {"key": key, "tag": "t"})
+        return program, state, commands
+
+    def test_a_limited_run_starts_queued(self) -> None:
+        _, state, commands = self._start()
+        asked = [c for c in commands if isinstance(c, proto.TakeSlot)]
+        assert [proto.TakeSlot("flow:one_per_key", "k", 1, "r1")] == asked
+        assert not any(isinstance(c, proto.ExecuteNode) for c in commands)
+        assert "queued" == state.header["status"]
+
+    def test_it_begins_once_it_has_its_slot(self) -> None:
+        program, state, _ = self._start()
+        commands = handle_event(program, state, proto.SlotTaken())
+        assert ["enter"] == [c.node_id for c in commands if isinstance(c, proto.ExecuteNode)]
+        assert "running" == state.header["status"]
+        assert [] == handle_event(program, state, proto.SlotTaken()), "told twice: no-op"
+
+    def test_a_cancelled_queued_run_leaves_the_queue(self) -> None:
+        program, state, _ = self._start()
+        commands = handle_event(program, state, proto.CancelRequested())
+        released = [c for c in commands if isinstance(c, proto.ReleaseSlot)]
+        assert [proto.ReleaseSlot("flow:one_per_key", "k", 1, "r1")] == released
+        assert "cancelled" == state.header["status"]
+
+    def test_a_child_of_the_same_pool_runs_under_its_parents_slot(self) -> None:
+        program = Program(recursive.blueprint, recursive.registry)
+        parent = RunState("p")
+        start_run(program, parent, {"key": "k", "depth": 1})
+        begun = handle_event(program, parent, proto.SlotTaken())
+        (started,) = [c for c in begun if isinstance(c, proto.StartChild)]
+        assert started.slot is not None
+        assert lent_slot(parent.header) == started.slot
+        child = RunState("c")
+        extra = {PARENT_SLOT: started.slot}
+        commands = start_run(program, child, {"key": "k", "depth": 0}, parent="p", extra=extra)
+        assert "completed" == child.header["status"]
+        asked = [c for c in commands if isinstance(c, proto.TakeSlot | proto.ReleaseSlot)]
+        assert [] == asked, "the parent's slot: nothing taken, nothing given back"
+
+
+fragile = {"fail": True}
+
+
+@node
+async def flaky(key: str) -> str:
+    if fragile["fail"]:
+        raise RuntimeError("not yet")
+    return key
+
+
+@flow(concurrency=Limit(max=1, key="key"))
+async def retried(key: str) -> str:
+    return await flaky(key)
+
+
+class TestRetry:
+    """A failed run gave its slot back; retried, it queues for one again."""
+
+    async def test_a_retried_run_takes_a_slot_again(self) -> None:
+        fragile["fail"] = True
+        with anyio.fail_after(BOUND):
+            async with flowkit.Runtime(store=MemoryStore()) as rt:
+                failed = await rt.run(retried, run_id="r", key="k")
+                assert RunStatus.FAILED == failed.status
+                assert "released" == (await rt.describe("r")).slot.status  # type: ignore[union-attr]
+                fragile["fail"] = False
+                await rt.retry("r")
+                result = await rt.handle("r").result()
+                assert (RunStatus.COMPLETED, "k") == (result.status, result.output)
+                assert "released" == (await rt.describe("r")).slot.status  # type: ignore[union-attr]
