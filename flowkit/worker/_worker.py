@@ -77,7 +77,10 @@ class Worker:
     (``@node(concurrency=Limit(...))``) first takes a token and a slot from the store,
     shared by every worker; while it waits for them it holds its delivery (kept by
     the heartbeat, like its slot once it has one). Draining ends those waits and
-    hands their deliveries back.
+    hands their deliveries back. A run of a flow with a limit
+    (``@flow(concurrency=Limit(...))``) that ends here gives its slot back and admits
+    the next queued runs; every ``lease`` seconds the worker also admits queued runs
+    that a process died before admitting.
 
     ``schedules`` (:class:`~flowkit.Schedule`, and those of the ``@flow(schedule=...)``
     flows in ``app``) start their runs from the worker's scheduler loop: one run per tick
