@@ -321,11 +321,13 @@ class TestWorkers:
             client = flowkit.Client(transport, store, flows=[one_per_key])
             with anyio.fail_after(BOUND):
                 async with anyio.create_task_group() as tg:
-                    for _ in range(2):
-                        await tg.start(_worker(transport, store).run)
+                    workers = [_worker(transport, store) for _ in range(2)]
+                    for worker in workers:
+                        await tg.start(worker.run)
                     handles = await _start_all(client, one_per_key, RUNS)
                     results = [await h.result() for h in handles]
-                    tg.cancel_scope.cancel()
+                    for worker in workers:  # drained: their slots are given back
+                        worker.stop()
             assert [RunStatus.COMPLETED] * 5 == [r.status for r in results]
             assert {"a": 1, "b": 1} == dict(recorder.peak)
             assert ["a1", "a2", "a3"] == [t for t in recorder.started if t[0] == "a"]
@@ -351,6 +353,27 @@ class TestWorkers:
                     assert "a3" == (await third.result()).output
                     tg.cancel_scope.cancel()
             assert ["a1", "a3"] == recorder.started
+
+    @pytest.mark.parametrize(("kind", "anyio_backend"), STORES)
+    async def test_starting_a_run_again_takes_nothing_more(self, kind: str, tmp_path: Path) -> None:
+        recorder.reset({"a": 1}, open_when_full=False)
+        transport = MemoryTransport()
+        async with _store(kind, tmp_path) as store:
+            client = flowkit.Client(transport, store, flows=[one_per_key])
+            with anyio.fail_after(BOUND):
+                async with anyio.create_task_group() as tg:
+                    worker = _worker(transport, store)
+                    await tg.start(worker.run)
+                    first, second = await _start_all(client, one_per_key, RUNS[:2])
+                    await recorder.full.wait()
+                    await _start_all(client, one_per_key, RUNS[:2])  # the same run ids
+                    assert ["a1"] == await store.slot_holders("flow:one_per_key", "a")
+                    assert ["a2"] == await store.slot_holders("queue:flow:one_per_key", "a")
+                    recorder.gate.set()
+                    assert ["a1", "a2"] == [(await h.result()).output for h in (first, second)]
+                    worker.stop()  # drained: the slot is given back
+            assert [] == await store.slot_holders("flow:one_per_key", "a")
+            assert [] == await store.slot_holders("queue:flow:one_per_key", "a")
 
     @pytest.mark.parametrize(("kind", "anyio_backend"), STORES)
     async def test_a_recursive_subflow_completes(self, kind: str, tmp_path: Path) -> None:

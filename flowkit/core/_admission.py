@@ -63,6 +63,20 @@ def flow_pool(program: Program, inputs: dict[str, Any]) -> tuple[str, str, int] 
     return POOL_PREFIX + program.blueprint.id, value, int(limit["max"])
 
 
+def taken_slot(pool: tuple[str, str, int], holder: str) -> dict[str, Any]:
+    """The header entry of a run whose shell took it a slot of ``pool`` before it was
+    created (it begins at once)."""
+    limit_id, key, size = pool
+    return {
+        "limit": limit_id,
+        "key": key,
+        "max": size,
+        "holder": holder,
+        "own": True,
+        "taken": True,
+    }
+
+
 def lent_slot(header: dict[str, Any]) -> dict[str, Any] | None:
     """The slot a run lends its children (its own once taken, or the one it runs under)."""
     slot = header.get(SLOT)

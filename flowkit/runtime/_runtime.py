@@ -21,7 +21,7 @@ from .. import _clock as clock
 from .._errors import CompletionTokenError, ConfigurationError, ResumeError, StoreError
 from ..core import _protocol as p
 from ..core._action import split_action
-from ..core._admission import PARENT_SLOT
+from ..core._admission import PARENT_SLOT, SLOT
 from ..core._deferral import deferred
 from ..core._machine import start_run
 from ..core._priority import DEFAULT_PRIORITY, priority_of
@@ -674,18 +674,24 @@ class Runtime(SlotDriving, Driver, ScheduleControls):
         traceparent = self._executor.run_traceparent(
             run_id, target.blueprint.id, self._traceparent(parent), parent
         )
+        bound = target.bind(inputs)
+        slot = (
+            None
+            if debounce is not None
+            else await self._slot_at_start(target, run_id, bound, extra)
+        )
         commands = start_run(
             target.program,
             state,
-            target.bind(inputs),
+            bound,
             parent=parent,
             traceparent=traceparent,
             signal=signal,
             priority=priority,
             debounce=debounce,
-            extra=with_tags(extra, tags),
+            extra=with_tags(extra if slot is None else {**(extra or {}), SLOT: slot}, tags),
         )
-        await self._join_queue(commands)  # it arrives now, not when it is driven
+        joined = await self.run_slots.join_new(commands)  # it arrives now, not when driven
         delta = state.take_delta()
         now = clock.now()
         if self.store is None:
@@ -703,6 +709,7 @@ class Runtime(SlotDriving, Driver, ScheduleControls):
                 **start_history(self.store, state, commands, now),
             )
             if not created:  # another process won the race for this id
+                await self.run_slots.not_created(joined, slot)
                 return await self._get(run_id), []
         run = Run(target.program, target, state, 1, parent)
         self._runs[run_id] = run

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ..core._state import RunState
     from ..shell._flows import Flows
     from ..shell._history import Origin
+    from ..shell._target import Target
     from ._driver import Run
 
 
@@ -78,12 +79,12 @@ class SlotDriving:
     def release_slot(self, run: Run, command: p.ReleaseSlot) -> None:
         self._start_task(run, self._release_slot, command)
 
-    async def _join_queue(self, commands: list[p.Command]) -> None:
-        """A new run that needs a slot joins its pool's queue (before it is stored: a
-        run is never stored queued but not in the queue)."""
-        for command in commands:
-            if isinstance(command, p.TakeSlot):
-                await self.run_slots.join(command.limit_id, command.key, command.holder)
+    async def _slot_at_start(
+        self, target: Target, run_id: str, inputs: dict[str, Any], extra: Any
+    ) -> dict[str, Any] | None:
+        """A slot taken for a new run before it exists, if one is free and nobody waits
+        (see :meth:`RunSlots.take_at_start`)."""
+        return await self.run_slots.take_at_start(target.program, run_id, inputs, extra or {})
 
     async def _take_slot(self, command: p.TakeSlot) -> None:
         await self.run_slots.join(command.limit_id, command.key, command.holder)

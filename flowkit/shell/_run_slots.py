@@ -22,11 +22,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .. import _clock as clock
-from ..core._admission import POOL_PREFIX
+from ..core import _protocol as p
+from ..core._admission import PARENT_SLOT, POOL_PREFIX, SLOT, flow_pool, taken_slot
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Mapping
 
+    from ..core._program import Program
     from ..core._state import RunState
     from ..stores._protocol import Store
 
@@ -46,15 +48,56 @@ class RunSlots:
         self.store = store
         self._arrived = 0.0  # the last arrival stamped here: two never tie in one process
 
-    async def join(self, limit_id: str, key: str, holder: str) -> None:
-        """Queue ``holder`` at the end of the pool's queue (nothing if it is in it)."""
+    async def join(self, limit_id: str, key: str, holder: str) -> bool:
+        """Queue ``holder`` at the end of the pool's queue; False if it is in it."""
         line = QUEUE + limit_id
         if holder in await self.store.slot_holders(line, key):
-            return
+            return False
         self._arrived = max(clock.now(), self._arrived + _TICK)
         await self.store.acquire_slot(
             line, key, holder, max=_UNBOUNDED, now=0.0, expires_at=self._arrived
         )
+        return True
+
+    async def join_new(self, commands: list[p.Command]) -> list[p.TakeSlot]:
+        """A new run that needs a slot joins its pool's queue before it is stored (no
+        run is ever stored queued but out of the queue); what it joined."""
+        joined = []
+        for command in commands:
+            take = command if isinstance(command, p.TakeSlot) else None
+            if take is not None and await self.join(take.limit_id, take.key, take.holder):
+                joined.append(take)
+        return joined
+
+    async def not_created(self, joined: list[p.TakeSlot], slot: dict[str, Any] | None) -> None:
+        """Undo :meth:`join_new` and :meth:`take_at_start` for a run that was not created
+        (one of its id existed)."""
+        for command in joined:
+            await self.store.release_slot(QUEUE + command.limit_id, command.key, command.holder)
+        if slot is not None:
+            await self.store.release_slot(slot["limit"], slot["key"], slot["holder"])
+
+    async def take_at_start(
+        self, program: Program, run_id: str, inputs: dict[str, Any], extra: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """Before a new run is created: take it a slot if its pool has a free one and
+        nobody is queued (the run then begins at once: no queue, no second transaction);
+        the header entry that says so, or None (the run queues as usual). A run that
+        comes with a slot (continued, or a child under its parent's) takes none."""
+        pool = flow_pool(program, inputs)
+        if pool is None or SLOT in extra or PARENT_SLOT in extra:
+            return None
+        limit_id, key, size = pool
+        if await self.store.slot_holders(QUEUE + limit_id, key):
+            return None  # others came first
+        if run_id in await self.store.slot_holders(limit_id, key):
+            return None  # a run of this id holds it: the start finds that run
+        now = clock.now()
+        if not await self.store.acquire_slot(
+            limit_id, key, run_id, max=size, now=now, expires_at=now + TERM
+        ):
+            return None
+        return taken_slot(pool, run_id)
 
     async def leave(self, limit_id: str, key: str, holder: str) -> None:
         """Give ``holder``'s slot back and take it out of the queue."""

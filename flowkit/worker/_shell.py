@@ -21,7 +21,7 @@ from .. import _clock as clock
 from .._errors import BlueprintError, ResumeError, Undeliverable, describe
 from ..blueprint._lint import LintIssue
 from ..core import _protocol as p
-from ..core._admission import PARENT_SLOT
+from ..core._admission import PARENT_SLOT, SLOT
 from ..core._machine import start_run
 from ..core._priority import DEFAULT_PRIORITY, priority_of
 from ..core._state import RunState, RunStatus
@@ -149,6 +149,10 @@ class Shell(SlotSteps, Interpreter[_Turn]):
             run_id, target.blueprint.id, self._traceparent(parent), parent
         )
         bound = target.bind(inputs)
+        slot = None
+        if debounce is None:  # a free slot and nobody queued: it begins at once
+            slot = await self.run_slots.take_at_start(target.program, run_id, bound, extra or {})
+            extra = extra if slot is None else {**(extra or {}), SLOT: slot}
         commands = start_run(
             target.program,
             state,
@@ -165,7 +169,7 @@ class Shell(SlotSteps, Interpreter[_Turn]):
         home = self._home_queue(target, parent)
         if home is not None:
             state.put("header", "queue", home)
-        await self.join_queue(commands)  # queued before it is stored: never stored unqueued
+        joined = await self.run_slots.join_new(commands)
         delta = state.take_delta()
         now = clock.now()
         created = await self.store.create_run(
@@ -179,6 +183,8 @@ class Shell(SlotSteps, Interpreter[_Turn]):
             created_at=now,
             **start_history(self.store, state, commands, now),
         )
+        if not created:
+            await self.run_slots.not_created(joined, slot)
         if created:
             if on_created is not None:
                 on_created()

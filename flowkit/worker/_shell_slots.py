@@ -37,13 +37,6 @@ class SlotSteps:
         later: list[Callable[[], Awaitable[Any]]] = run.later
         later.append(partial(self._release_slot, command))
 
-    async def join_queue(self, commands: list[p.Command]) -> None:
-        """A new run that needs a slot joins its pool's queue (before it is stored: a
-        run is never stored queued but not in the queue)."""
-        for command in commands:
-            if isinstance(command, p.TakeSlot):
-                await self.run_slots.join(command.limit_id, command.key, command.holder)
-
     async def _take_slot(self, command: p.TakeSlot) -> None:
         await self.run_slots.join(command.limit_id, command.key, command.holder)
         await self.run_slots.serve(command.limit_id, command.key, command.max, self._admit)
