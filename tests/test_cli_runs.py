@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 APP = """
-    from flowkit import flow, node
+    from flowkit import Limit, flow, node
 
     @node
     async def echo(x: int) -> int:
@@ -46,12 +46,16 @@ APP = """
     @flow
     async def gated() -> int:
         return int(await flow.wait("go"))
+
+    @flow(concurrency=Limit(max=1))
+    async def single(x: int) -> int:
+        return await echo(x)
 """
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A store with a completed, failed, awaiting, cancelled and running run."""
+    """A store with a completed, failed, awaiting, cancelled, running and queued run."""
     folder = tmp_path_factory.mktemp("runs_cli")
     (folder / "runs_app.py").write_text(textwrap.dedent(APP))
     sys.path.insert(0, str(folder))
@@ -72,8 +76,10 @@ async def _make_runs(path: Path, app: Any) -> dict[str, str]:
             waiting = await rt.run(app.gated)
             cancelled = await rt.run(app.gated)
             await rt.cancel(cancelled.run_id)
-        client = flowkit.Client(MemoryTransport(), store, flows=[app.good])
+        client = flowkit.Client(MemoryTransport(), store, flows=[app.good, app.single])
         running = await client.start(app.good, x=3)  # no worker: it stays running
+        holding = await client.start(app.single, x=4)  # holds the flow's one slot: running
+        queued = await client.start(app.single, x=5)  # waits for that slot
     finally:
         await store.close()
     return {
@@ -82,6 +88,8 @@ async def _make_runs(path: Path, app: Any) -> dict[str, str]:
         "awaiting": waiting.run_id,
         "cancelled": cancelled.run_id,
         "running": running.run_id,
+        "queued": queued.run_id,
+        "holding": holding.run_id,
     }
 
 
@@ -256,7 +264,7 @@ def test_purge_deletes_old_finished_runs_only(runs: dict[str, Any], tmp_path: Pa
     assert rest.returncode == 0, rest.stderr
     assert "purged 2 runs" in rest.stdout
     left = {row["run_id"] for row in listed({**runs, "store": store[1]})}
-    assert {own["awaiting"], own["running"]} == left
+    assert {own[s] for s in ("awaiting", "running", "queued", "holding")} == left
 
 
 @pytest.mark.parametrize(

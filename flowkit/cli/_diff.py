@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ..core._state import RunState
     from ._base import Commands
 
-UNFINISHED = [RunStatus.RUNNING.value, RunStatus.AWAITING.value]
+UNFINISHED = [s.value for s in RunStatus if not s.finished]
 PAGE = 500
 
 

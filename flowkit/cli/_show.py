@@ -32,6 +32,7 @@ STYLES = {
     "cancelled": "magenta",
     "running": "yellow",
     "awaiting": "cyan",
+    "queued": "blue",
 }
 DATA_WIDTH = 80  # characters of an event's data in the history table
 
@@ -144,6 +145,10 @@ def _header(described: RunDescription) -> RenderableType:
         text.append(f"\ncontinues {described.continued_from}")
     if described.continued_as:
         text.append(f"\ncontinued as {described.continued_as}")
+    slot = described.slot
+    if slot is not None and slot.status in ("queued", "held"):
+        word = "queued for" if slot.status == "queued" else "holds"
+        text.append(f"\n{word} a slot of {slot.flow} (key {slot.key!r}, max {slot.max})")
     text.append(f"\nstarted {_when(run.created_at)}")
     if run.finished_at is not None:
         text.append(

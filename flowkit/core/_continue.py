@@ -50,6 +50,7 @@ class ContinueSteps:
 
         def finish(self, status: RunStatus, *, output: Any = None, error: Any = None) -> None: ...
         def cancel_nodes(self, nodes: tuple[str, ...] | None, *, skip: bool) -> None: ...
+        def pass_slot(self, inputs: dict[str, Any]) -> dict[str, Any]: ...
         def note(
             self, type_: str, node_id: str | None, attempt: int | None = None, *, data: Any = None
         ) -> None: ...
@@ -69,6 +70,7 @@ class ContinueSteps:
         self.s.put("children", new_id, record)
         self.s.put("header", CONTINUING, new_id)
         link = {CONTINUED_FROM: self.s.run_id, CHAIN: first, GENERATION: generation}
+        link.update(self.pass_slot(dict(inputs)))
         self.commands.append(proto.ContinueAsNew(new_id, blueprint_id, dict(inputs), link))
 
     def on_continued(self, event: proto.RunContinued) -> None:
@@ -88,7 +90,10 @@ def continuation_command(run_id: str, header: dict[str, Any], record: dict[str, 
     """The :class:`ContinueAsNew` a continuation ``record`` of run ``run_id`` stands for
     (for a shell redoing it after a crash)."""
     new_id, first, generation = next_run_id(header, run_id)
-    link = {CONTINUED_FROM: run_id, CHAIN: first, GENERATION: generation}
+    link: dict[str, Any] = {CONTINUED_FROM: run_id, CHAIN: first, GENERATION: generation}
+    slot = header.get("slot")
+    if slot is not None and slot.get("passed"):  # the new run takes this run's slot over
+        link["slot"] = {k: v for k, v in slot.items() if k != "passed"}
     return proto.ContinueAsNew(
         new_id, str(record["blueprint_id"]), dict(record.get("inputs") or {}), link
     )

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import ChildFailed, DuplicateDelivery, FlowkitError, WaitTimeout, describe
 from . import _protocol as p
 from ._action import split_action
+from ._admission import QUEUED, AdmissionSteps
 from ._continue import CONTINUING, ContinueSteps
 from ._deferral import COMPLETION, DeferralSteps, deferred
 from ._policy import Policy
@@ -95,10 +96,10 @@ def start_run(
     step = Step(program, state, note_completions)
     if signal is not None:
         step.on_signal(signal)  # no wait exists yet: buffered
-    if debounce is None:
-        step.begin()
-    else:
+    if debounce is not None:
         step.debounce(debounce)
+    elif step.admitted("begin"):  # a limited flow's run may queue for a slot first
+        step.begin()
     step.drain()
     step.settle()
     del header
@@ -122,7 +123,7 @@ def handle_event(
     return step.commands
 
 
-class Step(NodeSteps, RetrySteps, DeferralSteps, ContinueSteps):
+class Step(NodeSteps, RetrySteps, DeferralSteps, ContinueSteps, AdmissionSteps):
     """One transition of one run."""
 
     def __init__(self, program: Program, state: RunState, note_completions: bool = False) -> None:
@@ -160,6 +161,8 @@ class Step(NodeSteps, RetrySteps, DeferralSteps, ContinueSteps):
             self.on_heartbeat(event)
         elif isinstance(event, p.RunContinued):
             self.on_continued(event)
+        elif isinstance(event, p.SlotTaken):
+            self.on_slot_taken()
 
     # -- debounced starts -----------------------------------------------------
     def begin(self) -> None:
@@ -325,7 +328,8 @@ class Step(NodeSteps, RetrySteps, DeferralSteps, ContinueSteps):
         self.note("timer:fire", node_id or None, data={"timer_id": timer_id, "purpose": purpose})
         if purpose == DEBOUNCE:
             self.s.drop("header", DEBOUNCE)
-            self.begin()
+            if self.admitted("begin"):
+                self.begin()
         elif timer["purpose"] == "retry":
             d = timer["dispatch"]
             self.redispatch(
@@ -603,6 +607,7 @@ class Step(NodeSteps, RetrySteps, DeferralSteps, ContinueSteps):
         if status is RunStatus.FAILED:
             self.suspend()
         self.cancel_nodes(None, skip=False)
+        self.release_slot()
         self.s.put("header", "status", status.value)
         self.s.put("header", "output", output)
         if error is not None:
@@ -651,7 +656,9 @@ class Step(NodeSteps, RetrySteps, DeferralSteps, ContinueSteps):
         if self.s.finished:
             return
         sections = self.s.sections
-        if sections["dispatches"] and not deferred(sections["dispatches"]):
+        if self.s.header.get(QUEUED) is not None:
+            self.set_status(RunStatus.QUEUED)  # nothing begun: it waits for a slot
+        elif sections["dispatches"] and not deferred(sections["dispatches"]):
             self.set_status(RunStatus.RUNNING)
         elif (
             sections["dispatches"]

@@ -117,6 +117,12 @@ class RunContinued:
     new_run_id: str
 
 
+@attrs.frozen
+class SlotTaken:
+    """The shell took a slot of its flow's concurrency limit for this queued run: it
+    begins (see :class:`TakeSlot`)."""
+
+
 Event = (
     NodeCompleted
     | NodeFailed
@@ -129,6 +135,7 @@ Event = (
     | RetryRequested
     | StartDebounced
     | RunContinued
+    | SlotTaken
 )
 
 
@@ -178,10 +185,14 @@ class AwaitSignal:
 
 @attrs.frozen
 class StartChild:
+    """Start a child run; ``slot``, when set, is the flow slot the parent holds, which a
+    child of the same limited pool runs under (see ``_admission``)."""
+
     child_run_id: str
     node_id: str
     blueprint_id: str
     inputs: dict[str, Any]
+    slot: dict[str, Any] | None = None
 
 
 @attrs.frozen
@@ -211,6 +222,28 @@ class ContinueAsNew:
 
 
 @attrs.frozen
+class TakeSlot:
+    """Queue ``holder`` (the run) for a slot of the pool ``(limit_id, key)`` of ``max``
+    slots; once it has one, in order of arrival, report :class:`SlotTaken` to it."""
+
+    limit_id: str
+    key: str
+    max: int
+    holder: str
+
+
+@attrs.frozen
+class ReleaseSlot:
+    """Give ``holder``'s slot of the pool back (or take it out of the queue), then
+    admit the queued runs that fit now."""
+
+    limit_id: str
+    key: str
+    max: int
+    holder: str
+
+
+@attrs.frozen
 class Note:
     """Something observers may want to know (``node:retry``, ``batch:start``, ...)."""
 
@@ -230,5 +263,7 @@ Command = (
     | CancelChild
     | FinishRun
     | ContinueAsNew
+    | TakeSlot
+    | ReleaseSlot
     | Note
 )

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _protocol as proto
+from ._admission import lent_slot
 
 if TYPE_CHECKING:
     from collections import deque
@@ -73,6 +74,7 @@ class RetrySteps:
             options: dict[str, Any] | None = None,
         ) -> None: ...
         def enter_wait(self, node_id: str, act: int, suffix: str) -> None: ...
+        def admitted(self, then: str) -> bool: ...
         def sleep_delay(self, params: dict[str, Any]) -> float: ...
         def note(
             self, type_: str, node_id: str | None, attempt: int | None = None, *, data: Any = None
@@ -89,6 +91,11 @@ class RetrySteps:
     def on_retry(self) -> None:
         if retry_refusal(self.s) is not None:
             return
+        if self.admitted("retry"):  # a limited flow's run queues for its slot first
+            self.retry_now()
+
+    def retry_now(self) -> None:
+        """Resume what stood when the run failed (its slot, if it needs one, is taken)."""
         header = self.s.header
         standing: dict[str, dict[str, Any]] = header["suspended"]
         failed_node = (header.get("error") or {}).get("node")
@@ -157,7 +164,13 @@ class RetrySteps:
         record = dict(child)
         self.s.put("children", fresh, record)
         self.commands.append(
-            proto.StartChild(fresh, child["node"], str(child["blueprint_id"]), child["inputs"])
+            proto.StartChild(
+                fresh,
+                child["node"],
+                str(child["blueprint_id"]),
+                child["inputs"],
+                lent_slot(self.s.header),
+            )
         )
 
     def unpoison(self, node_id: str) -> None:

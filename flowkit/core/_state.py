@@ -40,6 +40,8 @@ DELETED: Final = object()
 class RunStatus(enum.StrEnum):
     """Where a run stands."""
 
+    QUEUED = "queued"
+    """Not begun: waiting for a slot of its flow's concurrency limit."""
     RUNNING = "running"
     AWAITING = "awaiting"
     COMPLETED = "completed"

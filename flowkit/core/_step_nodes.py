@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from .._durations import to_seconds
 from .._errors import FlowkitError, describe
 from . import _protocol as proto
+from ._admission import lent_slot
 from ._policy import evaluated_options
 from ._program import wait_name
 
@@ -166,7 +167,8 @@ class NodeSteps:
             record["started"] = True
             record["detach"] = bool(params.get("detach"))
         self.s.put("children", child_id, record)
-        self.commands.append(proto.StartChild(child_id, node_id, blueprint_id, kwargs))
+        slot = lent_slot(self.s.header)
+        self.commands.append(proto.StartChild(child_id, node_id, blueprint_id, kwargs, slot))
         if "run_id" in params:
             self.complete(node_id, child_id, None)
 

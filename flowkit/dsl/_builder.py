@@ -17,6 +17,7 @@ from ..blueprint._model import (
 )
 from ..blueprint._validate import validate
 from ..shell._invoke import ClassFallback, has_fallback
+from ..shell._limits import Limit
 from ._node import Arguments, config_fields
 
 if TYPE_CHECKING:
@@ -44,8 +45,15 @@ class Flow:
     """
 
     def __init__(
-        self, id: str, *, version: int = 1, metadata: Mapping[str, Any] | None = None
+        self,
+        id: str,
+        *,
+        version: int = 1,
+        metadata: Mapping[str, Any] | None = None,
+        concurrency: Limit | None = None,
     ) -> None:
+        """``concurrency`` (a :class:`~flowkit.Limit`) caps how many runs of the flow run
+        at once per value of the run input ``key`` (see ``@flow(concurrency=...)``)."""
         Arguments("Flow()").text("id", id, example="Flow('checkout')")
         check = Arguments(f"Flow({id!r})")
         check.count("version", version, minimum=1, example="version=2")
@@ -53,6 +61,12 @@ class Flow:
         self.id = id
         self.version = version
         self.metadata = dict(metadata or {})
+        if concurrency is not None:
+            if not isinstance(concurrency, Limit):
+                check.refuse(
+                    "concurrency", concurrency, "a flowkit.Limit, e.g. Limit(max=1, key='customer')"
+                )
+            self.metadata["concurrency"] = {"max": concurrency.max, "key": concurrency.key}
         self.registry: dict[str, Any] = {}
         self._nodes: list[NodeSpec] = []
         self._edges: list[EdgeSpec] = []

@@ -34,7 +34,7 @@ from ._compile_try import Tries
 from ._evaluator import FlowEvaluator
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from types import CodeType
 
 METADATA = {"join_default": "pass", "compiled": True}
@@ -79,7 +79,12 @@ class FlowCompiler(Tries):
 
 
 def compile_flow(
-    fn: Callable[..., Any], *, flow_id: str, version: int, final: bool
+    fn: Callable[..., Any],
+    *,
+    flow_id: str,
+    version: int,
+    final: bool,
+    concurrency: Mapping[str, Any] | None = None,
 ) -> CompiledFlow | None:
     """Compile ``fn``'s body; ``None`` when a name it uses is not defined yet and not ``final``.
 
@@ -101,7 +106,10 @@ def compile_flow(
             f"cannot resolve {name!r} when compiling flow {flow_id!r}",
             "define the node (or flow) at module level or before the flow is first run",
         )
-    bp = compiler.graph.blueprint(flow_id, version, _metadata(compiler))
+    metadata = _metadata(compiler)
+    if concurrency is not None:  # @flow(concurrency=Limit(...)): see core/_admission.py
+        metadata["concurrency"] = dict(concurrency)
+    bp = compiler.graph.blueprint(flow_id, version, metadata)
     validate(bp, compiler.registry)
     evaluator = FlowEvaluator(fn, local_names, typed_variables(compiler.var_types))
     return CompiledFlow(bp, compiler.registry, tuple(compiler.children), evaluator)

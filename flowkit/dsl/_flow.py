@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Iterable
 
     from .._durations import Duration
+    from ..shell._limits import Limit
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -223,6 +224,7 @@ class FlowDecorator:
         version: int = 1,
         schedule: str | None = None,
         timezone: str | None = None,
+        concurrency: Limit | None = None,
     ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], FlowDef[P, R]]: ...
 
     def __call__(
@@ -234,13 +236,24 @@ class FlowDecorator:
         version: int = 1,
         schedule: str | None = None,
         timezone: str | None = None,
+        concurrency: Limit | None = None,
     ) -> FlowDef[P, R] | Callable[[Callable[P, Coroutine[Any, Any, R]]], FlowDef[P, R]]:
         """``schedule`` (a cron expression, in ``timezone``) makes a
         :class:`~flowkit.Schedule` with the flow's id and no inputs: a Runtime or Worker
-        the flow is registered on starts a run at each tick."""
+        the flow is registered on starts a run at each tick. ``concurrency`` (a
+        :class:`~flowkit.Limit`) caps how many runs run at once per value of the input
+        ``key``, across every worker; a run started while its pool is full is
+        ``queued`` until a slot frees, in order of arrival."""
 
         def wrap(target: Callable[P, Coroutine[Any, Any, R]]) -> FlowDef[P, R]:
-            return FlowDef(target, id=id, version=version, schedule=schedule, timezone=timezone)
+            return FlowDef(
+                target,
+                id=id,
+                version=version,
+                schedule=schedule,
+                timezone=timezone,
+                concurrency=concurrency,
+            )
 
         return wrap(fn) if fn is not None else wrap
 

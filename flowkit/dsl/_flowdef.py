@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from ..blueprint._model import Blueprint
     from ..runtime._runtime import DefaultRuntime
+    from ..shell._limits import Limit
     from ..shell._result import RunResult
     from ..shell._schedules import Schedule
     from ..testing import Simulation
@@ -56,10 +57,12 @@ class FlowDef(Generic[P, R]):
         version: int = 1,
         schedule: str | None = None,
         timezone: str | None = None,
+        concurrency: Limit | None = None,
     ) -> None:
         from ._node import check_flow_arguments
 
-        check_flow_arguments(fn, id, version)
+        self.concurrency = check_flow_arguments(fn, id, version, concurrency)
+        """The :class:`~flowkit.Limit` on the flow's runs (``@flow(concurrency=...)``)."""
         self.fn = fn
         self._hints: dict[str, Any] | None = None
         self._signature: inspect.Signature | None = None
@@ -73,7 +76,7 @@ class FlowDef(Generic[P, R]):
         from ._compiler import compile_flow  # imported on first use: keeps `import flowkit` fast
 
         self._compiled: CompiledFlow | None = compile_flow(
-            fn, flow_id=self.id, version=version, final=False
+            fn, flow_id=self.id, version=version, final=False, concurrency=self._limit()
         )
 
     def _schedule(self, cron: str | None, timezone: str | None) -> Schedule | None:
@@ -87,12 +90,23 @@ class FlowDef(Generic[P, R]):
 
         return Schedule(self, cron=cron, timezone=timezone)
 
+    def _limit(self) -> dict[str, Any] | None:
+        """The blueprint's ``concurrency`` metadata (None: the runs are not limited)."""
+        limit = self.concurrency
+        return None if limit is None else {"max": limit.max, "key": limit.key}
+
     # -- the compiled form ----------------------------------------------------
     def _compile(self) -> CompiledFlow:
         if self._compiled is None:
             from ._compiler import compile_flow
 
-            compiled = compile_flow(self.fn, flow_id=self.id, version=self.version, final=True)
+            compiled = compile_flow(
+                self.fn,
+                flow_id=self.id,
+                version=self.version,
+                final=True,
+                concurrency=self._limit(),
+            )
             assert compiled is not None
             self._compiled = compiled
         return self._compiled

@@ -339,11 +339,11 @@ class Arguments:
                 f"{', '.join(CALL_OPTIONS)}"
             )
 
-    def limit(self, value: object, fn: Callable[..., Any]) -> Limit:
-        """A :class:`Limit` whose key names an argument of ``fn``."""
+    def limit(self, value: object, fn: Callable[..., Any], what: str = "node") -> Limit:
+        """A :class:`Limit` whose key names an argument of ``fn`` (a ``what``)."""
         if not isinstance(value, Limit):
             self.refuse("concurrency", value, "a flowkit.Limit, e.g. Limit(max=2, key='account')")
-        problem = check_limit_key(value.key, fn)
+        problem = check_limit_key(value.key, fn, what)
         if problem is not None:
             self.refuse("concurrency", value, f"a Limit whose key names an argument: {problem}")
         return value
@@ -408,14 +408,20 @@ def config_fields(options: Mapping[str, Any]) -> dict[str, Any]:
     return {name: options.get(name, default) for name, default in _CONFIG_DEFAULTS.items()}
 
 
-def check_flow_arguments(fn: object, id: object, version: object) -> None:
-    """Refuse a ``@flow`` target that is not a function, an empty ``id`` or a ``version``
-    that is not a whole number of 1 or more (the compiler checks the body itself)."""
+def check_flow_arguments(
+    fn: object, id: object, version: object, concurrency: object = None
+) -> Limit | None:
+    """Refuse a ``@flow`` target that is not a function, an empty ``id``, a ``version``
+    that is not a whole number of 1 or more, or a ``concurrency`` that is not a
+    :class:`Limit` keyed by an input of the flow (the compiler checks the body itself)."""
     check = Arguments.of_decorator("@flow", fn)
     if not inspect.isfunction(fn):
         check.refuse("the decorated object", fn, "an async def function")
     check.optional_text("id", id, example="id='checkout'")
     check.count("version", version, minimum=1, example="version=2")
+    if concurrency is None:
+        return None
+    return check.limit(concurrency, fn, "flow")
 
 
 _PACKAGE = Path(__file__).resolve().parents[1]

@@ -66,6 +66,8 @@ _MARKERS: Final = {
     "workflow:resume": "flowkit.run.resume",
     "workflow:cancel": "flowkit.run.cancel",
     "workflow:retry": "flowkit.run.retry",
+    "workflow:queue": "flowkit.run.queue",
+    "workflow:admit": "flowkit.run.admit",
     "workflow:stall": "flowkit.run.stall",
     "workflow:finish": "flowkit.run.finish",
     "timer:set": "flowkit.timer.set",

@@ -21,11 +21,12 @@ from .. import _clock as clock
 from .._errors import CompletionTokenError, ConfigurationError, ResumeError, StoreError
 from ..core import _protocol as p
 from ..core._action import split_action
+from ..core._admission import PARENT_SLOT, SLOT
 from ..core._deferral import deferred
 from ..core._machine import start_run
 from ..core._priority import DEFAULT_PRIORITY, priority_of
 from ..core._program import wait_name
-from ..core._state import NullJournal, RunState
+from ..core._state import NullJournal, RunState, RunStatus
 from ..observability._propagation import current_traceparent
 from ..shell._commands import for_parent
 from ..shell._completion import CompletionToken, check_open, completion_event, failure_event
@@ -52,6 +53,7 @@ from ..stores._memory import MemoryStore
 from . import _handlers
 from ._driver import Driver, Run
 from ._schedules import RuntimeStarter
+from ._slots import SlotDriving
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Collection, Mapping, Sequence
@@ -68,7 +70,7 @@ REGISTER_HINT = "pass the flow itself, or register it: flowkit.Runtime(flows=[..
 """What to do about a flow name a runtime does not know."""
 
 
-class Runtime(Driver, ScheduleControls):
+class Runtime(SlotDriving, Driver, ScheduleControls):
     """Runs flows in this process: ``await rt.run(flow, **inputs)``.
 
     ``async with Runtime() as rt:`` owns a task group in which started runs and
@@ -98,6 +100,7 @@ class Runtime(Driver, ScheduleControls):
             poll_interval=poll_interval,
         )
         self.flows = Flows(flows)
+        self._init_slots(store)
         schedules = schedules_of(flows, schedules)
         self._schedules_here = MemoryStore() if store is None else None
         for schedule in schedules:  # a schedule that cannot start its flow fails here
@@ -150,6 +153,12 @@ class Runtime(Driver, ScheduleControls):
                 await self._drive(run, commands)
             else:  # an existing run: wait for whoever drives it to let go
                 await run.idle.wait()
+            if run.state.header.get("status") == RunStatus.QUEUED:  # its flow's pool is full
+                admitted = await self._until_admitted(run)
+                if admitted is None:  # by another process, which drives it
+                    return await self.finished(run.run_id)
+                commands = admitted
+                continue
             result = self._result_of(run)
             if result.continued_as is None:
                 return result
@@ -611,6 +620,8 @@ class Runtime(Driver, ScheduleControls):
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self._scheduler_loop)
+            if self.store is not None:  # other processes share its flow slots
+                tg.start_soon(self._sweep_loop)
             if self._scheduler is not None:
                 await self._scheduler.ensure_registered()
                 tg.start_soon(self._schedule_loop)
@@ -663,17 +674,24 @@ class Runtime(Driver, ScheduleControls):
         traceparent = self._executor.run_traceparent(
             run_id, target.blueprint.id, self._traceparent(parent), parent
         )
+        bound = target.bind(inputs)
+        slot = (
+            None
+            if debounce is not None
+            else await self._slot_at_start(target, run_id, bound, extra)
+        )
         commands = start_run(
             target.program,
             state,
-            target.bind(inputs),
+            bound,
             parent=parent,
             traceparent=traceparent,
             signal=signal,
             priority=priority,
             debounce=debounce,
-            extra=with_tags(extra, tags),
+            extra=with_tags(extra if slot is None else {**(extra or {}), SLOT: slot}, tags),
         )
+        joined = await self.run_slots.join_new(commands)  # it arrives now, not when driven
         delta = state.take_delta()
         now = clock.now()
         if self.store is None:
@@ -691,6 +709,7 @@ class Runtime(Driver, ScheduleControls):
                 **start_history(self.store, state, commands, now),
             )
             if not created:  # another process won the race for this id
+                await self.run_slots.not_created(joined, slot)
                 return await self._get(run_id), []
         run = Run(target.program, target, state, 1, parent)
         self._runs[run_id] = run
@@ -784,6 +803,7 @@ class Runtime(Driver, ScheduleControls):
             command.inputs,
             parent=parent.run_id,
             priority=priority_of(parent.state.header),  # a child inherits its parent's
+            extra=None if command.slot is None else {PARENT_SLOT: command.slot},
         )
         await self._drive(run, commands)
 

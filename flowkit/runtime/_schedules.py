@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .._errors import ResumeError
+from ..core._state import RunStatus
 
 if TYPE_CHECKING:
     from ..shell._schedules import Schedule
@@ -32,6 +33,6 @@ class RuntimeStarter:
         store = self.runtime.store
         if store is not None:
             info = await store.info(run_id)
-            return info is not None and info.status in ("running", "awaiting")
+            return info is not None and not RunStatus(info.status).finished
         run = self.runtime._runs.get(run_id)
         return run is not None and not run.state.finished

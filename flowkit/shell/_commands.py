@@ -40,6 +40,8 @@ class Interpreter(ABC, Generic[R]):
             p.CancelChild: self.cancel_child,
             p.FinishRun: self.finish_run,
             p.ContinueAsNew: self.continue_as_new,
+            p.TakeSlot: self.take_slot,
+            p.ReleaseSlot: self.release_slot,
             p.Note: self.note,
         }
 
@@ -84,6 +86,16 @@ class Interpreter(ABC, Generic[R]):
     def continue_as_new(self, run: R, command: p.ContinueAsNew) -> None:
         """Create the run ``command.run_id`` continues as (with no parent; an existing one
         is left alone), then step this run with ``RunContinued``."""
+
+    @abstractmethod
+    def take_slot(self, run: R, command: p.TakeSlot) -> None:
+        """Queue the run for a slot of its flow's limit; report ``SlotTaken`` once it has
+        one (see ``_run_slots``)."""
+
+    @abstractmethod
+    def release_slot(self, run: R, command: p.ReleaseSlot) -> None:
+        """Give the ended run's slot back (or take it out of the queue), then admit the
+        queued runs that fit."""
 
     @abstractmethod
     def note(self, run: R, command: p.Note) -> None:

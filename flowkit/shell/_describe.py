@@ -95,6 +95,35 @@ class RunDescription:
     """The run this one continues (it called ``flow.continue_as_new``), if any."""
     continued_as: str | None = None
     """The run this one continued as (or is continuing as, while it ends), if any."""
+    slot: RunSlot | None = None
+    """The slot of its flow's concurrency limit the run holds, or (``queued``) waits
+    for; None for a flow with no limit."""
+
+
+@attrs.frozen
+class RunSlot:
+    """A run's slot of ``@flow(concurrency=Limit(...))``: the pool (the flow id, the
+    value of the limit's key), its size, and whether the run has it or is queued.
+    A child run of the same pool runs under its parent's slot (``lent``)."""
+
+    flow: str
+    key: str
+    max: int
+    status: str  # "queued" | "held" | "lent" | "released"
+
+    @classmethod
+    def of(cls, header: dict[str, Any]) -> RunSlot | None:
+        slot = header.get("slot")
+        if slot is None:
+            return None
+        if header.get("queued") is not None:
+            status = "queued"
+        elif not slot.get("own"):
+            status = "lent"
+        else:
+            status = "held" if slot.get("taken") or slot.get("passed") else "released"
+        flow = str(slot["limit"]).partition(":")[2]
+        return cls(flow, str(slot["key"]), int(slot["max"]), status)
 
 
 def describe_run(
@@ -127,6 +156,7 @@ def describe_run(
         priority_of(header),
         None if before is None else str(before),
         None if after is None else str(after),
+        RunSlot.of(header),
     )
 
 

@@ -21,6 +21,8 @@ EVENT_TYPES: Final = frozenset(
         "workflow:resume",
         "workflow:cancel",
         "workflow:retry",
+        "workflow:queue",
+        "workflow:admit",
         "node:start",
         "node:finish",
         "node:error",

@@ -36,15 +36,21 @@ if TYPE_CHECKING:
 
 @attrs.frozen
 class Limit:
-    """At most ``max`` executions at once per value of the argument ``key``.
+    """At most ``max`` executions of a node (or runs of a flow) at once per value of
+    the argument ``key``.
 
-    ``key`` names an argument of the node; the executions whose calls pass equal
-    values for it share ``max`` slots, and those with other values have slots of
-    their own. Without ``key`` all executions of the node share one pool.
+    ``key`` names an argument of the node (an input of the flow); the executions whose
+    calls pass equal values for it share ``max`` slots, and those with other values
+    have slots of their own. Without ``key`` all executions of the node share one pool.
+    On a flow, a run started while its pool is full is ``queued`` until a slot frees
+    (in order of arrival); the slot is the run's until it ends.
 
     >>> import flowkit
     >>> @flowkit.node(concurrency=flowkit.Limit(max=2, key="account"))
     ... async def charge(account: str, cents: int) -> None: ...
+    >>> @flowkit.flow(concurrency=flowkit.Limit(max=1, key="customer_id"))
+    ... async def onboard(customer_id: str) -> None:
+    ...     await charge(customer_id, 100)
     """
 
     max: int = attrs.field(kw_only=True)
@@ -63,17 +69,18 @@ class Limit:
             )
 
 
-def check_limit_key(key: str | None, fn: Callable[..., Any]) -> str | None:
-    """Why ``key`` is not an argument of ``fn`` (None: it is, or there is no key)."""
+def check_limit_key(key: str | None, fn: Callable[..., Any], what: str = "node") -> str | None:
+    """Why ``key`` is not an argument of ``fn`` (None: it is, or there is no key);
+    ``what`` names ``fn`` in the answer (a node, a flow)."""
     if key is None:
         return None
     try:
         parameters = inspect.signature(fn).parameters
     except (TypeError, ValueError):
-        return "the node has no signature to find the argument in"
+        return f"the {what} has no signature to find the argument in"
     if key in parameters:
         return None
-    return f"the node has no argument {key!r} (it has {', '.join(parameters) or 'none'})"
+    return f"the {what} has no argument {key!r} (it has {', '.join(parameters) or 'none'})"
 
 
 @attrs.frozen

@@ -330,6 +330,13 @@ class MemoryStore:
             if not pool:
                 del self._slots[(limit_id, key)]
 
+    async def slot_holders(self, limit_id: str, key: str) -> list[str]:
+        pool = self._slots.get((limit_id, key), {})
+        return [holder for holder, _ in sorted(pool.items(), key=lambda h: (h[1], h[0]))]
+
+    async def slot_pools(self, prefix: str) -> list[tuple[str, str]]:
+        return sorted(p for p, held in self._slots.items() if held and p[0].startswith(prefix))
+
     async def close(self) -> None:
         pass
 

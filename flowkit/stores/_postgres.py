@@ -544,6 +544,24 @@ class PostgresStore(SchemaClient):
             (limit_id, key, holder),
         )
 
+    async def slot_holders(self, limit_id: str, key: str) -> list[str]:
+        rows = await self._query(
+            "slot_holders",
+            "SELECT holder FROM flowkit_slots WHERE limit_id = %s AND key = %s"
+            " ORDER BY expires_at, holder",
+            (limit_id, key),
+        )
+        return [str(row[0]) for row in rows]
+
+    async def slot_pools(self, prefix: str) -> list[tuple[str, str]]:
+        rows = await self._query(
+            "slot_pools",
+            "SELECT DISTINCT limit_id, key FROM flowkit_slots"
+            " WHERE left(limit_id, %s) = %s ORDER BY limit_id, key",
+            (len(prefix), prefix),
+        )
+        return [(str(row[0]), str(row[1])) for row in rows]
+
     async def delete_schedule(self, schedule_id: str) -> bool:
         rows = await self._query(
             "delete_schedule",

@@ -327,6 +327,14 @@ class Store(Protocol):
     async def release_slot(self, limit_id: str, key: str, holder: str) -> None:
         """Give ``holder``'s slot back (nothing if it holds none)."""
 
+    async def slot_holders(self, limit_id: str, key: str) -> list[str]:
+        """The holders of slots of the pool ``(limit_id, key)``, by expiry (earliest
+        first), then by holder; expired slots included until a take drops them."""
+
+    async def slot_pools(self, prefix: str) -> list[tuple[str, str]]:
+        """The pools ``(limit_id, key)`` that have slots, of the limit ids that start
+        with ``prefix``, in order."""
+
     async def take_token(
         self, limit_id: str, key: str, *, rate: float, capacity: float, now: float
     ) -> float:

@@ -750,6 +750,12 @@ class RedisStore:
     async def release_slot(self, limit_id: str, key: str, holder: str) -> None:
         await self._slots.release(limit_id, key, holder)
 
+    async def slot_holders(self, limit_id: str, key: str) -> list[str]:
+        return await self._slots.holders(limit_id, key)
+
+    async def slot_pools(self, prefix: str) -> list[tuple[str, str]]:
+        return await self._slots.pools(prefix)
+
     async def take_token(
         self, limit_id: str, key: str, *, rate: float, capacity: float, now: float
     ) -> float:

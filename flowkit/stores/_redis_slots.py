@@ -114,6 +114,33 @@ class RedisSlots:
         with self._translate("release_slot", self._url):
             await self._client.zrem(self._key(limit_id, key), holder)
 
+    async def holders(self, limit_id: str, key: str) -> list[str]:
+        """The pool's holders by score (expiry), then holder (a sorted set's order)."""
+        with self._translate("slot_holders", self._url):
+            found = await self._client.zrange(self._key(limit_id, key), 0, -1)
+        return [_text(holder) for holder in found]
+
+    async def pools(self, prefix: str) -> list[tuple[str, str]]:
+        """The pools whose limit id starts with ``prefix``: a SCAN of the pools' keys."""
+        head = f"{self._prefix}:slots:"
+        pattern = _glob_escape(head + json.dumps([prefix])[:-2]) + "*"
+        found: set[tuple[str, str]] = set()
+        with self._translate("slot_pools", self._url):
+            async for name in self._client.scan_iter(match=pattern, count=500):
+                limit_id, key = json.loads(_text(name)[len(head) :])
+                if limit_id.startswith(prefix):
+                    found.add((limit_id, key))
+        return sorted(found)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by a SCAN pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
 
 def _ttl_ms(now: float, expires_at: float) -> int:
     return max(1, math.ceil((expires_at - now) * 1000)) + _MARGIN_MS

@@ -591,6 +591,28 @@ class SQLiteStore:
             )
         )
 
+    async def slot_holders(self, limit_id: str, key: str) -> list[str]:
+        def read(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT holder FROM flowkit_slots WHERE limit_id=? AND key=?"
+                " ORDER BY expires_at, holder",
+                (limit_id, key),
+            ).fetchall()
+            return [str(row[0]) for row in rows]
+
+        return await self._locked(read)
+
+    async def slot_pools(self, prefix: str) -> list[tuple[str, str]]:
+        def read(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            rows = conn.execute(
+                "SELECT DISTINCT limit_id, key FROM flowkit_slots"
+                " WHERE substr(limit_id, 1, ?) = ? ORDER BY limit_id, key",
+                (len(prefix), prefix),
+            ).fetchall()
+            return [(str(row[0]), str(row[1])) for row in rows]
+
+        return await self._locked(read)
+
     async def expired_leases(self, now: float, limit: int = 100) -> list[ExpiredLease]:
         def read(conn: sqlite3.Connection) -> list[ExpiredLease]:
             rows = conn.execute(

@@ -20,6 +20,7 @@ import anyio
 from .. import _clock
 from .._errors import ConfigurationError, FlowkitError, ResumeError
 from ..core import _protocol as p
+from ..core._admission import PARENT_SLOT
 from ..core._machine import handle_event, start_run, wait_names
 from ..core._state import RunState, RunStatus
 from ..shell._commands import Interpreter, for_parent
@@ -44,6 +45,7 @@ from ._script import (
     parse_start,
     payload,
 )
+from ._slots import SimulatedSlots
 from ._updates import Updater
 
 if TYPE_CHECKING:
@@ -118,6 +120,7 @@ class Simulator(Interpreter[str]):
         self._seq = 0
         self.updates = updates
         self.updater: Updater | None = None
+        self.slots = SimulatedSlots(self.admit)
 
     async def run(self, run_id: str, inputs: dict[str, Any]) -> Simulation:
         self.top = run_id
@@ -298,6 +301,13 @@ class Simulator(Interpreter[str]):
                     return error
         return None
 
+    def admit(self, run_id: str) -> bool:
+        """Tell a queued run it has its slot (False: it has ended)."""
+        if self.runs[run_id].state.finished:
+            return False
+        self.pending.append((run_id, p.SlotTaken()))
+        return True
+
     def apply(self, run_id: str, event: p.Event) -> None:
         run = self.runs[run_id]
         commands = handle_event(run.target.program, run.state, event, note_completions=True)
@@ -332,6 +342,12 @@ class Simulator(Interpreter[str]):
             self.top = command.run_id
         self.pending.append((run_id, p.RunContinued(command.run_id)))
 
+    def take_slot(self, run_id: str, command: p.TakeSlot) -> None:
+        self.slots.take(command)
+
+    def release_slot(self, run_id: str, command: p.ReleaseSlot) -> None:
+        self.slots.release(command)
+
     def note(self, run_id: str, note: p.Note) -> None:
         if note.type != "node:complete":
             self.emit(run_id, note.type, note.node_id, note.attempt, note.data)
@@ -350,7 +366,8 @@ class Simulator(Interpreter[str]):
         if isinstance(child, p.ChildFinished):
             self.pending.append((run_id, child))
             return
-        self.start(child, command.child_run_id, dict(command.inputs), run_id)
+        extra = None if command.slot is None else {PARENT_SLOT: command.slot}
+        self.start(child, command.child_run_id, dict(command.inputs), run_id, extra)
 
     def finished(self, run_id: str, command: p.FinishRun) -> None:
         self.emit(run_id, "workflow:finish", data={"status": command.status})

@@ -22,7 +22,7 @@ class ActionRefused(Exception):
     """The form cannot be carried out as it is; the message says why (shown on the page)."""
 
 
-UNFINISHED = frozenset({"running", "awaiting"})
+UNFINISHED = frozenset({"queued", "running", "awaiting"})
 
 
 @attrs.frozen

@@ -729,6 +729,11 @@ async def _announcement(notices: AsyncIterator[str], run_id: str, announced: any
 
 def _still(current: RunResult) -> str:
     """Where an unfinished run stands, and what would carry it on."""
+    if current.status is RunStatus.QUEUED:
+        return (
+            "it is queued for a slot of its flow's concurrency limit (@flow(concurrency=...)): "
+            "it starts when a run of its pool ends"
+        )
     if current.status is RunStatus.AWAITING:
         waits = ", ".join(map(repr, current.waiting_for)) or "a timer or a child run"
         return (

@@ -21,6 +21,7 @@ from .. import _clock as clock
 from .._errors import BlueprintError, ResumeError, Undeliverable, describe
 from ..blueprint._lint import LintIssue
 from ..core import _protocol as p
+from ..core._admission import PARENT_SLOT, SLOT
 from ..core._machine import start_run
 from ..core._priority import DEFAULT_PRIORITY, priority_of
 from ..core._state import RunState, RunStatus
@@ -39,8 +40,10 @@ from ..shell._flows import Flows, route_signal
 from ..shell._history import Origin, commit_history, start_history
 from ..shell._middleware import Pipeline
 from ..shell._migrate import migrate_stored
+from ..shell._run_slots import RunSlots
 from ..stores._notices import WatchesCancelledNodes
 from ._messages import ENQUEUED_AT_HEADER, PRIORITY_HEADER, NodeMessage, readable_fields
+from ._shell_slots import SlotSteps
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -74,7 +77,7 @@ class _Turn:
         self.later: list[Callable[[], Awaitable[Any]]] = []
 
 
-class Shell(Interpreter[_Turn]):
+class Shell(SlotSteps, Interpreter[_Turn]):
     """Starts runs, applies events and publishes what the core asks for."""
 
     def __init__(
@@ -92,6 +95,7 @@ class Shell(Interpreter[_Turn]):
         super().__init__()
         self.transport = transport
         self.store = store
+        self.run_slots = RunSlots(store)
         self.queue = queue
         self.lease = lease
         self.events = events or EventBus()
@@ -145,6 +149,10 @@ class Shell(Interpreter[_Turn]):
             run_id, target.blueprint.id, self._traceparent(parent), parent
         )
         bound = target.bind(inputs)
+        slot = None
+        if debounce is None:  # a free slot and nobody queued: it begins at once
+            slot = await self.run_slots.take_at_start(target.program, run_id, bound, extra or {})
+            extra = extra if slot is None else {**(extra or {}), SLOT: slot}
         commands = start_run(
             target.program,
             state,
@@ -161,6 +169,7 @@ class Shell(Interpreter[_Turn]):
         home = self._home_queue(target, parent)
         if home is not None:
             state.put("header", "queue", home)
+        joined = await self.run_slots.join_new(commands)
         delta = state.take_delta()
         now = clock.now()
         created = await self.store.create_run(
@@ -174,6 +183,8 @@ class Shell(Interpreter[_Turn]):
             created_at=now,
             **start_history(self.store, state, commands, now),
         )
+        if not created:
+            await self.run_slots.not_created(joined, slot)
         if created:
             if on_created is not None:
                 on_created()
@@ -579,7 +590,12 @@ class Shell(Interpreter[_Turn]):
             await self.step(run_id, child)
             return
         await self.start(
-            child, command.child_run_id, dict(command.inputs), parent=run_id, priority=priority
+            child,
+            command.child_run_id,
+            dict(command.inputs),
+            parent=run_id,
+            priority=priority,
+            extra=None if command.slot is None else {PARENT_SLOT: command.slot},
         )
 
     async def _continue(self, run: _Turn, command: p.ContinueAsNew) -> None:

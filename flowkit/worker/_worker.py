@@ -16,6 +16,7 @@ from .._durations import to_seconds
 from .._errors import FlowkitError, ResumeError, StoreError, TransportError
 from ..backends._options import check_positive
 from ..core import _protocol as p
+from ..core._admission import lent_slot
 from ..core._continue import continuation_command
 from ..shell._durable import CHILD_LEASE, dispatch_command, dispatch_queue
 from ..shell._events import Event, EventBus
@@ -76,7 +77,10 @@ class Worker:
     (``@node(concurrency=Limit(...))``) first takes a token and a slot from the store,
     shared by every worker; while it waits for them it holds its delivery (kept by
     the heartbeat, like its slot once it has one). Draining ends those waits and
-    hands their deliveries back.
+    hands their deliveries back. A run of a flow with a limit
+    (``@flow(concurrency=Limit(...))``) that ends here gives its slot back and admits
+    the next queued runs; every ``lease`` seconds the worker also admits queued runs
+    that a process died before admitting.
 
     ``schedules`` (:class:`~flowkit.Schedule`, and those of the ``@flow(schedule=...)``
     flows in ``app``) start their runs from the worker's scheduler loop: one run per tick
@@ -179,6 +183,8 @@ class Worker:
             # the nodes held through a store outage extend their leases before the
             # reconciler counts them as lost: republishing them would only run them twice
             tg.start_soon(self._loop, self._reconcile, self.lease)
+            # queued runs of limited flows that a process died before admitting
+            tg.start_soon(self._loop, self.shell.sweep_slots, 0.0, self.lease)
             if self.retention is not None:
                 tg.start_soon(self._loop, self._purge_old_runs, 0.0, self.retention_interval)
             await tg.start(self.heartbeats.run)
@@ -457,11 +463,13 @@ class Worker:
 
     async def tick(self) -> None:
         """Once, what the scheduler does every ``poll_interval``: fire the timers that are
-        due, start the runs of schedule ticks that are due, and publish again the
-        dispatches whose leases ran out."""
+        due, start the runs of schedule ticks that are due, publish again the
+        dispatches whose leases ran out, and admit the queued runs of limited flows that
+        a slot freed for (the worker does that every ``lease`` seconds)."""
         await self._fire_due_timers()
         await self._start_due_schedules()
         await self._reconcile()
+        await self.shell.sweep_slots()
 
     async def _start_due_schedules(self) -> None:
         if self._schedules is not None:
@@ -541,6 +549,7 @@ class Worker:
                 child["node"],
                 str(child.get("blueprint_id", "")),
                 dict(child.get("inputs") or {}),
+                lent_slot(parent.state.header),
             )
             target = self.shell.target_of(parent.state)
             await self.shell.carry_out(run_id, target, [command], parent.state.header)

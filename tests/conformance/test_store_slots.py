@@ -95,6 +95,32 @@ class TestSlots:
         assert 2 == len(won)
 
 
+class TestSlotListings:
+    """A pool lists its holders by expiry, then holder; pools list by limit id prefix
+    (the queues and slots of ``@flow(concurrency=...)`` are read this way)."""
+
+    async def test_holders_by_expiry_then_holder(self, store: Store) -> None:
+        for holder, expires in (("c", 5.0), ("b", 9.0), ("a", 9.0), ("d", 1.0)):
+            assert await store.acquire_slot(
+                "queue:flow:f", "k", holder, max=10, now=0.0, expires_at=expires
+            )
+        assert ["d", "c", "a", "b"] == await store.slot_holders("queue:flow:f", "k")
+        await store.release_slot("queue:flow:f", "k", "c")
+        assert ["d", "a", "b"] == await store.slot_holders("queue:flow:f", "k")
+        assert [] == await store.slot_holders("queue:flow:f", "other")
+
+    async def test_pools_by_prefix(self, store: Store) -> None:
+        for limit_id, key in (("queue:flow:f", "k2"), ("queue:flow:f", "k1"), ("flow:f", "k1")):
+            assert await store.acquire_slot(limit_id, key, "h", max=1, now=0.0, expires_at=NOW)
+        assert await take(store, "a")
+        expected = [("queue:flow:f", "k1"), ("queue:flow:f", "k2")]
+        assert expected == await store.slot_pools("queue:flow:")
+        assert [("flow:f", "k1")] == await store.slot_pools("flow:")
+        await store.release_slot("queue:flow:f", "k1", "h")
+        assert [("queue:flow:f", "k2")] == await store.slot_pools("queue:")
+        assert [] == await store.slot_pools("queue:[")  # glob characters match themselves
+
+
 async def token(store: Store, *, now: float, key: str = "tenant-1") -> float:
     return await store.take_token("shop.sync", key, rate=2.0, capacity=3.0, now=now)
 

@@ -1,0 +1,63 @@
+"""The worker shell's part in flow concurrency limits: carrying out the core's
+``TakeSlot`` and ``ReleaseSlot`` on the store's slots (see ``shell/_run_slots``), and
+the sweep the reconciler runs."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from .._errors import ResumeError
+from ..core import _protocol as p
+from ..core._admission import POOL_PREFIX
+from ..shell._run_slots import RunSlots, holds_slot, size_of
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from ..shell._durable import Replica
+    from ..shell._flows import Flows
+
+
+class SlotSteps:
+    """Mixed into the worker's ``Shell``: flow slots taken, given back and swept."""
+
+    run_slots: RunSlots
+    flows: Flows
+
+    if TYPE_CHECKING:
+
+        async def step(self, run_id: str, event: p.Event) -> Replica: ...
+
+    def take_slot(self, run: Any, command: p.TakeSlot) -> None:
+        later: list[Callable[[], Awaitable[Any]]] = run.later
+        later.append(partial(self._take_slot, command))
+
+    def release_slot(self, run: Any, command: p.ReleaseSlot) -> None:
+        later: list[Callable[[], Awaitable[Any]]] = run.later
+        later.append(partial(self._release_slot, command))
+
+    async def _take_slot(self, command: p.TakeSlot) -> None:
+        await self.run_slots.join(command.limit_id, command.key, command.holder)
+        await self.run_slots.serve(command.limit_id, command.key, command.max, self._admit)
+
+    async def _release_slot(self, command: p.ReleaseSlot) -> None:
+        await self.run_slots.leave(command.limit_id, command.key, command.holder)
+        await self.run_slots.serve(command.limit_id, command.key, command.max, self._admit)
+
+    async def _admit(self, run_id: str) -> bool:
+        """Tell a queued run that it has its slot: it begins (its first nodes are
+        published); False if it has ended meanwhile, or is unknown."""
+        try:
+            replica = await self.step(run_id, p.SlotTaken())
+        except ResumeError:
+            return False
+        return holds_slot(replica.state)
+
+    async def sweep_slots(self) -> None:
+        """Admit the queued runs nobody admitted (see :meth:`RunSlots.sweep`)."""
+        await self.run_slots.sweep(self._pool_size, self._admit)
+
+    def _pool_size(self, limit_id: str) -> int | None:
+        target = self.flows.by_blueprint_id.get(limit_id[len(POOL_PREFIX) :])
+        return None if target is None else size_of(target.blueprint.metadata)
