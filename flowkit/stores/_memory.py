@@ -17,7 +17,7 @@ import attrs
 
 from .._errors import ConfigurationError
 from ..backends._options import HISTORY_URL_OPTIONS, check_positive, redact, split_options
-from ._buckets import refill
+from ._buckets import refill, reserve
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
 from ._history import DEFAULT_PAYLOAD, HistoryEntry, HistoryEvent, check_read, event
 from ._history import history_options as checked_history
@@ -323,10 +323,23 @@ class MemoryStore:
         self._buckets[(limit_id, key)] = (left, max(now, updated))
         return wait
 
+    async def reserve_tokens(
+        self, limit_id: str, key: str, *, count: int, rate: float, capacity: float, now: float
+    ) -> float:
+        found = self._buckets.get((limit_id, key))
+        tokens, updated = (None, now) if found is None else found
+        before = reserve(tokens, updated, count=count, rate=rate, capacity=capacity, now=now)
+        self._buckets[(limit_id, key)] = (before - count, now)
+        return before
+
     async def release_slot(self, limit_id: str, key: str, holder: str) -> None:
+        await self.release_slots(limit_id, key, [holder])
+
+    async def release_slots(self, limit_id: str, key: str, holders: Sequence[str]) -> None:
         pool = self._slots.get((limit_id, key))
         if pool is not None:
-            pool.pop(holder, None)
+            for holder in holders:
+                pool.pop(holder, None)
             if not pool:
                 del self._slots[(limit_id, key)]
 

@@ -327,6 +327,10 @@ class Store(Protocol):
     async def release_slot(self, limit_id: str, key: str, holder: str) -> None:
         """Give ``holder``'s slot back (nothing if it holds none)."""
 
+    async def release_slots(self, limit_id: str, key: str, holders: Sequence[str]) -> None:
+        """Give back the slots of all ``holders`` of the pool (those that hold one) in one
+        call."""
+
     async def take_token(
         self, limit_id: str, key: str, *, rate: float, capacity: float, now: float
     ) -> float:
@@ -334,6 +338,16 @@ class Store(Protocol):
         tokens (full when first used) and gains ``rate`` a second; atomic across
         processes. 0.0: taken. Otherwise nothing is taken, and the result is the seconds
         until the bucket next has a token."""
+
+    async def reserve_tokens(
+        self, limit_id: str, key: str, *, count: int, rate: float, capacity: float, now: float
+    ) -> float:
+        """Take ``count`` tokens from the same bucket as :meth:`take_token`, ahead of time if
+        it holds fewer: its level goes below zero, and it owes them as it refills. Returns
+        its level at ``now`` before the take: the j-th token taken (from 1) is due
+        ``max(0, (j - level) / rate)`` seconds after ``now``, so the tokens it grants never
+        come faster than ``rate`` a second (after the ``capacity`` it starts with);
+        atomic across processes."""
 
     async def close(self) -> None:
         """Release connections."""

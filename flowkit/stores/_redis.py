@@ -748,7 +748,15 @@ class RedisStore:
         return await self._slots.extend(limit_id, key, holder, expires_at)
 
     async def release_slot(self, limit_id: str, key: str, holder: str) -> None:
-        await self._slots.release(limit_id, key, holder)
+        await self._slots.release(limit_id, key, [holder])
+
+    async def release_slots(self, limit_id: str, key: str, holders: Sequence[str]) -> None:
+        await self._slots.release(limit_id, key, holders)
+
+    async def reserve_tokens(
+        self, limit_id: str, key: str, *, count: int, rate: float, capacity: float, now: float
+    ) -> float:
+        return await self._slots.reserve_tokens(limit_id, key, count, rate, capacity, now)
 
     async def take_token(
         self, limit_id: str, key: str, *, rate: float, capacity: float, now: float

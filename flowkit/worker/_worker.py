@@ -75,8 +75,9 @@ class Worker:
     A node with a rate (``@node(rate=...)``) or a concurrency limit
     (``@node(concurrency=Limit(...))``) first takes a token and a slot from the store,
     shared by every worker; while it waits for them it holds its delivery (kept by
-    the heartbeat, like its slot once it has one). Draining ends those waits and
-    hands their deliveries back.
+    the heartbeat). The worker keeps its slots a moment after they are used, for its
+    next execution of the pool, and gives the idle ones back together. Draining ends
+    those waits and hands their deliveries back.
 
     ``schedules`` (:class:`~flowkit.Schedule`, and those of the ``@flow(schedule=...)``
     flows in ``app``) start their runs from the worker's scheduler loop: one run per tick
@@ -159,8 +160,7 @@ class Worker:
             "broker", None, pausing="retrying", resuming="receiving again"
         )
         self.heartbeats.store_health = self.store_health
-        self.slots = Slots(store, lease=lease)
-        self.heartbeats.slots = self.slots
+        self.slots = Slots(store, lease=lease, owner=self.worker_id)
         self._limit_waits: set[anyio.CancelScope] = set()  # nodes waiting for a token or slot
         self.processed = 0
         self.cancelled = 0  # nodes cancelled while running here: their run withdrew them
@@ -182,6 +182,7 @@ class Worker:
             if self.retention is not None:
                 tg.start_soon(self._loop, self._purge_old_runs, 0.0, self.retention_interval)
             await tg.start(self.heartbeats.run)
+            await tg.start(self.slots.run)
             task_status.started()
             await self._consume()
             tg.cancel_scope.cancel()
@@ -366,8 +367,6 @@ class Worker:
         slot, bucket = slot_of(target, command), bucket_of(target, command)
         if slot is None and bucket is None:
             return
-        message = beat.message
-        holder = f"{message.run_id}/{message.dispatch_id}/{self.worker_id}/{secrets.token_hex(4)}"
         ready = False
         with anyio.CancelScope() as waiting:
             self._limit_waits.add(waiting)
@@ -376,8 +375,7 @@ class Worker:
                     if bucket is not None:  # the rate first: no slot held while delayed
                         await self.slots.take_token(bucket)
                     if slot is not None:
-                        await self.slots.take(slot, holder)
-                        beat.slot = (slot, holder)
+                        beat.slot = (slot, await self.slots.take(slot))
                     ready = True
             finally:
                 self._limit_waits.discard(waiting)
