@@ -12,7 +12,7 @@ It also counts the store calls the limits made per execution (``Slots.round_trip
 The budget: a limit costs at most 15 % of throughput (ratio >= 0.85) and at most one
 store round trip per execution.
 
-    python -m bench.limits [N] [--postgres DSN] [--redis URL]
+    python -m bench.limits [N] [--postgres DSN] [--redis URL] [--rounds R]
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ def summary(tables: list[Table]) -> list[dict[str, Any]]:
 
 
 def run(config: Config) -> list[Table]:
-    n = config.pick(300, 200, 40)
+    n = config.pick(300, 200, 20)
     rounds = config.pick(7, 5, 1)
     with tempfile.TemporaryDirectory() as tmp:
         factories = stores(tmp, POSTGRES_URL, REDIS_URL)
@@ -198,9 +198,10 @@ def run(config: Config) -> list[Table]:
 def main(argv: list[str]) -> None:
     postgres = argv[argv.index("--postgres") + 1] if "--postgres" in argv else None
     redis = argv[argv.index("--redis") + 1] if "--redis" in argv else None
+    rounds = int(argv[argv.index("--rounds") + 1]) if "--rounds" in argv else 7
     n = int(argv[0]) if argv and argv[0].isdigit() else 300
     with tempfile.TemporaryDirectory() as tmp:
-        results = anyio.run(measure, stores(tmp, postgres, redis), n, 7)
+        results = anyio.run(measure, stores(tmp, postgres, redis), n, rounds)
     t = table(results, n)
     for row in t.rows:
         print(
