@@ -3,7 +3,10 @@ times a bucket granted its tokens, never more in any window than the rate allows
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 def granted_at(now: float, level: float, count: int, rate: float) -> list[float]:

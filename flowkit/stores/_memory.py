@@ -299,13 +299,33 @@ class MemoryStore:
     async def acquire_slot(
         self, limit_id: str, key: str, holder: str, *, max: int, now: float, expires_at: float
     ) -> bool:
+        taken = await self.acquire_slots(
+            limit_id, key, [holder], max=max, now=now, expires_at=expires_at
+        )
+        return taken == 1
+
+    async def acquire_slots(
+        self,
+        limit_id: str,
+        key: str,
+        holders: Sequence[str],
+        *,
+        max: int,
+        now: float,
+        expires_at: float,
+    ) -> int:
         pool = self._slots.setdefault((limit_id, key), {})
         for expired in [h for h, until in pool.items() if until <= now]:
             del pool[expired]
-        if holder not in pool and len(pool) >= max:
-            return False
-        pool[holder] = expires_at
-        return True
+        taken = 0
+        for holder in holders:
+            if holder not in pool and len(pool) >= max:
+                break
+            pool[holder] = expires_at
+            taken += 1
+        if not pool:
+            del self._slots[(limit_id, key)]
+        return taken
 
     async def extend_slot(self, limit_id: str, key: str, holder: str, expires_at: float) -> bool:
         pool = self._slots.get((limit_id, key), {})

@@ -503,8 +503,24 @@ class PostgresStore(SchemaClient):
     async def acquire_slot(
         self, limit_id: str, key: str, holder: str, *, max: int, now: float, expires_at: float
     ) -> bool:
+        taken = await self.acquire_slots(
+            limit_id, key, [holder], max=max, now=now, expires_at=expires_at
+        )
+        return taken == 1
+
+    async def acquire_slots(
+        self,
+        limit_id: str,
+        key: str,
+        holders: Sequence[str],
+        *,
+        max: int,
+        now: float,
+        expires_at: float,
+    ) -> int:
         """A transaction that takes the pool's advisory lock (so concurrent acquirers
-        count one after another), then drops its expired slots and takes or renews one."""
+        count one after another), then drops its expired slots and takes or renews as
+        many of the first holders' as fit."""
         pool = (limit_id, key)
         # pipelined: the four statements and the commit go in one network round trip
         async with self._connection("acquire_slot") as conn, conn.pipeline(), conn.transaction():
@@ -517,13 +533,15 @@ class PostgresStore(SchemaClient):
                 (*pool, now),
             )
             cur = await conn.execute(
-                "INSERT INTO flowkit_slots SELECT %s, %s, %s, %s WHERE (SELECT count(*) FROM"
-                " flowkit_slots WHERE limit_id = %s AND key = %s AND holder <> %s) < %s"
+                "INSERT INTO flowkit_slots SELECT %s, %s, h, %s"
+                " FROM unnest(%s::text[]) WITH ORDINALITY AS u(h, i) WHERE i <= %s -"
+                " (SELECT count(*) FROM flowkit_slots WHERE limit_id = %s AND key = %s"
+                " AND holder <> ALL(%s::text[]))"
                 " ON CONFLICT (limit_id, key, holder) DO UPDATE SET expires_at ="
                 " EXCLUDED.expires_at RETURNING 1",
-                (*pool, holder, expires_at, *pool, holder, max),
+                (*pool, expires_at, list(holders), max, *pool, list(holders)),
             )
-            return bool(await cur.fetchall())
+            return len(await cur.fetchall())
 
     async def extend_slot(self, limit_id: str, key: str, holder: str, expires_at: float) -> bool:
         rows = await self._query(

@@ -320,6 +320,19 @@ class Store(Protocol):
         processes. True if ``holder`` holds a slot (already held: its expiry moves to
         ``expires_at``); False, and nothing written, if the pool is full."""
 
+    async def acquire_slots(
+        self,
+        limit_id: str,
+        key: str,
+        holders: Sequence[str],
+        *,
+        max: int,
+        now: float,
+        expires_at: float,
+    ) -> int:
+        """Take slots for ``holders`` in one call, in order, as :meth:`acquire_slot` would
+        one by one: how many of the first of them hold one (the others got none)."""
+
     async def extend_slot(self, limit_id: str, key: str, holder: str, expires_at: float) -> bool:
         """Push ``holder``'s slot out to ``expires_at``; False if it holds none (expired
         and taken over, or released)."""

@@ -742,7 +742,19 @@ class RedisStore:
     async def acquire_slot(
         self, limit_id: str, key: str, holder: str, *, max: int, now: float, expires_at: float
     ) -> bool:
-        return await self._slots.acquire(limit_id, key, holder, max, now, expires_at)
+        return await self._slots.acquire(limit_id, key, [holder], max, now, expires_at) == 1
+
+    async def acquire_slots(
+        self,
+        limit_id: str,
+        key: str,
+        holders: Sequence[str],
+        *,
+        max: int,
+        now: float,
+        expires_at: float,
+    ) -> int:
+        return await self._slots.acquire(limit_id, key, holders, max, now, expires_at)
 
     async def extend_slot(self, limit_id: str, key: str, holder: str, expires_at: float) -> bool:
         return await self._slots.extend(limit_id, key, holder, expires_at)

@@ -18,18 +18,23 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from contextlib import AbstractContextManager
 
-# KEYS: the pool's set; ARGV: holder, max, now, expires at, time to live (ms)
+# KEYS: the pool's set; ARGV: max, now, expires at, time to live (ms), the holders. How
+# many of the first holders hold a slot.
 _ACQUIRE = """
-redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[3])
-if not redis.call('zscore', KEYS[1], ARGV[1])
-   and redis.call('zcard', KEYS[1]) >= tonumber(ARGV[2]) then
-  return 0
+redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[2])
+local taken = 0
+for i = 5, #ARGV do
+  if not redis.call('zscore', KEYS[1], ARGV[i])
+     and redis.call('zcard', KEYS[1]) >= tonumber(ARGV[1]) then
+    break
+  end
+  redis.call('zadd', KEYS[1], ARGV[3], ARGV[i])
+  taken = taken + 1
 end
-redis.call('zadd', KEYS[1], ARGV[4], ARGV[1])
-if redis.call('pttl', KEYS[1]) < tonumber(ARGV[5]) then
-  redis.call('pexpire', KEYS[1], ARGV[5])
+if taken > 0 and redis.call('pttl', KEYS[1]) < tonumber(ARGV[4]) then
+  redis.call('pexpire', KEYS[1], ARGV[4])
 end
-return 1
+return taken
 """
 # KEYS: the pool's set; ARGV: holder, expires at, time to live (ms)
 _EXTEND = """
@@ -101,15 +106,22 @@ class RedisSlots:
         return f"{self._prefix}:bucket:{json.dumps([limit_id, key])}"
 
     async def acquire(
-        self, limit_id: str, key: str, holder: str, max: int, now: float, expires_at: float
-    ) -> bool:
+        self,
+        limit_id: str,
+        key: str,
+        holders: Sequence[str],
+        max: int,
+        now: float,
+        expires_at: float,
+    ) -> int:
+        """Slots for as many of the first ``holders`` as fit, by one script."""
         ttl = _ttl_ms(now, expires_at)
         with self._translate("acquire_slot", self._url):
             taken = await self._acquire(
                 keys=[self._key(limit_id, key)],
-                args=[holder, max, repr(now), repr(expires_at), ttl],
+                args=[max, repr(now), repr(expires_at), ttl, *holders],
             )
-        return bool(taken)
+        return int(taken)
 
     async def extend(self, limit_id: str, key: str, holder: str, expires_at: float) -> bool:
         with self._translate("extend_slot", self._url):

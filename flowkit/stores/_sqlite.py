@@ -523,9 +523,25 @@ class SQLiteStore:
     async def acquire_slot(
         self, limit_id: str, key: str, holder: str, *, max: int, now: float, expires_at: float
     ) -> bool:
-        """Under SQLite's write lock: drop the pool's expired slots, then take or renew."""
+        taken = await self.acquire_slots(
+            limit_id, key, [holder], max=max, now=now, expires_at=expires_at
+        )
+        return taken == 1
 
-        def acquire(conn: sqlite3.Connection) -> bool:
+    async def acquire_slots(
+        self,
+        limit_id: str,
+        key: str,
+        holders: Sequence[str],
+        *,
+        max: int,
+        now: float,
+        expires_at: float,
+    ) -> int:
+        """Under SQLite's write lock: drop the pool's expired slots, then take or renew,
+        holder by holder, until the pool is full."""
+
+        def acquire(conn: sqlite3.Connection) -> int:
             pool = (limit_id, key)
             conn.execute("BEGIN IMMEDIATE")  # the write lock first: no other process counts
             try:
@@ -533,13 +549,18 @@ class SQLiteStore:
                     "DELETE FROM flowkit_slots WHERE limit_id=? AND key=? AND expires_at<=?",
                     (*pool, now),
                 )
-                cur = conn.execute(
-                    "INSERT INTO flowkit_slots SELECT ?, ?, ?, ? WHERE (SELECT count(*) FROM"
-                    " flowkit_slots WHERE limit_id=? AND key=? AND holder<>?) < ? ON CONFLICT"
-                    " (limit_id, key, holder) DO UPDATE SET expires_at=excluded.expires_at",
-                    (*pool, holder, expires_at, *pool, holder, max),
-                )
-                taken = cur.rowcount == 1
+                taken = 0
+                for holder in holders:
+                    cur = conn.execute(
+                        "INSERT INTO flowkit_slots SELECT ?, ?, ?, ? WHERE (SELECT count(*)"
+                        " FROM flowkit_slots WHERE limit_id=? AND key=? AND holder<>?) < ?"
+                        " ON CONFLICT (limit_id, key, holder) DO UPDATE SET"
+                        " expires_at=excluded.expires_at",
+                        (*pool, holder, expires_at, *pool, holder, max),
+                    )
+                    if cur.rowcount != 1:
+                        break
+                    taken += 1
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise

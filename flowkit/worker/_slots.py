@@ -37,6 +37,8 @@ from .._durations import Backoff
 from .._errors import StoreError
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from ..shell._limits import Bucket, Slot
     from ..stores._protocol import Store
 
@@ -73,17 +75,65 @@ class _Pool:
         return not (self.busy or self.idle or self.line)
 
 
-class _Reservation:
-    """Tokens of one bucket reserved together: how many, and the bucket's answer."""
+class _Call:
+    """One store call made for several callers: how many, and its answer."""
 
-    __slots__ = ("count", "done", "error", "level", "now")
+    __slots__ = ("answer", "count", "done", "error")
 
     def __init__(self) -> None:
         self.count = 0
         self.done = anyio.Event()
-        self.level = 0.0
-        self.now = 0.0
+        self.answer: Any = None
         self.error: Exception | None = None
+
+
+class _Batches:
+    """Callers that ask about one key while a store call about it is under way go
+    together in the next call: at most one call per key at a time, for all of them."""
+
+    def __init__(self) -> None:
+        self._open: dict[tuple[str, str], _Call] = {}  # collecting callers
+        self._under_way: dict[tuple[str, str], anyio.Event] = {}  # set when it returns
+
+    async def join(
+        self, key: tuple[str, str], ask: Callable[[int], Awaitable[Any]]
+    ) -> tuple[Any, int]:
+        """The answer of ``ask(count)`` for the call the caller is in, and which of the
+        ``count`` callers it is (from 1)."""
+        call = self._open.get(key)
+        leads = call is None
+        if call is None:
+            call = self._open[key] = _Call()
+        call.count += 1
+        nth = call.count
+        if leads:  # the others wait on this call: it is not abandoned halfway
+            with anyio.CancelScope(shield=True):
+                await self._make(key, call, ask)
+        else:
+            await call.done.wait()
+        if isinstance(call.error, StoreError):
+            raise StoreError(str(call.error)) from call.error
+        if call.error is not None:
+            raise RuntimeError("a store call for several nodes failed") from call.error
+        return call.answer, nth
+
+    async def _make(
+        self, key: tuple[str, str], call: _Call, ask: Callable[[int], Awaitable[Any]]
+    ) -> None:
+        previous = self._under_way.get(key)
+        if previous is not None:
+            await previous.wait()
+        del self._open[key]  # closed: those asking from now on go in the next call
+        under_way = self._under_way[key] = anyio.Event()
+        try:
+            call.answer = await ask(call.count)
+        except Exception as exc:  # raised in every caller
+            call.error = exc
+        finally:
+            call.done.set()
+            if self._under_way.get(key) is under_way:
+                del self._under_way[key]
+            under_way.set()
 
 
 class Slots:
@@ -97,23 +147,53 @@ class Slots:
         self._pools: dict[tuple[str, str], _Pool] = {}
         self._keeping = False  # whether run() gives idle slots back (else at once)
         self._idled: anyio.Event | None = None
-        self._open: dict[tuple[str, str], _Reservation] = {}  # collecting callers
-        self._asking: dict[tuple[str, str], anyio.Event] = {}  # set when the call returns
+        self._tokens = _Batches()
+        self._new_slots = _Batches()
 
     # -- slots ----------------------------------------------------------------------
     async def take(self, slot: Slot) -> str:
         """Return a holder of a slot of ``slot``'s pool once this worker has one for the
         caller (cancel to stop waiting); give it back with :meth:`give_back`."""
         key = (slot.limit_id, slot.key)
-        pool = self._pools.setdefault(key, _Pool(slot))
-        if pool.idle and not pool.line:
-            holder, _ = pool.idle.popitem()  # the most recently used
-            pool.busy.add(holder)
-            return holder
-        if not pool.line and (holder := await self._acquire(slot)) is not None:
-            self._pools.setdefault(key, pool).busy.add(holder)  # (forgotten meanwhile?)
-            return holder
-        return await self._wait(self._pools.setdefault(key, pool))
+        while True:
+            pool = self._pools.setdefault(key, _Pool(slot))
+            if pool.idle and not pool.line:
+                idle, _ = pool.idle.popitem()  # the most recently used
+                pool.busy.add(idle)
+                return idle
+            if pool.line:
+                return await self._wait(pool)
+            if not self._keeping:  # nothing would give back spare slots: one at a time
+                if (new := await self._acquire(slot)) is None:
+                    return await self._wait(self._pools.setdefault(key, pool))
+                self._pools.setdefault(key, pool).busy.add(new)  # (forgotten meanwhile?)
+                return new
+            if not await self._more(slot):  # full: wait, unless one came back meanwhile
+                pool = self._pools.setdefault(key, pool)
+                if not pool.idle or pool.line:
+                    return await self._wait(pool)
+
+    async def _more(self, slot: Slot) -> bool:
+        """Take new slots from the store for the callers here that need one now (one call
+        for all of them), idle until they take them; False if none was left for the
+        caller."""
+        key = (slot.limit_id, slot.key)
+
+        async def acquire(count: int) -> int:
+            holders = [f"{self.owner}/{secrets.token_hex(6)}" for _ in range(count)]
+            now = clock.now()
+            self.round_trips += 1
+            taken = await self.store.acquire_slots(
+                slot.limit_id, slot.key, holders, max=slot.max, now=now,
+                expires_at=now + self.lease,
+            )  # fmt: skip
+            pool = self._pools.setdefault(key, _Pool(slot))
+            for holder in holders[:taken]:
+                self._free(pool, holder)
+            return taken
+
+        taken, nth = await self._new_slots.join(key, acquire)
+        return bool(nth <= taken)
 
     async def _wait(self, pool: _Pool) -> str:
         """Wait in line for a slot; the first in line asks the store, with backoff."""
@@ -167,21 +247,27 @@ class Slots:
         pool = self._pools.get((slot.limit_id, slot.key))
         if pool is None or holder not in pool.busy:
             return  # lost with its lease meanwhile
-        if pool.line:
-            waiter = pool.line.popleft()
-            waiter.holder = holder
-            waiter.event.set()
-            if pool.line:
-                pool.line[0].event.set()  # the new first asks the store at once
-            return
         pool.busy.discard(holder)
-        if self._keeping and self._idled is not None:
-            pool.idle[holder] = anyio.current_time()
-            self._idled.set()
+        if self._keeping or pool.line:
+            self._free(pool, holder)
             return
         self._forget_if_empty(pool)
         with anyio.CancelScope(shield=True):
             await self._release(slot, [holder])
+
+    def _free(self, pool: _Pool, holder: str) -> None:
+        """Hand a slot nobody here uses to the first waiter, else keep it idle."""
+        if pool.line:
+            waiter = pool.line.popleft()
+            waiter.holder = holder
+            waiter.event.set()
+            pool.busy.add(holder)
+            if pool.line:
+                pool.line[0].event.set()  # the new first asks the store at once
+            return
+        pool.idle[holder] = anyio.current_time()
+        if self._idled is not None:
+            self._idled.set()
 
     async def _release(self, slot: Slot, holders: list[str]) -> None:
         try:
@@ -271,54 +357,22 @@ class Slots:
     async def take_token(self, bucket: Bucket) -> None:
         """Return once a token of ``bucket`` is due to the caller: reserved (with those of
         other callers here, in one store call), then slept for until it is due."""
-        due = await self._reserve(bucket)
-        delay = due - clock.now()
-        if delay > 0:
-            await anyio.sleep(delay)
-
-    async def _reserve(self, bucket: Bucket) -> float:
-        """When the caller's token is due (``clock.now()`` time)."""
         key = (bucket.limit_id, bucket.key)
-        reservation = self._open.get(key)
-        leads = reservation is None
-        if reservation is None:
-            reservation = self._open[key] = _Reservation()
-        reservation.count += 1
-        nth = reservation.count
-        if leads:  # the others wait on this call: it is not abandoned halfway
-            with anyio.CancelScope(shield=True):
-                await self._ask(bucket, key, reservation)
-        else:
-            await reservation.done.wait()
-        if isinstance(reservation.error, StoreError):
-            raise StoreError(str(reservation.error)) from reservation.error
-        if reservation.error is not None:
-            raise RuntimeError("could not reserve tokens") from reservation.error
-        return reservation.now + max(0.0, (nth - reservation.level) / bucket.rate)
 
-    async def _ask(self, bucket: Bucket, key: tuple[str, str], reservation: _Reservation) -> None:
-        """Reserve the tokens of ``reservation`` once the bucket's call under way returns
-        (those asking meanwhile join it)."""
-        previous = self._asking.get(key)
-        if previous is not None:
-            await previous.wait()
-        del self._open[key]  # closed: those asking from now on make the next one
-        asking = self._asking[key] = anyio.Event()
-        try:
-            reservation.now = clock.now()
+        async def reserve(count: int) -> tuple[float, float]:
+            now = clock.now()
             self.round_trips += 1
-            reservation.level = await self.store.reserve_tokens(
+            level = await self.store.reserve_tokens(
                 bucket.limit_id,
                 bucket.key,
-                count=reservation.count,
+                count=count,
                 rate=bucket.rate,
                 capacity=bucket.capacity,
-                now=reservation.now,
+                now=now,
             )
-        except Exception as exc:  # raised in every caller
-            reservation.error = exc
-        finally:
-            reservation.done.set()
-            if self._asking.get(key) is asking:
-                del self._asking[key]
-            asking.set()
+            return now, level
+
+        (asked_at, level), nth = await self._tokens.join(key, reserve)
+        delay = asked_at + max(0.0, (nth - level) / bucket.rate) - clock.now()
+        if delay > 0:
+            await anyio.sleep(delay)

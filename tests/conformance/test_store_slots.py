@@ -75,6 +75,16 @@ class TestSlots:
         assert await take(store, "d")
         assert not await take(store, "e")
 
+    async def test_acquire_slots_takes_the_first_that_fit(self, store: Store) -> None:
+        assert await take(store, "a")
+        args = {"max": 3, "now": NOW, "expires_at": NOW + 30}
+        assert 2 == await store.acquire_slots("shop.charge", "acct-1", ["b", "c", "d"], **args)
+        assert 0 == await store.acquire_slots("shop.charge", "acct-1", ["d"], **args)
+        assert 1 == await store.acquire_slots("shop.charge", "acct-1", ["c", "d"], **args), (
+            "c renewed, d refused"
+        )
+        assert 3 == await store.acquire_slots("shop.charge", "acct-2", ["b", "c", "d"], **args)
+
     async def test_an_expired_slot_is_taken_over(self, store: Store) -> None:
         assert await take(store, "a")
         assert await take(store, "b", now=NOW + 10)
@@ -167,9 +177,7 @@ class TestReservations:
         assert 3.0 == pytest.approx(await reserve(store, 3, now=NOW + 1.0))
         assert -2.0 == pytest.approx(await reserve(store, 1, now=NOW)), "due at NOW + 1.5"
 
-    async def test_concurrent_reservations_never_overlap(
-        self, db: Database, store: Store
-    ) -> None:
+    async def test_concurrent_reservations_never_overlap(self, db: Database, store: Store) -> None:
         stores = [store, db.open(), db.open(), db.open(), db.open()]
         levels: list[float] = []
 
