@@ -225,6 +225,31 @@ class TestWorkers:
                 )
             assert sum(w.slots.round_trips for w in pool) > 0  # counted, for the benchmark
 
+    @pytest.mark.parametrize(
+        ("kind", "anyio_backend"),
+        [
+            ("memory", "asyncio"),
+            ("sqlite", "trio"),
+            pytest.param("postgres", "asyncio", marks=pytest.mark.asyncio_only),
+        ],
+    )
+    async def test_a_worker_reuses_its_slots(self, kind: str, tmp_path: Path) -> None:
+        """A slot given back goes to the worker's next execution of its pool, without a
+        store call: twelve executions, two at a time, make fewer than twelve."""
+        recorder.reset({"a": 2})
+        accounts = ["a"] * 12
+        async with _store(kind, tmp_path) as store:
+            result, pool = await _on_workers(store, charge_all, 1, accounts=accounts)
+            assert (RunStatus.COMPLETED, accounts) == (result.status, result.output)
+            assert 2 == recorder.peak["a"]
+            assert pool[0].slots.round_trips < len(accounts)
+            assert (
+                await store.acquire_slots(  # every slot was given back
+                    charge.registry_name, "a", ["x", "y"], max=2, now=0.0, expires_at=1.0
+                )
+                == 2
+            )
+
     async def test_a_drained_worker_hands_waiting_nodes_back(self) -> None:
         recorder.reset({"a": 2}, open_when_full=False)  # the two running hold their slots
         transport, store = MemoryTransport(), MemoryStore()

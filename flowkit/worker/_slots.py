@@ -63,13 +63,14 @@ class _Waiter:
 class _Pool:
     """This worker's slots of one pool: in use, idle (since when), and its waiters."""
 
-    __slots__ = ("busy", "idle", "line", "slot")
+    __slots__ = ("busy", "full_until", "idle", "line", "slot")
 
     def __init__(self, slot: Slot) -> None:
         self.slot = slot
         self.busy: set[str] = set()
         self.idle: dict[str, float] = {}  # holder -> anyio time it became idle
         self.line: deque[_Waiter] = deque()
+        self.full_until = 0.0  # the store just said the pool is full: no use asking again
 
     def empty(self) -> bool:
         return not (self.busy or self.idle or self.line)
@@ -161,7 +162,7 @@ class Slots:
                 idle, _ = pool.idle.popitem()  # the most recently used
                 pool.busy.add(idle)
                 return idle
-            if pool.line:
+            if pool.line or pool.full_until > anyio.current_time():
                 return await self._wait(pool)
             if not self._keeping:  # nothing would give back spare slots: one at a time
                 if (new := await self._acquire(slot)) is None:
@@ -190,6 +191,8 @@ class Slots:
             pool = self._pools.setdefault(key, _Pool(slot))
             for holder in holders[:taken]:
                 self._free(pool, holder)
+            if taken < count:
+                pool.full_until = anyio.current_time() + WAIT_BACKOFF.initial
             return taken
 
         taken, nth = await self._new_slots.join(key, acquire)
@@ -215,7 +218,8 @@ class Slots:
                         pool.busy.add(holder)
                         waiter.holder = holder
                     elif holder is not None:  # handed one meanwhile: this one is spare
-                        await self._release(pool.slot, [holder])
+                        pool.busy.add(holder)
+                        await self.give_back(pool.slot, holder)
             return waiter.holder
         except BaseException:
             if waiter.holder is not None:  # handed a slot as it was cancelled: pass it on
@@ -323,12 +327,12 @@ class Slots:
                 await self._release(pool.slot, stale)
 
     async def _keep_extended(self) -> None:
-        """Every third of the lease, extend the slots in use (idle ones are given back
-        long before they would expire)."""
+        """Every third of the lease, extend the slots held, in use or idle (a slot used
+        over and over may be idle whenever this looks)."""
         while True:
             await anyio.sleep(self.lease / 3)
             for pool in list(self._pools.values()):
-                for holder in list(pool.busy):
+                for holder in [*pool.busy, *pool.idle]:
                     await self._extend(pool, holder)
 
     async def _extend(self, pool: _Pool, holder: str) -> None:
@@ -338,6 +342,8 @@ class Slots:
             kept = await self.store.extend_slot(
                 slot.limit_id, slot.key, holder, clock.now() + self.lease
             )
+            if not kept and pool.idle.pop(holder, None) is not None:
+                return  # expired (or taken over) while idle: forget it
             if not kept and holder in pool.busy:
                 log.warning(
                     "a running node's concurrency slot had expired; taking it again",
