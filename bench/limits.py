@@ -130,7 +130,7 @@ async def _cleanup(store: Any) -> None:
 
 
 async def measure(
-    factories: dict[str, Callable[[], Any]], n: int, rounds: int
+    factories: dict[str, Callable[[], Any]], n: int, rounds: int, warm: bool = True
 ) -> dict[str, dict[str, Any]]:
     """Per store and limit kind: the rounds' throughput ratios and calls per execution."""
     opened = {name: factory() for name, factory in factories.items()}
@@ -139,7 +139,7 @@ async def measure(
     }
     try:
         for store in opened.values():  # warm up: schema, connections, each flow
-            for target in FLOWS.values():
+            for target in FLOWS.values() if warm else [fan_unlimited]:
                 await _timed(store, target, min(n, 20))
         variants = list(FLOWS)
         for round_ in range(rounds):
@@ -194,11 +194,11 @@ def summary(tables: list[Table]) -> list[dict[str, Any]]:
 
 
 def run(config: Config) -> list[Table]:
-    n = config.pick(300, 200, 20)
-    rounds = config.pick(7, 5, 1)
+    n = config.pick(300, 200, 10)
+    rounds = config.pick(9, 5, 1)
     with tempfile.TemporaryDirectory() as tmp:
         factories = stores(tmp, POSTGRES_URL, REDIS_URL)
-        return [table(anyio.run(measure, factories, n, rounds), n)]
+        return [table(anyio.run(measure, factories, n, rounds, not config.smoke), n)]
 
 
 def main(argv: list[str]) -> None:

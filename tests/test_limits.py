@@ -200,6 +200,26 @@ async def _on_workers(store: Any, target: Any, workers: int, **inputs: Any) -> A
     return result, pool
 
 
+def record_granted_slots(store: Any) -> set[str]:
+    """The holders ``store`` grants a slot to (by ``acquire_slots`` or ``acquire_slot``)."""
+    granted: set[str] = set()
+    acquire_slots, acquire_slot = store.acquire_slots, store.acquire_slot
+
+    async def recorded_slots(limit_id: str, key: str, holders: Any, **options: Any) -> int:
+        taken = int(await acquire_slots(limit_id, key, holders, **options))
+        granted.update(holders[:taken])
+        return taken
+
+    async def recorded_slot(limit_id: str, key: str, holder: str, **options: Any) -> bool:
+        taken = bool(await acquire_slot(limit_id, key, holder, **options))
+        if taken:
+            granted.add(holder)
+        return taken
+
+    store.acquire_slots, store.acquire_slot = recorded_slots, recorded_slot
+    return granted
+
+
 class TestWorkers:
     """Workers sharing a store run at most ``max`` executions per key value at once,
     across workers; the slots are all given back."""
@@ -234,15 +254,18 @@ class TestWorkers:
         ],
     )
     async def test_a_worker_reuses_its_slots(self, kind: str, tmp_path: Path) -> None:
-        """A slot given back goes to the worker's next execution of its pool, without a
-        store call: twelve executions, two at a time, make fewer than twelve."""
+        """A slot given back goes to the worker's next execution of its pool, not back to
+        the store: twelve executions, two at a time, are granted far fewer new slots (the
+        store's grants are counted, not its calls: how often a waiter asked the store in
+        vain depends on the machine's speed)."""
         recorder.reset({"a": 2})
         accounts = ["a"] * 12
         async with _store(kind, tmp_path) as store:
-            result, pool = await _on_workers(store, charge_all, 1, accounts=accounts)
+            granted = record_granted_slots(store)
+            result, _ = await _on_workers(store, charge_all, 1, accounts=accounts)
             assert (RunStatus.COMPLETED, accounts) == (result.status, result.output)
             assert 2 == recorder.peak["a"]
-            assert pool[0].slots.round_trips < len(accounts)
+            assert len(granted) <= len(accounts) / 2, granted
             assert (
                 await store.acquire_slots(  # every slot was given back
                     charge.registry_name, "a", ["x", "y"], max=2, now=0.0, expires_at=1.0

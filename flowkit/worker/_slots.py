@@ -235,13 +235,16 @@ class Slots:
             self._forget_if_empty(pool)
 
     async def _acquire(self, slot: Slot) -> str | None:
-        """A new holder of a slot of the pool, from the store; None if it is full."""
+        """A new holder of a slot of the pool, from the store; None if it is full. Not
+        abandoned halfway when cancelled: the caller gets the slot, to give back."""
         holder = f"{self.owner}/{secrets.token_hex(6)}"
         now = clock.now()
         self.round_trips += 1
-        taken = await self.store.acquire_slot(
-            slot.limit_id, slot.key, holder, max=slot.max, now=now, expires_at=now + self.lease
-        )
+        with anyio.CancelScope(shield=True):
+            taken = await self.store.acquire_slot(
+                slot.limit_id, slot.key, holder, max=slot.max, now=now,
+                expires_at=now + self.lease,
+            )  # fmt: skip
         return holder if taken else None
 
     async def give_back(self, slot: Slot, holder: str) -> None:
@@ -256,8 +259,7 @@ class Slots:
             self._free(pool, holder)
             return
         self._forget_if_empty(pool)
-        with anyio.CancelScope(shield=True):
-            await self._release(slot, [holder])
+        await self._release(slot, [holder])
 
     def _free(self, pool: _Pool, holder: str) -> None:
         """Hand a slot nobody here uses to the first waiter, else keep it idle."""
@@ -274,9 +276,11 @@ class Slots:
             self._idled.set()
 
     async def _release(self, slot: Slot, holders: list[str]) -> None:
+        """Give slots back to the store; even while cancelled (they are forgotten here)."""
         try:
             self.round_trips += 1
-            await self.store.release_slots(slot.limit_id, slot.key, holders)
+            with anyio.CancelScope(shield=True):
+                await self.store.release_slots(slot.limit_id, slot.key, holders)
         except StoreError as exc:
             log.warning(
                 "could not release concurrency slots; they free when their lease expires",
