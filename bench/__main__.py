@@ -1,6 +1,6 @@
 """``python -m bench [--quick] [--json FILE] [--only SECTION[,SECTION]] [--no-flowcraft]``.
 
-Sections: engine, compile, simulation, persistence, history, scale, distributed; ``--only
+Sections: engine, compile, simulation, persistence, history, limits, scale, distributed; ``--only
 smoke`` runs every section at tiny sizes in a few seconds (no Flowcraft, no npm,
 no broker). ``--only soak [--minutes N] [--rate R]`` (only on request) holds one
 worker process under R runs/s for N minutes and prints its memory per minute.
@@ -23,7 +23,17 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from . import compile as compile_section
-from . import distributed, engine, history, persistence, runs_index, scale, simulation, soak
+from . import (
+    distributed,
+    engine,
+    history,
+    limits,
+    persistence,
+    runs_index,
+    scale,
+    simulation,
+    soak,
+)
 from ._util import Config, Table, print_tables
 
 if TYPE_CHECKING:
@@ -36,6 +46,7 @@ SECTIONS: dict[str, ModuleType] = {
     "simulation": simulation,
     "persistence": persistence,
     "history": history,
+    "limits": limits,
     "scale": scale,
     "distributed": distributed,
 }
@@ -136,6 +147,22 @@ def budgets(results: dict[str, list[Table]]) -> Table:
                 f"<= {history.BUDGET:.2f}x history off",
                 r["cost"],
                 r["within_budget"],
+            )
+    if "limits" in results:
+        for row in limits.summary(results["limits"]):
+            where = f"{row['limit']} limit ({row['store']})"
+            ratio, calls = row["x_unlimited"], row["store_calls_execution"]
+            add(
+                f"{where}: throughput vs unlimited",
+                f">= {limits.BUDGET_RATIO:.2f}x",
+                ratio,
+                ratio >= limits.BUDGET_RATIO,
+            )
+            add(
+                f"{where}: store calls per execution",
+                f"<= {limits.BUDGET_CALLS:g}",
+                calls,
+                calls <= limits.BUDGET_CALLS,
             )
     if "scale" in results:
         s = scale.summary(results["scale"])

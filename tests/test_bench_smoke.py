@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("engine", "compile", "simulation", "persistence", "scale", "distributed")
+SECTIONS = ("engine", "compile", "simulation", "persistence", "limits", "scale", "distributed")
 
 
 @pytest.mark.timeout(180)

@@ -5,6 +5,17 @@ script."""
 from __future__ import annotations
 
 
+def reserve(
+    tokens: float | None, updated: float, *, count: int, rate: float, capacity: float, now: float
+) -> float:
+    """The bucket's level at ``now`` (refilled; below zero while it owes tokens) before
+    ``count`` tokens are taken. A ``now`` before ``updated`` (another process's clock,
+    or a call that took longer) counts back from the level then: the bucket grants
+    tokens at ``rate`` from when it last granted, whichever clock asks; it is then
+    written as ``(level - count, now)``."""
+    return capacity if tokens is None else min(capacity, tokens + (now - updated) * rate)
+
+
 def refill(
     tokens: float | None, updated: float, *, rate: float, capacity: float, now: float
 ) -> tuple[float, float]:

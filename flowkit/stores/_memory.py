@@ -17,7 +17,7 @@ import attrs
 
 from .._errors import ConfigurationError
 from ..backends._options import HISTORY_URL_OPTIONS, check_positive, redact, split_options
-from ._buckets import refill
+from ._buckets import refill, reserve
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
 from ._history import DEFAULT_PAYLOAD, HistoryEntry, HistoryEvent, check_read, event
 from ._history import history_options as checked_history
@@ -299,13 +299,33 @@ class MemoryStore:
     async def acquire_slot(
         self, limit_id: str, key: str, holder: str, *, max: int, now: float, expires_at: float
     ) -> bool:
+        taken = await self.acquire_slots(
+            limit_id, key, [holder], max=max, now=now, expires_at=expires_at
+        )
+        return taken == 1
+
+    async def acquire_slots(
+        self,
+        limit_id: str,
+        key: str,
+        holders: Sequence[str],
+        *,
+        max: int,
+        now: float,
+        expires_at: float,
+    ) -> int:
         pool = self._slots.setdefault((limit_id, key), {})
         for expired in [h for h, until in pool.items() if until <= now]:
             del pool[expired]
-        if holder not in pool and len(pool) >= max:
-            return False
-        pool[holder] = expires_at
-        return True
+        taken = 0
+        for holder in holders:
+            if holder not in pool and len(pool) >= max:
+                break
+            pool[holder] = expires_at
+            taken += 1
+        if not pool:
+            del self._slots[(limit_id, key)]
+        return taken
 
     async def extend_slot(self, limit_id: str, key: str, holder: str, expires_at: float) -> bool:
         pool = self._slots.get((limit_id, key), {})
@@ -323,10 +343,23 @@ class MemoryStore:
         self._buckets[(limit_id, key)] = (left, max(now, updated))
         return wait
 
+    async def reserve_tokens(
+        self, limit_id: str, key: str, *, count: int, rate: float, capacity: float, now: float
+    ) -> float:
+        found = self._buckets.get((limit_id, key))
+        tokens, updated = (None, now) if found is None else found
+        before = reserve(tokens, updated, count=count, rate=rate, capacity=capacity, now=now)
+        self._buckets[(limit_id, key)] = (before - count, now)
+        return before
+
     async def release_slot(self, limit_id: str, key: str, holder: str) -> None:
+        await self.release_slots(limit_id, key, [holder])
+
+    async def release_slots(self, limit_id: str, key: str, holders: Sequence[str]) -> None:
         pool = self._slots.get((limit_id, key))
         if pool is not None:
-            pool.pop(holder, None)
+            for holder in holders:
+                pool.pop(holder, None)
             if not pool:
                 del self._slots[(limit_id, key)]
 

@@ -156,6 +156,16 @@ _TAKE_TOKEN: LiteralString = (
     f" taken = {_LEVEL} >= 1, updated_at = GREATEST(b.updated_at, %(now)s)"
     " RETURNING tokens, taken"
 )
+# the bucket's level before the take, which may leave it below zero (tokens owed);
+# counted back from its last take if that was later (see _buckets.reserve)
+_RESERVED = "LEAST(%(cap)s, b.tokens + (%(now)s - b.updated_at) * %(rate)s)"
+_RESERVE_TOKENS: LiteralString = (
+    "INSERT INTO flowkit_buckets AS b"
+    " VALUES (%(limit_id)s, %(key)s, %(cap)s - %(count)s, %(now)s, TRUE)"
+    f" ON CONFLICT (limit_id, key) DO UPDATE SET tokens = {_RESERVED} - %(count)s,"
+    " taken = TRUE, updated_at = %(now)s"
+    " RETURNING tokens + %(count)s"
+)
 _URL_OPTIONS: dict[str, Converter] = {
     "schema": str,
     "snapshot_every": int,
@@ -493,8 +503,24 @@ class PostgresStore(SchemaClient):
     async def acquire_slot(
         self, limit_id: str, key: str, holder: str, *, max: int, now: float, expires_at: float
     ) -> bool:
+        taken = await self.acquire_slots(
+            limit_id, key, [holder], max=max, now=now, expires_at=expires_at
+        )
+        return taken == 1
+
+    async def acquire_slots(
+        self,
+        limit_id: str,
+        key: str,
+        holders: Sequence[str],
+        *,
+        max: int,
+        now: float,
+        expires_at: float,
+    ) -> int:
         """A transaction that takes the pool's advisory lock (so concurrent acquirers
-        count one after another), then drops its expired slots and takes or renews one."""
+        count one after another), then drops its expired slots and takes or renews as
+        many of the first holders' as fit."""
         pool = (limit_id, key)
         # pipelined: the four statements and the commit go in one network round trip
         async with self._connection("acquire_slot") as conn, conn.pipeline(), conn.transaction():
@@ -507,13 +533,15 @@ class PostgresStore(SchemaClient):
                 (*pool, now),
             )
             cur = await conn.execute(
-                "INSERT INTO flowkit_slots SELECT %s, %s, %s, %s WHERE (SELECT count(*) FROM"
-                " flowkit_slots WHERE limit_id = %s AND key = %s AND holder <> %s) < %s"
+                "INSERT INTO flowkit_slots SELECT %s, %s, h, %s"
+                " FROM unnest(%s::text[]) WITH ORDINALITY AS u(h, i) WHERE i <= %s -"
+                " (SELECT count(*) FROM flowkit_slots WHERE limit_id = %s AND key = %s"
+                " AND holder <> ALL(%s::text[]))"
                 " ON CONFLICT (limit_id, key, holder) DO UPDATE SET expires_at ="
                 " EXCLUDED.expires_at RETURNING 1",
-                (*pool, holder, expires_at, *pool, holder, max),
+                (*pool, expires_at, list(holders), max, *pool, list(holders)),
             )
-            return bool(await cur.fetchall())
+            return len(await cur.fetchall())
 
     async def extend_slot(self, limit_id: str, key: str, holder: str, expires_at: float) -> bool:
         rows = await self._query(
@@ -537,11 +565,32 @@ class PostgresStore(SchemaClient):
         tokens, taken = rows[0]
         return 0.0 if taken else (1.0 - tokens) / rate
 
+    async def reserve_tokens(
+        self, limit_id: str, key: str, *, count: int, rate: float, capacity: float, now: float
+    ) -> float:
+        """One statement, like :meth:`take_token`'s, that takes all ``count`` tokens."""
+        rows = await self._query(
+            "reserve_tokens",
+            _RESERVE_TOKENS,
+            {
+                "limit_id": limit_id,
+                "key": key,
+                "count": float(count),
+                "rate": rate,
+                "cap": capacity,
+                "now": now,
+            },
+        )
+        return float(rows[0][0])
+
     async def release_slot(self, limit_id: str, key: str, holder: str) -> None:
+        await self.release_slots(limit_id, key, [holder])
+
+    async def release_slots(self, limit_id: str, key: str, holders: Sequence[str]) -> None:
         await self._query(
-            "release_slot",
-            "DELETE FROM flowkit_slots WHERE limit_id = %s AND key = %s AND holder = %s",
-            (limit_id, key, holder),
+            "release_slots",
+            "DELETE FROM flowkit_slots WHERE limit_id = %s AND key = %s AND holder = ANY(%s)",
+            (limit_id, key, list(holders)),
         )
 
     async def slot_holders(self, limit_id: str, key: str) -> list[str]:

@@ -320,12 +320,29 @@ class Store(Protocol):
         processes. True if ``holder`` holds a slot (already held: its expiry moves to
         ``expires_at``); False, and nothing written, if the pool is full."""
 
+    async def acquire_slots(
+        self,
+        limit_id: str,
+        key: str,
+        holders: Sequence[str],
+        *,
+        max: int,
+        now: float,
+        expires_at: float,
+    ) -> int:
+        """Take slots for ``holders`` in one call, in order, as :meth:`acquire_slot` would
+        one by one: how many of the first of them hold one (the others got none)."""
+
     async def extend_slot(self, limit_id: str, key: str, holder: str, expires_at: float) -> bool:
         """Push ``holder``'s slot out to ``expires_at``; False if it holds none (expired
         and taken over, or released)."""
 
     async def release_slot(self, limit_id: str, key: str, holder: str) -> None:
         """Give ``holder``'s slot back (nothing if it holds none)."""
+
+    async def release_slots(self, limit_id: str, key: str, holders: Sequence[str]) -> None:
+        """Give back the slots of all ``holders`` of the pool (those that hold one) in one
+        call."""
 
     async def slot_holders(self, limit_id: str, key: str) -> list[str]:
         """The holders of slots of the pool ``(limit_id, key)``, by expiry (earliest
@@ -342,6 +359,16 @@ class Store(Protocol):
         tokens (full when first used) and gains ``rate`` a second; atomic across
         processes. 0.0: taken. Otherwise nothing is taken, and the result is the seconds
         until the bucket next has a token."""
+
+    async def reserve_tokens(
+        self, limit_id: str, key: str, *, count: int, rate: float, capacity: float, now: float
+    ) -> float:
+        """Take ``count`` tokens from the same bucket as :meth:`take_token`, ahead of time if
+        it holds fewer: its level goes below zero, and it owes them as it refills. Returns
+        its level at ``now`` before the take: the j-th token taken (from 1) is due
+        ``max(0, (j - level) / rate)`` seconds after ``now``, so the tokens it grants never
+        come faster than ``rate`` a second (after the ``capacity`` it starts with);
+        atomic across processes."""
 
     async def close(self) -> None:
         """Release connections."""

@@ -742,13 +742,33 @@ class RedisStore:
     async def acquire_slot(
         self, limit_id: str, key: str, holder: str, *, max: int, now: float, expires_at: float
     ) -> bool:
-        return await self._slots.acquire(limit_id, key, holder, max, now, expires_at)
+        return await self._slots.acquire(limit_id, key, [holder], max, now, expires_at) == 1
+
+    async def acquire_slots(
+        self,
+        limit_id: str,
+        key: str,
+        holders: Sequence[str],
+        *,
+        max: int,
+        now: float,
+        expires_at: float,
+    ) -> int:
+        return await self._slots.acquire(limit_id, key, holders, max, now, expires_at)
 
     async def extend_slot(self, limit_id: str, key: str, holder: str, expires_at: float) -> bool:
         return await self._slots.extend(limit_id, key, holder, expires_at)
 
     async def release_slot(self, limit_id: str, key: str, holder: str) -> None:
-        await self._slots.release(limit_id, key, holder)
+        await self._slots.release(limit_id, key, [holder])
+
+    async def release_slots(self, limit_id: str, key: str, holders: Sequence[str]) -> None:
+        await self._slots.release(limit_id, key, holders)
+
+    async def reserve_tokens(
+        self, limit_id: str, key: str, *, count: int, rate: float, capacity: float, now: float
+    ) -> float:
+        return await self._slots.reserve_tokens(limit_id, key, count, rate, capacity, now)
 
     async def slot_holders(self, limit_id: str, key: str) -> list[str]:
         return await self._slots.holders(limit_id, key)

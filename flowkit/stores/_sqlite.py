@@ -27,7 +27,7 @@ from ..backends._options import (
 )
 from ..backends._sqlite import connect
 from ..core._state import FINISHED_VALUES
-from ._buckets import refill
+from ._buckets import refill, reserve
 from ._codec import decode_delta, decode_state, encode_delta, encode_state, replay
 from ._history import DEFAULT_PAYLOAD, HistoryEntry, HistoryEvent, check_read, event
 from ._history import history_options as checked_history
@@ -523,9 +523,25 @@ class SQLiteStore:
     async def acquire_slot(
         self, limit_id: str, key: str, holder: str, *, max: int, now: float, expires_at: float
     ) -> bool:
-        """Under SQLite's write lock: drop the pool's expired slots, then take or renew."""
+        taken = await self.acquire_slots(
+            limit_id, key, [holder], max=max, now=now, expires_at=expires_at
+        )
+        return taken == 1
 
-        def acquire(conn: sqlite3.Connection) -> bool:
+    async def acquire_slots(
+        self,
+        limit_id: str,
+        key: str,
+        holders: Sequence[str],
+        *,
+        max: int,
+        now: float,
+        expires_at: float,
+    ) -> int:
+        """Under SQLite's write lock: drop the pool's expired slots, then take or renew,
+        holder by holder, until the pool is full."""
+
+        def acquire(conn: sqlite3.Connection) -> int:
             pool = (limit_id, key)
             conn.execute("BEGIN IMMEDIATE")  # the write lock first: no other process counts
             try:
@@ -533,13 +549,18 @@ class SQLiteStore:
                     "DELETE FROM flowkit_slots WHERE limit_id=? AND key=? AND expires_at<=?",
                     (*pool, now),
                 )
-                cur = conn.execute(
-                    "INSERT INTO flowkit_slots SELECT ?, ?, ?, ? WHERE (SELECT count(*) FROM"
-                    " flowkit_slots WHERE limit_id=? AND key=? AND holder<>?) < ? ON CONFLICT"
-                    " (limit_id, key, holder) DO UPDATE SET expires_at=excluded.expires_at",
-                    (*pool, holder, expires_at, *pool, holder, max),
-                )
-                taken = cur.rowcount == 1
+                taken = 0
+                for holder in holders:
+                    cur = conn.execute(
+                        "INSERT INTO flowkit_slots SELECT ?, ?, ?, ? WHERE (SELECT count(*)"
+                        " FROM flowkit_slots WHERE limit_id=? AND key=? AND holder<>?) < ?"
+                        " ON CONFLICT (limit_id, key, holder) DO UPDATE SET"
+                        " expires_at=excluded.expires_at",
+                        (*pool, holder, expires_at, *pool, holder, max),
+                    )
+                    if cur.rowcount != 1:
+                        break
+                    taken += 1
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -583,11 +604,42 @@ class SQLiteStore:
 
         return await self._locked(take)
 
+    async def reserve_tokens(
+        self, limit_id: str, key: str, *, count: int, rate: float, capacity: float, now: float
+    ) -> float:
+        """Under SQLite's write lock: read the bucket, refill and take, write it back."""
+
+        def take(conn: sqlite3.Connection) -> float:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(
+                    "SELECT tokens, updated_at FROM flowkit_buckets WHERE limit_id=? AND key=?",
+                    (limit_id, key),
+                ).fetchone()
+                tokens, updated = (None, now) if row is None else row
+                before = reserve(
+                    tokens, updated, count=count, rate=rate, capacity=capacity, now=now
+                )
+                conn.execute(
+                    "INSERT OR REPLACE INTO flowkit_buckets VALUES (?, ?, ?, ?)",
+                    (limit_id, key, before - count, now),
+                )
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return float(before)
+
+        return await self._locked(take)
+
     async def release_slot(self, limit_id: str, key: str, holder: str) -> None:
+        await self.release_slots(limit_id, key, [holder])
+
+    async def release_slots(self, limit_id: str, key: str, holders: Sequence[str]) -> None:
         await self._locked(
-            lambda c: c.execute(
+            lambda c: c.executemany(
                 "DELETE FROM flowkit_slots WHERE limit_id=? AND key=? AND holder=?",
-                (limit_id, key, holder),
+                [(limit_id, key, holder) for holder in holders],
             )
         )
 

@@ -3,9 +3,9 @@ the ones their run no longer wants.
 
 Leases: a node that runs longer than a third of its lease has its dispatch lease
 (in the store, which the reconciler reads) and its delivery's visibility (in the
-broker) pushed out, every third of a lease, until it finishes; so is its
-concurrency slot, if its node has a limit and it holds one. One loop for all
-of a worker's deliveries costs less than a task per delivery.
+broker) pushed out, every third of a lease, until it finishes (its concurrency
+slot, if it holds one, is the worker's, extended with the worker's other slots).
+One loop for all of a worker's deliveries costs less than a task per delivery.
 
 Cancellation: cancelling a run, deciding a race or ending a run takes dispatches
 out of the run's state while their nodes may still run here. Such a node's task
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from ..transports._protocol import Delivery
     from ._messages import NodeMessage
     from ._outage import Dependency
-    from ._slots import Slots
 
 log = structlog.get_logger("flowkit.worker")
 
@@ -93,7 +92,6 @@ class Heartbeats:
         # commits a node's heartbeat details: (run id, dispatch id, details)
         self.commit_details: Callable[[str, str, Any], Awaitable[None]] | None = None
         self._by_key: dict[tuple[str, str], Beat] = {}
-        self.slots: Slots | None = None  # extends the concurrency slots of limited nodes
 
     @contextmanager
     def beating(self, delivery: Delivery, message: NodeMessage) -> Iterator[Beat]:
@@ -158,8 +156,6 @@ class Heartbeats:
                         message.run_id, message.dispatch_id, clock.now() + self.lease
                     )
                     await self._commit_details(beat)
-                    if beat.slot is not None and self.slots is not None:
-                        await self.slots.extend(*beat.slot)
             finally:  # the delivery too, even if the store failed
                 if beat in self._beating:  # else its node finished meanwhile: it is settled
                     await beat.delivery.extend(self.extension)

@@ -76,8 +76,9 @@ class Worker:
     A node with a rate (``@node(rate=...)``) or a concurrency limit
     (``@node(concurrency=Limit(...))``) first takes a token and a slot from the store,
     shared by every worker; while it waits for them it holds its delivery (kept by
-    the heartbeat, like its slot once it has one). Draining ends those waits and
-    hands their deliveries back. A run of a flow with a limit
+    the heartbeat). The worker keeps its slots a moment after they are used, for its
+    next execution of the pool, and gives the idle ones back together. Draining ends
+    those waits and hands their deliveries back. A run of a flow with a limit
     (``@flow(concurrency=Limit(...))``) that ends here gives its slot back and admits
     the next queued runs; every ``lease`` seconds the worker also admits queued runs
     that a process died before admitting.
@@ -163,8 +164,7 @@ class Worker:
             "broker", None, pausing="retrying", resuming="receiving again"
         )
         self.heartbeats.store_health = self.store_health
-        self.slots = Slots(store, lease=lease)
-        self.heartbeats.slots = self.slots
+        self.slots = Slots(store, lease=lease, owner=self.worker_id)
         self._limit_waits: set[anyio.CancelScope] = set()  # nodes waiting for a token or slot
         self.processed = 0
         self.cancelled = 0  # nodes cancelled while running here: their run withdrew them
@@ -188,6 +188,7 @@ class Worker:
             if self.retention is not None:
                 tg.start_soon(self._loop, self._purge_old_runs, 0.0, self.retention_interval)
             await tg.start(self.heartbeats.run)
+            await tg.start(self.slots.run)
             task_status.started()
             await self._consume()
             tg.cancel_scope.cancel()
@@ -372,8 +373,6 @@ class Worker:
         slot, bucket = slot_of(target, command), bucket_of(target, command)
         if slot is None and bucket is None:
             return
-        message = beat.message
-        holder = f"{message.run_id}/{message.dispatch_id}/{self.worker_id}/{secrets.token_hex(4)}"
         ready = False
         with anyio.CancelScope() as waiting:
             self._limit_waits.add(waiting)
@@ -382,8 +381,7 @@ class Worker:
                     if bucket is not None:  # the rate first: no slot held while delayed
                         await self.slots.take_token(bucket)
                     if slot is not None:
-                        await self.slots.take(slot, holder)
-                        beat.slot = (slot, holder)
+                        beat.slot = (slot, await self.slots.take(slot))
                     ready = True
             finally:
                 self._limit_waits.discard(waiting)

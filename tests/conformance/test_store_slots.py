@@ -1,6 +1,6 @@
 """Concurrency slots and rate-limit buckets in the ``Store`` conformance suite: slots
-acquired up to the pool's size, renewed, extended, released and expired; buckets
-taken from and refilled; on every store.
+acquired up to the pool's size, renewed, extended, released (one or several) and
+expired; buckets taken from, reserved from ahead of time, and refilled; on every store.
 
 The same stores, servers and fixtures as ``test_store_index`` (MemoryStore and
 SQLiteStore on asyncio and trio, PostgresStore and RedisStore against the real
@@ -65,6 +65,25 @@ class TestSlots:
         await store.release_slot("shop.charge", "acct-1", "nobody")  # nothing to release
         assert await take(store, "c")
         assert not await take(store, "d")
+
+    async def test_release_slots_frees_several_in_one_call(self, store: Store) -> None:
+        assert await take(store, "a")
+        assert await take(store, "b")
+        await store.release_slots("shop.charge", "acct-1", ["a", "b", "nobody"])
+        await store.release_slots("shop.charge", "acct-1", [])
+        assert await take(store, "c")
+        assert await take(store, "d")
+        assert not await take(store, "e")
+
+    async def test_acquire_slots_takes_the_first_that_fit(self, store: Store) -> None:
+        assert await take(store, "a")
+        args = {"max": 3, "now": NOW, "expires_at": NOW + 30}
+        assert 2 == await store.acquire_slots("shop.charge", "acct-1", ["b", "c", "d"], **args)
+        assert 0 == await store.acquire_slots("shop.charge", "acct-1", ["d"], **args)
+        assert 1 == await store.acquire_slots("shop.charge", "acct-1", ["c", "d"], **args), (
+            "c renewed, d refused"
+        )
+        assert 3 == await store.acquire_slots("shop.charge", "acct-2", ["b", "c", "d"], **args)
 
     async def test_an_expired_slot_is_taken_over(self, store: Store) -> None:
         assert await take(store, "a")
@@ -153,3 +172,45 @@ class TestBuckets:
             for n in range(len(stores)):
                 tg.start_soon(take, n)
         assert 3 == waits.count(0.0)
+
+
+async def reserve(store: Store, count: int, *, now: float, key: str = "tenant-1") -> float:
+    return await store.reserve_tokens(
+        "shop.sync", key, count=count, rate=2.0, capacity=3.0, now=now
+    )
+
+
+class TestReservations:
+    """Reserved tokens are taken even from an empty bucket, which then owes them: its
+    level says when each is due, and it grants no new token before it has refilled."""
+
+    async def test_a_full_bucket_then_owed_tokens(self, store: Store) -> None:
+        assert 3.0 == pytest.approx(await reserve(store, 2, now=NOW)), "starts full"
+        assert 1.0 == pytest.approx(await reserve(store, 3, now=NOW)), "one now, two owed"
+        # owes two: the next token is due (1 - -2) / 2 = 1.5 s later
+        assert -2.0 == pytest.approx(await reserve(store, 1, now=NOW))
+        assert -1.0 == pytest.approx(await reserve(store, 1, now=NOW + 1.0)), "refilled 2"
+        assert 0.0 == await token(store, now=NOW + 10), "take_token sees it refilled"
+
+    async def test_refills_up_to_capacity_and_keys_apart(self, store: Store) -> None:
+        assert 3.0 == pytest.approx(await reserve(store, 1, now=NOW))
+        assert 3.0 == pytest.approx(await reserve(store, 1, now=NOW + 100)), "capacity 3"
+        assert 3.0 == pytest.approx(await reserve(store, 5, now=NOW, key="tenant-2"))
+
+    async def test_an_earlier_clock_counts_back(self, store: Store) -> None:
+        """A caller whose clock is behind the last one's is due its tokens as late as if
+        it had asked then: the bucket never grants faster than its rate."""
+        assert 3.0 == pytest.approx(await reserve(store, 3, now=NOW + 1.0))
+        assert -2.0 == pytest.approx(await reserve(store, 1, now=NOW)), "due at NOW + 1.5"
+
+    async def test_concurrent_reservations_never_overlap(self, db: Database, store: Store) -> None:
+        stores = [store, db.open(), db.open(), db.open(), db.open()]
+        levels: list[float] = []
+
+        async def ask(n: int) -> None:
+            levels.append(await reserve(stores[n], 2, now=NOW))
+
+        async with anyio.create_task_group() as tg:
+            for n in range(len(stores)):
+                tg.start_soon(ask, n)
+        assert [3.0, 1.0, -1.0, -3.0, -5.0] == pytest.approx(sorted(levels, reverse=True))
