@@ -7,7 +7,6 @@ and no memory, and any runtime with the flow's code can resume it.
 
 from __future__ import annotations
 
-import uuid
 from collections import OrderedDict
 from contextlib import asynccontextmanager
 from functools import partial
@@ -19,6 +18,7 @@ from anyio.lowlevel import RunVar
 
 from .. import _clock as clock
 from .._errors import CompletionTokenError, ConfigurationError, ResumeError, StoreError
+from .._ids import new_run_id
 from ..core import _protocol as p
 from ..core._action import split_action
 from ..core._deferral import deferred
@@ -149,7 +149,7 @@ class Runtime(Driver, ScheduleControls):
             if commands:
                 await self._drive(run, commands)
             else:  # an existing run: wait for whoever drives it to let go
-                await run.idle.wait()
+                await run.wait_idle()
             result = self._result_of(run)
             if result.continued_as is None:
                 return result
@@ -286,8 +286,8 @@ class Runtime(Driver, ScheduleControls):
     def _drive_soon(self, run: Run, commands: list[p.Command]) -> None:
         """Carry ``commands`` out in the open runtime's background."""
         assert self._tg is not None
-        if run.idle.is_set() and run.tg is None:
-            run.idle = anyio.Event()  # busy from now, not from when the task starts
+        if run.tg is None:
+            run.busy()  # busy from now, not from when the task starts
         self._tg.start_soon(self._drive, run, commands)
 
     async def resume(
@@ -340,7 +340,7 @@ class Runtime(Driver, ScheduleControls):
         refuse_if_finished(top.state, name, delivery_id)
         run = await self._signal_target(top, name)
         await self._advance(run, p.SignalReceived(name, data, action, delivery_id))
-        await top.idle.wait()
+        await top.wait_idle()
         if self.store is None:
             return self._result_of(top)
         return await self.result(top.run_id)
@@ -448,7 +448,7 @@ class Runtime(Driver, ScheduleControls):
         except ResumeError as exc:
             raise CompletionTokenError(token, str(exc)) from None
         await self._advance(run, event, check=partial(check_open, token, parsed))
-        await run.idle.wait()
+        await run.wait_idle()
         if self.store is None:
             return self._result_of(run)
         return await self.result(parsed.run_id)
@@ -467,7 +467,7 @@ class Runtime(Driver, ScheduleControls):
         run = await self._get(run_id)
         refuse_retry(run.state)
         await self._advance(run, p.RetryRequested())
-        await run.idle.wait()
+        await run.wait_idle()
         return self._result_of(run)
 
     async def purge(
@@ -658,7 +658,7 @@ class Runtime(Driver, ScheduleControls):
                 return existing, []
         if parent is None:  # a child's inputs come from its parent run, not a caller
             target.check(inputs)
-        run_id = run_id or uuid.uuid4().hex
+        run_id = run_id or new_run_id()
         state = RunState(run_id)
         traceparent = self._executor.run_traceparent(
             run_id, target.blueprint.id, self._traceparent(parent), parent
@@ -749,7 +749,7 @@ class Runtime(Driver, ScheduleControls):
         while True:
             run = await self._get(run_id)
             if run.state.finished:
-                await run.idle.wait()
+                await run.wait_idle()
                 return await self.result(run_id)
             event = self._finish_events.setdefault(run_id, anyio.Event())
             if run.tg is None:
@@ -768,7 +768,7 @@ class Runtime(Driver, ScheduleControls):
         while True:
             run = self._runs.get(run_id, run)
             if run.state.finished:
-                await run.idle.wait()
+                await run.wait_idle()
                 return self._result_of(run)
             await self._finish_events.setdefault(run_id, anyio.Event()).wait()
 
