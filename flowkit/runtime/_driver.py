@@ -314,7 +314,7 @@ class Driver(Interpreter[Run]):
                 if record is None or record.get("deferred"):
                     continue  # cancelled before it started, or it ran and awaits completion
                 scopes[command.dispatch_id] = scope
-                started = clock.now()
+                started = clock.now() if self.store is not None else 0.0  # for its history
                 coro = self._executor.execute(run.run_id, run.target, run.state, command)
                 try:  # most nodes finish without ever blocking: no wrapper for them
                     yielded = coro.send(None)

@@ -660,6 +660,8 @@ class Runtime(Driver, ScheduleControls):
             target.check(inputs)
         run_id = run_id or new_run_id()
         state = RunState(run_id)
+        if self.store is None:  # nothing to commit: record no deltas
+            state.journal = NullJournal()
         traceparent = self._executor.run_traceparent(
             run_id, target.blueprint.id, self._traceparent(parent), parent
         )
@@ -674,11 +676,9 @@ class Runtime(Driver, ScheduleControls):
             debounce=debounce,
             extra=with_tags(extra, tags),
         )
-        delta = state.take_delta()
-        now = clock.now()
-        if self.store is None:
-            state.journal = NullJournal()
         if self.store is not None:
+            delta = state.take_delta()
+            now = clock.now()
             created = await self.store.create_run(
                 run_id,
                 state,
