@@ -43,7 +43,7 @@ class NullJournal(set[tuple[str, str]]):
 
     # discarding from a set that is always empty does nothing, as add must here, in C:
     # a Python method would cost a call on every write of every run
-    add = set.discard  # type: ignore[assignment]
+    add = set.discard
 
 
 DELETED: Final = object()
