@@ -5,11 +5,16 @@ same functions awaited directly) are timed in turns and their medians taken;
 Flowcraft runs the same shape right after, in a Node.js subprocess. Reported:
 nodes/s of each, flowkit's overhead per node over the floor, the ratio
 flowkit ÷ Flowcraft, and how the time per node grows from 1 000 nodes to the
-largest size (1.0 = linear).
+largest size (1.0 = linear). Two more tables: flowkit against plain asyncio with
+one task per node (``create_task`` + ``gather``, the floor for an engine that
+gives every node a task), and the time per node of many short runs at once
+(10-node chains, 1 000 then 10 000 concurrent runs: the fixed cost of a run,
+and whether it grows with the number of runs in flight).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import anyio
@@ -18,7 +23,7 @@ import flowkit
 
 from ._flowcraft import Flowcraft
 from ._util import Config, Table, interleaved_stats, ratio, sig
-from .shapes import build, plain
+from .shapes import build, done, inc, one, plain
 
 SHAPES = ("chain", "fan", "diamond")
 
@@ -64,6 +69,103 @@ async def measure(shape: str, n: int, runs: int) -> dict[str, Any]:
         "flowkit_best_s": stats["flowkit"]["best"],
         "plain_s": stats["plain"]["median"],
     }
+
+
+async def tasks_floor(shape: str, n: int) -> Any:
+    """One asyncio task per node: a chain awaits each in turn, a fan gathers them."""
+    if shape == "chain":
+        x = 0
+        for _ in range(n):
+            x = await asyncio.create_task(inc(x))
+        return x
+    src = await asyncio.create_task(one())
+    values = await asyncio.gather(*[asyncio.create_task(inc(src)) for _ in range(n)])
+    return await asyncio.create_task(done(values))
+
+
+async def measure_tasks(shape: str, n: int, runs: int) -> dict[str, float]:
+    """Median seconds of one run of flowkit and of the one-task-per-node floor."""
+    flow = build(shape, n)
+    runtime = flowkit.Runtime()
+
+    async def engine() -> None:
+        await runtime.run(flow)
+
+    async def floor() -> None:
+        await tasks_floor(shape, n)
+
+    await engine()
+    await floor()
+    stats = await interleaved_stats({"flowkit": engine, "tasks": floor}, runs)
+    return {name: s["median"] for name, s in stats.items()}
+
+
+def short_flow() -> flowkit.Flow:
+    flow = flowkit.Flow("short-10")
+    for i in range(10):
+        flow.node(f"n{i}", inc)
+    for i in range(9):
+        flow.edge(f"n{i}", f"n{i + 1}")
+    return flow
+
+
+async def measure_concurrent(counts: tuple[int, ...], runs: int) -> dict[int, float]:
+    """Median seconds per node of ``count`` 10-node runs started at once on a fresh
+    Runtime, for each count, timed in turns."""
+    flow = short_flow()
+
+    def at_once(count: int) -> Any:
+        async def batch() -> None:
+            runtime = flowkit.Runtime()
+            results = await asyncio.gather(*(runtime.run(flow) for _ in range(count)))
+            if any(r.status != "completed" for r in results):
+                raise RuntimeError(f"a short run did not complete: {results[0]}")
+
+        return batch
+
+    await at_once(min(counts))()  # warm-up
+    stats = await interleaved_stats({str(c): at_once(c) for c in counts}, runs)
+    return {c: stats[str(c)]["median"] / (c * 10) for c in counts}
+
+
+def floors(config: Config) -> list[Table]:
+    """flowkit against one asyncio task per node, and many short runs at once."""
+    n = config.pick(1000, 1000, 50)
+    tasks = Table(
+        f"in-memory engine vs plain asyncio create_task+gather (one task per node), {n} nodes"
+    )
+    for shape in ("chain", "fan"):
+        m = anyio.run(measure_tasks, shape, n, config.pick(31, 15, 2))
+        tasks.rows.append(
+            {
+                "shape": shape,
+                "flowkit_us_node": sig(m["flowkit"] / n * 1e6),
+                "tasks_us_node": sig(m["tasks"] / n * 1e6),
+                "tasks_vs_flowkit": ratio(m["tasks"], m["flowkit"]),
+            }
+        )
+    tasks.notes.append(
+        "tasks_vs_flowkit = the floor's median time ÷ flowkit's (1.0 = as fast as giving "
+        "each node its own task; higher is faster)"
+    )
+    small, large = config.pick((1000, 10000), (1000, 10000), (20, 200))
+    per_node = anyio.run(measure_concurrent, (small, large), config.pick(5, 3, 1))
+    concurrent = Table(
+        f"µs per node at {small:,} vs {large:,} concurrent 10-node runs".replace(",", " ")
+    )
+    concurrent.rows.append(
+        {
+            "us_node_small": sig(per_node[small] * 1e6),
+            "us_node_large": sig(per_node[large] * 1e6),
+            "growth": ratio(per_node[large], per_node[small]),
+        }
+    )
+    concurrent.notes.append(
+        "each batch starts its runs at once (asyncio.gather) on a fresh Runtime; "
+        "growth = µs per node at the larger count ÷ at the smaller (1.0 = linear); "
+        f"medians of {config.pick(5, 3, 1)} batches each, timed in turns"
+    )
+    return [tasks, concurrent]
 
 
 def run(config: Config) -> list[Table]:
@@ -137,14 +239,19 @@ def run(config: Config) -> list[Table]:
                     "flowkit_us_node_large": sig(per["flowkit_s"] * 1e6),
                 }
             )
-        return [table, growth]
-    return [table]
+        return [table, growth, *floors(config)]
+    return [table, *floors(config)]
 
 
 def summary(tables: list[Table]) -> dict[str, Any]:
     """Figures the budget check reads (see ``__main__``)."""
     rows = {(r["shape"], r["nodes"]): r for r in tables[0].rows}
     out: dict[str, Any] = {"rows": rows}
-    if len(tables) > 1:
-        out["growth"] = {r["shape"]: r for r in tables[1].rows}
+    for table in tables[1:]:
+        if table.title.startswith("engine growth"):
+            out["growth"] = {r["shape"]: r for r in table.rows}
+        elif "create_task" in table.title:
+            out["tasks"] = {r["shape"]: r for r in table.rows}
+        elif "concurrent" in table.title:
+            out["concurrent"] = table.rows[0]
     return out

@@ -24,13 +24,26 @@ SECTIONS: Final = (
 )
 
 
+class Sections(dict[str, dict[str, Any]]):
+    """A run's sections by name; a section is made (empty) when first looked up, so a
+    run costs only the sections it uses."""
+
+    __slots__ = ()
+
+    def __missing__(self, name: str) -> dict[str, Any]:
+        section: dict[str, Any] = {}
+        self[name] = section
+        return section
+
+
 class NullJournal(set[tuple[str, str]]):
     """A journal that records nothing: runs without a store never take deltas."""
 
     __slots__ = ()
 
-    def add(self, item: tuple[str, str]) -> None:
-        pass
+    # discarding from a set that is always empty does nothing, as add must here, in C:
+    # a Python method would cost a call on every write of every run
+    add = set.discard
 
 
 DELETED: Final = object()
@@ -71,7 +84,7 @@ class RunState:
 
     def __init__(self, run_id: str, sections: dict[str, dict[str, Any]] | None = None) -> None:
         self.run_id = run_id
-        self.sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+        self.sections: dict[str, dict[str, Any]] = Sections()
         if sections:
             for name, values in sections.items():
                 self.sections[name] = dict(values)
@@ -129,12 +142,20 @@ class RunState:
         """Plain data for a snapshot (JSON-serialisable when the values are)."""
         return {
             "run_id": self.run_id,
-            "sections": {k: dict(v) for k, v in self.sections.items() if v},
+            "sections": {k: dict(v) for k, v in self.used_sections().items()},
         }
+
+    def used_sections(self) -> dict[str, dict[str, Any]]:
+        """The sections that hold anything (themselves, not copies), in their usual order."""
+        sections = self.sections
+        used = {name: sections[name] for name in SECTIONS if sections.get(name)}
+        if len(used) < len(sections):
+            used.update((k, v) for k, v in sections.items() if v and k not in used)
+        return used
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunState:
         return cls(str(data["run_id"]), data.get("sections") or {})
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.sections)
+        return iter([*SECTIONS, *(name for name in self.sections if name not in SECTIONS)])

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from .. import _clock as clock
 from ..core import _protocol as p
@@ -35,17 +36,21 @@ if TYPE_CHECKING:
 
 
 class Run(Replica):
-    """A run known to this runtime, with the task group driving it (if any)."""
+    """A run known to this runtime, with the task group driving it (if any).
+
+    Its events and lock are made when first needed: most runs never wait on them,
+    and a run that is created, driven and finished at once should cost no more
+    than its state.
+    """
 
     __slots__ = (
+        "_idle",
+        "_stepping",
         "active",
-        "finished",
-        "idle",
         "parent",
         "quiet",
         "recover",
         "scopes",
-        "stepping",
         "target",
         "tg",
     )
@@ -63,17 +68,40 @@ class Run(Replica):
         self.parent = parent
         self.tg: anyio.abc.TaskGroup | None = None
         self.active = 0  # tasks running in tg; the drive ends when it drops to zero
-        self.quiet = anyio.Event()
-        self.idle = anyio.Event()
-        self.idle.set()
-        self.finished = anyio.Event()
-        if state.finished:
-            self.finished.set()
+        # set when active drops to zero; made by a drive that has tasks to wait for
+        self.quiet: anyio.Event | None = None
+        # set when the drive in progress ends; None while no drive is (or is about to be)
+        self._idle: anyio.Event | None = None
         self.scopes: dict[str, anyio.CancelScope] = {}
         self.recover = False  # set for runs loaded with dispatches another process left
-        # one step of the run at a time here: a step applied to this copy while another
-        # one's commit is in flight would commit a decision made on uncommitted state
-        self.stepping = anyio.Lock()
+        self._stepping: anyio.Lock | None = None
+
+    @property
+    def stepping(self) -> anyio.Lock:
+        """One step of the run at a time here: a step applied to this copy while another
+        one's commit is in flight would commit a decision made on uncommitted state."""
+        if self._stepping is None:
+            self._stepping = anyio.Lock()
+        return self._stepping
+
+    def busy(self) -> anyio.Event:
+        """Mark the run as being driven; the event its drive sets when it ends."""
+        if self._idle is None or self._idle.is_set():
+            self._idle = anyio.Event()
+        return self._idle
+
+    def driving(self) -> anyio.Event | None:
+        """The event the drive in progress sets when it ends; None if none is."""
+        idle = self._idle
+        return None if idle is None or idle.is_set() else idle
+
+    async def wait_idle(self) -> None:
+        """Wait until no drive of the run is in progress here (a checkpoint, at least)."""
+        idle = self._idle
+        if idle is None:
+            await anyio.lowlevel.checkpoint()
+        else:
+            await idle.wait()
 
 
 HEARTBEAT_EVERY = 5.0
@@ -173,24 +201,24 @@ class Driver(Interpreter[Run]):
             commands = _recovery(run) + commands
         if run.tg is not None:
             self._spawn(run, self._carry_out(run, commands))
-            await run.idle.wait()
+            await run.wait_idle()
             return
-        if run.idle.is_set():
-            run.idle = anyio.Event()
-        idle = run.idle
-        run.quiet = anyio.Event()
+        idle = run.busy()
+        run.quiet = None
         group: anyio.abc.TaskGroup | None = None
         try:
             async with anyio.create_task_group() as group:
                 run.tg = group
-                self._spawn(run, self._carry_out(run, commands))
+                ready = self._carry_out(run, commands)
+                if ready:  # the first nodes run in this task: no task of their own
+                    run.active += 1
+                    await self._counted(run, self._worker, (run, deque(ready)))
                 while run.active:
                     # Keep the group open while tasks run: trio refuses new tasks once
                     # the body has exited, and signals may add work until then, even
                     # after the run went quiet but before this task saw it.
+                    run.quiet = anyio.Event()
                     await run.quiet.wait()
-                    if run.active:
-                        run.quiet = anyio.Event()
                 run.tg = None  # closed to new work from here on
         finally:
             if run.tg is group:  # another drive may own the run by now
@@ -220,7 +248,7 @@ class Driver(Interpreter[Run]):
             await fn(*args)
         finally:
             run.active -= 1
-            if not run.active:
+            if not run.active and run.quiet is not None:
                 run.quiet.set()
 
     def _carry_out(self, run: Run, commands: list[p.Command]) -> list[p.ExecuteNode]:
@@ -252,7 +280,6 @@ class Driver(Interpreter[Run]):
         self._start_task(run, self._continue, run, command)
 
     def finish_run(self, run: Run, command: p.FinishRun) -> None:
-        run.finished.set()
         waiting = self._finish_events.pop(run.run_id, None)
         if waiting is not None:
             waiting.set()
@@ -288,7 +315,7 @@ class Driver(Interpreter[Run]):
                 if record is None or record.get("deferred"):
                     continue  # cancelled before it started, or it ran and awaits completion
                 scopes[command.dispatch_id] = scope
-                started = clock.now()
+                started = clock.now() if self.store is not None else 0.0  # for its history
                 coro = self._executor.execute(run.run_id, run.target, run.state, command)
                 try:  # most nodes finish without ever blocking: no wrapper for them
                     yielded = coro.send(None)

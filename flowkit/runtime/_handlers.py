@@ -56,14 +56,14 @@ async def update(rt: Runtime, run_id: str, name: str, data: Any, timeout: float 
         except NotWaiting:
             rt._evict(run)  # with a store, read the run afresh next time
             await _until_moved(run, patience, name)
-    await run.idle.wait()
+    await run.wait_idle()
     return reply(handler, run.state, data)
 
 
 async def _until_moved(run: Run, patience: Patience, name: str) -> None:
     """A pause, cut short when a drive of the run in progress here ends (else a timer or
     another process may move it)."""
-    drive = run.idle if not run.idle.is_set() else None
+    drive = run.driving()
     await patience.wait(run.state, f"the run to reach flow.wait({name!r})", drive)
 
 

@@ -7,7 +7,6 @@ and no memory, and any runtime with the flow's code can resume it.
 
 from __future__ import annotations
 
-import uuid
 from collections import OrderedDict
 from contextlib import asynccontextmanager
 from functools import partial
@@ -19,6 +18,7 @@ from anyio.lowlevel import RunVar
 
 from .. import _clock as clock
 from .._errors import CompletionTokenError, ConfigurationError, ResumeError, StoreError
+from .._ids import new_run_id
 from ..core import _protocol as p
 from ..core._action import split_action
 from ..core._admission import PARENT_SLOT, SLOT
@@ -152,7 +152,7 @@ class Runtime(SlotDriving, Driver, ScheduleControls):
             if commands:
                 await self._drive(run, commands)
             else:  # an existing run: wait for whoever drives it to let go
-                await run.idle.wait()
+                await run.wait_idle()
             if run.state.header.get("status") == RunStatus.QUEUED:  # its flow's pool is full
                 admitted = await self._until_admitted(run)
                 if admitted is None:  # by another process, which drives it
@@ -295,8 +295,8 @@ class Runtime(SlotDriving, Driver, ScheduleControls):
     def _drive_soon(self, run: Run, commands: list[p.Command]) -> None:
         """Carry ``commands`` out in the open runtime's background."""
         assert self._tg is not None
-        if run.idle.is_set() and run.tg is None:
-            run.idle = anyio.Event()  # busy from now, not from when the task starts
+        if run.tg is None:
+            run.busy()  # busy from now, not from when the task starts
         self._tg.start_soon(self._drive, run, commands)
 
     async def resume(
@@ -349,7 +349,7 @@ class Runtime(SlotDriving, Driver, ScheduleControls):
         refuse_if_finished(top.state, name, delivery_id)
         run = await self._signal_target(top, name)
         await self._advance(run, p.SignalReceived(name, data, action, delivery_id))
-        await top.idle.wait()
+        await top.wait_idle()
         if self.store is None:
             return self._result_of(top)
         return await self.result(top.run_id)
@@ -457,7 +457,7 @@ class Runtime(SlotDriving, Driver, ScheduleControls):
         except ResumeError as exc:
             raise CompletionTokenError(token, str(exc)) from None
         await self._advance(run, event, check=partial(check_open, token, parsed))
-        await run.idle.wait()
+        await run.wait_idle()
         if self.store is None:
             return self._result_of(run)
         return await self.result(parsed.run_id)
@@ -476,7 +476,7 @@ class Runtime(SlotDriving, Driver, ScheduleControls):
         run = await self._get(run_id)
         refuse_retry(run.state)
         await self._advance(run, p.RetryRequested())
-        await run.idle.wait()
+        await run.wait_idle()
         return self._result_of(run)
 
     async def purge(
@@ -669,8 +669,10 @@ class Runtime(SlotDriving, Driver, ScheduleControls):
                 return existing, []
         if parent is None:  # a child's inputs come from its parent run, not a caller
             target.check(inputs)
-        run_id = run_id or uuid.uuid4().hex
+        run_id = run_id or new_run_id()
         state = RunState(run_id)
+        if self.store is None:  # nothing to commit: record no deltas
+            state.journal = NullJournal()
         traceparent = self._executor.run_traceparent(
             run_id, target.blueprint.id, self._traceparent(parent), parent
         )
@@ -692,11 +694,9 @@ class Runtime(SlotDriving, Driver, ScheduleControls):
             extra=with_tags(extra if slot is None else {**(extra or {}), SLOT: slot}, tags),
         )
         joined = await self.run_slots.join_new(commands)  # it arrives now, not when driven
-        delta = state.take_delta()
-        now = clock.now()
-        if self.store is None:
-            state.journal = NullJournal()
         if self.store is not None:
+            delta = state.take_delta()
+            now = clock.now()
             created = await self.store.create_run(
                 run_id,
                 state,
@@ -768,7 +768,7 @@ class Runtime(SlotDriving, Driver, ScheduleControls):
         while True:
             run = await self._get(run_id)
             if run.state.finished:
-                await run.idle.wait()
+                await run.wait_idle()
                 return await self.result(run_id)
             event = self._finish_events.setdefault(run_id, anyio.Event())
             if run.tg is None:
@@ -787,7 +787,7 @@ class Runtime(SlotDriving, Driver, ScheduleControls):
         while True:
             run = self._runs.get(run_id, run)
             if run.state.finished:
-                await run.idle.wait()
+                await run.wait_idle()
                 return self._result_of(run)
             await self._finish_events.setdefault(run_id, anyio.Event()).wait()
 

@@ -27,7 +27,7 @@ from ._context import (
     unbind_node_context,
 )
 from ._events import Event, EventBus
-from ._limits import LocalBuckets, LocalSlots, bucket_of, slot_of
+from ._limits import LocalBuckets, LocalSlots, bucket_of, limited, slot_of
 from ._middleware import Middleware, Pipeline
 
 if TYPE_CHECKING:
@@ -83,11 +83,13 @@ class Executor:
         """
         if enqueued_at is None and not self._pipeline.empty:  # only middleware reads it
             enqueued_at = clock.now()
+        if self._slots is None or not limited(target):
+            return await self._bounded(run_id, target, state, command, enqueued_at)
         bucket = bucket_of(target, command) if self._buckets is not None else None
         if self._buckets is not None and bucket is not None:
             await self._buckets.take(bucket)  # the rate first: no slot held while delayed
-        slot = slot_of(target, command) if self._slots is not None else None
-        if self._slots is not None and slot is not None:
+        slot = slot_of(target, command)
+        if slot is not None:
             async with self._slots.hold(slot):
                 return await self._bounded(run_id, target, state, command, enqueued_at)
         return await self._bounded(run_id, target, state, command, enqueued_at)

@@ -144,6 +144,21 @@ def bucket_of(target: Target, command: p.ExecuteNode) -> Bucket | None:
     return Bucket(uses, _key(impl, rate.key, command), rate.per_second)
 
 
+def limited(target: Target) -> bool:
+    """Whether any node of ``target`` has a concurrency or rate limit (found once)."""
+    found = target.limited
+    if found is None:
+        registry = target.program.registry
+        found = target.limited = any(
+            isinstance(options.get("concurrency"), Limit) or isinstance(options.get("rate"), Rate)
+            for options in (
+                getattr(registry.get(spec.uses or ""), "__flowkit_options__", None) or {}
+                for spec in target.program.specs.values()
+            )
+        )
+    return found
+
+
 def _option(target: Target, command: p.ExecuteNode, name: str) -> tuple[Any, Any, str]:
     """The ``@node`` option ``name`` of the command's node, its implementation, its id."""
     if command.fallback:

@@ -77,7 +77,7 @@ class RunResult:
             blueprint_id=str(header.get("blueprint", "")),
             blueprint=blueprint,
             resumed_by=resumed_by,
-            sections=state.sections if state.finished else detached(state.sections),
+            sections=state.used_sections() if state.finished else detached(state.used_sections()),
         )
 
     @property

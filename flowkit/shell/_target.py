@@ -29,6 +29,8 @@ class Target:
     checker: Any = None  # FlowDef.check_inputs: raises InvalidInputs
     queries: Any = None  # FlowDef.queries: name -> handler of the run's variables
     updates: Any = None  # FlowDef.updates: name -> shell._handlers.Update
+    # whether a node has a concurrency or rate limit; found on first use (_limits.limited)
+    limited: bool | None = attrs.field(default=None, init=False, eq=False, repr=False)
 
     @property
     def blueprint(self) -> Blueprint:

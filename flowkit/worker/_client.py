@@ -21,6 +21,7 @@ from .._errors import (
     StoreError,
     TransportError,
 )
+from .._ids import new_run_id
 from ..core import _protocol as p
 from ..core._action import split_action
 from ..core._state import FINISHED_VALUES, RunStatus
@@ -184,7 +185,7 @@ class Client(ScheduleControls):
         run_tags, inputs = split_tags(flow, tags, inputs)
         level, inputs = split_priority(flow, priority, inputs)
         target.check(inputs)
-        run_id = run_id or uuid.uuid4().hex  # the same one if the start is tried again
+        run_id = run_id or new_run_id()  # the same one if the start is tried again
 
         def create() -> Awaitable[str]:
             return self.shell.start(
