@@ -149,16 +149,20 @@ class Runtime(SlotDriving, Driver, ScheduleControls):
         level, inputs = split_priority(target, priority, inputs)
         run, commands = await self._create(resolved, run_id, inputs, tags=run_tags, priority=level)
         while True:
-            if commands:
-                await self._drive(run, commands)
-            else:  # an existing run: wait for whoever drives it to let go
-                await run.wait_idle()
-            if run.state.header.get("status") == RunStatus.QUEUED:  # its flow's pool is full
-                admitted = await self._until_admitted(run)
-                if admitted is None:  # by another process, which drives it
-                    return await self.finished(run.run_id)
-                commands = admitted
-                continue
+            with self._admissions_to(run.run_id) as handed:
+                if commands:
+                    await self._drive(run, commands)
+                else:  # an existing run: wait for whoever drives it to let go
+                    await run.wait_idle()
+                if handed:  # admitted to its flow's pool meanwhile: this call drives it
+                    commands = handed.pop(0)
+                    continue
+                if run.state.header.get("status") == RunStatus.QUEUED:  # the pool is full
+                    admitted = await self._until_admitted(run)
+                    if admitted is None:  # by another process, which drives it
+                        return await self.finished(run.run_id)
+                    commands = admitted
+                    continue
             result = self._result_of(run)
             if result.continued_as is None:
                 return result

@@ -9,6 +9,7 @@ admitted it (the one that gave a slot back)."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -24,7 +25,7 @@ SWEEP_EVERY = 30.0
 """Seconds between two sweeps of the flow slots of a Runtime with a store."""
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from anyio.abc import TaskGroup
 
@@ -114,6 +115,18 @@ class SlotDriving:
         else:
             await self._drive(run, commands)
         return True
+
+    @contextmanager
+    def _admissions_to(self, run_id: str) -> Iterator[list[list[p.Command]]]:
+        """While a ``run()`` call drives ``run_id``, an admission of it is handed to that
+        call (the commands it yields), not driven by the task that admitted it: the
+        call would otherwise read the run's result mid-run."""
+        handed = self._awaiting_slot.setdefault(run_id, (anyio.Event(), []))[1]
+        try:
+            yield handed
+        finally:
+            if not handed and self._awaiting_slot.get(run_id, (None, handed))[1] is handed:
+                self._awaiting_slot.pop(run_id, None)
 
     async def _until_admitted(self, run: Run) -> list[p.Command] | None:
         """Wait until the queued ``run`` is admitted; the commands to drive it with
