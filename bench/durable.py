@@ -65,7 +65,8 @@ class Peer:
         )
 
     def run(self) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
         self.proc.stdin.write(f"{STEPS}\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()

@@ -3,11 +3,11 @@
 Two families, each in memory (``Runtime()``) and on ``SQLiteStore`` (a temp file):
 
 * **one run of N nodes**: a chain and a fan of 1 000 / 10 000 / 100 000 nodes
-  (``--quick``: 1 000 / 10 000 / 50 000 in memory, 200 / 2 000 on SQLite, which
+  (``--quick``: 1 000 / 10 000 / 50 000 in memory, 200 / 1 000 on SQLite, which
   commits every node);
 * **C concurrent runs of a 10-node chain**: 1 / 1 000 / 10 000 runs at once, each
-  awaited in a task of one task group (``--quick``: 1 / 30 / 300 on SQLite). At
-  C = 1 the runs go one after another (200; SQLite with ``--quick``: 50) so the
+  awaited in a task of one task group (``--quick``: 1 / 20 / 200 on SQLite). At
+  C = 1 the runs go one after another (200; SQLite with ``--quick``: 30) so the
   figure is not one tiny sample.
 
 The sizes of a family are timed in turns (the smallest, the next, ..., again)
@@ -48,19 +48,19 @@ SMALL_RUN = 10  # nodes of each concurrent run
 def node_sizes(config: Config, store: str) -> tuple[int, ...]:
     """Nodes of the one run (SQLite commits every node: 2 ms each on a busy machine)."""
     if store == "sqlite":
-        return config.pick((1000, 10_000, 100_000), (200, 2000), (20, 40))
+        return config.pick((1000, 10_000, 100_000), (200, 1000), (20, 40))
     return config.pick((1000, 10_000, 100_000), (1000, 10_000, 50_000), (20, 40))
 
 
 def concurrency(config: Config, store: str) -> tuple[int, ...]:
     if store == "sqlite":
-        return config.pick((1, 1000, 10_000), (1, 30, 300), (1, 4))
+        return config.pick((1, 1000, 10_000), (1, 20, 200), (1, 4))
     return config.pick((1, 1000, 10_000), (1, 1000, 10_000), (1, 4))
 
 
 def sequential(config: Config, store: str) -> int:
     """Runs one after another at concurrency 1."""
-    return config.pick(200, 50 if store == "sqlite" else 200, 3)
+    return config.pick(200, 30 if store == "sqlite" else 200, 3)
 
 
 def rounds(config: Config, store: str, largest: int) -> int:
@@ -190,9 +190,7 @@ def _measure_store(config: Config, kind: str, tmp: str, table: Table) -> None:
     levels = concurrency(config, kind)
     one_by_one = sequential(config, kind)
     calls = {c: (lambda rt, c=c: concurrent_runs(rt, small, c, one_by_one)) for c in levels}
-    seconds = anyio.run(
-        _family, _store(kind, tmp, "runs"), calls, rounds(config, kind, levels[-1])
-    )
+    seconds = anyio.run(_family, _store(kind, tmp, "runs"), calls, rounds(config, kind, levels[-1]))
     nodes = {c: executed(c, one_by_one) for c in levels}
     _growth_rows(table, kind, f"N concurrent {SMALL_RUN}-node runs", seconds, nodes)
 
