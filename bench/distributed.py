@@ -1178,7 +1178,8 @@ class Cell:
             await self.ready(systems)
             self.phases["ready"] = time.perf_counter() - started
             for name, batch in systems.items():  # warm-up: connections, caches
-                await batch(self._label(name, "w", 0))
+                if name not in ("fk-chain", "raw"):  # ready() warmed those up
+                    await batch(self._label(name, "w", 0))
             self.phases["warm-up"] = time.perf_counter() - started - self.phases["ready"]
             warming[0] = False
             names = list(systems)
