@@ -375,7 +375,12 @@ class RabbitMQ(Broker):
             import aio_pika  # noqa: F401
         except ImportError:
             return "aio-pika not installed (pip install -e '.[rabbitmq]')"
-        return None if reachable(AMQP_URL) else f"nothing listens at {AMQP_URL}"
+        if not reachable(AMQP_URL):
+            return f"nothing listens at {AMQP_URL}"
+        # Celery on quorum queues declares its delayed-delivery topology; ours to remove
+        # at the end only if it was not there before
+        self._celery_delayed = not _rabbit_names(CELERY_DELAYED)
+        return None
 
     def _queue(self, kind: str, cell: str) -> str:
         return f"{self.tag}-{cell}-{kind}"
@@ -454,6 +459,8 @@ class RabbitMQ(Broker):
             except Exception:
                 return
         names = await asyncio.to_thread(_rabbit_names, self.tag)
+        if getattr(self, "_celery_delayed", False):
+            names += await asyncio.to_thread(_rabbit_names, CELERY_DELAYED)
         for kind, name in names:
             channel = await conn.channel()
             try:
@@ -472,6 +479,7 @@ class RabbitMQ(Broker):
 
 
 RABBIT_QUEUE_ARGS = {"x-queue-type": "quorum"}  # what RabbitMQTransport declares on 3.8+
+CELERY_DELAYED = "celery_delayed_"  # Celery's delayed-delivery queues and exchanges
 
 
 def _rabbit_names(tag: str) -> list[tuple[str, str]]:
@@ -570,7 +578,9 @@ async def _delete_redis_keys(tag: str) -> None:
         keys = [k async for k in client.scan_iter(match=f"*{tag}*", count=1000)]
         for start in range(0, len(keys), 500):
             await client.delete(*keys[start : start + 500])
-        for index in ("flowkit:timers", "flowkit:leases"):  # RedisStore's shared sorted sets
+        indexes = ["flowkit:timers", "flowkit:leases"]  # RedisStore's shared sorted sets
+        indexes += [k async for k in client.scan_iter(match="flowkit:runs:*", _type="zset")]
+        for index in indexes:  # and its run index (by flow, status, tag)
             members = [m async for m, _ in client.zscan_iter(index, match=f"{tag}*")]
             if members:
                 await client.zrem(index, *members)
