@@ -1,6 +1,7 @@
 """``python -m bench [--quick] [--json FILE] [--only SECTION[,SECTION]] [--no-flowcraft]``.
 
-Sections: engine, compile, simulation, persistence, history, limits, scale, distributed; ``--only
+Sections: engine, compile, simulation, persistence, history, limits, scale, scaling,
+distributed; the goals table at the end reads them all. ``--only
 smoke`` runs every section at tiny sizes in a few seconds (no Flowcraft, no npm,
 no broker). ``--only soak [--minutes N] [--rate R]`` (only on request) holds one
 worker process under R runs/s for N minutes and prints its memory per minute.
@@ -26,11 +27,13 @@ from . import compile as compile_section
 from . import (
     distributed,
     engine,
+    goals,
     history,
     limits,
     persistence,
     runs_index,
     scale,
+    scaling,
     simulation,
     soak,
 )
@@ -48,6 +51,7 @@ SECTIONS: dict[str, ModuleType] = {
     "history": history,
     "limits": limits,
     "scale": scale,
+    "scaling": scaling,
     "distributed": distributed,
 }
 # only when named: they take minutes
@@ -191,18 +195,6 @@ def budgets(results: dict[str, list[Table]]) -> Table:
                 f"{slowest['p95_ms']} ms ({slowest['query']}, the slowest of {len(rows)})",
                 all(r["met"] for r in rows),
             )
-    if "distributed" in results:
-        for (broker, workers), row in distributed.summary(results["distributed"]).items():
-            x = row.get("x_raw_chain")
-            add(
-                f"{broker} x{workers}: chain vs raw broker",
-                ">= 0.5 of raw msgs/s",
-                x,
-                None if x is None else x >= 0.5,
-            )
-            x = row.get("x_celery")
-            if x is not None:
-                add(f"{broker} x{workers}: chain vs Celery chain", "> 1x", x, x > 1)
     table.notes.append(
         "absolute budgets (us, ms, nodes/s) depend on this machine; "
         "the ratios are the comparable part"
@@ -306,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = budgets(results)
     if summary.rows:
         print_tables("budgets", [summary], use_rich=not args.plain)
+    table = goals.table(results)
+    print_tables("goals", [table], use_rich=not args.plain)
     print(f"\nsection seconds: {timings}", flush=True)
     if args.json:
         payload = {
@@ -315,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "sections": {n: [t.to_json() for t in ts] for n, ts in results.items()},
             "budgets": summary.to_json(),
+            "goals": table.to_json(),
             "seconds": timings,
             "failed": failed,
         }

@@ -1,26 +1,31 @@
 """Distributed: worker processes over real brokers, against the raw broker and Celery.
 
-For each broker (RabbitMQ, Kafka on tansu, Redis Streams) and each pool size
-(1, 2, 4 worker processes; 1 and 2 with ``--quick``) three systems run side by
-side, every one on the same broker, with the same number of processes:
+For each broker (RabbitMQ, Kafka on tansu, Redis Streams; ``--quick``: RabbitMQ
+and Redis) and each pool size (1, 2, 4 worker processes; 1 and 2 with
+``--quick``) three systems run side by side, every one on the same broker, with
+the same number of processes:
 
-* **flowkit** — ``python -m flowkit.worker`` subprocesses serving a 20-node
-  chain and a 100-wide fan (source, 100 parallel nodes, join: 102 nodes) of
+* **flowkit** — ``python -m flowkit.worker`` subprocesses serving a 200-node
+  chain and a 500-wide fan (source, 500 parallel nodes, join: 502 nodes) of
   trivial builder nodes, with run state in a ``RedisStore``. A ``Client`` in
   this process starts K runs at once; the batch ends when the store says every
   run completed. steps/s = node executions ÷ wall time.
 * **raw** — the broker alone through the client library flowkit's transport
   uses (aio-pika, aiokafka, redis-py), with the same queue type, publish
   guarantees, message size (a flowkit node message, ~200 B) and in-flight limit
-  (32 per process): K tokens each relayed 20 times; every hop is one consume,
+  (32 per process): K tokens each relayed 200 times; every hop is one consume,
   one publish of the next message and one ack (Kafka: offset commit).
   msgs/s = hops ÷ wall time. ``x_raw`` = flowkit steps/s ÷ that.
-* **Celery** — the same chain as a canvas ``chain`` of 20 trivial tasks
+* **Celery** — the same chain as a canvas ``chain`` of 200 trivial tasks, and
+  the fan as a chord (``chain(one, group(500 x inc), done)``)
   (``celery worker --pool threads --concurrency 8``: one process each, like a
   flowkit worker, with concurrency inside it; ``--pool solo`` stalls on amqp for
   up to a minute with chains in flight, see docs/performance.md), Redis result
-  backend, K chains at once, timed until every chain's result arrives. Kafka
-  has no production Celery broker, so it has no Celery column.
+  backend, K chains at once, timed until every chain's result arrives. It has
+  flowkit's guarantees: ``task_acks_late``, a prefetch of 32 per process
+  (``worker_prefetch_multiplier`` 4 x 8 threads), and on RabbitMQ a quorum
+  queue with publisher confirms. Kafka has no production Celery broker, so it
+  has no Celery column.
 
 Step latency (enqueue → completion): each flowkit worker wraps
 ``Worker.handle`` to note ``time.time()`` once a delivery is fully handled
@@ -63,11 +68,12 @@ ROOT = Path(__file__).resolve().parent.parent
 AMQP_URL = os.environ.get("FLOWKIT_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 REDIS_URL = os.environ.get("FLOWKIT_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 KAFKA = os.environ.get("FLOWKIT_BENCH_KAFKA", "")  # host:port; empty: start tansu
-CHAIN = 20
-FAN = 100
+CHAIN = 200
+FAN = 500
 STARTS_AT_ONCE = 32  # Client.start calls in flight (redis-py's pool raises past 100 connections)
 CONCURRENCY = 32  # flowkit's --concurrency, its transports' prefetch, raw in-flight per process
 CELERY_THREADS = 8  # --pool threads: Celery's best healthy setting here (see docs/performance.md)
+CELERY_PREFETCH = CONCURRENCY // CELERY_THREADS  # worker_prefetch_multiplier: 32 per process
 KAFKA_SESSION = 2.0  # seconds; tansu accepts 2 (Kafka wants >= 6: set FLOWKIT_BENCH_KAFKA_SESSION)
 KAFKA_PARTITIONS = 8  # KafkaTransport's default
 ENQUEUED = "flowkit-enqueued-at"
@@ -87,12 +93,19 @@ def pool_sizes(config: Config) -> tuple[int, ...]:
 
 
 def chain_runs(config: Config, workers: int) -> int:
-    """Chains (or relayed tokens) in flight at once: enough to keep every process busy."""
-    return config.pick(48, 32, 2) * workers
+    """Chains (or relayed tokens) in flight at once: each process has that many messages."""
+    return config.pick(32, 8, 2) * workers
 
 
 def fan_runs(config: Config, workers: int) -> int:
     return config.pick(2, 1, 1) * workers
+
+
+def brokers(config: Config) -> tuple[str, ...]:
+    """Kafka has no Celery to compare with and no goal: full runs only."""
+    if ONLY.get("brokers"):
+        return tuple(ONLY["brokers"])
+    return config.pick(BROKERS, ("rabbitmq", "redis"), BROKERS)
 
 
 def repeats(config: Config) -> int:
@@ -183,7 +196,7 @@ if os.environ.get("FKBENCH_ROLE") == "worker":
 '''
 
 CELERY_MODULE = '''\
-"""Celery app of bench/distributed.py: one trivial task, chained {chain} times."""
+"""Celery app of bench/distributed.py: the chain ({chain} x inc) and the fan (a chord)."""
 
 import os
 import pathlib
@@ -199,12 +212,26 @@ app.conf.update(
     worker_enable_remote_control=False,
     worker_send_task_events=False,
     broker_connection_retry_on_startup=True,
+    # flowkit's guarantees: acked once done, {prefetch} x {threads} threads = flowkit's prefetch
+    task_acks_late=True,
+    worker_prefetch_multiplier={prefetch},
+    **{settings!r},
 )
 
 
 @app.task(name="fkbench.inc")
 def inc(x=0):
     return (x or 0) + 1
+
+
+@app.task(name="fkbench.one")
+def one():
+    return 1
+
+
+@app.task(name="fkbench.done")
+def done(_=None):
+    return "done"
 
 
 @signals.worker_ready.connect
@@ -304,6 +331,10 @@ class Broker:
     def celery_queue(self, cell: str) -> str:
         return f"{self.tag}-{cell}-celery"
 
+    def celery_settings(self) -> dict[str, Any]:
+        """Celery settings that give it the guarantees flowkit's transport has here."""
+        return {}
+
     async def prepare(self, cell: str) -> None:
         """Create what the raw consumers expect before they start (Kafka's topics)."""
 
@@ -344,7 +375,12 @@ class RabbitMQ(Broker):
             import aio_pika  # noqa: F401
         except ImportError:
             return "aio-pika not installed (pip install -e '.[rabbitmq]')"
-        return None if reachable(AMQP_URL) else f"nothing listens at {AMQP_URL}"
+        if not reachable(AMQP_URL):
+            return f"nothing listens at {AMQP_URL}"
+        # Celery on quorum queues declares its delayed-delivery topology; ours to remove
+        # at the end only if it was not there before
+        self._celery_delayed = not _rabbit_names(CELERY_DELAYED)
+        return None
 
     def _queue(self, kind: str, cell: str) -> str:
         return f"{self.tag}-{cell}-{kind}"
@@ -408,9 +444,12 @@ class RabbitMQ(Broker):
         return (
             AMQP_URL.replace("amqp://", "pyamqp://", 1),
             REDIS_URL,
-            {},
+            {"confirm_publish": True},  # publisher confirms, as RabbitMQTransport
             {"global_keyprefix": prefix},
         )
+
+    def celery_settings(self) -> dict[str, Any]:
+        return {"task_default_queue_type": "quorum"}  # RabbitMQTransport's queue type
 
     async def cleanup(self) -> None:
         conn = getattr(self, "_conn", None)
@@ -420,6 +459,8 @@ class RabbitMQ(Broker):
             except Exception:
                 return
         names = await asyncio.to_thread(_rabbit_names, self.tag)
+        if getattr(self, "_celery_delayed", False):
+            names += await asyncio.to_thread(_rabbit_names, CELERY_DELAYED)
         for kind, name in names:
             channel = await conn.channel()
             try:
@@ -438,6 +479,7 @@ class RabbitMQ(Broker):
 
 
 RABBIT_QUEUE_ARGS = {"x-queue-type": "quorum"}  # what RabbitMQTransport declares on 3.8+
+CELERY_DELAYED = "celery_delayed_"  # Celery's delayed-delivery queues and exchanges
 
 
 def _rabbit_names(tag: str) -> list[tuple[str, str]]:
@@ -536,7 +578,9 @@ async def _delete_redis_keys(tag: str) -> None:
         keys = [k async for k in client.scan_iter(match=f"*{tag}*", count=1000)]
         for start in range(0, len(keys), 500):
             await client.delete(*keys[start : start + 500])
-        for index in ("flowkit:timers", "flowkit:leases"):  # RedisStore's shared sorted sets
+        indexes = ["flowkit:timers", "flowkit:leases"]  # RedisStore's shared sorted sets
+        indexes += [k async for k in client.scan_iter(match="flowkit:runs:*", _type="zset")]
+        for index in indexes:  # and its run index (by flow, status, tag)
             members = [m async for m, _ in client.zscan_iter(index, match=f"{tag}*")]
             if members:
                 await client.zrem(index, *members)
@@ -941,6 +985,25 @@ def celery_batch(module: Any, chains: int, label: str) -> float:
     return time.perf_counter() - start
 
 
+def celery_fan_batch(module: Any, fans: int, label: str) -> float:
+    """Apply ``fans`` times one -> FAN x inc -> done (a chord); seconds until every result."""
+    from celery import chain, group
+
+    del label
+    start = time.perf_counter()
+    results = [
+        chain(
+            module.one.s(), group(module.inc.s() for _ in range(FAN)), module.done.s()
+        ).apply_async()
+        for _ in range(fans)
+    ]
+    for result in results:
+        value = result.get(timeout=BATCH_TIMEOUT)
+        if value != "done":
+            raise RuntimeError(f"a Celery chord returned {value!r}, not 'done'")
+    return time.perf_counter() - start
+
+
 async def wait_ready(
     procs: Processes, what: str, count: Callable[[], Awaitable[int]], wanted: int
 ) -> None:
@@ -1052,6 +1115,9 @@ class Cell:
             broker_options=broker_options,
             backend_options=backend_options,
             out=str(self.workdir),
+            prefetch=CELERY_PREFETCH,
+            threads=CELERY_THREADS,
+            settings=self.broker.celery_settings(),
         )
         (self.workdir / f"{name}.py").write_text(source)
         return importlib.import_module(name)
@@ -1098,17 +1164,23 @@ class Cell:
         raw: Any = None
         pool = ThreadPoolExecutor(max_workers=1)  # Celery's client thread
         loop = asyncio.get_running_loop()
-        k_chain = chain_runs(config, self.workers)
         k_fan = fan_runs(config, self.workers)
+        warming = [True]  # readiness and warm-up batches: one chain (or token) per process
+
+        def k_chain() -> int:
+            return self.workers if warming[0] else chain_runs(config, self.workers)
 
         systems: dict[str, Callable[[str], Awaitable[float]]] = {
-            "fk-chain": lambda label: flowkit_batch(client, self.flows.chain, k_chain, label),
+            "fk-chain": lambda label: flowkit_batch(client, self.flows.chain, k_chain(), label),
             "fk-fan": lambda label: flowkit_batch(client, self.flows.fan, k_fan, label),
-            "raw": lambda label: self._raw(raw, k_chain, label),
+            "raw": lambda label: self._raw(raw, k_chain(), label),
         }
         if self.celery is not None:
             systems["celery"] = lambda label: loop.run_in_executor(
-                pool, celery_batch, self.celery, k_chain, label
+                pool, celery_batch, self.celery, k_chain(), label
+            )
+            systems["celery-fan"] = lambda label: loop.run_in_executor(
+                pool, celery_fan_batch, self.celery, k_fan, label
             )
         try:
             raw = await broker.raw_open(cell)
@@ -1116,8 +1188,10 @@ class Cell:
             await self.ready(systems)
             self.phases["ready"] = time.perf_counter() - started
             for name, batch in systems.items():  # warm-up: connections, caches
-                await batch(self._label(name, "w", 0))
+                if name not in ("fk-chain", "raw"):  # ready() warmed those up
+                    await batch(self._label(name, "w", 0))
             self.phases["warm-up"] = time.perf_counter() - started - self.phases["ready"]
+            warming[0] = False
             names = list(systems)
             for round_ in range(repeats(config)):
                 order = names[round_ % len(names) :] + names[: round_ % len(names)]
@@ -1160,6 +1234,7 @@ class Cell:
         fan_s = rate("fk-fan", k_fan * fan_nodes)
         raw_s = rate("raw", k_chain * CHAIN)
         celery_s = rate("celery", k_chain * CHAIN)
+        celery_fan_s = rate("celery-fan", k_fan * fan_nodes)
 
         def timed(source: dict[str, list[float]], system: str) -> list[float]:
             prefix = self._label(system, "t", "")
@@ -1173,8 +1248,14 @@ class Cell:
             "raw_msgs_s": raw_s,
             "x_raw_chain": ratio(chain_s, raw_s),
             "x_raw_fan": ratio(fan_s, raw_s),
-            "celery_steps_s": celery_s,
-            "x_celery": ratio(chain_s, celery_s),
+            "celery_chain_s": celery_s,
+            "celery_fan_s": celery_fan_s,
+            "x_celery_chain": ratio(chain_s, celery_s),
+            "x_celery_fan": ratio(fan_s, celery_fan_s),
+            # messages each process has in flight: its share of the chains (or raw tokens),
+            # and of the fans' ready nodes, under the prefetch of CONCURRENCY
+            "chain_in_flight_proc": min(CONCURRENCY, k_chain // self.workers),
+            "fan_in_flight_proc": min(CONCURRENCY, k_fan * FAN // self.workers),
         }
         c50, c95 = _percentiles(timed(flowkit_lat, "fk-chain"))
         f50, f95 = _percentiles(timed(flowkit_lat, "fk-fan"))
@@ -1317,7 +1398,9 @@ def _run(config: Config, workdir: Path, env: dict[str, str], flows: Any) -> list
         have_celery = False
     for broker_cls in (RabbitMQ, Kafka, Redis):
         broker = broker_cls(tag)
-        if ONLY.get("brokers") and broker.name not in ONLY["brokers"]:
+        if broker.name not in brokers(config):
+            if not ONLY.get("brokers"):
+                skipped.append(f"{broker.name}: full runs only (no goal, no Celery to compare)")
             continue
         reason = broker.unavailable()
         if reason is not None:
@@ -1343,16 +1426,24 @@ def _run(config: Config, workdir: Path, env: dict[str, str], flows: Any) -> list
         raise RuntimeError("every distributed measurement failed: " + "; ".join(failures))
     throughput.notes += [
         f"K = {chain_runs(config, 1)} x workers chains (and raw tokens, and Celery chains) "
-        f"started at once, {fan_runs(config, 1)} x workers fans; medians of {repeats(config)} "
-        "rounds, systems timed in turns after a warm-up batch each",
+        f"started at once, {fan_runs(config, 1)} x workers fans (and Celery chords); medians of "
+        f"{repeats(config)} rounds, systems timed in turns after a warm-up batch each (one "
+        "chain per process)",
         "x_raw_* = flowkit steps/s ÷ raw msgs/s (raw: aio-pika / aiokafka / redis-py, same queue "
         f"type and publish guarantees as flowkit's transport, {MESSAGE_SIZE} B bodies, "
-        f"{CONCURRENCY} in flight per process, each hop = consume + publish next + ack); "
-        "x_celery = flowkit chain steps/s ÷ Celery chain steps/s",
+        "each hop = consume + publish next + ack); x_celery_* = flowkit steps/s ÷ Celery "
+        "steps/s, chain for chain and fan for chord",
+        "*_in_flight_proc = messages each process has in flight in that cell: its share of "
+        f"the K chains (raw: tokens; a chain has one message at a time), or of the fans' "
+        f"ready nodes, capped by the prefetch of {CONCURRENCY} (flowkit --concurrency, the raw "
+        "consumers' prefetch / in-flight limit)",
         f"flowkit: python -m flowkit.worker --concurrency {CONCURRENCY}; store at "
         f"{store_url}; Celery {_celery_version()}: celery worker --pool threads --concurrency "
-        f"{CELERY_THREADS} (one process, like a flowkit worker), Redis result backend, default "
-        "settings otherwise (classic queue, no publisher confirms, ack before running)",
+        f"{CELERY_THREADS} (one process, like a flowkit worker; {CELERY_THREADS} tasks run at "
+        f"once), Redis result backend, task_acks_late=True, worker_prefetch_multiplier="
+        f"{CELERY_PREFETCH} ({CONCURRENCY} prefetched per process, as flowkit); on RabbitMQ a "
+        "quorum queue and publisher confirms (confirm_publish), as RabbitMQTransport; the fan "
+        f"is chain(one, group({FAN} x inc), done), i.e. a chord",
         f"Kafka: {f'the broker at {KAFKA}' if KAFKA else 'tansu, started here'}; consumers "
         f"use fetch_max_wait_ms = {_fetch_wait().get('fetch_max_wait_ms', 500)} on both flowkit "
         "and raw (aiokafka's default is 500; FLOWKIT_BENCH_KAFKA_FETCH_WAIT_MS sets both)",

@@ -11,6 +11,9 @@ It runs on ``Runtime(store=...)`` with each reachable store. For every store:
 * store transactions (commits) and round trips per node (SQLite: hops to its
   worker thread; PostgreSQL: statements sent; Redis: commands sent);
 * nodes/s relative to MemoryStore (and to no store at all), same invocation.
+
+A second table (bench/durable.py): a durable 100-step chain on PostgreSQL,
+flowkit against DBOS on the same server.
 """
 
 from __future__ import annotations
@@ -348,7 +351,9 @@ def run(config: Config) -> list[Table]:
         table.notes.extend(f"skipped {s}" for s in skipped)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return [table]
+    from . import durable  # it imports this module
+
+    return [table, durable.table(config)]
 
 
 def summary(tables: list[Table]) -> dict[str, Any]:

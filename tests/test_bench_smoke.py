@@ -14,7 +14,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("engine", "compile", "simulation", "persistence", "limits", "scale", "distributed")
+SECTIONS = (
+    "engine",
+    "compile",
+    "simulation",
+    "persistence",
+    "limits",
+    "scale",
+    "scaling",
+    "distributed",
+)
 
 
 @pytest.mark.timeout(180)
@@ -46,6 +55,9 @@ def test_bench_smoke_runs_every_section(tmp_path: Path) -> None:
     assert data["mode"] == "smoke"
     assert set(SECTIONS) <= set(data["sections"])
     assert not data["failed"]
+    goals = data["goals"]["rows"]  # every row of the performance table, measured or not
+    assert len(goals) == 21, goals
+    assert all(row["met"] is not None or row["why"] for row in goals), goals
 
 
 @pytest.mark.timeout(180)
