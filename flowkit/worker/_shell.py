@@ -40,6 +40,7 @@ from ..shell._history import Origin, commit_history, start_history
 from ..shell._middleware import Pipeline
 from ..shell._migrate import migrate_stored
 from ..stores._notices import WatchesCancelledNodes
+from ..stores._protocol import CatchesUp
 from ..transports._protocol import Outgoing, SendsMany
 from ._messages import ENQUEUED_AT_HEADER, PRIORITY_HEADER, NodeMessage, readable_fields
 
@@ -226,6 +227,17 @@ class Shell(Interpreter[_Turn]):
             self._replicas.move_to_end(run_id)
             self._used_at[run_id] = clock.now()
             return replica
+        if replica is not None and await self._caught_up(replica):
+            self._used_at[run_id] = clock.now()
+            if replica.state.finished:
+                self._forget(run_id)  # a finished run is not stepped again
+            else:
+                self._replicas.move_to_end(run_id)
+            return replica
+        return await self._load(run_id)
+
+    async def _load(self, run_id: str) -> Replica:
+        """A new copy of the run, loaded whole."""
         loaded = await self.store.load(run_id)
         if loaded is None:
             raise ResumeError(f"unknown run {run_id!r}: it is not in {self.store!r}")
@@ -237,6 +249,20 @@ class Shell(Interpreter[_Turn]):
         else:
             self._remember(replica)
         return replica
+
+    async def _caught_up(self, replica: Replica) -> bool:
+        """Whether the copy is now the stored run, by the deltas it missed (else the caller
+        loads it whole: it was migrated, or cannot be caught up). Between this process's
+        steps of the run: a step's changes are in the copy before its commit is."""
+        if replica.version <= 0 or not isinstance(self.store, CatchesUp):
+            return False
+        async with self._one_step_at_a_time(replica.run_id):
+            if self._replicas.get(replica.run_id) is not replica:
+                return False  # dropped or replaced meanwhile
+            try:
+                return await replica.catch_up(self.store)
+            except RunMigrated:
+                return False
 
     def target_of(self, state: RunState) -> Target:
         return self.flows.of_state(state)
@@ -282,7 +308,7 @@ class Shell(Interpreter[_Turn]):
                     self.store, event, lease_seconds=self.lease, origin=origin, check=check
                 )
             except RunMigrated:  # by another process: step the new version's program
-                replica = await self.replica(run_id, fresh=True)
+                replica = await self._load(run_id)
                 commands = await replica.step(
                     self.store, event, lease_seconds=self.lease, origin=origin, check=check
                 )
