@@ -23,6 +23,7 @@ from flowkit import TransportError
 from flowkit.stores._urls import ConfigurationError
 from flowkit.transports import from_url
 from flowkit.transports.rabbitmq._transport import REASON_HEADER, RabbitMQTransport
+from flowkit.transports._protocol import DeliveryError, Outgoing
 from flowkit.transports.redis._transport import RedisTransport
 
 if TYPE_CHECKING:
@@ -252,6 +253,44 @@ class TestRedisDeadLetters:
             delivery.attempt,
         )
         await delivery.dead_letter("malformed")
+
+
+class TestRedisSendMany:
+    """``send_many`` adds every message, then acks the delivery given, in one script."""
+
+    pytestmark = ON_ASYNCIO
+
+    async def test_sends_then_acks(self, red: Callable[..., RedisTransport]) -> None:
+        transport = red()
+        await transport.send("q", b"running")
+        held = await first(transport)
+        messages = [
+            Outgoing("q", b"one", "run/a", {"h": "1"}),
+            Outgoing("other", b"two"),
+            Outgoing("q", b"urgent", priority=5),
+        ]
+        await transport.send_many(messages, then_ack=held)
+        got = [await first(transport) for _ in range(2)]
+        assert [(b"urgent", None), (b"one", "run/a")] == [(d.body, d.key) for d in got]
+        assert {"h": "1"} == dict(got[1].headers)
+        assert b"two" == (await first(transport, "other")).body
+        with pytest.raises(DeliveryError):  # acked by send_many
+            await held.ack()
+
+    async def test_a_delivery_no_longer_held(self, red: Callable[..., RedisTransport]) -> None:
+        """The messages are sent, and the ack refused, as ``send`` then ``ack`` would."""
+        transport = red()
+        await transport.send("q", b"running")
+        held = await first(transport)
+        await held.ack()
+        with pytest.raises(DeliveryError):
+            await transport.send_many([Outgoing("q", b"next")], then_ack=held)
+        assert b"next" == (await first(transport)).body
+
+    async def test_without_an_ack(self, red: Callable[..., RedisTransport]) -> None:
+        transport = red()
+        await transport.send_many([Outgoing("q", b"a"), Outgoing("q", b"b")])
+        assert [b"a", b"b"] == [(await first(transport)).body for _ in range(2)]
 
 
 class TestRedisLease:

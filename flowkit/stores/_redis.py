@@ -28,6 +28,8 @@ that did not commit releases it by compare-and-delete), so a lock that expired
 mid-transaction can never commit stale work, and a step costs two round trips.
 :meth:`~RedisStore.attempt` runs the same script without taking the lock: a
 process whose copy of the run is current commits in one round trip.
+:meth:`~RedisStore.changes_since` reads the deltas a copy missed (one script), so a
+process that another one's commits left behind catches up without loading the run.
 Every redis-py error is translated to :class:`~flowkit.StoreError` by
 :func:`translate_errors`.
 

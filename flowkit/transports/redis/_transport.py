@@ -38,7 +38,9 @@ and was claimed again).
 Entries read in a batch but not handed over when a ``receive()`` loop ends are
 re-added at once (``attempt`` unchanged) rather than left to time out.
 
-``ack`` is ``XACK`` + ``XDEL``; ``nack`` acks and re-adds the fields (now, or
+``send_many`` XADDs several entries in one script and, given a delivery, acks it in
+the same script once they are added: a worker publishes a node's successors and acks
+its message in one round trip. ``ack`` is ``XACK`` + ``XDEL``; ``nack`` acks and re-adds the fields (now, or
 via the delayed set) with ``attempt`` raised; ``extend`` re-``XCLAIM``s the
 entry to this consumer (``JUSTID``: resets its idle time, not its count) and
 records the lease; ``dead_letter`` XADDs to ``P:q:dlq`` then acks. ``attempt``
