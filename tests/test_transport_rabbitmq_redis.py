@@ -153,6 +153,28 @@ class TestRabbitMQDeadLetters:
         assert "delivered 3 times (max_deliveries=2)" == parked.headers[REASON_HEADER]
 
 
+class TestRabbitMQSendMany:
+    """``send_many`` publishes every message, then acks the delivery given."""
+
+    pytestmark = ON_ASYNCIO
+
+    async def test_sends_then_acks(self, rabbit: Callable[..., RabbitMQTransport]) -> None:
+        transport = rabbit()
+        await transport.send("q", b"running")
+        deliveries: Any = transport.receive("q")
+        messages = [Outgoing("q", b"one", "run/a", {"h": "1"}), Outgoing("q", b"two")]
+        with anyio.fail_after(WAIT):
+            held = await deliveries.__anext__()
+            await transport.send_many(messages, then_ack=held)
+            got = [await deliveries.__anext__() for _ in range(2)]
+            with pytest.raises(DeliveryError):  # acked by send_many
+                await held.ack()
+            for delivery in got:
+                await delivery.ack()
+        await deliveries.aclose()
+        assert {(b"one", "run/a"), (b"two", None)} == {(d.body, d.key) for d in got}
+
+
 class TestRabbitMQAttempts:
     """Attempts count on through delayed nacks, which republish the message."""
 
