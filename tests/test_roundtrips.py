@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
+from roundtrips import RoundTrips
 
 import flowkit
 from flowkit import RunStatus
@@ -30,8 +31,6 @@ from flowkit.core import _protocol as p
 from flowkit.transports import MemoryTransport
 from flowkit.worker._messages import NodeMessage
 from flowkit.worker._shell import Shell
-
-from roundtrips import RoundTrips
 
 if TYPE_CHECKING:
     from flowkit.transports._protocol import Delivery

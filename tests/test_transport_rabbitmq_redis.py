@@ -22,8 +22,8 @@ import redis.asyncio
 from flowkit import TransportError
 from flowkit.stores._urls import ConfigurationError
 from flowkit.transports import from_url
-from flowkit.transports.rabbitmq._transport import REASON_HEADER, RabbitMQTransport
 from flowkit.transports._protocol import DeliveryError, Outgoing
+from flowkit.transports.rabbitmq._transport import REASON_HEADER, RabbitMQTransport
 from flowkit.transports.redis._transport import RedisTransport
 
 if TYPE_CHECKING:

@@ -540,7 +540,7 @@ class Shell(Interpreter[_Turn]):
         home = header.get("queue")
         if acking is not None and acking.done:
             acking = None  # acked by an earlier try of this step
-        if isinstance(self.transport, SendsMany) and (len(commands) > 1 or acking and commands):
+        if isinstance(self.transport, SendsMany) and (len(commands) > 1 or (acking and commands)):
             await self._send_many(run_id, target, commands, header, acking)
             return
         if len(commands) <= 1:

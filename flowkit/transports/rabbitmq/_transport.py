@@ -97,9 +97,8 @@ if TYPE_CHECKING:
 
     from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
-    from .._protocol import Delivery, Outgoing
-
     from ...backends._options import Converter
+    from .._protocol import Delivery, Outgoing
 
 _log = structlog.get_logger("flowkit.transports")
 

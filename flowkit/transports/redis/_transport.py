@@ -40,9 +40,9 @@ re-added at once (``attempt`` unchanged) rather than left to time out.
 
 ``send_many`` XADDs several entries in one script and, given a delivery, acks it in
 the same script once they are added: a worker publishes a node's successors and acks
-its message in one round trip. ``ack`` is ``XACK`` + ``XDEL``; ``nack`` acks and re-adds the fields (now, or
-via the delayed set) with ``attempt`` raised; ``extend`` re-``XCLAIM``s the
-entry to this consumer (``JUSTID``: resets its idle time, not its count) and
+its message in one round trip. ``ack`` is ``XACK`` + ``XDEL``; ``nack`` acks and
+re-adds the fields (now, or via the delayed set) with ``attempt`` raised; ``extend``
+re-``XCLAIM``s the entry to this consumer (``JUSTID``: resets its idle time, not its count) and
 records the lease; ``dead_letter`` XADDs to ``P:q:dlq`` then acks. ``attempt``
 is ``attempt`` + the stream's delivery count.
 
@@ -95,9 +95,8 @@ from ._scripts import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 
-    from .._protocol import Delivery, Outgoing
-
     from ...backends._options import Converter
+    from .._protocol import Delivery, Outgoing
 
 _log = structlog.get_logger("flowkit.transports")
 _URL_OPTIONS: dict[str, Converter] = {
