@@ -5,6 +5,8 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from .. import _clock as clock
 from .._durations import to_seconds
 from .._errors import ConfigurationError, DuplicateDelivery, ResumeError, StoreError
@@ -171,7 +173,7 @@ before it is taken under the run's lock."""
 class Replica:
     """This process's copy of a stored run, kept in step with the store's versions."""
 
-    __slots__ = ("contended", "program", "run_id", "state", "version")
+    __slots__ = ("_busy", "contended", "program", "run_id", "state", "version")
 
     def __init__(self, program: Program, state: RunState, version: int) -> None:
         self.program = program
@@ -181,6 +183,14 @@ class Replica:
         # steps that catch up before attempting: another process changed the run under
         # an attempt lately (each conflict costs a reload)
         self.contended = 0
+        # one step or catch-up of this copy at a time: a reload or catch-up between an
+        # attempt's change and its commit would pair the version with another state
+        self._busy: anyio.Lock | None = None
+
+    def _one_at_a_time(self) -> anyio.Lock:
+        if self._busy is None:
+            self._busy = anyio.Lock()
+        return self._busy
 
     async def step(
         self,
@@ -202,6 +212,10 @@ class Replica:
         it under the lock: a copy that was behind learns there, e.g., that the run has
         finished meanwhile (which the core would take as a stale event, silently)."""
         turn = _Turn(event, origin, lease_seconds, options_of(store), check)
+        async with self._one_at_a_time():
+            return await self._step(store, turn)
+
+    async def _step(self, store: Store, turn: _Turn) -> list[p.Command]:
         try:
             if isinstance(store, CommitsOptimistically):
                 commands = await self._step_optimistically(store, turn)
@@ -224,7 +238,7 @@ class Replica:
                 await self._reload(store)
             elif self.contended:
                 self.contended -= 1
-                if not await self.catch_up(store):
+                if not await self._read_missed(store):
                     await self._reload(store)
             try:
                 return await self._attempt(store, turn)
@@ -289,6 +303,10 @@ class Replica:
         nothing held); False if it cannot (a store without the capability, a copy that
         holds a step not committed, deltas a snapshot pruned): then load the run whole.
         :class:`RunMigrated` if the run was migrated meanwhile."""
+        async with self._one_at_a_time():
+            return await self._read_missed(store)
+
+    async def _read_missed(self, store: Store) -> bool:
         if self.version <= 0 or not isinstance(store, CatchesUp):
             return False
         found = await store.changes_since(self.run_id, self.version)
