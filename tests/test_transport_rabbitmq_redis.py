@@ -22,6 +22,7 @@ import redis.asyncio
 from flowkit import TransportError
 from flowkit.stores._urls import ConfigurationError
 from flowkit.transports import from_url
+from flowkit.transports._protocol import DeliveryError, Outgoing
 from flowkit.transports.rabbitmq._transport import REASON_HEADER, RabbitMQTransport
 from flowkit.transports.redis._transport import RedisTransport
 
@@ -152,6 +153,28 @@ class TestRabbitMQDeadLetters:
         assert "delivered 3 times (max_deliveries=2)" == parked.headers[REASON_HEADER]
 
 
+class TestRabbitMQSendMany:
+    """``send_many`` publishes every message, then acks the delivery given."""
+
+    pytestmark = ON_ASYNCIO
+
+    async def test_sends_then_acks(self, rabbit: Callable[..., RabbitMQTransport]) -> None:
+        transport = rabbit()
+        await transport.send("q", b"running")
+        deliveries: Any = transport.receive("q")
+        messages = [Outgoing("q", b"one", "run/a", {"h": "1"}), Outgoing("q", b"two")]
+        with anyio.fail_after(WAIT):
+            held = await deliveries.__anext__()
+            await transport.send_many(messages, then_ack=held)
+            got = [await deliveries.__anext__() for _ in range(2)]
+            with pytest.raises(DeliveryError):  # acked by send_many
+                await held.ack()
+            for delivery in got:
+                await delivery.ack()
+        await deliveries.aclose()
+        assert {(b"one", "run/a"), (b"two", None)} == {(d.body, d.key) for d in got}
+
+
 class TestRabbitMQAttempts:
     """Attempts count on through delayed nacks, which republish the message."""
 
@@ -252,6 +275,44 @@ class TestRedisDeadLetters:
             delivery.attempt,
         )
         await delivery.dead_letter("malformed")
+
+
+class TestRedisSendMany:
+    """``send_many`` adds every message, then acks the delivery given, in one script."""
+
+    pytestmark = ON_ASYNCIO
+
+    async def test_sends_then_acks(self, red: Callable[..., RedisTransport]) -> None:
+        transport = red()
+        await transport.send("q", b"running")
+        held = await first(transport)
+        messages = [
+            Outgoing("q", b"one", "run/a", {"h": "1"}),
+            Outgoing("other", b"two"),
+            Outgoing("q", b"urgent", priority=5),
+        ]
+        await transport.send_many(messages, then_ack=held)
+        got = [await first(transport) for _ in range(2)]
+        assert [(b"urgent", None), (b"one", "run/a")] == [(d.body, d.key) for d in got]
+        assert {"h": "1"} == dict(got[1].headers)
+        assert b"two" == (await first(transport, "other")).body
+        with pytest.raises(DeliveryError):  # acked by send_many
+            await held.ack()
+
+    async def test_a_delivery_no_longer_held(self, red: Callable[..., RedisTransport]) -> None:
+        """The messages are sent, and the ack refused, as ``send`` then ``ack`` would."""
+        transport = red()
+        await transport.send("q", b"running")
+        held = await first(transport)
+        await held.ack()
+        with pytest.raises(DeliveryError):
+            await transport.send_many([Outgoing("q", b"next")], then_ack=held)
+        assert b"next" == (await first(transport)).body
+
+    async def test_without_an_ack(self, red: Callable[..., RedisTransport]) -> None:
+        transport = red()
+        await transport.send_many([Outgoing("q", b"a"), Outgoing("q", b"b")])
+        assert [b"a", b"b"] == [(await first(transport)).body for _ in range(2)]
 
 
 class TestRedisLease:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from .. import _clock as clock
 from .._durations import to_seconds
 from .._errors import ConfigurationError, DuplicateDelivery, ResumeError, StoreError
@@ -14,7 +16,7 @@ from ..core._priority import DEFAULT_PRIORITY, check_priority
 from ..core._retry import retry_refusal
 from ..core._state import DELETED, Delta, RunState, RunStatus
 from ..stores._index import check_tags, error_of
-from ..stores._protocol import CommitsOptimistically, Conflict
+from ..stores._protocol import CatchesUp, CommitsOptimistically, Conflict
 from ._history import Origin, options_of, transition_events
 
 if TYPE_CHECKING:
@@ -160,22 +162,35 @@ def _takes_parameter(flow: Any, name: str) -> bool:
 
 
 QUIET_STEPS = 8
-"""After a conflict, locked steps that must find no one else wrote before attempting again."""
+"""After a conflict, steps that first catch the copy up (one read) before they attempt:
+another process has been writing the run (a fan's completions on other workers)."""
+
+OPTIMISTIC_TRIES = 3
+"""Attempts of one step, each after catching up with what made the last one conflict,
+before it is taken under the run's lock."""
 
 
 class Replica:
     """This process's copy of a stored run, kept in step with the store's versions."""
 
-    __slots__ = ("contended", "program", "run_id", "state", "version")
+    __slots__ = ("_busy", "contended", "program", "run_id", "state", "version")
 
     def __init__(self, program: Program, state: RunState, version: int) -> None:
         self.program = program
         self.state = state
         self.run_id = state.run_id
         self.version = version
-        # steps to take under the lock before attempting again: another process
-        # changed the run under an attempt lately (each conflict costs a reload)
+        # steps that catch up before attempting: another process changed the run under
+        # an attempt lately (each conflict costs a reload)
         self.contended = 0
+        # one step or catch-up of this copy at a time: a reload or catch-up between an
+        # attempt's change and its commit would pair the version with another state
+        self._busy: anyio.Lock | None = None
+
+    def _one_at_a_time(self) -> anyio.Lock:
+        if self._busy is None:
+            self._busy = anyio.Lock()
+        return self._busy
 
     async def step(
         self,
@@ -187,16 +202,22 @@ class Replica:
         check: Callable[[RunState], None] | None = None,
     ) -> list[p.Command]:
         """Apply ``event`` and commit only the delta: in one round trip if the store
-        commits optimistically, this copy is current and no other process wrote the run
-        under an attempt lately; else under the run's lock. The commit carries the
-        transition's history events (``origin``: who ran the node the event settles).
+        commits optimistically and this copy is current; in two (a catch-up read first) if
+        another process wrote the run under an attempt lately; an attempt that conflicts
+        is tried again, up to :data:`OPTIMISTIC_TRIES`, after reloading the run; else
+        under the run's lock. The commit carries the transition's history events
+        (``origin``: who ran the node the event settles).
 
         ``check(state)`` may refuse the event (by raising) on the run as the store holds
         it under the lock: a copy that was behind learns there, e.g., that the run has
         finished meanwhile (which the core would take as a stale event, silently)."""
         turn = _Turn(event, origin, lease_seconds, options_of(store), check)
+        async with self._one_at_a_time():
+            return await self._step(store, turn)
+
+    async def _step(self, store: Store, turn: _Turn) -> list[p.Command]:
         try:
-            if self.version > 0 and not self.contended and isinstance(store, CommitsOptimistically):
+            if isinstance(store, CommitsOptimistically):
                 commands = await self._step_optimistically(store, turn)
                 if commands is not None:
                     return commands
@@ -205,23 +226,45 @@ class Replica:
             self.version = -1  # our copy may hold an uncommitted step: reload next time
             raise
 
-    async def _step_optimistically(
-        self, store: CommitsOptimistically, turn: _Turn
-    ) -> list[p.Command] | None:
-        """The step committed at this copy's version; None if it is to be done under the
-        lock: this copy was stale (a conflict), or the event changed nothing here (a
+    async def _step_optimistically(self, store: Any, turn: _Turn) -> list[p.Command] | None:
+        """The step committed by an attempt; None if it is to be done under the lock: it
+        conflicted :data:`OPTIMISTIC_TRIES` times, or the event changed nothing here (a
         duplicate, or news to a stale copy)."""
+        reads = isinstance(store, CatchesUp)
+        for _ in range(OPTIMISTIC_TRIES):
+            if not reads and (self.version <= 0 or self.contended):
+                return None  # the lock's transaction reads what this copy misses
+            if self.version <= 0:
+                await self._reload(store)
+            elif self.contended:
+                self.contended -= 1
+                if not await self._read_missed(store):
+                    await self._reload(store)
+            try:
+                return await self._attempt(store, turn)
+            except Conflict:
+                self.version = -1  # this copy holds the step that did not commit: reload it
+                self.contended = QUIET_STEPS
+        return None
+
+    async def _attempt(self, store: CommitsOptimistically, turn: _Turn) -> list[p.Command] | None:
+        """The step committed at this copy's version (:class:`Conflict` if the copy was
+        stale); None if the event changed nothing here."""
         attempt = store.attempt(self.run_id, self.version)
         if turn.check is not None:  # the copy is the run as stored, if the commit goes through
             turn.check(self.state)
         commands = handle_event(self.program, self.state, turn.event)
-        try:
-            committed = await self._commit(attempt, commands, turn)
-        except Conflict:
-            self.version = -1  # this copy holds the step that did not commit: reload it
-            self.contended = QUIET_STEPS
-            return None
+        committed = await self._commit(attempt, commands, turn)
         return commands if committed else None
+
+    async def _reload(self, store: Store) -> None:
+        """Load the run whole, without a lock (:class:`RunMigrated` if it was migrated)."""
+        loaded = await store.load(self.run_id)
+        if loaded is None:
+            raise StoreError(f"run {self.run_id!r} is not in the store {store!r}")
+        digest = self.state.header.get("digest")
+        self.state = loaded[0]
+        self._moved_on(loaded[1], digest)
 
     async def _step_locked(self, store: Store, turn: _Turn) -> list[p.Command]:
         async with store.transaction(self.run_id) as txn:
@@ -255,19 +298,44 @@ class Replica:
         self.version = txn.version
         return True
 
+    async def catch_up(self, store: Store) -> bool:
+        """Bring this copy to the store's version by the deltas it missed (one read,
+        nothing held); False if it cannot (a store without the capability, a copy that
+        holds a step not committed, deltas a snapshot pruned): then load the run whole.
+        :class:`RunMigrated` if the run was migrated meanwhile."""
+        async with self._one_at_a_time():
+            return await self._read_missed(store)
+
+    async def _read_missed(self, store: Store) -> bool:
+        if self.version <= 0 or not isinstance(store, CatchesUp):
+            return False
+        found = await store.changes_since(self.run_id, self.version)
+        if found is None or found[1] < self.version:
+            return False
+        self._apply(found[0], found[1])
+        return True
+
     async def _catch_up(self, txn: Any) -> None:
-        digest = self.state.header.get("digest")
         changes = await txn.changes_since(self.version) if self.version > 0 else None
         if changes is None:
+            digest = self.state.header.get("digest")
             state = await txn.load()
             if state is None:
                 raise StoreError(f"run {self.run_id!r} vanished from the store")
             self.state = state
+            self._moved_on(txn.version, digest)
         else:
-            for delta in changes:
-                self.state.apply_delta(delta)
+            self._apply(changes, txn.version)
+
+    def _apply(self, changes: list[Delta], version: int) -> None:
+        digest = self.state.header.get("digest")
+        for delta in changes:
+            self.state.apply_delta(delta)
+        self._moved_on(version, digest)
+
+    def _moved_on(self, version: int, digest: Any) -> None:
         self.state.journal.clear()
-        self.version = txn.version
+        self.version = version
         if self.state.header.get("digest") != digest:
             self.version = -1  # this copy steps the old version's program: load it again
             raise RunMigrated(self.run_id)

@@ -185,6 +185,11 @@ _LOAD: LiteralString = (
     " WHERE j.run_id = r.run_id AND j.version > r.snapshot_version AND j.version <= r.version"
     " ORDER BY j.version) FROM flowkit_runs r WHERE r.run_id = %s"
 )
+_CHANGES: LiteralString = (
+    "SELECT r.version, r.snapshot_version, ARRAY(SELECT j.delta FROM flowkit_journal j"
+    " WHERE j.run_id = r.run_id AND j.version > %s AND j.version <= r.version"
+    " ORDER BY j.version) FROM flowkit_runs r WHERE r.run_id = %s"
+)
 # the columns of a history event from an element ``u.e`` of stores._history.as_json (a
 # json value, not jsonb: its data's text is kept exactly)
 HISTORY_COLUMNS: LiteralString = (
@@ -362,6 +367,18 @@ class PostgresStore(SchemaClient):
         """A consistent read (one statement) of the run's state and version."""
         rows = await self._query("load", _LOAD, (run_id,))
         return (_replay(rows[0]), int(rows[0][0])) if rows else None
+
+    async def changes_since(self, run_id: str, version: int) -> tuple[list[Delta], int] | None:
+        """The deltas after ``version`` and the run's version, in one statement; None if
+        the run is gone or a snapshot pruned some of them."""
+        rows = await self._query("changes_since", _CHANGES, (version, run_id))
+        if not rows or version < int(rows[0][1]):
+            return None
+        now, deltas = int(rows[0][0]), rows[0][2]
+        if len(deltas) != now - version:
+            return None
+        self.stats.catch_ups += 1
+        return [decode_delta(delta) for delta in deltas], now
 
     async def info(self, run_id: str) -> RunInfo | None:
         """The run's header, or None."""

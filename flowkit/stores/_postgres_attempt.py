@@ -175,6 +175,7 @@ class PostgresAttempt:
         return version
 
     def _conflict(self, why: str) -> Conflict:
+        self._store.stats.conflicts += 1
         return Conflict(
             f"cannot commit to run {self._run_id!r} at version {self.version} in "
             f"{self._store!r}: {why}; nothing was written"

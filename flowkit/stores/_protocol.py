@@ -119,6 +119,10 @@ class StoreStats:
     commits: int = 0
     bytes_written: int = 0
     snapshot_bytes: int = 0
+    conflicts: int = 0
+    """Optimistic commits refused because another process changed or held the run."""
+    catch_ups: int = 0
+    """Copies of runs brought up to date by the deltas they missed (not loaded whole)."""
 
 
 @attrs.frozen
@@ -189,6 +193,16 @@ class CommitsOptimistically(Protocol):
         """A transaction on ``run_id`` at ``version`` that holds nothing: its
         :meth:`~RunTransaction.commit` writes only if the run is still at ``version``
         and no other transaction holds it, and raises :class:`Conflict` otherwise."""
+
+
+@runtime_checkable
+class CatchesUp(Protocol):
+    """The optional store capability behind refreshing a copy of a run by what it missed."""
+
+    async def changes_since(self, run_id: str, version: int) -> tuple[list[Delta], int] | None:
+        """The deltas committed to ``run_id`` after ``version`` and the version they lead
+        to, in one consistent read that holds nothing; None if the run is gone or a
+        snapshot pruned some of them (then load it whole)."""
 
 
 @runtime_checkable

@@ -28,6 +28,8 @@ that did not commit releases it by compare-and-delete), so a lock that expired
 mid-transaction can never commit stale work, and a step costs two round trips.
 :meth:`~RedisStore.attempt` runs the same script without taking the lock: a
 process whose copy of the run is current commits in one round trip.
+:meth:`~RedisStore.changes_since` reads the deltas a copy missed (one script), so a
+process that another one's commits left behind catches up without loading the run.
 Every redis-py error is translated to :class:`~flowkit.StoreError` by
 :func:`translate_errors`.
 
@@ -150,6 +152,21 @@ redis.call('hset', KEYS[1], 'next_seq', events + 1)
 return 1
 """
 )
+# KEYS: run, journal. ARGV: a version. The run's version, then 1 and the journal entries
+# after that version (0 if a snapshot pruned some); nothing if the run is gone.
+_CHANGES = """
+local v = redis.call('hmget', KEYS[1], 'version', 'snapshot_version')
+if not v[1] then return nil end
+local version = tonumber(v[1]); local from = tonumber(ARGV[1])
+if from < tonumber(v[2] or '0') or from > version then return {version, 0} end
+local fields = {}
+for i = from + 1, version do fields[#fields + 1] = tostring(i) end
+if #fields == 0 then return {version, 1} end
+local found = redis.call('hmget', KEYS[2], unpack(fields))
+local out = {version, 1}
+for i = 1, #found do out[#out + 1] = found[i] end
+return out
+"""
 # ARGV: token, expected version, new version, delta, snapshot ('' for none), the header
 # pairs, the index ops, then the stamp: prefix, run id, at, finishing ('1'; '-1' for a
 # retried run; '0'), and '1' with the error's type and message, or '0'; then the count of
@@ -378,6 +395,7 @@ class RedisStore:
         self._client = redis_client(url, max_connections, decode_responses=True)
         self._create = self._client.register_script(_CREATE)
         self._commit = self._client.register_script(_COMMIT)
+        self._changes = self._client.register_script(_CHANGES)
         self._acquire = self._client.register_script(_ACQUIRE)
         self._release = self._client.register_script(_RELEASE)
         self._list = self._client.register_script(_LIST)
@@ -547,6 +565,16 @@ class RedisStore:
         if None in wanted:
             raise StoreError(f"corrupt run in {self!r}: journal entries missing under {keys[1]}")
         return replay(decode_state(snapshot), [decode_delta(d) for d in wanted]), int(version)
+
+    async def changes_since(self, run_id: str, version: int) -> tuple[list[Delta], int] | None:
+        """The deltas after ``version`` and the run's version, in one script; None if the
+        run is gone or a snapshot pruned some of them."""
+        with translate_errors("changes_since", self.url):
+            found: Any = await self._changes(keys=self._keys(run_id)[:2], args=[version])
+        if not found or not found[1] or None in found[2:]:
+            return None
+        self.stats.catch_ups += 1
+        return [decode_delta(delta) for delta in found[2:]], int(found[0])
 
     async def info(self, run_id: str) -> RunInfo | None:
         """The run's header, or None."""
@@ -952,6 +980,7 @@ class _RedisTransaction:
         with translate_errors("commit", self._store.url):
             outcome = await self._store._commit(keys=self._keys, args=args)
         if outcome != 1:
+            self._store.stats.conflicts += 1
             raise Conflict(self._lost_message(outcome))
         self.holds_lock = False
         self._account(version, encoded, snapshot)

@@ -16,12 +16,12 @@ Every implementation passes ``tests/conformance/test_transport.py``:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 
 from .._errors import TransportError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncIterator, Mapping, Sequence
 
 
 class DeliveryError(TransportError):
@@ -89,3 +89,27 @@ class Transport(Protocol):
 
     async def close(self) -> None:
         """Stop receiving and release connections."""
+
+
+class Outgoing(NamedTuple):
+    """One message of :meth:`SendsMany.send_many`: the arguments of ``send`` (no delay)."""
+
+    queue: str
+    body: bytes
+    key: str | None = None
+    headers: Mapping[str, str] | None = None
+    priority: int | None = None
+
+
+@runtime_checkable
+class SendsMany(Protocol):
+    """A transport that sends several messages, and acks a delivery after them, in one
+    round trip with its broker (optional: without it, each message is sent on its own
+    and the delivery acked after them)."""
+
+    async def send_many(
+        self, messages: Sequence[Outgoing], *, then_ack: Delivery | None = None
+    ) -> None:
+        """``send`` every message, in order; then ack ``then_ack`` (a delivery this
+        transport gave), only once every message was sent. Raises as ``send`` does, and
+        as ``ack`` does for the ack."""

@@ -107,6 +107,11 @@ class Heartbeats:
             if self._by_key.get(beat.key) is beat:
                 del self._by_key[beat.key]
 
+    def settling(self, beat: Beat) -> None:
+        """``beat``'s delivery is being settled: extend it no more (a beat in flight then
+        takes a refused extension for the settlement, as after the block)."""
+        self._beating.discard(beat)
+
     def record(self, run_id: str, dispatch_id: str, details: Any) -> None:
         """Keep a running node's latest heartbeat details, committed with its next beat."""
         beat = self._by_key.get((run_id, dispatch_id))

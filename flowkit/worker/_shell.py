@@ -42,6 +42,8 @@ from ..shell._middleware import Pipeline
 from ..shell._migrate import migrate_stored
 from ..shell._run_slots import RunSlots
 from ..stores._notices import WatchesCancelledNodes
+from ..stores._protocol import CatchesUp
+from ..transports._protocol import Outgoing, SendsMany
 from ._messages import ENQUEUED_AT_HEADER, PRIORITY_HEADER, NodeMessage, readable_fields
 from ._shell_slots import SlotSteps
 
@@ -52,7 +54,7 @@ if TYPE_CHECKING:
     from ..shell._middleware import Middleware
     from ..shell._target import Target
     from ..stores._protocol import Store
-    from ..transports._protocol import Transport
+    from ..transports._protocol import Delivery, Transport
 
 
 PUBLISHES_AT_ONCE = 16
@@ -75,6 +77,19 @@ class _Turn:
         self.header = header  # the run's, as of the transition: its cached copy may be gone
         self.cancelled: list[str] = []
         self.later: list[Callable[[], Awaitable[Any]]] = []
+
+
+class Acking:
+    """The delivery whose node a step settles: the step's publishes ack it in the same
+    round trip where the transport can (:class:`~flowkit.transports._protocol.SendsMany`);
+    ``done`` once they did, else the caller acks it. ``sending()`` is called first."""
+
+    __slots__ = ("delivery", "done", "sending")
+
+    def __init__(self, delivery: Delivery, sending: Callable[[], None] = lambda: None) -> None:
+        self.delivery = delivery
+        self.sending = sending
+        self.done = False
 
 
 class Shell(SlotSteps, Interpreter[_Turn]):
@@ -223,6 +238,17 @@ class Shell(SlotSteps, Interpreter[_Turn]):
             self._replicas.move_to_end(run_id)
             self._used_at[run_id] = clock.now()
             return replica
+        if replica is not None and await self._caught_up(replica):
+            self._used_at[run_id] = clock.now()
+            if replica.state.finished:
+                self._forget(run_id)  # a finished run is not stepped again
+            else:
+                self._replicas.move_to_end(run_id)
+            return replica
+        return await self._load(run_id)
+
+    async def _load(self, run_id: str) -> Replica:
+        """A new copy of the run, loaded whole."""
         loaded = await self.store.load(run_id)
         if loaded is None:
             raise ResumeError(f"unknown run {run_id!r}: it is not in {self.store!r}")
@@ -234,6 +260,20 @@ class Shell(SlotSteps, Interpreter[_Turn]):
         else:
             self._remember(replica)
         return replica
+
+    async def _caught_up(self, replica: Replica) -> bool:
+        """Whether the copy is now the stored run, by the deltas it missed (else the caller
+        loads it whole: it was migrated, or cannot be caught up). Between this process's
+        steps of the run: a step's changes are in the copy before its commit is."""
+        if replica.version <= 0 or not isinstance(self.store, CatchesUp):
+            return False
+        async with self._one_step_at_a_time(replica.run_id):
+            if self._replicas.get(replica.run_id) is not replica:
+                return False  # dropped or replaced meanwhile
+            try:
+                return await replica.catch_up(self.store)
+            except RunMigrated:
+                return False
 
     def target_of(self, state: RunState) -> Target:
         return self.flows.of_state(state)
@@ -265,10 +305,13 @@ class Shell(SlotSteps, Interpreter[_Turn]):
         event: p.Event,
         origin: Origin | None = None,
         check: Callable[[RunState], None] | None = None,
+        *,
+        acking: Acking | None = None,
     ) -> Replica:
         """Apply ``event`` (one store transaction) and publish what follows; ``origin``
         says who ran the node the event settles (for the run's history), ``check`` may
-        refuse it on the run as stored (see :meth:`Replica.step`)."""
+        refuse it on the run as stored (see :meth:`Replica.step`); ``acking``: the
+        delivery the publishes may ack."""
         async with self._one_step_at_a_time(run_id):
             replica = await self.replica(run_id)
             try:
@@ -276,14 +319,13 @@ class Shell(SlotSteps, Interpreter[_Turn]):
                     self.store, event, lease_seconds=self.lease, origin=origin, check=check
                 )
             except RunMigrated:  # by another process: step the new version's program
-                replica = await self.replica(run_id, fresh=True)
+                replica = await self._load(run_id)
                 commands = await replica.step(
                     self.store, event, lease_seconds=self.lease, origin=origin, check=check
                 )
         try:
-            await self.carry_out(
-                run_id, self.target_of(replica.state), commands, replica.state.header
-            )
+            target = self.target_of(replica.state)
+            await self.carry_out(run_id, target, commands, replica.state.header, acking)
         finally:
             if replica.state.finished:  # its finish is carried out: keep no copy
                 self._forget(run_id)
@@ -445,9 +487,11 @@ class Shell(SlotSteps, Interpreter[_Turn]):
         target: Target,
         commands: list[p.Command],
         header: Mapping[str, Any],
+        acking: Acking | None = None,
     ) -> None:
         """Reach the nodes the transition cancelled, publish the nodes it dispatched (at
-        once), then start or cancel child runs and report a finish, in order.
+        once, and ack ``acking`` with them where the transport can), then start or cancel
+        child runs and report a finish, in order.
 
         ``header`` is the run's header after the transition: a concurrent step of the
         same run may drop this process's copy of a run that finished before this
@@ -457,7 +501,7 @@ class Shell(SlotSteps, Interpreter[_Turn]):
         nodes = self.interpret(turn, commands)
         if turn.cancelled:
             await self._cancel_nodes(run_id, turn.cancelled)
-        await self._publish_all(run_id, target, nodes, header)
+        await self._publish_all(run_id, target, nodes, header, acking)
         for then in turn.later:
             await then()
 
@@ -497,12 +541,19 @@ class Shell(SlotSteps, Interpreter[_Turn]):
         target: Target,
         commands: Sequence[p.ExecuteNode],
         header: Mapping[str, Any],
+        acking: Acking | None = None,
     ) -> None:
-        """Publish the nodes, up to :data:`PUBLISHES_AT_ONCE` at a time (a fan's source
-        would otherwise wait for a hundred confirmed publishes one after another); the
-        first failure is raised once all were tried. A node without a ``queue`` of its
-        own goes to the run's (its header's ``queue``)."""
+        """Publish the nodes: all in one call (with the ack of ``acking``) where the
+        transport sends several at once, else up to :data:`PUBLISHES_AT_ONCE` at a time (a
+        fan's source would otherwise wait for a hundred confirmed publishes one after
+        another); the first failure is raised once all were tried. A node without a
+        ``queue`` of its own goes to the run's (its header's ``queue``)."""
         home = header.get("queue")
+        if acking is not None and acking.done:
+            acking = None  # acked by an earlier try of this step
+        if isinstance(self.transport, SendsMany) and (len(commands) > 1 or (acking and commands)):
+            await self._send_many(run_id, target, commands, header, acking)
+            return
         if len(commands) <= 1:
             for command in commands:
                 await self.publish(
@@ -542,6 +593,29 @@ class Shell(SlotSteps, Interpreter[_Turn]):
         if failures:
             raise failures[0]
 
+    async def _send_many(
+        self,
+        run_id: str,
+        target: Target,
+        commands: Sequence[p.ExecuteNode],
+        header: Mapping[str, Any],
+        acking: Acking | None,
+    ) -> None:
+        assert isinstance(self.transport, SendsMany)
+        home = header.get("queue")
+        messages = [
+            self._outgoing(
+                run_id, target, c.node_id, c.attempt, c.dispatch_id, header, c.queue or home
+            )
+            for c in commands
+        ]
+        if acking is None:
+            await self.transport.send_many(messages)
+            return
+        acking.sending()
+        await self.transport.send_many(messages, then_ack=acking.delivery)
+        acking.done = True
+
     async def publish(
         self,
         run_id: str,
@@ -559,6 +633,24 @@ class Shell(SlotSteps, Interpreter[_Turn]):
         The priority goes to the transport only when it is not the default, so a
         transport written before priorities (without ``priority=``) still runs the
         runs started without one."""
+        message = self._outgoing(run_id, target, node_id, attempt, dispatch_id, header, queue)
+        extra: dict[str, Any] = {} if message.priority is None else {"priority": message.priority}
+        await self.transport.send(
+            message.queue, message.body, key=message.key, headers=message.headers, **extra
+        )
+
+    def _outgoing(
+        self,
+        run_id: str,
+        target: Target,
+        node_id: str,
+        attempt: int,
+        dispatch_id: str,
+        header: Mapping[str, Any] | None,
+        queue: str | None,
+    ) -> Outgoing:
+        """The node's message, as :meth:`publish` describes it (``priority`` None when
+        it is the default)."""
         if header is None:
             replica = self._replicas.get(run_id)
             header = replica.state.header if replica is not None else {}
@@ -569,17 +661,15 @@ class Shell(SlotSteps, Interpreter[_Turn]):
         headers = {ENQUEUED_AT_HEADER: repr(clock.now())}
         if traceparent:
             headers["traceparent"] = traceparent
-        extra: dict[str, Any] = {}
         priority = priority_of(header)
         if priority != DEFAULT_PRIORITY:
             headers[PRIORITY_HEADER] = str(priority)
-            extra["priority"] = priority
-        await self.transport.send(
+        return Outgoing(
             queue or self.queue,
             message.encode(),
-            key=f"{run_id}/{node_id}",
-            headers=headers,
-            **extra,
+            f"{run_id}/{node_id}",
+            headers,
+            None if priority == DEFAULT_PRIORITY else priority,
         )
 
     async def _start_child(

@@ -29,7 +29,7 @@ from ._heartbeat import Heartbeats
 from ._messages import ENQUEUED_AT_HEADER, MalformedMessage, NodeMessage, names_a_run
 from ._outage import Dependency, despite_store_outages, store_dependency
 from ._schedules import WorkerStarter
-from ._shell import Shell
+from ._shell import Acking, Shell
 from ._slots import Slots
 
 if TYPE_CHECKING:
@@ -336,15 +336,19 @@ class Worker:
                 if beat.slot is not None:
                     await self.slots.give_back(*beat.slot)
                     beat.slot = None
+            # the successors' publishes ack the delivery where the transport can (one
+            # round trip), once the store took the event
+            acking = Acking(delivery, lambda: self.heartbeats.settling(beat))
             if event is not None:  # kept (and the delivery held) until the store takes it
                 origin = Origin(self.worker_id, started, clock.now())
                 await self._despite_store_outages(
-                    lambda: self.shell.step(message.run_id, event, origin)
+                    lambda: self.shell.step(message.run_id, event, origin, acking=acking)
                 )
         if event is None:
             await self._withdrawn(delivery, message)
             return
-        await delivery.ack()
+        if not acking.done:
+            await delivery.ack()
         self.processed += 1
 
     async def _commit_heartbeat(self, run_id: str, dispatch_id: str, details: Any) -> None:

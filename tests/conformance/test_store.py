@@ -27,7 +27,7 @@ from flowkit.core._state import DELETED, RunState
 from flowkit.shell._durable import QUIET_STEPS, Replica
 from flowkit.stores import IndexOps, MemoryStore, RunInfo, SQLiteStore
 from flowkit.stores._notices import WatchesFinished
-from flowkit.stores._protocol import CommitsOptimistically, Conflict
+from flowkit.stores._protocol import CatchesUp, CommitsOptimistically, Conflict
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -394,25 +394,59 @@ class TestOptimisticCommits:
         expected = 0 if isinstance(store, CommitsOptimistically) else 2
         assert (expected, 3) == (locks.count, replica.version)
 
-    async def test_after_a_conflict_the_lock_for_a_while(self, db: Database) -> None:
-        """A conflict costs a reload: the replica then steps under the lock until
-        QUIET_STEPS locked steps found no one else wrote, and attempts again."""
+    async def test_after_a_conflict_a_reload_and_catch_ups(self, db: Database) -> None:
+        """A conflict costs a reload and a second attempt, not the lock; then, for
+        QUIET_STEPS steps, the replica catches up with what it missed before it attempts
+        (a store that cannot catch up steps under the lock instead), and attempts again
+        as before."""
         first, second = db.open(), db.open()
         if not isinstance(first, CommitsOptimistically):
             pytest.skip(f"{type(first).__name__} always takes the lock")
-        program, replica = await _fan(first, width=QUIET_STEPS + 3)
+        program, replica = await _fan(first, width=QUIET_STEPS + 4)
         await replica.step(first, _done(replica, "a"))
         loaded = await second.load("run-1")
         assert loaded is not None
         other = Replica(program, *loaded)
         await other.step(second, _done(other, "b0"))  # replica is stale now
         locks = _count_transactions(first)
-        for i in range(1, QUIET_STEPS + 2):  # the conflict, then QUIET_STEPS quiet ones
+        catches_up = isinstance(first, CatchesUp)
+        await replica.step(first, _done(replica, "b1"))  # the conflict
+        assert (1, 0 if catches_up else 1) == (first.stats.conflicts, locks.count)
+        await other.step(second, _done(other, "b2"))  # conflicts too: other was stale
+        for i in range(3, QUIET_STEPS + 3):  # QUIET_STEPS steps that catch up first
             await replica.step(first, _done(replica, f"b{i}"))
-        assert QUIET_STEPS + 1 == locks.count
-        last = await replica.step(first, _done(replica, f"b{QUIET_STEPS + 2}"))
-        assert (QUIET_STEPS + 1, 3 + QUIET_STEPS + 2) == (locks.count, replica.version)
+        assert (0 if catches_up else QUIET_STEPS + 1) == locks.count
+        assert (QUIET_STEPS if catches_up else 0) == first.stats.catch_ups
+        last = await replica.step(first, _done(replica, f"b{QUIET_STEPS + 3}"))
+        assert 0 == replica.contended
+        assert 3 + QUIET_STEPS + 3 == replica.version
         assert ["z"] == [c.node_id for c in last if isinstance(c, p.ExecuteNode)]
+
+    async def test_changes_since(self, store: Store) -> None:
+        """The deltas after a version and the version they lead to; None for a run that
+        is not there, or deltas a snapshot pruned."""
+        if not isinstance(store, CatchesUp):
+            pytest.skip(f"{type(store).__name__} cannot catch a copy up")
+        assert None is await store.changes_since("run-1", 1)
+        await create(store)
+        assert ([], 1) == await store.changes_since("run-1", 1)
+        await put(store, "run-1", "n", 1)
+        await put(store, "run-1", "m", 2)
+        assert ([[("context", "m", 2)]], 3) == await store.changes_since("run-1", 2)
+        assert 2 == len((await store.changes_since("run-1", 1) or ([], 0))[0])
+
+    async def test_changes_pruned_by_a_snapshot(self, db: Database) -> None:
+        store = db.open(snapshot_every=3)
+        if not isinstance(store, CatchesUp):
+            pytest.skip(f"{type(store).__name__} cannot catch a copy up")
+        await create(store)
+        state = new_state("run-1", n=0)
+        for n in range(1, 5):
+            state.put("context", "n", n)
+            async with store.transaction("run-1") as txn:
+                await txn.commit(state.take_delta(), state=state)
+        assert None is await store.changes_since("run-1", 2)  # version 4 was a snapshot
+        assert ([[("context", "n", 4)]], 5) == await store.changes_since("run-1", 4)
 
     async def test_stale_replicas_of_a_fan_lose_nothing(self, db: Database) -> None:
         """Two processes complete a 12-wide fan at once, each through its own (soon stale)

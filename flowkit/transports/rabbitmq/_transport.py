@@ -21,7 +21,8 @@ Topology, under ``queue_prefix`` (``P``), for a flowkit queue ``q``:
   ``nack(requeue_after=...)`` both use it (the latter republishes, then acks).
 
 Messages are persistent and published with publisher confirms (``send``
-returns once the broker has them) and ``mandatory`` (an unroutable message is an
+returns once the broker has them; ``send_many`` publishes several at once and
+awaits their confirms together) and ``mandatory`` (an unroutable message is an
 error, not a silent drop). Consumers ack manually; ``prefetch`` is the channel
 QoS, i.e. how many unsettled deliveries one ``receive()`` holds (match it to
 the worker's concurrency). The connection is aio-pika's robust connection.
@@ -92,11 +93,12 @@ else:
     _HAVE_AIO_PIKA = True
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncIterator, Mapping, Sequence
 
     from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
     from ...backends._options import Converter
+    from .._protocol import Delivery, Outgoing
 
 _log = structlog.get_logger("flowkit.transports")
 
@@ -218,6 +220,37 @@ class RabbitMQTransport:
         await self._publish(
             queue, dict(headers or {}) | extra, bytes(body), delay=delay, priority=priority
         )
+
+    async def send_many(
+        self, messages: Sequence[Outgoing], *, then_ack: Delivery | None = None
+    ) -> None:
+        """Publish every message at once (their confirms awaited together), then ack
+        ``then_ack`` if all were confirmed; the first failure is raised once all were
+        tried."""
+        failures: list[TransportError] = []
+
+        async def send(message: Outgoing) -> None:
+            try:
+                await self.send(
+                    message.queue,
+                    message.body,
+                    key=message.key,
+                    headers=message.headers,
+                    priority=message.priority,
+                )
+            except TransportError as exc:  # raised below, once the others were tried
+                failures.append(exc)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for message in messages:
+                    tg.start_soon(send, message)
+        except BaseExceptionGroup as group:  # only what send() lets through: not a failure
+            raise group.exceptions[0] from None  # to publish, but the task's cancellation
+        if failures:
+            raise failures[0]
+        if then_ack is not None:
+            await then_ack.ack()
 
     async def _publish(
         self,

@@ -145,6 +145,12 @@ class RedisDelivery:
         args = [*self._held(), mode, _ms(delay), uuid.uuid4().hex, reason]
         await self._run(action, self._transport._settle, args, keys=self._all_keys())
 
+    async def _ack_after(self, streams: list[str], entries: list[Any]) -> None:
+        """XADD the entries to the streams, then ack: one script, one round trip."""
+        args = [*self._held(), "ack", 0, "", "", *entries]
+        keys = [*self._all_keys(), *streams]
+        await self._run("ack", self._transport._send_then_settle, args, keys=keys)
+
     async def _run(
         self, action: str, script: Any, args: Sequence[Any], *, keys: Sequence[str] = ()
     ) -> None:

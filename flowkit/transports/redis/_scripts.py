@@ -101,9 +101,7 @@ return 1
 )
 # KEYS: stream, leases, dlq, delayed, delayed msgs.
 # ARGV: group, id, consumer, count, mode (ack|requeue|return|dead), delay ms, new id, reason.
-_SETTLE = (
-    _LIB
-    + """
+_SETTLE_BODY = """
 if not held(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return 0 end
 local entry = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])[1]
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
@@ -125,7 +123,23 @@ else
 end
 return 1
 """
-)
+_SETTLE = _LIB + _SETTLE_BODY
+# XADD one entry per key from KEYS[first]: ARGV from ``at`` holds, for each, its number
+# of field and value items, then those items.
+_ADD_ALL = """
+local function add_all(first, at)
+  for k = first, #KEYS do
+    local n = tonumber(ARGV[at])
+    redis.call('XADD', KEYS[k], '*', unpack(ARGV, at + 1, at + n))
+    at = at + n + 1
+  end
+end
+"""
+# KEYS: the streams. ARGV: the entries, as add_all reads them.
+_SEND = _ADD_ALL + "add_all(1, 1)\nreturn 1\n"
+# KEYS: _SETTLE's, then the streams. ARGV: _SETTLE's (mode ack), then the entries.
+# The entries are added first: an error adding one leaves the delivery unsettled.
+_SEND_THEN_SETTLE = _LIB + _ADD_ALL + "add_all(6, 9)\n" + _SETTLE_BODY
 # KEYS: stream. ARGV: group, consumer. Forget the consumer if it holds nothing.
 _RELEASE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end

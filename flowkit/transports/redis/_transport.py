@@ -38,9 +38,11 @@ and was claimed again).
 Entries read in a batch but not handed over when a ``receive()`` loop ends are
 re-added at once (``attempt`` unchanged) rather than left to time out.
 
-``ack`` is ``XACK`` + ``XDEL``; ``nack`` acks and re-adds the fields (now, or
-via the delayed set) with ``attempt`` raised; ``extend`` re-``XCLAIM``s the
-entry to this consumer (``JUSTID``: resets its idle time, not its count) and
+``send_many`` XADDs several entries in one script and, given a delivery, acks it in
+the same script once they are added: a worker publishes a node's successors and acks
+its message in one round trip. ``ack`` is ``XACK`` + ``XDEL``; ``nack`` acks and
+re-adds the fields (now, or via the delayed set) with ``attempt`` raised; ``extend``
+re-``XCLAIM``s the entry to this consumer (``JUSTID``: resets its idle time, not its count) and
 records the lease; ``dead_letter`` XADDs to ``P:q:dlq`` then acks. ``attempt``
 is ``attempt`` + the stream's delivery count.
 
@@ -78,12 +80,23 @@ from ._delivery import RedisDelivery as RedisDelivery
 from ._delivery import _fields, _Keys, _ms, _pairs
 from ._errors import sdk_errors as sdk_errors
 from ._errors import translate_errors as translate_errors
-from ._scripts import _CLAIM, _CREATE_GROUP, _DELAY, _EXTEND, _PROMOTE, _RELEASE, _SETTLE
+from ._scripts import (
+    _CLAIM,
+    _CREATE_GROUP,
+    _DELAY,
+    _EXTEND,
+    _PROMOTE,
+    _RELEASE,
+    _SEND,
+    _SEND_THEN_SETTLE,
+    _SETTLE,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable, Mapping
+    from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 
     from ...backends._options import Converter
+    from .._protocol import Delivery, Outgoing
 
 _log = structlog.get_logger("flowkit.transports")
 _URL_OPTIONS: dict[str, Converter] = {
@@ -152,7 +165,7 @@ class RedisTransport:
         self.prefix = prefix
         self.max_connections = max_connections
         self._client = redis_client(url, max_connections)
-        scripts = (_CREATE_GROUP, _DELAY, _PROMOTE, _CLAIM, _EXTEND, _SETTLE, _RELEASE)
+        scripts = (_CREATE_GROUP, _DELAY, _PROMOTE, _CLAIM, _EXTEND, _SETTLE, _RELEASE, _SEND)
         (
             self._create_group,
             self._delay,
@@ -161,7 +174,9 @@ class RedisTransport:
             self._extend,
             self._settle,
             self._release,
+            self._send,
         ) = (self._client.register_script(source) for source in scripts)
+        self._send_then_settle = self._client.register_script(_SEND_THEN_SETTLE)
         self._queues: set[_Keys] = set()
         self._closed = False
 
@@ -221,6 +236,20 @@ class RedisTransport:
                 await self._delay(keys=[keys.delayed, keys.delayed_msgs], args=args)
             else:
                 await self._client.xadd(keys.stream, fields)
+
+    async def send_many(
+        self, messages: Sequence[Outgoing], *, then_ack: Delivery | None = None
+    ) -> None:
+        """XADD every message in one script, then (in it) ack ``then_ack``: one round trip."""
+        self._check_open()
+        if not isinstance(then_ack, RedisDelivery) or then_ack._transport is not self:
+            if messages:
+                with self._errors(f"send {len(messages)} messages"):
+                    await self._send(*_entries(self.prefix, messages))
+            if then_ack is not None:
+                await then_ack.ack()
+            return
+        await then_ack._ack_after(*_entries(self.prefix, messages))
 
     # -- receiving -------------------------------------------------------------
     async def connect(self, queue: str) -> None:
@@ -341,6 +370,18 @@ class RedisTransport:
 
     def __repr__(self) -> str:
         return f"RedisTransport({redact(self.url)!r}, prefix={self.prefix!r})"
+
+
+def _entries(prefix: str, messages: Sequence[Outgoing]) -> tuple[list[str], list[Any]]:
+    """The streams and the arguments of the messages, as the ``add_all`` script reads them."""
+    streams: list[str] = []
+    args: list[Any] = []
+    for message in messages:
+        streams.append(_Keys.of(prefix, message.queue, message.priority).stream)
+        fields = _fields(bytes(message.body), message.key, message.headers, message.priority)
+        items = [item for pair in fields.items() for item in pair]
+        args += [len(items), *items]
+    return streams, args
 
 
 def _levels(prefix: str, queue: str) -> list[_Keys]:
