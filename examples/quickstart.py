@@ -73,11 +73,11 @@ async def main(db: Path) -> None:
         },
     )
     result = await rt.run(checkout, order_id="A7")
-    print(f"run {result.run_id[:8]} is {result.status}, waiting for 'approval'\n")
+    print(f"run {result.run_id} is {result.status}, waiting for 'approval'\n")
     async with rt:  # an open runtime fires the durable timer when it is due
         await rt.signal(result.run_id, "approval", {"approved": True})
         final = await rt.handle(result.run_id).result(timeout=30)
-    print(f"\nrun {final.run_id[:8]} is {final.status}: {final.output}")
+    print(f"\nrun {final.run_id} is {final.status}: {final.output}")
 
 
 if __name__ == "__main__":

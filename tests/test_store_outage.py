@@ -97,6 +97,14 @@ class UnreachableStore:
         self._check("claim_timer")
         return await self.inner.claim_timer(run_id, timer_id)
 
+    async def slot_pools(self, prefix: str) -> Any:
+        self._check("slot_pools")
+        return await self.inner.slot_pools(prefix)
+
+    async def slot_holders(self, limit_id: str, key: str) -> Any:
+        self._check("slot_holders")
+        return await self.inner.slot_holders(limit_id, key)
+
     async def expired_leases(self, now: float, limit: int = 100) -> Any:
         self._check("expired_leases")
         return await self.inner.expired_leases(now, limit)

@@ -316,6 +316,11 @@ class SQLiteQueueTransport:
         if not delay:
             self._wake_receivers()
 
+    async def connect(self, queue: str) -> None:
+        """Open the database file, creating its tables on first use: a worker says it
+        started once its queue is there. Queues are rows: ``queue`` needs nothing more."""
+        await self._run("connect", lambda conn: None)
+
     async def receive(self, queue: str) -> AsyncIterator[SQLiteDelivery]:
         """Claim messages one at a time, polling with backoff while the queue is empty."""
         naps = self._idle_backoff.delays()  # longer while polls in a row find nothing

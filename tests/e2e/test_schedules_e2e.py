@@ -1,7 +1,8 @@
 """Schedules across worker processes: two ``python -m flowkit.worker`` processes on one
-SQLite store start exactly one run per tick between them, and a worker killed with
-SIGKILL leaves no tick without its run (the survivor carries on, and starts what the
-killed one decided but had not started).
+SQLite store, and three on a PostgreSQL store and queue (a fresh database) for 30 ticks,
+start exactly one run per tick between them, and a worker killed with SIGKILL mid-way
+leaves no tick without its run (the survivors carry on, and start what the killed one
+decided but had not started).
 
 The app (a module written to ``tmp_path``) defines an every-second schedule at module
 level, which ``--app`` brings along. The test waits for the store to hold the runs it
@@ -20,6 +21,7 @@ import anyio
 import pytest
 
 from flowkit.stores import SQLiteStore
+from flowkit.stores import from_url as store_from_url
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -47,12 +49,12 @@ def tick_of(run_id: str) -> float:
     return datetime.fromisoformat(stamp).replace(tzinfo=UTC).timestamp()
 
 
-async def scheduled(store: SQLiteStore) -> list[str]:
+async def scheduled(store: Any) -> list[str]:
     page = await store.list_runs(tags={"schedule": "beat"}, limit=1000)
     return sorted(run.run_id for run in page.runs)
 
 
-async def until_at_least(store: SQLiteStore, count: int) -> list[str]:
+async def until_at_least(store: Any, count: int) -> list[str]:
     with anyio.fail_after(WAIT):  # another process writes them: read until they are there
         while True:
             found = await scheduled(store)
@@ -82,6 +84,34 @@ async def test_two_worker_processes_one_killed(worker_processes: Any, tmp_path: 
         after = await until_at_least(store, len(before) + 5)
     finally:
         await store.close()
+    assert_one_run_per_tick(before, after)
+
+
+@pytest.mark.timeout(300)
+async def test_three_worker_processes_on_postgresql_for_30_ticks(
+    worker_processes: Any, pg_database: str, tmp_path: Path
+) -> None:
+    (tmp_path / "sched_app.py").write_text(textwrap.dedent(APP))
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), worker_processes.env["PYTHONPATH"]])}
+    args = ["--app", "sched_app", "--store", pg_database, "--transport", pg_database,
+            "--log-format", "json"]  # fmt: skip
+    workers = [worker_processes.start(*args, env=env) for _ in range(3)]
+    for worker in workers:
+        await worker.wait_for_line("worker started", START_TIMEOUT)
+    store = store_from_url(pg_database)
+    try:
+        before = await until_at_least(store, 15)
+        workers[1].kill()
+        await workers[1].wait(10.0)
+        after = await until_at_least(store, 30)
+    finally:
+        await store.close()
+    assert_one_run_per_tick(before, after)
+
+
+def assert_one_run_per_tick(before: list[str], after: list[str]) -> None:
+    """The runs seen before the kill are still the first ones, and the runs' ticks are
+    consecutive seconds: no tick twice, none missing."""
     assert after[: len(before)] == before
     ticks = [tick_of(run_id) for run_id in after]
     expected = [ticks[0] + n for n in range(len(ticks))]
