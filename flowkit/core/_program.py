@@ -89,6 +89,31 @@ class Program:
         self.parameters: dict[str, tuple[str, ...] | None] = {
             n.id: by_uses[n.uses or ""] for n in blueprint.nodes
         }
+        self.chained: dict[str, str] = {
+            n: edges[0].target
+            for n, edges in self.out.items()
+            if len(edges) == 1 and self._plain_link(self.specs[n], edges[0])
+        }
+        """Call node -> the call node its completion always fires next, with its output as
+        the only argument (see ``_machine.completion_shortcut``)."""
+
+    def _plain_link(self, source: NodeSpec, edge: Edge) -> bool:
+        """Whether ``source`` completing does nothing but fire ``edge.target`` with its output:
+        an unconditional forward edge between call nodes, the target's only way in, the
+        target taking its one predecessor's output as its argument."""
+        target = self.specs[edge.target]
+        return (
+            edge.when is None
+            and edge.action is None
+            and not edge.back
+            and _plain_call(source)
+            and "assign" not in source.params
+            and _plain_call(target)
+            and self.n_preds[target.id] == 1
+            and not target.inputs
+            and not {"args", "kwargs", "options"} & target.params.keys()
+            and target.config.queue is None
+        )
 
     def _join_nodes_in_body(self, loop: NodeSpec) -> tuple[str, ...]:
         """Joins inside a loop's body, whose counters restart on every iteration."""
@@ -124,6 +149,10 @@ class Program:
         if fn is None:
             fn = self._compiled[key] = _safe(source, _EDGE_NAMES)
         return fn
+
+
+def _plain_call(spec: NodeSpec) -> bool:
+    return spec.kind == "call" and not spec.params.get("map")
 
 
 def wait_name(spec: NodeSpec) -> str:

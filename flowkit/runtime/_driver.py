@@ -332,7 +332,10 @@ class Driver(Interpreter[Run]):
                 else:
                     origin = Origin(self.worker_id, started, clock.now())
                     commands = await NoticeBlocking(self._step(run, event, origin), hand_off)
-                ready.extend(self._carry_out(run, commands))
+                if len(commands) == 1 and type(commands[0]) is p.ExecuteNode:
+                    ready.append(commands[0])  # the next node of a chain: nothing to carry out
+                else:
+                    ready.extend(self._carry_out(run, commands))
 
     # -- heartbeat details ------------------------------------------------------
     def _heartbeat(self, run_id: str, dispatch_id: str, details: Any) -> None:
