@@ -116,7 +116,7 @@ def handle_event(
     """
     if state.finished and type(event) is not p.RetryRequested:
         return []
-    if type(event) is p.NodeCompleted and program.chained and not note_completions:
+    if type(event) is p.NodeCompleted and not note_completions:
         commands = completion_shortcut(program, state, event)
         if commands is not None:
             return commands
@@ -138,11 +138,12 @@ def completion_shortcut(
     program: Program, state: RunState, event: p.NodeCompleted
 ) -> list[p.Command] | None:
     """What :func:`full_step` does for the completion of a call node that leads straight
-    to its next call node (``Program.chained``), in a few lines; None for any other case.
+    to its next call nodes (``Program.chained``) or into an ``all`` join still waiting for
+    others (``Program.joining``), in a few lines; None for any other case.
 
     Taken only when the step can do nothing else: the dispatch is open and running (no
     completion timeout), nothing written, no action, no batch item, the run running and
-    not queued. The state changes (in the same order) and the command are the same.
+    not queued. The state changes (in the same order) and the commands are the same.
     """
     sections = state.sections
     dispatches = sections["dispatches"]
@@ -150,10 +151,11 @@ def completion_shortcut(
     if dispatch is None or event.writes or event.deletes or event.action is not None:
         return None
     node_id = dispatch["node"]
-    successor = program.chained.get(node_id)
+    successors = program.chained.get(node_id)
+    join = program.joining.get(node_id) if successors is None else None
     header = sections["header"]
     if (
-        successor is None
+        (successors is None and (join is None or _last_arrival(program, sections, join)))
         or dispatch.get("item") is not None
         or dispatch.get("timer") is not None
         or isinstance(event.output, Action)
@@ -169,13 +171,35 @@ def completion_shortcut(
     _node_record(nodes, journal, node_id)[_STATUS] = "done"
     sections["outputs"][node_id] = value
     journal.add(("outputs", node_id))
-    record = _node_record(nodes, journal, successor)
+    if successors is not None:
+        return [_fire_next(state, successor, value) for successor in successors]
+    assert join is not None
+    record = _node_record(nodes, journal, join)
+    record[_ARRIVED] += 1
+    record[_TAKEN] += 1
+    if dispatches and not deferred(dispatches):
+        return []  # still running
+    step = Step(program, state)
+    step.settle()
+    return step.commands
+
+
+def _last_arrival(program: Program, sections: dict[str, dict[str, Any]], join: str) -> bool:
+    """Whether one more arrival at ``join`` is the one it waits for."""
+    record = sections["nodes"].get(join)
+    return (0 if record is None else record[_ARRIVED]) + 1 >= program.n_preds[join]
+
+
+def _fire_next(state: RunState, node_id: str, value: Any) -> p.ExecuteNode:
+    """``Step.fire`` of a chained call node, taking ``value`` (see ``NodeSteps.dispatch``)."""
+    record = _node_record(state.sections["nodes"], state.journal, node_id)
     record[_ACT] = act = record[_ACT] + 1
     record[_STATUS] = "running"
-    args, kwargs = (value,), {}
-    dispatch_id = f"{successor}@{act}.1"
-    dispatches[dispatch_id] = {
-        "node": successor,
+    args = (value,)
+    kwargs: dict[str, Any] = {}
+    dispatch_id = f"{node_id}@{act}.1"
+    state.sections["dispatches"][dispatch_id] = {
+        "node": node_id,
         "act": act,
         "attempt": 1,
         "args": args,
@@ -183,9 +207,9 @@ def completion_shortcut(
         "item": None,
         "fallback": False,
     }
-    journal.add(("dispatches", dispatch_id))
-    key = f"{state.run_id}:{successor}@{act}"
-    return [p.ExecuteNode(dispatch_id, successor, 1, key, args, kwargs, False, None, None)]
+    state.journal.add(("dispatches", dispatch_id))
+    key = f"{state.run_id}:{node_id}@{act}"
+    return p.ExecuteNode(dispatch_id, node_id, 1, key, args, kwargs, False, None, None)
 
 
 def _node_record(nodes: dict[str, Any], journal: set[tuple[str, str]], node_id: str) -> list[Any]:

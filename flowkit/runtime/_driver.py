@@ -334,7 +334,7 @@ class Driver(Interpreter[Run]):
                     commands = await NoticeBlocking(self._step(run, event, origin), hand_off)
                 if len(commands) == 1 and type(commands[0]) is p.ExecuteNode:
                     ready.append(commands[0])  # the next node of a chain: nothing to carry out
-                else:
+                elif commands:
                     ready.extend(self._carry_out(run, commands))
 
     # -- heartbeat details ------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from functools import partial
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import sniffio
@@ -206,7 +206,8 @@ class Executor:
     def _invoke(self, invoke: Any, command: p.ExecuteNode, ctx: NodeContext) -> Awaitable[Any]:
         """The node's call, through the middleware if any (a coroutine, not started)."""
         if self._pipeline.empty:
-            return cast("Awaitable[Any]", invoke(command.args, command.kwargs, ctx))
+            call: Awaitable[Any] = invoke(command.args, command.kwargs, ctx)
+            return call
         return self._pipeline.run(ctx, lambda: invoke(command.args, command.kwargs, ctx))
 
     def _emit(
