@@ -65,14 +65,14 @@ class SlotDriving:
         from ..stores._memory import MemoryStore
 
         self.run_slots = RunSlots(store if store is not None else MemoryStore())
-        # run id -> (event, commands): runs a ``run()`` call waits to see admitted
-        self._awaiting_slot: dict[str, tuple[anyio.Event, list[list[p.Command]]]] = {}
+        # run id -> admissions handed to the ``run()`` call that drives or awaits the run
+        self._awaiting_slot: dict[str, Handoff] = {}
 
     def finish_run(self, run: Run, command: p.FinishRun) -> None:
         super().finish_run(run, command)  # type: ignore[misc]  # Driver's, next in line
         waiting = self._awaiting_slot.get(run.run_id)
         if waiting is not None:  # cancelled while queued: the run() waiting returns
-            waiting[0].set()
+            waiting.wake()
 
     def take_slot(self, run: Run, command: p.TakeSlot) -> None:
         self._start_task(run, self._take_slot, command)
@@ -108,8 +108,8 @@ class SlotDriving:
         if run.tg is not None:
             self._spawn(run, self._carry_out(run, commands))
         elif waiting is not None:
-            waiting[1].append(commands)
-            waiting[0].set()
+            waiting.commands.append(commands)
+            waiting.wake()
         elif self._tg is not None:
             self._drive_soon(run, commands)
         else:
@@ -121,17 +121,21 @@ class SlotDriving:
         """While a ``run()`` call drives ``run_id``, an admission of it is handed to that
         call (the commands it yields), not driven by the task that admitted it: the
         call would otherwise read the run's result mid-run."""
-        handed = self._awaiting_slot.setdefault(run_id, (anyio.Event(), []))[1]
+        waiting = self._awaiting_slot.get(run_id)
+        if waiting is None:
+            waiting = self._awaiting_slot[run_id] = Handoff()
+        handed = waiting.commands
         try:
             yield handed
         finally:
-            if not handed and self._awaiting_slot.get(run_id, (None, handed))[1] is handed:
+            if not handed and self._awaiting_slot.get(run_id) is waiting:
                 self._awaiting_slot.pop(run_id, None)
 
     async def _until_admitted(self, run: Run) -> list[p.Command] | None:
         """Wait until the queued ``run`` is admitted; the commands to drive it with
         (None: another process sharing the store admitted it, and drives it)."""
-        event, handed = self._awaiting_slot.setdefault(run.run_id, (anyio.Event(), []))
+        waiting = self._awaiting_slot.setdefault(run.run_id, Handoff())
+        event, handed = waiting.waited(), waiting.commands
         try:
             while not handed and _queued(run.state):
                 with anyio.move_on_after(self.poll_interval):
@@ -161,6 +165,27 @@ class SlotDriving:
     def _pool_size(self, limit_id: str) -> int | None:
         target = self.flows.by_blueprint_id.get(limit_id[len(POOL_PREFIX) :])
         return None if target is None else size_of(target.blueprint.metadata)
+
+
+class Handoff:
+    """The admissions of a run handed to the ``run()`` call that drives or awaits it, and
+    the event that wakes that call (made only once the call waits: most never do)."""
+
+    __slots__ = ("commands", "event")
+
+    def __init__(self) -> None:
+        self.commands: list[list[p.Command]] = []
+        self.event: anyio.Event | None = None
+
+    def waited(self) -> anyio.Event:
+        """The event to wait on for a change."""
+        if self.event is None:
+            self.event = anyio.Event()
+        return self.event
+
+    def wake(self) -> None:
+        if self.event is not None:
+            self.event.set()
 
 
 def _queued(state: RunState) -> bool:
