@@ -105,6 +105,10 @@ class UnreachableStore:
         self._check("slot_holders")
         return await self.inner.slot_holders(limit_id, key)
 
+    async def list_runs(self, **filters: Any) -> Any:
+        self._check("list_runs")
+        return await self.inner.list_runs(**filters)
+
     async def expired_leases(self, now: float, limit: int = 100) -> Any:
         self._check("expired_leases")
         return await self.inner.expired_leases(now, limit)

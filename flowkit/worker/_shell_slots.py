@@ -55,8 +55,11 @@ class SlotSteps:
         return holds_slot(replica.state)
 
     async def sweep_slots(self) -> None:
-        """Admit the queued runs nobody admitted (see :meth:`RunSlots.sweep`)."""
-        await self.run_slots.sweep(self._pool_size, self._admit)
+        """Admit the queued runs nobody admitted (see :meth:`RunSlots.sweep`), if a flow
+        here has a limit (the others' runs are left to the processes that have theirs)."""
+        known = self.flows.by_blueprint_id.values()
+        if any(size_of(target.blueprint.metadata) is not None for target in known):
+            await self.run_slots.sweep(self._pool_size, self._admit)
 
     def _pool_size(self, limit_id: str) -> int | None:
         target = self.flows.by_blueprint_id.get(limit_id[len(POOL_PREFIX) :])
