@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ..core._program import Program
     from ..core._state import RunState
     from ..stores._protocol import Store
+    from ._flows import Flows
 
 QUEUE = "queue:"
 """Prefix of the store pool that holds a flow pool's queue."""
@@ -106,6 +107,18 @@ class RunSlots:
         """Give ``holder``'s slot back and take it out of the queue."""
         await self.store.release_slot(QUEUE + limit_id, key, holder)
         await self.store.release_slot(limit_id, key, holder)
+
+    async def take(self, command: p.TakeSlot, tell: Callable[[str], Awaitable[bool]]) -> None:
+        """Carry out the core's ``TakeSlot``: :meth:`join` the pool's queue, then
+        :meth:`serve` the pool."""
+        await self.join(command.limit_id, command.key, command.holder)
+        await self.serve(command.limit_id, command.key, command.max, tell)
+
+    async def release(self, command: p.ReleaseSlot, tell: Callable[[str], Awaitable[bool]]) -> None:
+        """Carry out the core's ``ReleaseSlot``: :meth:`leave` the pool, then
+        :meth:`serve` it (the slot given back goes to the next queued run)."""
+        await self.leave(command.limit_id, command.key, command.holder)
+        await self.serve(command.limit_id, command.key, command.max, tell)
 
     async def serve(
         self, limit_id: str, key: str, size: int, tell: Callable[[str], Awaitable[bool]]
@@ -205,6 +218,12 @@ class RunSlots:
             cursor = page.cursor
             if cursor is None:
                 return found
+
+
+def pool_size(flows: Flows, limit_id: str) -> int | None:
+    """The ``max`` of the flow pool ``limit_id`` (None: a flow unknown to ``flows``)."""
+    target = flows.by_blueprint_id.get(limit_id[len(POOL_PREFIX) :])
+    return None if target is None else size_of(target.blueprint.metadata)
 
 
 def size_of(blueprint_metadata: dict[str, object] | None) -> int | None:
