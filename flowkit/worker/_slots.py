@@ -25,12 +25,14 @@ only ever taken from the store's bucket, so the rate holds across workers.
 
 A worker whose nodes of a bucket keep coming reserves a few tokens more than they
 ask for, and hands them to its next nodes of the bucket without a store call: at
-most as many as its nodes took since its previous reservation, at most :data:`AHEAD`,
-and only tokens the bucket grants within :data:`AHEAD_WITHIN` seconds (so none at a
-low rate). It does so only while its previous reservation found the bucket full:
-never from a bucket that is throttling (empty, or owing tokens), which prefetching
-would drain faster. A token nobody here took within :data:`KEEP` seconds of when it
-is due is dropped: the worker then uses less than the rate, never more.
+most twice as many as its nodes took since its previous reservation, at most
+:data:`AHEAD`, and only as many as the bucket's rate grants in :data:`AHEAD_WITHIN`
+seconds (so none at a low rate). It does so only while its previous reservation
+found the bucket full: never from a bucket that is throttling (empty, or owing
+tokens), which prefetching would drain faster. A token nobody here took within
+:data:`KEEP` seconds of when it is due is dropped: the worker then uses less than
+the rate, never more. A node cancelled while it waits for its token leaves the
+token to the next node here.
 """
 
 from __future__ import annotations
@@ -133,10 +135,11 @@ class _Stock:
 
     def ahead(self, bucket: Bucket, now: float) -> int:
         """How many tokens to reserve ahead now: none unless the bucket was full and
-        this worker's nodes kept taking its tokens."""
+        this worker's nodes kept taking its tokens; twice as many as they took since the
+        last reservation (so a steady stream soon needs few store calls)."""
         if not self.full or now - self.reserved_at > KEEP:
             return 0
-        return min(AHEAD, int(bucket.rate * AHEAD_WITHIN), self.taken)
+        return min(AHEAD, int(bucket.rate * AHEAD_WITHIN), 2 * self.taken)
 
     def reserved(self, now: float, *, full: bool, taken: int, ahead: list[float]) -> None:
         self.reserved_at, self.full, self.taken = now, full, taken
