@@ -10,6 +10,7 @@ admitted it (the one that gave a slot back)."""
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -17,8 +18,7 @@ import structlog
 
 from .._errors import ResumeError, StoreError
 from ..core import _protocol as p
-from ..core._admission import POOL_PREFIX
-from ..shell._run_slots import RunSlots, holds_slot, size_of
+from ..shell._run_slots import RunSlots, holds_slot, pool_size
 
 _log = structlog.get_logger("flowkit.runtime")
 SWEEP_EVERY = 30.0
@@ -75,10 +75,10 @@ class SlotDriving:
             waiting.wake()
 
     def take_slot(self, run: Run, command: p.TakeSlot) -> None:
-        self._start_task(run, self._take_slot, command)
+        self._start_task(run, self.run_slots.take, command, self._admit)
 
     def release_slot(self, run: Run, command: p.ReleaseSlot) -> None:
-        self._start_task(run, self._release_slot, command)
+        self._start_task(run, self.run_slots.release, command, self._admit)
 
     async def _slot_at_start(
         self, target: Target, run_id: str, inputs: dict[str, Any], extra: Any
@@ -86,14 +86,6 @@ class SlotDriving:
         """A slot taken for a new run before it exists, if one is free and nobody waits
         (see :meth:`RunSlots.take_at_start`)."""
         return await self.run_slots.take_at_start(target.program, run_id, inputs, extra or {})
-
-    async def _take_slot(self, command: p.TakeSlot) -> None:
-        await self.run_slots.join(command.limit_id, command.key, command.holder)
-        await self.run_slots.serve(command.limit_id, command.key, command.max, self._admit)
-
-    async def _release_slot(self, command: p.ReleaseSlot) -> None:
-        await self.run_slots.leave(command.limit_id, command.key, command.holder)
-        await self.run_slots.serve(command.limit_id, command.key, command.max, self._admit)
 
     async def _admit(self, run_id: str) -> bool:
         """Tell a queued run it has its slot and have it driven (see the module)."""
@@ -158,13 +150,9 @@ class SlotDriving:
         while True:
             await anyio.sleep(SWEEP_EVERY)
             try:
-                await self.run_slots.sweep(self._pool_size, self._admit)
+                await self.run_slots.sweep(partial(pool_size, self.flows), self._admit)
             except StoreError as exc:
                 _log.warning("flow slot sweep failed; retrying", error=str(exc))
-
-    def _pool_size(self, limit_id: str) -> int | None:
-        target = self.flows.by_blueprint_id.get(limit_id[len(POOL_PREFIX) :])
-        return None if target is None else size_of(target.blueprint.metadata)
 
 
 class Handoff:
