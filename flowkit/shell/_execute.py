@@ -24,7 +24,7 @@ from ._limits import LocalBuckets, LocalSlots, bucket_of, limited, slot_of
 from ._middleware import Middleware, Pipeline
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from ..core._state import RunState
     from ._target import Target
@@ -61,7 +61,7 @@ class Executor:
         self._slots = LocalSlots() if local_limits else None
         self._buckets = LocalBuckets() if local_limits else None
 
-    def execute(
+    async def execute(
         self,
         run_id: str,
         target: Target,
@@ -69,29 +69,16 @@ class Executor:
         command: p.ExecuteNode,
         *,
         enqueued_at: float | None = None,
-    ) -> Coroutine[Any, Any, p.Event]:
+    ) -> p.Event:
         """Run the node (bounded by ``max_concurrency``); never raises for node errors.
 
         ``enqueued_at`` is when the execution was queued (epoch seconds; default: now).
-        A coroutine to await: for a node with no limit, the node's own execution, with
-        no coroutine around it.
         """
         if enqueued_at is None and not self._pipeline.empty:  # only middleware reads it
             enqueued_at = clock.now()
-        if self._max_concurrency is None and (self._slots is None or not limited(target)):
-            return self._execute(run_id, target, state, command, enqueued_at)
-        return self._limited(run_id, target, state, command, enqueued_at)
-
-    async def _limited(
-        self,
-        run_id: str,
-        target: Target,
-        state: RunState,
-        command: p.ExecuteNode,
-        enqueued_at: float | None,
-    ) -> p.Event:
-        """:meth:`execute` under the node's concurrency and rate limits, and ``max_concurrency``."""
         if self._slots is None or not limited(target):
+            if self._max_concurrency is None:  # most nodes: no coroutine in between
+                return await self._execute(run_id, target, state, command, enqueued_at)
             return await self._bounded(run_id, target, state, command, enqueued_at)
         bucket = bucket_of(target, command) if self._buckets is not None else None
         if self._buckets is not None and bucket is not None:
@@ -151,10 +138,10 @@ class Executor:
             command.node_id,
             command.attempt,
             command.idempotency_key,
-            Context(state.sections["context"]),
+            Context(state.context),
         )
-        ctx.traceparent = state.sections["header"].get("traceparent")
-        ctx.flow = target.program.blueprint.id
+        ctx.traceparent = state.header.get("traceparent")
+        ctx.flow = target.blueprint.id
         ctx.enqueued_at = enqueued_at
         ctx.dispatch_id = command.dispatch_id
         record = state.sections["dispatches"].get(command.dispatch_id)
