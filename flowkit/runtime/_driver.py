@@ -337,10 +337,7 @@ class Driver(Interpreter[Run]):
                     origin = Origin(self.worker_id, started, clock.now())
                     stepped = self._step(run, event, origin)
                     commands = await NoticeBlocking(stepped, partial(self._hand_off, run, ready))
-                if len(commands) == 1 and type(commands[0]) is p.ExecuteNode:
-                    ready.append(commands[0])  # the next node of a chain: nothing to carry out
-                elif commands:
-                    ready.extend(self._carry_out(run, commands))
+                ready.extend(self._carry_out(run, commands))
 
     def _hand_off(self, run: Run, ready: deque[p.ExecuteNode]) -> None:
         """A worker's node blocks: a new worker takes the nodes still waiting."""
