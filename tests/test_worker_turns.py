@@ -159,46 +159,51 @@ async def test_steps_waiting_for_their_turn_are_committed_in_one_transaction(kin
         assert set(loaded[0].sections["dispatches"]) == set(state.sections["dispatches"])
 
 
-async def test_a_turn_that_fails_leaves_the_waiting_steps_to_their_own(
-    kind: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("refused", [0, 3])
+async def test_a_group_that_fails_leaves_each_step_its_own_outcome(
+    kind: str, refused: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The step whose turn it is fails before its commit (its event refused): the steps
-    waiting behind it commit in their own turn, each once; the failed one, tried again
-    (its message is delivered again), lands once too."""
+    """One event of a group is refused (the first step's, whose turn it is, or one
+    waiting behind it): only its step raises; every other completion lands once, in a
+    turn of its own or a group's; the refused one, tried again (its message is
+    delivered again), lands once too."""
     async with fresh_store(kind) as store:
         shell = shell_on(store)
         run_id, workers = await fan_out(shell)
         handle_event = _durable.handle_event
 
         def refusing(program: Any, state: Any, event: p.Event) -> list[p.Command]:
-            if isinstance(event, p.NodeCompleted) and event.dispatch_id == workers[0]:
+            if isinstance(event, p.NodeCompleted) and event.dispatch_id == workers[refused]:
                 raise _Refused(event.dispatch_id)
             return handle_event(program, state, event)
 
         monkeypatch.setattr(_durable, "handle_event", refusing)
+        failures: list[str] = []
         with anyio.fail_after(BOUND):
             async with (
                 anyio.create_task_group() as tg,
                 shell._one_step_at_a_time(run_id) as turns,
             ):
-                tg.start_soon(_refused, shell, run_id, workers[0])
-                await until(lambda: len(turns.waiting) == 1)
-                for dispatch_id in workers[1:]:
-                    tg.start_soon(shell.step, run_id, p.NodeCompleted(dispatch_id, 1))
-                await until(lambda: len(turns.waiting) == FAN)
+                for i, dispatch_id in enumerate(workers):
+                    tg.start_soon(_step, shell, run_id, dispatch_id, failures)
+                    await until(lambda i=i: len(turns.waiting) == i + 1)
+        assert failures == [workers[refused]]
         completed, scheduled = await landed(store, run_id)
-        assert completed == Counter({"src": 1} | {f"w{i}": 1 for i in range(1, FAN)})
+        others = {f"w{i}": 1 for i in range(FAN) if i != refused}
+        assert completed == Counter({"src": 1} | others)
         assert "sink" not in scheduled
         monkeypatch.setattr(_durable, "handle_event", handle_event)
-        await shell.step(run_id, p.NodeCompleted(workers[0], 0))
+        await shell.step(run_id, p.NodeCompleted(workers[refused], 0))
         completed, scheduled = await landed(store, run_id)
         assert completed == Counter({"src": 1} | {f"w{i}": 1 for i in range(FAN)})
         assert scheduled["sink"] == 1
 
 
-async def _refused(shell: Shell, run_id: str, dispatch_id: str) -> None:
-    with pytest.raises(_Refused):
+async def _step(shell: Shell, run_id: str, dispatch_id: str, failures: list[str]) -> None:
+    try:
         await shell.step(run_id, p.NodeCompleted(dispatch_id, 0))
+    except _Refused:
+        failures.append(dispatch_id)
 
 
 async def test_completions_of_one_join_on_two_processes_land_once_each(kind: str) -> None:

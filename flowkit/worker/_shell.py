@@ -334,21 +334,21 @@ class Shell(SlotSteps, Interpreter[_Turn]):
     ) -> tuple[Replica, list[p.Command]]:
         """Commit ``event`` in this step's turn (``check``: see :meth:`step`): with the
         other steps without ``check`` waiting for theirs, in one transaction, unless an
-        earlier turn committed it already. A turn that fails leaves the others' events
-        to their own turns."""
+        earlier turn committed it already. A group that fails leaves the others' events
+        to their own turns, and this step tries its own alone: what it raises is about
+        its event (or the store)."""
         mine = None if check is not None else _Waiting(event, origin)
         async with self._one_step_at_a_time(run_id, mine) as turns:
             if mine is not None and mine.done is not None:
                 return mine.done  # committed in an earlier step's turn
             replica = await self.replica(run_id)
-            if mine is None:
+            group = [] if mine is None else [mine, *turns.waiting_besides(mine)]
+            if len(group) <= 1:
                 return await self._step_alone(replica, event, origin, check)
-            group = [mine, *turns.waiting_besides(mine)]
             try:
-                done = await self._step_together(replica, group)
-            except RunMigrated:  # by another process: step the new version's program
-                replica = await self._load(run_id)
-                done = await self._step_together(replica, group)
+                replica, done = await self._step_together(replica, group)
+            except Exception:  # whoever's event it was: each of them raises its own
+                return await self._step_alone(await self.replica(run_id), event, origin, check)
             for waiting, commands in zip(group, done, strict=False):
                 waiting.done = (replica, commands)
             return replica, done[0]
@@ -369,9 +369,14 @@ class Shell(SlotSteps, Interpreter[_Turn]):
 
     async def _step_together(
         self, replica: Replica, group: list[_Waiting]
-    ) -> list[list[p.Command]]:
+    ) -> tuple[Replica, list[list[p.Command]]]:
         events = [(waiting.event, waiting.origin) for waiting in group]
-        return await replica.step_together(self.store, events, lease_seconds=self.lease)
+        step = partial(Replica.step_together, lease_seconds=self.lease)
+        try:
+            return replica, await step(replica, self.store, events)
+        except RunMigrated:  # by another process: step the new version's program
+            replica = await self._load(replica.run_id)
+            return replica, await step(replica, self.store, events)
 
     async def migrate(self, run_id: str, to: Target, mapping: dict[str, str]) -> None:
         """Migrate the stored run to ``to`` (see :meth:`flowkit.Client.migrate`); this
