@@ -442,6 +442,39 @@ class TestWorkers:
                     tg.cancel_scope.cancel()
             assert ["a1", "a2"] == recorder.started
 
+    @pytest.mark.parametrize(("kind", "anyio_backend"), STORES)
+    async def test_a_worker_that_dies_before_queueing_a_debounced_run_leaves_it_to_another(
+        self, kind: str, tmp_path: Path
+    ) -> None:
+        recorder.reset({"a": 1})
+        transport = MemoryTransport()
+        async with _store(kind, tmp_path) as store:
+            client = flowkit.Client(transport, store, flows=[one_per_key])
+            dying = _worker(transport, store)
+            died = anyio.Event()
+            with anyio.fail_after(BOUND):
+                async with anyio.create_task_group() as tg:
+                    async with anyio.create_task_group() as doomed:
+                        await doomed.start(dying.run)
+
+                        async def die_instead(*args: Any) -> bool:  # stored queued, in no queue
+                            died.set()
+                            doomed.cancel_scope.cancel()
+                            await anyio.lowlevel.checkpoint()
+                            return False
+
+                        dying.shell.run_slots.join = die_instead  # type: ignore[method-assign]
+                        handle = await client.start(
+                            one_per_key, run_id="a1", debounce=0.01, key="a", tag="a1"
+                        )
+                        await died.wait()
+                    assert "queued" == (await store.info("a1")).status  # type: ignore[union-attr]
+                    assert [] == await store.slot_holders("queue:flow:one_per_key", "a")
+                    await tg.start(_worker(transport, store).run)  # its sweep lines a1 up
+                    assert "a1" == (await handle.result()).output
+                    tg.cancel_scope.cancel()
+            assert ["a1"] == recorder.started
+
 
 class TestDescribe:
     """``describe`` says which slot a run holds or is queued for."""

@@ -105,6 +105,10 @@ class UnreachableStore:
         self._check("slot_holders")
         return await self.inner.slot_holders(limit_id, key)
 
+    async def list_runs(self, **filters: Any) -> Any:
+        self._check("list_runs")
+        return await self.inner.list_runs(**filters)
+
     async def expired_leases(self, now: float, limit: int = 100) -> Any:
         self._check("expired_leases")
         return await self.inner.expired_leases(now, limit)
@@ -288,13 +292,28 @@ class AnswerLost(UnreachableStore):
             raise StoreError("commit: connection reset by peer")
 
 
-async def ride_out(store: UnreachableStore, act: Any, *, probes: int) -> list[Any]:
-    """Start an ``approval`` run, then ``act(client, run_id)`` while the store goes down
+@flow
+async def tally() -> int:
+    total = 0
+    total = total + int(await flow.wait("add"))
+    total = total + int(await flow.wait("add"))
+    return total
+
+
+@tally.update
+def add(vars: dict[str, Any], value: int) -> int:
+    return int(vars["total"])
+
+
+async def ride_out(
+    store: UnreachableStore, act: Any, *, probes: int, target: Any = approval
+) -> list[Any]:
+    """Start a run of ``target``, then ``act(client, run_id)`` while the store goes down
     (if it is not down yet, ``act`` brings it down); the store is back after ``probes``
     refused probes. What ``act`` returned."""
-    client = Client(MemoryTransport(), store, flows=[approval])
+    client = Client(MemoryTransport(), store, flows=[target])
     client.store_health.backoff = FAST_PROBES
-    handle = await client.start(approval)
+    handle = await client.start(target)
     results: list[Any] = []
 
     async def acting() -> None:
@@ -327,6 +346,28 @@ async def test_a_signal_committed_before_its_answer_was_lost_is_delivered_once()
 
     results = await ride_out(store, signal, probes=2)
     assert [(RunStatus.COMPLETED, 7)] == [(r.status, r.output) for r in results]
+
+
+async def test_a_client_update_rides_out_a_store_outage() -> None:
+    store = UnreachableStore(MemoryStore())
+
+    async def update(client: Client, run_id: str) -> Any:
+        store.down = True
+        return await client.update(run_id, "add", 7), await client.result(run_id)
+
+    [(reply, result)] = await ride_out(store, update, probes=3, target=tally)
+    assert (7, RunStatus.AWAITING, 7) == (reply, result.status, result.state["total"])
+
+
+async def test_an_update_committed_before_its_answer_was_lost_is_delivered_once() -> None:
+    store = AnswerLost(MemoryStore())
+
+    async def update(client: Client, run_id: str) -> Any:
+        store.lose_next_answer = True
+        return await client.update(run_id, "add", 7), await client.result(run_id)
+
+    [(reply, result)] = await ride_out(store, update, probes=2, target=tally)
+    assert (7, RunStatus.AWAITING, 7) == (reply, result.status, result.state["total"])
 
 
 async def test_a_client_cancel_rides_out_a_store_outage() -> None:

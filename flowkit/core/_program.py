@@ -89,6 +89,45 @@ class Program:
         self.parameters: dict[str, tuple[str, ...] | None] = {
             n.id: by_uses[n.uses or ""] for n in blueprint.nodes
         }
+        self.chained: dict[str, tuple[str, ...]] = {}
+        """Call node -> the call nodes its completion always fires next, in order, each
+        with its output as the only argument (see ``_machine.completion_shortcut``)."""
+        self.joining: dict[str, str] = {}
+        """Call node -> the ``join="all"`` node its completion always arrives at."""
+        for node_id, edges in self.out.items():
+            if not edges or not all(self._plain_edge(self.specs[node_id], e) for e in edges):
+                continue
+            targets = tuple(e.target for e in edges)
+            if all(self._plain_successor(self.specs[t]) for t in targets):
+                self.chained[node_id] = targets
+            elif len(targets) == 1 and self._waiting_join(targets[0]):
+                self.joining[node_id] = targets[0]
+
+    def _plain_edge(self, source: NodeSpec, edge: Edge) -> bool:
+        """Whether ``source`` is a call node that keeps its output and whose ``edge`` is
+        taken whatever the output (unconditional, forward)."""
+        return (
+            edge.when is None
+            and edge.action is None
+            and not edge.back
+            and _plain_call(source)
+            and "assign" not in source.params
+        )
+
+    def _plain_successor(self, target: NodeSpec) -> bool:
+        """Whether ``target`` is a call node entered one way only, that takes its one
+        predecessor's output as its argument."""
+        return (
+            _plain_call(target)
+            and self.n_preds[target.id] == 1
+            and not target.inputs
+            and not {"args", "kwargs", "options"} & target.params.keys()
+            and target.config.queue is None
+        )
+
+    def _waiting_join(self, node_id: str) -> bool:
+        """Whether ``node_id`` is a ``join="all"`` node with several predecessors."""
+        return self.n_preds[node_id] > 1 and self.join[node_id] == "all"
 
     def _join_nodes_in_body(self, loop: NodeSpec) -> tuple[str, ...]:
         """Joins inside a loop's body, whose counters restart on every iteration."""
@@ -124,6 +163,10 @@ class Program:
         if fn is None:
             fn = self._compiled[key] = _safe(source, _EDGE_NAMES)
         return fn
+
+
+def _plain_call(spec: NodeSpec) -> bool:
+    return spec.kind == "call" and not spec.params.get("map")
 
 
 def wait_name(spec: NodeSpec) -> str:

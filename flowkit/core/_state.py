@@ -46,6 +46,9 @@ class NullJournal(set[tuple[str, str]]):
     add = set.discard
 
 
+NULL_JOURNAL: Final = NullJournal()
+"""The journal of every run without a store: it stays empty, so one serves them all."""
+
 DELETED: Final = object()
 """Marker in a delta: the key was deleted."""
 

@@ -8,6 +8,7 @@ import os
 import socket
 from abc import abstractmethod
 from collections import deque
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -94,6 +95,13 @@ class Run(Replica):
         """The event the drive in progress sets when it ends; None if none is."""
         idle = self._idle
         return None if idle is None or idle.is_set() else idle
+
+    def idle_now(self, idle: anyio.Event) -> None:
+        """The drive that ``busy()`` returned ``idle`` to has ended: wake whoever waits,
+        and keep no event while the run is not driven (a finished run costs its state)."""
+        idle.set()
+        if self._idle is idle:
+            self._idle = None
 
     async def wait_idle(self) -> None:
         """Wait until no drive of the run is in progress here (a checkpoint, at least)."""
@@ -220,10 +228,11 @@ class Driver(Interpreter[Run]):
                     run.quiet = anyio.Event()
                     await run.quiet.wait()
                 run.tg = None  # closed to new work from here on
+                run.quiet = None
         finally:
             if run.tg is group:  # another drive may own the run by now
                 run.tg = None
-            idle.set()
+            run.idle_now(idle)
             self._evict(run)
         await self._notify_parent(run)
 
@@ -301,12 +310,6 @@ class Driver(Interpreter[Run]):
         so at any cancellation point this worker holds nothing but that node.
         ``CancelNode`` cancels the worker running the dispatch.
         """
-
-        def hand_off() -> None:
-            if ready:
-                self._spawn(run, list(ready))
-                ready.clear()
-
         scopes = run.scopes
         with anyio.CancelScope() as scope:
             while ready:
@@ -322,6 +325,7 @@ class Driver(Interpreter[Run]):
                 except StopIteration as done:
                     event = done.value
                 else:  # it blocked: hand the other ready nodes to a new worker
+                    hand_off = partial(self._hand_off, run, ready)
                     event = await NoticeBlocking(Resume(coro, yielded), hand_off)
                 scopes.pop(command.dispatch_id, None)
                 if self._beat_at:
@@ -331,8 +335,15 @@ class Driver(Interpreter[Run]):
                     run.state.journal.clear()
                 else:
                     origin = Origin(self.worker_id, started, clock.now())
-                    commands = await NoticeBlocking(self._step(run, event, origin), hand_off)
+                    stepped = self._step(run, event, origin)
+                    commands = await NoticeBlocking(stepped, partial(self._hand_off, run, ready))
                 ready.extend(self._carry_out(run, commands))
+
+    def _hand_off(self, run: Run, ready: deque[p.ExecuteNode]) -> None:
+        """A worker's node blocks: a new worker takes the nodes still waiting."""
+        if ready:
+            self._spawn(run, list(ready))
+            ready.clear()
 
     # -- heartbeat details ------------------------------------------------------
     def _heartbeat(self, run_id: str, dispatch_id: str, details: Any) -> None:

@@ -26,7 +26,7 @@ from ..core._deferral import deferred
 from ..core._machine import start_run
 from ..core._priority import DEFAULT_PRIORITY, priority_of
 from ..core._program import wait_name
-from ..core._state import NullJournal, RunState, RunStatus
+from ..core._state import NULL_JOURNAL, RunState, RunStatus
 from ..observability._propagation import current_traceparent
 from ..shell._commands import for_parent
 from ..shell._completion import CompletionToken, check_open, completion_event, failure_event
@@ -676,7 +676,7 @@ class Runtime(SlotDriving, Driver, ScheduleControls):
         run_id = run_id or new_run_id()
         state = RunState(run_id)
         if self.store is None:  # nothing to commit: record no deltas
-            state.journal = NullJournal()
+            state.journal = NULL_JOURNAL
         traceparent = self._executor.run_traceparent(
             run_id, target.blueprint.id, self._traceparent(parent), parent
         )

@@ -10,6 +10,7 @@ admitted it (the one that gave a slot back)."""
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -17,8 +18,7 @@ import structlog
 
 from .._errors import ResumeError, StoreError
 from ..core import _protocol as p
-from ..core._admission import POOL_PREFIX
-from ..shell._run_slots import RunSlots, holds_slot, size_of
+from ..shell._run_slots import RunSlots, holds_slot, pool_size
 
 _log = structlog.get_logger("flowkit.runtime")
 SWEEP_EVERY = 30.0
@@ -65,20 +65,20 @@ class SlotDriving:
         from ..stores._memory import MemoryStore
 
         self.run_slots = RunSlots(store if store is not None else MemoryStore())
-        # run id -> (event, commands): runs a ``run()`` call waits to see admitted
-        self._awaiting_slot: dict[str, tuple[anyio.Event, list[list[p.Command]]]] = {}
+        # run id -> admissions handed to the ``run()`` call that drives or awaits the run
+        self._awaiting_slot: dict[str, Handoff] = {}
 
     def finish_run(self, run: Run, command: p.FinishRun) -> None:
         super().finish_run(run, command)  # type: ignore[misc]  # Driver's, next in line
         waiting = self._awaiting_slot.get(run.run_id)
         if waiting is not None:  # cancelled while queued: the run() waiting returns
-            waiting[0].set()
+            waiting.wake()
 
     def take_slot(self, run: Run, command: p.TakeSlot) -> None:
-        self._start_task(run, self._take_slot, command)
+        self._start_task(run, self.run_slots.take, command, self._admit)
 
     def release_slot(self, run: Run, command: p.ReleaseSlot) -> None:
-        self._start_task(run, self._release_slot, command)
+        self._start_task(run, self.run_slots.release, command, self._admit)
 
     async def _slot_at_start(
         self, target: Target, run_id: str, inputs: dict[str, Any], extra: Any
@@ -86,14 +86,6 @@ class SlotDriving:
         """A slot taken for a new run before it exists, if one is free and nobody waits
         (see :meth:`RunSlots.take_at_start`)."""
         return await self.run_slots.take_at_start(target.program, run_id, inputs, extra or {})
-
-    async def _take_slot(self, command: p.TakeSlot) -> None:
-        await self.run_slots.join(command.limit_id, command.key, command.holder)
-        await self.run_slots.serve(command.limit_id, command.key, command.max, self._admit)
-
-    async def _release_slot(self, command: p.ReleaseSlot) -> None:
-        await self.run_slots.leave(command.limit_id, command.key, command.holder)
-        await self.run_slots.serve(command.limit_id, command.key, command.max, self._admit)
 
     async def _admit(self, run_id: str) -> bool:
         """Tell a queued run it has its slot and have it driven (see the module)."""
@@ -108,8 +100,8 @@ class SlotDriving:
         if run.tg is not None:
             self._spawn(run, self._carry_out(run, commands))
         elif waiting is not None:
-            waiting[1].append(commands)
-            waiting[0].set()
+            waiting.commands.append(commands)
+            waiting.wake()
         elif self._tg is not None:
             self._drive_soon(run, commands)
         else:
@@ -121,17 +113,21 @@ class SlotDriving:
         """While a ``run()`` call drives ``run_id``, an admission of it is handed to that
         call (the commands it yields), not driven by the task that admitted it: the
         call would otherwise read the run's result mid-run."""
-        handed = self._awaiting_slot.setdefault(run_id, (anyio.Event(), []))[1]
+        waiting = self._awaiting_slot.get(run_id)
+        if waiting is None:
+            waiting = self._awaiting_slot[run_id] = Handoff()
+        handed = waiting.commands
         try:
             yield handed
         finally:
-            if not handed and self._awaiting_slot.get(run_id, (None, handed))[1] is handed:
+            if not handed and self._awaiting_slot.get(run_id) is waiting:
                 self._awaiting_slot.pop(run_id, None)
 
     async def _until_admitted(self, run: Run) -> list[p.Command] | None:
         """Wait until the queued ``run`` is admitted; the commands to drive it with
         (None: another process sharing the store admitted it, and drives it)."""
-        event, handed = self._awaiting_slot.setdefault(run.run_id, (anyio.Event(), []))
+        waiting = self._awaiting_slot.setdefault(run.run_id, Handoff())
+        event, handed = waiting.waited(), waiting.commands
         try:
             while not handed and _queued(run.state):
                 with anyio.move_on_after(self.poll_interval):
@@ -154,13 +150,30 @@ class SlotDriving:
         while True:
             await anyio.sleep(SWEEP_EVERY)
             try:
-                await self.run_slots.sweep(self._pool_size, self._admit)
+                await self.run_slots.sweep(partial(pool_size, self.flows), self._admit)
             except StoreError as exc:
                 _log.warning("flow slot sweep failed; retrying", error=str(exc))
 
-    def _pool_size(self, limit_id: str) -> int | None:
-        target = self.flows.by_blueprint_id.get(limit_id[len(POOL_PREFIX) :])
-        return None if target is None else size_of(target.blueprint.metadata)
+
+class Handoff:
+    """The admissions of a run handed to the ``run()`` call that drives or awaits it, and
+    the event that wakes that call (made only once the call waits: most never do)."""
+
+    __slots__ = ("commands", "event")
+
+    def __init__(self) -> None:
+        self.commands: list[list[p.Command]] = []
+        self.event: anyio.Event | None = None
+
+    def waited(self) -> anyio.Event:
+        """The event to wait on for a change."""
+        if self.event is None:
+            self.event = anyio.Event()
+        return self.event
+
+    def wake(self) -> None:
+        if self.event is not None:
+            self.event.set()
 
 
 def _queued(state: RunState) -> bool:

@@ -199,14 +199,6 @@ def context() -> NodeContext:
         ) from None
 
 
-def set_current(ctx: NodeContext) -> contextvars.Token[NodeContext]:
-    return _current.set(ctx)
-
-
-def reset_current(token: contextvars.Token[NodeContext]) -> None:
-    _current.reset(token)
-
-
 # -- binding a node's identity ----------------------------------------------------
 _NODE_KEYS: Final = ("run_id", "node_id", "attempt", "flow")
 
@@ -219,31 +211,33 @@ def _structlog_vars() -> tuple[contextvars.ContextVar[Any], ...]:
 
 
 _RUN_ID, _NODE_ID, _ATTEMPT, _FLOW = _structlog_vars()
-NodeBinding = tuple[contextvars.Token[Any], ...]
+NodeEntry = tuple[contextvars.Token[Any], ...]
 
 
-def bind_node_context(ctx: NodeContext) -> NodeBinding:
-    """Bind ``run_id``, ``node_id``, ``attempt`` and ``flow`` in structlog's contextvars.
+def enter_node(ctx: NodeContext) -> NodeEntry:
+    """Make ``ctx`` the current node's (:func:`context`) and bind ``run_id``, ``node_id``,
+    ``attempt`` and ``flow`` in structlog's contextvars.
 
-    Exactly what ``structlog.contextvars.bind_contextvars(run_id=..., ...)``
-    does, at a fraction of the cost (it runs for every node). The executor
-    calls it and :func:`unbind_node_context` around each node execution, so
-    every log line written meanwhile in that task (with
-    ``structlog.contextvars.merge_contextvars`` in the chain, as
-    :func:`configure_logging` sets up) names the node.
+    Exactly what ``structlog.contextvars.bind_contextvars(run_id=..., ...)`` does for
+    the four keys, at a fraction of the cost (it runs for every node). The executor
+    calls it and :func:`leave_node` around each node execution, so every log line
+    written meanwhile in that task (with ``structlog.contextvars.merge_contextvars``
+    in the chain, as :func:`configure_logging` sets up) names the node.
     """
     return (
+        _current.set(ctx),
         _RUN_ID.set(ctx.run_id),
         _NODE_ID.set(ctx.node_id),
         _ATTEMPT.set(ctx.attempt),
-        _FLOW.set(getattr(ctx, "flow", None)),  # NodeContext.flow: the run's blueprint id
+        _FLOW.set(ctx.flow),
     )
 
 
-def unbind_node_context(tokens: NodeBinding) -> None:
-    """Restore the contextvars :func:`bind_node_context` set."""
-    run_id, node_id, attempt, flow = tokens
+def leave_node(tokens: NodeEntry) -> None:
+    """Undo :func:`enter_node`."""
+    current, run_id, node_id, attempt, flow = tokens
     _FLOW.reset(flow)
     _ATTEMPT.reset(attempt)
     _NODE_ID.reset(node_id)
     _RUN_ID.reset(run_id)
+    _current.reset(current)

@@ -18,20 +18,13 @@ from .._serde import SerializationError, to_data
 from ..core import _protocol as p
 from ..core._action import split_action
 from ._completion import PENDING
-from ._context import (
-    Context,
-    NodeContext,
-    bind_node_context,
-    reset_current,
-    set_current,
-    unbind_node_context,
-)
+from ._context import Context, NodeContext, enter_node, leave_node
 from ._events import Event, EventBus
 from ._limits import LocalBuckets, LocalSlots, bucket_of, limited, slot_of
 from ._middleware import Middleware, Pipeline
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from ..core._state import RunState
     from ._target import Target
@@ -84,6 +77,8 @@ class Executor:
         if enqueued_at is None and not self._pipeline.empty:  # only middleware reads it
             enqueued_at = clock.now()
         if self._slots is None or not limited(target):
+            if self._max_concurrency is None:  # most nodes: no coroutine in between
+                return await self._execute(run_id, target, state, command, enqueued_at)
             return await self._bounded(run_id, target, state, command, enqueued_at)
         bucket = bucket_of(target, command) if self._buckets is not None else None
         if self._buckets is not None and bucket is not None:
@@ -162,15 +157,15 @@ class Executor:
         started = time.perf_counter() if observed else None
         if observed:
             self._emit(ctx, "node:start", command)
-        token = set_current(ctx)
-        bound = bind_node_context(ctx)
+        bound = enter_node(ctx)
         try:
+            call = self._invoke(invoke, command, ctx)
             if timeout is not None:
                 ctx.deadline = started_at + timeout
                 with anyio.fail_after(timeout):
-                    output = await self._invoke(invoke, command, ctx)
+                    output = await call
             else:
-                output = await self._invoke(invoke, command, ctx)
+                output = await call
             if output is PENDING:
                 return _deferred(command, ctx)
             return self._completed(command, output, ctx, started)
@@ -184,8 +179,7 @@ class Executor:
                 heartbeat=ctx.heartbeat_details,
             )
         finally:
-            unbind_node_context(bound)
-            reset_current(token)
+            leave_node(bound)
 
     def _completed(
         self, command: p.ExecuteNode, output: Any, ctx: NodeContext, started: float | None
@@ -209,10 +203,12 @@ class Executor:
             )
         return p.NodeCompleted(command.dispatch_id, output, action, None, (), command.fallback)
 
-    async def _invoke(self, invoke: Any, command: p.ExecuteNode, ctx: NodeContext) -> Any:
+    def _invoke(self, invoke: Any, command: p.ExecuteNode, ctx: NodeContext) -> Awaitable[Any]:
+        """The node's call, through the middleware if any (a coroutine, not started)."""
         if self._pipeline.empty:
-            return await invoke(command.args, command.kwargs, ctx)
-        return await self._pipeline.run(ctx, lambda: invoke(command.args, command.kwargs, ctx))
+            call: Awaitable[Any] = invoke(command.args, command.kwargs, ctx)
+            return call
+        return self._pipeline.run(ctx, lambda: invoke(command.args, command.kwargs, ctx))
 
     def _emit(
         self, ctx: NodeContext, type_: str, command: p.ExecuteNode, duration: float | None = None

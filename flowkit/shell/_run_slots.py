@@ -14,7 +14,10 @@ admission of the pool tells it again.
 Every process that runs flows sweeps now and then (:meth:`RunSlots.sweep`): it admits
 the queued runs of every pool with a queue (a process may have died between giving a
 slot back and admitting the next run), after giving back the slots of runs that ended
-without giving theirs back (a process died in between). Nothing polls a run.
+without giving theirs back (a process died in between). A run that queues after it was
+stored (its debounce ended, it was retried) joins its queue after the commit that made
+it queued; the sweep puts back in line a stored queued run that no queue holds (its
+process died in between). Nothing polls a run.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _clock as clock
 from ..core import _protocol as p
-from ..core._admission import PARENT_SLOT, POOL_PREFIX, SLOT, flow_pool, taken_slot
+from ..core._admission import PARENT_SLOT, POOL_PREFIX, QUEUED, SLOT, flow_pool, taken_slot
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
     from ..core._program import Program
     from ..core._state import RunState
     from ..stores._protocol import Store
+    from ._flows import Flows
 
 QUEUE = "queue:"
 """Prefix of the store pool that holds a flow pool's queue."""
@@ -104,6 +108,18 @@ class RunSlots:
         await self.store.release_slot(QUEUE + limit_id, key, holder)
         await self.store.release_slot(limit_id, key, holder)
 
+    async def take(self, command: p.TakeSlot, tell: Callable[[str], Awaitable[bool]]) -> None:
+        """Carry out the core's ``TakeSlot``: :meth:`join` the pool's queue, then
+        :meth:`serve` the pool."""
+        await self.join(command.limit_id, command.key, command.holder)
+        await self.serve(command.limit_id, command.key, command.max, tell)
+
+    async def release(self, command: p.ReleaseSlot, tell: Callable[[str], Awaitable[bool]]) -> None:
+        """Carry out the core's ``ReleaseSlot``: :meth:`leave` the pool, then
+        :meth:`serve` it (the slot given back goes to the next queued run)."""
+        await self.leave(command.limit_id, command.key, command.holder)
+        await self.serve(command.limit_id, command.key, command.max, tell)
+
     async def serve(
         self, limit_id: str, key: str, size: int, tell: Callable[[str], Awaitable[bool]]
     ) -> None:
@@ -156,6 +172,7 @@ class RunSlots:
         """Serve every pool that has a queue; in a full one first give back the slots of
         holders that have :meth:`ended` (their process died before giving them back).
         ``size_of(limit_id)`` is the pool's ``max`` (None: a flow unknown here)."""
+        await self._line_up_strays(size_of)
         for line, key in await self.store.slot_pools(QUEUE + POOL_PREFIX):
             limit_id = line[len(QUEUE) :]
             size = size_of(limit_id)
@@ -167,6 +184,46 @@ class RunSlots:
                     if await self.ended(holder):
                         await self.store.release_slot(limit_id, key, holder)
             await self.serve(limit_id, key, size, tell)
+
+    async def _line_up_strays(self, size_of: Callable[[str], int | None]) -> None:
+        """Queue again the runs stored ``queued`` that no queue holds.
+
+        Read in this order, a run admitted meanwhile is never queued again: it leaves
+        its queue only after the commit that made it run, so a run listed queued and
+        then missing from every queue is loaded after that commit (and skipped)."""
+        stored = await self._stored_queued()
+        if not stored:
+            return
+        lined = {
+            holder
+            for line, key in await self.store.slot_pools(QUEUE + POOL_PREFIX)
+            for holder in await self.store.slot_holders(line, key)
+        }
+        for run_id in sorted(stored - lined):
+            loaded = await self.store.load(run_id)
+            header = {} if loaded is None else loaded[0].header
+            slot = header.get(SLOT)
+            if header.get(QUEUED) is None or slot is None or not slot["own"]:
+                continue  # admitted, ended or gone meanwhile
+            if size_of(slot["limit"]) is not None:  # else: left to a process that knows it
+                await self.join(slot["limit"], slot["key"], run_id)
+
+    async def _stored_queued(self) -> set[str]:
+        """The ids of every run the store lists as queued."""
+        found: set[str] = set()
+        cursor = None
+        while True:
+            page = await self.store.list_runs(status="queued", limit=1000, cursor=cursor)
+            found.update(run.run_id for run in page.runs)
+            cursor = page.cursor
+            if cursor is None:
+                return found
+
+
+def pool_size(flows: Flows, limit_id: str) -> int | None:
+    """The ``max`` of the flow pool ``limit_id`` (None: a flow unknown to ``flows``)."""
+    target = flows.by_blueprint_id.get(limit_id[len(POOL_PREFIX) :])
+    return None if target is None else size_of(target.blueprint.metadata)
 
 
 def size_of(blueprint_metadata: dict[str, object] | None) -> int | None:

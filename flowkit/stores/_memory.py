@@ -34,6 +34,7 @@ from ._protocol import (
     ScheduleRecord,
     StoreStats,
 )
+from ._slots import OneHolderSlots
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Collection, Mapping, Sequence
@@ -65,7 +66,7 @@ class _Stored:
         )
 
 
-class MemoryStore:
+class MemoryStore(OneHolderSlots):
     """Runs, timers and leases in memory (lost when the process ends)."""
 
     def __init__(
@@ -296,14 +297,6 @@ class MemoryStore:
         return self._schedules.pop(schedule_id, None) is not None
 
     # -- concurrency slots: (limit id, key) -> holder -> expires at ---------------
-    async def acquire_slot(
-        self, limit_id: str, key: str, holder: str, *, max: int, now: float, expires_at: float
-    ) -> bool:
-        taken = await self.acquire_slots(
-            limit_id, key, [holder], max=max, now=now, expires_at=expires_at
-        )
-        return taken == 1
-
     async def acquire_slots(
         self,
         limit_id: str,
@@ -351,9 +344,6 @@ class MemoryStore:
         before = reserve(tokens, updated, count=count, rate=rate, capacity=capacity, now=now)
         self._buckets[(limit_id, key)] = (before - count, now)
         return before
-
-    async def release_slot(self, limit_id: str, key: str, holder: str) -> None:
-        await self.release_slots(limit_id, key, [holder])
 
     async def release_slots(self, limit_id: str, key: str, holders: Sequence[str]) -> None:
         pool = self._slots.get((limit_id, key))

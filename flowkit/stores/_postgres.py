@@ -41,6 +41,7 @@ from ._protocol import (
     ScheduleRecord,
     StoreStats,
 )
+from ._slots import OneHolderSlots
 
 try:
     import psycopg
@@ -224,7 +225,7 @@ def translate_errors(operation: str, dsn: str) -> Iterator[None]:
         raise StoreError(failure("PostgreSQL store", operation, dsn, exc)) from exc
 
 
-class PostgresStore(SchemaClient):
+class PostgresStore(SchemaClient, OneHolderSlots):
     """Runs, timers and leases in PostgreSQL.
 
     Example::
@@ -517,14 +518,6 @@ class PostgresStore(SchemaClient):
         return bool(rows)
 
     # -- concurrency slots ----------------------------------------------------------
-    async def acquire_slot(
-        self, limit_id: str, key: str, holder: str, *, max: int, now: float, expires_at: float
-    ) -> bool:
-        taken = await self.acquire_slots(
-            limit_id, key, [holder], max=max, now=now, expires_at=expires_at
-        )
-        return taken == 1
-
     async def acquire_slots(
         self,
         limit_id: str,
@@ -599,9 +592,6 @@ class PostgresStore(SchemaClient):
             },
         )
         return float(rows[0][0])
-
-    async def release_slot(self, limit_id: str, key: str, holder: str) -> None:
-        await self.release_slots(limit_id, key, [holder])
 
     async def release_slots(self, limit_id: str, key: str, holders: Sequence[str]) -> None:
         await self._query(

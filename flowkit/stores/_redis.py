@@ -78,6 +78,7 @@ from ._protocol import (
 )
 from ._redis_schedules import RedisSchedules
 from ._redis_slots import RedisSlots
+from ._slots import OneHolderSlots
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
@@ -351,7 +352,7 @@ def translate_errors(operation: str, url: str) -> Iterator[None]:
         ) from exc
 
 
-class RedisStore:
+class RedisStore(OneHolderSlots):
     """Runs, timers and leases in Redis.
 
     Example::
@@ -767,11 +768,6 @@ class RedisStore:
         return await self._schedules.delete(schedule_id)
 
     # -- concurrency slots (see _redis_slots) ------------------------------------
-    async def acquire_slot(
-        self, limit_id: str, key: str, holder: str, *, max: int, now: float, expires_at: float
-    ) -> bool:
-        return await self._slots.acquire(limit_id, key, [holder], max, now, expires_at) == 1
-
     async def acquire_slots(
         self,
         limit_id: str,
@@ -786,9 +782,6 @@ class RedisStore:
 
     async def extend_slot(self, limit_id: str, key: str, holder: str, expires_at: float) -> bool:
         return await self._slots.extend(limit_id, key, holder, expires_at)
-
-    async def release_slot(self, limit_id: str, key: str, holder: str) -> None:
-        await self._slots.release(limit_id, key, [holder])
 
     async def release_slots(self, limit_id: str, key: str, holders: Sequence[str]) -> None:
         await self._slots.release(limit_id, key, holders)

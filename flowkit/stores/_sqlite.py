@@ -51,6 +51,7 @@ from ._protocol import (
     ScheduleRecord,
     StoreStats,
 )
+from ._slots import OneHolderSlots
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
@@ -187,7 +188,7 @@ _MIGRATIONS: tuple[tuple[Callable[[sqlite3.Connection], None], ...], ...] = (
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
-class SQLiteStore:
+class SQLiteStore(OneHolderSlots):
     """Runs in a SQLite file (``SQLiteStore("runs.db")``); ``":memory:"`` for a private one."""
 
     def __init__(
@@ -520,14 +521,6 @@ class SQLiteStore:
         return bool(cur.rowcount == 1)
 
     # -- concurrency slots ----------------------------------------------------------
-    async def acquire_slot(
-        self, limit_id: str, key: str, holder: str, *, max: int, now: float, expires_at: float
-    ) -> bool:
-        taken = await self.acquire_slots(
-            limit_id, key, [holder], max=max, now=now, expires_at=expires_at
-        )
-        return taken == 1
-
     async def acquire_slots(
         self,
         limit_id: str,
@@ -631,9 +624,6 @@ class SQLiteStore:
             return float(before)
 
         return await self._locked(take)
-
-    async def release_slot(self, limit_id: str, key: str, holder: str) -> None:
-        await self.release_slots(limit_id, key, [holder])
 
     async def release_slots(self, limit_id: str, key: str, holders: Sequence[str]) -> None:
         await self._locked(

@@ -247,7 +247,7 @@ async def serve(args: argparse.Namespace, *, bounded_exit: bool = False) -> None
         retention=args.retention,
         schedules=load_schedules(args.app),
     )
-    worker.fail_fast = True  # an unreachable broker at start exits 2
+    worker.fail_fast = True  # a broker unreachable at start exits 2
     failed = True
     try:
         await store.info("flowkit-startup-check")  # fails fast on an unreachable store
@@ -285,6 +285,8 @@ async def _serve_until_stopped(args: argparse.Namespace, flows: list[Any], worke
                 host, port = args.webhooks
                 serving.start_soon(_serve_webhooks, client, host, port, stopping.wait)
             if await _connect(worker.transport, args.queue, stopping):
+                # a broker reached by connect(): losing it later is an outage to wait out
+                worker.fail_fast = not hasattr(worker.transport, "connect")
                 log.info(
                     "worker started",
                     flows=[_name(f) for f in flows],

@@ -364,13 +364,18 @@ class Client(ScheduleControls):
         recorded); waits until the workers have taken the run to its next wait, or to
         its end; returns the update's reply computed from the variables at that point.
         All within ``timeout`` seconds (:class:`~flowkit.ResultTimeout` after that; the
-        update may have been recorded by then). Raises :class:`~flowkit.ResumeError` for
-        an unknown run or update, or a run that has finished, and the run's error if it
-        failed meanwhile. The flow must be registered with this client.
+        update may have been recorded by then). While the store is unreachable each step
+        is tried again once it is back (for up to ``outage_timeout``), and an update whose
+        commit went through before the outage hid the answer is not delivered twice.
+        Raises :class:`~flowkit.ResumeError` for an unknown run or update, or a run that
+        has finished, and the run's error if it failed meanwhile. The flow must be
+        registered with this client.
 
         >>> # await client.update(run_id, "add_item", "lamp", timeout=30)   # 1
         """
-        return await _handlers.update(self.shell, run_id, name, data, timeout)
+        return await _handlers.update(
+            self.shell, run_id, name, data, timeout, despite=self._despite_outage
+        )
 
     async def signal_with_start(
         self,

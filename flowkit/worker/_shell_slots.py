@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import ResumeError
 from ..core import _protocol as p
-from ..core._admission import POOL_PREFIX
-from ..shell._run_slots import RunSlots, holds_slot, size_of
+from ..shell._run_slots import RunSlots, holds_slot, pool_size, size_of
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -31,19 +30,11 @@ class SlotSteps:
 
     def take_slot(self, run: Any, command: p.TakeSlot) -> None:
         later: list[Callable[[], Awaitable[Any]]] = run.later
-        later.append(partial(self._take_slot, command))
+        later.append(partial(self.run_slots.take, command, self._admit))
 
     def release_slot(self, run: Any, command: p.ReleaseSlot) -> None:
         later: list[Callable[[], Awaitable[Any]]] = run.later
-        later.append(partial(self._release_slot, command))
-
-    async def _take_slot(self, command: p.TakeSlot) -> None:
-        await self.run_slots.join(command.limit_id, command.key, command.holder)
-        await self.run_slots.serve(command.limit_id, command.key, command.max, self._admit)
-
-    async def _release_slot(self, command: p.ReleaseSlot) -> None:
-        await self.run_slots.leave(command.limit_id, command.key, command.holder)
-        await self.run_slots.serve(command.limit_id, command.key, command.max, self._admit)
+        later.append(partial(self.run_slots.release, command, self._admit))
 
     async def _admit(self, run_id: str) -> bool:
         """Tell a queued run that it has its slot: it begins (its first nodes are
@@ -55,9 +46,8 @@ class SlotSteps:
         return holds_slot(replica.state)
 
     async def sweep_slots(self) -> None:
-        """Admit the queued runs nobody admitted (see :meth:`RunSlots.sweep`)."""
-        await self.run_slots.sweep(self._pool_size, self._admit)
-
-    def _pool_size(self, limit_id: str) -> int | None:
-        target = self.flows.by_blueprint_id.get(limit_id[len(POOL_PREFIX) :])
-        return None if target is None else size_of(target.blueprint.metadata)
+        """Admit the queued runs nobody admitted (see :meth:`RunSlots.sweep`), if a flow
+        here has a limit (the others' runs are left to the processes that have theirs)."""
+        known = self.flows.by_blueprint_id.values()
+        if any(size_of(target.blueprint.metadata) is not None for target in known):
+            await self.run_slots.sweep(partial(pool_size, self.flows), self._admit)

@@ -197,6 +197,41 @@ def test_an_unreachable_store_exits_2(tmp_path: Path) -> None:
     assert_usage_error(result, "127.0.0.1:1")
 
 
+@pytest.mark.anyio
+async def test_a_broker_lost_after_start_is_waited_for(
+    worker_processes: Any, pg_database: str, tmp_path: Path
+) -> None:
+    """A worker that reached its broker at start and loses it before it took anything
+    waits for it to come back (exit 2 is for a broker unreachable at start). The broker
+    is a PostgreSQL queue in a database of this test's own, closed to connections and its
+    connections ended, then opened again."""
+    import psycopg
+
+    store_url = f"sqlite:///{tmp_path / 'runs.db'}"
+    worker = worker_processes.start(
+        "--app", "flows_e2e", "--transport", pg_database, "--store", store_url,
+        "--log-format", "json",
+    )  # fmt: skip
+    await worker.wait_for_line("worker started", START_TIMEOUT)
+    database = pg_database.rpartition("/")[2]
+    with psycopg.connect(pg_database.rpartition("/")[0] + "/test", autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE {database} ALLOW_CONNECTIONS false")
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (database,),
+        )
+        await worker.wait_for_line("broker unreachable", START_TIMEOUT)
+        admin.execute(f"ALTER DATABASE {database} ALLOW_CONNECTIONS true")
+    transport, store = transport_from_url(pg_database), store_from_url(store_url)
+    try:
+        result = await Client(transport, store, flows=[ping]).run(ping, x=1, timeout=START_TIMEOUT)
+    finally:
+        await transport.close()
+        await store.close()
+    assert (RunStatus.COMPLETED, 2) == (result.status, result.output)
+    assert 0 == await worker.terminate(STOP_TIMEOUT)
+
+
 # -- signals ---------------------------------------------------------------------------------------
 
 

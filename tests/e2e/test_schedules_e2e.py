@@ -95,11 +95,14 @@ async def test_three_worker_processes_on_postgresql_for_30_ticks(
     env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), worker_processes.env["PYTHONPATH"]])}
     args = ["--app", "sched_app", "--store", pg_database, "--transport", pg_database,
             "--log-format", "json"]  # fmt: skip
-    workers = [worker_processes.start(*args, env=env) for _ in range(3)]
-    for worker in workers:
-        await worker.wait_for_line("worker started", START_TIMEOUT)
     store = store_from_url(pg_database)
     try:
+        # connected before the workers connect: a server at its connection limit (other
+        # suites share it) can refuse a newcomer, not the test's reads
+        assert [] == await scheduled(store)
+        workers = [worker_processes.start(*args, env=env) for _ in range(3)]
+        for worker in workers:
+            await worker.wait_for_line("worker started", START_TIMEOUT)
         before = await until_at_least(store, 15)
         workers[1].kill()
         await workers[1].wait(10.0)
