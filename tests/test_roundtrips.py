@@ -7,6 +7,7 @@ and the background loops (timers, leases) are not part of a step.
 
 The pinned numbers are those of the chain's steps after the first on a worker
 that holds the run: the first step of a run on a worker loads it once more.
+A fan's completions that wait for the run's turn on one worker share one commit.
 ``python -m tests.test_roundtrips`` prints every count (both set-ups, one and
 two workers, chain and fan).
 
@@ -22,6 +23,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from roundtrips import RoundTrips
 
@@ -277,6 +279,38 @@ async def test_a_conflict_is_tried_again_without_the_lock(kind: str) -> None:
         replica = await mine.replica(run_id, fresh=True)
         done = replica.state.sections["dispatches"]
         assert not {workers[0], workers[1], workers[2], workers[3]} & set(done)
+    finally:
+        await servers.drop()
+
+
+@pytest.mark.parametrize("kind", ["redis", "postgres"])
+async def test_completions_waiting_for_their_turn_share_one_commit(kind: str) -> None:
+    """A fan's completions on one process that wait for the run's turn behind another
+    step are committed together: one store round trip for all of them."""
+    servers = Servers(kind)
+    try:
+        with RoundTrips() as counter:
+            store = servers.store(counter)
+            shell = Shell(MemoryTransport(), store, queue="q", lease=30.0, flows=[fan])
+            run_id = await shell.start(shell.target_for(fan), None, {})
+            (src,) = dispatches(shell, run_id)
+            await shell.step(run_id, p.NodeCompleted(src, 1))
+            workers = dispatches(shell, run_id)
+            with anyio.fail_after(BOUND), counter.counting("together"):
+                async with (
+                    anyio.create_task_group() as tg,
+                    shell._one_step_at_a_time(run_id) as turns,
+                ):
+                    for dispatch_id in workers:
+                        tg.start_soon(shell.step, run_id, p.NodeCompleted(dispatch_id, 2))
+                    while len(turns.waiting) < FAN:
+                        await anyio.lowlevel.checkpoint()
+        assert counter.total("together", "store") == 1, dict(counter.counts["together"])
+        if kind == "redis":
+            assert counter.counts["together"] == Counter({("store", "_commit"): 1})
+        assert [
+            d["node"] for d in shell._replicas[run_id].state.sections["dispatches"].values()
+        ] == ["sink"]
     finally:
         await servers.drop()
 

@@ -20,12 +20,12 @@ from ..stores._protocol import CatchesUp, CommitsOptimistically, Conflict
 from ._history import Origin, options_of, transition_events
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from .._durations import Duration
     from ..blueprint._model import Blueprint
     from ..core._program import Program
-    from ..stores._history import HistoryOptions
+    from ..stores._history import HistoryEntry, HistoryOptions
     from ..stores._protocol import IndexOps, RunTransaction, Store
 
 
@@ -213,23 +213,42 @@ class Replica:
         finished meanwhile (which the core would take as a stale event, silently)."""
         turn = _Turn(event, origin, lease_seconds, options_of(store), check)
         async with self._one_at_a_time():
-            return await self._step(store, turn)
+            return (await self._step(store, [turn]))[0]
 
-    async def _step(self, store: Store, turn: _Turn) -> list[p.Command]:
+    async def step_together(
+        self,
+        store: Store,
+        events: Sequence[tuple[p.Event, Origin | None]],
+        *,
+        lease_seconds: float | None = None,
+    ) -> list[list[p.Command]]:
+        """Apply ``events`` (each with its ``origin``) in order and commit them as one
+        transaction, as :meth:`step` commits one: the commands of each event applied.
+        Those are the first events, at least one: an event whose transition starts a timer
+        is the last of its commit (the commit's timer index is made of the whole delta);
+        the caller steps the rest after."""
+        history = options_of(store)
+        turns = [_Turn(event, origin, lease_seconds, history) for event, origin in events]
+        async with self._one_at_a_time():
+            return await self._step(store, turns)
+
+    async def _step(self, store: Store, turns: list[_Turn]) -> list[list[p.Command]]:
         try:
             if isinstance(store, CommitsOptimistically):
-                commands = await self._step_optimistically(store, turn)
-                if commands is not None:
-                    return commands
-            return await self._step_locked(store, turn)
+                done = await self._step_optimistically(store, turns)
+                if done is not None:
+                    return done
+            return await self._step_locked(store, turns)
         except BaseException:
             self.version = -1  # our copy may hold an uncommitted step: reload next time
             raise
 
-    async def _step_optimistically(self, store: Any, turn: _Turn) -> list[p.Command] | None:
-        """The step committed by an attempt; None if it is to be done under the lock: it
-        conflicted :data:`OPTIMISTIC_TRIES` times, or the event changed nothing here (a
-        duplicate, or news to a stale copy)."""
+    async def _step_optimistically(
+        self, store: Any, turns: list[_Turn]
+    ) -> list[list[p.Command]] | None:
+        """The steps committed by an attempt; None if they are to be done under the lock:
+        they conflicted :data:`OPTIMISTIC_TRIES` times, or the events changed nothing here
+        (duplicates, or news to a stale copy)."""
         reads = isinstance(store, CatchesUp)
         for _ in range(OPTIMISTIC_TRIES):
             if not reads and (self.version <= 0 or self.contended):
@@ -241,21 +260,34 @@ class Replica:
                 if not await self._read_missed(store):
                     await self._reload(store)
             try:
-                return await self._attempt(store, turn)
+                return await self._attempt(store, turns)
             except Conflict:
                 self.version = -1  # this copy holds the step that did not commit: reload it
                 self.contended = QUIET_STEPS
         return None
 
-    async def _attempt(self, store: CommitsOptimistically, turn: _Turn) -> list[p.Command] | None:
-        """The step committed at this copy's version (:class:`Conflict` if the copy was
-        stale); None if the event changed nothing here."""
+    async def _attempt(
+        self, store: CommitsOptimistically, turns: list[_Turn]
+    ) -> list[list[p.Command]] | None:
+        """The steps committed at this copy's version (:class:`Conflict` if the copy was
+        stale); None if the events changed nothing here."""
         attempt = store.attempt(self.run_id, self.version)
-        if turn.check is not None:  # the copy is the run as stored, if the commit goes through
-            turn.check(self.state)
-        commands = handle_event(self.program, self.state, turn.event)
-        committed = await self._commit(attempt, commands, turn)
-        return commands if committed else None
+        transition = self._transition(turns)
+        committed = await self._commit(attempt, transition, turns[0].lease_seconds)
+        return transition.done if committed else None
+
+    def _transition(self, turns: list[_Turn]) -> _Transition:
+        """Apply the turns' events to the copy, in order, up to the first whose transition
+        starts a timer; ``check`` is called on the copy before its event."""
+        transition = _Transition(clock.now(), turns[0].history is not None)
+        for turn in turns:
+            if turn.check is not None:  # the copy is the run as stored, if the commit goes through
+                turn.check(self.state)
+            commands = handle_event(self.program, self.state, turn.event)
+            transition.add(turn, commands, self.state)
+            if any(isinstance(command, p.StartTimer) for command in commands):
+                break
+        return transition
 
     async def _reload(self, store: Store) -> None:
         """Load the run whole, without a lock (:class:`RunMigrated` if it was migrated)."""
@@ -266,7 +298,7 @@ class Replica:
         self.state = loaded[0]
         self._moved_on(loaded[1], digest)
 
-    async def _step_locked(self, store: Store, turn: _Turn) -> list[p.Command]:
+    async def _step_locked(self, store: Store, turns: list[_Turn]) -> list[list[p.Command]]:
         async with store.transaction(self.run_id) as txn:
             if txn.version == 0:
                 raise StoreError(f"run {self.run_id!r} is not in the store {store!r}")
@@ -274,27 +306,25 @@ class Replica:
                 await self._catch_up(txn)
             elif self.contended:
                 self.contended -= 1
-            if turn.check is not None:
-                turn.check(self.state)
-            commands = handle_event(self.program, self.state, turn.event)
-            await self._commit(txn, commands, turn)
-            return commands
+            transition = self._transition(turns)
+            await self._commit(txn, transition, turns[0].lease_seconds)
+            return transition.done
 
-    async def _commit(self, txn: RunTransaction, commands: list[p.Command], turn: _Turn) -> bool:
+    async def _commit(
+        self, txn: RunTransaction, transition: _Transition, lease_seconds: float | None
+    ) -> bool:
         """Commit the state's delta, if any, with its history; whether there was one."""
         delta = self.state.take_delta()
         if not delta:
             return False
-        now = clock.now()
-        index = index_ops(delta, commands, now=now, lease_seconds=turn.lease_seconds)
+        now = transition.now
+        index = index_ops(delta, transition.commands, now=now, lease_seconds=lease_seconds)
         info = commit_info(self.state, now)
-        if turn.history is None:
+        if transition.history is None:
             await txn.commit(delta, index=index, info=info, state=self.state)
         else:
-            events = transition_events(
-                turn.event, commands, self.state, now, turn.origin, turn.history.max_payload
-            )
-            await txn.commit(delta, index=index, info=info, state=self.state, history=events)
+            history = transition.history
+            await txn.commit(delta, index=index, info=info, state=self.state, history=history)
         self.version = txn.version
         return True
 
@@ -370,6 +400,28 @@ class _Turn:
         self.lease_seconds = lease_seconds
         self.history = history  # None: the store keeps no history
         self.check = check
+
+
+class _Transition:
+    """The events of one commit applied to a copy: each one's commands, and the history
+    events of them all."""
+
+    __slots__ = ("commands", "done", "history", "now")
+
+    def __init__(self, now: float, keeps_history: bool) -> None:
+        self.now = now
+        self.done: list[list[p.Command]] = []
+        self.commands: list[p.Command] = []
+        self.history: list[HistoryEntry] | None = [] if keeps_history else None
+
+    def add(self, turn: _Turn, commands: list[p.Command], state: RunState) -> None:
+        self.done.append(commands)
+        self.commands += commands
+        if self.history is not None and turn.history is not None:
+            max_payload = turn.history.max_payload
+            self.history += transition_events(
+                turn.event, commands, state, self.now, turn.origin, max_payload
+            )
 
 
 def routes_nodes(blueprint: Blueprint) -> bool:

@@ -311,18 +311,12 @@ class Shell(SlotSteps, Interpreter[_Turn]):
         """Apply ``event`` (one store transaction) and publish what follows; ``origin``
         says who ran the node the event settles (for the run's history), ``check`` may
         refuse it on the run as stored (see :meth:`Replica.step`); ``acking``: the
-        delivery the publishes may ack."""
-        async with self._one_step_at_a_time(run_id):
-            replica = await self.replica(run_id)
-            try:
-                commands = await replica.step(
-                    self.store, event, lease_seconds=self.lease, origin=origin, check=check
-                )
-            except RunMigrated:  # by another process: step the new version's program
-                replica = await self._load(run_id)
-                commands = await replica.step(
-                    self.store, event, lease_seconds=self.lease, origin=origin, check=check
-                )
+        delivery the publishes may ack.
+
+        Steps of one run in this process take turns; a step without ``check`` that
+        waits for its turn may be committed by the step before it, with it, in one
+        transaction (see :meth:`_take_turn`): each step carries out its own commands."""
+        replica, commands = await self._take_turn(run_id, event, origin, check)
         try:
             target = self.target_of(replica.state)
             await self.carry_out(run_id, target, commands, replica.state.header, acking)
@@ -330,6 +324,59 @@ class Shell(SlotSteps, Interpreter[_Turn]):
             if replica.state.finished:  # its finish is carried out: keep no copy
                 self._forget(run_id)
         return replica
+
+    async def _take_turn(
+        self,
+        run_id: str,
+        event: p.Event,
+        origin: Origin | None,
+        check: Callable[[RunState], None] | None,
+    ) -> tuple[Replica, list[p.Command]]:
+        """Commit ``event`` in this step's turn (``check``: see :meth:`step`): with the
+        other steps without ``check`` waiting for theirs, in one transaction, unless an
+        earlier turn committed it already. A group that fails leaves the others' events
+        to their own turns, and this step tries its own alone: what it raises is about
+        its event (or the store)."""
+        mine = None if check is not None else _Waiting(event, origin)
+        async with self._one_step_at_a_time(run_id, mine) as turns:
+            if mine is not None and mine.done is not None:
+                return mine.done  # committed in an earlier step's turn
+            replica = await self.replica(run_id)
+            group = [] if mine is None else [mine, *turns.waiting_besides(mine)]
+            if len(group) <= 1:
+                return await self._step_alone(replica, event, origin, check)
+            try:
+                replica, done = await self._step_together(replica, group)
+            except Exception:  # whoever's event it was: each of them raises its own
+                return await self._step_alone(await self.replica(run_id), event, origin, check)
+            for waiting, commands in zip(group, done, strict=False):
+                waiting.done = (replica, commands)
+            return replica, done[0]
+
+    async def _step_alone(
+        self,
+        replica: Replica,
+        event: p.Event,
+        origin: Origin | None,
+        check: Callable[[RunState], None] | None,
+    ) -> tuple[Replica, list[p.Command]]:
+        step = partial(Replica.step, lease_seconds=self.lease, origin=origin, check=check)
+        try:
+            return replica, await step(replica, self.store, event)
+        except RunMigrated:  # by another process: step the new version's program
+            replica = await self._load(replica.run_id)
+            return replica, await step(replica, self.store, event)
+
+    async def _step_together(
+        self, replica: Replica, group: list[_Waiting]
+    ) -> tuple[Replica, list[list[p.Command]]]:
+        events = [(waiting.event, waiting.origin) for waiting in group]
+        step = partial(Replica.step_together, lease_seconds=self.lease)
+        try:
+            return replica, await step(replica, self.store, events)
+        except RunMigrated:  # by another process: step the new version's program
+            replica = await self._load(replica.run_id)
+            return replica, await step(replica, self.store, events)
 
     async def migrate(self, run_id: str, to: Target, mapping: dict[str, str]) -> None:
         """Migrate the stored run to ``to`` (see :meth:`flowkit.Client.migrate`); this
@@ -341,17 +388,24 @@ class Shell(SlotSteps, Interpreter[_Turn]):
                 self._forget(run_id)
 
     @asynccontextmanager
-    async def _one_step_at_a_time(self, run_id: str) -> AsyncIterator[None]:
+    async def _one_step_at_a_time(
+        self, run_id: str, waiting: _Waiting | None = None
+    ) -> AsyncIterator[_Turns]:
         """Serialise this process's steps of one run before they reach the store's lock:
-        the completions of a fan would otherwise spin on it (2.5-5 tries per commit)."""
+        the completions of a fan would otherwise spin on it (2.5-5 tries per commit).
+        ``waiting`` is listed among the run's steps waiting for their turn meanwhile."""
         turns = self._stepping.get(run_id)
         if turns is None:
             turns = self._stepping[run_id] = _Turns()
         turns.users += 1
+        if waiting is not None:
+            turns.waiting.append(waiting)
         try:
             async with turns.lock:
-                yield
+                yield turns
         finally:
+            if waiting is not None:
+                turns.waiting.remove(waiting)
             turns.users -= 1
             if not turns.users:
                 del self._stepping[run_id]
@@ -769,9 +823,32 @@ def _error(exc: BaseException) -> dict[str, Any]:
     return {"type": type_, "mro": list(mro), "message": message}
 
 
+STEPS_TOGETHER = 64
+"""At most this many steps of one run are committed in one transaction."""
+
+
+class _Waiting:
+    """A step (without ``check``) waiting for its turn; ``done`` once committed, in its
+    turn or in an earlier one: the copy it was applied to and its commands."""
+
+    __slots__ = ("done", "event", "origin")
+
+    def __init__(self, event: p.Event, origin: Origin | None) -> None:
+        self.event = event
+        self.origin = origin
+        self.done: tuple[Replica, list[p.Command]] | None = None
+
+
 class _Turns:
-    """The steps of one run in this process: a lock, and how many hold or wait for it."""
+    """The steps of one run in this process: a lock, how many hold or wait for it, and
+    those of them that may be committed together, in the order they came."""
 
     def __init__(self) -> None:
         self.lock = anyio.Lock()
         self.users = 0
+        self.waiting: list[_Waiting] = []
+
+    def waiting_besides(self, mine: _Waiting) -> list[_Waiting]:
+        """The steps not committed yet, but ``mine``, in order (up to the group's size)."""
+        others = [w for w in self.waiting if w is not mine and w.done is None]
+        return others[: STEPS_TOGETHER - 1]
