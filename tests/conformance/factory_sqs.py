@@ -89,7 +89,11 @@ class SQSFactory:
 
     name = "sqs"
     backends = ("asyncio",)
-    visibility_timeout = 1.0
+    # Whole seconds (SQS's unit). A lease starts when a receive returns, and every
+    # settle is an HTTP call to moto, itself a Python process: on a loaded two-core
+    # machine one consumer's long poll took over a second while another held its
+    # delivery, so a 1 s lease ran out under a handler that was still on time.
+    visibility_timeout = 3.0
 
     @asynccontextmanager
     async def open(self, tmp_path: Path) -> AsyncIterator[Callable[[], SQSTransport]]:
