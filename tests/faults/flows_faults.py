@@ -25,6 +25,9 @@ SCHEMA_ENV = "FLOWKIT_FAULTS_SCHEMA"
 CHAIN_LINKS = 5
 FAN_WIDTH = 10
 NODE_SECONDS = 0.02  # each node's "work"
+GATE_ENV = "FLOWKIT_FAULTS_GATE"
+"""A file: while it exists, every node waits once it has recorded its execution (the test
+holds the load in flight, none of it completing)."""
 
 _lock = threading.Lock()
 _conn: Any = None
@@ -73,7 +76,18 @@ async def executed(activation: str) -> None:
     """Record this execution, then do a little "work"."""
     ctx = flowkit.context()
     await anyio.to_thread.run_sync(_record, ctx.idempotency_key, ctx.run_id, activation)
+    gate = os.environ.get(GATE_ENV)
+    if gate:
+        await _through(anyio.Path(gate))
     await anyio.sleep(NODE_SECONDS)
+
+
+async def _through(gate: anyio.Path) -> None:
+    """Return once ``gate`` (a file the test removes) is gone."""
+    while True:
+        if not await gate.exists():
+            return
+        await anyio.sleep(0.01)  # another process removes it: nothing to await here
 
 
 @node

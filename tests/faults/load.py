@@ -5,7 +5,8 @@ A :class:`Load` is ``WORKERS`` ``python -m flowkit.worker`` processes serving
 plus a :class:`~flowkit.Client` in this process that starts the runs. Two faults:
 
 * :meth:`Load.kill_workers` — SIGKILL the busiest worker ``KILLS`` times while
-  runs are in flight, a replacement started after each kill;
+  runs are in flight, a replacement started after each kill (the first kill while
+  the nodes that started are held at a gate, so it certainly catches work in flight);
 * :meth:`Load.outage` — take a server down mid-load (a callable), keep it down
   for the outage, bring it back (another callable).
 
@@ -18,8 +19,10 @@ are counted and printed, not asserted (a killed worker's node runs again).
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -28,7 +31,14 @@ from flowkit import Client, ResultTimeout, RunStatus
 from flowkit.stores import from_url as store_from_url
 from flowkit.transports import from_url as transport_from_url
 
-from .flows_faults import FLOWS, SCHEMA_ENV, activations, expected_output, read_executions
+from .flows_faults import (
+    FLOWS,
+    GATE_ENV,
+    SCHEMA_ENV,
+    activations,
+    expected_output,
+    read_executions,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -46,6 +56,7 @@ COMPLETION_TIMEOUT = 90.0  # every run completes within this after the last faul
 KILLS = 3
 EXECUTIONS_BEFORE_FAULT = 30
 EXECUTIONS_BETWEEN_KILLS = 25
+HELD = CONCURRENCY  # nodes held at the gate (in flight) when the first worker is killed
 EXECUTIONS_TO_RESUME = 10  # "throughput is back": this many more executions after the fault
 POLL = 0.2  # seconds between looks at the store or the executions table
 
@@ -84,7 +95,8 @@ class Load:
             "--lease", str(lease),
             "--log-format", "json",
         ]  # fmt: skip
-        self.pool = worker_pool(args, {SCHEMA_ENV: schema})
+        self.gate = Path(tempfile.gettempdir()) / f"{tag}.gate"  # see GATE_ENV
+        self.pool = worker_pool(args, {SCHEMA_ENV: schema, GATE_ENV: str(self.gate)})
         self.runs = {
             f"{tag}-{shape}-{i:02d}": (shape, i + 1)
             for shape in FLOWS
@@ -105,6 +117,7 @@ class Load:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        self.gate.unlink(missing_ok=True)
         with anyio.CancelScope(shield=True):
             await self._transport.close()
             await self._store.close()
@@ -117,18 +130,24 @@ class Load:
     # -- faults -------------------------------------------------------------------
     async def kill_workers(self) -> None:
         """SIGKILL the busiest worker KILLS times, mid-load, a replacement after each."""
+        self.gate.touch()  # the nodes that start wait: none completes before the first kill
         await self.start_runs()
-        seen, killed = await self.kill_repeatedly(EXECUTIONS_BETWEEN_KILLS)
-        self.report["killed"] = killed
+        rows = await self.executions_at_least(HELD)
+        first = self._busiest(rows)
+        first.kill()
+        self.pool.start()
+        self.gate.unlink()
+        seen, killed = await self.kill_repeatedly(EXECUTIONS_BETWEEN_KILLS, KILLS - 1, len(rows))
+        self.report["killed"] = [first.pid, *killed]
         await self._recovered(seen)
-        assert killed, "the load finished before the first kill"
 
-    async def kill_repeatedly(self, between: int) -> tuple[int, list[int]]:
-        """Up to KILLS kills, ``between`` executions apart (none once every activation
-        ran); the executions seen at the last one, and the pids killed."""
-        seen = 0
+    async def kill_repeatedly(
+        self, between: int, kills: int = KILLS, seen: int = 0
+    ) -> tuple[int, list[int]]:
+        """Up to ``kills`` kills, ``between`` executions apart after the ``seen`` ones (none
+        once every activation ran); the executions seen at the last one, the pids killed."""
         killed: list[int] = []
-        for _ in range(KILLS):
+        for _ in range(kills):
             rows = await self.executions_at_least(seen + between)
             seen = len(rows)
             if await self._all_executed(seen):
