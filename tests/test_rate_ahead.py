@@ -11,7 +11,6 @@ time.
 from __future__ import annotations
 
 import time
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -21,13 +20,12 @@ import flowkit
 from flowkit import RunStatus, flow, node
 from flowkit._clock import use_clock
 from flowkit.shell._limits import Bucket
-from flowkit.stores import MemoryStore, SQLiteStore
+from flowkit.stores import MemoryStore
 from flowkit.transports import MemoryTransport
 from flowkit.worker._slots import AHEAD, KEEP, Slots
-from tests.test_faults_optimistic_store import fresh_store
+from tests.test_flow_limits import _store
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
     from pathlib import Path
 
 pytestmark = pytest.mark.anyio
@@ -41,21 +39,6 @@ STORES = [
     pytest.param("postgres", "asyncio", marks=pytest.mark.asyncio_only),
     pytest.param("redis", "asyncio", marks=pytest.mark.asyncio_only),
 ]
-
-
-@asynccontextmanager
-async def _store(kind: str, tmp_path: Path) -> AsyncIterator[Any]:
-    if kind == "memory":
-        yield MemoryStore()
-    elif kind == "sqlite":
-        store = SQLiteStore(tmp_path / "runs.db")
-        try:
-            yield store
-        finally:
-            await store.close()
-    else:
-        async with fresh_store(kind) as store:
-            yield store
 
 
 class Clock:
