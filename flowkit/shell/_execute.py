@@ -24,7 +24,7 @@ from ._limits import LocalBuckets, LocalSlots, bucket_of, limited, slot_of
 from ._middleware import Middleware, Pipeline
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable, Coroutine, Sequence
 
     from ..core._state import RunState
     from ._target import Target
@@ -61,7 +61,7 @@ class Executor:
         self._slots = LocalSlots() if local_limits else None
         self._buckets = LocalBuckets() if local_limits else None
 
-    async def execute(
+    def execute(
         self,
         run_id: str,
         target: Target,
@@ -69,8 +69,9 @@ class Executor:
         command: p.ExecuteNode,
         *,
         enqueued_at: float | None = None,
-    ) -> p.Event:
-        """Run the node (bounded by ``max_concurrency``); never raises for node errors.
+    ) -> Coroutine[Any, Any, p.Event]:
+        """The coroutine that runs the node (bounded by ``max_concurrency``); it never
+        raises for node errors.
 
         ``enqueued_at`` is when the execution was queued (epoch seconds; default: now).
         """
@@ -78,8 +79,19 @@ class Executor:
             enqueued_at = clock.now()
         if self._slots is None or not limited(target):
             if self._max_concurrency is None:  # most nodes: no coroutine in between
-                return await self._execute(run_id, target, state, command, enqueued_at)
-            return await self._bounded(run_id, target, state, command, enqueued_at)
+                return self._execute(run_id, target, state, command, enqueued_at)
+            return self._bounded(run_id, target, state, command, enqueued_at)
+        return self._limited(run_id, target, state, command, enqueued_at)
+
+    async def _limited(
+        self,
+        run_id: str,
+        target: Target,
+        state: RunState,
+        command: p.ExecuteNode,
+        enqueued_at: float | None,
+    ) -> p.Event:
+        assert self._slots is not None
         bucket = bucket_of(target, command) if self._buckets is not None else None
         if self._buckets is not None and bucket is not None:
             await self._buckets.take(bucket)  # the rate first: no slot held while delayed
@@ -133,20 +145,19 @@ class Executor:
             invoke = target.invokers[uses]
         if self.overrides and not command.fallback:
             invoke = self.overrides.get(command.node_id) or self.overrides.get(uses) or invoke
+        record = state.sections["dispatches"].get(command.dispatch_id)
         ctx = NodeContext(
             run_id,
             command.node_id,
             command.attempt,
             command.idempotency_key,
             Context(state.context),
+            traceparent=state.header.get("traceparent"),
+            flow=target.blueprint.id,
+            enqueued_at=enqueued_at,
+            dispatch_id=command.dispatch_id,
+            last_heartbeat=None if record is None else record.get("heartbeat"),
         )
-        ctx.traceparent = state.header.get("traceparent")
-        ctx.flow = target.blueprint.id
-        ctx.enqueued_at = enqueued_at
-        ctx.dispatch_id = command.dispatch_id
-        record = state.sections["dispatches"].get(command.dispatch_id)
-        if record is not None:
-            ctx.last_heartbeat = record.get("heartbeat")
         if self.on_heartbeat is not None:
             ctx._sink = partial(self.on_heartbeat, run_id, command.dispatch_id)
         if command.fallback:

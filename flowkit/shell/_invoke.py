@@ -91,16 +91,17 @@ def make_invoker(impl: Any) -> Invoker:
     if inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
         getattr(target, "__call__", None)  # noqa: B004 - async callable objects
     ):
+        # These return the implementation's own coroutine: no frame of ours in between.
         if structure is None:
 
-            async def invoke_async(args: tuple[Any, ...], kwargs: dict[str, Any], ctx: Any) -> Any:
-                return await target(*args, **kwargs)
+            def invoke_async(args: tuple[Any, ...], kwargs: dict[str, Any], ctx: Any) -> Any:
+                return target(*args, **kwargs)
 
             return invoke_async
 
-        async def invoke_structured(args: tuple[Any, ...], kwargs: dict[str, Any], ctx: Any) -> Any:
+        def invoke_structured(args: tuple[Any, ...], kwargs: dict[str, Any], ctx: Any) -> Any:
             args, kwargs = structure(args, kwargs)
-            return await target(*args, **kwargs)
+            return target(*args, **kwargs)
 
         return invoke_structured
 
