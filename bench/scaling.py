@@ -13,12 +13,14 @@ Two families, each in memory (``Runtime()``) and on ``SQLiteStore`` (a temp file
 The sizes of a family are timed in turns (the smallest, the next, ..., again)
 and each figure is a median, so a slow phase of a noisy machine hits every size
 alike. Reported: µs per node at each size and its growth against the smallest
-size (1.0 = linear; the budget is <= 1.1 per row).
+size (1.0 = linear; the budget is <= 1.1 per row). In memory the µs are CPU time of
+this process (nothing waits on I/O there, and CPU time leaves out the moments
+other processes held the core); on SQLite, wall time.
 
 Also here, in memory: flowkit's chain and fan of 1 000 nodes against the same
 graph written by hand in plain asyncio (one ``create_task`` per node, each
 awaiting its predecessors' tasks, then ``gather``): flowkit nodes/s ÷ asyncio
-nodes/s, timed in turns.
+nodes/s, timed in turns, by CPU time.
 """
 
 from __future__ import annotations
@@ -138,13 +140,14 @@ async def asyncio_graph(shape: str, n: int) -> Any:
 async def _family(
     store: Any, calls: dict[int, Callable[[flowkit.Runtime], Callable[[], Awaitable[None]]]], n: int
 ) -> dict[int, float]:
-    """Median seconds per size, the sizes timed in turns on one runtime."""
+    """Median seconds per size, the sizes timed in turns on one runtime: CPU seconds in
+    memory (no I/O: a busy machine disturbs them least), wall seconds with a store."""
     runtime = flowkit.Runtime(store=store)
     try:
         fns = {size: make(runtime) for size, make in calls.items()}
         for fn in fns.values():  # warm-up: compiles, caches, the store's tables
             await fn()
-        stats = await interleaved_stats({str(k): v for k, v in fns.items()}, n)
+        stats = await interleaved_stats({str(k): v for k, v in fns.items()}, n, cpu=store is None)
         return {int(k): s["median"] for k, s in stats.items()}
     finally:
         if store is not None:
@@ -203,7 +206,7 @@ async def _versus_asyncio(n: int, runs: int) -> dict[str, dict[str, float]]:
         fns = {"flowkit": one_run(runtime, flow), "asyncio": lambda s=shape: asyncio_graph(s, n)}
         for fn in fns.values():
             await fn()
-        stats = await interleaved_stats(fns, runs)
+        stats = await interleaved_stats(fns, runs, cpu=True)
         out[shape] = {k: s["median"] for k, s in stats.items()}
     return out
 
@@ -230,7 +233,7 @@ def versus_asyncio(config: Config) -> Table:
         )
     table.notes.append(
         f"x_asyncio = flowkit nodes/s ÷ asyncio nodes/s (goal >= {ASYNCIO_GOAL}), "
-        "timed in turns, medians"
+        "by CPU time, timed in turns, medians"
     )
     return table
 
@@ -244,7 +247,8 @@ def run(config: Config) -> list[Table]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     table.notes.append(
-        f"growth = µs per node at that size ÷ at the family's smallest size (budget <= "
+        f"growth = µs per node (CPU time in memory, wall time on SQLite) at that size ÷ at "
+        f"the family's smallest size (budget <= "
         f"{GROWTH_BUDGET}: linear); sizes timed in turns after a warm-up run each, medians of "
         f"{rounds(config, 'memory', 50_000)} rounds in memory, {rounds(config, 'sqlite', 10_000)} "
         f"on SQLite (1 at 100 000 nodes); at 1 concurrent run, {sequential(config, 'memory')} "

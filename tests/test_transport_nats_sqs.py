@@ -186,6 +186,34 @@ class TestStoppedReceiver:
         assert {b"one", b"two", b"three"} == {taken.body, *(d.body for d in rest)}
 
 
+class TestFetchedBatch:
+    """A message that waited behind the others of its fetched batch reaches its handler with
+    a lease renewed, not with what is left of the one its fetch started."""
+
+    async def test_late_in_its_batch_gets_a_fresh_lease(
+        self, make: Make, request: pytest.FixtureRequest
+    ) -> None:
+        seconds = 6  # the lease's own clock is what is under test: its margins are seconds
+        lease = {"nats": {"ack_wait": float(seconds)}, "sqs": {"visibility_timeout": seconds}}
+        producer, consumer = make(), make(batch=2, **lease[kind(request)])
+        for body in (b"first", b"second"):
+            await producer.send(QUEUE, body)
+        deliveries = consumer.receive(QUEUE)
+        try:
+            with anyio.fail_after(TIMEOUT):
+                first = await anext(deliveries)  # the fetch took both
+            fetched = time.monotonic()
+            await anyio.sleep(0.6 * seconds)  # the first's handler takes most of a lease
+            await first.ack()
+            second = await anext(deliveries)
+            # past the end of the lease the fetch started: the second is still held
+            await anyio.sleep(max(0.0, fetched + 1.1 * seconds - time.monotonic()))
+            await second.ack()
+        finally:
+            await deliveries.aclose()  # type: ignore[attr-defined]
+        assert (b"first", b"second") == (first.body, second.body)
+
+
 class TestSettledTwice:
     """A delivery settles once; a second settlement raises DeliveryError."""
 

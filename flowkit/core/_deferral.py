@@ -82,7 +82,10 @@ class DeferralSteps:
 
 def deferred(dispatches: dict[str, Any]) -> bool:
     """Whether every open dispatch awaits an external completion (none is running)."""
-    for record in dispatches.values():  # noqa: SIM110 - a loop, not all(): no generator per call
+    # Newest first: a wide fan's dispatches finish oldest first, and the dict keeps a
+    # hole for each one deleted until it is resized, which a scan from the front would
+    # cross on every call. A loop, not all(): no generator per call.
+    for record in reversed(dispatches.values()):  # noqa: SIM110
         if not record.get("deferred"):
             return False
     return True

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
+
+import structlog
 
 from .._errors import TransportError
 from ._protocol import DeliveryError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+
+_log = structlog.get_logger("flowkit.transports")
 
 
 def error_text(exc: BaseException, url: str = "") -> str:
@@ -63,11 +67,36 @@ class Lease:
         self.seconds = seconds
         self.until = time.monotonic() + seconds
 
-    def renew(self, seconds: float | None = None) -> None:
-        """Start the lease again, for ``seconds`` if given, else for as long as before."""
+    def renew(self, seconds: float | None = None, *, since: float | None = None) -> None:
+        """Start the lease again, for ``seconds`` if given, else for as long as before,
+        from ``since`` (a ``time.monotonic()`` reading: when the request that renewed it
+        went out, which the broker's clock cannot have started before), else from now."""
         if seconds is not None:
             self.seconds = seconds
-        self.until = time.monotonic() + self.seconds
+        self.until = (time.monotonic() if since is None else since) + self.seconds
 
     def expired(self) -> bool:
         return time.monotonic() > self.until - _guard(self.seconds)
+
+    def half_gone(self) -> bool:
+        """Whether less than half of the lease is left (one that waited behind others)."""
+        return self.until - time.monotonic() < self.seconds / 2
+
+
+class Extendable(Protocol):
+    async def extend(self, seconds: float) -> None: ...
+
+
+async def fresh(delivery: Extendable, lease: Lease, seconds: float) -> bool:
+    """Whether ``delivery``, taken from a fetched batch, can go to its handler: one whose
+    lease is half gone (it waited behind the others of its batch) is extended first, so
+    every handler starts with at least half a lease; False (and not handed over: the
+    broker redelivers it) if that failed."""
+    if not lease.half_gone():
+        return True
+    try:
+        await delivery.extend(seconds)
+    except DeliveryError as exc:
+        _log.info("a fetched message's lease ran out before its turn", error=str(exc))
+        return False
+    return True

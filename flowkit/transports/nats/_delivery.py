@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 from .._protocol import DeliveryError
@@ -56,9 +57,10 @@ class NATSDelivery:
     async def extend(self, seconds: float) -> None:
         """Restart the message's ``ack_wait`` (``+WPI``); see the module docs on ``seconds``."""
         self._check_held("extend")
+        sent = time.monotonic()
         with self._errors("extend"):
             await self._transport._confirm(self._msg, b"+WPI")
-        self._lease.renew()
+        self._lease.renew(since=sent)
 
     async def dead_letter(self, reason: str) -> None:
         """Publish a copy to the dead-letter stream with ``reason``, then terminate it."""

@@ -76,6 +76,7 @@ from ...backends._options import redact, split_options
 from .._memory import DeadLetter
 from .._protocol import DeliveryError
 from .._sdk import Lease as _Lease
+from .._sdk import fresh
 from ._delivery import NATSDelivery as NATSDelivery
 from ._errors import sdk_errors as sdk_errors
 from ._errors import translate_errors as translate_errors
@@ -273,7 +274,7 @@ class NATSTransport:
         if delivery.attempt > self.max_deliver:
             await self._over_limit(delivery)
             return None
-        return delivery
+        return delivery if await fresh(delivery, lease, self.ack_wait) else None
 
     async def _hold_or_release(self, names: _Names, msg: Msg) -> None:
         """Nak a held message until it falls due, then move it to the work subject."""

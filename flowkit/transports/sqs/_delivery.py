@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from .._protocol import DeliveryError
@@ -80,9 +81,10 @@ class SQSDelivery:
         """Keep the message invisible for ``seconds`` more (from now)."""
         self._check_held("extend")
         whole = _seconds(seconds)
+        sent = time.monotonic()
         with self._errors("extend"):
             await self._change_visibility(whole)
-        self._lease.renew(whole)
+        self._lease.renew(whole, since=sent)
 
     async def dead_letter(self, reason: str) -> None:
         """Send a copy with ``reason`` to the dead-letter queue, then delete the original."""

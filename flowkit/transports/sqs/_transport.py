@@ -75,6 +75,7 @@ import structlog
 from ..._errors import ConfigurationError, MissingDependency, TransportError
 from ...backends._options import redact, split_options
 from .._sdk import Lease as _Lease
+from .._sdk import fresh
 from ._delivery import SQSDelivery as SQSDelivery
 from ._errors import _code
 from ._errors import sdk_errors as sdk_errors
@@ -337,7 +338,8 @@ class SQSTransport:
         if left > 0:
             await self._defer_early(url, message, left)
             return None
-        return SQSDelivery(self, queue, url, message, lease)
+        delivery = SQSDelivery(self, queue, url, message, lease)
+        return delivery if await fresh(delivery, lease, self.visibility_timeout) else None
 
     async def _defer_early(self, url: str, message: Message, left: float) -> None:
         attempts = int(_number(_attrs(message).get(ATTEMPTS_ATTR)))
