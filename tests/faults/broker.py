@@ -50,7 +50,19 @@ class RestartableTansu:
                 self.process.send_signal(signal.SIGKILL)
             self.process.wait(KILL_TIMEOUT)
 
+    def freeze(self) -> None:
+        """SIGSTOP the broker: connections stay open, nothing is answered."""
+        assert self.process is not None, "tansu was never started"
+        assert self.process.poll() is None, "tansu is not running"
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT a frozen broker."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
+        self.thaw()
         if self.process is not None and self.process.poll() is None:
             _stop(self.process)
 

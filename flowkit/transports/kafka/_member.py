@@ -46,6 +46,30 @@ def _topic_safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
+def _retrieve_abandoned_commits(consumer: Any) -> None:
+    """Have the outcome of ``consumer``'s commit requests retrieved when they end.
+
+    aiokafka sends a commit under ``asyncio.shield``; cancelling the commit (a bound ran
+    out) leaves the shielded request running with nobody to retrieve its outcome, and
+    when it fails (the broker is gone, the consumer stopped) asyncio reports "Task
+    exception was never retrieved".
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    for task in asyncio.all_tasks():
+        frame = getattr(task.get_coro(), "cr_frame", None)
+        if (
+            frame is not None
+            and frame.f_code.co_name == "_do_commit_offsets"
+            and frame.f_locals.get("self") is coordinator
+        ):
+            task.add_done_callback(_retrieve)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 class _Rebalance:
     """aiokafka's rebalance callbacks, forwarded to the member."""
 
@@ -370,7 +394,11 @@ class _Member:
             written.append((offsets, position, snapshot))
         if commits:
             with translate_errors(f"committing offsets of {self.topic!r}", self.transport.where):
-                await self.kafka.commit(commits)
+                try:
+                    await self.kafka.commit(commits)
+                except asyncio.CancelledError:
+                    _retrieve_abandoned_commits(self.kafka)
+                    raise
         for offsets, position, snapshot in written:
             offsets.wrote(position, snapshot)
 

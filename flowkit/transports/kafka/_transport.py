@@ -75,7 +75,7 @@ from ._delivery import REASON as REASON
 from ._delivery import KafkaDelivery as KafkaDelivery
 from ._errors import translate_errors as translate_errors
 from ._group import balance as balance
-from ._member import _Member, _topic_safe
+from ._member import _HAND_BACK_TIMEOUT, _Member, _topic_safe
 from ._offsets import _Offsets as _Offsets
 
 try:
@@ -98,6 +98,16 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("flowkit.transports.kafka")
 _STOP_UNUSED_TIMEOUT = 5.0
+_PRODUCE_TIMEOUT = 10.0  # a produce the broker does not answer fails after this
+
+
+def close_bound(transport: KafkaTransport) -> float:
+    """Seconds ``transport.close()`` takes at most, whatever the broker does: handing
+    deliveries back, the final commit, leaving the group (one request), and the
+    producer's last request (sent during the final commit)."""
+    leave = transport._consumer_request_timeout_ms() / 1000
+    return _HAND_BACK_TIMEOUT + transport.session_timeout + leave + _PRODUCE_TIMEOUT
+
 
 _LEGAL = re.compile(r"[A-Za-z0-9._-]+")
 _URL_OPTIONS: dict[str, Callable[[str], Any]] = {
@@ -204,6 +214,7 @@ class KafkaTransport:
             heartbeat_interval_ms=max(100, min(3000, round(self.session_timeout * 1000 / 6))),
             metadata_max_age_ms=self._metadata_max_age_ms(),
             rebalance_timeout_ms=self._rebalance_timeout_ms(),
+            request_timeout_ms=self._consumer_request_timeout_ms(),
         )
 
     def _rebalance_timeout_ms(self) -> int:
@@ -212,6 +223,12 @@ class KafkaTransport:
         draining) while another was rejoining could hold both that long. Members here
         poll all along and their rebalance callbacks end within half a session timeout."""
         return round(max(4 * self.session_timeout, 10.0) * 1000)
+
+    def _consumer_request_timeout_ms(self) -> int:
+        """How long a consumer waits for an answer: a JoinGroup may be held for the
+        rebalance timeout, and 5 s more (the Java client's rule); aiokafka's default, 40 s,
+        also held up leaving the group when the broker did not answer."""
+        return self._rebalance_timeout_ms() + 5000
 
     def _metadata_max_age_ms(self) -> int:
         """How old clients let their view of the topics get: a broker that restarted empty
@@ -258,6 +275,7 @@ class KafkaTransport:
             return AIOKafkaProducer(
                 bootstrap_servers=self.bootstrap,
                 acks="all",
+                request_timeout_ms=round(_PRODUCE_TIMEOUT * 1000),
                 metadata_max_age_ms=self._metadata_max_age_ms(),
             )
         if kind == "admin":
@@ -433,10 +451,13 @@ class KafkaTransport:
         return value
 
     async def close(self) -> None:
-        """Hand held deliveries back, leave every group, disconnect; idempotent."""
+        """Hand held deliveries back, leave every group, disconnect; idempotent.
+
+        Bounded even when the broker does not answer (see :func:`close_bound`); what could
+        not be handed back or committed is delivered again.
+        """
         self._closing = True
-        for member in self._members:
-            await member.stop()
+        await asyncio.gather(*(member.stop() for member in self._members))
         self._closed = True
         for kind, client in self._clients.items():
             with contextlib.suppress(TransportError), translate_errors("closing", self.where):
