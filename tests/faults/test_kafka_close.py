@@ -42,7 +42,8 @@ def _transport(address: str, namespace: str) -> KafkaTransport:
     )
 
 
-async def _first_delivery(transport: KafkaTransport) -> Any:
+async def _first_delivery(transport: KafkaTransport) -> tuple[Any, Any]:
+    """The queue's stream on ``transport`` and its first delivery."""
     stream = transport.receive(QUEUE)
     with anyio.fail_after(READ_TIMEOUT):
         return stream, await anext(stream)
@@ -55,7 +56,35 @@ async def test_close_is_bounded_while_the_broker_is_silent(
     namespace = f"fk{uuid.uuid4().hex[:12]}"
     before = asyncio.all_tasks()
     reported: list[dict[str, Any]] = []
-    asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: reported.append(ctx))
+    loop = asyncio.get_running_loop()
+    previous_handler = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, ctx: reported.append(ctx))
+    try:
+        await _close_while_frozen(running_tansu, namespace)
+        # nothing left running that fails later, nothing left unclosed
+        leftover = asyncio.all_tasks() - before
+        assert [] == [task.get_coro() for task in leftover if not task.done()]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            gc.collect()
+    finally:
+        loop.set_exception_handler(previous_handler)
+    assert [] == [str(w.message) for w in caught]
+    assert [] == [str(ctx) for ctx in reported]
+
+    # nothing lost: the held delivery comes again (handed back, or never committed)
+    again = _transport(running_tansu.address, namespace)
+    try:
+        stream, delivery = await _first_delivery(again)
+        assert b"held" == delivery.body
+        await delivery.ack()
+        await stream.aclose()
+    finally:
+        await again.close()
+
+
+async def _close_while_frozen(running_tansu: RestartableTansu, namespace: str) -> None:
+    """A consumer holds a delivery; the broker freezes; the consumer's transport closes."""
     consumer = _transport(running_tansu.address, namespace)
     producer = _transport(running_tansu.address, namespace)
     await producer.send(QUEUE, b"held", key="k")
@@ -70,22 +99,3 @@ async def test_close_is_bounded_while_the_broker_is_silent(
         await stream.aclose()
     finally:
         running_tansu.thaw()
-
-    # nothing left running that fails later, nothing left unclosed
-    leftover = asyncio.all_tasks() - before
-    assert [] == [task.get_coro() for task in leftover if not task.done()]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        gc.collect()
-    assert [] == [str(w.message) for w in caught]
-    assert [] == [str(ctx) for ctx in reported]
-
-    # nothing lost: the held delivery comes again (handed back, or never committed)
-    again = _transport(running_tansu.address, namespace)
-    try:
-        stream, delivery = await _first_delivery(again)
-        assert b"held" == delivery.body
-        await delivery.ack()
-        await stream.aclose()
-    finally:
-        await again.close()
